@@ -1,0 +1,12 @@
+"""The ``ssegate`` command line: one module per command, registered on one app."""
+
+from __future__ import annotations
+
+from ._app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point of the ``ssegate`` console script."""
+    app()
