@@ -87,6 +87,7 @@ class Decoder:
         "_last_id",
         "_max_event",
         "_max_line",
+        "_max_small",
         "_retry",
         "_skip_lf",
         "_started",
@@ -120,6 +121,8 @@ class Decoder:
         # Past this many held-back bytes, the tail's complete lines are folded
         # into the state below so memory stays bounded (see _fold).
         self._fold_at = self._max_line
+        # Text this short cannot break a limit, so the fast paths skip the checks.
+        self._max_small = min(self._max_line, self._max_event)
         self._carry = False  # the state below holds part of an unfinished block
         self._data: list[str] = []
         self._data_len = 0
@@ -168,34 +171,49 @@ class Decoder:
                 if self._tail_len > self._fold_at:
                     return self._fold()
                 return []
-            tail.append(chunk)
-            buf = b"".join(tail)
-            self._tail = []
+            buf = tail[0] + chunk if len(tail) == 1 else b"".join(tail) + chunk
         else:
             buf = chunk
 
         end = buf.rfind(b"\n\n")
         if end < 0:
             self._hold(buf)
-            if self._tail_len > self._fold_at:
-                return self._fold()
-            return []
+            return self._fold() if self._tail_len > self._fold_at else []
         if end + 2 < len(buf):
-            self._hold(buf[end + 2 :])
+            rest = buf[end + 2 :]
+            self._tail = [rest]
+            self._tail_len = len(rest)
+            self._tail_nl = rest[-1] == 10
         else:
+            self._tail = []
             self._tail_len = 0
             self._tail_nl = False
+        carry = self._carry
         if (
-            buf.find(b"\n", 0, end) < 0
+            not carry
             and buf.startswith(b"data: ")
             and end <= self._max_event
-            and not self._carry
+            and buf.find(b"\n", 0, end) < 0
         ):
             # Exactly one event of one "data: ..." line.
-            return [
+            events = [
                 _new(Event, (buf[6:end].decode("utf-8", "replace"), "message", self._last_id, None))
             ]
-        return self._blocks(buf[:end].decode("utf-8", "replace"))
+        else:
+            text = buf[:end].decode("utf-8", "replace")
+            if not carry and text.startswith("data: ") and len(text) <= self._max_small:
+                datas = text[6:].split("\n\ndata: ")
+                if "\n" not in "".join(datas):
+                    # Every block is exactly one "data: ..." line: the token stream.
+                    lid = self._last_id
+                    events = [_new(Event, (data, "message", lid, None)) for data in datas]
+                else:
+                    events = self._blocks(text)
+            else:
+                events = self._blocks(text)
+        if self._tail_len > self._fold_at:
+            events += self._fold()
+        return events
 
     def close(self) -> list[Event]:
         """End of stream. The unfinished event, if any, is discarded (HTML § 9.2.6).
@@ -252,13 +270,7 @@ class Decoder:
 
     def _blocks(self, text: str) -> list[Event]:
         """Events from complete blocks: ``text`` is blocks joined by blank lines."""
-        small = len(text) <= self._max_line and len(text) <= self._max_event
-        if small and not self._carry and text.startswith("data: "):
-            datas = text[6:].split("\n\ndata: ")
-            if "\n" not in "".join(datas):
-                # Every block is exactly one "data: ..." line: the token stream.
-                lid = self._last_id
-                return [_new(Event, (data, "message", lid, None)) for data in datas]
+        small = len(text) <= self._max_small
         out: list[Event] = []
         for b in text.split("\n\n"):
             if small and not self._carry and b[:6] == "data: " and "\n" not in b:
