@@ -260,3 +260,15 @@ def test_feed_accepts_bytearray_and_memoryview() -> None:
 def test_feed_refuses_str() -> None:
     with pytest.raises(TypeError, match="bytes"):
         Decoder().feed("data: a\n\n")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_large_text_path_gives_the_same(case: Case) -> None:
+    # Texts over 8 KiB are walked line by line with find() instead of split();
+    # a long comment in front sends every case down that path.
+    if case.stream.startswith(b"\xef\xbb\xbf"):
+        stream = case.stream[:3] + b": " + b"x" * 9000 + b"\n" + case.stream[3:]
+    else:
+        stream = b": " + b"x" * 9000 + b"\n" + case.stream
+    check(case, *feed_whole(stream, **case.kwargs))
+    check(case, *feed_split(stream, len(stream) // 2, **case.kwargs))
