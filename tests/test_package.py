@@ -9,10 +9,12 @@ import sys
 import ssegate
 
 PUBLIC = [
+    "AsyncEventSource",
     "AuthenticationError",
     "BadRequestError",
     "Decoder",
     "Event",
+    "EventSource",
     "NDJSONDecoder",
     "NotResumableError",
     "ProtocolError",

@@ -6,7 +6,7 @@ server response are imported on first use, so ``import ssegate`` stays light.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import (
     AuthenticationError,
@@ -37,16 +37,24 @@ from .protocol import (
     encode_retry,
 )
 
+if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
+    from .client import AsyncEventSource, EventSource
+
 __version__ = "0.1.0"
 
 # name -> module that defines it, imported when first asked for
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "AsyncEventSource": ".client",
+    "EventSource": ".client",
+}
 
 __all__ = [
+    "AsyncEventSource",
     "AuthenticationError",
     "BadRequestError",
     "Decoder",
     "Event",
+    "EventSource",
     "NDJSONDecoder",
     "NotResumableError",
     "ProtocolError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import _listen  # noqa: F401
 from ._app import app
 
 __all__ = ["app", "main"]

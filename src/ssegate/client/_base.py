@@ -1,0 +1,492 @@
+"""What both clients share: configuration, request building, response checks, decisions.
+
+``EventSource`` (sync) and ``AsyncEventSource`` (async) are short I/O loops over
+this base; every decision is made here, without I/O, so both behave the same:
+
+- the request to send next (the caller's, or the resume request after a drop);
+- what a response means (an event stream, 204 "stop", a status worth retrying,
+  or an error to raise with the status, headers and first bytes of the body);
+- what the bytes received mean (a ``Decoder`` per connection, the
+  ``ReconnectPolicy`` remembering the last id and the server's ``retry``);
+- what a lost connection means (wait this long, stop, or raise).
+
+Resuming a POST. A POST (or any non-GET) stream is never re-sent silently:
+for an LLM that would repeat a paid generation. A server that can resume the
+stream says so in the response headers::
+
+    X-Stream-Id: 7f3c...
+    Link: </v1/streams/7f3c...>; rel="events"
+
+After a drop the client then sends ``GET <events URL>`` with ``Last-Event-ID``
+(a relative URL is resolved against the request URL). ``X-Stream-Id`` alone is
+informational (``stream_id``); the ``Link`` with ``rel="events"`` is what makes a
+stream resumable. Without it a dropped non-GET stream raises
+``NotResumableError``, unless the caller passed ``resend=True``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json as _json
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC
+from typing import Any, Literal, NamedTuple, Self
+
+import httpx
+
+from .._exceptions import (
+    NotResumableError,
+    ProtocolError,
+    ReadTimeout,
+    ResponseError,
+    RetriesExhausted,
+    SSEGateError,
+    TransportError,
+)
+from ..protocol import MAX_EVENT_SIZE, Decoder, Event, ReconnectPolicy
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_RETRY_STATUSES",
+    "DONE_SENTINEL",
+    "EVENTS_REL",
+    "MAX_ERROR_BODY",
+    "STREAM_ID_HEADER",
+    "EventSourceBase",
+    "Request",
+    "Verdict",
+    "is_event_stream",
+    "is_terminal",
+    "parse_retry_after",
+]
+
+#: Response header naming a resumable stream (informational; see the module docstring).
+STREAM_ID_HEADER = "X-Stream-Id"
+
+#: ``Link: <url>; rel="events"`` names the URL that resumes a non-GET stream with GET.
+EVENTS_REL = "events"
+
+#: Seconds to connect (and to write the request) before giving up on an attempt.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+#: Seconds without a single byte, not even a keep-alive comment, after which the
+#: connection counts as dropped. Servers ping every 15 s (ours, sse-starlette,
+#: FastAPI); four missed pings means the socket is half dead, not the server slow.
+DEFAULT_READ_TIMEOUT = 60.0
+
+#: Statuses retried with back-off: 429 and every 5xx (anything else is the
+#: caller's mistake and would fail the same way again).
+DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({429, *range(500, 600)})
+
+#: Statuses that promise the request was not processed ("come back later"), so
+#: even a POST may be sent again after them.
+_NOT_PROCESSED = frozenset({429, 503})
+
+#: Bytes of an error response's body kept on ``ResponseError.body``: a JSON error
+#: fits many times over; an HTML error page is cut short instead of read whole.
+MAX_ERROR_BODY = 8 * 1024
+
+#: OpenAI's end-of-stream marker, ``data: [DONE]``.
+DONE_SENTINEL = "[DONE]"
+
+_TERMINAL_TYPES = frozenset({"close", "done", "error"})
+
+# Exceptions that mean the request never reached the server, so sending it
+# again repeats nothing.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def is_terminal(event: Event) -> bool:
+    """True for an event that says the stream is finished.
+
+    ``data: [DONE]`` (OpenAI), and the types ``done`` and ``error`` (the
+    gateway's native format) and ``close``.
+    """
+    return event.data == DONE_SENTINEL or event.event in _TERMINAL_TYPES
+
+
+def is_event_stream(content_type: str | None) -> bool:
+    """True if a ``Content-Type`` value is ``text/event-stream`` (parameters ignored)."""
+    if not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (RFC 9110 § 10.2.3), or None.
+
+    It is either whole seconds or an HTTP date; ``now`` is the current Unix time
+    (injected so tests need no real clock). A date in the past means "now".
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(int(value[:12]))  # 12 digits is 30,000 years: enough
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+#: What a response means: read it, stop for good (204), try again later, or raise.
+Verdict = Literal["stream", "stop", "retry", "error"]
+
+
+class Request(NamedTuple):
+    """The request to send next, decided by the base and sent by a shell."""
+
+    method: str
+    url: httpx.URL
+    headers: dict[str, str]
+    content: bytes | None
+
+
+class EventSourceBase:
+    """Configuration, request building, response checks and reconnect decisions.
+
+    Not used directly: ``EventSource`` and ``AsyncEventSource`` subclass it and
+    add only the I/O. See ``EventSource`` for the arguments.
+    """
+
+    def __init__(
+        self,
+        url: str | httpx.URL,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        content: str | bytes | None = None,
+        params: httpx.QueryParams | Mapping[str, Any] | None = None,
+        last_event_id: str | None = None,
+        reconnect: bool = True,
+        max_retries: int | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+        resend: bool = False,
+        retry_statuses: Collection[int] = DEFAULT_RETRY_STATUSES,
+        policy: ReconnectPolicy | None = None,
+        max_event_size: int = MAX_EVENT_SIZE,
+        clock: Callable[[], float] = time.time,
+        on_response: Callable[[httpx.Response], None] | None = None,
+        on_bytes: Callable[[bytes], None] | None = None,
+        on_reconnect: Callable[[float, SSEGateError | None], None] | None = None,
+    ) -> None:
+        self.url = httpx.URL(url)
+        if self.url.scheme not in ("http", "https"):
+            raise ValueError(f"EventSource needs an http:// or https:// URL, not {str(url)!r}")
+        if params is not None:
+            self.url = self.url.copy_merge_params(httpx.QueryParams(params))
+        if type(method) is not str or not method.isalpha():
+            raise ValueError(f"method must be an HTTP method name such as 'GET', not {method!r}")
+        self.method = method.upper()
+        if json is not None and content is not None:
+            raise ValueError("pass json= or content=, not both")
+        body: bytes | None
+        if json is not None:
+            body = _json.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+        elif isinstance(content, str):
+            body = content.encode()
+        else:
+            body = content
+        if body is not None and self.method in ("GET", "HEAD"):
+            raise ValueError(f"a {self.method} request cannot carry a body; use method='POST'")
+        self._headers = dict(headers or {})
+        if any(k.lower() == "last-event-id" for k in self._headers):
+            raise ValueError(
+                "pass last_event_id= instead of a Last-Event-ID header: "
+                "the client keeps it up to date across reconnects"
+            )
+        if json is not None and not any(k.lower() == "content-type" for k in self._headers):
+            self._headers["Content-Type"] = "application/json"
+        self._body = body
+        if policy is None:
+            policy = ReconnectPolicy(last_event_id=last_event_id, max_retries=max_retries)
+        elif last_event_id is not None or max_retries is not None:
+            raise ValueError(
+                "with policy= given, set last_event_id and max_retries on the ReconnectPolicy"
+            )
+        self._policy = policy
+        self.reconnect = reconnect
+        self.resend = resend
+        self.retry_statuses = frozenset(retry_statuses)
+        if read_timeout is not None and read_timeout <= 0:
+            raise ValueError("read_timeout must be positive seconds, or None to wait forever")
+        self.read_timeout = read_timeout
+        if isinstance(timeout, httpx.Timeout):
+            self._timeout = httpx.Timeout(
+                connect=timeout.connect, read=read_timeout, write=timeout.write, pool=timeout.pool
+            )
+        else:
+            seconds = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
+            self._timeout = httpx.Timeout(seconds, read=read_timeout)
+        self._max_event_size = max_event_size
+        self._clock = clock
+        self._on_response = on_response
+        self._on_bytes = on_bytes
+        self._on_reconnect = on_reconnect
+
+        self._decoder: Decoder | None = None  # set while a stream is open
+        self._pending: deque[Event] = deque()
+        self._stop_at: Callable[[Event], bool] | None = None
+        self._finished = False  # no more events will come (204, terminal event, end)
+        self._closed = False  # close() was called
+        self._events_url: httpx.URL | None = None
+        self._stream_id: str | None = None
+        self._received = 0  # events received on the current connection
+        self._request = Request(self.method, self.url, {}, None)  # the last one sent
+        self._status: int | None = None
+        self._response_headers: httpx.Headers | None = None
+
+    # -- public state ------------------------------------------------------
+
+    @property
+    def last_event_id(self) -> str:
+        """The id the next request sends as ``Last-Event-ID`` (``""``: none yet)."""
+        return self._policy.last_event_id
+
+    @property
+    def retry(self) -> int:
+        """The reconnection time in force, ms: the server's last ``retry`` or the default."""
+        return self._policy.retry_ms
+
+    @property
+    def status_code(self) -> int | None:
+        """The status of the last response (None before the first)."""
+        return self._status
+
+    @property
+    def response_headers(self) -> httpx.Headers | None:
+        """The headers of the last response (None before the first)."""
+        return self._response_headers
+
+    @property
+    def stream_id(self) -> str | None:
+        """The ``X-Stream-Id`` the server named for this stream, if any."""
+        return self._stream_id
+
+    @property
+    def events_url(self) -> httpx.URL | None:
+        """Where a dropped non-GET stream resumes (``Link: <url>; rel="events"``), if named."""
+        return self._events_url
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._closed
+
+    def until_done(self, is_done: Callable[[Event], bool] = is_terminal) -> Self:
+        """Iterate only up to the first event for which ``is_done`` is true.
+
+        That event is yielded (a ``done`` or ``error`` event carries the
+        outcome), then iteration ends without reconnecting. The bare OpenAI
+        marker ``data: [DONE]`` carries nothing and is not yielded. Returns the
+        event source itself, so ``for ev in es.until_done():`` reads naturally.
+        """
+        self._stop_at = is_done
+        return self
+
+    # -- decisions for the shells -----------------------------------------
+
+    def _next_request(self) -> Request:
+        """The request to send now: the caller's, or the GET that resumes it."""
+        headers = dict(self._headers)
+        for name in [k for k in headers if k.lower() == "accept"]:
+            del headers[name]
+        headers.update(self._policy.headers())
+        if self._events_url is not None:
+            for name in [k for k in headers if k.lower() == "content-type"]:
+                del headers[name]
+            self._request = Request("GET", self._events_url, headers, None)
+        else:
+            self._request = Request(self.method, self.url, headers, self._body)
+        return self._request
+
+    def _accept(self, response: httpx.Response) -> Verdict:
+        """Judge a response: read it as a stream, stop (204), retry it, or raise."""
+        self._status = response.status_code
+        self._response_headers = response.headers
+        if self._on_response is not None:
+            self._on_response(response)
+        status = response.status_code
+        if status == 204:
+            # The server's way to say "do not reconnect" (HTML § 9.2.3).
+            self._finish()
+            return "stop"
+        if 200 <= status < 300:
+            if not is_event_stream(response.headers.get("content-type")):
+                return "error"
+            self._opened(response)
+            return "stream"
+        if (
+            self.reconnect
+            and status in self.retry_statuses
+            and (self._safe_to_repeat() or status in _NOT_PROCESSED)
+        ):
+            self._policy.retry_after(
+                parse_retry_after(response.headers.get("retry-after"), self._clock())
+            )
+            return "retry"
+        return "error"
+
+    def _response_error(self, response: httpx.Response, body: bytes) -> ResponseError:
+        """The error for a response that is not an event stream."""
+        status = response.status_code
+        content_type = response.headers.get("content-type", "")
+        if 200 <= status < 300:
+            message = (
+                f"expected an event stream (text/event-stream) from {response.request.method} "
+                f"{response.url}, got status {status} with content type {content_type!r}"
+            )
+        else:
+            reason = response.reason_phrase or ""
+            message = (
+                f"{response.request.method} {response.url} answered {status} {reason}".rstrip()
+                + " instead of an event stream"
+            )
+        snippet = body[:200].decode("utf-8", "replace").strip()
+        if snippet:
+            message += f": {snippet}"
+        return ResponseError(message, status=status, headers=response.headers, body=body)
+
+    def _opened(self, response: httpx.Response) -> None:
+        self._policy.connected()
+        self._received = 0
+        self._decoder = Decoder(
+            max_event_size=self._max_event_size, last_event_id=self._policy.last_event_id
+        )
+        if self._events_url is None and self.method != "GET":
+            self._stream_id = response.headers.get(STREAM_ID_HEADER)
+            link = response.links.get(EVENTS_REL)
+            if link and link.get("url"):
+                self._events_url = response.url.join(link["url"])
+
+    def _receive(self, chunk: bytes) -> None:
+        """Bytes arrived on the open stream."""
+        if self._on_bytes is not None:
+            self._on_bytes(chunk)
+        decoder = self._decoder
+        assert decoder is not None, "bytes received with no stream open"
+        events = decoder.feed(chunk)
+        policy = self._policy
+        if events:
+            # One call for the batch: the decoder's state below is the final word
+            # on the id and retry; the policy needs only to know events came.
+            policy.event(events[-1])
+            self._received += len(events)
+            self._pending.extend(events)
+        # id-only and retry-only blocks dispatch no event but still count.
+        policy.set_last_event_id(decoder.last_event_id)
+        policy.server_retry(decoder.retry)
+
+    def _pop(self) -> Event | None:
+        """The next event to hand to the caller, or None when there is none yet."""
+        while self._pending:
+            event = self._pending.popleft()
+            if self._stop_at is not None and self._stop_at(event):
+                self._finish()
+                if event.data == DONE_SENTINEL:
+                    return None
+            return event
+        return None
+
+    def _ended(self, error: SSEGateError | None) -> float | None:
+        """The open stream ended (``error`` None: cleanly). Return the delay, or None.
+
+        None means stop (nothing more will come); raising means fail.
+        """
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            decoder.close()
+            self._policy.server_retry(decoder.retry)
+        if self._closed or self._finished:
+            return None
+        if not self.reconnect:
+            if error is not None:
+                raise error
+            self._finish()
+            return None
+        if not self._safe_to_repeat():
+            if error is None:
+                # A POST stream that ended cleanly is an answer that is complete.
+                self._finish()
+                return None
+            raise NotResumableError(
+                f"the {self.method} stream from {self.url} broke after "
+                f"{self._received} events and the server named no stream to resume "
+                f'(no Link: <url>; rel="{EVENTS_REL}" header); reconnecting would send '
+                "the request again (for an LLM, a second paid generation): pass "
+                "resend=True to allow that"
+            ) from error
+        return self._retry_delay(error)
+
+    def _lost(self, exc: httpx.HTTPError) -> float | None:
+        """Reading the open stream failed. Return the delay, or None; raise to fail."""
+        return self._ended(None if self._closed else self._translate(exc))
+
+    def _connect_failed(self, exc: httpx.HTTPError) -> float | None:
+        """No response came. Return the delay, or None; raise to fail."""
+        error = self._translate(exc)
+        if self._closed:
+            return None
+        # A request that never left may be sent again, even a POST.
+        if not self.reconnect or (self._was_sent(exc) and not self._safe_to_repeat()):
+            raise error
+        return self._retry_delay(error)
+
+    def _refused(self, error: ResponseError) -> float | None:
+        """A response judged "retry" (429, 5xx). Return the delay, or None; raise to fail."""
+        if self._closed:
+            return None
+        return self._retry_delay(error)
+
+    def _retry_delay(self, error: SSEGateError | None) -> float:
+        delay = self._policy.failed()
+        if delay is None:
+            attempts = self._policy.attempt
+            cause = error if error is not None else "the server kept ending the stream"
+            raise RetriesExhausted(
+                f"gave up on {self.url} after {attempts} failed attempts: {cause}",
+                attempts=attempts,
+            ) from error
+        if self._on_reconnect is not None:
+            self._on_reconnect(delay, error)
+        return delay
+
+    def _safe_to_repeat(self) -> bool:
+        """Whether the next request can be sent without repeating a non-GET request."""
+        return self.method == "GET" or self._events_url is not None or self.resend
+
+    def _translate(self, exc: httpx.HTTPError) -> SSEGateError:
+        """An httpx error as ours, with the httpx error as its ``__cause__``."""
+        error = self._translated(exc)
+        error.__cause__ = exc
+        return error
+
+    def _translated(self, exc: httpx.HTTPError) -> SSEGateError:
+        where = f"{self._request.method} {self._request.url}"
+        if isinstance(exc, httpx.ReadTimeout):
+            return ReadTimeout(
+                f"no data from {where} for {self.read_timeout} s "
+                "(not even a keep-alive comment); the connection is presumed dead"
+            )
+        if isinstance(exc, httpx.DecodingError):
+            return ProtocolError(f"could not decode the response body of {where}: {exc}")
+        if isinstance(exc, _NOT_SENT):
+            return TransportError(f"could not connect to {where}: {exc or type(exc).__name__}")
+        return TransportError(f"connection to {where} broke: {exc or type(exc).__name__}")
+
+    @staticmethod
+    def _was_sent(exc: httpx.HTTPError) -> bool:
+        """False if the request certainly never reached the server."""
+        return not isinstance(exc, _NOT_SENT)
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._pending.clear()
