@@ -15,6 +15,7 @@ PUBLIC = [
     "Decoder",
     "Event",
     "EventSource",
+    "EventSourceResponse",
     "NDJSONDecoder",
     "NotResumableError",
     "ProtocolError",

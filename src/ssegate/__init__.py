@@ -39,6 +39,7 @@ from .protocol import (
 
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from .client import AsyncEventSource, EventSource
+    from .server import EventSourceResponse
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "AsyncEventSource": ".client",
     "EventSource": ".client",
+    "EventSourceResponse": ".server",
 }
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "Decoder",
     "Event",
     "EventSource",
+    "EventSourceResponse",
     "NDJSONDecoder",
     "NotResumableError",
     "ProtocolError",

@@ -1,5 +1,10 @@
 """Public helpers for testing code built on ssegate (and ssegate itself)."""
 
+from ._store_contract import check_stream_store
 from ._uvicorn import UvicornThread, serve
 
-__all__ = ["UvicornThread", "serve"]
+__all__ = [
+    "UvicornThread",
+    "check_stream_store",
+    "serve",
+]

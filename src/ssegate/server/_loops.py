@@ -1,0 +1,245 @@
+"""The event-loop specific halves of a stream session: native asyncio, and anyio.
+
+uvicorn runs asyncio, where a stream costs one extra task and a timer handle;
+anyio's task groups and cancel scopes cost several times more per stream (each
+cancellation formats the repr of a task), so they are used only on other
+backends (trio), where correctness matters more than the last microsecond.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from ._options import CLOSE_TIMEOUT_S, CloseReason
+from ._session import Cancellable, Cut, Message, Session, Signal
+
+__all__ = ["AnyioSession", "AsyncioSession"]
+
+logger = logging.getLogger("ssegate.server")
+
+
+class AsyncioSession(Session):
+    """Tasks, timers and cancellation straight from asyncio."""
+
+    __slots__ = ("aside_task", "loop", "pump_active", "pump_cancelled", "task")
+
+    def init_loop(self, loop: asyncio.AbstractEventLoop) -> AsyncioSession:
+        self.loop = loop
+        self.now = loop.time
+        self.task: asyncio.Task[Any] | None = None
+        self.aside_task: asyncio.Task[None] | None = None
+        self.pump_active = False
+        self.pump_cancelled = False
+        return self
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
+        return self.loop.call_at(when, callback)
+
+    def new_signal(self) -> Signal:
+        return asyncio.Event()
+
+    def spawn_aside(self) -> None:
+        self.aside_task = self.loop.create_task(self.aside())
+
+    def cancel_pump(self) -> None:
+        if self.pump_active and not self.pump_cancelled and self.task is not None:
+            self.pump_cancelled = True
+            self.task.cancel()
+
+    def abort(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def send_timed(self, message: Message) -> bool:
+        timeout = self.options.send_timeout
+        if timeout is None:
+            await self.send(message)
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self.send(message)
+        except TimeoutError:
+            return False
+        return True
+
+    async def checkpoint(self) -> None:
+        await asyncio.sleep(0)
+
+    async def run(self, status: int, headers: list[tuple[bytes, bytes]]) -> CloseReason:
+        # One coroutine from the response down to the pump: every resumption of
+        # the producer passes through each frame of this chain.
+        reason = CloseReason.CANCELLED
+        watcher: asyncio.Task[None] | None = None
+        self.task = task = asyncio.current_task()
+        try:
+            await self.open(status, headers)
+            watcher = self.loop.create_task(self.watch())
+            ended = CloseReason.COMPLETED
+            tail = b""
+            self.pump_active = True
+            try:
+                tail = await self.pump()
+            except Cut as cut:
+                ended, tail = self.stopped(cut.reason, self.unsent)
+            except asyncio.CancelledError:
+                if not self.pump_cancelled or task is None:
+                    raise
+                self.pump_cancelled = False
+                if task.uncancel() > 0:
+                    raise  # cancelled from outside as well
+                ended, tail = self.stopped(None, self.unsent)
+            except Exception as exc:
+                ended, tail = self.failed(exc)
+            finally:
+                self.pump_active = False
+                if self.pump_cancelled and task is not None:
+                    # the producer swallowed our CancelledError
+                    self.pump_cancelled = False
+                    task.uncancel()
+                await self.close_producer()
+            reason = await self.complete(ended, tail)
+        except OSError:
+            reason = CloseReason.CLIENT_GONE  # an ASGI 2.4 server's failed send
+        except asyncio.CancelledError:
+            if not self.hard_stopped or task is None or task.uncancel() > 0:
+                raise
+            reason = CloseReason.SHUTDOWN  # cut off after the grace period
+        finally:
+            self.finished = True
+            if watcher is not None:
+                watcher.cancel()
+            if self.aside_task is not None:
+                self.aside_task.cancel()
+            await self.close(reason)
+        return reason
+
+    async def close_producer(self) -> None:
+        producer = self.producer
+        aclose = getattr(producer, "aclose", None)
+        if aclose is None or getattr(producer, "ag_frame", True) is None:
+            return  # nothing to close, or an async generator that has finished
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await aclose()
+        except TimeoutError:
+            logger.warning("event stream producer took over %.0f s to close", CLOSE_TIMEOUT_S)
+        except Exception:
+            logger.exception("event stream producer failed while closing")
+
+    async def notify(self, reason: CloseReason) -> None:
+        await self.call_on_close(reason)
+
+
+class _Timer:
+    __slots__ = ("scope",)
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+
+    def cancel(self) -> None:
+        self.scope.cancel()
+
+
+class AnyioSession(Session):
+    """Task groups and cancel scopes from anyio: any backend (trio in practice)."""
+
+    __slots__ = ("pump_scope", "tasks")
+
+    def init_loop(self) -> AnyioSession:
+        self.pump_scope = anyio.CancelScope()
+        self.now = anyio.current_time
+        self.tasks: anyio.abc.TaskGroup | None = None
+        return self
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
+        timer = _Timer()
+
+        async def wait_then_call() -> None:
+            with timer.scope:
+                await anyio.sleep_until(when)
+                callback()
+
+        assert self.tasks is not None
+        self.tasks.start_soon(wait_then_call)
+        return timer
+
+    def new_signal(self) -> Signal:
+        return anyio.Event()
+
+    def spawn_aside(self) -> None:
+        assert self.tasks is not None
+        self.tasks.start_soon(self.aside)
+
+    def cancel_pump(self) -> None:
+        self.pump_scope.cancel()
+
+    def abort(self) -> None:
+        if self.tasks is not None:
+            self.tasks.cancel_scope.cancel()
+
+    async def send_timed(self, message: Message) -> bool:
+        timeout = self.options.send_timeout
+        if timeout is None:
+            await self.send(message)
+            return True
+        with anyio.move_on_after(timeout) as scope:
+            await self.send(message)
+        return not scope.cancelled_caught
+
+    async def checkpoint(self) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async def run(self, status: int, headers: list[tuple[bytes, bytes]]) -> CloseReason:
+        reason = CloseReason.CANCELLED
+        try:
+            # Timers are tasks here, so the task group must exist before they start.
+            async with anyio.create_task_group() as tasks:
+                self.tasks = tasks
+                try:
+                    await self.open(status, headers)
+                    tasks.start_soon(self.watch)
+                    ended = CloseReason.COMPLETED
+                    tail = b""
+                    with self.pump_scope:
+                        try:
+                            tail = await self.pump()
+                        except Cut as cut:
+                            ended, tail = self.stopped(cut.reason, self.unsent)
+                        except Exception as exc:
+                            ended, tail = self.failed(exc)
+                        finally:
+                            await self.close_producer()
+                    if self.pump_scope.cancelled_caught:
+                        ended, tail = self.stopped(None, self.unsent)
+                    reason = await self.complete(ended, tail)
+                except OSError:
+                    reason = CloseReason.CLIENT_GONE  # an ASGI 2.4 server's failed send
+                finally:
+                    tasks.cancel_scope.cancel()
+            if self.hard_stopped and tasks.cancel_scope.cancelled_caught:
+                reason = CloseReason.SHUTDOWN  # cut off after the grace period
+        finally:
+            await self.close(reason)
+        return reason
+
+    async def close_producer(self) -> None:
+        aclose = getattr(self.producer, "aclose", None)
+        if aclose is None:
+            return
+        with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True) as scope:
+            try:
+                await aclose()
+            except Exception:
+                logger.exception("event stream producer failed while closing")
+        if scope.cancelled_caught:
+            logger.warning("event stream producer took over %.0f s to close", CLOSE_TIMEOUT_S)
+
+    async def notify(self, reason: CloseReason) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.call_on_close(reason)

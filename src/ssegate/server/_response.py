@@ -1,0 +1,128 @@
+"""``EventSourceResponse``: the event-stream core dressed as a Starlette ``Response``.
+
+Being a ``Response`` is what lets FastAPI accept it as a return value and as
+``response_class`` (for the OpenAPI content type); everything it does happens
+in the plain-ASGI core, ``_stream.py``.
+
+Compression: Starlette's ``GZipMiddleware`` leaves ``text/event-stream`` alone
+(it is in ``DEFAULT_EXCLUDED_CONTENT_TYPES``); keep it in the list if you pass
+``exclude_content_types``. If a compressing middleware wraps the stream anyway,
+it still works: the first (empty) body message is sent with the headers, so a
+middleware that holds the headers until it sees a body releases them at once,
+and Starlette's compressor flushes every message (``Z_SYNC_FLUSH``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+
+from ._options import (
+    DEFAULT_OPTIONS,
+    DEFAULT_PING_S,
+    CloseReason,
+    ErrorEvent,
+    OnClose,
+    StreamOptions,
+    check_content,
+    default_error_event,
+)
+from ._session import Receive, Send
+from ._shutdown import Shutdown
+from ._stream import open_session
+
+__all__ = ["SSE_HEADERS", "EventSourceResponse"]
+
+# Sent with every event stream (the WSGI helper uses them too). X-Accel-Buffering
+# stops nginx from buffering (BerriAI/litellm#28384); no Connection header, which
+# HTTP/2 forbids.
+SSE_HEADERS: Mapping[str, str] = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+class EventSourceResponse(Response):
+    """Stream ``content`` to the client as Server-Sent Events.
+
+    ``content`` is a sync iterable (pulled in worker threads), an async
+    iterable or an async generator of items: ``Event``, ``str`` (the data of a
+    ``message`` event), ``dict`` (JSON data) or ``bytes`` (already encoded).
+
+    * ``ping``: seconds of silence before a keep-alive comment, from the very
+      start (a model may think for a minute before its first token); ``None``
+      turns keep-alives off.
+    * ``send_timeout``: a client that accepts no bytes for that many seconds
+      (half-open socket, stalled proxy) is dropped.
+    * ``retry``: milliseconds to send as the ``retry:`` field first.
+    * ``on_close(reason)``: called once, sync or async, with the ``CloseReason``.
+    * ``error_event(exc)``: the item sent when the producer raises (the
+      traceback goes to the ``ssegate.server`` log); ``None`` sends nothing.
+    * ``shutdown``: the ``Shutdown`` to obey (default: the one
+      ``GracefulShutdown`` put in the scope, if any). When set, the producer has
+      ``shutdown_grace`` seconds to finish, then it is cancelled, ``farewell``
+      (if given) is sent and the response ends; a client that cannot take it
+      within ``SHUTDOWN_SEND_S`` more seconds is cut off.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        content: AsyncIterable[Any] | Iterable[Any],
+        *,
+        ping: float | None = DEFAULT_PING_S,
+        headers: Mapping[str, str] | None = None,
+        status_code: int = 200,
+        send_timeout: float | None = None,
+        retry: int | None = None,
+        on_close: OnClose | None = None,
+        error_event: ErrorEvent | None = default_error_event,
+        farewell: Any = None,
+        shutdown: Shutdown | None = None,
+        shutdown_grace: float = 0.0,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        check_content(content)
+        self.content = content
+        if (
+            ping == DEFAULT_PING_S
+            and send_timeout is None
+            and retry is None
+            and on_close is None
+            and error_event is default_error_event
+            and farewell is None
+            and shutdown is None
+            and shutdown_grace == 0
+        ):
+            self.options = DEFAULT_OPTIONS
+        else:
+            self.options = StreamOptions(
+                ping=ping,
+                send_timeout=send_timeout,
+                retry=retry,
+                on_close=on_close,
+                error_event=error_event,
+                farewell=farewell,
+                shutdown=shutdown,
+                shutdown_grace=shutdown_grace,
+            )
+        self.status_code = status_code
+        self.background = background
+        self.init_headers(headers)
+        present = {name for name, _ in self.raw_headers}
+        for name, value in SSE_HEADERS.items():
+            key = name.lower().encode("latin-1")
+            if key not in present:
+                self.raw_headers.append((key, value.encode("latin-1")))
+        self.close_reason: CloseReason | None = None
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        session = open_session(scope, receive, send, self.content, self.options)
+        self.close_reason = await session.run(self.status_code, self.raw_headers)
+        if self.background is not None:
+            await self.background()

@@ -1,0 +1,435 @@
+"""One event stream on one connection: the decisions, whatever the event loop.
+
+Per stream there is the request's own task, the *pump*, and one *watcher* task:
+
+* the pump pulls items from the producer, encodes and sends them. Items that are
+  ready together (the producer did not wait between them) leave in one
+  ``http.response.body`` message of up to ``MAX_BATCH_SIZE``; an item that came
+  after a wait is sent at once. Nothing is held back for a later item: when the
+  producer starts to wait, what was collected is handed to a short-lived
+  *aside* task to send;
+* the watcher only waits on ``receive()`` for ``http.disconnect``.
+
+How the pump knows an item is ready: Python offers no ``ready()`` on an async
+iterator, but a coroutine answers the question when it is stepped once: it
+either finishes at once (``StopIteration`` carries the item) or yields what it
+waits for to the event loop. In the second case the pump passes that yield up
+to the task, and every value, exception and cancellation back down, exactly as
+``await`` would. While it holds such a half-run step it must not await anything
+else in the same task (trio and anyio tie waiters and cancel scopes to the
+task), which is why the collected batch is sent by the aside task.
+
+Keep-alive and shutdown grace are timers (callbacks, no task), and a keep-alive
+comment is sent by an aside task like a hand-over. There is no lock: the pump
+waits for a running aside task before it sends, and pings are skipped while the
+pump is sending (bytes are on their way anyway).
+
+Whatever ends the stream (the producer finishing or failing, the client leaving,
+a client that stopped reading for ``send_timeout`` seconds, a server shutdown),
+the producer is closed (``aclose``, so its ``finally`` runs) and ``on_close`` is
+told why. The event-loop specific parts (tasks, timers, cancelling the pump)
+live in two subclasses: native asyncio, which is what uvicorn runs and is
+several times cheaper per stream than anyio's task groups, and anyio for trio.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
+from types import AsyncGeneratorType
+from typing import Any, Protocol
+
+from ssegate.protocol import encode_retry
+
+from ._items import encode_item
+from ._options import MAX_BATCH_SIZE, PING, SHUTDOWN_SEND_S, CloseReason, StreamOptions
+from ._shutdown import Shutdown
+
+__all__ = ["Cut", "Receive", "Send", "Session"]
+
+logger = logging.getLogger("ssegate.server")
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> Any: ...
+
+
+class Signal(Protocol):
+    def set(self) -> Any: ...
+
+    async def wait(self) -> Any: ...
+
+
+class Cut(Exception):
+    """Raised inside the pump when the stream must stop for a reason of ours."""
+
+    def __init__(self, reason: CloseReason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+class Session:
+    """The state and decisions of one stream (see the module docstring)."""
+
+    __slots__ = (
+        "aside_done",
+        "closed",
+        "cut",
+        "finished",
+        "grace_timer",
+        "hard_stopped",
+        "hard_timer",
+        "now",
+        "options",
+        "pending",
+        "producer",
+        "pump_busy",
+        "quiet_since",
+        "receive",
+        "send",
+        "shutdown",
+        "shutting_down",
+        "stop",
+        "timer",
+        "unsent",
+        "unsubscribe",
+    )
+
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        producer: AsyncIterator[object],
+        options: StreamOptions,
+        shutdown: Shutdown | None,
+    ) -> None:
+        self.receive = receive
+        self.send = send
+        self.producer = producer
+        self.options = options
+        self.shutdown = shutdown
+        self.pending: bytes | None = None  # handed over, for an aside task to send
+        self.aside_done: Signal | None = None  # set when the running aside task ends
+        self.unsent = b""  # what the pump had collected when it was interrupted
+        self.pump_busy = False
+        self.cut: CloseReason | None = None  # client gone / send timeout
+        self.stop = False  # the pump must stop now
+        self.shutting_down = False
+        self.finished = False  # the pump is done: no more keep-alives
+        self.closed = False  # the whole stream is done
+        self.hard_stopped = False
+        self.quiet_since = 0.0
+        self.timer: Cancellable | None = None
+        self.grace_timer: Cancellable | None = None
+        self.hard_timer: Cancellable | None = None
+        self.unsubscribe: Callable[[], None] | None = None
+
+    # -- what each event loop provides -------------------------------------
+
+    now: Callable[[], float]  # the clock timers use (set by the subclass)
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
+        raise NotImplementedError
+
+    def new_signal(self) -> Signal:
+        raise NotImplementedError
+
+    def spawn_aside(self) -> None:
+        raise NotImplementedError
+
+    def cancel_pump(self) -> None:
+        """Interrupt the pump wherever it waits (it is never running when this is called)."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Cancel everything the stream still waits for (it then ends as SHUTDOWN)."""
+        raise NotImplementedError
+
+    async def send_timed(self, message: Message) -> bool:
+        """Send; ``False`` if it did not complete within ``send_timeout`` seconds."""
+        raise NotImplementedError
+
+    async def checkpoint(self) -> None:
+        raise NotImplementedError
+
+    async def run(self, status: int, headers: list[tuple[bytes, bytes]]) -> CloseReason:
+        """Serve the stream: ``open``, watcher, pump, ``complete``; always ``close``."""
+        raise NotImplementedError
+
+    async def close_producer(self) -> None:
+        raise NotImplementedError
+
+    async def notify(self, reason: CloseReason) -> None:
+        raise NotImplementedError
+
+    # -- the request task ----------------------------------------------------
+
+    async def open(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Send the headers, start the keep-alive timer, listen for shutdown."""
+        send = self.send
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        # A first body message right away pushes the headers through any
+        # middleware that holds http.response.start until it sees a body
+        # (GZipMiddleware does), so EventSource's onopen fires now.
+        retry = self.options.retry
+        head = b"" if retry is None else encode_retry(retry)
+        await send({"type": "http.response.body", "body": head, "more_body": True})
+        self.quiet_since = self.now()
+        ping = self.options.ping
+        if ping is not None:
+            self.timer = self.call_at(self.quiet_since + ping, self._ping_due)
+        if self.shutdown is not None:
+            self.unsubscribe = self.shutdown.subscribe(self._on_shutdown)
+
+    async def close(self, reason: CloseReason) -> None:
+        """Stop the timers, stop listening for shutdown, tell ``on_close``."""
+        self.finished = True
+        self.closed = True
+        for timer in (self.timer, self.grace_timer, self.hard_timer):
+            if timer is not None:
+                timer.cancel()
+        if self.unsubscribe is not None:
+            self.unsubscribe()
+        await self.notify(reason)
+
+    async def complete(self, reason: CloseReason, tail: bytes) -> CloseReason:
+        """After the pump: let the aside task finish, then end the response."""
+        if self.cut is None:
+            while (done := self.aside_done) is not None:
+                await done.wait()
+        self.finished = True
+        if self.cut is not None and reason is not CloseReason.SEND_TIMEOUT:
+            reason = self.cut
+        if reason is CloseReason.CLIENT_GONE or reason is CloseReason.SEND_TIMEOUT:
+            # After a send timeout the response stays incomplete and the server
+            # closes the connection (uvicorn logs "ASGI callable returned
+            # without completing response"): what a stuck client needs.
+            return reason
+        message = {"type": "http.response.body", "body": tail, "more_body": False}
+        await self.send_timed(message)
+        return reason
+
+    def stopped(self, reason: CloseReason | None, tail: bytes) -> tuple[CloseReason, bytes]:
+        """The reason and last bytes of a pump that was told to stop."""
+        if reason is None:
+            reason = self.cut or CloseReason.SHUTDOWN
+        if reason is CloseReason.SHUTDOWN and self.options.farewell is not None:
+            tail += encode_item(self.options.farewell)
+        return reason, tail
+
+    def failed(self, exc: Exception) -> tuple[CloseReason, bytes]:
+        """The reason and last bytes after the producer raised ``exc``."""
+        if self.cut is not None:
+            return self.cut, b""  # it failed while being cancelled: not its fault
+        logger.error("event stream producer failed", exc_info=exc)
+        make = self.options.error_event
+        error = b""
+        if make is not None:
+            try:
+                item = make(exc)
+                error = b"" if item is None else encode_item(item)
+            except Exception:
+                logger.exception("error_event failed; no error event sent")
+        return CloseReason.ERROR, self.unsent + error
+
+    @types.coroutine
+    def pump(self) -> Generator[Any, Any, bytes]:
+        """Move items from the producer to the client; returns the unsent last batch.
+
+        A generator-based coroutine: it takes the first step of each
+        ``__anext__`` by hand to learn whether the item is ready (see the module
+        docstring), and when it is not, passes what the producer yields up to
+        the event loop and what comes back down itself, as ``await`` would, with
+        no extra frame per resumption (this is the hot path of every stream).
+        """
+        producer = self.producer
+        anext = producer.__anext__
+        # An async generator's asend object is its own iterator; others need __await__.
+        native = type(producer) is AsyncGeneratorType
+        send = self.send
+        clock = self.now
+        untimed = self.options.send_timeout is None
+        batch: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                if self.stop:
+                    raise Cut(self.cut or CloseReason.SHUTDOWN)
+                try:
+                    awaiting: Any = anext() if native else anext().__await__()
+                    yielded = awaiting.send(None)
+                except StopIteration as ready:
+                    # Ready without waiting: more may be, so collect them.
+                    data = encode_item(ready.value)
+                    batch.append(data)
+                    size += len(data)
+                    if size >= MAX_BATCH_SIZE:
+                        data = b"".join(batch)
+                        batch.clear()
+                        size = 0
+                        yield from self.send_body(data).__await__()
+                        # A producer that never waits would otherwise keep the
+                        # event loop (and every other stream) until backpressure.
+                        yield from self.checkpoint().__await__()
+                    continue
+                except StopAsyncIteration:
+                    break
+                # The producer waits: what was collected goes now, aside.
+                if batch:
+                    self.hand_over(b"".join(batch))
+                    batch.clear()
+                    size = 0
+                try:
+                    while True:  # wait for it, exactly as `await` would
+                        try:
+                            sent = yield yielded
+                        except GeneratorExit:
+                            awaiting.close()
+                            raise
+                        except BaseException as exc:  # cancellation included
+                            yielded = awaiting.throw(exc)
+                        else:
+                            yielded = awaiting.send(sent)
+                except StopIteration as done:
+                    item = done.value
+                except StopAsyncIteration:
+                    break
+                if self.stop:  # it swallowed our cancellation
+                    raise Cut(self.cut or CloseReason.SHUTDOWN)
+                # It came after a wait, so the next one probably will too: send
+                # it now rather than risk holding it while the producer waits.
+                data = encode_item(item)
+                if untimed and self.aside_done is None:
+                    self.pump_busy = True  # the common case of send_body, inlined
+                    message = {"type": "http.response.body", "body": data, "more_body": True}
+                    try:
+                        yield from send(message).__await__()
+                    except OSError:
+                        raise Cut(CloseReason.CLIENT_GONE) from None
+                    finally:
+                        self.pump_busy = False
+                    self.quiet_since = clock()
+                else:
+                    yield from self.send_body(data).__await__()
+        except BaseException:
+            self.unsent = b"".join(batch)
+            raise
+        return b"".join(batch)
+
+    async def send_body(self, data: bytes) -> None:
+        """The pump's own send, after any aside send (order is kept)."""
+        self.pump_busy = True
+        try:
+            while (done := self.aside_done) is not None:
+                await done.wait()
+            message = {"type": "http.response.body", "body": data, "more_body": True}
+            if not await self.send_timed(message):
+                raise Cut(CloseReason.SEND_TIMEOUT)
+        except OSError:
+            raise Cut(CloseReason.CLIENT_GONE) from None
+        finally:
+            self.pump_busy = False
+        self.quiet_since = self.now()
+
+    async def call_on_close(self, reason: CloseReason) -> None:
+        on_close = self.options.on_close
+        if on_close is None:
+            return
+        try:
+            result = on_close(reason)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("on_close callback failed")
+
+    # -- the watcher, the aside task and the timers ----------------------------
+
+    async def watch(self) -> None:
+        try:
+            receive = self.receive
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self.gone(CloseReason.CLIENT_GONE)
+                    return
+        except Exception:
+            logger.exception("event stream watcher failed; closing the stream")
+            self.gone(CloseReason.CLIENT_GONE)
+
+    def hand_over(self, data: bytes) -> None:
+        pending = self.pending
+        self.pending = data if pending is None else pending + data
+        if self.aside_done is None:
+            self.aside_done = self.new_signal()
+            self.spawn_aside()
+
+    async def aside(self) -> None:
+        try:
+            while (data := self.pending) is not None:
+                self.pending = None
+                message = {"type": "http.response.body", "body": data, "more_body": True}
+                try:
+                    sent = await self.send_timed(message)
+                except OSError:
+                    self.gone(CloseReason.CLIENT_GONE)
+                    return
+                except Exception:
+                    logger.exception("event stream send failed; closing the stream")
+                    self.gone(CloseReason.CLIENT_GONE)
+                    return
+                if not sent:
+                    self.gone(CloseReason.SEND_TIMEOUT)
+                    return
+                self.quiet_since = self.now()
+        finally:
+            done = self.aside_done
+            self.aside_done = None
+            if done is not None:
+                done.set()
+
+    def _ping_due(self) -> None:
+        self.timer = None
+        ping = self.options.ping
+        if self.finished or ping is None:
+            return
+        now = self.now()
+        if now >= self.quiet_since + ping:
+            if not self.pump_busy and self.aside_done is None:
+                self.hand_over(PING)
+            # else bytes are already on their way (or stuck, for send_timeout)
+            self.quiet_since = now
+        self.timer = self.call_at(self.quiet_since + ping, self._ping_due)
+
+    def gone(self, reason: CloseReason) -> None:
+        if self.cut is None:
+            self.cut = reason
+        self.stop_pump()
+
+    def stop_pump(self) -> None:
+        if not self.stop:
+            self.stop = True
+            self.cancel_pump()
+
+    def _on_shutdown(self) -> None:
+        # Called on our event loop by Shutdown.set().
+        if self.closed or self.shutting_down:
+            return
+        self.shutting_down = True
+        grace = self.options.shutdown_grace
+        if grace <= 0:
+            self.stop_pump()
+        else:
+            self.grace_timer = self.call_at(self.now() + grace, self.stop_pump)
+        # Whatever still waits then (a client that stopped reading) is cut off.
+        self.hard_timer = self.call_at(self.now() + grace + SHUTDOWN_SEND_S, self._hard_stop)
+
+    def _hard_stop(self) -> None:
+        if not self.closed:
+            self.hard_stopped = True
+            self.abort()

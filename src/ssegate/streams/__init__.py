@@ -1,0 +1,73 @@
+"""Resumable streams and topics: an append-only, id-ordered event log per stream.
+
+``MemoryStore`` (the embedded default) and ``RedisStore`` (in
+``ssegate.streams.redis``, shared by many replicas) keep the same contract,
+written down in ``_store.py``; a ``Hub`` fans each stream out to every local
+subscriber from one reader per process; ``stream_response()`` serves a read as
+an ``EventSourceResponse`` that honours ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._hub import Hub
+from ._lease import Lease, hold_lease
+from ._memory import MemoryStore
+from ._store import (
+    CANCELLED,
+    DONE,
+    ERROR,
+    FAILED,
+    ID_WIDTH,
+    End,
+    Gap,
+    StreamInfo,
+    StreamItem,
+    StreamStore,
+    format_id,
+    parse_id,
+)
+
+if TYPE_CHECKING:
+    from ._sse import stream_response
+    from .redis import RedisStore
+
+__all__ = [
+    "CANCELLED",
+    "DONE",
+    "ERROR",
+    "FAILED",
+    "ID_WIDTH",
+    "End",
+    "Gap",
+    "Hub",
+    "Lease",
+    "MemoryStore",
+    "RedisStore",
+    "StreamInfo",
+    "StreamItem",
+    "StreamStore",
+    "format_id",
+    "hold_lease",
+    "parse_id",
+    "stream_response",
+]
+
+# Imported on first use: RedisStore needs redis-py, stream_response the server.
+_LAZY = {"RedisStore": ".redis", "stream_response": "._sse"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ssegate.streams' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

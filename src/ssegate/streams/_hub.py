@@ -1,0 +1,353 @@
+"""``Hub``: one reader per process, fanning each stream out to every local subscriber.
+
+Without a hub each reader of a ``RedisStore`` blocks in its own ``XREAD`` on its
+own connection. With one, a single task waits on all the streams local
+subscribers watch at once (one blocking ``XREAD`` over many keys) and hands each
+page of events to every subscriber of that stream, so Redis sees one reader per
+process whatever the number of clients.
+
+Each followed stream keeps its recent pages in one shared ring, bounded to
+``queue_size`` events; every subscriber is just a position in that ring, and one
+``anyio.Event`` per stream wakes them all. Delivering a page costs the same
+whatever the number of subscribers, and memory per subscriber is a few
+hundred bytes.
+
+A subscriber joins in three steps that leave no hole and no repeat: take a
+position at the end of the ring (from then on everything the hub reads after
+its cursor reaches it), replay the history from the store up to the hub's
+cursor, then read the ring, skipping what the history already gave (ids are
+numbers, so "already seen" is one comparison). Concurrent replays of the same
+page share one read of the store (a reconnect storm costs one ``XRANGE``).
+
+A subscriber that falls more than ``queue_size`` events behind finds its
+position trimmed off the ring: it is cut loose, so it neither slows the others
+nor grows memory. It then re-joins from where it is, replaying from the store;
+if the store has trimmed past it meanwhile it gets a ``Gap`` saying how many
+events it lost, never a silent skip.
+
+If the store becomes unavailable the hub keeps its cursors and retries with
+back-off; subscribers simply wait, and get everything once it is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._exceptions import StoreUnavailable, StreamNotFound, UnknownEventId
+from ._store import (
+    End,
+    Page,
+    StreamItem,
+    StreamStore,
+    Waker,
+    check_stream_name,
+    format_id,
+    page_items,
+    parse_id,
+)
+
+__all__ = ["Hub"]
+
+#: Longest pause between attempts while the store is unavailable.
+MAX_RETRY_DELAY = 5.0
+
+
+class _Flight:
+    __slots__ = ("done", "page")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.page: Page | None = None
+
+
+class _Follow:
+    """One followed stream: the hub's cursor and the ring of recent pages."""
+
+    __slots__ = ("base", "changed", "cursor", "ended", "held", "pages", "subscribers")
+
+    def __init__(self) -> None:
+        self.cursor: int | None = None  # set by the first subscriber's replay
+        self.ended = False
+        self.subscribers = 0
+        self.pages: deque[Page] = deque()
+        self.base = 0  # ring position of pages[0]
+        self.held = 0  # events in pages
+        self.changed = anyio.Event()
+
+    @property
+    def end(self) -> int:
+        """The ring position the next page will take."""
+        return self.base + len(self.pages)
+
+    def push(self, page: Page, limit: int) -> None:
+        self.pages.append(page)
+        self.held += len(page.events)
+        while self.held > limit and len(self.pages) > 1:
+            self.held -= len(self.pages.popleft().events)
+            self.base += 1
+        changed, self.changed = self.changed, anyio.Event()
+        changed.set()
+
+
+class Hub:
+    """Fan-out of ``store``'s streams to any number of readers in this process.
+
+    Use it as an async context manager (it runs one background task), then call
+    ``read()`` exactly like ``StreamStore.read()``::
+
+        async with Hub(store) as hub:
+            async for item in hub.read("prices", after=last_id, missing_ok=True):
+                ...
+
+    ``queue_size``: events kept per followed stream for subscribers that lag
+    (one further behind is cut loose and catches up from the store).
+    ``max_replays``: history reads running at once, whatever the number of
+    joining subscribers (each may hold a store connection). ``retry_delay``:
+    the first pause when the store is unavailable, doubling up to
+    ``MAX_RETRY_DELAY``. ``clock`` times the lease checks (every
+    ``store.poll_interval``). ``error`` is the store's error while it is
+    unavailable, ``None`` otherwise.
+    """
+
+    def __init__(
+        self,
+        store: StreamStore,
+        *,
+        queue_size: int = 1024,
+        max_replays: int = 4,
+        retry_delay: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(store, StreamStore):
+            raise TypeError(f"Hub needs a StreamStore, not {type(store).__name__}")
+        if type(queue_size) is not int or queue_size < 1:
+            raise ValueError(f"queue_size must be a positive int, not {queue_size!r}")
+        self.store = store
+        self.queue_size = queue_size
+        if type(max_replays) is not int or max_replays < 1:
+            raise ValueError(f"max_replays must be a positive int, not {max_replays!r}")
+        self.max_replays = max_replays
+        self.retry_delay = retry_delay
+        self._clock = clock
+        self._follows: dict[str, _Follow] = {}
+        self._flights: dict[tuple[str, int], _Flight] = {}
+        self._task_group: TaskGroup | None = None
+        self._waker: Waker | None = None
+        self._waiting = False
+        self._woken = False
+        #: The last error of the background reader while the store is unavailable.
+        self.error: StoreUnavailable | None = None
+
+    @property
+    def streams(self) -> int:
+        """How many streams the hub follows now."""
+        return len(self._follows)
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscribers are attached now."""
+        return sum(follow.subscribers for follow in self._follows.values())
+
+    async def __aenter__(self) -> Hub:
+        if self._task_group is not None:
+            raise RuntimeError("this Hub is already running")
+        self._waker = self.store._waker()
+        self._changed = anyio.Event()
+        # History reads of joining subscribers, at most this many at a time: a
+        # burst of joins (a deploy, a reconnect storm) must not open a
+        # connection per subscriber.
+        self._replays = anyio.Semaphore(self.max_replays)
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        task_group.start_soon(self._run, name="ssegate-hub")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group, self._task_group = self._task_group, None
+        assert task_group is not None
+        task_group.cancel_scope.cancel()
+        for follow in self._follows.values():
+            follow.changed.set()  # subscribers still waiting find the hub stopped
+        try:
+            return await task_group.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._waker is not None:
+                with (
+                    anyio.CancelScope(shield=True),
+                    anyio.move_on_after(5),
+                    contextlib.suppress(StoreUnavailable),
+                ):
+                    await self._waker.aclose()
+                self._waker = None
+
+    # -- subscribing ------------------------------------------------------
+
+    def read(
+        self, stream: str, after: str | None = None, *, missing_ok: bool = False
+    ) -> AsyncIterator[StreamItem]:
+        """Like ``StreamStore.read()``, served from the hub's shared reader."""
+        if self._task_group is None:
+            raise RuntimeError("start the hub first: `async with Hub(store) as hub: ...`")
+        check_stream_name(stream)
+        return self._subscribe(stream, parse_id(after), missing_ok)
+
+    async def _subscribe(
+        self, stream: str, cursor: int, missing_ok: bool
+    ) -> AsyncIterator[StreamItem]:
+        first = True
+        while True:
+            follow = self._join(stream)
+            position = follow.end
+            try:
+                page = await self._replay(stream, cursor)
+                if first:
+                    first = False
+                    if not page.exists and not missing_ok:
+                        raise StreamNotFound(f"no stream named {stream!r} (or it has expired)")
+                    if cursor > page.last_seq:
+                        raise UnknownEventId(
+                            f"{format_id(cursor)!r} is after the last event of {stream!r} "
+                            f"({format_id(page.last_seq)!r}); it does not belong to this stream"
+                        )
+                if follow.cursor is None:
+                    follow.cursor = page.last_seq
+                    await self._wake()
+                # Replay up to the hub's cursor: everything after the position it
+                # had when we joined (never more than now) reaches the ring.
+                while True:
+                    items, cursor = page_items(page, cursor)
+                    for item in items:
+                        yield item
+                        if type(item) is End:
+                            return
+                    if cursor >= follow.cursor or not page.exists:
+                        break
+                    page = await self._replay(stream, cursor)
+                # Live.
+                pages = follow.pages
+                while position >= follow.base:
+                    offset = position - follow.base
+                    if offset < len(pages):
+                        position += 1
+                        items, cursor = page_items(pages[offset], cursor)
+                        for item in items:
+                            yield item
+                            if type(item) is End:
+                                return
+                    else:
+                        await follow.changed.wait()
+                        if self._task_group is None:
+                            raise StoreUnavailable("the hub has stopped")
+                # Our position was trimmed off the ring: cut loose, re-join from the store.
+            finally:
+                self._leave(stream, follow)
+
+    async def _replay(self, stream: str, cursor: int) -> Page:
+        """A page of history, shared by every subscriber asking for the same one at once.
+
+        A reconnect storm of 10 000 clients at the same position costs one
+        read, not 10 000. The shared page may be slightly older than a
+        subscriber's registration; the replay loop then reads on to the hub's
+        cursor, so nothing falls between.
+        """
+        key = (stream, cursor)
+        flight = self._flights.get(key)
+        if flight is not None:
+            await flight.done.wait()
+            if flight.page is not None:
+                return flight.page
+            # The reader that went to the store failed or was cancelled: our turn.
+        flight = self._flights[key] = _Flight()
+        try:
+            async with self._replays:
+                flight.page = await self.store._page(stream, cursor, self.store.batch)
+            return flight.page
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            flight.done.set()
+
+    def _join(self, stream: str) -> _Follow:
+        follow = self._follows.get(stream)
+        if follow is None or follow.ended:  # ended: a new stream may reuse the name
+            follow = self._follows[stream] = _Follow()
+        follow.subscribers += 1
+        return follow
+
+    def _leave(self, stream: str, follow: _Follow) -> None:
+        follow.subscribers -= 1
+        if not follow.subscribers and self._follows.get(stream) is follow:
+            del self._follows[stream]
+
+    async def _wake(self) -> None:
+        """Make the reader pick up a newly followed stream now."""
+        self._changed.set()
+        # One wake per wait is enough (a burst of new streams costs one round
+        # trip): the reader rebuilds all its cursors when the wait returns.
+        if self._waiting and not self._woken and self._waker is not None:
+            self._woken = True
+            # If this fails the reader is failing too, and will rebuild its cursors.
+            with contextlib.suppress(StoreUnavailable):
+                await self._waker.wake()
+
+    # -- the one reader ---------------------------------------------------
+
+    async def _run(self) -> None:
+        store = self.store
+        assert self._waker is not None
+        failures = 0
+        next_lease_check = self._clock() + store.poll_interval
+        while True:
+            cursors = {
+                stream: follow.cursor
+                for stream, follow in self._follows.items()
+                if follow.cursor is not None and not follow.ended
+            }
+            if not cursors:
+                self._changed = anyio.Event()
+                await self._changed.wait()
+                continue
+            try:
+                self._waiting = True
+                self._woken = False
+                try:
+                    pages = await store._wait(cursors, store.poll_interval, self._waker)
+                finally:
+                    self._waiting = False
+                self.error = None
+                for stream, page in pages.items():
+                    self._deliver(stream, page)
+                if self._clock() >= next_lease_check:
+                    next_lease_check = self._clock() + store.poll_interval
+                    # Streams whose producer is gone end now; the end arrives next round.
+                    await store._expire_leases(list(cursors))
+            except StoreUnavailable as exc:
+                # Cursors only move on delivery, so nothing is skipped: retry.
+                self.error = exc
+                failures += 1
+                await anyio.sleep(min(self.retry_delay * 2 ** min(failures, 8), MAX_RETRY_DELAY))
+                continue
+            failures = 0
+
+    def _deliver(self, stream: str, page: Page) -> None:
+        follow = self._follows.get(stream)
+        if follow is None or follow.cursor is None:
+            return
+        if page.events:
+            follow.cursor = max(follow.cursor, page.first_seq + len(page.events) - 1)
+        if page.outcome is not None:
+            follow.ended = True
+        follow.push(page, self.queue_size)

@@ -1,0 +1,226 @@
+"""``MemoryStore``: the embedded default, one process, no dependencies.
+
+Each stream is a ``deque`` capped at ``max_len`` plus a counter; readers wait on
+an ``anyio.Event`` that the next append or end sets. Time (lease deadlines and
+the time to live of ended streams) comes from an injectable ``clock`` so tests
+can move it instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
+
+import anyio
+
+from .._exceptions import StreamEnded, StreamNotFound
+from ..protocol import Event
+from ._store import FAILED, Page, StreamInfo, StreamStore, Waker, format_id
+
+__all__ = ["MemoryStore"]
+
+
+class _Stream:
+    __slots__ = ("events", "expires_at", "last_seq", "lease_until", "outcome")
+
+    def __init__(self, max_len: int) -> None:
+        self.events: deque[Event] = deque(maxlen=max_len)
+        self.last_seq = 0
+        self.outcome: str | None = None
+        self.lease_until: float | None = None
+        self.expires_at: float | None = None
+
+    @property
+    def first_seq(self) -> int:
+        return self.last_seq - len(self.events) + 1
+
+
+class _MemoryWaker(Waker):
+    __slots__ = ("event", "pending")
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.event: anyio.Event | None = None
+
+    async def wake(self) -> None:
+        self.pending = True
+        if self.event is not None:
+            self.event.set()
+
+
+class MemoryStore(StreamStore):
+    """Streams kept in this process's memory (lost when it exits).
+
+    ``max_len`` events are kept per stream, and a stream is forgotten ``ttl``
+    seconds after it ends. ``clock`` (seconds, monotonic) measures leases and
+    ttl; ``poll_interval`` is how often an idle reader checks the producer's lease.
+
+    Use it from one event loop (like everything async): it is not thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_len: int = 10_000,
+        ttl: float = 3600.0,
+        poll_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(max_len=max_len, ttl=ttl, poll_interval=poll_interval)
+        self._clock = clock
+        self._streams: dict[str, _Stream] = {}
+        # Waiters per stream name, kept apart from the streams so that a reader
+        # can wait for a topic nobody has published to yet.
+        self._waiters: dict[str, set[anyio.Event]] = {}
+        self._expiry: list[tuple[float, str]] = []  # heap of (expires_at, stream)
+
+    # -- helpers ----------------------------------------------------------
+
+    def _get(self, stream: str) -> _Stream | None:
+        self._purge()
+        return self._streams.get(stream)
+
+    def _purge(self) -> None:
+        """Forget ended streams whose time to live is over (amortised O(1))."""
+        heap = self._expiry
+        if heap and heap[0][0] <= self._clock():
+            now = self._clock()
+            while heap and heap[0][0] <= now:
+                _, name = heapq.heappop(heap)
+                state = self._streams.get(name)
+                if state is not None and state.expires_at is not None and state.expires_at <= now:
+                    del self._streams[name]
+
+    def _notify(self, stream: str) -> None:
+        waiters = self._waiters.pop(stream, None)
+        if waiters:
+            for waiter in waiters:
+                waiter.set()
+
+    def _lease_ran_out(self, state: _Stream) -> bool:
+        return state.lease_until is not None and state.lease_until <= self._clock()
+
+    def _finish(self, stream: str, state: _Stream, outcome: str) -> None:
+        state.outcome = outcome
+        state.lease_until = None
+        state.expires_at = self._clock() + self.ttl
+        heapq.heappush(self._expiry, (state.expires_at, stream))
+        self._notify(stream)
+
+    def _writable(self, stream: str) -> _Stream:
+        state = self._get(stream)
+        if state is None:
+            state = self._streams[stream] = _Stream(self.max_len)
+        elif state.outcome is None and self._lease_ran_out(state):
+            self._finish(stream, state, FAILED)
+        if state.outcome is not None:
+            raise StreamEnded(f"stream {stream!r} has ended ({state.outcome})")
+        return state
+
+    def _page_of(self, state: _Stream, after: int, limit: int) -> Page:
+        first = state.first_seq
+        start = max(after + 1 - first, 0)
+        events = list(islice(state.events, start, start + limit))
+        first += start
+        outcome = state.outcome if first + len(events) > state.last_seq else None
+        return Page(first, events, outcome, state.last_seq, True)
+
+    # -- primitives -------------------------------------------------------
+
+    async def _append(self, stream: str, event: Event) -> int:
+        state = self._writable(stream)
+        state.last_seq += 1
+        state.events.append(event.replace(id=format_id(state.last_seq)))
+        self._notify(stream)
+        return state.last_seq
+
+    async def _create(self, stream: str) -> None:
+        if self._get(stream) is None:
+            self._streams[stream] = _Stream(self.max_len)
+
+    async def _end(self, stream: str, outcome: str) -> None:
+        state = self._get(stream)
+        if state is None:
+            raise StreamNotFound(f"no stream named {stream!r} (or it has expired)")
+        if state.outcome is None and self._lease_ran_out(state):
+            self._finish(stream, state, FAILED)
+        if state.outcome is not None:
+            raise StreamEnded(f"stream {stream!r} has already ended ({state.outcome})")
+        self._finish(stream, state, outcome)
+
+    async def _info(self, stream: str) -> StreamInfo:
+        state = self._get(stream)
+        if state is None:
+            return StreamInfo(exists=False)
+        return StreamInfo(
+            exists=True,
+            ended=state.outcome is not None,
+            outcome=state.outcome,
+            first_id=format_id(state.first_seq) if state.events else None,
+            last_id=format_id(state.last_seq) if state.last_seq else None,
+            length=len(state.events),
+        )
+
+    async def _page(self, stream: str, after: int, limit: int) -> Page:
+        state = self._get(stream)
+        if state is None:
+            return Page(after + 1, [], None, 0, False)
+        return self._page_of(state, after, limit)
+
+    def _ready(self, cursors: Mapping[str, int]) -> dict[str, Page]:
+        pages: dict[str, Page] = {}
+        streams = self._streams
+        for stream, cursor in cursors.items():
+            state = streams.get(stream)
+            if state is not None and (state.last_seq > cursor or state.outcome is not None):
+                pages[stream] = self._page_of(state, cursor, self.batch)
+        return pages
+
+    async def _wait(
+        self, cursors: Mapping[str, int], max_wait: float, waker: Waker | None
+    ) -> dict[str, Page]:
+        assert waker is None or isinstance(waker, _MemoryWaker)
+        self._purge()
+        pages = self._ready(cursors)
+        if pages or (waker is not None and waker.pending):
+            if waker is not None:
+                waker.pending = False
+            return pages
+        event = anyio.Event()
+        for stream in cursors:
+            self._waiters.setdefault(stream, set()).add(event)
+        if waker is not None:
+            waker.event = event
+        try:
+            with anyio.move_on_after(max_wait):
+                await event.wait()
+        finally:
+            if waker is not None:
+                waker.event = None
+                waker.pending = False
+            for stream in cursors:
+                waiters = self._waiters.get(stream)
+                if waiters is not None:
+                    waiters.discard(event)
+                    if not waiters:
+                        del self._waiters[stream]
+        return self._ready(cursors)
+
+    async def _lease(self, stream: str, ttl: float) -> None:
+        self._writable(stream).lease_until = self._clock() + ttl
+
+    async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]:
+        names = list(self._streams) if streams is None else streams
+        expired = []
+        for stream in names:
+            state = self._get(stream)
+            if state is not None and state.outcome is None and self._lease_ran_out(state):
+                self._finish(stream, state, FAILED)
+                expired.append(stream)
+        return expired
+
+    def _waker(self) -> Waker:
+        return _MemoryWaker()

@@ -1,0 +1,137 @@
+"""``stream_response()``: serve a stream read as an ``EventSourceResponse``.
+
+It resumes where the client left off: the ``Last-Event-ID`` header (what a
+browser's ``EventSource`` sends when it reconnects) or, failing that, the
+``?last_event_id=`` query parameter (for a first connection that resumes, e.g.
+after a page reload; the header wins because the URL of a reconnecting
+``EventSource`` never changes).
+
+The store's summary of the stream (``info()``) is checked before the response
+starts, so problems become proper HTTP answers instead of a broken stream:
+
+- unknown stream: 404; an id that cannot belong to it: 400; store down: 503
+  (JSON bodies ``{"error": {"code", "message"}}``);
+- a finished stream with nothing after the id: 204 with no body, the one answer
+  that makes a browser's ``EventSource`` stop reconnecting.
+
+On the wire a ``Gap`` becomes a ``gap`` event and a stream whose producer died
+ends with an ``error`` event; neither carries an ``id``, so the client's
+Last-Event-ID stays on the last real event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .._exceptions import StoreUnavailable, UnknownEventId
+from ..protocol import Event
+from ..server import EventSourceResponse
+from ._hub import Hub
+from ._store import FAILED, Gap, StreamItem, StreamStore, parse_id
+
+__all__ = ["default_transform", "last_event_id", "stream_response"]
+
+Transform = Callable[[StreamItem], Any]
+
+
+def last_event_id(request: Request) -> str | None:
+    """The id to resume after: the ``Last-Event-ID`` header, else ``?last_event_id=``."""
+    return request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+
+
+def default_transform(item: StreamItem) -> Any:
+    """Events as they are; ``Gap`` as a ``gap`` event; ``End("failed")`` as an ``error`` event."""
+    if isinstance(item, Event):
+        return item
+    if isinstance(item, Gap):
+        data = {"after": item.after, "first_id": item.first_id, "missed": item.missed}
+        return Event(json.dumps(data, separators=(",", ":")), event="gap")
+    if item.outcome == FAILED:
+        error = {
+            "code": "producer_lost",
+            "message": "The process producing this stream stopped before finishing it.",
+            "retryable": False,
+        }
+        return Event(json.dumps(error, separators=(",", ":")), event="error")
+    return None
+
+
+def _error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+async def stream_response(
+    source: StreamStore | Hub,
+    stream: str,
+    request: Request,
+    *,
+    missing_ok: bool = False,
+    transform: Transform = default_transform,
+    ping: float | None = 15.0,
+    headers: Mapping[str, str] | None = None,
+    retry: int | None = None,
+    send_timeout: float | None = None,
+) -> Response:
+    """Answer ``request`` with ``stream`` read from ``source`` (a store, or a running ``Hub``).
+
+    ``transform(item)`` turns each ``Event``/``Gap``/``End`` into what is sent
+    (anything ``EventSourceResponse`` accepts); ``None`` sends nothing.
+    ``missing_ok`` lets a client wait for a topic nobody has published to yet.
+    """
+    store = source.store if isinstance(source, Hub) else source
+    after = last_event_id(request)
+    # Decide the status from the store's summary, not by waiting for a first
+    # event: the headers (and keep-alives) must go out at once even when the
+    # first token is a minute away.
+    try:
+        cursor = parse_id(after)
+        info = await store.info(stream)
+    except UnknownEventId as exc:
+        return _error(400, "unknown_event_id", str(exc))
+    except ValueError as exc:
+        return _error(400, "invalid_stream", str(exc))
+    except StoreUnavailable:
+        return _error(
+            503, "store_unavailable", "The stream store is unavailable.", {"Retry-After": "1"}
+        )
+    if not info.exists and not missing_ok:
+        return _error(404, "stream_not_found", f"no stream named {stream!r} (or it has expired)")
+    last = parse_id(info.last_id)
+    if cursor > last:
+        return _error(
+            400,
+            "unknown_event_id",
+            f"{after!r} is after the last event of {stream!r}; it does not belong to this stream",
+        )
+    if info.ended and cursor == last:
+        return Response(status_code=204)
+    return EventSourceResponse(
+        _send(source.read(stream, after, missing_ok=missing_ok), transform),
+        ping=ping,
+        headers=headers,
+        retry=retry,
+        send_timeout=send_timeout,
+    )
+
+
+async def _close(items: AsyncIterator[StreamItem]) -> None:
+    aclose = getattr(items, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _send(items: AsyncIterator[StreamItem], transform: Transform) -> AsyncIterator[Any]:
+    try:
+        async for item in items:
+            out = transform(item)
+            if out is not None:
+                yield out
+    finally:
+        await _close(items)

@@ -1,0 +1,382 @@
+"""``RedisStore``: streams in Redis Streams, shared by every replica.
+
+One Redis stream per ssegate stream (``<prefix>{<name>}:log``) holds the events,
+and a hash (``<prefix>{<name>}:meta``) the last number, the outcome and the
+producer's lease deadline. Every mutation is one Lua script, so "is it ended?"
+and "append" cannot interleave with another replica's end or lease expiry:
+
+- append: ``XADD log MAXLEN <max_len> 0-* ...``. ``0-*`` makes Redis number the
+  entries 0-1, 0-2, ... atomically: that number is the event id (see ``_store``).
+- end: ``XADD`` an end marker (``end=<outcome>``) to the log itself, so readers
+  blocked in ``XREAD`` wake up and see the end in order after the last event;
+  no separate "done" message that could be lost. Then ``PEXPIRE`` both keys.
+- leases: a deadline in the hash, compared with Redis's own clock (``TIME``),
+  so replicas with skewed clocks agree on when a producer is gone.
+
+History is ``XRANGE``; live is a blocking ``XREAD``. A ``Hub`` makes that one
+``XREAD`` over all the streams a process follows, so the number of connections
+does not grow with the number of subscribers.
+
+Redis errors are translated at this edge: cannot connect, timeouts and refusals
+to write become ``StoreUnavailable``. The client this store creates does not
+retry commands by itself: retrying an append whose reply was lost could store
+it twice, so the caller decides (every error is raised, nothing is swallowed).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.exceptions import ResponseError as RedisResponseError
+
+from .._exceptions import StoreUnavailable, StreamEnded, StreamNotFound
+from ..protocol import Event
+from ._store import Page, StreamInfo, StreamStore, Waker, format_id
+
+__all__ = ["RedisStore"]
+
+_LIB = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function finish(log, meta, outcome, ttl)
+  redis.call('XADD', log, '0-*', 'end', outcome)
+  redis.call('HSET', meta, 'outcome', outcome)
+  redis.call('HDEL', meta, 'lease')
+  redis.call('PEXPIRE', log, ttl)
+  redis.call('PEXPIRE', meta, ttl)
+end
+-- the outcome if the stream has ended, ending it as failed if its lease ran out
+local function ended(log, meta, ttl)
+  local m = redis.call('HMGET', meta, 'outcome', 'lease')
+  if m[1] then return m[1] end
+  if m[2] and tonumber(m[2]) <= now_ms() then
+    finish(log, meta, 'failed', ttl)
+    return 'failed'
+  end
+  return false
+end
+"""
+
+# KEYS: log, meta; ARGV: ttl_ms, max_len, field, value, ...
+_APPEND = (
+    _LIB
+    + """
+local o = ended(KEYS[1], KEYS[2], ARGV[1])
+if o then return redis.error_reply('SSEGATE_ENDED ' .. o) end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '0-*', unpack(ARGV, 3))
+local seq = string.sub(id, 3)
+redis.call('HSET', KEYS[2], 'last', seq)
+return seq
+"""
+)
+
+# KEYS: log, meta; ARGV: ttl_ms, outcome
+_END = (
+    _LIB
+    + """
+if not redis.call('HGET', KEYS[2], 'last') then return redis.error_reply('SSEGATE_NOTFOUND') end
+local o = ended(KEYS[1], KEYS[2], ARGV[1])
+if o then return redis.error_reply('SSEGATE_ENDED ' .. o) end
+finish(KEYS[1], KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: log, meta; ARGV: ttl_ms, lease_ms
+_LEASE = (
+    _LIB
+    + """
+local o = ended(KEYS[1], KEYS[2], ARGV[1])
+if o then return redis.error_reply('SSEGATE_ENDED ' .. o) end
+redis.call('HSETNX', KEYS[2], 'last', '0')
+redis.call('HSET', KEYS[2], 'lease', now_ms() + tonumber(ARGV[2]))
+return 1
+"""
+)
+
+# KEYS: log, meta; ARGV: ttl_ms -> 1 if this call ended the stream as failed
+_EXPIRE = (
+    _LIB
+    + """
+local m = redis.call('HMGET', KEYS[2], 'outcome', 'lease')
+if m[1] or not m[2] then return 0 end
+if ended(KEYS[1], KEYS[2], ARGV[1]) then return 1 end
+return 0
+"""
+)
+
+#: Connections a store made from a URL may open; the pool waits for a free one
+#: beyond that, so load never multiplies connections (a Hub needs one or two).
+DEFAULT_MAX_CONNECTIONS = 32
+
+
+class _RedisWaker(Waker):
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.key = f"{store.prefix}hub:{uuid.uuid4().hex}"
+        self.last_id: bytes | str = "0-0"
+
+    async def wake(self) -> None:
+        redis = self.store.redis
+        async with self.store._errors(), redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.key, {"w": "1"}, maxlen=1, approximate=False)
+            pipe.pexpire(self.key, 60_000)
+            await pipe.execute()
+
+    async def aclose(self) -> None:
+        async with self.store._errors():
+            await self.store.redis.delete(self.key)
+
+
+class RedisStore(StreamStore):
+    """Streams kept in Redis Streams, shared by every process using the same Redis.
+
+    ``redis`` is a URL (the store then owns its client and closes it) or a
+    ``redis.asyncio.Redis`` client you manage (give it a ``socket_timeout``
+    longer than ``poll_interval``: readers block that long in ``XREAD``).
+    Keys start with ``prefix``; ``max_len`` events are kept per stream and a
+    stream is deleted ``ttl`` seconds after it ends.
+
+    ``read()`` on the store itself blocks in ``XREAD`` on a connection of its
+    own, and a store made from a URL opens at most ``max_connections``: fine for
+    a few readers. Serve many through a ``Hub``, which needs a handful of
+    connections whatever the number of readers.
+    """
+
+    def __init__(
+        self,
+        redis: Redis | str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "ssegate:",
+        max_len: int = 10_000,
+        ttl: float = 3600.0,
+        poll_interval: float = 1.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        super().__init__(max_len=max_len, ttl=ttl, poll_interval=poll_interval)
+        if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
+            raise ValueError(f"prefix must be a str without braces, not {prefix!r}")
+        self.prefix = prefix
+        if isinstance(redis, str):
+            if not redis.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError(f"not a Redis URL: {redis!r} (try redis://host:6379/0)")
+            pool = BlockingConnectionPool.from_url(
+                redis,
+                max_connections=max_connections,
+                timeout=10,
+                socket_timeout=poll_interval + 10.0,
+                socket_connect_timeout=5.0,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self.redis: Redis = Redis(connection_pool=pool)
+            self._owns = True
+        elif isinstance(redis, Redis):
+            if redis.connection_pool.connection_kwargs.get("decode_responses"):
+                raise ValueError("give RedisStore a client without decode_responses=True")
+            self.redis = redis
+            self._owns = False
+        else:
+            raise TypeError(f"redis must be a URL or a redis.asyncio.Redis, not {redis!r}")
+        self._append_script = self.redis.register_script(_APPEND)
+        self._end_script = self.redis.register_script(_END)
+        self._lease_script = self.redis.register_script(_LEASE)
+        self._expire_script = self.redis.register_script(_EXPIRE)
+        self._ttl_ms = max(int(self.ttl * 1000), 1)
+
+    def __repr__(self) -> str:
+        return f"<RedisStore prefix={self.prefix!r} {self.redis!r}>"
+
+    async def aclose(self) -> None:
+        if self._owns:
+            await self.redis.aclose(close_connection_pool=True)
+
+    # -- helpers ----------------------------------------------------------
+
+    def _keys(self, stream: str) -> list[str]:
+        base = f"{self.prefix}{{{stream}}}"
+        return [base + ":log", base + ":meta"]
+
+    @asynccontextmanager
+    async def _errors(self, stream: str | None = None) -> AsyncIterator[None]:
+        """Translate redis-py's errors into ssegate's, at the edge."""
+        try:
+            yield
+        except RedisResponseError as exc:
+            message = str(exc)
+            if message.startswith("SSEGATE_ENDED"):
+                outcome = message.split(None, 1)[1] if " " in message else "?"
+                raise StreamEnded(f"stream {stream!r} has ended ({outcome})") from None
+            if message.startswith("SSEGATE_NOTFOUND"):
+                raise StreamNotFound(f"no stream named {stream!r} (or it has expired)") from None
+            raise StoreUnavailable(f"Redis refused the command: {message}") from exc
+        except RedisError as exc:
+            raise StoreUnavailable(f"Redis cannot be reached: {exc}") from exc
+
+    @staticmethod
+    def _fields(event: Event) -> list[bytes]:
+        try:
+            fields = [b"d", event.data.encode()]
+            if event.event != "message":
+                fields += [b"e", event.event.encode()]
+        except UnicodeEncodeError:
+            raise ValueError(
+                "event data and type must be valid Unicode (no lone surrogates)"
+            ) from None
+        if event.retry is not None:
+            fields += [b"r", str(event.retry).encode()]
+        return fields
+
+    @staticmethod
+    def _entries(
+        entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]],
+    ) -> tuple[int, list[Event], str | None]:
+        """(first number, events, outcome) of XRANGE/XREAD entries."""
+        events: list[Event] = []
+        outcome = None
+        first = 0
+        new = tuple.__new__
+        for i, (entry_id, fields) in enumerate(entries):
+            seq = int(entry_id[2:])
+            if i == 0:
+                first = seq
+            end = fields.get(b"end")
+            if end is not None:
+                outcome = end.decode()
+                break
+            event = fields.get(b"e")
+            retry = fields.get(b"r")
+            # Built like the decoder builds them: every field was validated by
+            # Event() before it was appended.
+            events.append(
+                new(
+                    Event,
+                    (
+                        fields[b"d"].decode(),
+                        "message" if event is None else event.decode(),
+                        format_id(seq),
+                        None if retry is None else int(retry),
+                    ),
+                )
+            )
+        return first, events, outcome
+
+    # -- primitives -------------------------------------------------------
+
+    async def _append(self, stream: str, event: Event) -> int:
+        args: list[Any] = [self._ttl_ms, self.max_len, *self._fields(event)]
+        async with self._errors(stream):
+            seq = await self._append_script(keys=self._keys(stream), args=args)
+        return int(seq)
+
+    async def _create(self, stream: str) -> None:
+        async with self._errors(stream):
+            await self.redis.hsetnx(self._keys(stream)[1], "last", "0")
+
+    async def _end(self, stream: str, outcome: str) -> None:
+        async with self._errors(stream):
+            await self._end_script(keys=self._keys(stream), args=[self._ttl_ms, outcome])
+
+    async def _info(self, stream: str) -> StreamInfo:
+        log, meta = self._keys(stream)
+        async with self._errors(stream), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(meta, ["last", "outcome"])
+            pipe.xlen(log)
+            pipe.xrange(log, "-", "+", count=1)
+            (last, outcome), length, head = await pipe.execute()
+        if last is None:
+            return StreamInfo(exists=False)
+        if outcome is not None:
+            length -= 1  # the end marker
+        first = None
+        if head and b"end" not in head[0][1]:
+            first = format_id(int(head[0][0][2:]))
+        return StreamInfo(
+            exists=True,
+            ended=outcome is not None,
+            outcome=None if outcome is None else outcome.decode(),
+            first_id=first,
+            last_id=format_id(int(last)) if int(last) else None,
+            length=length,
+        )
+
+    async def _page(self, stream: str, after: int, limit: int) -> Page:
+        log, meta = self._keys(stream)
+        async with self._errors(stream), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(meta, "last")
+            pipe.xrange(log, f"0-{after + 1}", "+", count=limit)
+            last, entries = await pipe.execute()
+        if last is None:
+            return Page(after + 1, [], None, 0, False)
+        first, events, outcome = self._entries(entries)
+        return Page(first, events, outcome, int(last), True)
+
+    async def _wait(
+        self, cursors: Mapping[str, int], max_wait: float, waker: Waker | None
+    ) -> dict[str, Page]:
+        assert waker is None or isinstance(waker, _RedisWaker)
+        names: dict[bytes, str] = {}
+        streams: dict[str, str | bytes] = {}
+        for stream, cursor in cursors.items():
+            key = self._keys(stream)[0]
+            names[key.encode()] = stream
+            streams[key] = f"0-{cursor}"
+        if waker is not None:
+            streams[waker.key] = waker.last_id
+        async with self._errors():
+            reply: Any = await self.redis.xread(
+                streams,  # type: ignore[arg-type]
+                count=self.batch,
+                block=max(int(max_wait * 1000), 1),
+            )
+        pages: dict[str, Page] = {}
+        # RESP2 replies [[key, entries], ...] (the default); RESP3 a dict.
+        for key, entries in reply.items() if isinstance(reply, dict) else reply or ():
+            name = names.get(key)
+            if name is None:
+                if waker is not None and entries:
+                    waker.last_id = entries[-1][0]
+                continue
+            first, events, outcome = self._entries(entries)
+            pages[name] = Page(first, events, outcome)
+        return pages
+
+    async def _lease(self, stream: str, ttl: float) -> None:
+        async with self._errors(stream):
+            await self._lease_script(
+                keys=self._keys(stream), args=[self._ttl_ms, max(int(ttl * 1000), 1)]
+            )
+
+    async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]:
+        async with self._errors():
+            if streams is None:
+                found = []
+                pattern = f"{self.prefix}{{*}}:meta"
+                async for key in self.redis.scan_iter(match=pattern, count=500):
+                    name = key.decode()[len(self.prefix) + 1 : -len("}:meta")]
+                    found.append(name)
+                streams = found
+            expired = []
+            # One round trip per few hundred streams: a hub checks every stream
+            # it follows once per poll_interval.
+            for start in range(0, len(streams), 500):
+                chunk = streams[start : start + 500]
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for stream in chunk:
+                        await self._expire_script(
+                            keys=self._keys(stream), args=[self._ttl_ms], client=pipe
+                        )
+                    results = await pipe.execute()
+                expired += [stream for stream, ended in zip(chunk, results, strict=True) if ended]
+        return expired
+
+    def _waker(self) -> Waker:
+        return _RedisWaker(self)

@@ -1,0 +1,374 @@
+"""``check_stream_store()``: the stream store contract as a runnable suite.
+
+Any ``StreamStore`` implementation runs it against itself (as trio publishes
+``check_one_way_stream``)::
+
+    await check_stream_store(lambda **kw: MyStore(**kw))
+
+``store_factory(max_len=..., ttl=..., poll_interval=...)`` must return a new,
+empty store (for a shared backend, one with its own key prefix); the suite
+closes every store it makes. Every read check runs twice: through
+``store.read()`` and through a ``Hub``, which must behave the same.
+
+Leases and time to live need time to pass. Give ``advance(seconds)`` when the
+store's clock is injectable (``MemoryStore(clock=...)``) and the suite moves it;
+without it the suite uses short real durations and waits for the outcome (with
+a deadline), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, aclosing
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from .._exceptions import StreamEnded, StreamNotFound, UnknownEventId
+from ..protocol import Event
+from ..streams import DONE, FAILED, End, Gap, Hub, StreamInfo, StreamItem, StreamStore
+
+__all__ = ["check_stream_store"]
+
+StoreFactory = Callable[..., StreamStore]
+Reader = Callable[..., AsyncIterator[StreamItem]]
+
+#: Every step of the suite must finish well within this (seconds).
+STEP_TIMEOUT = 15.0
+
+
+def _id(n: int) -> str:
+    return str(n).zfill(12)
+
+
+async def _collect(items: AsyncIterator[StreamItem]) -> list[StreamItem]:
+    """Everything up to and including the ``End``."""
+    out: list[StreamItem] = []
+    with anyio.fail_after(STEP_TIMEOUT):
+        async with aclosing(items) as iterator:  # type: ignore[type-var]
+            async for item in iterator:
+                out.append(item)
+    return out
+
+
+async def _take(items: AsyncIterator[StreamItem], n: int) -> list[StreamItem]:
+    out: list[StreamItem] = []
+    with anyio.fail_after(STEP_TIMEOUT):
+        while len(out) < n:
+            out.append(await items.__anext__())
+    return out
+
+
+async def _read_all(read: Reader, *args: Any, **kwargs: Any) -> list[StreamItem]:
+    """``_collect(read(...))``, where ``read()`` raising at once counts too."""
+    return await _collect(read(*args, **kwargs))
+
+
+async def _raises(exc_type: type[BaseException], awaitable: Awaitable[Any]) -> BaseException:
+    try:
+        await awaitable
+    except exc_type as exc:
+        return exc
+    raise AssertionError(f"expected {exc_type.__name__}")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def _eq(actual: Any, expected: Any, what: str) -> None:
+    if actual != expected:
+        raise AssertionError(f"{what}:\n  expected {expected!r}\n  got      {actual!r}")
+
+
+class _Suite:
+    def __init__(
+        self, factory: StoreFactory, advance: Callable[[float], None] | None, hub: bool
+    ) -> None:
+        self.factory = factory
+        self.advance = advance
+        self.hub = hub
+
+    async def run(self, check: Callable[..., Awaitable[None]], **options: Any) -> None:
+        kwargs: dict[str, Any] = {"max_len": 100, "ttl": 60.0, "poll_interval": 0.05}
+        kwargs.update(options)
+        async with AsyncExitStack() as stack:
+            store = self.factory(**kwargs)
+            _check(isinstance(store, StreamStore), "store_factory must return a StreamStore")
+            stack.push_async_callback(store.aclose)
+            read: Reader = store.read
+            if self.hub:
+                hub = await stack.enter_async_context(Hub(store))
+                read = hub.read
+            try:
+                with anyio.fail_after(STEP_TIMEOUT * 4):
+                    await check(self, store, read)
+            except* AssertionError as group:
+                where = "via Hub" if self.hub else "via store.read"
+                first = group.exceptions[0]
+                raise AssertionError(f"{check.__name__} ({where}): {first}") from first
+
+    async def pass_time(self, seconds: float, until: Callable[[], Awaitable[bool]]) -> None:
+        """Let ``seconds`` pass (moving the clock if we can), until ``until()`` holds."""
+        if self.advance is not None:
+            self.advance(seconds)
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while not await until():
+            _check(time.monotonic() < deadline, "the expected outcome never came")
+            await anyio.sleep(0.02)
+
+
+# -- the checks --------------------------------------------------------------
+
+
+async def check_append_and_read(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    ids = [await store.append("s", Event(str(i))) for i in range(1, 6)]
+    _eq(ids, [_id(i) for i in range(1, 6)], "ids of the first five appends")
+    _check(sorted(ids) == ids, "ids must sort as strings in append order")
+    await store.end("s")
+    expected: list[StreamItem] = [Event(str(i), id=_id(i)) for i in range(1, 6)]
+    _eq(await _collect(read("s")), [*expected, End(DONE)], "read from the start")
+    _eq(await _collect(read("s", "")), [*expected, End(DONE)], "read after ''")
+    _eq(await _collect(read("s", _id(3))), [*expected[3:], End(DONE)], "read after id 3")
+    _eq(await _collect(read("s", _id(5))), [End(DONE)], "read after the last id")
+
+
+async def check_fields_round_trip(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    events = [
+        Event(""),
+        Event("line one\nline two\r\nline three\rfour"),
+        Event('{"text": "h\\u00e9llo \u2028 w\u00f6rld \U0001f600"}', event="token"),
+        Event("   spaced  ", event="usage", retry=2500),
+        Event("data: not a field\n\n: not a comment", event="x:y"),
+        Event("retry zero", retry=0),
+    ]
+    for event in events:
+        await store.append("f", event)
+    await store.end("f", "error")
+    expected = [e.replace(id=_id(i)) for i, e in enumerate(events, 1)]
+    _eq(await _collect(read("f")), [*expected, End("error")], "events read back")
+
+
+async def check_live(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    await store.create("live")
+    results: list[list[StreamItem]] = [[], [], []]
+
+    async def follow(i: int, after: str | None) -> None:
+        results[i] = await _collect(read("live", after))
+
+    await store.append("live", Event("before"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow, 0, None)
+        tg.start_soon(follow, 1, _id(1))
+        tg.start_soon(follow, 2, None)
+        await anyio.lowlevel.checkpoint()
+        for i in range(2, 42):
+            await store.append("live", Event(f"e{i}"))
+            if i % 7 == 0:
+                await anyio.sleep(0.01)  # let readers catch up mid-stream (not required)
+        await store.end("live")
+    every = [Event("before", id=_id(1))] + [Event(f"e{i}", id=_id(i)) for i in range(2, 42)]
+    _eq(results[0], [*every, End(DONE)], "live reader from the start")
+    _eq(results[1], [*every[1:], End(DONE)], "live reader after id 1")
+    _eq(results[2], results[0], "second reader from the start")
+
+
+async def check_concurrent_appends(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    got: list[str] = []
+
+    async def produce(name: str) -> None:
+        for i in range(20):
+            got.append(await store.append("c", Event(f"{name}{i}")))
+
+    async with anyio.create_task_group() as tg:
+        for name in "abcd":
+            tg.start_soon(produce, name)
+    _eq(sorted(got), [_id(i) for i in range(1, 81)], "ids of 80 concurrent appends")
+    await store.end("c")
+    items = await _collect(read("c"))
+    _eq(len(items), 81, "events read")
+    for name in "abcd":
+        mine = [i.data for i in items if isinstance(i, Event) and i.data.startswith(name)]
+        _eq(mine, [f"{name}{i}" for i in range(20)], f"producer {name}'s events, in order")
+
+
+async def check_info(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    _eq(await store.info("nope"), StreamInfo(exists=False), "info of an unknown stream")
+    await store.create("i")
+    await store.create("i")  # idempotent
+    _eq(await store.info("i"), StreamInfo(exists=True), "info of a created stream")
+    for i in range(5):
+        await store.append("i", Event(str(i)))
+    _eq(
+        await store.info("i"),
+        StreamInfo(True, False, None, _id(3), _id(5), 3),
+        "info after 5 appends with max_len=3",
+    )
+    await store.end("i", "cancelled")
+    _eq(
+        await store.info("i"),
+        StreamInfo(True, True, "cancelled", _id(3), _id(5), 3),
+        "info after end",
+    )
+
+
+async def check_retention_gap(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    for i in range(1, 6):
+        await store.append("g", Event(str(i)))
+    tail: list[StreamItem] = [Event("3", id=_id(3)), Event("4", id=_id(4)), Event("5", id=_id(5))]
+    await store.end("g")
+    _eq(
+        await _collect(read("g")),
+        [Gap(_id(0), _id(3), 2), *tail, End(DONE)],
+        "reading from the start after the cap trimmed two",
+    )
+    _eq(
+        await _collect(read("g", _id(1))),
+        [Gap(_id(1), _id(3), 1), *tail, End(DONE)],
+        "reading after a trimmed id",
+    )
+    _eq(await _collect(read("g", _id(2))), [*tail, End(DONE)], "after the id just before")
+
+
+async def check_gap_while_following(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    await store.append("lag", Event("1"))
+    async with aclosing(read("lag")) as items:  # type: ignore[type-var]
+        _eq(await _take(items, 1), [Event("1", id=_id(1))], "first event")
+        # The reader stops reading while seven more arrive; the cap is 3.
+        for i in range(2, 9):
+            await store.append("lag", Event(str(i)))
+        await store.end("lag")
+        rest = await _collect(items)
+    # Through a hub the reader may already hold some in its queue; what it must
+    # never do is skip silently: every number 2..8 is either an event or in a gap.
+    seen = {1}
+    for item in rest:
+        if isinstance(item, Gap):
+            seen.update(range(int(item.after) + 1, int(item.first_id)))
+        elif isinstance(item, Event):
+            _check(item.id is not None and int(item.id) not in seen, f"repeat: {item}")
+            seen.add(int(item.id or 0))
+    _eq(sorted(seen), list(range(1, 9)), "events read or reported as missed")
+    _eq(rest[-1], End(DONE), "last item")
+    _check(Event("8", id=_id(8)) in rest, "the newest event is delivered")
+
+
+async def check_missing_and_unknown(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    await _raises(StreamNotFound, _read_all(read, "missing"))
+    for bad in ("abc", "12", "-00000000001", "0000000000 1"):
+        await _raises(UnknownEventId, _read_all(read, "missing", bad))
+    await store.append("u", Event("1"))
+    await _raises(UnknownEventId, _read_all(read, "u", _id(2)))
+    await store.end("u")
+    await _raises(UnknownEventId, _read_all(read, "u", _id(3)))
+    for name in ("", "a b", "{x}", "x\n", "-x", "a" * 201):
+        await _raises(ValueError, _read_all(read, name))
+        await _raises(ValueError, store.append(name, Event("x")))
+    await _raises(ValueError, store.append("u2", Event("x", id="000000000001")))
+    await _raises(TypeError, store.append("u2", "not an event"))  # type: ignore[arg-type]
+    await _raises(ValueError, store.append("u2", Event("lone \ud800 surrogate")))
+    await _raises(ValueError, store.end("u", "two words"))
+
+
+async def check_missing_ok(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    result: list[StreamItem] = []
+
+    async def follow() -> None:
+        result.extend(await _read_all(read, "topic", missing_ok=True))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        await anyio.sleep(0.05)
+        await store.append("topic", Event("first"))
+        await store.end("topic")
+    _eq(result, [Event("first", id=_id(1)), End(DONE)], "waiting for a topic to start")
+    # An id from a previous life of a name that is gone cannot be resumed.
+    await _raises(UnknownEventId, _read_all(read, "other", _id(4), missing_ok=True))
+
+
+async def check_end_rules(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    await _raises(StreamNotFound, store.end("never"))
+    await store.create("e")
+    await store.end("e", "error")
+    _eq(await _collect(read("e")), [End("error")], "reading an empty ended stream")
+    await _raises(StreamEnded, store.end("e"))
+    await _raises(StreamEnded, store.append("e", Event("late")))
+    await _raises(StreamEnded, store.acquire_lease("e", 10))
+    _eq((await store.info("e")).outcome, "error", "the first outcome stands")
+
+
+async def check_ttl(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    await store.append("t", Event("x"))
+    await store.end("t")
+    _check((await store.info("t")).exists, "an ended stream exists until its ttl")
+
+    async def gone() -> bool:
+        return not (await store.info("t")).exists
+
+    await suite.pass_time(store.ttl + 0.01, gone)
+    await _raises(StreamNotFound, _read_all(read, "t"))
+
+
+async def check_lease(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    await store.acquire_lease("held", 60)
+    await store.append("held", Event("1"))
+    await store.renew_lease("held", 60)
+    _eq(await store.expire_leases(["held"]), [], "expire_leases with a live lease")
+
+    lease = 0.3
+    await store.acquire_lease("dead", lease)
+    await store.append("dead", Event("1"))
+    result: list[StreamItem] = []
+
+    async def follow() -> None:
+        result.extend(await _read_all(read, "dead"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+
+        async def failed() -> bool:
+            await store.expire_leases()
+            return bool((await store.info("dead")).ended)
+
+        await suite.pass_time(lease + 0.01, failed)
+    _eq(result, [Event("1", id=_id(1)), End(FAILED)], "reader of a stream whose producer died")
+    await _raises(StreamEnded, store.append("dead", Event("late")))
+    await _raises(StreamEnded, store.renew_lease("dead", 10))
+    _eq((await store.info("held")).ended, False, "the other stream is untouched")
+
+
+_READ_CHECKS = [
+    check_append_and_read,
+    check_fields_round_trip,
+    check_live,
+    check_gap_while_following,
+    check_missing_and_unknown,
+    check_missing_ok,
+    check_end_rules,
+    check_ttl,
+    check_lease,
+    check_retention_gap,
+]
+_OTHER_CHECKS = [check_concurrent_appends, check_info]
+_OPTIONS: dict[Any, dict[str, Any]] = {
+    check_info: {"max_len": 3},
+    check_retention_gap: {"max_len": 3},
+    check_gap_while_following: {"max_len": 3},
+    check_ttl: {"ttl": 0.2},
+}
+
+
+async def check_stream_store(
+    store_factory: StoreFactory, *, advance: Callable[[float], None] | None = None
+) -> None:
+    """Run the whole contract against stores made by ``store_factory``.
+
+    Raises ``AssertionError`` naming the first check that fails.
+    """
+    for hub in (False, True):
+        suite = _Suite(store_factory, advance, hub)
+        for check in _READ_CHECKS if hub else _READ_CHECKS + _OTHER_CHECKS:
+            await suite.run(check, **_OPTIONS.get(check, {}))

@@ -1,0 +1,371 @@
+"""EventSourceResponse as an ASGI app, driven by a hand-written peer, on asyncio and trio."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from ssegate import Event
+from ssegate.server import (
+    SSE_HEADERS,
+    CloseReason,
+    EventSourceResponse,
+    default_error_event,
+    encode_item,
+)
+
+from .conftest import Peer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+async def items() -> AsyncIterator[Any]:
+    yield Event("one", id="1")
+    yield "two"
+    yield {"n": 3, "text": "é\u2028"}
+    yield b"data: four\n\n"
+    yield Event("five\nlines", event="update")
+
+
+EXPECTED = (
+    b"id: 1\ndata: one\n\n"
+    b"data: two\n\n"
+    b'data: {"n":3,"text":"\xc3\xa9\xe2\x80\xa8"}\n\n'
+    b"data: four\n\n"
+    b"event: update\ndata: five\ndata: lines\n\n"
+)
+
+
+async def test_whole_exchange() -> None:
+    peer = Peer()
+    response = EventSourceResponse(items(), ping=None)
+    await response(peer.scope, peer.receive, peer.send)
+    assert [m for _, m in peer.messages] == [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no"),
+            ],
+        },
+        {"type": "http.response.body", "body": b"", "more_body": True},
+        {"type": "http.response.body", "body": EXPECTED, "more_body": False},
+    ]
+    assert response.close_reason is CloseReason.COMPLETED
+
+
+async def test_headers_status_and_retry() -> None:
+    peer = Peer()
+    response = EventSourceResponse(
+        ["x"],
+        status_code=201,
+        retry=2500,
+        headers={"X-Stream-Id": "abc", "Cache-Control": "no-store"},
+    )
+    response.headers["X-Later"] = "1"
+    await response(peer.scope, peer.receive, peer.send)
+    assert peer.start["status"] == 201
+    assert peer.start["headers"] == [
+        (b"x-stream-id", b"abc"),
+        (b"cache-control", b"no-store"),  # the caller's value wins
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"x-accel-buffering", b"no"),
+        (b"x-later", b"1"),
+    ]
+    assert peer.body == b"retry: 2500\ndata: x\n\n"
+    assert peer.bodies()[0] == (peer.bodies()[0][0], b"retry: 2500\n", True)
+
+
+def test_sse_headers_constant() -> None:
+    assert dict(SSE_HEADERS) == {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    }
+
+
+async def test_sync_iterable_runs_in_a_worker_thread() -> None:
+    threads: list[int] = []
+    log: list[str] = []
+
+    def numbers() -> Iterator[str]:
+        try:
+            for i in range(3):
+                threads.append(threading.get_ident())
+                yield str(i)
+        finally:
+            log.append("finally")
+
+    peer = Peer()
+    await EventSourceResponse(numbers(), ping=None)(peer.scope, peer.receive, peer.send)
+    assert peer.body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+    assert threading.get_ident() not in threads
+    assert log == ["finally"]
+
+
+async def test_sync_list_content() -> None:
+    peer = Peer()
+    await EventSourceResponse([Event("a"), {"b": 1}])(peer.scope, peer.receive, peer.send)
+    assert peer.body == b'data: a\n\ndata: {"b":1}\n\n'
+
+
+async def test_sync_generator_closed_when_client_leaves() -> None:
+    log: list[str] = []
+    release = threading.Event()
+
+    def blocking() -> Iterator[str]:
+        try:
+            yield "first"
+            release.wait(10)  # blocked in its thread when the client leaves
+            yield "second"
+            yield "third"
+        finally:
+            log.append("finally")
+
+    peer = Peer()
+    first_sent = anyio.Event()
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        await peer.send(message)
+        if message.get("body") == b"data: first\n\n":
+            first_sent.set()
+
+    async def client_leaves() -> MutableMapping[str, Any]:
+        await first_sent.wait()
+        return {"type": "http.disconnect"}
+
+    closed: list[CloseReason] = []
+    response = EventSourceResponse(blocking(), ping=None, on_close=closed.append)
+    await response(peer.scope, client_leaves, send)
+    assert closed == [CloseReason.CLIENT_GONE]
+    release.set()
+    # the abandoned thread closes the generator as soon as next() returns
+    for _ in range(500):
+        if log:
+            break
+        await anyio.sleep(0.01)
+    assert log == ["finally"]
+    assert peer.body == b"data: first\n\n"
+
+
+async def test_producer_error_sends_error_event_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    async def failing() -> AsyncIterator[str]:
+        yield "ok"
+        raise RuntimeError("secret database password")
+
+    peer = Peer()
+    closed: list[CloseReason] = []
+    with caplog.at_level(logging.ERROR, logger="ssegate.server"):
+        await EventSourceResponse(failing(), on_close=closed.append)(
+            peer.scope, peer.receive, peer.send
+        )
+    assert closed == [CloseReason.ERROR]
+    assert peer.body == (
+        b"data: ok\n\n"
+        b"event: error\n"
+        b'data: {"code":"internal_error","message":"The event stream failed.",'
+        b'"retryable":false}\n\n'
+    )
+    assert peer.bodies()[-1][2] is False
+    assert b"secret" not in peer.body
+    [record] = caplog.records
+    assert record.message == "event stream producer failed"
+    assert record.exc_info is not None
+    assert "secret database password" in str(record.exc_info[1])
+
+
+async def test_custom_error_event_and_none() -> None:
+    async def failing() -> AsyncIterator[str]:
+        raise ValueError("bad input")
+        yield "never"
+
+    peer = Peer()
+    response = EventSourceResponse(
+        failing(), error_event=lambda exc: {"error": type(exc).__name__, "detail": str(exc)}
+    )
+    await response(peer.scope, peer.receive, peer.send)
+    assert peer.body == b'data: {"error":"ValueError","detail":"bad input"}\n\n'
+
+    peer = Peer()
+    await EventSourceResponse(failing(), error_event=None)(peer.scope, peer.receive, peer.send)
+    assert peer.body == b""
+    assert peer.bodies()[-1][2] is False
+
+
+async def test_bad_item_is_a_producer_error() -> None:
+    async def wrong() -> AsyncIterator[Any]:
+        yield "fine"
+        yield 42
+
+    peer = Peer()
+    response = EventSourceResponse(wrong())
+    await response(peer.scope, peer.receive, peer.send)
+    assert response.close_reason is CloseReason.ERROR
+    assert peer.body == b"data: fine\n\n" + encode_item(default_error_event(TypeError()))
+
+
+async def test_failing_send_means_client_gone() -> None:
+    """An ASGI 2.4 server raises OSError from send() once the client has left."""
+    log: list[str] = []
+
+    async def forever() -> AsyncIterator[str]:
+        try:
+            while True:
+                await anyio.lowlevel.checkpoint()
+                yield "x"
+        finally:
+            log.append("finally")
+
+    sent = 0
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        nonlocal sent
+        sent += 1
+        if sent > 3:
+            raise OSError("connection reset")
+
+    closed: list[CloseReason] = []
+    peer = Peer()
+    await EventSourceResponse(forever(), on_close=closed.append)(peer.scope, peer.receive, send)
+    assert closed == [CloseReason.CLIENT_GONE]
+    assert log == ["finally"]
+
+
+async def test_async_on_close_and_background() -> None:
+    calls: list[str] = []
+
+    async def on_close(reason: CloseReason) -> None:
+        await anyio.lowlevel.checkpoint()
+        calls.append(f"on_close {reason}")
+
+    async def background() -> None:
+        calls.append("background")
+
+    from starlette.background import BackgroundTask
+
+    peer = Peer()
+    await EventSourceResponse(["a"], on_close=on_close, background=BackgroundTask(background))(
+        peer.scope, peer.receive, peer.send
+    )
+    assert calls == ["on_close completed", "background"]
+
+
+async def test_on_close_errors_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    def on_close(reason: CloseReason) -> None:
+        raise RuntimeError("oops")
+
+    peer = Peer()
+    with caplog.at_level(logging.ERROR, logger="ssegate.server"):
+        await EventSourceResponse(["a"], on_close=on_close)(peer.scope, peer.receive, peer.send)
+    assert [r.message for r in caplog.records] == ["on_close callback failed"]
+    assert peer.body == b"data: a\n\n"
+
+
+async def test_producer_aclose_is_awaited() -> None:
+    log: list[str] = []
+
+    class Source:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def __aiter__(self) -> Source:
+            return self
+
+        async def __anext__(self) -> str:
+            self.n += 1
+            if self.n > 2:
+                raise StopAsyncIteration
+            return str(self.n)
+
+        async def aclose(self) -> None:
+            await anyio.lowlevel.checkpoint()
+            log.append("aclose")
+
+    peer = Peer()
+    await EventSourceResponse(Source())(peer.scope, peer.receive, peer.send)
+    assert peer.body == b"data: 1\n\ndata: 2\n\n"
+    assert log == ["aclose"]
+
+
+async def test_large_bursts_are_split_into_bounded_messages() -> None:
+    async def many() -> AsyncIterator[bytes]:
+        for _ in range(1000):
+            yield b"data: " + b"y" * 200 + b"\n\n"
+
+    peer = Peer()
+    await EventSourceResponse(many(), ping=None)(peer.scope, peer.receive, peer.send)
+    sizes = [len(body) for _, body, _ in peer.bodies()]
+    assert sum(sizes) == 1000 * 208
+    assert max(sizes) < 64 * 1024 + 208
+    assert len(sizes) == 1 + 1000 * 208 // (64 * 1024 + 96) + 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"ping": 0}, ValueError, "ping must be a positive number"),
+        ({"ping": -1.0}, ValueError, "ping must be a positive number"),
+        ({"send_timeout": 0}, ValueError, "send_timeout must be a positive number"),
+        ({"retry": -5}, ValueError, "retry must be a non-negative int"),
+        ({"retry": 1.5}, ValueError, "retry must be a non-negative int"),
+        ({"shutdown_grace": -1}, ValueError, "shutdown_grace must be >= 0"),
+        ({"farewell": 3.5}, TypeError, "not float"),
+        ({"shutdown": object()}, TypeError, "shutdown must be a Shutdown"),
+    ],
+)
+def test_invalid_options(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        EventSourceResponse([], **kwargs)
+
+
+@pytest.mark.parametrize("content", ["text", b"bytes", {"a": 1}, Event("x"), 42, None])
+def test_content_must_be_an_iterable_of_items(content: Any) -> None:
+    with pytest.raises(TypeError, match="content must be an iterable or async iterable"):
+        EventSourceResponse(content)
+
+
+async def test_plain_async_iterator_and_awaitables() -> None:
+    """__anext__ may be a coroutine, return a Future, or raise StopAsyncIteration at once."""
+
+    class Countdown:
+        def __init__(self) -> None:
+            self.left = 3
+
+        def __aiter__(self) -> Countdown:
+            return self
+
+        def __anext__(self) -> Any:
+            if self.left == 0:
+                raise StopAsyncIteration  # synchronously, not from an awaitable
+            self.left -= 1
+            return self._next(self.left)
+
+        async def _next(self, n: int) -> str:
+            if n == 1:
+                await anyio.lowlevel.checkpoint()
+            return str(n)
+
+    peer = Peer()
+    await EventSourceResponse(Countdown(), ping=None)(peer.scope, peer.receive, peer.send)
+    assert peer.body == b"data: 2\n\ndata: 1\n\ndata: 0\n\n"
+
+
+def test_generator_function_instead_of_generator() -> None:
+    async def gen() -> AsyncIterator[str]:
+        yield "x"
+
+    with pytest.raises(TypeError, match="not function; call the generator function"):
+        EventSourceResponse(gen)  # type: ignore[arg-type]

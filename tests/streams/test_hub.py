@@ -1,0 +1,218 @@
+"""The Hub: shared reader, bounded queues, slow subscribers cut loose without loss."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+
+import anyio
+import anyio.lowlevel
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool
+
+from ssegate import Event, StoreUnavailable
+from ssegate.streams import DONE, End, Gap, Hub, MemoryStore, StreamItem, StreamStore
+from ssegate.streams.redis import RedisStore
+
+pytestmark = pytest.mark.anyio
+
+
+def ids(items: list[StreamItem]) -> list[int]:
+    return [int(item.id or 0) for item in items if isinstance(item, Event)]
+
+
+async def collect(items: AsyncIterator[StreamItem]) -> list[StreamItem]:
+    with anyio.fail_after(20):
+        async with aclosing(items) as it:  # type: ignore[type-var]
+            return [item async for item in it]
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def make_store(
+    request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
+) -> Callable[..., StreamStore]:
+    if request.param == "memory":
+        return lambda **kw: MemoryStore(poll_interval=0.05, **kw)
+    return lambda **kw: RedisStore(redis_url, prefix=redis_prefix, poll_interval=0.05, **kw)
+
+
+async def test_many_subscribers_get_every_event_once(
+    make_store: Callable[..., StreamStore],
+) -> None:
+    async with make_store() as store, Hub(store) as hub:
+        results: dict[tuple[str, int], list[StreamItem]] = {}
+
+        async def subscribe(stream: str, n: int) -> None:
+            results[stream, n] = await collect(hub.read(stream, missing_ok=True))
+
+        async with anyio.create_task_group() as tg:
+            for stream in ("a", "b", "c"):
+                for n in range(50):
+                    tg.start_soon(subscribe, stream, n)
+            for i in range(1, 31):
+                for stream in ("a", "b", "c"):
+                    await store.append(stream, Event(f"{stream}{i}"))
+                if i % 10 == 0:
+                    await anyio.sleep(0.01)
+            for stream in ("a", "b", "c"):
+                await store.end(stream)
+        for (stream, _), items in results.items():
+            expected = [Event(f"{stream}{i}", id=str(i).zfill(12)) for i in range(1, 31)]
+            assert items == [*expected, End(DONE)]
+        assert hub.streams == 0
+        assert hub.subscribers == 0
+
+
+async def test_a_slow_subscriber_is_cut_loose_and_catches_up_from_the_store(
+    make_store: Callable[..., StreamStore],
+) -> None:
+    async with make_store(max_len=1000) as store, Hub(store, queue_size=4) as hub:
+        await store.create("s")
+        fast: list[StreamItem] = []
+        slow = hub.read("s")
+        async with aclosing(slow):  # type: ignore[type-var]
+            async with anyio.create_task_group() as tg:
+
+                async def run_fast() -> None:
+                    fast.extend(await collect(hub.read("s")))
+
+                tg.start_soon(run_fast)
+                await store.append("s", Event("0"))
+                assert await slow.__anext__() == Event("0", id="000000000001")
+                # The slow one stops reading; 40 more arrive, ten times its queue.
+                for i in range(1, 41):
+                    await store.append("s", Event(str(i)))
+                    await anyio.lowlevel.checkpoint()
+                await store.end("s")
+            rest = await collect(slow)
+        expected = [Event(str(i), id=str(i + 1).zfill(12)) for i in range(41)]
+        assert fast == [*expected, End(DONE)]
+        assert rest == [*expected[1:], End(DONE)]  # nothing lost, nothing twice
+
+
+async def test_a_cut_loose_subscriber_gets_a_gap_when_the_store_trimmed_past_it(
+    make_store: Callable[..., StreamStore],
+) -> None:
+    async with make_store(max_len=5) as store, Hub(store, queue_size=2) as hub:
+        await store.append("s", Event("1"))
+        slow = hub.read("s")
+        async with aclosing(slow):  # type: ignore[type-var]
+            assert await slow.__anext__() == Event("1", id="000000000001")
+            for i in range(2, 31):
+                await store.append("s", Event(str(i)))
+                await anyio.lowlevel.checkpoint()
+            await store.end("s")
+            rest = await collect(slow)
+        gaps = [item for item in rest if isinstance(item, Gap)]
+        assert len(gaps) >= 1
+        seen = set(ids(rest)) | {1}
+        for gap in gaps:
+            missed = set(range(int(gap.after) + 1, int(gap.first_id)))
+            assert len(missed) == gap.missed
+            assert not missed & seen
+            seen |= missed
+        assert sorted(seen) == list(range(1, 31))  # every event read or reported missing
+        assert len(ids(rest)) == len(set(ids(rest)))  # none twice
+        assert ids(rest)[-5:] == [26, 27, 28, 29, 30]
+        assert rest[-1] == End(DONE)
+
+
+async def test_hub_must_be_running() -> None:
+    hub = Hub(MemoryStore())
+    with pytest.raises(RuntimeError, match="async with Hub"):
+        hub.read("s")
+    with pytest.raises(TypeError, match="StreamStore"):
+        Hub(object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="queue_size"):
+        Hub(MemoryStore(), queue_size=0)
+
+
+@pytest.mark.redis
+async def test_redis_connections_do_not_grow_with_subscribers(
+    redis_url: str, redis_prefix: str
+) -> None:
+    name = f"ssegate-hub-{uuid.uuid4().hex[:8]}"
+    pool = BlockingConnectionPool.from_url(redis_url, max_connections=3, client_name=name)
+    client = aioredis.Redis(connection_pool=pool)
+    admin = aioredis.Redis.from_url(redis_url)
+    store = RedisStore(client, prefix=redis_prefix, poll_interval=0.2)
+    try:
+        async with Hub(store) as hub:
+            received: list[int] = []
+
+            async def subscribe(stream: str) -> None:
+                items = await collect(hub.read(stream, missing_ok=True))
+                received.append(len(items))
+
+            async with anyio.create_task_group() as tg:
+                for n in range(600):
+                    tg.start_soon(subscribe, f"t{n % 30}")
+                await anyio.sleep(0.1)
+                for i in range(5):
+                    for s in range(30):
+                        await store.append(f"t{s}", Event(str(i)))
+                clients = await admin.client_list()
+                ours = [c for c in clients if c.get("name") == name]
+                assert 1 <= len(ours) <= 3  # 600 subscribers, at most the pool's 3
+                for s in range(30):
+                    await store.end(f"t{s}")
+            assert received == [6] * 600
+    finally:
+        await client.aclose(close_connection_pool=True)
+        await admin.aclose()
+
+
+async def test_subscribers_joining_while_events_flow_miss_nothing(
+    make_store: Callable[..., StreamStore],
+) -> None:
+    # Joins race the publisher and each other (and share history reads): whatever
+    # the interleaving, each subscriber gets every event after its id exactly once.
+    rng = random.Random(5)
+    async with make_store() as store, Hub(store, max_replays=2) as hub:
+        for i in range(1, 6):  # so that resuming after ids 1..5 is valid from the start
+            await store.append("r", Event(str(i)))
+        results: list[tuple[int, list[StreamItem]]] = []
+
+        async def subscribe(delay: int, after: int) -> None:
+            for _ in range(delay):
+                await anyio.lowlevel.checkpoint()
+            after_id = str(after).zfill(12) if after else None
+            results.append((after, await collect(hub.read("r", after_id))))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(120):
+                tg.start_soon(subscribe, rng.randrange(300), 0 if n % 3 else min(n // 3, 5))
+            for i in range(6, 61):
+                await store.append("r", Event(str(i)))
+                for _ in range(rng.randrange(6)):
+                    await anyio.lowlevel.checkpoint()
+            await store.end("r")
+        assert len(results) == 120
+        for after, items in results:
+            expected = [Event(str(i), id=str(i).zfill(12)) for i in range(after + 1, 61)]
+            assert items == [*expected, End(DONE)]
+
+
+async def test_subscribers_still_waiting_when_the_hub_stops_get_an_error() -> None:
+    store = MemoryStore()
+    await store.create("s")
+    errors: list[BaseException] = []
+
+    async def subscribe(hub: Hub) -> None:
+        try:
+            await collect(hub.read("s"))
+        except StoreUnavailable as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg, Hub(store) as hub:
+        tg.start_soon(subscribe, hub)
+        tg.start_soon(subscribe, hub)
+        for _ in range(1000):
+            if hub.subscribers == 2:
+                break
+            await anyio.sleep(0.001)
+        await store.append("s", Event("x"))
+    assert [str(e) for e in errors] == ["the hub has stopped"] * 2

@@ -1,0 +1,161 @@
+"""MemoryStore specifics: injected time, no leaks, leases held by hold_lease()."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+
+import anyio
+import pytest
+from streams_support import FakeClock
+
+from ssegate import Event, StreamEnded, UnknownEventId
+from ssegate.streams import FAILED, End, Gap, MemoryStore, StreamInfo, hold_lease
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_ended_streams_are_forgotten_after_their_ttl(clock: FakeClock) -> None:
+    store = MemoryStore(ttl=30, clock=clock)
+    await store.append("a", Event("x"))
+    await store.end("a")
+    await store.append("b", Event("y"))
+    clock.advance(29.9)
+    assert (await store.info("a")).exists
+    clock.advance(0.1)
+    assert await store.info("a") == StreamInfo(exists=False)
+    assert store._streams.keys() == {"b"}  # purged, not just hidden
+    # The name is free again: a new stream starts from id 1.
+    assert await store.append("a", Event("again")) == "000000000001"
+
+
+async def test_readers_leave_no_waiters_behind() -> None:
+    store = MemoryStore(poll_interval=0.01)
+    await store.create("s")
+    for _ in range(3):
+        async with aclosing(store.read("s")) as items:
+            with anyio.move_on_after(0.05):
+                await items.__anext__()
+    assert store._waiters == {}
+
+
+async def test_a_lease_ends_the_stream_as_failed_when_it_runs_out(clock: FakeClock) -> None:
+    store = MemoryStore(clock=clock)
+    await store.acquire_lease("g", 10)
+    await store.append("g", Event("1"))
+    clock.advance(9.99)
+    assert await store.expire_leases() == []
+    await store.renew_lease("g", 10)
+    clock.advance(9.99)
+    await store.append("g", Event("2"))
+    clock.advance(0.02)
+    # Nobody looked yet, but an append after the deadline is refused all the same.
+    with pytest.raises(StreamEnded, match="failed"):
+        await store.append("g", Event("3"))
+    assert await store.expire_leases() == []  # already ended by the append above
+    items = [item async for item in store.read("g")]
+    assert items == [Event("1", id="000000000001"), Event("2", id="000000000002"), End(FAILED)]
+
+
+async def test_hold_lease_renews_until_the_block_exits(clock: FakeClock) -> None:
+    store = MemoryStore(clock=clock)
+    async with hold_lease(store, "p", ttl=10, renew_every=0.001):
+        deadline = store._streams["p"].lease_until
+        clock.advance(8)
+        for _ in range(10_000):  # wait (10 s at most) for one renewal
+            if store._streams["p"].lease_until != deadline:
+                break
+            await anyio.sleep(0.001)
+        clock.advance(8)  # 16 s after the first deadline was set: renewed, still alive
+        assert await store.expire_leases() == []
+        await store.append("p", Event("tok"))
+    clock.advance(10.01)  # the block exited without end(): the lease runs out
+    assert await store.expire_leases() == ["p"]
+    assert (await store.info("p")).outcome == FAILED
+
+
+async def test_hold_lease_refuses_bad_intervals() -> None:
+    store = MemoryStore()
+    with pytest.raises(ValueError, match="renew_every"):
+        async with hold_lease(store, "p", ttl=1, renew_every=1):
+            pass
+    with pytest.raises(ValueError, match="ttl"):
+        await store.acquire_lease("p", 0)
+
+
+async def test_ids_keep_sorting_as_strings_past_the_padding() -> None:
+    store = MemoryStore(max_len=2)
+    state_ids = []
+    await store.append("n", Event("a"))
+    store._streams["n"].last_seq = 10**12 - 2  # jump close to the width limit
+    for _ in range(3):
+        state_ids.append(await store.append("n", Event("b")))
+    assert state_ids == ["999999999999", "1000000000000", "1000000000001"]
+    # Past 12 digits ids get longer (documented): numbers still compare correctly.
+    items = [item async for item in _until_live(store.read("n", "999999999999"))]
+    assert items == [Event("b", id="1000000000000"), Event("b", id="1000000000001")]
+
+
+async def _until_live(items: object) -> object:
+    async with aclosing(items) as it:  # type: ignore[type-var]
+        for _ in range(2):
+            yield await it.__anext__()
+
+
+async def test_constructor_and_argument_errors() -> None:
+    with pytest.raises(ValueError, match="max_len"):
+        MemoryStore(max_len=0)
+    with pytest.raises(ValueError, match="ttl"):
+        MemoryStore(ttl=0)
+    store = MemoryStore()
+    with pytest.raises(UnknownEventId, match="not an id of this store"):
+        store.read("s", "1-0")
+    with pytest.raises(TypeError, match="Event"):
+        await store.append("s", {"data": "x"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="outcome"):
+        await store.end("s", "")
+
+
+async def test_gap_reports_exactly_how_many_were_trimmed() -> None:
+    store = MemoryStore(max_len=10)
+    for i in range(25):
+        await store.append("s", Event(str(i)))
+    async with aclosing(store.read("s", "000000000007")) as items:
+        first = await items.__anext__()
+    assert first == Gap("000000000007", "000000000016", 8)
+
+
+async def test_hold_lease_lets_the_blocks_own_error_through() -> None:
+    store = MemoryStore()
+    with pytest.raises(KeyError, match="boom"):
+        async with hold_lease(store, "p", ttl=10):
+            raise KeyError("boom")
+    with anyio.move_on_after(0.01):  # cancelled from outside: no error, renewals stop
+        async with hold_lease(store, "q", ttl=10):
+            await anyio.sleep(10)
+
+
+async def test_ending_the_stream_elsewhere_cancels_the_producer() -> None:
+    store = MemoryStore()
+    async with (
+        anyio.create_task_group() as tg,
+        hold_lease(store, "gen", ttl=10, renew_every=0.01) as lease,
+    ):
+        tg.start_soon(store.end, "gen", "cancelled")  # a DELETE on another replica
+        with anyio.fail_after(10):
+            await anyio.sleep_forever()  # waiting on the upstream, say
+    assert lease.lost
+    assert (await store.info("gen")).outcome == "cancelled"
+
+
+async def test_ending_through_the_lease_is_not_mistaken_for_a_stop() -> None:
+    store = MemoryStore()
+    steps = []
+    async with hold_lease(store, "gen", ttl=10, renew_every=0.001) as lease:
+        await store.append("gen", Event("t"))
+        await lease.end()
+        for _ in range(20):  # renewals run meanwhile, and find the stream ended
+            await anyio.sleep(0.001)
+            steps.append(1)
+    assert not lease.lost
+    assert len(steps) == 20
+    assert (await store.info("gen")).outcome == "done"

@@ -1,0 +1,116 @@
+"""RedisStore specifics: Redis going away and coming back, and the error edge."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+from streams_support import needs_redis_server
+
+from ssegate import Event, StoreUnavailable
+from ssegate.streams import DONE, End, Hub, StreamItem
+from ssegate.streams.redis import RedisStore
+from ssegate.testing._redis import RedisServer
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+
+def events(numbers: range) -> list[StreamItem]:
+    return [Event(f"e{i}", id=str(i).zfill(12)) for i in numbers]
+
+
+async def collect(items: AsyncIterator[StreamItem]) -> list[StreamItem]:
+    with anyio.fail_after(30):
+        async with aclosing(items) as it:  # type: ignore[type-var]
+            return [item async for item in it]
+
+
+@needs_redis_server
+async def test_redis_going_away_gives_clear_errors_and_loses_nothing_acknowledged() -> None:
+    # Our own server (the shared one must not be stopped), with an append-only
+    # file synced on every write: what Redis acknowledged survives kill -9.
+    with RedisServer(appendonly=True) as server:
+        store = RedisStore(server.url, poll_interval=0.1)
+        async with store, Hub(store, retry_delay=0.05) as hub:
+            followed: list[StreamItem] = []
+
+            async def follow() -> None:
+                followed.extend(await collect(hub.read("s")))
+
+            for i in range(1, 4):
+                await store.append("s", Event(f"e{i}"))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                await anyio.sleep(0.05)  # not needed for the outcome: anywhere is fine
+                server.stop(kill=True)
+
+                with pytest.raises(StoreUnavailable, match="Redis"):
+                    await store.append("s", Event("lost"))
+                with pytest.raises(StoreUnavailable):
+                    await collect(store.read("s"))
+                with pytest.raises(StoreUnavailable):
+                    await store.info("s")
+                for _ in range(200):  # the hub notices too (within 10 s), and keeps waiting
+                    if hub.error is not None:
+                        break
+                    await anyio.sleep(0.05)
+                assert isinstance(hub.error, StoreUnavailable)
+
+                server.start()
+                for i in range(4, 7):
+                    await store.append("s", Event(f"e{i}"))
+                await store.end("s")
+            assert hub.error is None
+        assert followed == [*events(range(1, 7)), End(DONE)]
+        store = RedisStore(server.url)
+        async with store:
+            assert await collect(store.read("s")) == [*events(range(1, 7)), End(DONE)]
+
+
+async def test_constructor_errors() -> None:
+    with pytest.raises(ValueError, match="Redis URL"):
+        RedisStore("http://localhost:6379")
+    with pytest.raises(TypeError, match="URL or a redis"):
+        RedisStore(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="prefix"):
+        RedisStore(prefix="{x}")
+
+
+@needs_redis_server
+async def test_unreachable_redis_is_store_unavailable() -> None:
+    server = RedisServer()  # never started: nothing listens on its port
+    try:
+        async with RedisStore(server.url) as store:
+            with pytest.raises(StoreUnavailable, match="cannot be reached"):
+                await store.append("s", Event("x"))
+            with pytest.raises(StoreUnavailable):
+                await store.end("s")
+    finally:
+        server.close()
+
+
+async def test_events_written_by_one_client_are_read_by_another(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with (
+        RedisStore(redis_url, prefix=redis_prefix) as writer,
+        RedisStore(redis_url, prefix=redis_prefix) as reader,
+    ):
+        assert await writer.append("x", Event("hi", event="token", retry=10)) == "000000000001"
+        await writer.end("x", "cancelled")
+        assert await collect(reader.read("x")) == [
+            Event("hi", event="token", id="000000000001", retry=10),
+            End("cancelled"),
+        ]
+
+
+async def test_a_client_that_decodes_responses_is_refused(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        with pytest.raises(ValueError, match="decode_responses"):
+            RedisStore(client)
+    finally:
+        await client.aclose()
