@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from . import _listen  # noqa: F401
+from . import (
+    _chat,  # noqa: F401
+    _listen,  # noqa: F401
+)
 from ._app import app
 
 __all__ = ["app", "main"]

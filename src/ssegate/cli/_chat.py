@@ -1,0 +1,201 @@
+"""``ssegate chat PROMPT``: stream one answer to the terminal.
+
+The model is ``local`` (the embedded SmolLM2-135M, no key, no network) unless
+``--model`` names another: ``PROVIDER:MODEL`` (``openai:gpt-4o-mini``,
+``ollama:llama3.2``, ``deepseek:deepseek-chat``...) or the path of a llama GGUF
+file to run locally. The answer's text goes to stdout as it is generated;
+errors, and with ``--stats`` one JSON line of timings, go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+import typer
+
+from .._exceptions import ProviderError
+from ..llm import ChatRequest, Error, Finish, TextDelta, Usage
+from ..llm.providers import PROVIDERS, Provider, create_provider
+from ._app import app
+
+__all__ = ["ExitCode", "chat"]
+
+
+class ExitCode(IntEnum):
+    """How ``ssegate chat`` ended (its process exit status)."""
+
+    OK = 0  #: the answer is complete (or cut at --max-tokens)
+    FAILED = 1  #: the generation failed after it started
+    USAGE = 2  #: bad command-line arguments
+    REFUSED = 3  #: the provider refused or could not be reached before answering
+    INTERRUPTED = 130  #: Ctrl-C
+
+
+def _provider(
+    model: str, *, base_url: str | None, api_key: str | None, engine: str, n_ctx: int
+) -> tuple[Provider, str]:
+    """The provider and the model name to ask it for, from ``--model``."""
+    if model == "local" or model.endswith(".gguf"):
+        options: dict[str, Any] = {"engine_kind": engine, "n_ctx": n_ctx}
+        if model != "local":
+            if not Path(model).is_file():
+                raise typer.BadParameter(f"no GGUF file at {model}", param_hint="--model")
+            options["model_path"] = model
+        return create_provider("local", **options), "local"
+    name, sep, remote_model = model.partition(":")
+    if not sep or not remote_model or name not in PROVIDERS or name == "local":
+        raise typer.BadParameter(
+            f"{model!r}: use 'local', a .gguf path, or PROVIDER:MODEL with PROVIDER one of "
+            f"{', '.join(p for p in PROVIDERS if p != 'local')}",
+            param_hint="--model",
+        )
+    remote: dict[str, Any] = {}
+    if base_url is not None:
+        remote["base_url"] = base_url
+    if api_key is not None:
+        remote["api_key"] = api_key
+    try:
+        return create_provider(name, **remote), remote_model
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+
+
+async def _run(provider: Provider, request: ChatRequest, *, stats: bool, model: str) -> ExitCode:
+    load_s = 0.0
+    engine = getattr(provider, "engine", None)
+    try:
+        if engine is not None:  # the local provider: load the model first, timed apart
+            started = time.perf_counter()
+            await engine()
+            load_s = time.perf_counter() - started
+        started = time.perf_counter()
+        first_at: float | None = None
+        last_at = started
+        pieces = 0
+        tokens: int | None = None
+        finish = "unknown"
+        code = ExitCode.OK
+        async for event in provider.stream(request):
+            if isinstance(event, TextDelta):
+                last_at = time.perf_counter()
+                if first_at is None:
+                    first_at = last_at
+                pieces += 1
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, Usage) and event.output_tokens is not None:
+                tokens = event.output_tokens
+            elif isinstance(event, Finish):
+                finish = event.reason
+            elif isinstance(event, Error):
+                sys.stdout.write("\n")
+                typer.echo(f"error: {event.message} ({event.code})", err=True)
+                finish = "error"
+                code = ExitCode.FAILED
+        if code is ExitCode.OK:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    except ProviderError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return ExitCode.REFUSED
+    finally:
+        await provider.aclose()
+    if stats:
+        count = tokens if tokens is not None else pieces
+        ttft = (first_at - started) if first_at is not None else None
+        decode = (last_at - first_at) if first_at is not None else 0.0
+        report = {
+            "ttft_s": round(ttft, 4) if ttft is not None else None,
+            "tokens": count,
+            # the decode rate after the first token
+            "tokens_per_s": round((count - 1) / decode, 2) if count > 1 and decode > 0 else None,
+            "load_s": round(load_s, 4),
+            "model": model,
+            "finish_reason": finish,
+        }
+        typer.echo(json.dumps(report), err=True)
+    return code
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str, typer.Argument(help="What to ask.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            envvar="SSEGATE_CHAT_MODEL",
+            help="'local' (the embedded model), a .gguf path, or PROVIDER:MODEL.",
+        ),
+    ] = "local",
+    max_tokens: Annotated[
+        int,
+        typer.Option("--max-tokens", min=1, envvar="SSEGATE_MAX_TOKENS", help="Answer length cap."),
+    ] = 256,
+    system: Annotated[
+        str | None,
+        typer.Option(
+            "--system", envvar="SSEGATE_SYSTEM_PROMPT", help="The system message (instructions)."
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            "--temperature",
+            min=0.0,
+            envvar="SSEGATE_TEMPERATURE",
+            help="0 is greedy; default: the model's.",
+        ),
+    ] = None,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            "--stats", envvar="SSEGATE_STATS", help="End with one JSON line of timings on stderr."
+        ),
+    ] = False,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", envvar="SSEGATE_BASE_URL", help="The provider's API URL."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="SSEGATE_API_KEY", help="The provider's API key."),
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            envvar="SSEGATE_ENGINE",
+            help="Local engine: numpy (default), llamacpp, or auto (llama.cpp if installed).",
+        ),
+    ] = "numpy",
+    n_ctx: Annotated[
+        int,
+        typer.Option("--n-ctx", min=16, envvar="SSEGATE_N_CTX", help="Local context size."),
+    ] = 2048,
+) -> None:
+    """Stream the answer to PROMPT from a model (by default the embedded local one)."""
+    if engine not in ("numpy", "llamacpp", "auto"):
+        raise typer.BadParameter("use numpy, llamacpp or auto", param_hint="--engine")
+    kind: Literal["numpy", "llamacpp", "auto"] = engine  # type: ignore[assignment]
+    provider, model_name = _provider(
+        model, base_url=base_url, api_key=api_key, engine=kind, n_ctx=n_ctx
+    )
+    messages = [{"role": "user", "content": prompt}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    request = ChatRequest(
+        model=model_name, messages=messages, temperature=temperature, max_tokens=max_tokens
+    )
+    try:
+        code = anyio.run(lambda: _run(provider, request, stats=stats, model=model))
+    except KeyboardInterrupt:
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    raise typer.Exit(code)

@@ -1,0 +1,508 @@
+"""The one async driver every HTTP provider adapter runs on.
+
+An adapter is two pure pieces: ``build_request(ChatRequest) -> HTTPRequest`` and
+a ``FrameParser`` (bytes in, unified events out). ``drive()`` is the short loop
+that connects them over httpx:
+
+- send the request; a non-2xx answer, or no answer at all, raises a typed
+  ``ProviderError`` (nothing has been yielded yet, so the caller may retry);
+- feed every chunk of the body to the parser and yield what it returns;
+- once the answer has started, failures are *events*: a broken connection, a
+  read timeout or an unparseable frame end the stream with one ``Error``;
+- end of body without a finish is a truncated stream, also an ``Error``.
+
+Stopping early (``break``, ``aclose()``, a cancelled task) leaves the
+``async with`` around the response, which closes the upstream connection at
+once: the provider sees the client go away and stops generating (and billing).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .._exceptions import (
+    AuthenticationError,
+    BadRequestError,
+    ProtocolError,
+    ProviderError,
+    RateLimitError,
+    UpstreamUnavailable,
+)
+from ..protocol import Decoder, Event, NDJSONDecoder
+from ._events import Error, Finish, FinishReason, LLMEvent, Start
+from ._request import ChatRequest
+from ._wire import WireClient, WireError, WireTimeout
+
+__all__ = [
+    "MAX_ERROR_BODY",
+    "RETRYABLE_CODES",
+    "FrameParser",
+    "HTTPRequest",
+    "NDJSONFrameParser",
+    "SSEFrameParser",
+    "drive",
+    "drive_batches",
+    "error_details",
+    "is_retryable",
+    "parse_retry_after",
+    "provider_error",
+]
+
+#: How much of an error response's body is read and kept: enough for any JSON
+#: error object, not enough for a misconfigured proxy to make us buffer megabytes.
+MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRequest:
+    """The request an adapter wants sent (no I/O has happened yet)."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes = b""
+
+    def json(self) -> Any:
+        """The body parsed as JSON (for tests and logging)."""
+        return json.loads(self.content)
+
+
+class FrameParser(ABC):
+    """Turns one response body into unified events; keeps the stream's invariants.
+
+    Subclasses implement the framing (``feed``/``close`` of bytes) and report
+    with the helpers below, which guarantee that ``Start`` comes first, exactly
+    once, and that exactly one ``Finish`` or ``Error`` comes last. After the
+    terminal event ``done`` is true and further input is ignored.
+    """
+
+    __slots__ = ("done", "model", "provider", "started")
+
+    def __init__(self, provider: str, model: str = "") -> None:
+        self.provider = provider
+        self.model = model
+        self.started = False
+        self.done = False
+
+    def is_done(self) -> bool:
+        """The terminal event has been emitted (a method: handlers change ``done``)."""
+        return self.done
+
+    @abstractmethod
+    def feed(self, chunk: bytes) -> list[LLMEvent]:
+        """The events completed by the next bytes of the body."""
+
+    def close(self) -> list[LLMEvent]:
+        """End of body. A stream that did not finish was cut short: that is an error."""
+        out: list[LLMEvent] = []
+        if not self.done:
+            self.end_of_body(out)
+        if not self.done:
+            self.error(
+                out,
+                "truncated",
+                f"{self.provider} stream ended before the generation finished",
+                retryable=True,
+            )
+        return out
+
+    def end_of_body(self, out: list[LLMEvent]) -> None:  # noqa: B027  (optional hook)
+        """Hook: the body ended; a parser may flush or finish here."""
+
+    def fail(self, code: str, message: str, *, retryable: bool) -> list[LLMEvent]:
+        """End the stream with an error from outside (a broken connection)."""
+        out: list[LLMEvent] = []
+        if not self.done:
+            self.error(out, code, message, retryable=retryable)
+        return out
+
+    # -- helpers for subclasses --------------------------------------------
+
+    def start(
+        self,
+        out: list[LLMEvent],
+        *,
+        id: str | None = None,
+        created: int | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Emit ``Start`` unless it was emitted already."""
+        if not self.started:
+            self.started = True
+            if model:
+                self.model = model
+            out.append(Start(model=self.model, provider=self.provider, id=id, created=created))
+
+    def finish(self, out: list[LLMEvent], reason: FinishReason, raw: str | None) -> None:
+        if not self.done:
+            self.start(out)
+            self.done = True
+            out.append(Finish(reason, raw))
+
+    def error(
+        self,
+        out: list[LLMEvent],
+        code: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+    ) -> None:
+        if not self.done:
+            self.start(out)
+            self.done = True
+            out.append(Error(code, message, retryable, status))
+
+
+class SSEFrameParser(FrameParser):
+    """A parser for event-stream bodies: subclasses implement ``event()``."""
+
+    __slots__ = ("decoder",)
+
+    def __init__(self, provider: str, model: str = "") -> None:
+        super().__init__(provider, model)
+        self.decoder = Decoder()
+
+    def feed(self, chunk: bytes) -> list[LLMEvent]:
+        out: list[LLMEvent] = []
+        if self.done:
+            return out
+        try:
+            events = self.decoder.feed(chunk)
+        except ProtocolError as exc:
+            self.error(out, "protocol_error", str(exc))
+            return out
+        event = self.event
+        for ev in events:
+            event(ev, out)
+            if self.is_done():
+                break
+        return out
+
+    def close(self) -> list[LLMEvent]:
+        if not self.done:
+            self.decoder.close()
+        return super().close()
+
+    @abstractmethod
+    def event(self, ev: Event, out: list[LLMEvent]) -> None:
+        """Handle one server-sent event, appending unified events to ``out``."""
+
+
+class NDJSONFrameParser(FrameParser):
+    """A parser for NDJSON bodies: subclasses implement ``value()``."""
+
+    __slots__ = ("decoder",)
+
+    def __init__(self, provider: str, model: str = "") -> None:
+        super().__init__(provider, model)
+        self.decoder = NDJSONDecoder()
+
+    def feed(self, chunk: bytes) -> list[LLMEvent]:
+        out: list[LLMEvent] = []
+        if self.done:
+            return out
+        try:
+            values = self.decoder.feed(chunk)
+        except ProtocolError as exc:
+            self.error(out, "protocol_error", str(exc))
+            return out
+        for value in values:
+            self.value(value, out)
+            if self.is_done():
+                break
+        return out
+
+    def close(self) -> list[LLMEvent]:
+        out: list[LLMEvent] = []
+        if not self.done:
+            try:
+                values = self.decoder.close()
+            except ProtocolError as exc:
+                self.error(out, "protocol_error", str(exc))
+                values = []
+            for value in values:
+                self.value(value, out)
+                if self.is_done():
+                    break
+        out.extend(super().close())
+        return out
+
+    @abstractmethod
+    def value(self, value: Any, out: list[LLMEvent]) -> None:
+        """Handle one decoded JSON line, appending unified events to ``out``."""
+
+
+# -- errors before the first byte ------------------------------------------------
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or a date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000.0
+        except ValueError:
+            value = -1.0
+        if value >= 0:
+            return value
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw.isascii() and raw.isdigit():
+        return float(raw)
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def provider_error(
+    provider: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    message: str | None = None,
+    code: str | None = None,
+    answered: int | None = None,
+) -> ProviderError:
+    """The typed exception for an HTTP error answer (status ≥ 300, before the stream).
+
+    401/403 → ``AuthenticationError``; 429 → ``RateLimitError`` (retryable);
+    408/409 and 5xx (Anthropic's 529 too) → ``UpstreamUnavailable`` (retryable);
+    other statuses → ``BadRequestError``. An ``x-should-retry`` header overrides
+    retryability, as the official SDKs honour it. ``answered`` is the status to
+    name in the message when it differs (an error object inside a 200).
+    """
+    if message is None or code is None:
+        found_message, found_code, _ = error_details(body)
+        message = message or found_message
+        code = code or found_code
+    text = message or body[:500].decode("utf-8", "replace").strip() or f"HTTP {status}"
+    cls: type[ProviderError]
+    if status in (401, 403):
+        cls, retryable = AuthenticationError, False
+    elif status == 429:
+        cls, retryable = RateLimitError, True
+    elif status >= 500 or status in (408, 409):
+        cls, retryable = UpstreamUnavailable, True
+    else:
+        cls, retryable = BadRequestError, False
+    should = headers.get("x-should-retry")
+    if should == "true":
+        retryable = True
+    elif should == "false":
+        retryable = False
+    return cls(
+        f"{provider} answered {status if answered is None else answered}: {text}",
+        status=status,
+        provider=provider,
+        code=code,
+        retryable=retryable,
+        retry_after=parse_retry_after(headers),
+        body=body,
+    )
+
+
+class _Adapter(ABC):
+    """What ``drive`` needs from an adapter (see ``providers.HTTPProvider``)."""
+
+    name: str
+    #: Content types that cannot be the stream this adapter reads: a 2xx answer
+    #: with one of them (a proxy's HTML page, a non-streaming JSON answer) is
+    #: refused before the first event instead of ending as an empty "truncated"
+    #: stream. Other types are read anyway: some servers label SSE wrongly.
+    not_a_stream: tuple[str, ...] = ("text/html",)
+
+    @abstractmethod
+    def build_request(self, request: ChatRequest) -> HTTPRequest: ...
+
+    @abstractmethod
+    def parser(self, request: ChatRequest) -> FrameParser: ...
+
+    @abstractmethod
+    def error_from_response(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> ProviderError: ...
+
+
+def _not_a_stream(
+    name: str, status: int, ctype: str, headers: Mapping[str, str], body: bytes
+) -> ProviderError:
+    message, code, err_status = error_details(body)
+    if message is not None or code is not None:  # an error object, despite the 2xx
+        as_status = err_status or (502 if is_retryable(code) else 400)
+        return provider_error(name, as_status, headers, body, answered=status)
+    excerpt = body[:200].decode("utf-8", "replace")
+    return UpstreamUnavailable(
+        f"{name} answered {status} with {ctype!r}, not a stream: {excerpt!r}",
+        status=status,
+        provider=name,
+        code="not_a_stream",
+        retryable=False,
+        body=body,
+    )
+
+
+_TIMEOUTS = (httpx.TimeoutException, WireTimeout)
+_FAILURES = (httpx.HTTPError, WireError)
+
+
+async def _read_capped(response: httpx.Response | Any) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= MAX_ERROR_BODY:
+            break
+    return b"".join(parts)[:MAX_ERROR_BODY]
+
+
+async def drive_batches(
+    client: httpx.AsyncClient | WireClient, adapter: _Adapter, request: ChatRequest
+) -> AsyncGenerator[list[LLMEvent], None]:
+    """Send ``request`` through ``adapter``; yield the answer's events, one list per read.
+
+    Each list holds what one read of the body completed (never empty). A relay
+    that writes one list with one ``send`` makes one syscall per upstream read
+    instead of one per token, and a relay that falls behind catches up: the
+    reads it was late for have piled up into one. ``drive`` is the flat version.
+
+    ``client`` is an ``httpx.AsyncClient`` or ssegate's lean ``WireClient``
+    (``_wire.py`` says why both exist); the loop is the same for both.
+
+    Raises ``ProviderError`` subclasses before the first event; afterwards every
+    failure is the final ``Error`` event. Use it under ``contextlib.aclosing`` (or
+    let the task be cancelled) so stopping early closes the upstream request.
+    """
+    req = adapter.build_request(request)
+    name = adapter.name
+    try:
+        async with client.stream(
+            req.method, req.url, headers=req.headers, content=req.content
+        ) as response:
+            status = response.status_code
+            ctype = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if not 200 <= status < 300 or ctype in adapter.not_a_stream:
+                try:
+                    body = await _read_capped(response)
+                except _FAILURES:
+                    body = b""
+                if 200 <= status < 300:
+                    raise _not_a_stream(name, status, ctype, response.headers, body)
+                raise adapter.error_from_response(status, response.headers, body)
+            parser = adapter.parser(request)
+            feed = parser.feed
+            tail: list[LLMEvent]
+            try:
+                async for chunk in response.aiter_bytes():
+                    events = feed(chunk)
+                    if events:
+                        yield events
+                    if parser.done:
+                        return
+                tail = parser.close()
+            except _TIMEOUTS as exc:
+                tail = parser.fail("timeout", f"{name} stopped sending: {exc!r}", retryable=True)
+            except _FAILURES as exc:
+                tail = parser.fail(
+                    "upstream_disconnected", f"{name} connection broke: {exc!r}", retryable=True
+                )
+            if tail:
+                yield tail
+    except _TIMEOUTS as exc:
+        raise UpstreamUnavailable(
+            f"{name} did not answer in time: {exc!r}", provider=name, retryable=True
+        ) from exc
+    except _FAILURES as exc:
+        raise UpstreamUnavailable(
+            f"could not reach {name} at {req.url}: {exc!r}", provider=name, retryable=True
+        ) from exc
+
+
+async def drive(
+    client: httpx.AsyncClient | WireClient, adapter: _Adapter, request: ChatRequest
+) -> AsyncGenerator[LLMEvent, None]:
+    """``drive_batches`` flattened: the unified events of the answer, one by one."""
+    async with aclosing(drive_batches(client, adapter, request)) as batches:
+        async for batch in batches:
+            for event in batch:
+                yield event
+
+
+# -- reading providers' error objects ----------------------------------------------
+
+#: Error codes/types that mean "the provider is struggling; the same request may
+#: work later" across OpenAI, Anthropic, GLM, DeepSeek, vLLM and llama.cpp.
+RETRYABLE_CODES = frozenset(
+    {
+        "server_error",
+        "api_error",
+        "overloaded",
+        "overloaded_error",
+        "rate_limit_exceeded",
+        "rate_limit_error",
+        "timeout",
+        "timeout_error",
+        "internal_error",
+        "service_unavailable",
+        "network_error",
+        "insufficient_system_resource",
+    }
+)
+
+
+def error_details(value: Any) -> tuple[str | None, str | None, int | None]:
+    """``(message, code, status)`` from any provider's error JSON.
+
+    Knows ``{"error": {"message", "type", "code"}}`` (OpenAI, vLLM, llama.cpp,
+    GLM with string codes), ``{"type": "error", "error": {"type", "message"}}``
+    (Anthropic), ``{"error": "text"}`` (Ollama) and ``{"object": "error",
+    "message", "code"}`` (old vLLM). Unknown shapes give ``(None, None, None)``.
+    """
+    if isinstance(value, (bytes, str)):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None, None, None
+    if not isinstance(value, dict):
+        return None, None, None
+    err = value.get("error", value if value.get("object") == "error" else None)
+    if isinstance(err, str):
+        return err, None, None
+    if not isinstance(err, dict):
+        return None, None, None
+    message = err.get("message")
+    code = err.get("code")
+    kind = err.get("type")
+    status: int | None = None
+    if isinstance(code, int) and not isinstance(code, bool):
+        status = code if 100 <= code <= 599 else None
+        code = None
+    chosen = code if isinstance(code, str) and code else kind
+    return (
+        message if isinstance(message, str) else None,
+        chosen if isinstance(chosen, str) and chosen else None,
+        status,
+    )
+
+
+def is_retryable(code: str | None, status: int | None = None) -> bool:
+    """Whether an error with this code (or HTTP status) is worth retrying."""
+    if code in RETRYABLE_CODES:
+        return True
+    return status is not None and (status >= 500 or status in (408, 409, 429))

@@ -1,0 +1,247 @@
+"""``ChatRequest``: one provider-neutral description of a chat completion request.
+
+Adapters turn it into their provider's request body; ``ChatRequest.from_openai``
+reads the body of an OpenAI ``POST /v1/chat/completions`` (what the gateway
+receives), refusing malformed input with ``ValueError`` and a message that says
+which field is wrong, so the gateway can answer 400 instead of crashing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+__all__ = ["ROLES", "ChatRequest", "Message", "Role", "Tool", "ToolCall"]
+
+Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+
+#: OpenAI body fields that ChatRequest models itself; the rest go to ``extra``.
+_OWN_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "tools",
+        "temperature",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "stream",
+        "stream_options",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call the assistant made earlier in the conversation."""
+
+    id: str
+    name: str
+    arguments: str = "{}"  # JSON text, as OpenAI carries it
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call; ``parameters`` is its JSON Schema."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("Tool.name must be a non-empty string")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of the conversation.
+
+    ``tool_calls`` are an assistant's calls; ``tool_call_id`` says which call a
+    ``tool`` message answers.
+    """
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"message role must be one of {', '.join(ROLES)}: {self.role!r}")
+        if not isinstance(self.content, str):
+            raise TypeError(f"message content must be str, not {type(self.content).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """What to ask the model.
+
+    ``messages`` and ``tools`` accept ``Message``/``Tool`` objects or OpenAI-shaped
+    dicts. ``extra`` holds provider-specific body fields (``top_p``, ``seed``,
+    ``thinking``, ``think``…); adapters merge it into the request body as is, so
+    it is the caller's job to use fields the chosen provider understands.
+    ``include_usage`` asks for token counts where the provider needs asking.
+    """
+
+    model: str
+    messages: Sequence[Message | Mapping[str, Any]]
+    tools: Sequence[Tool | Mapping[str, Any]] = ()
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stop: Sequence[str] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    include_usage: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError("'model' must be a non-empty string")
+        messages: Any = self.messages
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+            raise ValueError("'messages' must be a list of messages")
+        if not messages:
+            raise ValueError("'messages' must not be empty")
+        object.__setattr__(self, "messages", tuple(_message(m, i) for i, m in enumerate(messages)))
+        tools: Any = self.tools
+        if isinstance(tools, (str, bytes)) or not isinstance(tools, Sequence):
+            raise ValueError("'tools' must be a list of tools")
+        object.__setattr__(self, "tools", tuple(_tool(t, i) for i, t in enumerate(tools)))
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif not all(isinstance(s, str) for s in self.stop):
+            raise ValueError("'stop' must be a string or a list of strings")
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        t = self.temperature
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0):
+            raise ValueError(f"'temperature' must be a non-negative number: {t!r}")
+        m = self.max_tokens
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m <= 0):
+            raise ValueError(f"'max_tokens' must be a positive integer: {m!r}")
+        if not isinstance(self.extra, Mapping):
+            raise ValueError("'extra' must be a mapping of body fields")
+        object.__setattr__(self, "extra", dict(self.extra))
+
+    @property
+    def message_list(self) -> tuple[Message, ...]:
+        """``messages``, typed as the ``Message`` objects they have become."""
+        return self.messages  # type: ignore[return-value]
+
+    @property
+    def tool_list(self) -> tuple[Tool, ...]:
+        """``tools``, typed as the ``Tool`` objects they have become."""
+        return self.tools  # type: ignore[return-value]
+
+    @classmethod
+    def from_openai(cls, body: Any) -> ChatRequest:
+        """Read an OpenAI chat-completions request body (already JSON-decoded).
+
+        Unknown fields go to ``extra``; ``stream_options.include_usage`` sets
+        ``include_usage``. Raises ``ValueError`` naming the bad field.
+        """
+        if not isinstance(body, Mapping):
+            raise ValueError("the request body must be a JSON object")
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        opts = body.get("stream_options")
+        if opts is not None and not isinstance(opts, Mapping):
+            raise ValueError("'stream_options' must be an object")
+        extra = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
+        stop = body.get("stop")
+        return cls(
+            model=body.get("model"),  # type: ignore[arg-type]  # checked in __post_init__
+            messages=_list(body.get("messages"), "messages"),
+            tools=_list(body.get("tools"), "tools"),
+            temperature=body.get("temperature"),
+            max_tokens=max_tokens,
+            stop=() if stop is None else stop,
+            extra=extra,
+            include_usage=bool(opts and opts.get("include_usage")),
+        )
+
+
+def _list(value: Any, name: str) -> Sequence[Any]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError(f"{name!r} must be a list")
+    return value
+
+
+def _text(content: Any, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise ValueError(f"{where}: only text content parts are supported, not {kind!r}")
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise ValueError(f"{where}: a text part needs a string 'text'")
+            parts.append(text)
+        return "".join(parts)
+    raise ValueError(f"{where}: 'content' must be a string or a list of text parts")
+
+
+def _message(value: Any, i: int) -> Message:
+    if isinstance(value, Message):
+        return value
+    where = f"messages[{i}]"
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be an object")
+    role = value.get("role")
+    if role == "developer":  # OpenAI's newer name for system
+        role = "system"
+    if role not in ROLES:
+        raise ValueError(f"{where}.role must be one of {', '.join(ROLES)}: {role!r}")
+    calls = []
+    for j, call in enumerate(_list(value.get("tool_calls"), f"{where}.tool_calls")):
+        fn = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+            raise ValueError(f"{where}.tool_calls[{j}] needs function.name")
+        args = fn.get("arguments", "{}")
+        if not isinstance(args, str):
+            args = json.dumps(args)
+        call_id = call.get("id")
+        calls.append(
+            ToolCall(
+                id=call_id if isinstance(call_id, str) else f"call_{j}",
+                name=fn["name"],
+                arguments=args,
+            )
+        )
+    call_id = value.get("tool_call_id")
+    if call_id is not None and not isinstance(call_id, str):
+        raise ValueError(f"{where}.tool_call_id must be a string")
+    return Message(
+        role=role,
+        content=_text(value.get("content"), where),
+        tool_calls=tuple(calls),
+        tool_call_id=call_id,
+    )
+
+
+def _tool(value: Any, i: int) -> Tool:
+    if isinstance(value, Tool):
+        return value
+    where = f"tools[{i}]"
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be an object")
+    fn = value.get("function", value)  # OpenAI nests under "function"
+    if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise ValueError(f"{where} needs function.name")
+    params = fn.get("parameters", {"type": "object", "properties": {}})
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{where}.function.parameters must be an object (a JSON Schema)")
+    desc = fn.get("description") or ""
+    if not isinstance(desc, str):
+        raise ValueError(f"{where}.function.description must be a string")
+    return Tool(name=fn["name"], description=desc, parameters=dict(params))

@@ -1,0 +1,105 @@
+"""ssegate's native events (DESIGN.md): named events with JSON data.
+
+    token     {"text"}                      reasoning {"text"}
+    tool_call {"index","id","name","arguments"}   (once, complete)
+    usage     {"input_tokens","output_tokens","total_tokens", ...}
+    done      {"finish_reason"}             error     {"code","message","retryable"}
+
+Exactly one ``done`` or ``error``, always last. ``Start``, ``ReasoningEnd`` and the
+tool-call fragments have no native event: a browser acts on complete calls.
+Ids are not set here; the stream store gives each event its id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from json import dumps
+from json.encoder import encode_basestring as _string  # what dumps(ensure_ascii=False) uses
+from types import MappingProxyType
+from typing import Any
+
+from ...protocol import Event
+from .._events import (
+    Error,
+    Finish,
+    LLMEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallEnd,
+    Usage,
+)
+
+__all__ = ["NATIVE_EVENTS", "NativeFormatter"]
+
+NATIVE_EVENTS = ("token", "reasoning", "tool_call", "usage", "done", "error")
+
+_new = tuple.__new__
+
+
+def _event(data: dict[str, Any], kind: str) -> Event:
+    # JSON text never contains CR or LF and the types are constants: already valid.
+    return _new(Event, (dumps(data, ensure_ascii=False), kind, None, None))
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    """The known counts of ``usage`` (unknown ones are left out, never zero)."""
+    out: dict[str, Any] = {}
+    if usage.input_tokens is not None:
+        out["input_tokens"] = usage.input_tokens
+    if usage.output_tokens is not None:
+        out["output_tokens"] = usage.output_tokens
+    total = usage.total_tokens
+    if total is not None:
+        out["total_tokens"] = total
+    if usage.reasoning_tokens is not None:
+        out["reasoning_tokens"] = usage.reasoning_tokens
+    if usage.cached_input_tokens is not None:
+        out["cached_input_tokens"] = usage.cached_input_tokens
+    if usage.estimated:
+        out["estimated"] = True
+    return out
+
+
+class NativeFormatter:
+    """Unified events -> native ssegate events."""
+
+    headers: Mapping[str, str] = MappingProxyType({})
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def format(self, event: LLMEvent) -> list[Event]:
+        if self.done:
+            return []
+        if type(event) is TextDelta:  # the hot path: built by hand, same bytes as dumps()
+            return [_new(Event, ('{"text": ' + _string(event.text) + "}", "token", None, None))]
+        if isinstance(event, ReasoningDelta):
+            return [_event({"text": event.text}, "reasoning")]
+        if isinstance(event, ToolCallEnd):
+            return [
+                _event(
+                    {
+                        "index": event.index,
+                        "id": event.id,
+                        "name": event.name,
+                        "arguments": event.arguments,
+                    },
+                    "tool_call",
+                )
+            ]
+        if isinstance(event, Usage):
+            return [_event(usage_dict(event), "usage")]
+        if isinstance(event, Finish):
+            self.done = True
+            return [_event({"finish_reason": event.reason}, "done")]
+        if isinstance(event, Error):
+            self.done = True
+            return [
+                _event(
+                    {"code": event.code, "message": event.message, "retryable": event.retryable},
+                    "error",
+                )
+            ]
+        return []

