@@ -51,7 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 
 from ..._exceptions import ProviderError
-from .._drive import FrameParser, HTTPRequest, _Adapter, drive, drive_batches
+from .._drive import FrameParser, HTTPRequest, _Adapter, drive, drive_batches, provider_error
 from .._events import LLMEvent
 from .._request import ChatRequest
 from .._wire import WireClient
@@ -156,11 +156,12 @@ class HTTPProvider(_Adapter):
     def parser(self, request: ChatRequest) -> FrameParser:
         """A fresh parser for one answer's body (pure)."""
 
-    @abstractmethod
     def error_from_response(
         self, status: int, headers: Mapping[str, str], body: bytes
     ) -> ProviderError:
-        """The exception for an error answer before the stream (pure)."""
+        """The exception for an error answer before the stream (pure); adapters
+        whose provider words errors differently override it."""
+        return provider_error(self.name, status, headers, body)
 
 
 async def stream_batches(provider: Provider, request: ChatRequest) -> AsyncIterator[list[LLMEvent]]:

@@ -23,9 +23,8 @@ from typing import Any
 
 import httpx
 
-from ..._exceptions import ProviderError
 from ...protocol import Event
-from .._drive import FrameParser, HTTPRequest, SSEFrameParser, is_retryable, provider_error
+from .._drive import FrameParser, HTTPRequest, SSEFrameParser, is_retryable
 from .._events import (
     FinishReason,
     LLMEvent,
@@ -325,11 +324,6 @@ class AnthropicProvider(HTTPProvider):
 
     def parser(self, request: ChatRequest) -> FrameParser:
         return AnthropicParser(self.name, request.model)
-
-    def error_from_response(
-        self, status: int, headers: Mapping[str, str], body: bytes
-    ) -> ProviderError:
-        return provider_error(self.name, status, headers, body)
 
 
 def _input(arguments: str) -> Any:

@@ -18,8 +18,7 @@ from typing import Any
 
 import httpx
 
-from ..._exceptions import ProviderError
-from .._drive import FrameParser, HTTPRequest, NDJSONFrameParser, provider_error
+from .._drive import FrameParser, HTTPRequest, NDJSONFrameParser
 from .._events import (
     FinishReason,
     LLMEvent,
@@ -192,11 +191,6 @@ class OllamaProvider(HTTPProvider):
 
     def parser(self, request: ChatRequest) -> FrameParser:
         return OllamaParser(self.name, request.model)
-
-    def error_from_response(
-        self, status: int, headers: Mapping[str, str], body: bytes
-    ) -> ProviderError:
-        return provider_error(self.name, status, headers, body)
 
 
 def _arguments(text: str) -> Any:

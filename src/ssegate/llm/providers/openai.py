@@ -33,7 +33,6 @@ from typing import Any, Literal, TypeAlias
 
 import httpx
 
-from ..._exceptions import ProviderError
 from ...protocol import Event
 from .._drive import (
     FrameParser,
@@ -41,7 +40,6 @@ from .._drive import (
     SSEFrameParser,
     error_details,
     is_retryable,
-    provider_error,
 )
 from .._events import (
     FinishReason,
@@ -417,8 +415,3 @@ class OpenAIProvider(HTTPProvider):
 
     def parser(self, request: ChatRequest) -> FrameParser:
         return OpenAIChunkParser(self.name, request.model)
-
-    def error_from_response(
-        self, status: int, headers: Mapping[str, str], body: bytes
-    ) -> ProviderError:
-        return provider_error(self.name, status, headers, body)
