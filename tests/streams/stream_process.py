@@ -35,7 +35,7 @@ async def subscribe(url: str, prefix: str, stream: str, after: str | None) -> No
                 line = {"gap": item.missed}
             else:
                 assert isinstance(item, End)
-                line = {"end": item.outcome}
+                line = {"end": item.outcome, "id": item.id}
             print(json.dumps(line), flush=True)
 
 

@@ -6,6 +6,8 @@ import shutil
 
 import pytest
 
+from ssegate.streams import StreamStore
+
 
 class FakeClock:
     """A monotonic clock that moves only when told to."""
@@ -26,3 +28,29 @@ needs_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None,
     reason="needs redis-server on PATH to run a server of its own",
 )
+
+
+class Ids:
+    """The ids of one stream (``"<epoch>-<number>"``): ``ids(3)`` is its third event's."""
+
+    def __init__(self, epoch: str) -> None:
+        self.epoch = epoch
+
+    def __call__(self, n: int) -> str:
+        return f"{self.epoch}-{n:012d}"
+
+    @classmethod
+    def of(cls, event_id: str) -> Ids:
+        """The ids of the stream ``event_id`` belongs to."""
+        return cls(event_id.partition("-")[0])
+
+
+async def ids_of(store: StreamStore, stream: str) -> Ids:
+    epoch = (await store.info(stream)).epoch
+    assert epoch is not None, f"{stream!r} does not exist"
+    return Ids(epoch)
+
+
+def seq(event_id: str | None) -> int:
+    """The number in an event id."""
+    return int((event_id or "0").rpartition("-")[2])

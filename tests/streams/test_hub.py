@@ -12,6 +12,7 @@ import anyio.lowlevel
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio import BlockingConnectionPool
+from streams_support import ids_of, seq
 
 from ssegate import Event, StoreUnavailable
 from ssegate.streams import DONE, End, Gap, Hub, MemoryStore, StreamItem, StreamStore
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 
 def ids(items: list[StreamItem]) -> list[int]:
-    return [int(item.id or 0) for item in items if isinstance(item, Event)]
+    return [seq(item.id) for item in items if isinstance(item, Event)]
 
 
 async def collect(items: AsyncIterator[StreamItem]) -> list[StreamItem]:
@@ -60,8 +61,9 @@ async def test_many_subscribers_get_every_event_once(
             for stream in ("a", "b", "c"):
                 await store.end(stream)
         for (stream, _), items in results.items():
-            expected = [Event(f"{stream}{i}", id=str(i).zfill(12)) for i in range(1, 31)]
-            assert items == [*expected, End(DONE)]
+            _id = await ids_of(store, stream)
+            expected = [Event(f"{stream}{i}", id=_id(i)) for i in range(1, 31)]
+            assert items == [*expected, End(DONE, _id(31))]
         assert hub.streams == 0
         assert hub.subscribers == 0
 
@@ -71,6 +73,7 @@ async def test_a_slow_subscriber_is_cut_loose_and_catches_up_from_the_store(
 ) -> None:
     async with make_store(max_len=1000) as store, Hub(store, queue_size=4) as hub:
         await store.create("s")
+        _id = await ids_of(store, "s")
         fast: list[StreamItem] = []
         slow = hub.read("s")
         async with aclosing(slow):  # type: ignore[type-var]
@@ -81,16 +84,16 @@ async def test_a_slow_subscriber_is_cut_loose_and_catches_up_from_the_store(
 
                 tg.start_soon(run_fast)
                 await store.append("s", Event("0"))
-                assert await slow.__anext__() == Event("0", id="000000000001")
+                assert await slow.__anext__() == Event("0", id=_id(1))
                 # The slow one stops reading; 40 more arrive, ten times its queue.
                 for i in range(1, 41):
                     await store.append("s", Event(str(i)))
                     await anyio.lowlevel.checkpoint()
                 await store.end("s")
             rest = await collect(slow)
-        expected = [Event(str(i), id=str(i + 1).zfill(12)) for i in range(41)]
-        assert fast == [*expected, End(DONE)]
-        assert rest == [*expected[1:], End(DONE)]  # nothing lost, nothing twice
+        expected = [Event(str(i), id=_id(i + 1)) for i in range(41)]
+        assert fast == [*expected, End(DONE, _id(42))]
+        assert rest == [*expected[1:], End(DONE, _id(42))]  # nothing lost, nothing twice
 
 
 async def test_a_cut_loose_subscriber_gets_a_gap_when_the_store_trimmed_past_it(
@@ -98,9 +101,10 @@ async def test_a_cut_loose_subscriber_gets_a_gap_when_the_store_trimmed_past_it(
 ) -> None:
     async with make_store(max_len=5) as store, Hub(store, queue_size=2) as hub:
         await store.append("s", Event("1"))
+        _id = await ids_of(store, "s")
         slow = hub.read("s")
         async with aclosing(slow):  # type: ignore[type-var]
-            assert await slow.__anext__() == Event("1", id="000000000001")
+            assert await slow.__anext__() == Event("1", id=_id(1))
             for i in range(2, 31):
                 await store.append("s", Event(str(i)))
                 await anyio.lowlevel.checkpoint()
@@ -110,14 +114,14 @@ async def test_a_cut_loose_subscriber_gets_a_gap_when_the_store_trimmed_past_it(
         assert len(gaps) >= 1
         seen = set(ids(rest)) | {1}
         for gap in gaps:
-            missed = set(range(int(gap.after) + 1, int(gap.first_id)))
+            missed = set(range(seq(gap.after) + 1, seq(gap.first_id)))
             assert len(missed) == gap.missed
             assert not missed & seen
             seen |= missed
         assert sorted(seen) == list(range(1, 31))  # every event read or reported missing
         assert len(ids(rest)) == len(set(ids(rest)))  # none twice
         assert ids(rest)[-5:] == [26, 27, 28, 29, 30]
-        assert rest[-1] == End(DONE)
+        assert rest[-1] == End(DONE, _id(31))
 
 
 async def test_hub_must_be_running() -> None:
@@ -174,12 +178,13 @@ async def test_subscribers_joining_while_events_flow_miss_nothing(
     async with make_store() as store, Hub(store, max_replays=2) as hub:
         for i in range(1, 6):  # so that resuming after ids 1..5 is valid from the start
             await store.append("r", Event(str(i)))
+        _id = await ids_of(store, "r")
         results: list[tuple[int, list[StreamItem]]] = []
 
         async def subscribe(delay: int, after: int) -> None:
             for _ in range(delay):
                 await anyio.lowlevel.checkpoint()
-            after_id = str(after).zfill(12) if after else None
+            after_id = _id(after) if after else None
             results.append((after, await collect(hub.read("r", after_id))))
 
         async with anyio.create_task_group() as tg:
@@ -192,8 +197,8 @@ async def test_subscribers_joining_while_events_flow_miss_nothing(
             await store.end("r")
         assert len(results) == 120
         for after, items in results:
-            expected = [Event(str(i), id=str(i).zfill(12)) for i in range(after + 1, 61)]
-            assert items == [*expected, End(DONE)]
+            expected = [Event(str(i), id=_id(i)) for i in range(after + 1, 61)]
+            assert items == [*expected, End(DONE, _id(61))]
 
 
 async def test_subscribers_still_waiting_when_the_hub_stops_get_an_error() -> None:
@@ -216,3 +221,38 @@ async def test_subscribers_still_waiting_when_the_hub_stops_get_an_error() -> No
             await anyio.sleep(0.001)
         await store.append("s", Event("x"))
     assert [str(e) for e in errors] == ["the hub has stopped"] * 2
+
+
+async def test_a_subscriber_cancelled_while_waiting_leaves_the_others_waiting() -> None:
+    # On asyncio each waiting subscriber parks on a future of its own: cancelling
+    # one must neither wake nor cancel the others, and must leave nothing behind.
+    store = MemoryStore()
+    await store.create("s")
+    _id = await ids_of(store, "s")
+    got: list[StreamItem] = []
+    async with Hub(store) as hub, anyio.create_task_group() as tg:
+
+        async def stay() -> None:
+            got.extend(await collect(hub.read("s")))
+
+        async def leave(scope: anyio.CancelScope) -> None:
+            with scope:
+                await collect(hub.read("s"))
+
+        scope = anyio.CancelScope()
+        tg.start_soon(stay)
+        tg.start_soon(leave, scope)
+        for _ in range(1000):
+            follow = hub._follows.get("s")
+            if follow is not None and len(follow.waiters) == 2:
+                break
+            await anyio.sleep(0.001)
+        scope.cancel()
+        for _ in range(1000):
+            if hub.subscribers == 1:
+                break
+            await anyio.sleep(0.001)
+        assert len(hub._follows["s"].waiters) == 1
+        await store.append("s", Event("x"))
+        await store.end("s")
+    assert got == [Event("x", id=_id(1)), End(DONE, _id(2))]

@@ -6,9 +6,9 @@ from contextlib import aclosing
 
 import anyio
 import pytest
-from streams_support import FakeClock
+from streams_support import FakeClock, Ids, ids_of
 
-from ssegate import Event, StreamEnded, UnknownEventId
+from ssegate import Event, StreamEnded, StreamNotFound, UnknownEventId
 from ssegate.streams import FAILED, End, Gap, MemoryStore, StreamInfo, hold_lease
 
 pytestmark = pytest.mark.anyio
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_ended_streams_are_forgotten_after_their_ttl(clock: FakeClock) -> None:
     store = MemoryStore(ttl=30, clock=clock)
-    await store.append("a", Event("x"))
+    first = Ids.of(await store.append("a", Event("x")))
     await store.end("a")
     await store.append("b", Event("y"))
     clock.advance(29.9)
@@ -24,8 +24,13 @@ async def test_ended_streams_are_forgotten_after_their_ttl(clock: FakeClock) -> 
     clock.advance(0.1)
     assert await store.info("a") == StreamInfo(exists=False)
     assert store._streams.keys() == {"b"}  # purged, not just hidden
-    # The name is free again: a new stream starts from id 1.
-    assert await store.append("a", Event("again")) == "000000000001"
+    # The name is free again: a new stream starts from number 1, with a new epoch.
+    again = await store.append("a", Event("again"))
+    assert again.endswith("-000000000001")
+    assert Ids.of(again).epoch != first.epoch
+    with pytest.raises(UnknownEventId, match="earlier stream named 'a'"):
+        async with aclosing(store.read("a", first(1))) as items:
+            await items.__anext__()
 
 
 async def test_readers_leave_no_waiters_behind() -> None:
@@ -41,6 +46,7 @@ async def test_readers_leave_no_waiters_behind() -> None:
 async def test_a_lease_ends_the_stream_as_failed_when_it_runs_out(clock: FakeClock) -> None:
     store = MemoryStore(clock=clock)
     await store.acquire_lease("g", 10)
+    _id = await ids_of(store, "g")
     await store.append("g", Event("1"))
     clock.advance(9.99)
     assert await store.expire_leases() == []
@@ -53,7 +59,7 @@ async def test_a_lease_ends_the_stream_as_failed_when_it_runs_out(clock: FakeClo
         await store.append("g", Event("3"))
     assert await store.expire_leases() == []  # already ended by the append above
     items = [item async for item in store.read("g")]
-    assert items == [Event("1", id="000000000001"), Event("2", id="000000000002"), End(FAILED)]
+    assert items == [Event("1", id=_id(1)), Event("2", id=_id(2)), End(FAILED, _id(3))]
 
 
 async def test_hold_lease_renews_until_the_block_exits(clock: FakeClock) -> None:
@@ -85,14 +91,15 @@ async def test_hold_lease_refuses_bad_intervals() -> None:
 async def test_ids_keep_sorting_as_strings_past_the_padding() -> None:
     store = MemoryStore(max_len=2)
     state_ids = []
-    await store.append("n", Event("a"))
+    _id = Ids.of(await store.append("n", Event("a")))
     store._streams["n"].last_seq = 10**12 - 2  # jump close to the width limit
     for _ in range(3):
         state_ids.append(await store.append("n", Event("b")))
-    assert state_ids == ["999999999999", "1000000000000", "1000000000001"]
+    assert state_ids == [_id(999999999999), _id(1000000000000), _id(1000000000001)]
+    assert state_ids[1] == f"{_id.epoch}-1000000000000"
     # Past 12 digits ids get longer (documented): numbers still compare correctly.
-    items = [item async for item in _until_live(store.read("n", "999999999999"))]
-    assert items == [Event("b", id="1000000000000"), Event("b", id="1000000000001")]
+    items = [item async for item in _until_live(store.read("n", _id(999999999999)))]
+    assert items == [Event("b", id=_id(1000000000000)), Event("b", id=_id(1000000000001))]
 
 
 async def _until_live(items: object) -> object:
@@ -119,9 +126,10 @@ async def test_gap_reports_exactly_how_many_were_trimmed() -> None:
     store = MemoryStore(max_len=10)
     for i in range(25):
         await store.append("s", Event(str(i)))
-    async with aclosing(store.read("s", "000000000007")) as items:
+    _id = await ids_of(store, "s")
+    async with aclosing(store.read("s", _id(7))) as items:
         first = await items.__anext__()
-    assert first == Gap("000000000007", "000000000016", 8)
+    assert first == Gap(_id(7), _id(16), 8)
 
 
 async def test_hold_lease_lets_the_blocks_own_error_through() -> None:
@@ -159,3 +167,20 @@ async def test_ending_through_the_lease_is_not_mistaken_for_a_stop() -> None:
     assert not lease.lost
     assert len(steps) == 20
     assert (await store.info("gen")).outcome == "done"
+
+
+async def test_a_reader_stalled_past_the_ttl_does_not_run_into_the_next_stream(
+    clock: FakeClock,
+) -> None:
+    store = MemoryStore(ttl=10, clock=clock)
+    await store.append("s", Event("old 1"))
+    _id = await ids_of(store, "s")
+    async with aclosing(store.read("s")) as items:
+        assert await items.__anext__() == Event("old 1", id=_id(1))
+        # The reader stalls while the stream ends, expires and a new one takes the name.
+        await store.end("s")
+        clock.advance(10)
+        await store.append("s", Event("new 1"))
+        await store.append("s", Event("new 2"))
+        with pytest.raises(StreamNotFound, match="a new stream took its name"):
+            await items.__anext__()

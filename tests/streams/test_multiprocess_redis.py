@@ -15,8 +15,8 @@ SCRIPT = str(Path(__file__).with_name("stream_process.py"))
 N = 25
 
 
-def expected(numbers: range) -> list[dict[str, str]]:
-    return [{"id": str(i).zfill(12), "event": "token", "data": f"event {i}"} for i in numbers]
+def expected(epoch: str, numbers: range) -> list[dict[str, str]]:
+    return [{"id": f"{epoch}-{i:012d}", "event": "token", "data": f"event {i}"} for i in numbers]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -38,7 +38,9 @@ def test_a_subscriber_in_one_process_gets_what_another_publishes_exactly_once(
         assert subscriber.stdout is not None
         assert json.loads(subscriber.stdout.readline()) == {"ready": True}
         published = run("publish", redis_url, redis_prefix, "topic", str(N))
-        assert published.stdout.split() == [str(i).zfill(12) for i in range(1, N + 1)]
+        published_ids = published.stdout.split()
+        epoch = published_ids[0].partition("-")[0]
+        assert published_ids == [f"{epoch}-{i:012d}" for i in range(1, N + 1)]
         out, err = subscriber.communicate(timeout=60)
     finally:
         if subscriber.poll() is None:
@@ -46,13 +48,16 @@ def test_a_subscriber_in_one_process_gets_what_another_publishes_exactly_once(
             subscriber.communicate()
     assert subscriber.returncode == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
-    assert lines == [*expected(range(1, N + 1)), {"end": "done"}]
+    end = {"end": "done", "id": f"{epoch}-{N + 1:012d}"}
+    assert lines == [*expected(epoch, range(1, N + 1)), end]
 
 
 def test_a_reader_resumes_in_one_process_what_another_produced(
     redis_url: str, redis_prefix: str
 ) -> None:
-    run("publish", redis_url, redis_prefix, "gen", str(N))
-    resumed = run("subscribe", redis_url, redis_prefix, "gen", str(10).zfill(12))
+    published = run("publish", redis_url, redis_prefix, "gen", str(N))
+    epoch = published.stdout.split()[0].partition("-")[0]
+    resumed = run("subscribe", redis_url, redis_prefix, "gen", f"{epoch}-{10:012d}")
     lines = [json.loads(line) for line in resumed.stdout.splitlines()]
-    assert lines == [{"ready": True}, *expected(range(11, N + 1)), {"end": "done"}]
+    end = {"end": "done", "id": f"{epoch}-{N + 1:012d}"}
+    assert lines == [{"ready": True}, *expected(epoch, range(11, N + 1)), end]

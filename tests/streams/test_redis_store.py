@@ -8,7 +8,7 @@ from contextlib import aclosing
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from streams_support import needs_redis_server
+from streams_support import Ids, ids_of, needs_redis_server
 
 from ssegate import Event, StoreUnavailable
 from ssegate.streams import DONE, End, Hub, StreamItem
@@ -18,8 +18,8 @@ from ssegate.testing._redis import RedisServer
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 
-def events(numbers: range) -> list[StreamItem]:
-    return [Event(f"e{i}", id=str(i).zfill(12)) for i in numbers]
+def events(_id: Ids, numbers: range) -> list[StreamItem]:
+    return [Event(f"e{i}", id=_id(i)) for i in numbers]
 
 
 async def collect(items: AsyncIterator[StreamItem]) -> list[StreamItem]:
@@ -42,6 +42,7 @@ async def test_redis_going_away_gives_clear_errors_and_loses_nothing_acknowledge
 
             for i in range(1, 4):
                 await store.append("s", Event(f"e{i}"))
+            _id = await ids_of(store, "s")
             async with anyio.create_task_group() as tg:
                 tg.start_soon(follow)
                 await anyio.sleep(0.05)  # not needed for the outcome: anywhere is fine
@@ -64,10 +65,10 @@ async def test_redis_going_away_gives_clear_errors_and_loses_nothing_acknowledge
                     await store.append("s", Event(f"e{i}"))
                 await store.end("s")
             assert hub.error is None
-        assert followed == [*events(range(1, 7)), End(DONE)]
+        assert followed == [*events(_id, range(1, 7)), End(DONE, _id(7))]
         store = RedisStore(server.url)
         async with store:
-            assert await collect(store.read("s")) == [*events(range(1, 7)), End(DONE)]
+            assert await collect(store.read("s")) == [*events(_id, range(1, 7)), End(DONE, _id(7))]
 
 
 async def test_constructor_errors() -> None:
@@ -99,11 +100,14 @@ async def test_events_written_by_one_client_are_read_by_another(
         RedisStore(redis_url, prefix=redis_prefix) as writer,
         RedisStore(redis_url, prefix=redis_prefix) as reader,
     ):
-        assert await writer.append("x", Event("hi", event="token", retry=10)) == "000000000001"
+        first = await writer.append("x", Event("hi", event="token", retry=10))
+        _id = Ids.of(first)
+        assert first == _id(1)
+        assert (await reader.info("x")).epoch == _id.epoch
         await writer.end("x", "cancelled")
         assert await collect(reader.read("x")) == [
-            Event("hi", event="token", id="000000000001", retry=10),
-            End("cancelled"),
+            Event("hi", event="token", id=_id(1), retry=10),
+            End("cancelled", _id(2)),
         ]
 
 
@@ -114,3 +118,25 @@ async def test_a_client_that_decodes_responses_is_refused(redis_url: str) -> Non
             RedisStore(client)
     finally:
         await client.aclose()
+
+
+async def test_entry_ids_are_the_number_then_the_epoch_even_past_the_padding(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with RedisStore(redis_url, prefix=redis_prefix, max_len=2) as store:
+        _id = Ids.of(await store.append("n", Event("a")))
+        log, meta = store._keys("n")
+        epoch = int(_id.epoch, 16)
+        assert await store.redis.hget(meta, "epoch") == str(epoch).encode()
+        assert [entry_id for entry_id, _ in await store.redis.xrange(log)] == [
+            f"1-{epoch}".encode()
+        ]
+        await store.redis.hset(meta, "last", 10**12 - 2)  # jump close to the width limit
+        got = [await store.append("n", Event("b")) for _ in range(3)]
+        assert got == [_id(999999999999), _id(1000000000000), _id(1000000000001)]
+        await store.end("n")
+        assert await collect(store.read("n", _id(999999999999))) == [
+            Event("b", id=_id(1000000000000)),
+            Event("b", id=_id(1000000000001)),
+            End(DONE, _id(1000000000002)),
+        ]

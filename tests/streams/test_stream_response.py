@@ -11,8 +11,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from streams_support import Ids
 
-from ssegate import Decoder, Event
+from ssegate import Decoder, Event, EventSource, ReconnectPolicy
 from ssegate.streams import Hub, MemoryStore, stream_response
 from ssegate.testing import serve
 
@@ -50,12 +51,16 @@ def make_app(via_hub: bool, store: MemoryStore) -> Starlette:
         await store.acquire_lease(request.path_params["name"], 0.05)
         return PlainTextResponse("ok")
 
+    async def epoch(request: Request) -> Response:
+        return PlainTextResponse((await store.info(request.path_params["name"])).epoch)
+
     return Starlette(
         routes=[
             Route("/s/{name}", follow, methods=["GET"]),
             Route("/s/{name}", append, methods=["POST"]),
             Route("/s/{name}/end", end, methods=["POST"]),
             Route("/s/{name}/lease", lease, methods=["POST"]),
+            Route("/s/{name}/epoch", epoch, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -71,35 +76,55 @@ def client(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
         yield http
 
 
-def publish(client: httpx.Client, name: str, *data: str, end: str | None = None) -> None:
+def publish(client: httpx.Client, name: str, *data: str, end: str | None = None) -> Ids:
+    """Append ``data`` to ``name`` (and end it); the ids of that stream."""
     for item in data:
         client.post(f"/s/{name}", content=item).raise_for_status()
     if end is not None:
         client.post(f"/s/{name}/end", params={"outcome": end}).raise_for_status()
+    return ids(client, name)
+
+
+def ids(client: httpx.Client, name: str) -> Ids:
+    response = client.get(f"/s/{name}/epoch")
+    response.raise_for_status()
+    return Ids(response.text)
+
+
+def error_event(code: str, message: str, event_id: str) -> bytes:
+    return (
+        f'event: error\nid: {event_id}\ndata: {{"code":"{code}","message":"{message}",'
+        f'"retryable":false}}\n\n'
+    ).encode()
+
+
+PRODUCER_LOST = "The process producing this stream stopped before finishing it."
 
 
 def test_replays_after_the_last_event_id_header(client: httpx.Client) -> None:
-    publish(client, "a", "one", "two", "three", end="done")
-    response = client.get("/s/a", headers={"Last-Event-ID": "000000000001"})
+    _id = publish(client, "a", "one", "two", "three", end="done")
+    response = client.get("/s/a", headers={"Last-Event-ID": _id(1)})
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
-    assert response.content == b"id: 000000000002\ndata: two\n\nid: 000000000003\ndata: three\n\n"
+    assert response.content == (
+        f"id: {_id(2)}\ndata: two\n\nid: {_id(3)}\ndata: three\n\n".encode()
+    )
 
 
 def test_the_query_parameter_works_and_the_header_wins(client: httpx.Client) -> None:
-    publish(client, "b", "one", "two", "three", end="done")
-    query = client.get("/s/b", params={"last_event_id": "000000000002"})
-    assert query.content == b"id: 000000000003\ndata: three\n\n"
-    both = client.get(
-        "/s/b", params={"last_event_id": "000000000002"}, headers={"Last-Event-ID": "000000000001"}
-    )
-    assert both.content.startswith(b"id: 000000000002\n")
+    _id = publish(client, "b", "one", "two", "three", end="done")
+    query = client.get("/s/b", params={"last_event_id": _id(2)})
+    assert query.content == f"id: {_id(3)}\ndata: three\n\n".encode()
+    both = client.get("/s/b", params={"last_event_id": _id(2)}, headers={"Last-Event-ID": _id(1)})
+    assert both.content.startswith(f"id: {_id(2)}\n".encode())
 
 
 def test_a_finished_stream_with_nothing_after_the_id_answers_204(client: httpx.Client) -> None:
-    publish(client, "c", "one", end="done")
-    response = client.get("/s/c", headers={"Last-Event-ID": "000000000001"})
+    _id = publish(client, "c", "one", end="done")
+    response = client.get("/s/c", headers={"Last-Event-ID": _id(1)})
     assert (response.status_code, response.content) == (204, b"")
+    # The end's own id (the number after the last event) is nothing-after too.
+    assert client.get("/s/c", headers={"Last-Event-ID": _id(2)}).status_code == 204
     client.post("/s/c-empty/lease")  # creates it with a lease
     client.post("/s/c-empty/end").raise_for_status()
     assert client.get("/s/c-empty").status_code == 204
@@ -109,8 +134,8 @@ def test_errors_are_json_answers(client: httpx.Client) -> None:
     missing = client.get("/s/nope")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "stream_not_found"
-    publish(client, "d", "one")
-    for bad in ("x", "000000000002"):
+    _id = publish(client, "d", "one")
+    for bad in ("x", "000000000001", _id(2)):
         response = client.get("/s/d", headers={"Last-Event-ID": bad})
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "unknown_event_id"
@@ -120,26 +145,103 @@ def test_errors_are_json_answers(client: httpx.Client) -> None:
     publish(client, "d", end="done")
 
 
+def test_an_id_of_another_stream_is_refused_with_a_message_saying_so(
+    client: httpx.Client,
+) -> None:
+    mine = publish(client, "h", "one", "two", "three")
+    other = publish(client, "h-other", "one", "two")
+    response = client.get("/s/h", headers={"Last-Event-ID": other(1)})  # in range for h
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "code": "unknown_event_id",
+            "message": f"{other(1)!r} is from another stream, or from an earlier stream named "
+            f"'h': this stream's ids start with '{mine.epoch}-'",
+        }
+    }
+    publish(client, "h", end="done")
+    publish(client, "h-other", end="done")
+
+
 def test_trimmed_history_sends_a_gap_event_without_an_id(client: httpx.Client) -> None:
-    publish(client, "e", *[str(i) for i in range(1, 8)], end="done")  # max_len is 4
-    response = client.get("/s/e", headers={"Last-Event-ID": "000000000001"})
-    assert response.content == (
-        b'event: gap\ndata: {"after":"000000000001","first_id":"000000000004","missed":2}\n\n'
-        b"id: 000000000004\ndata: 4\n\nid: 000000000005\ndata: 5\n\n"
-        b"id: 000000000006\ndata: 6\n\nid: 000000000007\ndata: 7\n\n"
+    _id = publish(client, "e", *[str(i) for i in range(1, 8)], end="done")  # max_len is 4
+    response = client.get("/s/e", headers={"Last-Event-ID": _id(1)})
+    assert (
+        response.content
+        == (
+            f'event: gap\ndata: {{"after":"{_id(1)}","first_id":"{_id(4)}","missed":2}}\n\n'
+            f"id: {_id(4)}\ndata: 4\n\nid: {_id(5)}\ndata: 5\n\n"
+            f"id: {_id(6)}\ndata: 6\n\nid: {_id(7)}\ndata: 7\n\n"
+        ).encode()
     )
 
 
 def test_a_stream_whose_producer_died_ends_with_an_error_event(client: httpx.Client) -> None:
     client.post("/s/f/lease").raise_for_status()  # a 50 ms lease nobody renews
-    publish(client, "f", "partial")
+    _id = publish(client, "f", "partial")
     response = client.get("/s/f")  # waits for the lease to run out, then ends
     assert response.content == (
-        b"id: 000000000001\ndata: partial\n\n"
-        b'event: error\ndata: {"code":"producer_lost","message":"The process producing this'
-        b' stream stopped before finishing it.","retryable":false}\n\n'
+        f"id: {_id(1)}\ndata: partial\n\n".encode()
+        + error_event("producer_lost", PRODUCER_LOST, _id(2))
     )
-    assert client.get("/s/f", headers={"Last-Event-ID": "000000000001"}).status_code == 204
+    # A reader who has every event still learns that the stream failed, once:
+    # the error carries the end's id, and after that id there is nothing (204).
+    again = client.get("/s/f", headers={"Last-Event-ID": _id(1)})
+    assert (again.status_code, again.content) == (
+        200,
+        error_event("producer_lost", PRODUCER_LOST, _id(2)),
+    )
+    assert client.get("/s/f", headers={"Last-Event-ID": _id(2)}).status_code == 204
+
+
+def test_a_stream_whose_producer_died_before_any_event_is_an_error_not_204(
+    client: httpx.Client,
+) -> None:
+    client.post("/s/g/lease").raise_for_status()  # dies without producing anything
+    _id = ids(client, "g")
+    response = client.get("/s/g")  # waits for the lease to run out
+    assert (response.status_code, response.content) == (
+        200,
+        error_event("producer_lost", PRODUCER_LOST, _id(1)),
+    )
+    assert client.get("/s/g").content == error_event("producer_lost", PRODUCER_LOST, _id(1))
+    assert client.get("/s/g", headers={"Last-Event-ID": _id(1)}).status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("outcome", "code", "message"),
+    [
+        ("error", "stream_error", "The stream ended with an error."),
+        ("cancelled", "cancelled", "The stream was cancelled before it finished."),
+        ("quota", "quota", "The stream ended without finishing (quota)."),
+    ],
+)
+def test_every_outcome_but_done_is_told_as_an_error(
+    client: httpx.Client, outcome: str, code: str, message: str
+) -> None:
+    _id = publish(client, f"o-{outcome}", "one", end=outcome)
+    for headers in ({}, {"Last-Event-ID": _id(1)}):
+        response = client.get(f"/s/o-{outcome}", headers=headers)
+        assert response.status_code == 200
+        assert response.content.endswith(error_event(code, message, _id(2)))
+    assert client.get(f"/s/o-{outcome}", headers={"Last-Event-ID": _id(2)}).status_code == 204
+
+
+def test_an_event_source_learns_of_the_failure_once_and_stops(client: httpx.Client) -> None:
+    # The reconnecting client (like a browser's EventSource) after every event
+    # of a failed stream: one error event, then it reconnects, gets 204, stops.
+    _id = publish(client, "once", "one", end="failed")
+    statuses: list[int] = []
+    source = EventSource(
+        client.base_url.join("/s/once"),
+        policy=ReconnectPolicy(last_event_id=_id(1), retry_ms=0, jitter=0.0, max_retries=3),
+        timeout=20,
+        on_response=lambda response: statuses.append(response.status_code),
+    )
+    with source:
+        received = list(source)
+    assert [(e.event, e.id) for e in received] == [("error", _id(2))]
+    assert statuses == [200, 204]
 
 
 def test_follows_live_until_the_end(client: httpx.Client) -> None:
@@ -147,7 +249,7 @@ def test_follows_live_until_the_end(client: httpx.Client) -> None:
     received: list[Event] = []
     with client.stream("GET", "/s/live", params={"missing_ok": "1"}) as response:
         assert response.status_code == 200  # headers at once, before any event
-        publish(client, "live", "hello")
+        _id = publish(client, "live", "hello")
         chunks = response.iter_bytes()
         while not received:
             received += decoder.feed(next(chunks))
@@ -155,6 +257,6 @@ def test_follows_live_until_the_end(client: httpx.Client) -> None:
         for chunk in chunks:
             received += decoder.feed(chunk)
     assert received == [
-        Event("hello", id="000000000001"),
-        Event("world", id="000000000002"),
+        Event("hello", id=_id(1)),
+        Event("world", id=_id(2)),
     ]

@@ -11,10 +11,12 @@ import ssegate.streams
 PUBLIC = [
     "CANCELLED",
     "DONE",
+    "EPOCH_WIDTH",
     "ERROR",
     "FAILED",
     "ID_WIDTH",
     "End",
+    "EventId",
     "Gap",
     "Hub",
     "Lease",

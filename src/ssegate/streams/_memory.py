@@ -1,6 +1,7 @@
 """``MemoryStore``: the embedded default, one process, no dependencies.
 
-Each stream is a ``deque`` capped at ``max_len`` plus a counter; readers wait on
+Each stream is a ``deque`` capped at ``max_len``, a counter and the epoch it
+was created with (see "Ids" in ``_store``); readers wait on
 an ``anyio.Event`` that the next append or end sets. Time (lease deadlines and
 the time to live of ended streams) comes from an injectable ``clock`` so tests
 can move it instead of sleeping.
@@ -18,15 +19,16 @@ import anyio
 
 from .._exceptions import StreamEnded, StreamNotFound
 from ..protocol import Event
-from ._store import FAILED, Page, StreamInfo, StreamStore, Waker, format_id
+from ._store import FAILED, Page, StreamInfo, StreamStore, Waker, format_id, new_epoch
 
 __all__ = ["MemoryStore"]
 
 
 class _Stream:
-    __slots__ = ("events", "expires_at", "last_seq", "lease_until", "outcome")
+    __slots__ = ("epoch", "events", "expires_at", "last_seq", "lease_until", "outcome")
 
     def __init__(self, max_len: int) -> None:
+        self.epoch = new_epoch()
         self.events: deque[Event] = deque(maxlen=max_len)
         self.last_seq = 0
         self.outcome: str | None = None
@@ -122,20 +124,23 @@ class MemoryStore(StreamStore):
 
     def _page_of(self, state: _Stream, after: int, limit: int) -> Page:
         first = state.first_seq
-        start = max(after + 1 - first, 0)
+        # From the event after ``after`` (the oldest retained one if it is gone),
+        # at most up to the end (a reader after the end's id gets just the end).
+        start = min(max(after + 1 - first, 0), len(state.events))
         events = list(islice(state.events, start, start + limit))
         first += start
         outcome = state.outcome if first + len(events) > state.last_seq else None
-        return Page(first, events, outcome, state.last_seq, True)
+        return Page(first, events, outcome, state.last_seq, True, state.epoch)
 
     # -- primitives -------------------------------------------------------
 
-    async def _append(self, stream: str, event: Event) -> int:
+    async def _append(self, stream: str, event: Event) -> str:
         state = self._writable(stream)
         state.last_seq += 1
-        state.events.append(event.replace(id=format_id(state.last_seq)))
+        event_id = format_id(state.epoch, state.last_seq)
+        state.events.append(event.replace(id=event_id))
         self._notify(stream)
-        return state.last_seq
+        return event_id
 
     async def _create(self, stream: str) -> None:
         if self._get(stream) is None:
@@ -159,9 +164,10 @@ class MemoryStore(StreamStore):
             exists=True,
             ended=state.outcome is not None,
             outcome=state.outcome,
-            first_id=format_id(state.first_seq) if state.events else None,
-            last_id=format_id(state.last_seq) if state.last_seq else None,
+            first_id=format_id(state.epoch, state.first_seq) if state.events else None,
+            last_id=format_id(state.epoch, state.last_seq) if state.last_seq else None,
             length=len(state.events),
+            epoch=state.epoch,
         )
 
     async def _page(self, stream: str, after: int, limit: int) -> Page:

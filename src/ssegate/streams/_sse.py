@@ -9,14 +9,23 @@ after a page reload; the header wins because the URL of a reconnecting
 The store's summary of the stream (``info()``) is checked before the response
 starts, so problems become proper HTTP answers instead of a broken stream:
 
-- unknown stream: 404; an id that cannot belong to it: 400; store down: 503
-  (JSON bodies ``{"error": {"code", "message"}}``);
-- a finished stream with nothing after the id: 204 with no body, the one answer
-  that makes a browser's ``EventSource`` stop reconnecting.
+- unknown stream: 404; an id that cannot belong to it (malformed, from another
+  stream or an earlier stream of the same name, beyond the end): 400; store
+  down: 503 (JSON bodies ``{"error": {"code", "message"}}``);
+- a stream that finished with nothing left to tell the client: 204 with no
+  body, the one answer that makes a browser's ``EventSource`` stop
+  reconnecting, and that a browser takes for "finished normally".
 
-On the wire a ``Gap`` becomes a ``gap`` event and a stream whose producer died
-ends with an ``error`` event; neither carries an ``id``, so the client's
-Last-Event-ID stays on the last real event.
+Nothing left to tell means: nothing after the id, and either the stream
+succeeded (``"done"``) or the client has already been told it did not. A
+stream that did not succeed (its producer died: ``"failed"``; or it ended
+``"error"``, ``"cancelled"``, ...) ends on the wire with an ``error`` event
+carrying the end's id, also for a client that has every event already, or
+none at all: a 204 would tell it all went well. When its ``EventSource``
+reconnects after that event it sends the end's id and gets the 204: told once.
+
+On the wire a ``Gap`` becomes a ``gap`` event without an ``id``, so the
+client's Last-Event-ID stays on the last real event.
 """
 
 from __future__ import annotations
@@ -32,7 +41,19 @@ from .._exceptions import StoreUnavailable, UnknownEventId
 from ..protocol import Event
 from ..server import EventSourceResponse
 from ._hub import Hub
-from ._store import FAILED, Gap, StreamItem, StreamStore, parse_id
+from ._store import (
+    CANCELLED,
+    DONE,
+    ERROR,
+    FAILED,
+    End,
+    Gap,
+    StreamItem,
+    StreamStore,
+    check_after,
+    format_id,
+    parse_id,
+)
 
 __all__ = ["default_transform", "last_event_id", "stream_response"]
 
@@ -44,21 +65,34 @@ def last_event_id(request: Request) -> str | None:
     return request.headers.get("last-event-id") or request.query_params.get("last_event_id")
 
 
+#: What the ``error`` event says for each outcome that is not success (others: the
+#: outcome is the code).
+_OUTCOME_ERRORS = {
+    FAILED: ("producer_lost", "The process producing this stream stopped before finishing it."),
+    ERROR: ("stream_error", "The stream ended with an error."),
+    CANCELLED: ("cancelled", "The stream was cancelled before it finished."),
+}
+
+
 def default_transform(item: StreamItem) -> Any:
-    """Events as they are; ``Gap`` as a ``gap`` event; ``End("failed")`` as an ``error`` event."""
+    """Events as they are; ``Gap`` as a ``gap`` event; an ``End`` that is not
+    ``"done"`` as an ``error`` event with the end's id (``"done"`` sends nothing).
+
+    A producer that writes its own final ``error`` event should pass a transform
+    that sends nothing for the ``End`` (clients then get one error, not two).
+    """
     if isinstance(item, Event):
         return item
     if isinstance(item, Gap):
         data = {"after": item.after, "first_id": item.first_id, "missed": item.missed}
         return Event(json.dumps(data, separators=(",", ":")), event="gap")
-    if item.outcome == FAILED:
-        error = {
-            "code": "producer_lost",
-            "message": "The process producing this stream stopped before finishing it.",
-            "retryable": False,
-        }
-        return Event(json.dumps(error, separators=(",", ":")), event="error")
-    return None
+    if item.outcome == DONE:
+        return None
+    code, message = _OUTCOME_ERRORS.get(
+        item.outcome, (item.outcome, f"The stream ended without finishing ({item.outcome}).")
+    )
+    error = {"code": code, "message": message, "retryable": False}
+    return Event(json.dumps(error, separators=(",", ":")), event="error", id=item.id)
 
 
 def _error(
@@ -82,8 +116,11 @@ async def stream_response(
     """Answer ``request`` with ``stream`` read from ``source`` (a store, or a running ``Hub``).
 
     ``transform(item)`` turns each ``Event``/``Gap``/``End`` into what is sent
-    (anything ``EventSourceResponse`` accepts); ``None`` sends nothing.
-    ``missing_ok`` lets a client wait for a topic nobody has published to yet.
+    (anything ``EventSourceResponse`` accepts); ``None`` sends nothing. It must
+    have no side effects: for a finished stream with nothing after the id it is
+    also asked, before answering, whether the ``End`` has anything to say (if
+    not: 204). ``missing_ok`` lets a client wait for a topic nobody has
+    published to yet.
     """
     store = source.store if isinstance(source, Hub) else source
     after = last_event_id(request)
@@ -91,8 +128,14 @@ async def stream_response(
     # event: the headers (and keep-alives) must go out at once even when the
     # first token is a minute away.
     try:
-        cursor = parse_id(after)
+        parsed = parse_id(after)
         info = await store.info(stream)
+        if not info.exists and not missing_ok:
+            return _error(
+                404, "stream_not_found", f"no stream named {stream!r} (or it has expired)"
+            )
+        last = 0 if info.last_id is None else int(info.last_id.rpartition("-")[2])
+        check_after(stream, parsed, info.epoch, last, info.ended)
     except UnknownEventId as exc:
         return _error(400, "unknown_event_id", str(exc))
     except ValueError as exc:
@@ -101,17 +144,14 @@ async def stream_response(
         return _error(
             503, "store_unavailable", "The stream store is unavailable.", {"Retry-After": "1"}
         )
-    if not info.exists and not missing_ok:
-        return _error(404, "stream_not_found", f"no stream named {stream!r} (or it has expired)")
-    last = parse_id(info.last_id)
-    if cursor > last:
-        return _error(
-            400,
-            "unknown_event_id",
-            f"{after!r} is after the last event of {stream!r}; it does not belong to this stream",
-        )
-    if info.ended and cursor == last:
-        return Response(status_code=204)
+    if info.ended and parsed is not None and parsed.seq > last:
+        return Response(status_code=204)  # after the end's id: told of the end already
+    if info.ended and (0 if parsed is None else parsed.seq) == last:
+        # Nothing after the id: 204 only if the end itself has nothing to say.
+        assert info.outcome is not None
+        assert info.epoch is not None
+        if transform(End(info.outcome, format_id(info.epoch, last + 1))) is None:
+            return Response(status_code=204)
     return EventSourceResponse(
         _send(source.read(stream, after, missing_ok=missing_ok), transform),
         ping=ping,

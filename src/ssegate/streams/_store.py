@@ -14,21 +14,26 @@ The contract (``check_stream_store()`` in ``ssegate.testing`` checks it):
 
 ``read(stream, after=None, *, missing_ok=False)``
     Yields the retained events after ``after`` (each with its ``id`` set), then
-    live events as they are appended, and finally one ``End(outcome)`` once the
-    stream has ended. ``after=None`` (or ``""``) means from the beginning.
+    live events as they are appended, and finally one ``End(outcome, id)`` once
+    the stream has ended. ``after=None`` (or ``""``) means from the beginning;
+    ``after`` equal to the end's own id yields just the ``End``.
     If ``after`` is older than the retained history the first item is a
     ``Gap`` saying how many events are gone, never a silent skip; a reader that
     falls behind the retention cap while following gets a ``Gap`` too. An
-    ``after`` that cannot belong to the stream (malformed, or beyond its last
-    id) raises ``UnknownEventId``; a stream that does not exist raises
-    ``StreamNotFound`` unless ``missing_ok`` (topics: wait for the first event).
+    ``after`` that does not belong to the stream raises ``UnknownEventId``:
+    malformed, beyond its last id (or its end), or issued by another stream or
+    by an earlier stream of the same name (its epoch differs, see "Ids").
+    A stream that does not exist raises ``StreamNotFound`` unless
+    ``missing_ok`` (topics: wait for the first event); then any ``after`` is
+    unknown. A reader that stalls past the end and the ``ttl`` while a new
+    stream takes the name gets ``StreamNotFound``, never the newcomer's events.
 
 ``end(stream, outcome="done")``
     Marks the stream finished; readers drain what is left, get ``End`` and stop.
     After ``ttl`` seconds the whole stream is gone.
 
 ``info(stream) -> StreamInfo``
-    Exists, ended (and the outcome), first and last id, retained length.
+    Exists, ended (and the outcome), first and last id, retained length, epoch.
 
 ``create(stream)``
     Makes an empty stream exist (a generation that has not produced yet), so
@@ -44,14 +49,29 @@ instead of waiting forever, and the late producer's appends raise
 Retention: at most ``max_len`` events per stream (older ones are trimmed), and
 the stream is deleted ``ttl`` seconds after it ends.
 
-**Ids.** Each stream numbers its events 1, 2, 3, ... and writes the number as
-at least ``ID_WIDTH`` decimal digits, zero-padded (``"000000000042"``). Both
-stores use the same numbering (Redis assigns it atomically with XADD's
-``0-*`` ids, the memory store with a counter), so ids increase, compare as
-plain strings in the order of the log, and the same appends give the same ids
-on every backend. Counters rather than clocks: no skew between replicas, and a
-reader can tell exactly how many events a gap swallowed. ``ID_WIDTH`` digits
-last for 10**12 events per stream: a thousand a second for thirty years.
+**Ids.** An id is ``"<epoch>-<number>"``, e.g. ``"9f3c01ab-000000000042"``.
+
+The *epoch* is ``EPOCH_WIDTH`` random hex digits fixed when the stream is
+created, in the same atomic step (like Centrifugo's stream epoch; ``info()``
+reports it): it tells this stream's ids from those
+of any other stream, and from those of an earlier stream of the same name that
+expired and was created again. Without it ``"000000000042"`` from another
+stream, or from yesterday's generation of the same name, would resume at a
+position that means something else; with it such an id raises
+``UnknownEventId`` saying where it came from. (32 random bits: two streams
+share an epoch once in four billion.)
+
+The *number* counts the stream's events 1, 2, 3, ..., written as at least
+``ID_WIDTH`` decimal digits, zero-padded. Both stores number the same way
+(Redis in the same Lua script as the XADD, the memory store with a counter),
+so within a stream ids increase and compare as plain strings in the order of
+the log (the epoch is a common prefix), and the same appends give the same
+numbers on every backend. Counters rather than clocks: no skew between
+replicas, and a reader can tell exactly how many events a gap swallowed.
+``ID_WIDTH`` digits last for 10**12 events per stream: a thousand a second for
+thirty years. The end of a stream takes the number after its last event: an
+``End`` carries that id, so a client told of the end (the ``error`` event of a
+failed stream carries it) can resume after it and learn there is nothing more.
 
 Backends implement four primitives (``_page``, ``_wait``, ``_info`` and the
 mutations); the read loop below turns them into the contract, so the memory
@@ -62,6 +82,7 @@ primitives for many streams at once.
 from __future__ import annotations
 
 import abc
+import os
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,25 +94,32 @@ from ..protocol import Event
 __all__ = [
     "CANCELLED",
     "DONE",
+    "EPOCH_WIDTH",
     "ERROR",
     "FAILED",
     "ID_WIDTH",
     "End",
+    "EventId",
     "Gap",
     "Page",
     "StreamInfo",
     "StreamItem",
     "StreamStore",
     "Waker",
+    "check_after",
     "check_outcome",
+    "check_same_stream",
     "check_stream_name",
     "format_id",
+    "new_epoch",
     "page_items",
     "parse_id",
 ]
 
-#: Digits in an event id; see "Ids" above.
+#: Least digits of the number in an event id; see "Ids" above.
 ID_WIDTH = 12
+#: Hex digits of the epoch in an event id (32 random bits).
+EPOCH_WIDTH = 8
 
 #: Outcomes of a stream. Any short single-line word is allowed; these are the usual ones.
 DONE = "done"
@@ -102,7 +130,8 @@ FAILED = "failed"  # the producer's lease ran out
 # Stream names end up in Redis keys and URLs: keep them to a safe alphabet
 # (no braces, which are Redis Cluster hash tags; no spaces or control characters).
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+=-]{0,199}\Z")
-_ID = re.compile(rf"[0-9]{{{ID_WIDTH},}}\Z")
+_ID = re.compile(rf"([0-9a-f]{{{EPOCH_WIDTH}}})-([0-9]{{{ID_WIDTH},}})\Z")
+_EXAMPLE_ID = "9f3c01ab-" + "42".zfill(ID_WIDTH)
 _OUTCOME = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
 
 
@@ -121,9 +150,15 @@ class Gap:
 
 @dataclass(frozen=True, slots=True)
 class End:
-    """The stream has ended with ``outcome`` (``"done"``, ``"error"``, ``"failed"``, ...)."""
+    """The stream has ended with ``outcome`` (``"done"``, ``"error"``, ``"failed"``, ...).
+
+    ``id`` is the end's own place in the stream, the number after the last
+    event: reading after it yields just this ``End`` again, and
+    ``stream_response`` answers it with 204.
+    """
 
     outcome: str
+    id: str
 
 
 #: What a read yields.
@@ -140,14 +175,17 @@ class StreamInfo:
     first_id: str | None = None
     last_id: str | None = None
     length: int = 0
+    epoch: str | None = None
 
 
 class Page(NamedTuple):
     """A run of consecutive events of one stream, as a backend returns it.
 
     ``events[i]`` has number ``first_seq + i``. ``outcome`` is set when the end of
-    the stream follows the last of ``events``. ``last_seq`` is the stream's last
-    number and ``exists`` whether it exists (both only from ``_page``).
+    the stream follows the last of ``events`` (the end then has number
+    ``first_seq + len(events)``). ``last_seq`` is the stream's last number and
+    ``exists`` whether it exists (both only from ``_page``); ``epoch`` is the
+    stream's ("" when it does not exist).
     """
 
     first_seq: int
@@ -155,24 +193,72 @@ class Page(NamedTuple):
     outcome: str | None = None
     last_seq: int = 0
     exists: bool = True
+    epoch: str = ""
 
 
-def format_id(seq: int) -> str:
-    """The event id of event number ``seq``."""
-    return str(seq).zfill(ID_WIDTH)
+class EventId(NamedTuple):
+    """An id taken apart: the stream's epoch and the event's number."""
+
+    epoch: str
+    seq: int
 
 
-def parse_id(event_id: str | None) -> int:
-    """The number of an id this store could have issued; ``None``/``""`` is 0 (the start)."""
+def new_epoch() -> str:
+    """A fresh epoch for a new stream: ``EPOCH_WIDTH`` random hex digits."""
+    return os.urandom(EPOCH_WIDTH // 2).hex()
+
+
+def format_id(epoch: str, seq: int) -> str:
+    """The id of event number ``seq`` of the stream whose epoch is ``epoch``."""
+    return f"{epoch}-{seq:0{ID_WIDTH}d}"
+
+
+def parse_id(event_id: str | None) -> EventId | None:
+    """Take apart an id a store could have issued; ``None``/``""`` (the start) is ``None``.
+
+    Only the form is checked here (``UnknownEventId`` if it cannot be an id of
+    any stream); ``check_after`` checks that it belongs to a given stream.
+    """
     if event_id is None or event_id == "":
-        return 0
+        return None
     if not isinstance(event_id, str):
         raise TypeError(f"an event id must be str or None, not {type(event_id).__name__}")
-    if not _ID.match(event_id):
+    match = _ID.match(event_id)
+    if match is None:
         raise UnknownEventId(
-            f"{event_id!r} is not an id of this store (ids are {ID_WIDTH} or more digits)"
+            f"{event_id!r} is not an id of this store (ids look like {_EXAMPLE_ID!r}: "
+            f"{EPOCH_WIDTH} hex digits of epoch, '-', {ID_WIDTH} or more digits)"
         )
-    return int(event_id)
+    return EventId(match[1], int(match[2]))
+
+
+def check_after(
+    stream: str, after: EventId | None, epoch: str | None, last_seq: int, ended: bool
+) -> None:
+    """``UnknownEventId`` unless ``after`` can be resumed after in the stream described.
+
+    ``epoch`` is ``None`` when the stream does not exist (then no id belongs to
+    it). An ended stream also accepts its end's id (``last_seq + 1``).
+    """
+    if after is None:
+        return
+    given = format_id(*after)
+    if epoch is None:
+        raise UnknownEventId(
+            f"{given!r} does not belong to stream {stream!r}: there is no such stream "
+            "(it may have expired)"
+        )
+    if after.epoch != epoch:
+        raise UnknownEventId(
+            f"{given!r} is from another stream, or from an earlier stream named {stream!r}: "
+            f"this stream's ids start with {epoch + '-'!r}"
+        )
+    end = last_seq + 1 if ended else last_seq
+    if after.seq > end:
+        raise UnknownEventId(
+            f"{given!r} is after the {'end' if ended else 'last event'} of {stream!r} "
+            f"({format_id(epoch, end)!r}); it does not belong to this stream"
+        )
 
 
 def check_stream_name(stream: str) -> str:
@@ -207,12 +293,13 @@ def page_items(page: Page, cursor: int) -> tuple[list[StreamItem], int]:
             events = events[skip:]
             first += skip
         elif skip < 0:
-            items.append(Gap(format_id(cursor), format_id(first), first - cursor - 1))
+            epoch = page.epoch
+            items.append(Gap(format_id(epoch, cursor), format_id(epoch, first), first - cursor - 1))
         if events:
             items.extend(events)
             cursor = first + len(events) - 1
     if page.outcome is not None:
-        items.append(End(page.outcome))
+        items.append(End(page.outcome, format_id(page.epoch, page.first_seq + len(page.events))))
     return items, cursor
 
 
@@ -263,7 +350,7 @@ class StreamStore(abc.ABC):
                         "event data and type must be valid Unicode (no lone surrogates): "
                         "they are sent as UTF-8"
                     ) from None
-        return format_id(await self._append(stream, event))
+        return await self._append(stream, event)
 
     async def create(self, stream: str) -> None:
         """Make ``stream`` exist with no events yet (nothing happens if it exists)."""
@@ -315,15 +402,21 @@ class StreamStore(abc.ABC):
 
     # -- the shared read loop ---------------------------------------------
 
-    async def _read(self, stream: str, cursor: int, missing_ok: bool) -> AsyncIterator[StreamItem]:
+    async def _read(
+        self, stream: str, after: EventId | None, missing_ok: bool
+    ) -> AsyncIterator[StreamItem]:
+        cursor = 0 if after is None else after.seq
         page = await self._page(stream, cursor, self.batch)
         if not page.exists and not missing_ok:
             raise StreamNotFound(f"no stream named {stream!r} (or it has expired)")
-        if cursor > page.last_seq:
-            raise UnknownEventId(
-                f"{format_id(cursor)!r} is after the last event of {stream!r} "
-                f"({format_id(page.last_seq)!r}); it does not belong to this stream"
-            )
+        check_after(
+            stream,
+            after,
+            page.epoch if page.exists else None,
+            page.last_seq,
+            page.outcome is not None,
+        )
+        epoch = page.epoch
         while True:
             items, cursor = page_items(page, cursor)
             for item in items:
@@ -338,12 +431,14 @@ class StreamStore(abc.ABC):
                     break
                 # Quiet for a while: is anyone still producing?
                 await self._expire_leases([stream])
+            check_same_stream(stream, epoch, page)
+            epoch = page.epoch
 
     # -- backend primitives -----------------------------------------------
 
     @abc.abstractmethod
-    async def _append(self, stream: str, event: Event) -> int:
-        """Append, return the event's number; ``StreamEnded`` when ended or lease ran out."""
+    async def _append(self, stream: str, event: Event) -> str:
+        """Append, return the event's id; ``StreamEnded`` when ended or lease ran out."""
 
     @abc.abstractmethod
     async def _create(self, stream: str) -> None: ...
@@ -376,6 +471,18 @@ class StreamStore(abc.ABC):
 
     @abc.abstractmethod
     def _waker(self) -> Waker: ...
+
+
+def check_same_stream(stream: str, epoch: str, page: Page) -> None:
+    """``StreamNotFound`` if the stream a reader follows was replaced by a new one.
+
+    Only possible for a reader that stalled longer than the ttl after the end:
+    the stream expired and a new one took its name (and a new epoch).
+    """
+    if epoch and page.epoch != epoch:
+        raise StreamNotFound(
+            f"stream {stream!r} expired while being read and a new stream took its name"
+        )
 
 
 def _check_ttl(ttl: float) -> float:

@@ -1,15 +1,23 @@
 """``RedisStore``: streams in Redis Streams, shared by every replica.
 
 One Redis stream per ssegate stream (``<prefix>{<name>}:log``) holds the events,
-and a hash (``<prefix>{<name>}:meta``) the last number, the outcome and the
-producer's lease deadline. Every mutation is one Lua script, so "is it ended?"
-and "append" cannot interleave with another replica's end or lease expiry:
+and a hash (``<prefix>{<name>}:meta``) the last number, the epoch, the outcome
+and the producer's lease deadline. Every mutation is one Lua script, so "is it
+ended?" and "append" cannot interleave with another replica's end or lease
+expiry, and a stream is created with its epoch in one step:
 
-- append: ``XADD log MAXLEN <max_len> 0-* ...``. ``0-*`` makes Redis number the
-  entries 0-1, 0-2, ... atomically: that number is the event id (see ``_store``).
-- end: ``XADD`` an end marker (``end=<outcome>``) to the log itself, so readers
-  blocked in ``XREAD`` wake up and see the end in order after the last event;
-  no separate "done" message that could be lost. Then ``PEXPIRE`` both keys.
+- create (also done by the first append or lease): ``HSETNX meta last 0`` and,
+  only if that created it, the epoch (chosen by the caller, so the script stays
+  deterministic), which never changes afterwards.
+- append: ``HINCRBY meta last 1`` gives the event's number ``n``, then
+  ``XADD log MAXLEN <max_len> <n>-<epoch> ...``. The entry id is the event id
+  (see ``_store``) with the number first, so ``XRANGE``/``XREAD`` address
+  events by number alone, and every reply carries the epoch it was written
+  under (an 8-hex-digit epoch is stored as the decimal entry-id part).
+- end: ``XADD`` an end marker (``end=<outcome>``, number ``last + 1``) to the
+  log itself, so readers blocked in ``XREAD`` wake up and see the end in order
+  after the last event; no separate "done" message that could be lost. Then
+  ``PEXPIRE`` both keys.
 - leases: a deadline in the hash, compared with Redis's own clock (``TIME``),
   so replicas with skewed clocks agree on when a producer is gone.
 
@@ -38,7 +46,16 @@ from redis.exceptions import ResponseError as RedisResponseError
 
 from .._exceptions import StoreUnavailable, StreamEnded, StreamNotFound
 from ..protocol import Event
-from ._store import Page, StreamInfo, StreamStore, Waker, format_id
+from ._store import (
+    EPOCH_WIDTH,
+    ID_WIDTH,
+    Page,
+    StreamInfo,
+    StreamStore,
+    Waker,
+    format_id,
+    new_epoch,
+)
 
 __all__ = ["RedisStore"]
 
@@ -47,8 +64,18 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- the entry id of event number seq (Lua 5.1 numbers are doubles: format as integers)
+local function entry_id(meta, seq)
+  return string.format('%d-%s', seq, redis.call('HGET', meta, 'epoch'))
+end
+local function create(meta, epoch)
+  if redis.call('HSETNX', meta, 'last', '0') == 1 then
+    redis.call('HSET', meta, 'epoch', epoch)
+  end
+end
 local function finish(log, meta, outcome, ttl)
-  redis.call('XADD', log, '0-*', 'end', outcome)
+  local last = tonumber(redis.call('HGET', meta, 'last'))
+  redis.call('XADD', log, entry_id(meta, last + 1), 'end', outcome)
   redis.call('HSET', meta, 'outcome', outcome)
   redis.call('HDEL', meta, 'lease')
   redis.call('PEXPIRE', log, ttl)
@@ -66,16 +93,24 @@ local function ended(log, meta, ttl)
 end
 """
 
-# KEYS: log, meta; ARGV: ttl_ms, max_len, field, value, ...
+# KEYS: log, meta; ARGV: ttl_ms, max_len, new epoch, field, value, ... -> entry id
 _APPEND = (
     _LIB
     + """
 local o = ended(KEYS[1], KEYS[2], ARGV[1])
 if o then return redis.error_reply('SSEGATE_ENDED ' .. o) end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '0-*', unpack(ARGV, 3))
-local seq = string.sub(id, 3)
-redis.call('HSET', KEYS[2], 'last', seq)
-return seq
+create(KEYS[2], ARGV[3])
+local seq = redis.call('HINCRBY', KEYS[2], 'last', 1)
+return redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], entry_id(KEYS[2], seq), unpack(ARGV, 4))
+"""
+)
+
+# KEYS: log, meta; ARGV: new epoch
+_CREATE = (
+    _LIB
+    + """
+create(KEYS[2], ARGV[1])
+return 1
 """
 )
 
@@ -91,13 +126,13 @@ return 1
 """
 )
 
-# KEYS: log, meta; ARGV: ttl_ms, lease_ms
+# KEYS: log, meta; ARGV: ttl_ms, lease_ms, new epoch
 _LEASE = (
     _LIB
     + """
 local o = ended(KEYS[1], KEYS[2], ARGV[1])
 if o then return redis.error_reply('SSEGATE_ENDED ' .. o) end
-redis.call('HSETNX', KEYS[2], 'last', '0')
+create(KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[2], 'lease', now_ms() + tonumber(ARGV[2]))
 return 1
 """
@@ -113,6 +148,10 @@ if ended(KEYS[1], KEYS[2], ARGV[1]) then return 1 end
 return 0
 """
 )
+
+#: XREAD returns entries after the id given: "after every entry numbered n",
+#: whatever its epoch, is n followed by the largest sequence part.
+_AFTER = "-18446744073709551615"
 
 #: Connections a store made from a URL may open; the pool waits for a free one
 #: beyond that, so load never multiplies connections (a Hub needs one or two).
@@ -187,6 +226,7 @@ class RedisStore(StreamStore):
         else:
             raise TypeError(f"redis must be a URL or a redis.asyncio.Redis, not {redis!r}")
         self._append_script = self.redis.register_script(_APPEND)
+        self._create_script = self.redis.register_script(_CREATE)
         self._end_script = self.redis.register_script(_END)
         self._lease_script = self.redis.register_script(_LEASE)
         self._expire_script = self.redis.register_script(_EXPIRE)
@@ -238,16 +278,17 @@ class RedisStore(StreamStore):
     @staticmethod
     def _entries(
         entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]],
-    ) -> tuple[int, list[Event], str | None]:
-        """(first number, events, outcome) of XRANGE/XREAD entries."""
+    ) -> tuple[int, list[Event], str | None, str]:
+        """(first number, events, outcome, epoch) of XRANGE/XREAD entries (not empty)."""
         events: list[Event] = []
         outcome = None
-        first = 0
+        number, _, epoch_part = entries[0][0].partition(b"-")
+        first = int(number)
+        # One stream, one epoch: read it from the first entry id.
+        epoch = _epoch(epoch_part)
+        prefix = epoch + "-"
         new = tuple.__new__
-        for i, (entry_id, fields) in enumerate(entries):
-            seq = int(entry_id[2:])
-            if i == 0:
-                first = seq
+        for entry_id, fields in entries:
             end = fields.get(b"end")
             if end is not None:
                 outcome = end.decode()
@@ -262,24 +303,25 @@ class RedisStore(StreamStore):
                     (
                         fields[b"d"].decode(),
                         "message" if event is None else event.decode(),
-                        format_id(seq),
+                        prefix + entry_id[: entry_id.index(b"-")].decode().zfill(ID_WIDTH),
                         None if retry is None else int(retry),
                     ),
                 )
             )
-        return first, events, outcome
+        return first, events, outcome, epoch
 
     # -- primitives -------------------------------------------------------
 
-    async def _append(self, stream: str, event: Event) -> int:
-        args: list[Any] = [self._ttl_ms, self.max_len, *self._fields(event)]
+    async def _append(self, stream: str, event: Event) -> str:
+        args: list[Any] = [self._ttl_ms, self.max_len, _epoch_arg(), *self._fields(event)]
         async with self._errors(stream):
-            seq = await self._append_script(keys=self._keys(stream), args=args)
-        return int(seq)
+            entry_id = await self._append_script(keys=self._keys(stream), args=args)
+        number, _, epoch = entry_id.partition(b"-")
+        return format_id(_epoch(epoch), int(number))
 
     async def _create(self, stream: str) -> None:
         async with self._errors(stream):
-            await self.redis.hsetnx(self._keys(stream)[1], "last", "0")
+            await self._create_script(keys=self._keys(stream), args=[_epoch_arg()])
 
     async def _end(self, stream: str, outcome: str) -> None:
         async with self._errors(stream):
@@ -288,36 +330,46 @@ class RedisStore(StreamStore):
     async def _info(self, stream: str) -> StreamInfo:
         log, meta = self._keys(stream)
         async with self._errors(stream), self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(meta, ["last", "outcome"])
+            pipe.hmget(meta, ["last", "outcome", "epoch"])
             pipe.xlen(log)
             pipe.xrange(log, "-", "+", count=1)
-            (last, outcome), length, head = await pipe.execute()
+            (last, outcome, epoch_part), length, head = await pipe.execute()
         if last is None:
             return StreamInfo(exists=False)
         if outcome is not None:
             length -= 1  # the end marker
+        epoch = _epoch(epoch_part)
         first = None
         if head and b"end" not in head[0][1]:
-            first = format_id(int(head[0][0][2:]))
+            first = format_id(epoch, int(head[0][0].partition(b"-")[0]))
         return StreamInfo(
             exists=True,
             ended=outcome is not None,
             outcome=None if outcome is None else outcome.decode(),
             first_id=first,
-            last_id=format_id(int(last)) if int(last) else None,
+            last_id=format_id(epoch, int(last)) if int(last) else None,
             length=length,
+            epoch=epoch,
         )
 
     async def _page(self, stream: str, after: int, limit: int) -> Page:
         log, meta = self._keys(stream)
         async with self._errors(stream), self.redis.pipeline(transaction=True) as pipe:
-            pipe.hget(meta, "last")
-            pipe.xrange(log, f"0-{after + 1}", "+", count=limit)
-            last, entries = await pipe.execute()
+            pipe.hmget(meta, ["last", "outcome", "epoch"])
+            pipe.xrange(log, str(after + 1), "+", count=limit)
+            (last, outcome, epoch_part), entries = await pipe.execute()
         if last is None:
             return Page(after + 1, [], None, 0, False)
-        first, events, outcome = self._entries(entries)
-        return Page(first, events, outcome, int(last), True)
+        if not entries:
+            # Nothing after ``after``: if the stream has ended, the reader is at
+            # (or after) its end, which is number last + 1.
+            if outcome is not None:
+                return Page(
+                    int(last) + 1, [], outcome.decode(), int(last), True, _epoch(epoch_part)
+                )
+            return Page(after + 1, [], None, int(last), True, _epoch(epoch_part))
+        first, events, end, epoch = self._entries(entries)
+        return Page(first, events, end, int(last), True, epoch)
 
     async def _wait(
         self, cursors: Mapping[str, int], max_wait: float, waker: Waker | None
@@ -328,7 +380,7 @@ class RedisStore(StreamStore):
         for stream, cursor in cursors.items():
             key = self._keys(stream)[0]
             names[key.encode()] = stream
-            streams[key] = f"0-{cursor}"
+            streams[key] = f"{cursor}{_AFTER}"
         if waker is not None:
             streams[waker.key] = waker.last_id
         async with self._errors():
@@ -345,14 +397,15 @@ class RedisStore(StreamStore):
                 if waker is not None and entries:
                     waker.last_id = entries[-1][0]
                 continue
-            first, events, outcome = self._entries(entries)
-            pages[name] = Page(first, events, outcome)
+            if entries:
+                first, events, outcome, epoch = self._entries(entries)
+                pages[name] = Page(first, events, outcome, epoch=epoch)
         return pages
 
     async def _lease(self, stream: str, ttl: float) -> None:
         async with self._errors(stream):
             await self._lease_script(
-                keys=self._keys(stream), args=[self._ttl_ms, max(int(ttl * 1000), 1)]
+                keys=self._keys(stream), args=[self._ttl_ms, max(int(ttl * 1000), 1), _epoch_arg()]
             )
 
     async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]:
@@ -380,3 +433,13 @@ class RedisStore(StreamStore):
 
     def _waker(self) -> Waker:
         return _RedisWaker(self)
+
+
+def _epoch_arg() -> str:
+    """A new epoch as the scripts store it: the decimal entry-id part."""
+    return str(int(new_epoch(), 16))
+
+
+def _epoch(part: bytes) -> str:
+    """The epoch of an entry id's second part (or of the meta hash)."""
+    return f"{int(part):0{EPOCH_WIDTH}x}"

@@ -18,6 +18,7 @@ a deadline), never for a fixed time.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, aclosing
@@ -39,8 +40,30 @@ Reader = Callable[..., AsyncIterator[StreamItem]]
 STEP_TIMEOUT = 15.0
 
 
-def _id(n: int) -> str:
-    return str(n).zfill(12)
+_ID_FORM = re.compile(r"[0-9a-f]{8}-[0-9]{12,}\Z")
+
+
+class _Ids:
+    """The ids of one stream: ``ids(3)`` is its third event's id."""
+
+    def __init__(self, epoch: str) -> None:
+        _check(
+            re.match(r"[0-9a-f]{8}\Z", epoch) is not None, f"an epoch is 8 hex digits: {epoch!r}"
+        )
+        self.epoch = epoch
+
+    def __call__(self, n: int) -> str:
+        return f"{self.epoch}-{n:012d}"
+
+
+async def _ids(store: StreamStore, stream: str) -> _Ids:
+    info = await store.info(stream)
+    _check(info.epoch is not None, f"info({stream!r}).epoch of an existing stream")
+    return _Ids(info.epoch or "")
+
+
+def _seq(event_id: str) -> int:
+    return int(event_id.rpartition("-")[2])
 
 
 async def _collect(items: AsyncIterator[StreamItem]) -> list[StreamItem]:
@@ -125,15 +148,64 @@ class _Suite:
 
 
 async def check_append_and_read(suite: _Suite, store: StreamStore, read: Reader) -> None:
-    ids = [await store.append("s", Event(str(i))) for i in range(1, 6)]
-    _eq(ids, [_id(i) for i in range(1, 6)], "ids of the first five appends")
-    _check(sorted(ids) == ids, "ids must sort as strings in append order")
+    got = [await store.append("s", Event(str(i))) for i in range(1, 6)]
+    for event_id in got:
+        _check(
+            _ID_FORM.match(event_id) is not None, f"an id is '<8 hex>-<12 digits>': {event_id!r}"
+        )
+    _id = await _ids(store, "s")
+    _eq(got, [_id(i) for i in range(1, 6)], "ids of the first five appends")
+    _check(sorted(got) == got, "ids must sort as strings in append order")
     await store.end("s")
+    end = End(DONE, _id(6))
     expected: list[StreamItem] = [Event(str(i), id=_id(i)) for i in range(1, 6)]
-    _eq(await _collect(read("s")), [*expected, End(DONE)], "read from the start")
-    _eq(await _collect(read("s", "")), [*expected, End(DONE)], "read after ''")
-    _eq(await _collect(read("s", _id(3))), [*expected[3:], End(DONE)], "read after id 3")
-    _eq(await _collect(read("s", _id(5))), [End(DONE)], "read after the last id")
+    _eq(await _collect(read("s")), [*expected, end], "read from the start")
+    _eq(await _collect(read("s", "")), [*expected, end], "read after ''")
+    _eq(await _collect(read("s", _id(3))), [*expected[3:], end], "read after id 3")
+    _eq(await _collect(read("s", _id(5))), [end], "read after the last id")
+    _eq(await _collect(read("s", _id(6))), [end], "read after the end's own id")
+    _eq(await _collect(read("s", _id(0))), [*expected, end], "read after number 0")
+
+
+async def check_epochs(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    # The epoch is fixed when the stream is created, however it is created.
+    await store.create("a")
+    epoch = (await store.info("a")).epoch
+    _check(epoch is not None, "a created stream has an epoch")
+    _eq((await store.append("a", Event("1"))).split("-")[0], epoch, "epoch of the first append")
+    await store.acquire_lease("b", 60)
+    epoch_b = (await store.info("b")).epoch
+    _eq((await store.append("b", Event("1"))).split("-")[0], epoch_b, "epoch after a lease")
+    await store.append("b", Event("2"))
+    await store.append("a", Event("2"))
+    _eq((await store.info("b")).epoch, epoch_b, "the epoch never changes")
+    _check(epoch != epoch_b, "two streams have different epochs")
+    a, b = _Ids(epoch or ""), _Ids(epoch_b or "")
+    # A well-formed id of stream b, in range for stream a, is not an id of a.
+    error = await _raises(UnknownEventId, _read_all(read, "a", b(1)))
+    _check("another stream" in str(error), f"the error says whose id it is: {error}")
+    async with aclosing(read("a", a(1))) as items:  # type: ignore[type-var]
+        _eq(await _take(items, 1), [Event("2", id=a(2))], "resuming after its own id")
+    # (Read before the end: the short ttl of this check may run out right after it.)
+    await store.end("a")
+    await store.end("b")
+
+    # The name expires and is used again: the old ids do not resume the new stream.
+    async def gone() -> bool:
+        return not (await store.info("a")).exists
+
+    await suite.pass_time(store.ttl + 0.01, gone)
+    for i in range(3):
+        await store.append("a", Event(f"new {i}"))
+    new = await _ids(store, "a")
+    _check(new.epoch != a.epoch, "a stream created again under a name has a new epoch")
+    for old in (a(1), a(2), a(0)):
+        error = await _raises(UnknownEventId, _read_all(read, "a", old))
+        _check("earlier stream named 'a'" in str(error), f"the error says so: {error}")
+    async with aclosing(read("a", new(2))) as items:  # type: ignore[type-var]
+        _eq(await _take(items, 1), [Event("new 2", id=new(3))], "the new stream's own id")
+    # An id of a stream that no longer exists belongs to nothing, even for topics.
+    await _raises(UnknownEventId, _read_all(read, "b-gone", b(1), missing_ok=True))
 
 
 async def check_fields_round_trip(suite: _Suite, store: StreamStore, read: Reader) -> None:
@@ -148,12 +220,14 @@ async def check_fields_round_trip(suite: _Suite, store: StreamStore, read: Reade
     for event in events:
         await store.append("f", event)
     await store.end("f", "error")
+    _id = await _ids(store, "f")
     expected = [e.replace(id=_id(i)) for i, e in enumerate(events, 1)]
-    _eq(await _collect(read("f")), [*expected, End("error")], "events read back")
+    _eq(await _collect(read("f")), [*expected, End("error", _id(7))], "events read back")
 
 
 async def check_live(suite: _Suite, store: StreamStore, read: Reader) -> None:
     await store.create("live")
+    _id = await _ids(store, "live")
     results: list[list[StreamItem]] = [[], [], []]
 
     async def follow(i: int, after: str | None) -> None:
@@ -171,8 +245,8 @@ async def check_live(suite: _Suite, store: StreamStore, read: Reader) -> None:
                 await anyio.sleep(0.01)  # let readers catch up mid-stream (not required)
         await store.end("live")
     every = [Event("before", id=_id(1))] + [Event(f"e{i}", id=_id(i)) for i in range(2, 42)]
-    _eq(results[0], [*every, End(DONE)], "live reader from the start")
-    _eq(results[1], [*every[1:], End(DONE)], "live reader after id 1")
+    _eq(results[0], [*every, End(DONE, _id(42))], "live reader from the start")
+    _eq(results[1], [*every[1:], End(DONE, _id(42))], "live reader after id 1")
     _eq(results[2], results[0], "second reader from the start")
 
 
@@ -186,6 +260,7 @@ async def check_concurrent_appends(suite: _Suite, store: StreamStore, read: Read
     async with anyio.create_task_group() as tg:
         for name in "abcd":
             tg.start_soon(produce, name)
+    _id = await _ids(store, "c")
     _eq(sorted(got), [_id(i) for i in range(1, 81)], "ids of 80 concurrent appends")
     await store.end("c")
     items = await _collect(read("c"))
@@ -198,19 +273,20 @@ async def check_concurrent_appends(suite: _Suite, store: StreamStore, read: Read
 async def check_info(suite: _Suite, store: StreamStore, read: Reader) -> None:
     _eq(await store.info("nope"), StreamInfo(exists=False), "info of an unknown stream")
     await store.create("i")
+    _id = await _ids(store, "i")
     await store.create("i")  # idempotent
-    _eq(await store.info("i"), StreamInfo(exists=True), "info of a created stream")
+    _eq(await store.info("i"), StreamInfo(exists=True, epoch=_id.epoch), "info of a created stream")
     for i in range(5):
         await store.append("i", Event(str(i)))
     _eq(
         await store.info("i"),
-        StreamInfo(True, False, None, _id(3), _id(5), 3),
+        StreamInfo(True, False, None, _id(3), _id(5), 3, _id.epoch),
         "info after 5 appends with max_len=3",
     )
     await store.end("i", "cancelled")
     _eq(
         await store.info("i"),
-        StreamInfo(True, True, "cancelled", _id(3), _id(5), 3),
+        StreamInfo(True, True, "cancelled", _id(3), _id(5), 3, _id.epoch),
         "info after end",
     )
 
@@ -218,23 +294,26 @@ async def check_info(suite: _Suite, store: StreamStore, read: Reader) -> None:
 async def check_retention_gap(suite: _Suite, store: StreamStore, read: Reader) -> None:
     for i in range(1, 6):
         await store.append("g", Event(str(i)))
+    _id = await _ids(store, "g")
     tail: list[StreamItem] = [Event("3", id=_id(3)), Event("4", id=_id(4)), Event("5", id=_id(5))]
     await store.end("g")
+    end = End(DONE, _id(6))
     _eq(
         await _collect(read("g")),
-        [Gap(_id(0), _id(3), 2), *tail, End(DONE)],
+        [Gap(_id(0), _id(3), 2), *tail, end],
         "reading from the start after the cap trimmed two",
     )
     _eq(
         await _collect(read("g", _id(1))),
-        [Gap(_id(1), _id(3), 1), *tail, End(DONE)],
+        [Gap(_id(1), _id(3), 1), *tail, end],
         "reading after a trimmed id",
     )
-    _eq(await _collect(read("g", _id(2))), [*tail, End(DONE)], "after the id just before")
+    _eq(await _collect(read("g", _id(2))), [*tail, end], "after the id just before")
 
 
 async def check_gap_while_following(suite: _Suite, store: StreamStore, read: Reader) -> None:
     await store.append("lag", Event("1"))
+    _id = await _ids(store, "lag")
     async with aclosing(read("lag")) as items:  # type: ignore[type-var]
         _eq(await _take(items, 1), [Event("1", id=_id(1))], "first event")
         # The reader stops reading while seven more arrive; the cap is 3.
@@ -247,27 +326,37 @@ async def check_gap_while_following(suite: _Suite, store: StreamStore, read: Rea
     seen = {1}
     for item in rest:
         if isinstance(item, Gap):
-            seen.update(range(int(item.after) + 1, int(item.first_id)))
+            seen.update(range(_seq(item.after) + 1, _seq(item.first_id)))
         elif isinstance(item, Event):
-            _check(item.id is not None and int(item.id) not in seen, f"repeat: {item}")
-            seen.add(int(item.id or 0))
+            _check(item.id is not None and _seq(item.id) not in seen, f"repeat: {item}")
+            seen.add(_seq(item.id or "0"))
     _eq(sorted(seen), list(range(1, 9)), "events read or reported as missed")
-    _eq(rest[-1], End(DONE), "last item")
+    _eq(rest[-1], End(DONE, _id(9)), "last item")
     _check(Event("8", id=_id(8)) in rest, "the newest event is delivered")
 
 
 async def check_missing_and_unknown(suite: _Suite, store: StreamStore, read: Reader) -> None:
     await _raises(StreamNotFound, _read_all(read, "missing"))
-    for bad in ("abc", "12", "-00000000001", "0000000000 1"):
+    for bad in (
+        "abc",
+        "12",
+        "000000000001",  # the number alone: which stream?
+        "0123abcd-00000000001",  # 11 digits
+        "0123ABCD-000000000001",  # upper case
+        "0123abc-000000000001",
+        "0123abcd-000000000001 ",
+        "0123abcd--00000000001",
+    ):
         await _raises(UnknownEventId, _read_all(read, "missing", bad))
     await store.append("u", Event("1"))
+    _id = await _ids(store, "u")
     await _raises(UnknownEventId, _read_all(read, "u", _id(2)))
     await store.end("u")
-    await _raises(UnknownEventId, _read_all(read, "u", _id(3)))
+    await _raises(UnknownEventId, _read_all(read, "u", _id(3)))  # the end is 2
     for name in ("", "a b", "{x}", "x\n", "-x", "a" * 201):
         await _raises(ValueError, _read_all(read, name))
         await _raises(ValueError, store.append(name, Event("x")))
-    await _raises(ValueError, store.append("u2", Event("x", id="000000000001")))
+    await _raises(ValueError, store.append("u2", Event("x", id=_id(1))))
     await _raises(TypeError, store.append("u2", "not an event"))  # type: ignore[arg-type]
     await _raises(ValueError, store.append("u2", Event("lone \ud800 surrogate")))
     await _raises(ValueError, store.end("u", "two words"))
@@ -284,16 +373,20 @@ async def check_missing_ok(suite: _Suite, store: StreamStore, read: Reader) -> N
         await anyio.sleep(0.05)
         await store.append("topic", Event("first"))
         await store.end("topic")
-    _eq(result, [Event("first", id=_id(1)), End(DONE)], "waiting for a topic to start")
+    _id = await _ids(store, "topic")
+    _eq(result, [Event("first", id=_id(1)), End(DONE, _id(2))], "waiting for a topic to start")
     # An id from a previous life of a name that is gone cannot be resumed.
-    await _raises(UnknownEventId, _read_all(read, "other", _id(4), missing_ok=True))
+    await _raises(UnknownEventId, _read_all(read, "other", _id(1), missing_ok=True))
 
 
 async def check_end_rules(suite: _Suite, store: StreamStore, read: Reader) -> None:
     await _raises(StreamNotFound, store.end("never"))
     await store.create("e")
     await store.end("e", "error")
-    _eq(await _collect(read("e")), [End("error")], "reading an empty ended stream")
+    _id = await _ids(store, "e")
+    _eq(await _collect(read("e")), [End("error", _id(1))], "reading an empty ended stream")
+    _eq(await _collect(read("e", _id(1))), [End("error", _id(1))], "after its end's id")
+    await _raises(UnknownEventId, _read_all(read, "e", _id(2)))
     await _raises(StreamEnded, store.end("e"))
     await _raises(StreamEnded, store.append("e", Event("late")))
     await _raises(StreamEnded, store.acquire_lease("e", 10))
@@ -321,20 +414,32 @@ async def check_lease(suite: _Suite, store: StreamStore, read: Reader) -> None:
     lease = 0.3
     await store.acquire_lease("dead", lease)
     await store.append("dead", Event("1"))
+    await store.acquire_lease("silent", lease)  # dies before producing anything
+    _id = await _ids(store, "dead")
+    silent = await _ids(store, "silent")
     result: list[StreamItem] = []
+    result_silent: list[StreamItem] = []
 
     async def follow() -> None:
         result.extend(await _read_all(read, "dead"))
 
+    async def follow_silent() -> None:
+        result_silent.extend(await _read_all(read, "silent"))
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(follow)
+        tg.start_soon(follow_silent)
 
         async def failed() -> bool:
             await store.expire_leases()
-            return bool((await store.info("dead")).ended)
+            return bool((await store.info("dead")).ended and (await store.info("silent")).ended)
 
         await suite.pass_time(lease + 0.01, failed)
-    _eq(result, [Event("1", id=_id(1)), End(FAILED)], "reader of a stream whose producer died")
+    end = End(FAILED, _id(2))
+    _eq(result, [Event("1", id=_id(1)), end], "reader of a stream whose producer died")
+    _eq(result_silent, [End(FAILED, silent(1))], "reader of one that died without events")
+    _eq(await _collect(read("dead", _id(1))), [end], "a reader who had every event")
+    _eq(await _collect(read("silent")), [End(FAILED, silent(1))], "a new reader, no events")
     await _raises(StreamEnded, store.append("dead", Event("late")))
     await _raises(StreamEnded, store.renew_lease("dead", 10))
     _eq((await store.info("held")).ended, False, "the other stream is untouched")
@@ -342,6 +447,7 @@ async def check_lease(suite: _Suite, store: StreamStore, read: Reader) -> None:
 
 _READ_CHECKS = [
     check_append_and_read,
+    check_epochs,
     check_fields_round_trip,
     check_live,
     check_gap_while_following,
@@ -358,6 +464,7 @@ _OPTIONS: dict[Any, dict[str, Any]] = {
     check_retention_gap: {"max_len": 3},
     check_gap_while_following: {"max_len": 3},
     check_ttl: {"ttl": 0.2},
+    check_epochs: {"ttl": 0.2},
 }
 
 
