@@ -11,7 +11,8 @@ users drive it:
   from an incremental UTF-8 decoder;
 - sseclient-py: ``SSEClient(chunks).events()``.
 
-Also one 8 MiB event fed in 4 KiB chunks. Every figure is the median of several
+Also one 8 MiB event fed in 4 KiB chunks, and ssegate's own resumable events
+(``event: token``, ``id:``, JSON data) in 4 KiB chunks. Every figure is the median of several
 repeats; ratios are against httpx-sse's ``iter_sse()``. The machine is shared,
 so absolute MB/s move from run to run; the ratios, measured side by side, are
 the result.
@@ -58,6 +59,20 @@ def llm_stream(total: int) -> bytes:
         size += len(line)
         i += 1
     out.append(b"data: [DONE]\n\n")
+    return b"".join(out)
+
+
+def native_stream(total: int) -> bytes:
+    """ssegate's own resumable events: ``event: token``, ``id:``, JSON data."""
+    out = []
+    size = 0
+    i = 0
+    while size < total:
+        text = json.dumps({"text": [" the", " answer", " is", " 42", " 世界"][i % 5]})
+        line = b"event: token\nid: %d\ndata: %s\n\n" % (i, text.encode())
+        out.append(line)
+        size += len(line)
+        i += 1
     return b"".join(out)
 
 
@@ -170,15 +185,18 @@ def main() -> None:
         ("64 KiB chunks", split_fixed(raw, 65536)),
         ("one event per chunk", split_events(raw)),
     ]
+    native = native_stream(total // 4)
+    chunkings.append(("native events with event:/id:, 4 KiB chunks", split_fixed(native, 4096)))
     for label, chunks in chunkings:
-        print(f"\n{label} ({len(chunks)} chunks)")
+        size = native if label.startswith("native") else raw
+        print(f"\n{label} ({len(chunks)} chunks, {len(size) / MB:.1f} MB)")
         print(f"  {'decoder':36} {'MB/s':>8} {'x httpx-sse':>12}")
         results = [(name, *timed(fn, chunks, repeats)) for name, fn in CONTESTANTS]
         baseline = next(t for name, t, _ in results if name == "httpx-sse iter_sse()")
         expected = results[0][2]
         for name, t, count in results:
             mark = "" if count == expected else f"  (saw {count} events, expected {expected})"
-            print(f"  {name:36} {len(raw) / MB / t:8.1f} {baseline / t:11.2f}x{mark}")
+            print(f"  {name:36} {len(size) / MB / t:8.1f} {baseline / t:11.2f}x{mark}")
 
     print("\none 8 MiB event in 4 KiB chunks")
     big = b"data: " + b"x" * (8 * 1024 * 1024) + b"\n\n"

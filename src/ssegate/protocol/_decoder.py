@@ -302,12 +302,46 @@ class Decoder:
             return out
         small = len(text) <= self._max_small  # then no block can break a limit
         for b in text.split("\n\n"):
-            if small and not self._carry and b[:6] == "data: " and "\n" not in b:
-                out.append(_new(Event, (b[6:], "message", self._last_id, None)))
-            else:
+            if not small or self._carry:
                 self._lines(b.split("\n"), out)
                 self._dispatch(out)
+            elif b[:6] == "data: " and "\n" not in b:
+                out.append(_new(Event, (b[6:], "message", self._last_id, None)))
+            else:
+                self._block(b, out)
         return out
+
+    def _block(self, block: str, out: list[Event]) -> None:
+        """One whole block from a clean state, under the limits (the usual
+        ``event:``/``id:``/``data:`` shapes), interpreted with locals only.
+
+        The block holds no blank line except perhaps leading ones, which
+        dispatch nothing from a clean state, so they are skipped like comments.
+        """
+        data: list[str] = []
+        kind = ""
+        retry = None
+        last_id = self._id_buf
+        for line in block.split("\n"):
+            name, _, value = line.partition(":")
+            if not name:
+                continue  # a comment, or a leading blank line
+            if value[:1] == " ":
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+            elif name == "id":
+                if "\0" not in value:
+                    last_id = value
+            elif name == "event":
+                kind = value
+            elif name == "retry" and value.isascii() and value.isdigit():
+                digits = value.lstrip("0") or "0"
+                retry = int(digits) if len(digits) <= 18 else MAX_RETRY
+                self._retry = retry
+        self._id_buf = self._last_id = last_id
+        if data:
+            out.append(_new(Event, ("\n".join(data), kind or "message", last_id, retry)))
 
     def _lines(self, lines: Iterable[str], out: list[Event]) -> None:
         """Interpret lines; a blank one dispatches into ``out``."""
