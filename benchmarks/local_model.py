@@ -6,9 +6,14 @@ Each run is a fresh subprocess per engine (so load time and RSS are its own),
 the engines interleaved run by run so that the machine's background load falls
 on all of them alike; the table shows medians over the runs. Engines:
 
-- ``numpy, 1 thread``: the default engine, OpenBLAS limited to one thread;
-- ``numpy, 2 threads``: the same with two BLAS threads (faster on an idle
-  machine, much slower when the other core is busy: OpenBLAS spin-waits);
+- ``numpy, 1 thread``: one thread per token, OpenBLAS limited to one thread
+  (``decode_threads=1``);
+- ``numpy, 2 decode threads``: the default on 2+ CPUs (``decode_threads=2``):
+  every layer split in two halves computed at once by the generation's thread
+  and the engine's decode worker, each with a one-thread BLAS;
+- ``numpy, 2 BLAS threads``: one decode thread, OpenBLAS with two threads
+  (faster on an idle machine, much slower when the other core is busy:
+  OpenBLAS spin-waits);
 - ``llama.cpp``: llama-cpp-python with one thread, when installed (it is not
   by default: it compiles for ~10 minutes), shown as "not installed" otherwise.
 
@@ -41,7 +46,9 @@ LONG_TEXT = (
 TARGETS = {"decode_tok_s": 30.0, "load_s": 3.0, "ttft_s": 1.0}
 
 
-def worker(engine_kind: str, threads: int, decode_tokens: int) -> dict[str, Any]:
+def worker(
+    engine_kind: str, threads: int, decode_threads: int, decode_tokens: int
+) -> dict[str, Any]:
     """One measurement run, in this (fresh) process; returns the figures."""
     import anyio
     import psutil  # type: ignore[import-untyped]
@@ -51,7 +58,9 @@ def worker(engine_kind: str, threads: int, decode_tokens: int) -> dict[str, Any]
     started = time.perf_counter()
     engine: Engine
     if engine_kind == "numpy":
-        engine = LocalEngine.load(n_ctx=1024, blas_threads=threads, max_concurrency=2)
+        engine = LocalEngine.load(
+            n_ctx=1024, blas_threads=threads, decode_threads=decode_threads, max_concurrency=2
+        )
     else:
         engine = load_engine(engine="llamacpp", n_ctx=1024)
     load_s = time.perf_counter() - started
@@ -111,16 +120,17 @@ def worker(engine_kind: str, threads: int, decode_tokens: int) -> dict[str, Any]
 
         model = engine.model
         x = np.ones((1, model.config.d_model), dtype=np.float32)
-        h = np.ones((1, model.config.ffn_dim), dtype=np.float32)
         times = []
         for _ in range(5):
             t = time.perf_counter()
-            for layer in model.layers:
-                x @ layer.wqkv
-                x @ layer.wo
-                x @ layer.wgu
-                h @ layer.wdown
-            x @ model.head
+            for layer in model.layers:  # in one thread, whatever the decode threads
+                for shard in layer.shards:
+                    x @ shard.wqkv
+                    np.ones((1, shard.wo.shape[0]), dtype=np.float32) @ shard.wo
+                    x @ shard.wgu
+                    np.ones((1, shard.ffn), dtype=np.float32) @ shard.wdown
+            for part in model.head_parts:
+                x @ part
             times.append(time.perf_counter() - t)
         ceiling = 1.0 / statistics.median(times)
     engine.close()
@@ -141,13 +151,15 @@ def worker(engine_kind: str, threads: int, decode_tokens: int) -> dict[str, Any]
     }
 
 
-def run_worker(engine_kind: str, threads: int, decode_tokens: int) -> dict[str, Any] | None:
+def run_worker(
+    engine_kind: str, threads: int, decode_threads: int, decode_tokens: int
+) -> dict[str, Any] | None:
     env = dict(os.environ)
     if engine_kind == "numpy":
         # set before numpy starts, so the pool never grows past it
         env["OPENBLAS_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, __file__, "--worker", engine_kind, "--threads", str(threads)]
-    cmd += ["--decode-tokens", str(decode_tokens)]
+    cmd += ["--decode-threads", str(decode_threads), "--decode-tokens", str(decode_tokens)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     if done.returncode != 0:
         print(f"  {engine_kind}/{threads}: failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
@@ -162,28 +174,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--decode-threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--decode-tokens", type=int, default=64, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.threads, args.decode_tokens)))
+        result = worker(args.worker, args.threads, args.decode_threads, args.decode_tokens)
+        print(json.dumps(result))
         return
 
     from ssegate.local import llama_cpp_available
 
     repeats = args.repeats or (2 if args.quick else 5)
     decode_tokens = 32 if args.quick else 64
-    variants: list[tuple[str, str, int]] = [
-        ("numpy, 1 thread", "numpy", 1),
-        ("numpy, 2 threads", "numpy", 2),
+    # (name, engine, BLAS threads, decode threads)
+    variants: list[tuple[str, str, int, int]] = [
+        ("numpy, 1 thread", "numpy", 1, 1),
+        ("numpy, 2 decode threads", "numpy", 1, 2),
+        ("numpy, 2 BLAS threads", "numpy", 2, 1),
     ]
     if llama_cpp_available():
-        variants.append(("llama.cpp, 1 thread", "llamacpp", 1))
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}
+        variants.append(("llama.cpp, 1 thread", "llamacpp", 1, 1))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in variants}
     load_before = os.getloadavg()
     print(f"local model benchmark: {repeats} runs per engine, {decode_tokens} decoded tokens")
     for i in range(repeats):
-        for name, kind, threads in variants:
-            result = run_worker(kind, threads, decode_tokens)
+        for name, kind, threads, decode_threads in variants:
+            result = run_worker(kind, threads, decode_threads, decode_tokens)
             if result is not None:
                 runs[name].append(result)
         print(f"  run {i + 1}/{repeats} done", file=sys.stderr)
@@ -212,50 +228,64 @@ def main() -> None:
         f"prompts: short {sample['short_tokens']} tokens, long {sample['long_tokens']} tokens; "
         f"medians of {repeats} runs"
     )
-    header = f"{'engine':<22}" + "".join(f"{c[0]:>21}" for c in columns)
+    header = f"{'engine':<26}" + "".join(f"{c[0]:>21}" for c in columns)
     print(header)
     print("-" * len(header))
     for name in runs:
         if not runs[name]:
-            print(f"{name:<22}{'failed':>21}")
+            print(f"{name:<26}{'failed':>21}")
             continue
         print(
-            f"{name:<22}" + "".join(f"{fmt.format(med(name, key)):>21}" for _, key, fmt in columns)
+            f"{name:<26}" + "".join(f"{fmt.format(med(name, key)):>21}" for _, key, fmt in columns)
         )
     if not llama_cpp_available():
         print(
-            f"{'llama.cpp':<22}{'not installed (pip install llama-cpp-python; compiles ~10 min)':>21}"
+            f"{'llama.cpp':<26}{'not installed (pip install llama-cpp-python; compiles ~10 min)':>21}"
         )
 
-    print("\nratios (numpy, 1 thread; median):")
+    default = "numpy, 2 decode threads"  # the engine's default on 2+ CPUs
     base = "numpy, 1 thread"
+    print(f"\nratios ({default}, the default; medians):")
     print(
-        f"  decode      {med(base, 'decode_tok_s'):6.1f} tok/s = {med(base, 'decode_tok_s') / TARGETS['decode_tok_s']:.2f}x the 30 tok/s target"
+        f"  decode      {med(default, 'decode_tok_s'):6.1f} tok/s = "
+        f"{med(default, 'decode_tok_s') / TARGETS['decode_tok_s']:.2f}x the 30 tok/s target"
     )
     print(
-        f"  load        {med(base, 'load_s'):6.2f} s     = {med(base, 'load_s') / TARGETS['load_s']:.2f}x the 3 s budget"
+        f"  load        {med(default, 'load_s'):6.2f} s     = "
+        f"{med(default, 'load_s') / TARGETS['load_s']:.2f}x the 3 s budget"
     )
     print(
-        f"  first token {med(base, 'ttft_s'):6.3f} s     = {med(base, 'ttft_s') / TARGETS['ttft_s']:.2f}x the 1 s budget"
+        f"  first token {med(default, 'ttft_s'):6.3f} s     = "
+        f"{med(default, 'ttft_s') / TARGETS['ttft_s']:.2f}x the 1 s budget"
     )
+    for name in (default, "numpy, 2 BLAS threads"):
+        if runs[name] and runs[base]:
+            print(
+                f"  {name} vs 1 thread: decode "
+                f"{med(name, 'decode_tok_s') / med(base, 'decode_tok_s'):.2f}x, prefill long "
+                f"{med(name, 'prefill_long_tok_s') / med(base, 'prefill_long_tok_s'):.2f}x, "
+                f"first token {med(name, 'ttft_s') / med(base, 'ttft_s'):.2f}x"
+            )
     ceiling = med(base, "matmul_only_tok_s")
     print(
-        f"  decode vs the bare matmuls over the same {med(base, 'weights_mb'):.0f} MB of weights: "
-        f"{med(base, 'decode_tok_s') / ceiling:.2f}x ({med(base, 'weights_mb') * ceiling / 1e3:.1f} GB/s "
-        "of weights streamed: decode is bound by memory bandwidth)"
+        f"  1 thread vs the bare matmuls over the same {med(base, 'weights_mb'):.0f} MB of weights "
+        f"in one thread: {med(base, 'decode_tok_s') / ceiling:.2f}x "
+        f"({med(base, 'weights_mb') * ceiling / 1e3:.1f} GB/s streamed by one core: decode "
+        "is bound by memory bandwidth); 2 decode threads vs that one-core ceiling: "
+        f"{med(default, 'decode_tok_s') / ceiling:.2f}x"
     )
-    two = "numpy, 2 threads"
-    if runs[two]:
-        print(
-            f"  2 BLAS threads vs 1: decode {med(two, 'decode_tok_s') / med(base, 'decode_tok_s'):.2f}x, prefill long {med(two, 'prefill_long_tok_s') / med(base, 'prefill_long_tok_s'):.2f}x"
-        )
-    print(
-        f"  2 concurrent streams vs 1 stream (1 thread each): {med(base, 'two_streams_tok_s') / med(base, 'decode_tok_s'):.2f}x the throughput"
-    )
+    for name in (base, default):
+        if runs[name]:
+            print(
+                f"  2 concurrent streams vs 1 stream ({name}): "
+                f"{med(name, 'two_streams_tok_s') / med(name, 'decode_tok_s'):.2f}x the throughput"
+            )
     cpp = "llama.cpp, 1 thread"
     if runs.get(cpp):
         print(
-            f"  llama.cpp vs numpy: decode {med(cpp, 'decode_tok_s') / med(base, 'decode_tok_s'):.2f}x, load {med(cpp, 'load_s') / med(base, 'load_s'):.2f}x"
+            f"  llama.cpp vs numpy: decode "
+            f"{med(cpp, 'decode_tok_s') / med(default, 'decode_tok_s'):.2f}x, "
+            f"load {med(cpp, 'load_s') / med(default, 'load_s'):.2f}x"
         )
     print(
         f"\nconditions: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, "

@@ -123,22 +123,25 @@ def test_prefill_in_chunks_equals_one_by_one(
         for token in tokens:
             one = model.forward([token], single)
         assert np.abs(logits - one).max() < 1e-4
-        assert np.abs(chunked.k[:, :, :80] - single.k[:, :, :80]).max() < 1e-4
+        for shard_k, shard_single in zip(chunked.k, single.k, strict=True):
+            assert np.abs(shard_k[:, :, :80] - shard_single[:, :, :80]).max() < 1e-4
 
 
 def test_everything_stays_float32(engine: LocalEngine) -> None:
     """A float64 scalar anywhere promotes the activations and costs 25x."""
     model = engine.model
     for layer in model.layers:
-        for array in (layer.attn_norm, layer.wqkv, layer.wo, layer.ffn_norm, layer.wgu):
-            assert array.dtype == np.float32
-            assert array.flags.c_contiguous
-    assert model.head.dtype == np.float32
-    assert model.head.shape == (576, 49152)  # (in, out); embeddings are its columns
-    assert model.layers[0].wqkv.shape == (576, 576 + 2 * 192)  # fused
-    assert model.layers[0].wgu.shape == (576, 2 * 1536)  # fused
+        for shard in layer.shards:
+            for array in (shard.wqkv, shard.wo, shard.wgu, shard.wdown):
+                assert array.dtype == np.float32
+                assert array.flags.c_contiguous
+    for part in model.head_parts:
+        assert part.dtype == np.float32
+        assert part.flags.c_contiguous
+    # (in, out); embeddings are its columns
+    assert sum(part.shape[1] for part in model.head_parts) == 49152
     cache = model.new_cache(16)
-    assert cache.k.dtype == np.float32
+    assert all(k.dtype == np.float32 for k in cache.k)
     assert model.forward([1, 2, 3], cache).dtype == np.float32
     assert model.forward([4], cache).dtype == np.float32
 

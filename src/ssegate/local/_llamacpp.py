@@ -158,12 +158,14 @@ def load_engine(
     max_queue: int | None = 64,
     chat_template: str | None = None,
     system_prompt: str | None = None,
+    decode_threads: int | None = None,
 ) -> Engine:
     """Load a model with the engine asked for.
 
     ``"numpy"`` (the default) needs nothing compiled; ``"llamacpp"`` raises
     ``RuntimeError`` with install advice when llama-cpp-python is missing;
     ``"auto"`` uses llama.cpp when it is installed and numpy otherwise.
+    ``decode_threads`` is the numpy engine's (``LocalEngine.load``).
     """
     if engine not in ("numpy", "llamacpp", "auto"):
         raise ValueError(f"engine must be 'numpy', 'llamacpp' or 'auto', not {engine!r}")
@@ -176,4 +178,4 @@ def load_engine(
     }
     if engine == "llamacpp" or (engine == "auto" and llama_cpp_available()):
         return LlamaCppEngine.load(path, **options)
-    return LocalEngine.load(path, **options)
+    return LocalEngine.load(path, decode_threads=decode_threads, **options)

@@ -6,22 +6,38 @@ gate/up projection -> SwiGLU -> down projection -> residual. Then a final RMSNor
 and the output head, which is the token embedding matrix when the file has no
 ``output.weight`` (tied embeddings).
 
-Why it looks the way it does (measured; ../shared/reference/local-model.md):
+Why it looks the way it does (measured; ../shared/reference/local-model.md and
+benchmarks/local_model.py):
 
 - Weights are dequantised once at load and stored as contiguous (in, out)
   float32 matrices, so every projection is ``x @ W``; that is about a quarter
   faster here than ``x @ W.T``. float16 storage was 20x slower (numpy's f16->f32
   cast is not vectorised) and quantised matmuls are not something numpy has.
+- Decode is bound by memory bandwidth: 540 MB of weights per token, which one
+  core streams at ~15 GB/s and two at ~20 GB/s. So each layer can be split in
+  two shards (``shards=2``): query heads 5 + 4 (a kv head both need is in
+  both), half the feed-forward units each, half the output head's columns.
+  Each shard's attention output and feed-forward output is a partial sum of the
+  layer's; two threads (the caller and a ``DecodeWorker``) compute one shard
+  each and swap partial sums twice per layer, adding them in the same order, so
+  they hold the same residual to the bit. One thread can also run both shards
+  in turn (``_serial``), with the same result. ~1.25x the decode rate of one
+  thread, with BLAS at one thread per caller (OpenBLAS's own threads spin-wait
+  and collapse when the other core is busy).
 - Q, K and V (and gate and up) are concatenated so a decode step does one GEMV
-  instead of three: decode is bound by memory bandwidth and Python overhead.
+  instead of three; the RMSNorm weights are folded into the rows of those
+  matrices and the attention scale into the Q columns, once at load.
+- A decode step (one token) works in buffers and views allocated with the cache
+  (``_Workspace``): per layer it costs numpy calls only for the arithmetic.
+  Python overhead is otherwise a sizeable share of a 30 ms token.
 - The embedding rows are read from the head's columns instead of keeping a
   second 113 MB copy of the matrix.
 - Every scalar is a Python float or float32: under NEP 50 one ``np.float64``
   scalar promotes the activations to float64 and each matmul then converts the
   weights too (decode fell from ~35 to ~1 token/s that way).
-- RoPE is llama.cpp's "NORM" mode, rotating adjacent pairs (2i, 2i+1):
-  llama.cpp's converter permutes Q and K rows so that this equals the
-  Hugging Face half-split rotation.
+- RoPE is llama.cpp's "NORM" mode, rotating adjacent pairs (2i, 2i+1), done as
+  one complex64 multiplication of the pairs' complex view: llama.cpp's converter
+  permutes Q and K rows so that this equals the Hugging Face half-split rotation.
 """
 
 from __future__ import annotations
@@ -35,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._gguf import GGUFFile
+from ._parallel import DecodeWorker, Exchange
 from ._quant import dequantize
 
 __all__ = ["KVCache", "LlamaConfig", "LlamaModel"]
@@ -109,28 +126,129 @@ class LlamaConfig:
 
 
 @dataclass(slots=True)
-class _Layer:
-    attn_norm: F32  # (d,)
-    wqkv: F32  # (d, (H + 2 * KV) * hd)
-    wo: F32  # (H * hd, d)
-    ffn_norm: F32  # (d,)
+class _Shard:
+    """One thread's part of a layer: some attention heads and some feed-forward units.
+
+    The RMSNorm weights are folded into the rows of ``wqkv`` and ``wgu`` and the
+    attention scale into the Q columns, so neither costs an operation per token.
+    """
+
+    wqkv: F32  # (d, (q_heads + 2 * kv_heads) * hd)
+    wo: F32  # (q_heads * hd, d): rows of this shard's heads; gives a partial sum
     wgu: F32  # (d, 2 * ffn)
-    wdown: F32  # (ffn, d)
+    wdown: F32  # (ffn, d): rows of this shard's units; gives a partial sum
+    q_heads: int
+    kv_heads: int
+    ffn: int
+    # the attention runs as one batched matmul of (kv_heads, t * group, hd): when the
+    # shard's query heads do not split evenly over its kv heads, rows are padded with
+    # repeats (q_index: the local query head of each row) and picked back (out_index)
+    group: int
+    q_index: npt.NDArray[np.intp] | None
+    out_index: npt.NDArray[np.intp] | None
+
+
+@dataclass(slots=True)
+class _Layer:
+    shards: list[_Shard]
+
+
+def _shard_plan(config: LlamaConfig, n_shards: int) -> list[tuple[range, range, range]]:
+    """(query heads, kv heads, feed-forward units) of each shard.
+
+    Query heads are split as evenly as possible; a shard takes every kv head its
+    query heads use, so a kv head can belong to both (SmolLM2: 9 query heads over
+    3 kv heads split 5 + 4, kv head 1 computed by both) rather than leave one
+    thread with twice the attention work of the other.
+    """
+    if not 1 <= n_shards <= 2:
+        raise ValueError(f"decode threads must be 1 or 2: {n_shards!r}")
+    n_h, group, ffn = config.n_heads, config.n_heads // config.n_kv_heads, config.ffn_dim
+    if n_shards == 1 or n_h < 2:
+        return [(range(n_h), range(config.n_kv_heads), range(ffn))]
+    q_cut, f_cut = (n_h + 1) // 2, ffn // 2
+    plan = []
+    for q, f in ((range(q_cut), range(f_cut)), (range(q_cut, n_h), range(f_cut, ffn))):
+        plan.append((q, range(q.start // group, (q.stop - 1) // group + 1), f))
+    return plan
+
+
+def _grouping(
+    q: range, kv: range, group: int
+) -> tuple[int, npt.NDArray[np.intp] | None, npt.NDArray[np.intp] | None]:
+    members = [[h - q.start for h in q if h // group == j] for j in kv]
+    width = max(len(m) for m in members)
+    if all(len(m) == width for m in members):
+        return width, None, None
+    rows = [m + [m[-1]] * (width - len(m)) for m in members]
+    q_index = np.array([i for row in rows for i in row], dtype=np.intp)
+    out_index = np.array(
+        [j * width + r for j, m in enumerate(members) for r in range(len(m))], dtype=np.intp
+    )
+    return width, q_index, out_index
+
+
+class _Workspace:
+    """One shard's decode buffers and the views into them, allocated once per cache.
+
+    A decode step (one token) writes every intermediate into these, so it costs
+    numpy calls only for the arithmetic: no slicing, reshaping or allocating.
+    """
+
+    def __init__(self, config: LlamaConfig, shard: _Shard, k: F32, v: F32) -> None:
+        hd, rd = config.head_dim, config.rope_dim
+        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
+        self.qkv: F32 = np.empty((1, (n_q + 2 * n_kv) * hd), dtype=np.float32)
+        qk = self.qkv[0, : (n_q + n_kv) * hd].reshape(n_q + n_kv, hd)
+        self.rotate = qk[:, :rd].view(np.complex64)  # (q + kv heads, rd/2)
+        self.k_new = qk[n_q:]
+        self.v_new = self.qkv[0, (n_q + n_kv) * hd :].reshape(n_kv, hd)
+        self.q_heads = qk[:n_q]
+        self.q_rows: F32 = (
+            qk[:n_q].reshape(n_kv, group, hd)
+            if shard.q_index is None
+            else np.empty((n_kv, group, hd), dtype=np.float32)
+        )
+        self.q_flat = self.q_rows.reshape(n_kv * group, hd)
+        self.attn: F32 = np.empty((n_kv, group, hd), dtype=np.float32)
+        self.attn_rows = self.attn.reshape(n_kv * group, hd)
+        self.heads: F32 = (
+            self.attn.reshape(1, n_q * hd)
+            if shard.out_index is None
+            else np.empty((1, n_q * hd), dtype=np.float32)
+        )
+        self.heads_rows = self.heads.reshape(n_q, hd)
+        self.gu: F32 = np.empty((1, 2 * shard.ffn), dtype=np.float32)
+        self.gate = self.gu[:, : shard.ffn]
+        self.up = self.gu[:, shard.ffn :]
+        self.act: F32 = np.empty((1, shard.ffn), dtype=np.float32)
+        self.keys = list(k)  # per layer: (kv heads, n_ctx, hd) views
+        self.values = list(v)
 
 
 class KVCache:
-    """Keys and values of one conversation, for ``n_ctx`` positions, all layers."""
+    """Keys and values of one conversation, for ``n_ctx`` positions, all layers.
 
-    def __init__(self, config: LlamaConfig, n_ctx: int) -> None:
-        shape = (config.n_layers, config.n_kv_heads, n_ctx, config.head_dim)
-        self.k: F32 = np.zeros(shape, dtype=np.float32)
-        self.v: F32 = np.zeros(shape, dtype=np.float32)
+    One (layers, kv heads, n_ctx, head_dim) pair of arrays per shard of the model.
+    ``worker`` is the thread that runs the second shard while this conversation
+    decodes, lent by the engine (``None``: the calling thread runs every shard).
+    """
+
+    def __init__(self, config: LlamaConfig, n_ctx: int, kv_heads: tuple[int, ...] = ()) -> None:
+        self.k: list[F32] = []
+        self.v: list[F32] = []
+        for heads in kv_heads or (config.n_kv_heads,):
+            shape = (config.n_layers, heads, n_ctx, config.head_dim)
+            self.k.append(np.zeros(shape, dtype=np.float32))
+            self.v.append(np.zeros(shape, dtype=np.float32))
         self.n_ctx = n_ctx
         self.length = 0  # positions filled
+        self.worker: DecodeWorker | None = None
+        self.workspaces: list[_Workspace] = []  # per shard, set by LlamaModel.new_cache
 
     @property
     def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
+        return sum(a.nbytes for a in (*self.k, *self.v))
 
     def reset(self) -> None:
         """Start a new conversation (stale entries beyond ``length`` are never read)."""
@@ -138,90 +256,123 @@ class KVCache:
 
 
 class LlamaModel:
-    """Float32 weights of a llama model and its forward pass."""
+    """Float32 weights of a llama model and its forward pass.
 
-    def __init__(self, config: LlamaConfig, layers: list[_Layer], out_norm: F32, head: F32) -> None:
+    With ``shards=2`` every layer is split in two halves that two threads run at
+    once (``KVCache.worker``); one thread can also run both halves in turn, with
+    the same result to the bit.
+    """
+
+    def __init__(
+        self,
+        config: LlamaConfig,
+        layers: list[_Layer],
+        out_norm: F32,
+        head_parts: list[F32],
+        embeddings: F32 | None = None,
+    ) -> None:
         self.config = config
         self.layers = layers
         self.out_norm = out_norm
-        self.head = head  # (d, vocab): logits = x @ head; embeddings are its columns
+        # logits = x @ concat(head_parts, axis=1); without ``embeddings`` (tied), the
+        # embeddings are the head's columns
+        self.head_parts = head_parts
+        self._embeddings = embeddings  # (d, vocab), when untied
+        self.shards = len(layers[0].shards) if layers else 1
         half = config.rope_dim // 2
         # theta_i = base^(-2i/rope_dim) (llama.cpp ggml_rope, mode NORM), in float64
-        # for the table, stored float32
+        # for the table, stored as complex64 (cos + i sin): rotating the adjacent
+        # pairs (x0, x1) of a head is one complex multiplication of its complex view
         inv = config.rope_base ** (-np.arange(half, dtype=np.float64) * 2.0 / config.rope_dim)
         angles = np.outer(np.arange(config.context_length, dtype=np.float64), inv)
-        self._cos: F32 = np.cos(angles).astype(np.float32)
-        self._sin: F32 = np.sin(angles).astype(np.float32)
+        self._rot: npt.NDArray[np.complex64] = (np.cos(angles) + 1j * np.sin(angles)).astype(
+            np.complex64
+        )
 
     @classmethod
-    def from_gguf(cls, gguf: GGUFFile) -> LlamaModel:
+    def from_gguf(cls, gguf: GGUFFile, *, shards: int = 1) -> LlamaModel:
         config = LlamaConfig.from_metadata(gguf.metadata)
         if "rope_freqs.weight" in gguf.tensors:  # Llama 3.1's per-frequency RoPE factors
             raise ValueError("RoPE frequency factors (rope_freqs.weight) are not supported")
+        plan = _shard_plan(config, shards)
+        hd, d = config.head_dim, config.d_model
+        scale = 1.0 / math.sqrt(hd)  # a Python float: keeps float32 (NEP 50)
 
-        def weight(name: str) -> F32:
+        def weight(name: str, shape: tuple[int, ...]) -> F32:
             info = gguf.tensors.get(name)
             if info is None:
                 raise ValueError(f"the GGUF lacks tensor {name!r}")
-            return dequantize(gguf.tensor_data(name), info.ggml_type, info.shape)
+            array = dequantize(gguf.tensor_data(name), info.ggml_type, info.shape)
+            if array.shape != shape:  # matrices are (out, in)
+                raise ValueError(f"tensor {name!r} has shape {array.shape}, expected {shape}")
+            return array
 
-        def linear(*names: str) -> F32:
-            # stored (out, in); concatenated along out, then laid out (in, out)
-            parts = [weight(n) for n in names]
-            for name, part in zip(names, parts, strict=True):
-                if part.ndim != 2 or part.shape[1] != parts[0].shape[1]:
-                    raise ValueError(f"tensor {name!r} has shape {part.shape}")
+        def t(*parts: F32) -> F32:
+            """Row blocks of (out, in) matrices, concatenated, laid out (in, out)."""
             return np.ascontiguousarray(np.concatenate(parts, axis=0).T)
 
         def layer(i: int) -> _Layer:
             p = f"blk.{i}."
-            return _Layer(
-                attn_norm=weight(p + "attn_norm.weight"),
-                wqkv=linear(p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"),
-                wo=linear(p + "attn_output.weight"),
-                ffn_norm=weight(p + "ffn_norm.weight"),
-                wgu=linear(p + "ffn_gate.weight", p + "ffn_up.weight"),
-                wdown=linear(p + "ffn_down.weight"),
-            )
+            n_q, n_kv, ffn = config.n_heads * hd, config.n_kv_heads * hd, config.ffn_dim
+            attn_norm = weight(p + "attn_norm.weight", (d,))
+            ffn_norm = weight(p + "ffn_norm.weight", (d,))
+            wq = weight(p + "attn_q.weight", (n_q, d)) * attn_norm
+            wq *= scale
+            wk = weight(p + "attn_k.weight", (n_kv, d)) * attn_norm
+            wv = weight(p + "attn_v.weight", (n_kv, d)) * attn_norm
+            wo = weight(p + "attn_output.weight", (d, n_q))
+            wg = weight(p + "ffn_gate.weight", (ffn, d)) * ffn_norm
+            wu = weight(p + "ffn_up.weight", (ffn, d)) * ffn_norm
+            wd = weight(p + "ffn_down.weight", (d, ffn))
+            parts = []
+            for q, kv, f in plan:
+                qs, kvs = slice(q.start * hd, q.stop * hd), slice(kv.start * hd, kv.stop * hd)
+                fs = slice(f.start, f.stop)
+                width, q_index, out_index = _grouping(q, kv, config.n_heads // config.n_kv_heads)
+                parts.append(
+                    _Shard(
+                        wqkv=t(wq[qs], wk[kvs], wv[kvs]),
+                        wo=np.ascontiguousarray(wo[:, qs].T),
+                        wgu=t(wg[fs], wu[fs]),
+                        wdown=np.ascontiguousarray(wd[:, fs].T),
+                        q_heads=len(q),
+                        kv_heads=len(kv),
+                        ffn=len(f),
+                        group=width,
+                        q_index=q_index,
+                        out_index=out_index,
+                    )
+                )
+            return _Layer(parts)
 
+        vocab = config.vocab_size
         head_name = "output.weight" if "output.weight" in gguf.tensors else "token_embd.weight"
         # Dequantising and transposing release the GIL: two threads halve the load
         # time on an idle machine (and cost nothing on a busy one).
         with ThreadPoolExecutor(max_workers=_LOAD_THREADS) as pool:
-            head_future = pool.submit(linear, head_name)
+            head_future = pool.submit(lambda: t(weight(head_name, (vocab, d))))
             layers = list(pool.map(layer, range(config.n_layers)))
             head = head_future.result()
-        expected = (config.d_model, config.vocab_size)
-        if head.shape != expected:
-            raise ValueError(f"output head has shape {head.shape}, expected {expected}")
+        head_parts = [head]
+        if len(plan) > 1:
+            cut = vocab // 2
+            head_parts = [np.ascontiguousarray(head[:, :cut]), np.ascontiguousarray(head[:, cut:])]
+            del head
+        embeddings = None
         if head_name == "output.weight":
             # untied: the embeddings are a different matrix; keep both, head layout
-            emb = linear("token_embd.weight")
-            model = cls(config, layers, weight("output_norm.weight"), head)
-            model._embeddings = emb
-            return model
-        return cls(config, layers, weight("output_norm.weight"), head)
-
-    _embeddings: F32 | None = None
+            embeddings = t(weight("token_embd.weight", (vocab, d)))
+        return cls(config, layers, weight("output_norm.weight", (d,)), head_parts, embeddings)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the weights."""
-        total = self.head.nbytes + self.out_norm.nbytes
+        total = self.out_norm.nbytes + sum(part.nbytes for part in self.head_parts)
         if self._embeddings is not None:
             total += self._embeddings.nbytes
         for layer in self.layers:
-            total += sum(
-                a.nbytes
-                for a in (
-                    layer.attn_norm,
-                    layer.wqkv,
-                    layer.wo,
-                    layer.ffn_norm,
-                    layer.wgu,
-                    layer.wdown,
-                )
-            )
+            for s in layer.shards:
+                total += s.wqkv.nbytes + s.wo.nbytes + s.wgu.nbytes + s.wdown.nbytes
         return total
 
     def new_cache(self, n_ctx: int) -> KVCache:
@@ -229,32 +380,50 @@ class LlamaModel:
             raise ValueError(
                 f"n_ctx must be between 1 and the model's {self.config.context_length}: {n_ctx}"
             )
-        return KVCache(self.config, n_ctx)
+        shards = self.layers[0].shards if self.layers else []
+        cache = KVCache(self.config, n_ctx, tuple(s.kv_heads for s in shards))
+        cache.workspaces = [
+            _Workspace(self.config, shard, cache.k[s], cache.v[s]) for s, shard in enumerate(shards)
+        ]
+        return cache
 
-    def _rms_norm(self, x: F32, weight: F32) -> F32:
-        # einsum's sum of squares is one call; np.mean costs ~10 Python-level calls
-        ms = np.einsum("ij,ij->i", x, x)[:, None]
-        ms *= 1.0 / x.shape[-1]
-        ms += self.config.norm_eps
-        out: F32 = x * (1.0 / np.sqrt(ms)) * weight
+    # -- the forward pass --------------------------------------------------------
+
+    def _normed(self, x: F32) -> F32:
+        """``x`` over its root mean square (the norm's weights are in the next matrix)."""
+        cfg = self.config
+        if x.shape[0] == 1:  # decode: one dot product and Python floats
+            ms = float(np.vdot(x, x))
+            out: F32 = x * (1.0 / math.sqrt(ms / cfg.d_model + cfg.norm_eps))
+            return out
+        ms_rows = np.einsum("ij,ij->i", x, x)[:, None]
+        ms_rows *= 1.0 / cfg.d_model
+        ms_rows += cfg.norm_eps
+        np.sqrt(ms_rows, out=ms_rows)
+        out = x / ms_rows
         return out
 
-    def _rope(self, x: F32, start: int) -> F32:
-        """Rotate adjacent pairs of the first ``rope_dim`` values of each head of ``x``."""
-        t, heads, hd = x.shape
-        rd = self.config.rope_dim
-        cos = self._cos[start : start + t, None, :]
-        sin = self._sin[start : start + t, None, :]
-        pairs = x[:, :, :rd].reshape(t, heads, rd // 2, 2)
-        x0 = pairs[..., 0]
-        x1 = pairs[..., 1]
-        out = np.empty_like(x)
-        rot = out[:, :, :rd].reshape(t, heads, rd // 2, 2)
-        rot[..., 0] = x0 * cos - x1 * sin
-        rot[..., 1] = x0 * sin + x1 * cos
-        if rd < hd:
-            out[:, :, rd:] = x[:, :, rd:]
-        return out
+    def _embed(self, tokens: list[int]) -> F32:
+        ids = np.asarray(tokens, dtype=np.intp)
+        if self._embeddings is not None:
+            return np.ascontiguousarray(self._embeddings[:, ids].T)
+        if len(self.head_parts) == 1:
+            return np.ascontiguousarray(self.head_parts[0][:, ids].T)  # (t, d)
+        if len(tokens) == 1:
+            cut = self.head_parts[0].shape[1]
+            token = tokens[0]
+            index, column = (0, token) if token < cut else (1, token - cut)
+            # a copy: the residual is updated in place
+            row: F32 = self.head_parts[index][:, column][None, :].copy()
+            return row
+        x = np.empty((len(tokens), self.config.d_model), dtype=np.float32)
+        offset = 0
+        for part in self.head_parts:
+            width = part.shape[1]
+            rows = np.flatnonzero((ids >= offset) & (ids < offset + width))
+            x[rows] = part[:, ids[rows] - offset].T
+            offset += width
+        return x
 
     def forward(self, tokens: list[int], cache: KVCache) -> F32:
         """Run ``tokens`` at the cache's next positions; the last position's logits.
@@ -274,22 +443,10 @@ class LlamaModel:
         return logits
 
     def _forward_chunk(self, tokens: list[int], cache: KVCache) -> F32:
-        cfg = self.config
         t = len(tokens)
         start = cache.length
         end = start + t
-        n_h, n_kv, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        group = n_h // n_kv
-        q_size = n_h * hd
-        kv_size = n_kv * hd
-        scale = 1.0 / math.sqrt(hd)  # a Python float: keeps float32 (NEP 50)
-
-        ids = np.asarray(tokens, dtype=np.intp)
-        if self._embeddings is not None:
-            x: F32 = np.ascontiguousarray(self._embeddings[:, ids].T)
-        else:
-            x = np.ascontiguousarray(self.head[:, ids].T)  # (t, d)
-
+        x = self._embed(tokens)
         mask: F32 | None = None
         if t > 1:
             # query i (position start+i) sees keys 0..start+i
@@ -298,42 +455,155 @@ class LlamaModel:
             mask = np.where(cols > rows, np.float32(-np.inf), np.float32(0.0)).astype(np.float32)
             mask = mask[None, :, None, :]  # (1, t, 1, end) against (kv, t, group, end)
 
-        for li, layer in enumerate(self.layers):
-            h = self._rms_norm(x, layer.attn_norm)
-            qkv = h @ layer.wqkv
-            q = self._rope(qkv[:, :q_size].reshape(t, n_h, hd), start)
-            k = self._rope(qkv[:, q_size : q_size + kv_size].reshape(t, n_kv, hd), start)
-            v = qkv[:, q_size + kv_size :].reshape(t, n_kv, hd)
-            cache.k[li, :, start:end] = k.transpose(1, 0, 2)
-            cache.v[li, :, start:end] = v.transpose(1, 0, 2)
-            keys = cache.k[li, :, :end]  # (kv, end, hd)
-            values = cache.v[li, :, :end]
-
-            # q heads h = kv * group + g share kv head `kv`
-            qg = q.reshape(t, n_kv, group, hd).transpose(1, 0, 2, 3).reshape(n_kv, t * group, hd)
-            scores = qg @ keys.transpose(0, 2, 1)  # (kv, t*group, end)
-            scores *= scale
-            if mask is not None:
-                scores = (scores.reshape(n_kv, t, group, end) + mask).reshape(n_kv, t * group, end)
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=-1, keepdims=True)
-            attn = scores @ values  # (kv, t*group, hd)
-            attn = attn.reshape(n_kv, t, group, hd).transpose(1, 0, 2, 3).reshape(t, q_size)
-            x += attn @ layer.wo
-
-            h = self._rms_norm(x, layer.ffn_norm)
-            gu = h @ layer.wgu
-            gate = gu[:, : cfg.ffn_dim]
-            up = gu[:, cfg.ffn_dim :]
-            # SiLU(gate) * up = gate / (1 + exp(-gate)) * up, in place, in float32
-            act = np.exp(-gate)
-            act += 1.0
-            np.divide(gate, act, out=act)
-            act *= up
-            x += act @ layer.wdown
-
+        both = None
+        if cache.worker is not None and self.shards > 1:
+            x_worker = x.copy()
+            both = cache.worker.try_run(
+                lambda ex: self._shard_pass(1, x_worker, start, cache, mask, ex),
+                lambda ex: self._shard_pass(0, x, start, cache, mask, ex),
+            )
+        logits = self._serial(x, start, cache, mask) if both is None else np.concatenate(both)
         cache.length = end
-        last = self._rms_norm(x[-1:], self.out_norm)
-        logits: F32 = (last @ self.head)[0]
         return logits
+
+    def _serial(self, x: F32, start: int, cache: KVCache, mask: F32 | None) -> F32:
+        """Every shard in this thread, the partial sums added in shard order."""
+        for li, layer in enumerate(self.layers):
+            h = self._normed(x)
+            parts = [
+                self._attention(s, shard, li, h, start, cache, mask)
+                for s, shard in enumerate(layer.shards)
+            ]
+            for part in parts:
+                x += part
+            h = self._normed(x)
+            parts = [
+                self._ffn(shard, h, cache.workspaces[s] if h.shape[0] == 1 else None)
+                for s, shard in enumerate(layer.shards)
+            ]
+            for part in parts:
+                x += part
+        last = self._normed(x[-1:])
+        last *= self.out_norm
+        if len(self.head_parts) == 1:
+            logits: F32 = (last @ self.head_parts[0])[0]
+            return logits
+        return np.concatenate([(last @ part)[0] for part in self.head_parts])
+
+    def _shard_pass(
+        self, s: int, x: F32, start: int, cache: KVCache, mask: F32 | None, ex: Exchange
+    ) -> F32:
+        """Shard ``s`` of every layer, in step with the thread running the other shard.
+
+        Both threads add the two partial sums in shard order to their own copy of
+        the residual, so the copies stay equal to the bit (and equal to ``_serial``).
+        """
+        ws = cache.workspaces[s] if x.shape[0] == 1 else None
+        for li, layer in enumerate(self.layers):
+            shard = layer.shards[s]
+            own = self._attention(s, shard, li, self._normed(x), start, cache, mask)
+            other = ex.swap(own)
+            x += own if s == 0 else other
+            x += other if s == 0 else own
+            own = self._ffn(shard, self._normed(x), ws)
+            other = ex.swap(own)
+            x += own if s == 0 else other
+            x += other if s == 0 else own
+        last = self._normed(x[-1:])
+        last *= self.out_norm
+        logits: F32 = (last @ self.head_parts[s])[0]
+        return logits
+
+    def _attention(
+        self,
+        s: int,
+        shard: _Shard,
+        li: int,
+        h: F32,
+        start: int,
+        cache: KVCache,
+        mask: F32 | None,
+    ) -> F32:
+        """This shard's heads: QKV, RoPE, the cache, attention; its partial output."""
+        t = h.shape[0]
+        if t == 1:
+            return self._attention_one(shard, li, h, start, cache.workspaces[s])
+        end = start + t
+        hd, rd = self.config.head_dim, self.config.rope_dim
+        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
+        qkv = h @ shard.wqkv
+        qk = qkv[:, : (n_q + n_kv) * hd].reshape(t, n_q + n_kv, hd)
+        rotated = qk[..., :rd].view(np.complex64)
+        rotated *= self._rot[start:end, None, :]
+        keys = cache.k[s][li]  # (kv, n_ctx, hd)
+        values = cache.v[s][li]
+        keys[:, start:end] = qk[:, n_q:].transpose(1, 0, 2)
+        values[:, start:end] = qkv[:, (n_q + n_kv) * hd :].reshape(t, n_kv, hd).transpose(1, 0, 2)
+
+        q = qk[:, :n_q]
+        if shard.q_index is not None:
+            q = q[:, shard.q_index]
+        if t == 1:
+            qg = q.reshape(n_kv, group, hd)
+        else:
+            qg = q.reshape(t, n_kv, group, hd).transpose(1, 0, 2, 3).reshape(n_kv, t * group, hd)
+        scores = qg @ keys[:, :end].transpose(0, 2, 1)  # (kv, t*group, end)
+        if mask is not None:
+            scores = (scores.reshape(n_kv, t, group, end) + mask).reshape(n_kv, t * group, end)
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
+        attn = scores @ values[:, :end]  # (kv, t*group, hd)
+        if t == 1:
+            attn = attn.reshape(1, n_kv * group, hd)
+        else:
+            attn = attn.reshape(n_kv, t, group, hd).transpose(1, 0, 2, 3).reshape(t, -1, hd)
+        if shard.out_index is not None:
+            attn = attn[:, shard.out_index]
+        out: F32 = attn.reshape(t, n_q * hd) @ shard.wo
+        return out
+
+    def _attention_one(self, shard: _Shard, li: int, h: F32, pos: int, ws: _Workspace) -> F32:
+        """``_attention`` for one token, in the workspace's buffers."""
+        np.matmul(h, shard.wqkv, out=ws.qkv)
+        ws.rotate *= self._rot[pos]
+        keys = ws.keys[li]
+        values = ws.values[li]
+        keys[:, pos] = ws.k_new
+        values[:, pos] = ws.v_new
+        if shard.q_index is not None:
+            np.take(ws.q_heads, shard.q_index, axis=0, out=ws.q_flat)
+        end = pos + 1
+        scores = ws.q_rows @ keys[:, :end].transpose(0, 2, 1)  # (kv, group, end)
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        np.matmul(scores, values[:, :end], out=ws.attn)
+        ws.attn /= scores.sum(axis=-1, keepdims=True)
+        if shard.out_index is not None:
+            np.take(ws.attn_rows, shard.out_index, axis=0, out=ws.heads_rows)
+        out: F32 = ws.heads @ shard.wo
+        return out
+
+    @staticmethod
+    def _ffn(shard: _Shard, h: F32, ws: _Workspace | None = None) -> F32:
+        """SwiGLU over this shard's units; its partial output."""
+        if ws is not None:  # one token, in the workspace's buffers
+            np.matmul(h, shard.wgu, out=ws.gu)
+            act = ws.act
+            np.negative(ws.gate, out=act)
+            np.exp(act, out=act)
+            act += 1.0
+            np.divide(ws.gate, act, out=act)
+            act *= ws.up
+            partial: F32 = act @ shard.wdown
+            return partial
+        gu = h @ shard.wgu
+        gate = gu[:, : shard.ffn]
+        # SiLU(gate) * up = gate / (1 + exp(-gate)) * up, in place, in float32
+        act = np.negative(gate)
+        np.exp(act, out=act)
+        act += 1.0
+        np.divide(gate, act, out=act)
+        act *= gu[:, shard.ffn :]
+        out: F32 = act @ shard.wdown
+        return out
