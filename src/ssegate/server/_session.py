@@ -37,6 +37,7 @@ from __future__ import annotations
 import inspect
 import logging
 import types
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
 from types import AsyncGeneratorType
 from typing import Any, Protocol
@@ -74,7 +75,7 @@ class Cut(Exception):
         self.reason = reason
 
 
-class Session:
+class Session(ABC):
     """The state and decisions of one stream (see the module docstring)."""
 
     __slots__ = (
@@ -134,39 +135,39 @@ class Session:
 
     now: Callable[[], float]  # the clock timers use (set by the subclass)
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
-        raise NotImplementedError
+    @abstractmethod
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable: ...
 
-    def new_signal(self) -> Signal:
-        raise NotImplementedError
+    @abstractmethod
+    def new_signal(self) -> Signal: ...
 
-    def spawn_aside(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def spawn_aside(self) -> None: ...
 
+    @abstractmethod
     def cancel_pump(self) -> None:
         """Interrupt the pump wherever it waits (it is never running when this is called)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def abort(self) -> None:
         """Cancel everything the stream still waits for (it then ends as SHUTDOWN)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def send_timed(self, message: Message) -> bool:
         """Send; ``False`` if it did not complete within ``send_timeout`` seconds."""
-        raise NotImplementedError
 
-    async def checkpoint(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def checkpoint(self) -> None: ...
 
+    @abstractmethod
     async def run(self, status: int, headers: list[tuple[bytes, bytes]]) -> CloseReason:
         """Serve the stream: ``open``, watcher, pump, ``complete``; always ``close``."""
-        raise NotImplementedError
 
-    async def close_producer(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def close_producer(self) -> None: ...
 
-    async def notify(self, reason: CloseReason) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def notify(self, reason: CloseReason) -> None: ...
 
     # -- the request task ----------------------------------------------------
 
