@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -220,7 +221,7 @@ def _malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-class Engine:
+class Engine(ABC):
     """What every engine offers: chat prompts, ``generate()``, and the queued ``stream()``.
 
     Subclasses set ``tokenizer`` and ``template`` and implement ``_open()``.
@@ -246,6 +247,7 @@ class Engine:
         """How many streams are queued for a slot right now."""
         return self._slots.waiting
 
+    @abstractmethod
     def close(self) -> None:
         """Release what the engine holds."""
 
@@ -277,11 +279,11 @@ class Engine:
             )
         return ids
 
+    @abstractmethod
     def _open(
         self, ids: list[int], params: SamplingParams
     ) -> tuple[Generation, Callable[[], None]]:
         """A generation of ``ids`` and the function that frees what it holds."""
-        raise NotImplementedError
 
     def generate(
         self,
