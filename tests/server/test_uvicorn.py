@@ -309,3 +309,12 @@ def test_empty_first_message_writes_no_empty_chunk(http: str) -> None:
     body = raw.partition(b"\r\n\r\n")[2]
     # the sync list is pulled in a thread, one item per step: two chunks, then the end
     assert body == b"9\r\ndata: a\n\n\r\n9\r\ndata: b\n\n\r\n0\r\n\r\n"
+
+
+def test_head_gets_the_headers_and_no_body(server: Any, probe: Probe) -> None:
+    response = httpx.head(server.url + "/plain", timeout=WAIT)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.content == b""
+    assert probe.closed.wait(WAIT)
+    assert probe.reasons == [CloseReason.COMPLETED]

@@ -14,6 +14,7 @@ and Starlette's compressor flushes every message (``Z_SYNC_FLUSH``).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterable, Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -122,7 +123,28 @@ class EventSourceResponse(Response):
         self.close_reason: CloseReason | None = None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope.get("method") == "HEAD":
+            await self._head(send)
+            return
         session = open_session(scope, receive, send, self.content, self.options)
         self.close_reason = await session.run(self.status_code, self.raw_headers)
         if self.background is not None:
             await self.background()
+
+    async def _head(self, send: Send) -> None:
+        """A HEAD answer: the headers, no body. Nothing is produced; the producer
+        is closed unstarted (its ``finally`` runs) and ``on_close`` hears COMPLETED."""
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        content: Any = self.content
+        if hasattr(content, "aclose"):
+            await content.aclose()
+        elif hasattr(content, "close"):
+            content.close()
+        self.close_reason = CloseReason.COMPLETED
+        on_close = self.options.on_close
+        if on_close is not None:
+            result = on_close(CloseReason.COMPLETED)
+            if inspect.isawaitable(result):
+                await result
