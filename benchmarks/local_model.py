@@ -70,7 +70,11 @@ def worker(
     long = engine.encode_chat([{"role": "user", "content": LONG_TEXT}])
     one = SamplingParams.greedy(1)
 
+    llama = getattr(engine, "llama", None)
+
     def prefill(ids: list[int]) -> float:
+        if llama is not None:
+            llama.reset()  # else llama-cpp-python reuses the cached prompt prefix
         t = time.perf_counter()
         generation = engine.generate([], one, prompt_ids=ids)
         generation.step()  # reads the prompt, computes the first token
