@@ -57,6 +57,17 @@ class Tool:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError("Tool.name must be a non-empty string")
 
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI ``tools`` entry (Ollama's ``/api/chat`` takes the same shape)."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": dict(self.parameters),
+            },
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Message:

@@ -157,17 +157,7 @@ class OllamaProvider(HTTPProvider):
             messages.append(item)
         body: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True}
         if request.tools:
-            body["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": dict(t.parameters),
-                    },
-                }
-                for t in request.tool_list
-            ]
+            body["tools"] = [t.to_openai() for t in request.tool_list]
         options: dict[str, Any] = {}
         if request.temperature is not None:
             options["temperature"] = request.temperature

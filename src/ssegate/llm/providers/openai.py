@@ -376,17 +376,7 @@ class OpenAIProvider(HTTPProvider):
         if request.include_usage and self.stream_options:
             body["stream_options"] = {"include_usage": True}
         if request.tools:
-            body["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": dict(t.parameters),
-                    },
-                }
-                for t in request.tool_list
-            ]
+            body["tools"] = [t.to_openai() for t in request.tool_list]
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.max_tokens is not None:
