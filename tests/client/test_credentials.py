@@ -244,14 +244,14 @@ def test_httpx_client_credentials_are_not_added_for_another_origin() -> None:
 
 
 def _redirect(es: EventSource, status: int, location: str) -> str:
-    """Feed ``es`` a redirect for the request it sends next; return its verdict."""
-    req = es._next_request()
-    request = httpx.Request(req.method, req.url)
+    """Answer the request ``es`` sent last with a redirect; return its verdict."""
+    request = httpx.Request(es._request.method, es._request.url)
     return es._accept(httpx.Response(status, headers={"location": location}, request=request))
 
 
 def test_redirects_apply_the_same_decision_at_every_hop() -> None:
     es = _source()
+    es._next_request()
     assert _redirect(es, 307, "https://elsewhere.example/v2") == "redirect"
     req = es._next_request()
     assert _sent(req) == ("POST", "https://elsewhere.example/v2", b'{"q":1}', False)
@@ -261,27 +261,47 @@ def test_redirects_apply_the_same_decision_at_every_hop() -> None:
         "Accept": "text/event-stream",
         "Cache-Control": "no-cache",
     }
+    # a relative Location resolves against the hop, not the caller's URL
+    assert _redirect(es, 308, "/v3") == "redirect"
+    req = es._next_request()
+    assert _sent(req) == ("POST", "https://elsewhere.example/v3", b'{"q":1}', False)
     # back on the caller's origin, the credentials are the caller's again
     assert _redirect(es, 303, "http://api.example.com/v1/answer") == "redirect"
     req = es._next_request()
     assert _sent(req) == ("GET", "http://u:pw@api.example.com/v1/answer", None, True)
-    assert req.headers == {**SECRETS, **PLAIN, "Accept": "text/event-stream", **_NO_CACHE}
+    assert req.headers == {
+        **SECRETS,
+        **PLAIN,
+        "Accept": "text/event-stream",
+        "Cache-Control": "no-cache",
+    }
+    assert es._hops == 3
+    # the next request of our own (a reconnect) starts from the caller's URL again
+    req = es._next_request()
+    assert _sent(req) == ("POST", "http://u:pw@api.example.com/v1/chat", b'{"q":1}', True)
+    assert es._hops == 0
     es.close()
-
-
-_NO_CACHE = {"Cache-Control": "no-cache"}
 
 
 def test_too_many_redirects_and_bad_locations_are_errors() -> None:
     es = _source("http://api.example.com/loop")
     for _ in range(20):
+        es._next_request()
         assert _redirect(es, 302, "/loop") == "redirect"
+    es._next_request()
     assert _redirect(es, 302, "/loop") == "error"
     response = httpx.Response(302, headers={"location": "/loop"}, request=httpx.Request("GET", "/"))
     assert str(es._response_error(response, b"")).endswith("(gave up after 20 redirects)")
     es.close()
     es = _source("http://api.example.com/")
+    es._next_request()
     assert _redirect(es, 301, "javascript:alert(1)") == "error"
+    response = httpx.Response(
+        301, headers={"location": "javascript:alert(1)"}, request=httpx.Request("GET", "/")
+    )
+    assert str(es._response_error(response, b"")).endswith(
+        "(cannot follow Location 'javascript:alert(1)')"
+    )
     es.close()
 
 

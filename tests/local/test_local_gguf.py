@@ -326,7 +326,7 @@ MALFORMED = [
     ),
     (
         _tensor_file(_tensor("t", [4, 1 << 63], 0, 0)),
-        f"tensor 't' at offset 24 has a dimension {1 << 63}",
+        f"tensor 't' at offset 24 has a dimension of {1 << 63}, more than ggml's int64 holds",
     ),
     (
         _tensor_file(_tensor("t", [4], 99, 0), data=F32_DATA),

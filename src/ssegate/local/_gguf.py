@@ -11,6 +11,13 @@ A string is a u64 byte length and UTF-8 bytes. ``ne[0]`` is the fastest-varying
 dimension, so a (out, in) weight matrix is listed as ``[in, out]``. Offsets are
 relative to the start of the data section.
 
+A malformed file raises ``GGUFFormatError`` and nothing else, naming what is
+wrong and at which offset: every length and count is checked against the bytes
+left in the file before anything is read or allocated; arrays nest at most 8
+deep; a tensor has 1 to 4 dimensions and a known ggml type, and its data is
+aligned, inside the file and apart from every other tensor's;
+``general.alignment`` is a power of two.
+
 The ``gguf`` package reads the same files but builds a Python object per array
 element, which costs seconds for a 49k-word vocabulary; arrays of numbers here
 become numpy views and arrays of strings a plain ``list[str]``.
@@ -149,7 +156,10 @@ _GGML_TYPES: Mapping[int, tuple[str, int, int]] = MappingProxyType(
 
 
 class GGUFFormatError(ValueError):
-    """The file is not a GGUF file this reader understands (or is truncated)."""
+    """The file is not a GGUF file this reader understands: truncated, or malformed.
+
+    The message starts with the file's path and says what is wrong and where.
+    """
 
 
 class GGMLType:
@@ -365,7 +375,10 @@ class GGUFFile:
                 )
             ne = [cur.u64(f"a dimension of tensor {name!r}") for _ in range(n_dims)]
             if max(ne) > _MAX_DIM:
-                raise GGUFFormatError(f"tensor {name!r} at offset {at} has a dimension {max(ne)}")
+                raise GGUFFormatError(
+                    f"tensor {name!r} at offset {at} has a dimension of {max(ne)}, "
+                    "more than ggml's int64 holds"
+                )
             gtype = cur.u32(f"the type of tensor {name!r}")
             rel = cur.u64(f"the offset of tensor {name!r}")
             table.append((at, name, tuple(reversed(ne)), gtype, rel))
