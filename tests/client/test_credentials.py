@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from client_scripts import (
@@ -26,8 +25,8 @@ from client_scripts import (
     run,
 )
 
-from ssegate import Event, ReconnectPolicy, ResponseError, SSEGateError
-from ssegate.client import AsyncEventSource, EventSource
+from ssegate import Event, ReconnectPolicy, ResponseError
+from ssegate.client import EventSource
 from ssegate.client._base import (
     CREDENTIAL_HEADERS,
     Request,
@@ -400,11 +399,7 @@ def test_the_httpx_clients_own_credentials_stay_home(
 ) -> None:
     b = elsewhere([Resume(BLOCKS)])
     a = _dropped_post(script, b, cookie=False)
-    if mode == "sync":
-        with httpx.Client(**CLIENT_SETTINGS) as client:
-            out = _run(mode, a.url, client=client)
-    else:  # the async client must be made in the event loop that uses it
-        out = _run_async_with_client(mode, a.url, CLIENT_SETTINGS)
+    out = _run(mode, a.url, httpx_client=CLIENT_SETTINGS)
     assert out.events == EVENTS
     assert _credentials(a.seen[0]) == {
         "authorization": BASIC,
@@ -412,35 +407,6 @@ def test_the_httpx_clients_own_credentials_stay_home(
         "proxy-authorization": "Basic cHJveHk6cHc=",
     }
     assert [_credentials(s) for s in b.seen] == [{}, {}]
-
-
-def _run_async_with_client(mode: str, url: str, settings: dict[str, Any]) -> Outcome:
-    out = Outcome()
-
-    async def sleep(delay: float) -> None:
-        out.delays.append(delay)
-
-    async def main() -> None:
-        async with (
-            httpx.AsyncClient(**settings) as client,
-            AsyncEventSource(
-                url,
-                method="POST",
-                json={"q": "hi"},
-                client=client,
-                policy=ReconnectPolicy(jitter=0.0, max_retries=3),
-                sleep=sleep,
-            ) as es,
-        ):
-            try:
-                async for event in es:
-                    out.events.append(event)
-                    assert len(out.events) < 50
-            except SSEGateError as exc:
-                out.error = exc
-
-    anyio.run(main, backend=mode)
-    return out
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -173,12 +173,10 @@ def _open(tmp_path: Path, content: bytes) -> GGUFFile:
 
 
 def _refused(tmp_path: Path, content: bytes) -> str:
-    """The message of the ``GGUFFormatError`` opening ``content`` raises, path removed."""
+    """The message of the ``GGUFFormatError`` opening ``content`` raises."""
     with pytest.raises(GGUFFormatError) as info:
         _open(tmp_path, content).close()
-    message = str(info.value)
-    prefix = f"{tmp_path / 'f.gguf'}: "
-    return message.removeprefix(prefix)
+    return str(info.value)
 
 
 def test_the_hand_written_file_is_valid_for_us_and_for_gguf(tmp_path: Path) -> None:
@@ -219,7 +217,6 @@ def _nested(depth: int) -> bytes:
 HUGE = 1 << 62
 
 MALFORMED = [
-    (b"GGML" + b"\0" * 20, "not a GGUF file (bad magic)"),
     (_header(version=1), "GGUF version 1 is not supported (only 2 and 3)"),
     (b"GGUF" + struct.pack(">IQQ", 3, 0, 0), "big-endian GGUF files are not supported"),
     (
@@ -389,12 +386,10 @@ def test_arrays_nested_8_deep_are_read(tmp_path: Path) -> None:
         assert value.tolist() == []
 
 
-def test_an_empty_file(tmp_path: Path) -> None:
-    path = tmp_path / "empty.gguf"
-    path.write_bytes(b"")
-    with pytest.raises(GGUFFormatError) as info:
-        GGUFFile(path)
-    assert str(info.value) == f"{path} is empty, not a GGUF file"
+def test_empty_files_and_other_formats_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "f.gguf"
+    assert _refused(tmp_path, b"") == f"{path} is empty, not a GGUF file"
+    assert _refused(tmp_path, b"GGML" + b"\0" * 20) == f"{path} is not a GGUF file (bad magic)"
 
 
 def test_absurd_counts_allocate_nothing(tmp_path: Path) -> None:
@@ -440,7 +435,7 @@ def _read_all(path: Path) -> None:
                 if info.ggml_type in GGMLType.BLOCKS:
                     assert f.tensor_data(name).size == info.nbytes
         return
-    assert message.startswith(f"{path}: ")
+    assert message
 
 
 @settings(

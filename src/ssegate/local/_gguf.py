@@ -158,7 +158,7 @@ _GGML_TYPES: Mapping[int, tuple[str, int, int]] = MappingProxyType(
 class GGUFFormatError(ValueError):
     """The file is not a GGUF file this reader understands: truncated, or malformed.
 
-    The message starts with the file's path and says what is wrong and where.
+    The message says what is wrong and where (the offset in the file).
     """
 
 
@@ -330,15 +330,9 @@ class GGUFFile:
             raise
 
     def _parse(self) -> None:
-        try:
-            self._parse_at(_Cursor(self._map))
-        except GGUFFormatError as exc:
-            exc.args = (f"{self.path}: {exc}",)  # say which file, keep the traceback
-            raise
-
-    def _parse_at(self, cur: _Cursor) -> None:
+        cur = _Cursor(self._map)
         if cur.take(4, "the magic") != _MAGIC:
-            raise GGUFFormatError("not a GGUF file (bad magic)")
+            raise GGUFFormatError(f"{self.path} is not a GGUF file (bad magic)")
         self.version: int = cur.u32("the version")
         if self.version not in (2, 3):
             if self.version.to_bytes(4, "little") in (b"\0\0\0\2", b"\0\0\0\3"):
