@@ -24,6 +24,8 @@ from client_scripts import (
     Stream,
     run,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ssegate import Event, ReconnectPolicy, ResponseError
 from ssegate.client import EventSource
@@ -119,6 +121,45 @@ def test_trusted_origins_receive_credentials() -> None:
         ("http://10.0.0.2/s", STRIPPED),
     ]:
         assert headers_for(origin, httpx.URL(target), ALL, trusted) == kept, target
+
+
+URL_POOL = [
+    "http://a.example/x",
+    "HTTP://A.example:80/y?q",
+    "http://a.example:8080/",
+    "https://a.example/",
+    "https://a.example:443/z",
+    "http://b.example/x",
+    "http://127.0.0.1:80/",
+    "http://127.0.0.1/",
+    "http://[::1]/",
+]
+NAMES = ["Authorization", "cookie", "PROXY-AUTHORIZATION", "Host", "X-Key", "Accept", "cookies"]
+
+
+@given(
+    origin=st.sampled_from(URL_POOL),
+    target=st.sampled_from(URL_POOL),
+    headers=st.dictionaries(
+        st.sampled_from(NAMES).flatmap(
+            lambda n: st.sampled_from([n, n.lower(), n.upper(), n.title()])
+        ),
+        st.text(max_size=3),
+    ),
+)
+def test_headers_for_property(origin: str, target: str, headers: dict[str, str]) -> None:
+    a, b = httpx.URL(origin), httpx.URL(target)
+    out = headers_for(a, b, headers)
+    same = (a.scheme, a.host, a.port or {"http": 80}.get(a.scheme, 443)) == (
+        b.scheme,
+        b.host,
+        b.port or {"http": 80}.get(b.scheme, 443),
+    )
+    assert out == (
+        headers
+        if same
+        else {k: v for k, v in headers.items() if k.lower() not in {*CREDENTIAL_HEADERS, "host"}}
+    )
 
 
 @pytest.mark.parametrize(

@@ -70,14 +70,17 @@ __all__ = [
     "MAX_REDIRECTS",
     "STREAM_ID_HEADER",
     "EventSourceBase",
+    "Origin",
     "Request",
     "Verdict",
     "headers_for",
     "is_event_stream",
     "is_terminal",
     "origin_of",
+    "parse_origin",
     "parse_retry_after",
     "resolve",
+    "sends_credentials",
 ]
 
 #: Response header naming a resumable stream (informational; see the module docstring).
