@@ -74,9 +74,14 @@ from ._store import (
 __all__ = ["RedisStore"]
 
 _LIB = """
+local now
+-- Redis's clock in ms (read once per script: it is one atomic step anyway)
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now
 end
 -- the entry id of event number seq (Lua 5.1 numbers are doubles: format as integers)
 local function entry_id(meta, seq)
@@ -95,15 +100,19 @@ local function finish(log, meta, outcome, ttl)
   redis.call('PEXPIRE', log, ttl)
   redis.call('PEXPIRE', meta, ttl)
 end
--- the outcome if the stream has ended, ending it as failed if its lease ran out
-local function ended(log, meta, ttl)
-  local m = redis.call('HMGET', meta, 'outcome', 'lease')
-  if m[1] then return m[1] end
-  if m[2] and tonumber(m[2]) <= now_ms() then
+-- whether a stream with this outcome and lease deadline has ended (or just
+-- ended as failed, its lease having run out): the outcome, or false
+local function ended_as(log, meta, outcome, lease, ttl)
+  if outcome then return outcome end
+  if lease and tonumber(lease) <= now_ms() then
     finish(log, meta, 'failed', ttl)
     return 'failed'
   end
   return false
+end
+local function ended(log, meta, ttl)
+  local m = redis.call('HMGET', meta, 'outcome', 'lease')
+  return ended_as(log, meta, m[1], m[2], ttl)
 end
 """
 
@@ -111,38 +120,49 @@ end
 # new epoch, the number n of appends, and n times (data, event type or '', retry
 # or '') -> per stream: first number, appends written, epoch, error ('' if none).
 # Each stream runs under pcall: an error (its end, a key of the wrong type)
-# stops that stream's appends, not the others'.
+# stops that stream's appends, not the others'. Three commands per stream
+# (HMGET, the XADDs, HINCRBY), the last XADD trimming to max_len.
 _APPEND_MANY = (
     _LIB
     + """
 local ttl, max_len = ARGV[1], ARGV[2]
+local last, ep, written
+local function run(log, meta, epoch, n, a)
+  local m = redis.call('HMGET', meta, 'last', 'epoch', 'outcome', 'lease')
+  local o = ended_as(log, meta, m[3], m[4], ttl)
+  if o then error('SSEGATE_ENDED ' .. o, 0) end
+  last, ep = tonumber(m[1]), m[2]
+  if not last then
+    last, ep = 0, epoch
+    redis.call('HSET', meta, 'last', '0', 'epoch', epoch)
+  end
+  for i = 1, n do
+    local j = a + 3 * (i - 1)
+    local id = string.format('%d-%s', last + i, ep)
+    local d, e, r = ARGV[j], ARGV[j + 1], ARGV[j + 2]
+    if i < n then
+      if e == '' then
+        if r == '' then redis.call('XADD', log, id, 'd', d)
+        else redis.call('XADD', log, id, 'd', d, 'r', r) end
+      elseif r == '' then redis.call('XADD', log, id, 'd', d, 'e', e)
+      else redis.call('XADD', log, id, 'd', d, 'e', e, 'r', r) end
+    else
+      local x = {'XADD', log, 'MAXLEN', max_len, id, 'd', d}
+      if e ~= '' then x[#x + 1] = 'e'; x[#x + 1] = e end
+      if r ~= '' then x[#x + 1] = 'r'; x[#x + 1] = r end
+      redis.call(unpack(x))
+    end
+    written = i
+  end
+  redis.call('HINCRBY', meta, 'last', n)
+end
 local reply = {}
 local a = 3
 for k = 1, #KEYS, 2 do
   local log, meta = KEYS[k], KEYS[k + 1]
-  local epoch, n = ARGV[a], tonumber(ARGV[a + 1])
-  a = a + 2
-  local last, ep, written = 0, false, 0
-  local ok, err = pcall(function()
-    local o = ended(log, meta, ttl)
-    if o then error('SSEGATE_ENDED ' .. o, 0) end
-    create(meta, epoch)
-    local m = redis.call('HMGET', meta, 'last', 'epoch')
-    last, ep = tonumber(m[1]), m[2]
-    for i = 1, n do
-      local j = a + 3 * (i - 1)
-      local id = string.format('%d-%s', last + i, ep)
-      local e, r = ARGV[j + 1], ARGV[j + 2]
-      if e == '' then
-        if r == '' then redis.call('XADD', log, id, 'd', ARGV[j])
-        else redis.call('XADD', log, id, 'd', ARGV[j], 'r', r) end
-      elseif r == '' then redis.call('XADD', log, id, 'd', ARGV[j], 'e', e)
-      else redis.call('XADD', log, id, 'd', ARGV[j], 'e', e, 'r', r) end
-      written = i
-    end
-    redis.call('HINCRBY', meta, 'last', n)
-    redis.call('XTRIM', log, 'MAXLEN', max_len)
-  end)
+  local n = tonumber(ARGV[a + 1])
+  last, ep, written = 0, false, 0
+  local ok, err = pcall(run, log, meta, ARGV[a], n, a + 2)
   if not ok then
     if type(err) == 'table' then err = err.err end
     if written > 0 and written < n then
@@ -155,7 +175,7 @@ for k = 1, #KEYS, 2 do
   reply[#reply + 1] = written
   reply[#reply + 1] = ep
   reply[#reply + 1] = ok and '' or tostring(err)
-  a = a + 3 * n
+  a = a + 2 + 3 * n
 end
 return reply
 """
