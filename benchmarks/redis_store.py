@@ -35,8 +35,8 @@ import redis.asyncio as aioredis
 
 from ssegate import Event
 from ssegate.streams import End, Hub
-from ssegate.streams.redis import _LIB, RedisStore, _epoch, _epoch_arg
 from ssegate.streams._store import format_id
+from ssegate.streams.redis import _LIB, RedisStore, _epoch, _epoch_arg
 from ssegate.testing._redis import redis_url
 
 # The per-event script RedisStore used before group commit, as it was.
@@ -162,7 +162,9 @@ async def target(
         async with anyio.create_task_group() as tg:
             for s in range(streams):
                 tg.start_soon(follow, f"g{s}")
-            while joined < streams:
+            for _ in range(6000):
+                if joined == streams:
+                    break
                 await anyio.sleep(0.01)
             await anyio.sleep(0.5)  # every reader now follows live
             cpu = time.process_time()
@@ -209,8 +211,10 @@ async def main(args: argparse.Namespace) -> None:
         f"{'per-event CPU µs':>17} {'group CPU µs':>13} {'ratio':>7}"
     )
     for count in args.writers:
-        before = await median_of(args.repeats, lambda: writers(url, per_event, count, args.seconds))
-        after = await median_of(args.repeats, lambda: writers(url, group, count, args.seconds))
+        before = await median_of(
+            args.repeats, lambda c=count: writers(url, per_event, c, args.seconds)
+        )
+        after = await median_of(args.repeats, lambda c=count: writers(url, group, c, args.seconds))
         print(
             f"{count:8d} {before['rate']:12.0f} {after['rate']:10.0f} "
             f"{after['rate'] / before['rate']:6.1f}x {before['cpu_us']:17.1f} "

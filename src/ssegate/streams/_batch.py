@@ -185,10 +185,11 @@ class GroupCommit(Generic[W]):
             self._queue.clear()
             self._since = None
         else:
-            # What is left has waited at least as long as what was taken: it
-            # stays due (``_since`` is kept), and goes with the next write.
+            # What is left has waited as long as what was taken: it is due at
+            # once, with the next write (no new window).
             for waiter in taken:
                 del self._queue[waiter]
+            self._since = float("-inf")
         self._bytes -= size
         return Batch(list(runs.values()), len(taken))
 
