@@ -81,6 +81,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def wait_for(check: Callable[[], bool], limit: float = 120.0) -> None:
+    for _ in range(int(limit / 0.01)):
+        if check():
+            return
+        await anyio.sleep(0.01)
+    raise TimeoutError("the readers did not join in time")
+
+
 async def delete_prefix(url: str, prefix: str) -> None:
     admin = aioredis.Redis.from_url(url)
     try:
@@ -135,13 +143,14 @@ async def target(
         async def follow(stream: str) -> None:
             nonlocal joined, wrong
             expected = 0
-            items = hub.read(stream, missing_ok=True)
-            joined += 1
-            async for item in items:
+            async for item in hub.read(stream, missing_ok=True):
                 if isinstance(item, End):
                     break
                 if not isinstance(item, Event):
                     wrong += 1  # a Gap: tokens lost
+                    continue
+                if item.data == "warm-up":
+                    joined += 1
                     continue
                 sent, _, number = item.data.partition(" ")
                 latencies.append(time.perf_counter() - float(sent))
@@ -162,11 +171,12 @@ async def target(
         async with anyio.create_task_group() as tg:
             for s in range(streams):
                 tg.start_soon(follow, f"g{s}")
-            for _ in range(6000):
-                if joined == streams:
-                    break
-                await anyio.sleep(0.01)
-            await anyio.sleep(0.5)  # every reader now follows live
+            # Measure the steady state: every reader has joined and follows live.
+            await wait_for(lambda: hub.subscribers == streams)
+            async with anyio.create_task_group() as warm:
+                for s in range(streams):
+                    warm.start_soon(store.append, f"g{s}", Event("warm-up"))
+            await wait_for(lambda: joined == streams)
             cpu = time.process_time()
             async with anyio.create_task_group() as producers:
                 start = time.perf_counter() + 0.05

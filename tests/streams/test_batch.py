@@ -76,10 +76,10 @@ def test_take_groups_by_stream_keeping_each_streams_order(clock: FakeClock) -> N
     assert batch.events == 5
     assert batch.streams == ["a", "b", "c"]
     assert [r.waiters for r in batch.runs] == [["a1", "a2"], ["b1", "b2"], ["c1"]]
-    assert batch.args(lambda: "77") == [
-        "77", 2, b"a1", b"", b"", b"a2", b"", b"",
-        "77", 2, b"b1", b"", b"", b"b2", b"", b"",
-        "77", 1, b"c1", b"", b"",
+    assert batch.args(lambda: b"77") == [
+        b"77", b"2", b"a1", b"", b"", b"a2", b"", b"",
+        b"77", b"2", b"b1", b"", b"", b"b2", b"", b"",
+        b"77", b"1", b"c1", b"", b"",
     ]  # fmt: skip
     assert len(commit) == 0
 

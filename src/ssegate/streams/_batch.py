@@ -72,11 +72,11 @@ class Batch(Generic[W]):
         for run in self.runs:
             yield from run.waiters
 
-    def args(self, new_epoch: Callable[[], str]) -> list[bytes | str | int]:
+    def args(self, new_epoch: Callable[[], bytes]) -> list[bytes]:
         """Per stream: the epoch to create it with, the number of appends, their values."""
-        args: list[bytes | str | int] = []
+        args: list[bytes] = []
         for run in self.runs:
-            args += (new_epoch(), len(run.values))
+            args += (new_epoch(), b"%d" % len(run.values))
             for values in run.values:
                 args += values
         return args

@@ -214,20 +214,27 @@ return 1
 """
 )
 
-# KEYS: log, meta; ARGV: ttl_ms -> 1 if this call ended the stream as failed
+# KEYS: log and meta of each stream; ARGV: ttl_ms -> per stream, 1 if this call
+# ended it as failed (its lease ran out), else 0
 _EXPIRE = (
     _LIB
     + """
-local m = redis.call('HMGET', KEYS[2], 'outcome', 'lease')
-if m[1] or not m[2] then return 0 end
-if ended(KEYS[1], KEYS[2], ARGV[1]) then return 1 end
-return 0
+local reply = {}
+for k = 1, #KEYS, 2 do
+  local m = redis.call('HMGET', KEYS[k + 1], 'outcome', 'lease')
+  if not m[1] and m[2] and ended_as(KEYS[k], KEYS[k + 1], m[1], m[2], ARGV[1]) then
+    reply[#reply + 1] = 1
+  else
+    reply[#reply + 1] = 0
+  end
+end
+return reply
 """
 )
 
 #: XREAD returns entries after the id given: "after every entry numbered n",
 #: whatever its epoch, is n followed by the largest sequence part.
-_AFTER = "-18446744073709551615"
+_AFTER = b"-18446744073709551615"
 
 #: Connections a store made from a URL may open; the pool waits for a free one
 #: beyond that, so load never multiplies connections (a Hub needs one or two).
@@ -341,6 +348,19 @@ class RedisStore(StreamStore):
     def _keys(self, stream: str) -> list[str]:
         base = f"{self.prefix}{{{stream}}}"
         return [base + ":log", base + ":meta"]
+
+    def _many_keys(self, streams: Sequence[str]) -> list[bytes]:
+        """The log and meta keys of each stream, as bytes.
+
+        For calls naming hundreds of streams: redis-py packs bytes without its
+        per-value type checks, most of the client's cost for such a call.
+        """
+        base = self.prefix.encode()
+        keys: list[bytes] = []
+        for stream in streams:
+            key = b"%s{%s}" % (base, stream.encode())
+            keys += (key + b":log", key + b":meta")
+        return keys
 
     @asynccontextmanager
     async def _errors(self, stream: str | None = None) -> AsyncIterator[None]:
@@ -460,8 +480,8 @@ class RedisStore(StreamStore):
 
     async def _write(self, batch: Batch[asyncio.Future[str]]) -> None:
         """One Lua call for the batch; each waiter gets its own id or error."""
-        keys = [key for stream in batch.streams for key in self._keys(stream)]
-        args = [self._ttl_ms, self.max_len, *batch.args(_epoch_arg)]
+        keys = self._many_keys(batch.streams)
+        args: list[bytes | int] = [self._ttl_ms, self.max_len, *batch.args(_epoch_bytes)]
         try:
             reply = await self._append_script(keys=keys, args=args)
         except RedisResponseError as exc:
@@ -547,11 +567,13 @@ class RedisStore(StreamStore):
     ) -> dict[str, Page]:
         assert waker is None or isinstance(waker, _RedisWaker)
         names: dict[bytes, str] = {}
-        streams: dict[str, str | bytes] = {}
+        streams: dict[bytes | str, bytes | str] = {}
+        base = self.prefix.encode()
+        # Bytes: a hub's XREAD names every stream it follows (see _many_keys).
         for stream, cursor in cursors.items():
-            key = self._keys(stream)[0]
-            names[key.encode()] = stream
-            streams[key] = f"{cursor}{_AFTER}"
+            key = b"%s{%s}:log" % (base, stream.encode())
+            names[key] = stream
+            streams[key] = b"%d%s" % (cursor, _AFTER)
         if waker is not None:
             streams[waker.key] = waker.last_id
         async with self._errors():
@@ -589,16 +611,13 @@ class RedisStore(StreamStore):
                     found.append(name)
                 streams = found
             expired = []
-            # One round trip per few hundred streams: a hub checks every stream
-            # it follows once per poll_interval.
+            # One call per few hundred streams: a hub checks every stream it
+            # follows once per poll_interval.
             for start in range(0, len(streams), 500):
                 chunk = streams[start : start + 500]
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for stream in chunk:
-                        await self._expire_script(
-                            keys=self._keys(stream), args=[self._ttl_ms], client=pipe
-                        )
-                    results = await pipe.execute()
+                results = await self._expire_script(
+                    keys=self._many_keys(chunk), args=[self._ttl_ms]
+                )
                 expired += [stream for stream, ended in zip(chunk, results, strict=True) if ended]
         return expired
 
@@ -630,6 +649,10 @@ def _resolve(future: asyncio.Future[None]) -> None:
 def _epoch_arg() -> str:
     """A new epoch as the scripts store it: the decimal entry-id part."""
     return str(int(new_epoch(), 16))
+
+
+def _epoch_bytes() -> bytes:
+    return _epoch_arg().encode()
 
 
 def _epoch(part: bytes) -> str:
