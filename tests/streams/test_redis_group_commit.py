@@ -308,3 +308,32 @@ async def test_redis_restarting_mid_write_loses_no_acknowledged_event() -> None:
                 for w in range(writers):  # each writer's events in its order
                     numbers = [int(d.rsplit("/", 1)[1]) for d in got if f"/w{w}/" in d]
                     assert numbers == sorted(numbers)
+
+
+@needs_redis_server
+async def test_a_call_refused_whole_fails_each_of_its_appends_with_the_reason() -> None:
+    # A Redis that became a replica (a failover elsewhere) refuses every write.
+    with RedisServer() as server:
+        admin = aioredis.Redis.from_url(server.url)
+        try:
+            async with RedisStore(server.url) as store:
+                _id = Ids.of(await store.append("a", Event("a1")))
+                await admin.execute_command("REPLICAOF", "127.0.0.1", "1")
+                results = await asyncio.gather(
+                    store.append("a", Event("a2")),
+                    store.append("b", Event("b1")),
+                    return_exceptions=True,
+                )
+                for exc in results:
+                    assert isinstance(exc, StoreUnavailable)
+                    assert str(exc).startswith("Redis refused the command: READONLY")
+                await admin.execute_command("REPLICAOF", "NO", "ONE")
+                assert await store.append("a", Event("a3")) == _id(2)
+                await store.end("a")
+                assert await collect(store.read("a")) == [
+                    Event("a1", id=_id(1)),
+                    Event("a3", id=_id(2)),
+                    End(DONE, _id(3)),
+                ]
+        finally:
+            await admin.aclose()

@@ -429,7 +429,7 @@ class RedisStore(StreamStore):
         waiter: asyncio.Future[str] = loop.create_future()
         commit = self._commit
         commit.add(waiter, stream, values, loop.time())
-        if self._flusher is None:
+        if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
         elif self._due is not None and commit.due(loop.time()) == 0:
             self._wake_flusher()
@@ -482,33 +482,25 @@ class RedisStore(StreamStore):
         """One Lua call for the batch; each waiter gets its own id or error."""
         keys = self._many_keys(batch.streams)
         args: list[bytes | int] = [self._ttl_ms, self.max_len, *batch.args(_epoch_bytes)]
+        outcomes: list[tuple[asyncio.Future[str], str | BaseException]]
         try:
             reply = await self._append_script(keys=keys, args=args)
-        except RedisResponseError as exc:
-            # The whole call was refused (no stream's appends ran).
-            for run in batch.runs:
-                for waiter in run.waiters:
-                    if not waiter.done():
-                        waiter.set_exception(_refused(run.stream, str(exc)))
-            return
-        except RedisError as exc:
-            for waiter in batch.waiters():
-                if not waiter.done():
-                    waiter.set_exception(_unreachable(exc))
-            return
-        try:
             outcomes = list(batch.outcomes(reply, _refused))
-        except ValueError as exc:  # not the reply the script gives: say so to each
-            outcomes = [
-                (waiter, StoreUnavailable(f"unexpected reply to an append: {exc}"))
-                for waiter in batch.waiters()
-            ]
+        except RedisResponseError as exc:  # the whole call was refused: nothing ran
+            message = str(exc)
+            outcomes = [(w, _refused(r.stream, message)) for r in batch.runs for w in r.waiters]
+        except RedisError as exc:
+            outcomes = [(w, _unreachable(exc)) for w in batch.waiters()]
+        except Exception as exc:  # not Redis's doing (an unexpected reply): still each one's own
+            text = f"the append failed: {exc!r}"
+            outcomes = [(w, _unavailable(text, exc)) for w in batch.waiters()]
         for waiter, outcome in outcomes:
-            if not waiter.done():
-                if isinstance(outcome, str):
-                    waiter.set_result(outcome)
-                else:
-                    waiter.set_exception(outcome)
+            if waiter.done():  # its appender was cancelled meanwhile
+                continue
+            if isinstance(outcome, str):
+                waiter.set_result(outcome)
+            else:
+                waiter.set_exception(outcome)
 
     async def _create(self, stream: str) -> None:
         async with self._errors(stream):
@@ -636,8 +628,13 @@ def _refused(stream: str | None, message: str) -> Exception:
 
 
 def _unreachable(exc: RedisError) -> StoreUnavailable:
-    error = StoreUnavailable(f"Redis cannot be reached: {exc}")
-    error.__cause__ = exc
+    return _unavailable(f"Redis cannot be reached: {exc}", exc)
+
+
+def _unavailable(message: str, cause: BaseException) -> StoreUnavailable:
+    """A ``StoreUnavailable`` for one awaiter (each gets its own: tracebacks are per raise)."""
+    error = StoreUnavailable(message)
+    error.__cause__ = cause
     return error
 
 
