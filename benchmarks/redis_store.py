@@ -23,22 +23,20 @@ shared and noisy: read the ratios (the load average is printed).
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
+from fanout import load, median_of, pct, run_with_redis, wait_until  # benchmarks/ is on sys.path
 
 from ssegate import Event, StoreUnavailable
 from ssegate.streams import End, Hub, MemoryStore, StreamStore
 from ssegate.streams._store import format_id
 from ssegate.streams.redis import _LIB, RedisStore, _epoch, _epoch_arg
-from ssegate.testing._redis import redis_url
 
 # The per-event script RedisStore used before group commit, as it was.
 _PER_EVENT_APPEND = (
@@ -75,19 +73,6 @@ class PerEventRedisStore(RedisStore):
 
 
 Factory = Callable[[str], StreamStore]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def wait_for(check: Callable[[], bool], limit: float = 120.0) -> None:
-    for _ in range(int(limit / 0.01)):
-        if check():
-            return
-        await anyio.sleep(0.01)
-    raise TimeoutError("the readers did not join in time")
 
 
 async def delete_prefix(url: str, prefix: str) -> None:
@@ -177,11 +162,11 @@ async def target(
             for s in range(streams):
                 tg.start_soon(follow, f"g{s}")
             # Measure the steady state: every reader has joined and follows live.
-            await wait_for(lambda: hub.subscribers == streams)
+            await wait_until(lambda: hub.subscribers == streams)
             async with anyio.create_task_group() as warm:
                 for s in range(streams):
                     warm.start_soon(store.append, f"g{s}", Event("warm-up"))
-            await wait_for(lambda: joined == streams)
+            await wait_until(lambda: joined == streams)
             cpu = time.process_time()
             async with anyio.create_task_group() as producers:
                 start = time.perf_counter() + 0.05
@@ -200,13 +185,6 @@ async def target(
         "p99": pct(latencies, 0.99),
         "cpu_us": cpu / expected * 1e6,
     }
-
-
-async def median_of(
-    repeats: int, run: Callable[[], Awaitable[dict[str, float]]]
-) -> dict[str, float]:
-    results = [await run() for _ in range(repeats)]
-    return {key: statistics.median(r[key] for r in results) for key in results[0]}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -281,10 +259,6 @@ async def main(args: argparse.Namespace) -> None:
     print(f"\nload average at the end: {load()}")
 
 
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (about 30 s)")
@@ -298,19 +272,7 @@ def cli() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.target_seconds, args.repeats = 1.0, 3.0, 1
-    options: dict[str, Any] = {}
-    args.loop = "asyncio"
-    if not args.no_uvloop:
-        try:
-            import uvloop  # noqa: F401
-
-            options["use_uvloop"] = True
-            args.loop = "uvloop"
-        except ImportError:
-            pass
-    with redis_url() as url:
-        args.redis_url = args.redis_url or url
-        anyio.run(main, args, backend_options=options)
+    run_with_redis(main, args)
 
 
 if __name__ == "__main__":

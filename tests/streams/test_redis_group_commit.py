@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -34,6 +34,18 @@ async def until(check: Callable[[], bool], what: str) -> None:
             return
         await anyio.sleep(0.005)
     pytest.fail(f"still not {what} after 10 s")
+
+
+@asynccontextmanager
+async def own_redis() -> AsyncIterator[tuple[RedisStore, aioredis.Redis]]:
+    """A store on a redis-server of our own, and an admin client to it (to pause it...)."""
+    with RedisServer() as server:
+        admin = aioredis.Redis.from_url(server.url)
+        try:
+            async with RedisStore(server.url) as store:
+                yield store, admin
+        finally:
+            await admin.aclose()
 
 
 def count_calls(store: RedisStore) -> list[int]:
@@ -192,35 +204,30 @@ async def test_an_appender_cancelled_while_queued_takes_its_event_back(
 
 @needs_redis_server
 async def test_an_appender_cancelled_once_its_call_is_sent_leaves_the_others_intact() -> None:
-    with RedisServer() as server:
-        admin = aioredis.Redis.from_url(server.url)
-        try:
-            async with RedisStore(server.url) as store:
-                await store.create("s")
-                # Writes wait in Redis until unpaused: the call stays in flight.
-                await admin.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
-                tasks = [asyncio.ensure_future(store.append("s", Event(f"e{i}"))) for i in range(3)]
-                await until(
-                    lambda: store._flusher is not None and len(store._commit) == 0,
-                    "taken for the call",
-                )
-                tasks[1].cancel()
-                await asyncio.gather(tasks[1], return_exceptions=True)
-                await admin.execute_command("CLIENT", "UNPAUSE")
-                first, last = await asyncio.gather(tasks[0], tasks[2])
-                _id = Ids.of(first)
-                assert (first, last) == (_id(1), _id(3))
-                assert tasks[1].cancelled()
-                await store.end("s")
-                # It was sent, so it is written, once, in its place.
-                assert await collect(store.read("s")) == [
-                    Event("e0", id=_id(1)),
-                    Event("e1", id=_id(2)),
-                    Event("e2", id=_id(3)),
-                    End(DONE, _id(4)),
-                ]
-        finally:
-            await admin.aclose()
+    async with own_redis() as (store, admin):
+        await store.create("s")
+        # Writes wait in Redis until unpaused: the call stays in flight.
+        await admin.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
+        tasks = [asyncio.ensure_future(store.append("s", Event(f"e{i}"))) for i in range(3)]
+        await until(
+            lambda: store._flusher is not None and len(store._commit) == 0,
+            "taken for the call",
+        )
+        tasks[1].cancel()
+        await asyncio.gather(tasks[1], return_exceptions=True)
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        first, last = await asyncio.gather(tasks[0], tasks[2])
+        _id = Ids.of(first)
+        assert (first, last) == (_id(1), _id(3))
+        assert tasks[1].cancelled()
+        await store.end("s")
+        # It was sent, so it is written, once, in its place.
+        assert await collect(store.read("s")) == [
+            Event("e0", id=_id(1)),
+            Event("e1", id=_id(2)),
+            Event("e2", id=_id(3)),
+            End(DONE, _id(4)),
+        ]
 
 
 async def test_close_writes_what_is_queued(
@@ -313,27 +320,22 @@ async def test_redis_restarting_mid_write_loses_no_acknowledged_event() -> None:
 @needs_redis_server
 async def test_a_call_refused_whole_fails_each_of_its_appends_with_the_reason() -> None:
     # A Redis that became a replica (a failover elsewhere) refuses every write.
-    with RedisServer() as server:
-        admin = aioredis.Redis.from_url(server.url)
-        try:
-            async with RedisStore(server.url) as store:
-                _id = Ids.of(await store.append("a", Event("a1")))
-                await admin.execute_command("REPLICAOF", "127.0.0.1", "1")
-                results = await asyncio.gather(
-                    store.append("a", Event("a2")),
-                    store.append("b", Event("b1")),
-                    return_exceptions=True,
-                )
-                for exc in results:
-                    assert isinstance(exc, StoreUnavailable)
-                    assert str(exc).startswith("Redis refused the command: READONLY")
-                await admin.execute_command("REPLICAOF", "NO", "ONE")
-                assert await store.append("a", Event("a3")) == _id(2)
-                await store.end("a")
-                assert await collect(store.read("a")) == [
-                    Event("a1", id=_id(1)),
-                    Event("a3", id=_id(2)),
-                    End(DONE, _id(3)),
-                ]
-        finally:
-            await admin.aclose()
+    async with own_redis() as (store, admin):
+        _id = Ids.of(await store.append("a", Event("a1")))
+        await admin.execute_command("REPLICAOF", "127.0.0.1", "1")
+        results = await asyncio.gather(
+            store.append("a", Event("a2")),
+            store.append("b", Event("b1")),
+            return_exceptions=True,
+        )
+        for exc in results:
+            assert isinstance(exc, StoreUnavailable)
+            assert str(exc).startswith("Redis refused the command: READONLY")
+        await admin.execute_command("REPLICAOF", "NO", "ONE")
+        assert await store.append("a", Event("a3")) == _id(2)
+        await store.end("a")
+        assert await collect(store.read("a")) == [
+            Event("a1", id=_id(1)),
+            Event("a3", id=_id(2)),
+            End(DONE, _id(3)),
+        ]
