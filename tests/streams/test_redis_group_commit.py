@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from streams_support import Ids, ids_of, needs_redis_server, seq
 
 from ssegate import Event, StoreUnavailable, StreamEnded
-from ssegate.streams import DONE, End, Hub, StreamItem
+from ssegate.streams import DONE, FAILED, End, Hub, StreamItem
 from ssegate.streams.redis import RedisStore
 from ssegate.testing._redis import RedisServer
 
@@ -116,6 +116,15 @@ async def test_an_error_reaches_only_the_appends_it_concerns(
         # A key of the wrong type where a stream's log should be.
         log, _ = store._keys("broken")
         await store.redis.set(log, "not a stream")
+        # A producer whose lease has run out by Redis's clock, unnoticed so far.
+        await store.append("orphan", Event("x1"))
+        await store.acquire_lease("orphan", 0.001)
+        deadline = int(await store.redis.hget(store._keys("orphan")[1], "lease"))
+        for _ in range(1000):
+            seconds, micros = await store.redis.time()
+            if seconds * 1000 + micros // 1000 > deadline:
+                break
+            await anyio.sleep(0.001)
         calls[0] = 0
 
         # All queued before the writer runs: one call carries them.
@@ -127,18 +136,26 @@ async def test_an_error_reaches_only_the_appends_it_concerns(
             store.append("old", Event("o3")),
             store.append("ended", Event("late2")),
             store.append("new", Event("n2")),
+            store.append("orphan", Event("x2")),
             return_exceptions=True,
         )
         assert calls[0] == 1
         new = await ids_of(store, "new")
         assert new.epoch != old.epoch  # each stream's ids carry its own epoch
-        o2, late, n1, b1, o3, late2, n2 = results
+        o2, late, n1, b1, o3, late2, n2, x2 = results
         assert (o2, o3, n1, n2) == (old(2), old(3), new(1), new(2))
         for exc in (late, late2):
             assert isinstance(exc, StreamEnded)
             assert str(exc) == "stream 'ended' has ended (done)"
         assert isinstance(b1, StoreUnavailable)
         assert "WRONGTYPE" in str(b1)
+        assert isinstance(x2, StreamEnded)
+        assert str(x2) == "stream 'orphan' has ended (failed)"
+        orphan = await ids_of(store, "orphan")
+        assert await collect(store.read("orphan")) == [
+            Event("x1", id=orphan(1)),
+            End(FAILED, orphan(2)),
+        ]
 
         for stream in ("old", "new"):
             await store.end(stream)

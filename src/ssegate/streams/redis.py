@@ -6,11 +6,12 @@ and the producer's lease deadline. Every mutation is one Lua script, so "is it
 ended?" and "append" cannot interleave with another replica's end or lease
 expiry, and a stream is created with its epoch in one step:
 
-- create (also done by the first append or lease): ``HSETNX meta last 0`` and,
-  only if that created it, the epoch (chosen by the caller, so the script stays
-  deterministic), which never changes afterwards.
-- append: ``XADD log <n>-<epoch> ...`` with the numbers after ``last``, then
-  ``HINCRBY meta last`` and ``XTRIM log MAXLEN <max_len>``. The entry id is the
+- create (also done by the first append or lease): ``last`` 0 and the epoch
+  (chosen by the caller, so the script stays deterministic), only if the hash
+  does not exist yet; the epoch never changes afterwards.
+- append: per stream, ``HMGET meta`` (last, epoch, outcome, lease), one
+  ``XADD log <n>-<epoch> ...`` per event numbered after ``last`` (the last one
+  with ``MAXLEN <max_len>``), then ``HINCRBY meta last``. The entry id is the
   event id (see ``_store``) with the number first, so ``XRANGE``/``XREAD``
   address events by number alone, and every reply carries the epoch it was
   written under (an 8-hex-digit epoch is stored as the decimal entry-id part).
@@ -23,9 +24,12 @@ expiry, and a stream is created with its epoch in one step:
 
 Appends are written by group commit (``_batch``): they queue, and one Lua call
 carries everything queued, across all streams, while the previous call was in
-flight (or over ``append_window`` seconds, if given). One process then makes
-tens of thousands of appends a second at a fraction of the client CPU of one
-call per event (benchmarks/redis_store.py). Each ``append()`` still returns
+flight (or over ``append_window`` seconds, if given); one call is in flight at
+a time, so a stream's events are numbered in the order of its ``append()``
+calls. Client CPU per append falls several times over one call per event
+(benchmarks/redis_store.py). The call names many streams' keys, which is fine
+for one Redis (with or without replicas, Sentinel); Redis Cluster would need
+the batch split by hash slot. Each ``append()`` still returns
 its own event's id once Redis has it, or raises its own error: a stream that
 has ended fails only its own appends, Redis going away fails the appends of
 the call in flight (and of later calls while it is away). An appender
