@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from streams_support import FakeClock
 
 from ssegate import StreamEnded
@@ -157,3 +159,45 @@ def test_an_unexpected_reply_is_a_value_error(clock: FakeClock, reply: list[obje
 def test_bad_options_are_refused(options: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GroupCommit(**options)  # type: ignore[arg-type]
+
+
+# A run of queue operations: add an append to stream 0-2, discard the append
+# queued i-th (if still queued), or take a batch.
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 2)),
+        st.tuples(st.just("discard"), st.integers(0, 40)),
+        st.tuples(st.just("take"), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@given(operations, st.integers(1, 5))
+def test_every_append_is_taken_once_in_its_streams_order_unless_discarded(
+    ops: list[tuple[str, int]], max_events: int
+) -> None:
+    commit: GroupCommit[int] = GroupCommit(max_events=max_events)
+    added: list[tuple[int, str]] = []
+    discarded: set[int] = set()
+    taken: list[int] = []
+    for op, arg in [*ops, ("take", 0)]:
+        if op == "add":
+            waiter = len(added)
+            added.append((waiter, f"s{arg}"))
+            commit.add(waiter, f"s{arg}", V, 0.0)
+        elif op == "discard":
+            if commit.discard(arg):
+                discarded.add(arg)
+        else:
+            while commit.due(0.0) is not None:
+                batch = commit.take()
+                assert 1 <= batch.events <= max_events
+                for run in batch.runs:
+                    assert all(added[w][1] == run.stream for w in run.waiters)
+                taken += batch.waiters()
+    assert len(taken) == len(set(taken))
+    assert set(taken) == {w for w, _ in added} - discarded
+    for stream in ("s0", "s1", "s2"):
+        mine = [w for w in taken if added[w][1] == stream]
+        assert mine == sorted(mine)  # a stream's appends keep their order

@@ -251,10 +251,12 @@ async def test_close_writes_what_is_queued(
     redis_url: str, redis_store_factory: Callable[..., RedisStore]
 ) -> None:
     store = redis_store_factory(append_window=3600.0)
+    calls = count_calls(store)
     tasks = [asyncio.ensure_future(store.append(f"s{i % 3}", Event(f"e{i}"))) for i in range(9)]
     await until(lambda: len(store._commit) == 9, "queued")
     assert not (await store.info("s0")).exists  # the window holds them
     await store.aclose()
+    assert calls[0] == 1  # gathered over the window, written in one call
     ids = [task.result() for task in tasks]
     async with RedisStore(redis_url, prefix=store.prefix) as reader:
         for s in range(3):
