@@ -10,11 +10,15 @@ else a redis-server of our own), from one process, as a gateway replica would.
 1. Appends/s and client CPU per append (the whole process's CPU time divided
    by the appends) with 1, 10, 100 and 1 000 concurrent writers, each writing
    as fast as its awaits return to a stream of its own, for a fixed time.
-2. The target: 1 000 streams x 20 tokens/s, each followed by a reader through
+2. The write path alone: 1 000 streams x 20 tokens/s (paced, as generations
+   are), no readers: ``append()`` latency and CPU per token, beside a
+   ``MemoryStore`` as the floor (what the producers cost without any store I/O).
+3. The target: 1 000 streams x 20 tokens/s, each followed by a reader through
    a ``Hub``, the way the gateway relays a generation. Delivered % (every
    token must arrive, in order, exactly once), added per-token latency
    (``append()`` called -> reader got it) p50/p99, and process CPU per token
-   (writers, hub and readers together). Target: 100 % delivered, p99 <= 20 ms.
+   (writers, hub and readers together), the MemoryStore row again the floor.
+   Target: 100 % delivered, p99 <= 20 ms.
 
 Figures are medians of ``--repeats`` runs (1 with ``--quick``). The machine is
 shared and noisy: read the ratios (the load average is printed).
@@ -26,6 +30,7 @@ import argparse
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
@@ -116,20 +121,25 @@ async def writers(url: str, make: Factory, count: int, seconds: float) -> dict[s
 
 
 async def target(
-    url: str, make: Factory, streams: int, rate: float, seconds: float
+    url: str, make: Factory, streams: int, rate: float, seconds: float, readers: bool = True
 ) -> dict[str, float]:
-    """``streams`` generations at ``rate`` tokens/s, each followed through a Hub."""
+    """``streams`` generations at ``rate`` tokens/s, each followed through a Hub.
+
+    Without ``readers``, the write path alone: latencies are then those of ``append()``.
+    """
     prefix = f"ssegate-bench:{uuid.uuid4().hex[:8]}:"
     tokens = int(rate * seconds)
     latencies: list[float] = []
     wrong = 0
     joined = 0
     failed = 0
-    async with make(prefix) as store, Hub(store, queue_size=4096) as hub:
+    async with make(prefix) as store, AsyncExitStack() as stack:
+        hub = await stack.enter_async_context(Hub(store, queue_size=4096)) if readers else None
 
         async def follow(stream: str) -> None:
             nonlocal joined, wrong
             previous = -1
+            assert hub is not None
             async for item in hub.read(stream, missing_ok=True):
                 if isinstance(item, End):
                     break
@@ -151,22 +161,27 @@ async def target(
             due = start + (s / streams) / rate
             for n in range(tokens):
                 await anyio.sleep(max(0.0, due - time.perf_counter()))
+                sent = time.perf_counter()
                 try:
-                    await store.append(stream, Event(f"{time.perf_counter()!r} {n}", event="token"))
+                    await store.append(stream, Event(f"{sent!r} {n}", event="token"))
                 except StoreUnavailable:
                     failed += 1  # the peer's pool ran dry: not delivered
+                else:
+                    if not readers:
+                        latencies.append(time.perf_counter() - sent)
                 due += 1 / rate
             await store.end(stream)
 
         async with anyio.create_task_group() as tg:
-            for s in range(streams):
-                tg.start_soon(follow, f"g{s}")
-            # Measure the steady state: every reader has joined and follows live.
-            await wait_until(lambda: hub.subscribers == streams)
+            if hub is not None:
+                for s in range(streams):
+                    tg.start_soon(follow, f"g{s}")
+                # Measure the steady state: every reader has joined and follows live.
+                await wait_until(lambda: hub.subscribers == streams)
             async with anyio.create_task_group() as warm:
                 for s in range(streams):
                     warm.start_soon(store.append, f"g{s}", Event("warm-up"))
-            await wait_until(lambda: joined == streams)
+            await wait_until(lambda: hub is None or joined == streams)
             cpu = time.process_time()
             async with anyio.create_task_group() as producers:
                 start = time.perf_counter() + 0.05
@@ -226,6 +241,31 @@ async def main(args: argparse.Namespace) -> None:
         )
 
     streams, rate, seconds = args.streams, 20.0, args.target_seconds
+    print(
+        f"\nthe write path alone: {streams} streams x {rate:g} tokens/s for {seconds:g} s, "
+        "no readers"
+    )
+    print(f"{'':30} {'append p50 ms':>14} {'p99 ms':>8} {'CPU µs/token':>13} {'added':>7}")
+    alone = []
+    for label, make in [
+        ("floor: MemoryStore", memory),
+        ("peer: one Lua call per event", per_event),
+        ("group commit", group),
+    ]:
+        r = await median_of(
+            args.repeats, partial(target, url, make, streams, rate, seconds, readers=False)
+        )
+        alone.append(r)
+        print(
+            f"{label:30} {r['p50'] * 1e3:14.2f} {r['p99'] * 1e3:8.1f} {r['cpu_us']:13.1f} "
+            f"{r['cpu_us'] - alone[0]['cpu_us']:7.1f}"
+        )
+    print(
+        "group commit vs peer: CPU added per token "
+        f"{(alone[1]['cpu_us'] - alone[0]['cpu_us']) / (alone[2]['cpu_us'] - alone[0]['cpu_us']):.1f}x"
+        " lower"
+    )
+
     print(
         f"\n{streams} streams x {rate:g} tokens/s for {seconds:g} s, each read through a Hub "
         f"(target: 100 % delivered, added per-token p99 <= 20 ms)"
