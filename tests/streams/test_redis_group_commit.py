@@ -37,12 +37,12 @@ async def until(check: Callable[[], bool], what: str) -> None:
 
 
 @asynccontextmanager
-async def own_redis() -> AsyncIterator[tuple[RedisStore, aioredis.Redis]]:
+async def own_redis(**options: Any) -> AsyncIterator[tuple[RedisStore, aioredis.Redis]]:
     """A store on a redis-server of our own, and an admin client to it (to pause it...)."""
     with RedisServer() as server:
         admin = aioredis.Redis.from_url(server.url)
         try:
-            async with RedisStore(server.url) as store:
+            async with RedisStore(server.url, **options) as store:
                 yield store, admin
         finally:
             await admin.aclose()
@@ -107,7 +107,9 @@ async def test_many_writers_on_many_streams_get_exact_ids_and_readers_exact_list
 async def test_an_error_reaches_only_the_appends_it_concerns(
     redis_store_factory: Callable[..., RedisStore],
 ) -> None:
-    async with redis_store_factory() as store:
+    # Any window: the appends below are all queued before the writer task
+    # starts its wait (without one, the first would go out alone, at once).
+    async with redis_store_factory(append_window=0.001) as store:
         calls = count_calls(store)
         await store.append("ended", Event("before"))
         await store.end("ended")
@@ -221,7 +223,8 @@ async def test_an_appender_cancelled_while_queued_takes_its_event_back(
 
 @needs_redis_server
 async def test_an_appender_cancelled_once_its_call_is_sent_leaves_the_others_intact() -> None:
-    async with own_redis() as (store, admin):
+    # A window, so the three go out together, from the writer task.
+    async with own_redis(append_window=0.001) as (store, admin):
         await store.create("s")
         # Writes wait in Redis until unpaused: the call stays in flight.
         await admin.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
@@ -245,6 +248,35 @@ async def test_an_appender_cancelled_once_its_call_is_sent_leaves_the_others_int
             Event("e2", id=_id(3)),
             End(DONE, _id(4)),
         ]
+
+
+@needs_redis_server
+async def test_an_idle_store_writes_from_the_appenders_task_and_cancelling_it_is_safe() -> None:
+    # Idle and without a window, an append is written at once from its own
+    # task (no hand-off); what comes meanwhile waits for it, then goes together.
+    async with own_redis() as (store, admin):
+        calls = count_calls(store)
+        assert Ids.of(await store.append("s", Event("alone"))) is not None
+        assert calls[0] == 1
+        await admin.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
+        tasks = [asyncio.ensure_future(store.append("s", Event(f"e{i}"))) for i in range(3)]
+        await until(lambda: store._writing is not None and len(store._commit) == 2, "queued")
+        tasks[0].cancel()  # mid-call: its append may or may not be written
+        await asyncio.gather(tasks[0], return_exceptions=True)
+        assert tasks[0].cancelled()
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        ids = await asyncio.gather(tasks[1], tasks[2])
+        assert calls[0] == 3  # the others went together, after it
+        await store.end("s")
+        items = await collect(store.read("s"))
+        _id = Ids.of(ids[0])
+        got = [(e.data, e.id) for e in items if isinstance(e, Event)]
+        assert got[0] == ("alone", _id(1))
+        # The others: each written once, in order, with the id its append returned.
+        assert [g for g in got if g[0] in ("e1", "e2")] == [("e1", ids[0]), ("e2", ids[1])]
+        assert [g[0] for g in got if g[0] == "e0"] in ([], ["e0"])
+        assert [seq(i) for _, i in got] == list(range(1, len(got) + 1))
+        assert items[-1] == End(DONE, _id(len(got) + 1))
 
 
 async def test_close_writes_what_is_queued(

@@ -301,7 +301,10 @@ class RedisStore(StreamStore):
         self._commit: GroupCommit[asyncio.Future[str]] = GroupCommit(
             window=append_window, max_events=self.append_batch
         )
+        # Who writes: the writer task, or an appender writing its own append
+        # when the store was idle (resolved when it is done). Never both.
         self._flusher: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None
         self._due: asyncio.Future[None] | None = None
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ValueError(f"prefix must be a str without braces, not {prefix!r}")
@@ -340,10 +343,14 @@ class RedisStore(StreamStore):
         """Write the appends still queued (each awaiter gets its outcome), then close."""
         self._commit.drain()
         self._wake_flusher()
-        flusher = self._flusher
-        if flusher is not None:
-            # Shielded: cancelling aclose() must not cancel the others' writes.
-            await asyncio.shield(flusher)
+        # Shielded: cancelling aclose() must not cancel the others' writes.
+        while True:
+            if self._writing is not None:
+                await asyncio.shield(self._writing)  # then it hands over to the writer task
+            elif self._flusher is not None and not self._flusher.done():
+                await asyncio.shield(self._flusher)
+            else:
+                break
         if self._owns:
             await self.redis.aclose(close_connection_pool=True)
 
@@ -433,7 +440,12 @@ class RedisStore(StreamStore):
         waiter: asyncio.Future[str] = loop.create_future()
         commit = self._commit
         commit.add(waiter, stream, values, loop.time())
-        if self._flusher is None or self._flusher.done():
+        if self._writing is None and (self._flusher is None or self._flusher.done()):
+            # Nobody writes, so nothing else is queued.
+            if commit.due(loop.time()) == 0:
+                # No window to wait for: write it from this task, as one call,
+                # sparing the hand-off to a writer task (one writer's case).
+                return await self._write_here(commit.take(), waiter)
             self._flusher = loop.create_task(self._flush())
         elif self._due is not None and commit.due(loop.time()) == 0:
             self._wake_flusher()
@@ -444,6 +456,26 @@ class RedisStore(StreamStore):
             # is written with the rest of its call, this appender just leaves.
             commit.discard(waiter)
             raise
+
+    async def _write_here(
+        self, batch: Batch[asyncio.Future[str]], waiter: asyncio.Future[str]
+    ) -> str:
+        """Write ``batch`` (this appender's own append) from the appender's task.
+
+        What is queued meanwhile goes to the writer task once this call is done
+        (one call in flight at a time). Cancelled mid-call, the append may or
+        may not be written, as any single Redis call; nobody else's is affected.
+        """
+        loop = asyncio.get_running_loop()
+        self._writing = writing = loop.create_future()
+        try:
+            await self._write(batch)
+        finally:
+            self._writing = None
+            writing.set_result(None)
+            if len(self._commit) and (self._flusher is None or self._flusher.done()):
+                self._flusher = loop.create_task(self._flush())
+        return waiter.result()
 
     def _wake_flusher(self) -> None:
         if self._due is not None and not self._due.done():
