@@ -287,6 +287,14 @@ def cli() -> None:
     args = parser.parse_args()
     if args.quick:
         args.subscribers, args.events, args.repeats, args.throughput = 1000, 10, 1, 1000
+    run_with_redis(main, args)
+
+
+def run_with_redis(main: Callable[[argparse.Namespace], Awaitable[None]], args: Any) -> None:
+    """Run ``main(args)`` on uvloop (unless ``args.no_uvloop``), with a Redis at ``args.redis_url``.
+
+    The Redis is ``--redis-url``, else $REDIS_URL, else 127.0.0.1:6379, else one of our own.
+    """
     options: dict[str, Any] = {}
     args.loop = "asyncio"
     if not args.no_uvloop:

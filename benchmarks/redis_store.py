@@ -1,0 +1,319 @@
+"""RedisStore write path: group commit against one Lua call per event, in one run.
+
+    .venv/bin/python benchmarks/redis_store.py [--quick] [--redis-url URL] [--no-uvloop]
+
+The peer is the write path RedisStore had before group commit, reproduced here
+(``PerEventRedisStore``): one ``EVALSHA`` per ``append()``, each awaited on its
+own. Both run against the same real Redis (``REDIS_URL``, else 127.0.0.1:6379,
+else a redis-server of our own), from one process, as a gateway replica would.
+
+1. Appends/s and client CPU per append (the whole process's CPU time divided
+   by the appends) with 1, 10, 100 and 1 000 concurrent writers, each writing
+   as fast as its awaits return to a stream of its own, for a fixed time.
+2. The write path alone: 1 000 streams x 20 tokens/s (paced, as generations
+   are), no readers: ``append()`` latency and CPU per token, beside a
+   ``MemoryStore`` as the floor (what the producers cost without any store I/O).
+3. The target: 1 000 streams x 20 tokens/s, each followed by a reader through
+   a ``Hub``, the way the gateway relays a generation. Delivered % (every
+   token must arrive, in order, exactly once), added per-token latency
+   (``append()`` called -> reader got it) p50/p99, and process CPU per token
+   (writers, hub and readers together), the MemoryStore row again the floor.
+   Target: 100 % delivered, p99 <= 20 ms.
+
+Figures are medians of ``--repeats`` runs (1 with ``--quick``). The machine is
+shared and noisy: read the ratios (the load average is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+from fanout import load, median_of, pct, run_with_redis, wait_until  # benchmarks/ is on sys.path
+
+from ssegate import Event, StoreUnavailable
+from ssegate.streams import End, Hub, MemoryStore, StreamStore
+from ssegate.streams._store import format_id
+from ssegate.streams.redis import _LIB, RedisStore, _epoch, _epoch_arg
+
+# The per-event script RedisStore used before group commit, as it was.
+_PER_EVENT_APPEND = (
+    _LIB
+    + """
+local o = ended(KEYS[1], KEYS[2], ARGV[1])
+if o then return redis.error_reply('SSEGATE_ENDED ' .. o) end
+create(KEYS[2], ARGV[3])
+local seq = redis.call('HINCRBY', KEYS[2], 'last', 1)
+return redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], entry_id(KEYS[2], seq), unpack(ARGV, 4))
+"""
+)
+
+
+class PerEventRedisStore(RedisStore):
+    """The peer: RedisStore with its former write path, one Lua call per append."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._per_event = self.redis.register_script(_PER_EVENT_APPEND)
+
+    async def _append(self, stream: str, event: Event) -> str:
+        data, kind, retry = self._values(event)
+        fields = [b"d", data]
+        if kind:
+            fields += [b"e", kind]
+        if retry:
+            fields += [b"r", retry]
+        args: list[bytes | int | str] = [self._ttl_ms, self.max_len, _epoch_arg(), *fields]
+        async with self._errors(stream):
+            entry_id = await self._per_event(keys=self._keys(stream), args=args)
+        number, _, epoch = entry_id.partition(b"-")
+        return format_id(_epoch(epoch), int(number))
+
+
+Factory = Callable[[str], StreamStore]
+
+
+async def delete_prefix(url: str, prefix: str) -> None:
+    admin = aioredis.Redis.from_url(url)
+    try:
+        keys = [key async for key in admin.scan_iter(match=prefix + "*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await admin.delete(*keys[start : start + 1000])
+    finally:
+        await admin.aclose()
+
+
+async def writers(url: str, make: Factory, count: int, seconds: float) -> dict[str, float]:
+    """``count`` writers appending back to back for ``seconds``: appends/s, CPU per append."""
+    prefix = f"ssegate-bench:{uuid.uuid4().hex[:8]}:"
+    done = 0
+    async with make(prefix) as store:
+        # Create the streams first: the timed part is appends to live streams.
+        async with anyio.create_task_group() as tg:
+            for w in range(count):
+                tg.start_soon(store.create, f"w{w}")
+        stop = False
+
+        async def write(w: int) -> None:
+            nonlocal done
+            stream = f"w{w}"
+            while not stop:
+                await store.append(stream, Event("token", event="token"))
+                done += 1
+
+        async with anyio.create_task_group() as tg:
+            for w in range(count):
+                tg.start_soon(write, w)
+            cpu, started = time.process_time(), time.perf_counter()
+            await anyio.sleep(seconds)
+            at_stop, cpu_stop = done, time.process_time()
+            elapsed = time.perf_counter() - started
+            stop = True
+    await delete_prefix(url, prefix)
+    return {"rate": at_stop / elapsed, "cpu_us": (cpu_stop - cpu) / at_stop * 1e6}
+
+
+async def target(
+    url: str, make: Factory, streams: int, rate: float, seconds: float, readers: bool = True
+) -> dict[str, float]:
+    """``streams`` generations at ``rate`` tokens/s, each followed through a Hub.
+
+    Without ``readers``, the write path alone: latencies are then those of ``append()``.
+    """
+    prefix = f"ssegate-bench:{uuid.uuid4().hex[:8]}:"
+    tokens = int(rate * seconds)
+    latencies: list[float] = []
+    wrong = 0
+    joined = 0
+    failed = 0
+    async with make(prefix) as store, AsyncExitStack() as stack:
+        hub = await stack.enter_async_context(Hub(store, queue_size=4096)) if readers else None
+
+        async def follow(stream: str) -> None:
+            nonlocal joined, wrong
+            previous = -1
+            assert hub is not None
+            async for item in hub.read(stream, missing_ok=True):
+                if isinstance(item, End):
+                    break
+                if not isinstance(item, Event):
+                    wrong += 1  # a Gap: tokens lost
+                    continue
+                if item.data == "warm-up":
+                    joined += 1
+                    continue
+                sent, _, number = item.data.partition(" ")
+                latencies.append(time.perf_counter() - float(sent))
+                wrong += int(number) <= previous  # out of order, or twice
+                previous = int(number)
+
+        async def produce(s: int, start: float) -> None:
+            nonlocal failed
+            stream = f"g{s}"
+            # Spread the streams' ticks over the interval, as real generations are.
+            due = start + (s / streams) / rate
+            for n in range(tokens):
+                await anyio.sleep(max(0.0, due - time.perf_counter()))
+                sent = time.perf_counter()
+                try:
+                    await store.append(stream, Event(f"{sent!r} {n}", event="token"))
+                except StoreUnavailable:
+                    failed += 1  # the peer's pool ran dry: not delivered
+                else:
+                    if not readers:
+                        latencies.append(time.perf_counter() - sent)
+                due += 1 / rate
+            await store.end(stream)
+
+        async with anyio.create_task_group() as tg:
+            if hub is not None:
+                for s in range(streams):
+                    tg.start_soon(follow, f"g{s}")
+                # Measure the steady state: every reader has joined and follows live.
+                await wait_until(lambda: hub.subscribers == streams)
+            async with anyio.create_task_group() as warm:
+                for s in range(streams):
+                    warm.start_soon(store.append, f"g{s}", Event("warm-up"))
+            await wait_until(lambda: hub is None or joined == streams)
+            cpu = time.process_time()
+            async with anyio.create_task_group() as producers:
+                start = time.perf_counter() + 0.05
+                for s in range(streams):
+                    producers.start_soon(produce, s, start)
+        cpu = time.process_time() - cpu
+    if isinstance(store, RedisStore):
+        await delete_prefix(url, prefix)
+    expected = streams * tokens
+    if wrong:
+        raise RuntimeError(f"{wrong} tokens out of order, repeated or lost in a gap")
+    return {
+        "delivered": len(latencies) / expected * 100,
+        "failed": failed,
+        "p50": pct(latencies, 0.5),
+        "p99": pct(latencies, 0.99),
+        "cpu_us": cpu / expected * 1e6,
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    url = args.redis_url
+
+    def memory(prefix: str) -> StreamStore:
+        return MemoryStore()
+
+    def per_event(prefix: str) -> RedisStore:
+        return PerEventRedisStore(url, prefix=prefix)
+
+    def group(prefix: str) -> RedisStore:
+        return RedisStore(url, prefix=prefix)
+
+    def group_window(prefix: str) -> RedisStore:
+        return RedisStore(url, prefix=prefix, append_window=0.002)
+
+    print(
+        f"RedisStore appends, {args.seconds:g} s per cell, median of {args.repeats} "
+        f"(loop: {args.loop}; Redis {url}; shared noisy machine, load average {load()})\n"
+    )
+    # Appends/s depend on how much CPU the machine gives the process; CPU per
+    # append does not, and 1e6 / it is what one fully busy core would sustain.
+    print(
+        f"{'writers':>8} {'per-event/s':>12} {'group/s':>10} {'ratio':>7} "
+        f"{'per-event CPU µs':>17} {'group CPU µs':>13} {'ratio':>7} "
+        f"{'per core: per-event/s':>22} {'group/s':>10}"
+    )
+    for count in args.writers:
+        before = await median_of(
+            args.repeats, partial(writers, url, per_event, count, args.seconds)
+        )
+        after = await median_of(args.repeats, partial(writers, url, group, count, args.seconds))
+        print(
+            f"{count:8d} {before['rate']:12.0f} {after['rate']:10.0f} "
+            f"{after['rate'] / before['rate']:6.1f}x {before['cpu_us']:17.1f} "
+            f"{after['cpu_us']:13.1f} {before['cpu_us'] / after['cpu_us']:6.1f}x "
+            f"{1e6 / before['cpu_us']:22.0f} {1e6 / after['cpu_us']:10.0f}"
+        )
+
+    streams, rate, seconds = args.streams, 20.0, args.target_seconds
+    print(
+        f"\nthe write path alone: {streams} streams x {rate:g} tokens/s for {seconds:g} s, "
+        "no readers"
+    )
+    print(f"{'':30} {'append p50 ms':>14} {'p99 ms':>8} {'CPU µs/token':>13} {'added':>7}")
+    alone = []
+    for label, make in [
+        ("floor: MemoryStore", memory),
+        ("peer: one Lua call per event", per_event),
+        ("group commit", group),
+    ]:
+        r = await median_of(
+            args.repeats, partial(target, url, make, streams, rate, seconds, readers=False)
+        )
+        alone.append(r)
+        print(
+            f"{label:30} {r['p50'] * 1e3:14.2f} {r['p99'] * 1e3:8.1f} {r['cpu_us']:13.1f} "
+            f"{r['cpu_us'] - alone[0]['cpu_us']:7.1f}"
+        )
+    print(
+        "group commit vs peer: CPU added per token "
+        f"{(alone[1]['cpu_us'] - alone[0]['cpu_us']) / (alone[2]['cpu_us'] - alone[0]['cpu_us']):.1f}x"
+        " lower"
+    )
+
+    print(
+        f"\n{streams} streams x {rate:g} tokens/s for {seconds:g} s, each read through a Hub "
+        f"(target: 100 % delivered, added per-token p99 <= 20 ms)"
+    )
+    print(
+        f"{'':30} {'delivered':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/token':>13} "
+        f"{'added by Redis':>15}"
+    )
+    rows = []
+    for label, make in [
+        ("floor: MemoryStore, no Redis", memory),
+        ("peer: one Lua call per event", per_event),
+        ("group commit", group),
+        ("group commit, 2 ms window", group_window),
+    ]:
+        r = await median_of(args.repeats, partial(target, url, make, streams, rate, seconds))
+        rows.append(r)
+        added = r["cpu_us"] - rows[0]["cpu_us"]
+        print(
+            f"{label:30} {r['delivered']:9.1f}% {r['p50'] * 1e3:8.1f} {r['p99'] * 1e3:8.1f} "
+            f"{r['cpu_us']:13.1f} {added if rows[1:] else 0:15.1f}"
+        )
+    floor, peer, best = rows[0], rows[1], rows[2]
+    met = best["delivered"] == 100.0 and best["p99"] <= 0.020
+    print(
+        f"group commit vs peer: p50 {peer['p50'] / best['p50']:.1f}x, "
+        f"p99 {peer['p99'] / best['p99']:.1f}x lower; CPU added by Redis per token "
+        f"{(peer['cpu_us'] - floor['cpu_us']) / (best['cpu_us'] - floor['cpu_us']):.1f}x lower; "
+        f"target {'met' if met else 'MISSED'}"
+    )
+    print(f"\nload average at the end: {load()}")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (about 30 s)")
+    parser.add_argument("--writers", type=int, nargs="+", default=[1, 10, 100, 1000])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per writers cell")
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--target-seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--no-uvloop", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.target_seconds, args.repeats = 1.0, 3.0, 1
+    run_with_redis(main, args)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,198 @@
+"""Group commit for appends, sans I/O: what the next write carries, and when it goes.
+
+A store that pays one round trip per append (``RedisStore``: one Lua call per
+event) tops out far below what a thousand token streams produce. Databases
+solved this long ago with *group commit*: appends wait in a queue, and each
+write carries everything queued so far, whatever stream it belongs to. While
+one write is in flight the next batch gathers, so under load batches grow by
+themselves and the cost per event falls; when idle, an append goes out at once.
+
+``GroupCommit`` holds that queue and makes the decisions, with no I/O and no
+clock of its own (``now`` is passed in, so tests drive time by hand):
+
+- ``add()`` queues an append with an opaque ``waiter`` (the store's future),
+  ``discard()`` takes it back (its appender was cancelled before it was sent:
+  it is then not written at all).
+- ``due(now)`` says when the next write should go: ``None`` when nothing is
+  queued, else the seconds left of the ``window`` counted from the oldest
+  queued append (``0``: now). A full batch, or ``drain()`` (the store is
+  closing), makes it due at once.
+- ``take()`` removes up to ``max_events`` (and about ``max_bytes``) appends in
+  queue order and groups them by stream into a ``Batch``: one run per stream,
+  in the order its appends were queued, so a stream's events keep the order of
+  its ``append()`` calls and take consecutive numbers.
+- ``Batch.outcomes(reply)`` turns the write's reply (per stream: the first
+  number, how many were written, the epoch, an error) into each waiter's own
+  id or error, so a failure reaches exactly the appends it concerns.
+
+The wire form of an append is three values: data, event type (``""`` for
+``"message"``) and retry (``""`` for none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Generic, TypeVar
+
+from ._store import EPOCH_WIDTH, format_id
+
+__all__ = ["Batch", "GroupCommit", "StreamRun"]
+
+W = TypeVar("W", bound=Hashable)
+
+#: One append's values on the wire: data, event type, retry.
+Values = tuple[bytes, bytes, bytes]
+
+
+class StreamRun(Generic[W]):
+    """The appends of one stream in a batch, in queue order."""
+
+    __slots__ = ("stream", "values", "waiters")
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.waiters: list[W] = []
+        self.values: list[Values] = []
+
+
+class Batch(Generic[W]):
+    """The appends one write carries, grouped by stream (streams in order of first append)."""
+
+    __slots__ = ("events", "runs")
+
+    def __init__(self, runs: list[StreamRun[W]], events: int) -> None:
+        self.runs = runs
+        self.events = events
+
+    @property
+    def streams(self) -> list[str]:
+        return [run.stream for run in self.runs]
+
+    def waiters(self) -> Iterator[W]:
+        for run in self.runs:
+            yield from run.waiters
+
+    def args(self, new_epoch: Callable[[], bytes]) -> list[bytes]:
+        """Per stream: the epoch to create it with, the number of appends, their values."""
+        args: list[bytes] = []
+        for run in self.runs:
+            args += (new_epoch(), b"%d" % len(run.values))
+            for values in run.values:
+                args += values
+        return args
+
+    def outcomes(
+        self,
+        reply: Sequence[object],
+        error: Callable[[str, str], BaseException],
+    ) -> Iterator[tuple[W, str | BaseException]]:
+        """Each waiter's id or exception, from a reply of four values per stream.
+
+        Per stream the reply holds the number of its first appended event, how
+        many of its appends were written, its epoch as the entry ids carry it
+        (decimal), and an error message for the appends not written (``""``
+        when all were). ``error(stream, message)`` makes the exception.
+        """
+        if len(reply) != 4 * len(self.runs):
+            raise ValueError(
+                f"a batch of {len(self.runs)} streams got a reply of {len(reply)} values"
+            )
+        for i, run in enumerate(self.runs):
+            first, written, epoch_part, message = reply[4 * i : 4 * i + 4]
+            if not isinstance(first, int) or not isinstance(written, int):
+                raise ValueError(f"not numbers: {first!r}, {written!r}")
+            epoch = ""
+            if written:
+                if not isinstance(epoch_part, bytes | str) or not epoch_part.isdigit():
+                    raise ValueError(f"not an epoch: {epoch_part!r}")
+                epoch = f"{int(epoch_part):0{EPOCH_WIDTH}x}"
+            for k, waiter in enumerate(run.waiters):
+                if k < written:
+                    yield waiter, format_id(epoch, first + k)
+                else:
+                    text = message.decode() if isinstance(message, bytes) else str(message)
+                    yield waiter, error(run.stream, text)
+
+
+class GroupCommit(Generic[W]):
+    """The queue of appends waiting for a write, and when and what to write (see module doc)."""
+
+    def __init__(self, *, window: float = 0.0, max_events: int = 512, max_bytes: int = 1 << 20):
+        if not window >= 0:
+            raise ValueError(f"the append window must be >= 0 seconds, not {window!r}")
+        if type(max_events) is not int or max_events < 1:
+            raise ValueError(f"max_events must be a positive int, not {max_events!r}")
+        if type(max_bytes) is not int or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive int, not {max_bytes!r}")
+        self.window = float(window)
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        # Insertion-ordered: the queue, with O(1) discard of a cancelled append.
+        self._queue: dict[W, tuple[str, Values]] = {}
+        self._bytes = 0
+        self._since: float | None = None
+        self._draining = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def add(self, waiter: W, stream: str, values: Values, now: float) -> None:
+        if waiter in self._queue:
+            raise ValueError("this waiter is already queued")
+        self._queue[waiter] = (stream, values)
+        self._bytes += _size(values)
+        if self._since is None:
+            self._since = now
+
+    def discard(self, waiter: W) -> bool:
+        """Take back a queued append (``False`` if it has been taken for a write already)."""
+        found = self._queue.pop(waiter, None)
+        if found is None:
+            return False
+        self._bytes -= _size(found[1])
+        if not self._queue:
+            self._since = None
+        return True
+
+    def drain(self) -> None:
+        """From now on every queued append is due at once (the store is closing)."""
+        self._draining = True
+
+    def due(self, now: float) -> float | None:
+        """Seconds until the next write should go (0: now), ``None`` when nothing is queued."""
+        if self._since is None:
+            return None
+        if self._draining or len(self._queue) >= self.max_events or self._bytes >= self.max_bytes:
+            return 0.0
+        return max(0.0, self._since + self.window - now)
+
+    def take(self) -> Batch[W]:
+        """The next write's appends, removed from the queue (at least one if any is queued)."""
+        runs: dict[str, StreamRun[W]] = {}
+        taken: list[W] = []
+        size = 0
+        for waiter, (stream, values) in self._queue.items():
+            if taken and (len(taken) >= self.max_events or size >= self.max_bytes):
+                break
+            run = runs.get(stream)
+            if run is None:
+                run = runs[stream] = StreamRun(stream)
+            run.waiters.append(waiter)
+            run.values.append(values)
+            taken.append(waiter)
+            size += _size(values)
+        if len(taken) == len(self._queue):
+            self._queue.clear()
+            self._since = None
+        else:
+            # What is left has waited as long as what was taken: it is due at
+            # once, with the next write (no new window).
+            for waiter in taken:
+                del self._queue[waiter]
+            self._since = float("-inf")
+        self._bytes -= size
+        return Batch(list(runs.values()), len(taken))
+
+
+def _size(values: Values) -> int:
+    return len(values[0]) + len(values[1]) + len(values[2])

@@ -1,0 +1,203 @@
+"""The group-commit decisions (``streams._batch``), driven by hand: no I/O, a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from streams_support import FakeClock
+
+from ssegate import StreamEnded
+from ssegate.streams._batch import GroupCommit
+
+V = (b"data", b"", b"")
+
+
+def error(stream: str, message: str) -> BaseException:
+    return StreamEnded(f"{stream}: {message}")
+
+
+def test_nothing_queued_is_never_due(clock: FakeClock) -> None:
+    commit: GroupCommit[str] = GroupCommit(window=0.005)
+    assert commit.due(clock()) is None
+    assert len(commit) == 0
+
+
+def test_without_a_window_an_append_is_due_at_once(clock: FakeClock) -> None:
+    commit: GroupCommit[str] = GroupCommit()
+    commit.add("w1", "s", V, clock())
+    assert commit.due(clock()) == 0
+
+
+def test_the_window_counts_from_the_oldest_queued_append(clock: FakeClock) -> None:
+    commit: GroupCommit[str] = GroupCommit(window=0.005)
+    commit.add("w1", "a", V, clock())
+    clock.advance(0.002)
+    commit.add("w2", "b", V, clock())
+    assert commit.due(clock()) == pytest.approx(0.003)
+    clock.advance(0.003)
+    assert commit.due(clock()) == 0
+    batch = commit.take()
+    assert list(batch.waiters()) == ["w1", "w2"]
+    assert commit.due(clock()) is None
+    # The next append starts a new window.
+    commit.add("w3", "a", V, clock())
+    assert commit.due(clock()) == pytest.approx(0.005)
+
+
+def test_a_full_batch_is_due_before_its_window(clock: FakeClock) -> None:
+    commit: GroupCommit[int] = GroupCommit(window=10.0, max_events=3)
+    for i in range(2):
+        commit.add(i, "s", V, clock())
+    assert commit.due(clock()) == pytest.approx(10.0)
+    commit.add(2, "s", V, clock())
+    assert commit.due(clock()) == 0
+
+
+def test_a_batch_full_of_bytes_is_due_before_its_window(clock: FakeClock) -> None:
+    commit: GroupCommit[int] = GroupCommit(window=10.0, max_bytes=10)
+    commit.add(1, "s", (b"12345", b"", b""), clock())
+    assert commit.due(clock()) == pytest.approx(10.0)
+    commit.add(2, "s", (b"123", b"ab", b""), clock())
+    assert commit.due(clock()) == 0
+    assert [list(r.waiters) for r in commit.take().runs] == [[1, 2]]
+
+
+def test_draining_makes_everything_due_at_once(clock: FakeClock) -> None:
+    commit: GroupCommit[str] = GroupCommit(window=3600.0)
+    commit.add("w", "s", V, clock())
+    commit.drain()
+    assert commit.due(clock()) == 0
+
+
+def test_take_groups_by_stream_keeping_each_streams_order(clock: FakeClock) -> None:
+    commit: GroupCommit[str] = GroupCommit()
+    for waiter, stream in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("c1", "c"), ("b2", "b")]:
+        commit.add(waiter, stream, (waiter.encode(), b"", b""), clock())
+    batch = commit.take()
+    assert batch.events == 5
+    assert batch.streams == ["a", "b", "c"]
+    assert [r.waiters for r in batch.runs] == [["a1", "a2"], ["b1", "b2"], ["c1"]]
+    assert batch.args(lambda: b"77") == [
+        b"77", b"2", b"a1", b"", b"", b"a2", b"", b"",
+        b"77", b"2", b"b1", b"", b"", b"b2", b"", b"",
+        b"77", b"1", b"c1", b"", b"",
+    ]  # fmt: skip
+    assert len(commit) == 0
+
+
+def test_take_stops_at_max_events_and_what_is_left_stays_due(clock: FakeClock) -> None:
+    commit: GroupCommit[int] = GroupCommit(window=1.0, max_events=2)
+    for i in range(5):
+        commit.add(i, f"s{i % 2}", V, clock())
+    assert [list(commit.take().waiters()) for _ in range(2)] == [[0, 1], [2, 3]]
+    assert commit.due(clock()) == 0  # 4 has waited as long as the others: no new window
+    assert list(commit.take().waiters()) == [4]
+    assert commit.due(clock()) is None
+
+
+def test_a_discarded_append_is_not_taken(clock: FakeClock) -> None:
+    commit: GroupCommit[str] = GroupCommit()
+    for w in ("w1", "w2", "w3"):
+        commit.add(w, "s", V, clock())
+    assert commit.discard("w2") is True
+    assert commit.discard("w2") is False
+    assert list(commit.take().waiters()) == ["w1", "w3"]
+    assert commit.discard("w1") is False  # already taken: it goes with its write
+    commit.add("w4", "s", V, clock())
+    commit.discard("w4")
+    assert commit.due(clock()) is None
+
+
+def test_a_waiter_is_queued_once(clock: FakeClock) -> None:
+    commit: GroupCommit[str] = GroupCommit()
+    commit.add("w", "s", V, clock())
+    with pytest.raises(ValueError, match="already queued"):
+        commit.add("w", "t", V, clock())
+
+
+def test_outcomes_give_each_waiter_its_own_id_or_error(clock: FakeClock) -> None:
+    commit: GroupCommit[str] = GroupCommit()
+    for waiter, stream in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("c1", "c"), ("c2", "c")]:
+        commit.add(waiter, stream, V, clock())
+    batch = commit.take()
+    reply = [
+        7, 2, b"16", b"",  # a: events 7 and 8, epoch 16 = 0x10
+        1, 0, None, b"SSEGATE_ENDED done",  # b: ended
+        3, 1, b"4294967295", b"WRONGTYPE x",  # c: one written, then an error
+    ]  # fmt: skip
+    got = {w: o if isinstance(o, str) else repr(o) for w, o in batch.outcomes(reply, error)}
+    assert got == {
+        "a1": "00000010-000000000007",
+        "a2": "00000010-000000000008",
+        "b1": repr(StreamEnded("b: SSEGATE_ENDED done")),
+        "c1": "ffffffff-000000000003",
+        "c2": repr(StreamEnded("c: WRONGTYPE x")),
+    }
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [[1, 1, b"5"], [b"x", 1, b"5", b""], [1, 1, None, b""], [1, 1, b"zz", b""]],
+)
+def test_an_unexpected_reply_is_a_value_error(clock: FakeClock, reply: list[object]) -> None:
+    commit: GroupCommit[str] = GroupCommit()
+    commit.add("w", "s", V, clock())
+    with pytest.raises(ValueError):  # noqa: PT011 - the message names what is wrong
+        list(commit.take().outcomes(reply, error))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"window": -1}, "window"),
+        ({"window": float("nan")}, "window"),
+        ({"max_events": 0}, "max_events"),
+        ({"max_bytes": 1.5}, "max_bytes"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GroupCommit(**options)  # type: ignore[arg-type]
+
+
+# A run of queue operations: add an append to stream 0-2, discard the append
+# queued i-th (if still queued), or take a batch.
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 2)),
+        st.tuples(st.just("discard"), st.integers(0, 40)),
+        st.tuples(st.just("take"), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@given(operations, st.integers(1, 5))
+def test_every_append_is_taken_once_in_its_streams_order_unless_discarded(
+    ops: list[tuple[str, int]], max_events: int
+) -> None:
+    commit: GroupCommit[int] = GroupCommit(max_events=max_events)
+    added: list[tuple[int, str]] = []
+    discarded: set[int] = set()
+    taken: list[int] = []
+    for op, arg in [*ops, ("take", 0)]:
+        if op == "add":
+            waiter = len(added)
+            added.append((waiter, f"s{arg}"))
+            commit.add(waiter, f"s{arg}", V, 0.0)
+        elif op == "discard":
+            if commit.discard(arg):
+                discarded.add(arg)
+        else:
+            while commit.due(0.0) is not None:
+                batch = commit.take()
+                assert 1 <= batch.events <= max_events
+                for run in batch.runs:
+                    assert all(added[w][1] == run.stream for w in run.waiters)
+                taken += batch.waiters()
+    assert len(taken) == len(set(taken))
+    assert set(taken) == {w for w, _ in added} - discarded
+    for stream in ("s0", "s1", "s2"):
+        mine = [w for w in taken if added[w][1] == stream]
+        assert mine == sorted(mine)  # a stream's appends keep their order
