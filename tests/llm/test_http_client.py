@@ -11,6 +11,8 @@ import base64
 import gzip
 import json
 import re
+import socket
+import threading
 import tracemalloc
 import zlib
 from contextlib import aclosing
@@ -220,6 +222,31 @@ async def test_a_provider_does_not_repeat_a_generation_after_a_timeout(kind: str
         await client.aclose()
 
 
+async def test_an_idle_connection_the_server_closed_is_not_used_again(kind: str) -> None:
+    closed = threading.Event()
+
+    def handler(conn: Conn) -> None:
+        if conn.read_request() is None:
+            return
+        conn.send(response(b"answer"))  # keep-alive by default, and yet:
+        conn.sock.shutdown(socket.SHUT_RDWR)  # the server's idle timeout
+        closed.set()
+
+    server = RawServer(handler)
+    with server.run() as url:
+        client = make_client(kind)
+        bodies = []
+        for _ in range(2):
+            async with open_stream(client, "POST", url + "/", {}, b"{}") as r:
+                bodies.append(b"".join([c async for c in r.aiter_bytes()]))
+            # The loop runs while we wait in a thread, so the FIN is seen.
+            assert await anyio.to_thread.run_sync(closed.wait, 10.0)
+            closed.clear()
+        await client.aclose()
+    assert bodies == [b"answer", b"answer"]
+    assert (server.connections, len(server.requests)) == (2, 2)  # each POST sent once
+
+
 # -- 4. size limits ------------------------------------------------------------------
 
 
@@ -370,8 +397,36 @@ async def test_https_proxy_from_the_environment_is_used(
         async with OpenAIProvider(https + "/v1", "k", client=ignoring) as provider:
             direct = await collect(provider, REQUEST)
         await ignoring.aclose()
-    assert events == direct == answer_events("p", "via proxy")
-    assert len(proxy.targets) == 1  # trust_env=False went around the proxy
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+        bypassing = make_client(kind)
+        async with OpenAIProvider(https + "/v1", "k", client=bypassing) as provider:
+            bypassed = await collect(provider, REQUEST)
+        await bypassing.aclose()
+    assert events == direct == bypassed == answer_events("p", "via proxy")
+    assert len(proxy.targets) == 1  # trust_env=False and NO_PROXY went around the proxy
+
+
+async def test_a_netrc_entry_neither_replaces_nor_clashes_with_the_api_key(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password elsewhere\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    def handler(conn: Conn) -> None:
+        if conn.read_request() is not None:
+            conn.send(response(sse_answer("n", "ok")))
+
+    server = RawServer(handler)
+    with server.run() as url:
+        client = make_client(kind)
+        async with OpenAIProvider(url + "/v1", "sk-key", client=client) as provider:
+            events = await collect(provider, REQUEST)
+        await client.aclose()
+    assert events == answer_events("n", "ok")
+    assert server.requests[0].header_values("authorization") == ["Bearer sk-key"]
 
 
 def _trusting(cert: str) -> Any:

@@ -37,11 +37,14 @@ What ssegate adds on both paths (``ssegate._http`` holds the pieces):
 
 Environment. By default (``trust_env=True``) proxies come from ``HTTP_PROXY``,
 ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` (and their lower-case forms),
-and certificates are checked against the system's CA store, or the files named
-by ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (certifi's bundle where the system has no
-store). ``trust_env=False`` ignores all of these: no proxy, the system store
-only. ``ssl_context=`` replaces the CA decision altogether. ``default_http_client``
-builds the httpx client the same way, so both paths trust the same CAs.
+read when the client is made, and certificates are checked against the
+system's CA store, or the files named by ``SSL_CERT_FILE``/``SSL_CERT_DIR``
+(certifi's bundle where the system has no store). ``trust_env=False`` ignores
+all of these: no proxy, the system store only. ``ssl_context=`` replaces the CA
+decision altogether. ``default_http_client`` builds the httpx client the same
+way, so both paths trust the same CAs. ``~/.netrc`` is not read (aiohttp's own
+``trust_env`` would, on a worker thread per request, and a ``.netrc`` entry for a
+provider's host would then clash with its API key).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from __future__ import annotations
 import base64
 import os
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
@@ -219,6 +223,8 @@ class HTTPClient:
         # Reading the CA store takes ~50 ms: once, here.
         self._ssl = ssl_context or default_ssl_context(trust_env=trust_env)
         self._keepalive = keepalive_timeout
+        self._proxies = urllib.request.getproxies_environment() if trust_env else {}
+        self._proxy_for: dict[tuple[str, str], str | None] = {}
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -230,7 +236,7 @@ class HTTPClient:
         )
         return aiohttp.ClientSession(
             connector=connector,
-            trust_env=self.trust_env,
+            trust_env=False,  # proxies are chosen here (see the module docstring)
             auto_decompress=False,  # done here, bounded (see Decompressor)
             timeout=aiohttp.ClientTimeout(
                 total=None,
@@ -268,7 +274,12 @@ class HTTPClient:
             self._session = self._open()
         try:
             resp = await self._session.request(
-                method, url, headers=sent, data=content, allow_redirects=False
+                method,
+                url,
+                headers=sent,
+                data=content,
+                allow_redirects=False,
+                proxy=self._proxy(url),
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -305,6 +316,22 @@ class HTTPClient:
                 resp.release()
             else:
                 resp.close()  # unread body: closing is what tells the server to stop
+
+    def _proxy(self, url: str) -> str | None:
+        """The proxy for ``url`` from the environment (None: connect directly)."""
+        if not self._proxies:
+            return None
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        if key not in self._proxy_for:
+            proxy = self._proxies.get(parts.scheme) or self._proxies.get("all")
+            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+            if proxy and bypass(parts.netloc, self._proxies):  # NO_PROXY
+                proxy = None
+            if len(self._proxy_for) > 1024:
+                self._proxy_for.clear()
+            self._proxy_for[key] = proxy
+        return self._proxy_for[key]
 
     async def aclose(self) -> None:
         self._closed = True
