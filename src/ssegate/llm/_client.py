@@ -1,24 +1,39 @@
 """The HTTP client under the providers: aiohttp by default, httpx when given one.
 
-Why aiohttp. ``benchmarks/relay.py`` relays N concurrent OpenAI-style streams at
-20 tokens/s each through ``OpenAIProvider`` (uvicorn + uvloop relay, one process)
-and measures the relay's CPU per relayed token and the p99 lateness of tokens
-against the upstream's schedule. Medians, one run, 2 shared CPUs (``--quick``,
-40 tokens per stream):
+Why aiohttp. ``benchmarks/relay.py`` relays N concurrent OpenAI-style streams
+(20 tokens/s each, 120 tokens) through ``OpenAIProvider`` in one uvicorn + uvloop
+process and measures the relay's CPU per relayed token and the p99 lateness of
+tokens against the upstream's schedule, over plain HTTP and over TLS to the
+upstream. One run, all clients interleaved, medians of 3, 2 shared CPUs
+(2026-11-29; the hand-written client was the one this module replaced):
 
-==========================  =========  =========  ==========  ==========
-client                      100 HTTP   100 TLS    1000 HTTP   1000 TLS
-==========================  =========  =========  ==========  ==========
-aiohttp 3.14 (this module)  FIGURES
-httpx 0.28                  FIGURES
-the old hand-written        FIGURES
-==========================  =========  =========  ==========  ==========
+CPU µs per relayed token (p99 lateness ÷ direct's), by streams and transport:
 
-(µs of CPU per token; p99 lateness / direct at 1000 streams in the notes below.)
+=====================  ============  ============  ============  ============
+client                 100 HTTP      100 TLS       1000 HTTP     1000 TLS
+=====================  ============  ============  ============  ============
+aiohttp 3.14 (default)  77.5 (2.8x)  112.5 (2.3x)   48.8 (2.5x)   39.9 (1.8x)
+httpx 0.28             153.3 (6.9x)  185.0 (12x)    98.9 (2.8x)  137.8 (2.9x)
+hand-written (removed)  60.8 (1.7x)   95.0 (1.4x)   20.2 (4.4x)   32.9 (1.5x)
+=====================  ============  ============  ============  ============
 
-aiohttp's client has a C parser (llhttp), proxies from the environment, skips
-``1xx`` informational answers, never re-sends a POST, and bounds the response
-head; httpx stays accepted as ``client=`` (trio, HTTP/2, custom transports).
+aiohttp costs half of httpx's CPU in every row (an earlier run, with tests
+loading the machine: 102/108/63/82 µs against 174/190/104/147) and holds the
+relay's budget of 50 µs per token at 1000 streams; httpx did not (and at 1000
+TLS streams it let 0.4 % of the streams time out connecting). The hand-written
+client was cheaper still (a C parser with nothing around it), which is no reason
+to keep a protocol client of our own. Lateness at 1000 streams is the machine's
+more than the client's: the relay process is near one full CPU (20 000 tokens/s
+× ~50 µs), the hand-written client's lateness ratio moved from 1.5x to 4.4x
+between rows, and over TLS "direct" is slow itself (the benchmark's client does
+the 1000 handshakes).
+
+aiohttp's client has a C parser (llhttp) and CONNECT proxies, skips ``1xx``
+informational answers, bounds the response head, and never re-sends a POST (an
+idle pooled connection the server closed is dropped at checkout; only an
+idempotent request is retried, once, on a reused connection that closed
+without answering). httpx stays accepted as ``client=`` (trio, HTTP/2, custom
+transports); h11 under it gives the same guarantees.
 
 What ssegate adds on both paths (``ssegate._http`` holds the pieces):
 
@@ -31,6 +46,8 @@ What ssegate adds on both paths (``ssegate._http`` holds the pieces):
 - the body is decompressed here, not by the client: ``gzip``/``deflate`` in
   pieces of at most 64 KiB, a decompression bomb refused, and a compressed body
   cut short is an error instead of a complete answer;
+- response heads are bounded: ``MAX_HEADERS`` lines of at most
+  ``MAX_HEADER_LINE`` bytes here (aiohttp), 16 KiB on httpx (h11);
 - errors are ssegate's: ``ReadTimeout`` (no byte for ``read_timeout`` seconds,
   the wait for the response head included) and ``TransportError``; a bad
   compressed body is a ``ProtocolError``.
@@ -293,7 +310,8 @@ class HTTPClient:
             nonlocal complete
             try:
                 decoder = _decoder(resp.headers)
-                async for data in resp.content.iter_any():
+                readany = resp.content.readany
+                while data := await readany():  # b"" at the end of the body
                     if decoder is None:
                         yield data
                     else:
