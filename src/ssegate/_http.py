@@ -105,8 +105,24 @@ def check_headers(headers: Mapping[str, str]) -> None:
 # -- capped bodies -----------------------------------------------------------------
 
 
-def _join_capped(parts: list[bytes], limit: int) -> bytes:
-    return b"".join(parts)[:limit]
+class _Capped:
+    """The first ``limit`` bytes of a body, gathered chunk by chunk."""
+
+    __slots__ = ("limit", "parts", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; True once there is enough."""
+        self.parts.append(chunk)
+        self.size += len(chunk)
+        return self.size >= self.limit
+
+    def value(self) -> bytes:
+        return b"".join(self.parts)[: self.limit]
 
 
 def read_capped(
@@ -117,13 +133,10 @@ def read_capped(
     For error answers: their status says enough, their body is read for the
     message, and a huge page or a broken connection must not make that fail.
     """
-    parts: list[bytes] = []
-    size = 0
+    body = _Capped(limit)
     try:
         for chunk in chunks:
-            parts.append(chunk)
-            size += len(chunk)
-            if size >= limit:
+            if body.add(chunk):
                 break
     except errors:
         pass  # keep what came
@@ -131,20 +144,17 @@ def read_capped(
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
-    return _join_capped(parts, limit)
+    return body.value()
 
 
 async def aread_capped(
     chunks: AsyncIterator[bytes], limit: int, *, errors: tuple[type[BaseException], ...] = ()
 ) -> bytes:
     """``read_capped`` for an async iterator (closed before returning)."""
-    parts: list[bytes] = []
-    size = 0
+    body = _Capped(limit)
     try:
         async for chunk in chunks:
-            parts.append(chunk)
-            size += len(chunk)
-            if size >= limit:
+            if body.add(chunk):
                 break
     except errors:
         pass  # keep what came
@@ -152,7 +162,7 @@ async def aread_capped(
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
-    return _join_capped(parts, limit)
+    return body.value()
 
 
 # -- bounded decompression -----------------------------------------------------------

@@ -250,31 +250,43 @@ async def test_an_idle_connection_the_server_closed_is_not_used_again(kind: str)
 # -- 4. size limits ------------------------------------------------------------------
 
 
+def send_after_request(conn: Conn, view: memoryview) -> None:
+    """Read one request, then send ``view`` in slices (no copies: no allocations)."""
+    conn.read_request()
+    for i in range(0, len(view), 65536):
+        conn.send(view[i : i + 65536])
+
+
+async def collect_traced(provider: OpenAIProvider) -> tuple[list[Any] | Exception, int]:
+    """The events (or the exception) of ``REQUEST`` and the peak of traced memory."""
+    tracemalloc.start()
+    try:
+        try:
+            outcome: list[Any] | Exception = await collect(provider, REQUEST)
+        except Exception as exc:
+            outcome = exc
+        return outcome, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await provider.aclose()
+
+
 @pytest.mark.parametrize("shape", ["one long header", "many headers"])
 async def test_an_oversized_head_is_refused_with_bounded_memory(kind: str, shape: str) -> None:
     if shape == "one long header":
         head = b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * (20 << 20) + b"\r\n\r\n"
     else:
         head = b"HTTP/1.1 200 OK\r\n" + b"x-h: 0123456789abcdef\r\n" * 1_000_000 + b"\r\n"
-    view = memoryview(head)  # sent in slices without copies: the server allocates nothing
+    view = memoryview(head)
 
-    def handler(conn: Conn) -> None:
-        conn.read_request()
-        for i in range(0, len(view), 65536):
-            conn.send(view[i : i + 65536])
-
-    server = RawServer(handler)
+    server = RawServer(lambda conn: send_after_request(conn, view))
     with server.run() as url:
         client = make_client(kind)
-        tracemalloc.start()
-        try:
-            with pytest.raises(UpstreamUnavailable, match="could not reach") as caught:
-                await collect(OpenAIProvider(url + "/v1", "k", client=client), REQUEST)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        outcome, peak = await collect_traced(OpenAIProvider(url + "/v1", "k", client=client))
         await client.aclose()
-    assert isinstance(caught.value.__cause__, TransportError)
+    assert isinstance(outcome, UpstreamUnavailable)
+    assert "could not reach" in str(outcome)
+    assert isinstance(outcome.__cause__, TransportError)
     assert peak < 4 << 20, peak  # the 20 MB head was refused as it came, never held
 
 
@@ -292,26 +304,16 @@ def bomb() -> bytes:
 
 
 async def test_a_gzip_bomb_is_refused_with_bounded_memory(kind: str, bomb: bytes) -> None:
-    def handler(conn: Conn) -> None:
-        conn.read_request()
-        conn.send(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n"
-            b"content-length: %d\r\n\r\n" % len(bomb)
-        )
-        view = memoryview(bomb)
-        for i in range(0, len(view), 65536):
-            conn.send(view[i : i + 65536])
-
-    server = RawServer(handler)
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n"
+        b"content-length: %d\r\n\r\n" % len(bomb)
+    )
+    server = RawServer(lambda conn: send_after_request(conn, memoryview(head + bomb)))
     with server.run() as url:
         client = make_client(kind)
-        tracemalloc.start()
-        try:
-            events = await collect(OpenAIProvider(url + "/v1", "k", client=client), REQUEST)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        events, peak = await collect_traced(OpenAIProvider(url + "/v1", "k", client=client))
         await client.aclose()
+    assert isinstance(events, list)
     assert len(events) == 2
     assert events[0] == Start(model="m1", provider="openai")
     error = events[1]
