@@ -207,6 +207,30 @@ async def test_no_second_post_after_a_read_timeout_on_a_reused_connection(kind: 
         await client.aclose()
 
 
+@pytest.mark.parametrize("failure", ["garbage", "closed without answering"])
+async def test_no_second_post_after_a_broken_answer_on_a_reused_connection(
+    kind: str, failure: str
+) -> None:
+    def handler(conn: Conn) -> None:
+        conn.read_request()
+        conn.send(response(b"first answer"))
+        conn.read_request()  # the request may have been processed: never send it again
+        if failure == "garbage":
+            conn.send(b"HTTP/1.1 2OO NOT A STATUS\r\n\r\n")
+        conn.sock.shutdown(socket.SHUT_RDWR)
+
+    server = RawServer(handler)
+    with server.run() as url:
+        client = make_client(kind)
+        async with open_stream(client, "POST", url + "/", {}, b"{}") as r:
+            assert b"".join([c async for c in r.aiter_bytes()]) == b"first answer"
+        with pytest.raises(TransportError, match=re.escape(f"request to {url} failed")):
+            async with open_stream(client, "POST", url + "/", {}, b"{}"):
+                pass
+        assert (server.connections, len(server.requests)) == (1, 2)
+        await client.aclose()
+
+
 async def test_a_provider_does_not_repeat_a_generation_after_a_timeout(kind: str) -> None:
     def handler(conn: Conn) -> None:
         while conn.read_request() is not None:
