@@ -7,13 +7,20 @@ asyncio sockets, so it costs little) reads N concurrent streams either
 
 - ``direct``: from the upstream itself (the floor), or
 - through a relay process (uvicorn + uvloop + httptools, a raw ASGI app):
-  - ``ssegate``: ``OpenAIProvider`` (its default lean ``WireClient``) -> ``NativeFormatter``
-  - ``ssegate-httpx``: the same over httpx with no connection cap
+  - ``ssegate``: ``OpenAIProvider`` (its default ``HTTPClient``, aiohttp) -> ``NativeFormatter``
+  - ``ssegate-httpx``: the same over ``default_http_client()`` (httpx, no connection cap)
   - ``ssegate-httpx100``: the same over httpx with its default limits (100 connections)
-  - ``pipe``: the upstream's bytes forwarded untouched over the same lean client
+  - ``pipe``: the upstream's bytes forwarded untouched over the same ``HTTPClient``
     and uvicorn (no parsing, no formatting): the I/O floor of any Python relay
   - ``naive``: Starlette ``StreamingResponse`` over a default ``httpx.AsyncClient``,
     ``aiter_lines`` + ``json.loads`` + re-encode, as a first attempt would do.
+
+Every size runs over plain HTTP and over TLS (``--transports``; over TLS only the
+columns comparing HTTP clients, ``--tls-impls``): for ``tls`` the
+upstream serves HTTPS with a self-signed certificate for 127.0.0.1 made at bench
+time (the ``openssl`` command), which the relays trust through ``SSL_CERT_FILE``
+(the environment, as a deployment behind a corporate CA would); the relays still
+serve their clients plain HTTP (TLS is terminated in front of them).
 
 Reported per run: tokens delivered / due, lateness (arrival - due, where "due"
 is the upstream's schedule) p50/p99, the relay process's CPU time per relayed
@@ -26,6 +33,9 @@ Medians of the repeats; ratios against ``direct`` (lateness) and ``ssegate``
 
     .venv/bin/python benchmarks/relay.py            # 100 and 1000 streams, 3 repeats
     .venv/bin/python benchmarks/relay.py --quick    # shorter, 1 repeat
+    .venv/bin/python benchmarks/relay.py --quick --transports tls --streams 1000
+
+The figures behind the default client are in ``ssegate/llm/_client.py``.
 """
 
 from __future__ import annotations
@@ -50,7 +60,9 @@ HERE = os.path.abspath(__file__)
 # -- the fake upstream ----------------------------------------------------------------
 
 
-def run_upstream(port: int, tokens: int) -> None:
+def run_upstream(port: int, tokens: int, certdir: str = "") -> None:
+    import ssl
+
     import uvloop
 
     chunk_head = (
@@ -121,7 +133,11 @@ def run_upstream(port: int, tokens: int) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(Proto, "127.0.0.1", port, backlog=4096)
+        ctx = None
+        if certdir:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(os.path.join(certdir, "cert.pem"), os.path.join(certdir, "key.pem"))
+        server = await loop.create_server(Proto, "127.0.0.1", port, backlog=4096, ssl=ctx)
         tick = loop.create_task(ticker())
         async with server:
             await server.serve_forever()
@@ -155,9 +171,8 @@ def ssegate_app(upstream: str, impl: str) -> Any:
     import httpx
 
     from ssegate.llm import ChatRequest
-    from ssegate.llm._wire import WireClient
     from ssegate.llm.formats import NativeFormatter
-    from ssegate.llm.providers import default_http_client
+    from ssegate.llm.providers import HTTPClient, default_http_client
     from ssegate.llm.providers.openai import OpenAIProvider
     from ssegate.protocol import encode
 
@@ -169,12 +184,12 @@ def ssegate_app(upstream: str, impl: str) -> Any:
                 msg = await receive()
                 if msg["type"] == "lifespan.startup":
                     client: Any
-                    if impl in ("ssegate", "pipe"):  # the default: the lean WireClient
-                        client = WireClient()
+                    if impl in ("ssegate", "pipe"):  # the default: HTTPClient (aiohttp)
+                        client = HTTPClient()
                     elif impl == "ssegate-httpx":
                         client = default_http_client()  # httpx, no connection cap
                     else:  # httpx's default limits: 100 connections
-                        client = httpx.AsyncClient(timeout=600.0, trust_env=False)
+                        client = httpx.AsyncClient(timeout=600.0)
                     state["provider"] = OpenAIProvider(
                         upstream + "/v1", "k", vendor="generic", client=client
                     )
@@ -209,7 +224,7 @@ def ssegate_app(upstream: str, impl: str) -> Any:
         )
         if impl == "pipe":  # the I/O floor: upstream bytes forwarded untouched
             async with state["client"].stream(
-                "POST", upstream + "/v1/chat/completions", content=body
+                "POST", upstream + "/v1/chat/completions", headers={}, content=body
             ) as response:
                 async for chunk in response.aiter_bytes():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -267,10 +282,10 @@ BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "go"}]
 
 
 async def one_stream(
-    port: int, lateness: list[float], counts: list[int], firsts: list[float]
+    port: int, lateness: list[float], counts: list[int], firsts: list[float], ctx: Any
 ) -> None:
     began = time.monotonic()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
     writer.write(
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
         b"content-type: application/json\r\nconnection: close\r\n"
@@ -298,7 +313,9 @@ async def one_stream(
         counts.append(got)
 
 
-async def run_clients(port: int, streams: int) -> tuple[list[float], list[int], list[float]]:
+async def run_clients(
+    port: int, streams: int, ctx: Any = None
+) -> tuple[list[float], list[int], list[float]]:
     lateness: list[float] = []
     counts: list[int] = []
     firsts: list[float] = []
@@ -307,7 +324,7 @@ async def run_clients(port: int, streams: int) -> tuple[list[float], list[int], 
     async def guarded() -> None:
         async with sem:
             pass
-        await one_stream(port, lateness, counts, firsts)
+        await one_stream(port, lateness, counts, firsts, ctx)
 
     await asyncio.gather(*(guarded() for _ in range(streams)))
     return lateness, counts, firsts
@@ -333,8 +350,20 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, HERE, *args])
+def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, HERE, *args], env=env)
+
+
+def make_certificate(certdir: str) -> None:
+    """A self-signed key and certificate for 127.0.0.1 (the ``openssl`` command)."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", os.path.join(certdir, "key.pem"), "-out", os.path.join(certdir, "cert.pem")],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
 
 
 def pct(values: list[float], q: float) -> float:
@@ -344,12 +373,23 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def measure(impl: str, streams: int, tokens: int) -> dict[str, float]:
+def measure(impl: str, streams: int, tokens: int, certdir: str = "") -> dict[str, float]:
+    import ssl
+
     import psutil
     import uvloop
 
     up_port = free_port()
-    upstream = spawn("--role", "upstream", "--port", str(up_port), "--tokens", str(tokens))
+    upstream = spawn(
+        "--role", "upstream", "--port", str(up_port), "--tokens", str(tokens),
+        "--certdir", certdir,
+    )  # fmt: skip
+    scheme = "https" if certdir else "http"
+    env = dict(os.environ)
+    ctx = None
+    if certdir:  # the relays trust the certificate through the environment
+        env["SSL_CERT_FILE"] = os.path.join(certdir, "cert.pem")
+        ctx = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
     relay = None
     try:
         wait_port(up_port)
@@ -362,14 +402,17 @@ def measure(impl: str, streams: int, tokens: int) -> dict[str, float]:
                 "--port",
                 str(port),
                 "--upstream",
-                f"http://127.0.0.1:{up_port}",
+                f"{scheme}://127.0.0.1:{up_port}",
                 "--impl",
                 impl,
+                env=env,
             )
             wait_port(port)
         proc = psutil.Process(relay.pid if relay else upstream.pid)
         before = proc.cpu_times()
-        lateness, counts, firsts = uvloop.run(run_clients(port, streams))
+        lateness, counts, firsts = uvloop.run(
+            run_clients(port, streams, ctx if impl == "direct" else None)
+        )
         after = proc.cpu_times()
         cpu = (after.user - before.user) + (after.system - before.system)
         delivered = sum(counts)
@@ -399,10 +442,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short streams, one repeat")
     ap.add_argument("--streams", default="100,1000")
     ap.add_argument("--impls", default="direct,ssegate,pipe,ssegate-httpx,ssegate-httpx100,naive")
+    ap.add_argument("--transports", default="http,tls", help="http, tls or both")
+    ap.add_argument(
+        "--tls-impls",
+        default="direct,ssegate,ssegate-httpx",
+        help="the columns run over TLS too (the HTTP clients compared; the capped and "
+        "naive relays are about the relay's design, which TLS does not change)",
+    )
+    ap.add_argument("--certdir", default="")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     if args.role == "upstream":
-        run_upstream(args.port, args.tokens or 100)
+        run_upstream(args.port, args.tokens or 100, args.certdir)
         return
     if args.role == "relay":
         run_relay(args.port, args.upstream, args.impl)
@@ -415,29 +466,44 @@ def main() -> None:
         f"relay benchmark: {tokens} tokens/stream at {RATE:.0f} tokens/s, {repeats} repeat(s), "
         f"{os.cpu_count()} CPUs (shared: numbers are noisy; compare within this run)"
     )
-    for streams in [int(s) for s in args.streams.split(",")]:
-        results: dict[str, list[dict[str, float]]] = {i: [] for i in impls}
-        for _ in range(repeats):
-            for impl in impls:  # interleaved, so drifting load hits every column
-                results[impl].append(measure(impl, streams, tokens))
-        med = {
-            i: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for i, rs in results.items()
-        }
-        print(f"\n{streams} concurrent streams ({streams * RATE:.0f} tokens/s due)")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        make_certificate(tmp)
+        for streams in [int(s) for s in args.streams.split(",")]:
+            for transport in args.transports.split(","):
+                tls = transport == "tls"
+                columns = [i for i in impls if i in args.tls_impls.split(",")] if tls else impls
+                report(streams, transport, tmp if tls else "", columns, tokens, repeats)
+
+
+def report(
+    streams: int, transport: str, certdir: str, impls: list[str], tokens: int, repeats: int
+) -> None:
+    results: dict[str, list[dict[str, float]]] = {i: [] for i in impls}
+    for _ in range(repeats):
+        for impl in impls:  # interleaved, so drifting load hits every column
+            results[impl].append(measure(impl, streams, tokens, certdir))
+    med = {i: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for i, rs in results.items()}
+    print(
+        f"\n{streams} concurrent streams over {transport.upper()} "
+        f"({streams * RATE:.0f} tokens/s due)"
+    )
+    print(
+        f"{'':18}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99/direct':>11}"
+        f"{'CPU us/tok':>11}{'CPU/ssegate':>12}{'1st token p99 ms':>17}"
+    )
+    base = med.get("direct", {}).get("p99")
+    ours = med.get("ssegate", {}).get("cpu_us")
+    for impl, m in med.items():
+        ratio = f"{m['p99'] / base:.2f}x" if base else "-"
+        cpu = "-" if impl == "direct" else f"{m['cpu_us']:.1f}"
+        cpu_ratio = f"{m['cpu_us'] / ours:.2f}x" if ours and impl != "direct" else "-"
         print(
-            f"{'':18}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99/direct':>11}"
-            f"{'CPU us/tok':>11}{'CPU/ssegate':>12}{'1st token p99 ms':>17}"
+            f"{impl:18}{m['delivered'] * 100:>9.1f}%{m['p50']:>9.1f}{m['p99']:>9.1f}"
+            f"{ratio:>11}{cpu:>11}{cpu_ratio:>12}{m['first99']:>17.0f}",
+            flush=True,
         )
-        base = med.get("direct", {}).get("p99")
-        ours = med.get("ssegate", {}).get("cpu_us")
-        for impl, m in med.items():
-            ratio = f"{m['p99'] / base:.2f}x" if base else "-"
-            cpu = "-" if impl == "direct" else f"{m['cpu_us']:.1f}"
-            cpu_ratio = f"{m['cpu_us'] / ours:.2f}x" if ours and impl != "direct" else "-"
-            print(
-                f"{impl:18}{m['delivered'] * 100:>9.1f}%{m['p50']:>9.1f}{m['p99']:>9.1f}"
-                f"{ratio:>11}{cpu:>11}{cpu_ratio:>12}{m['first99']:>17.0f}"
-            )
 
 
 if __name__ == "__main__":

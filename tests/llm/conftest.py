@@ -8,8 +8,7 @@ import httpx
 import pytest
 from llm_support import Upstream
 
-from ssegate.llm._wire import WireClient
-from ssegate.llm.providers import default_http_client
+from ssegate.llm.providers import HTTPClient, default_http_client
 from ssegate.testing import FakeUpstream
 
 
@@ -21,13 +20,13 @@ def upstream() -> Iterator[Upstream]:
         yield Upstream(fake, url)
 
 
-@pytest.fixture(params=["wire", "httpx"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[WireClient | httpx.AsyncClient]:
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[HTTPClient | httpx.AsyncClient]:
     """Each over-HTTP test runs on both clients the driver supports."""
-    if request.param == "wire":
-        wire = WireClient()
-        yield wire
-        await wire.aclose()
+    if request.param == "aiohttp":
+        aio = HTTPClient()
+        yield aio
+        await aio.aclose()
     else:
         async with default_http_client() as http:
             yield http

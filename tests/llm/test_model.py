@@ -7,6 +7,7 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
 from llm_support import REQUEST, Upstream, capture, collect
 
@@ -25,8 +26,7 @@ from ssegate.llm import (
     Usage,
     event_from_dict,
 )
-from ssegate.llm._wire import WireClient
-from ssegate.llm.providers import Provider, default_http_client, stream_batches
+from ssegate.llm.providers import HTTPClient, Provider, default_http_client, stream_batches
 from ssegate.llm.providers.openai import OpenAIProvider
 from ssegate.testing import FakeUpstream, Reply
 
@@ -203,14 +203,14 @@ async def test_in_process_providers_fit_the_interface() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("kind", ["wire", "httpx"])
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
 async def test_silent_upstream_times_out_as_an_error_event(kind: str) -> None:
     reply = capture("openai_text.http")
     fake = FakeUpstream().add(
         "/v1/chat/completions", replace(reply, chunks=reply.chunks[:2], hold=True)
     )
     client: Any = (
-        WireClient(read_timeout=0.3) if kind == "wire" else default_http_client(timeout=0.3)
+        HTTPClient(read_timeout=0.3) if kind == "aiohttp" else default_http_client(timeout=0.3)
     )
     with fake.run() as url:
         async with OpenAIProvider(url + "/v1", "k", client=client) as provider:
@@ -240,7 +240,7 @@ async def test_on_trio_providers_drive_httpx(upstream: Upstream) -> None:
     base = upstream.replay("/chat/completions", capture("lmstudio_no_usage.http"))
     async with OpenAIProvider(base, "k", vendor="lmstudio") as provider:
         events = await collect(provider, REQUEST)
-        assert not isinstance(provider.client, WireClient)  # the lean client is asyncio-only
+        assert isinstance(provider.client, httpx.AsyncClient)  # aiohttp is asyncio-only
     assert events[-1] == Finish("length", "length")
     assert len(events) == 4
 

@@ -11,6 +11,7 @@ import anyio
 import httpx
 
 from .._exceptions import SSEGateError
+from .._http import aread_capped
 from ..protocol import MAX_EVENT_SIZE, Event, ReconnectPolicy
 from ._base import (
     DEFAULT_READ_TIMEOUT,
@@ -184,7 +185,10 @@ class AsyncEventSource(EventSourceBase):
         if verdict in ("stop", "redirect"):
             await self._drop_response()
             return
-        error = self._response_error(response, await self._read_body(response))
+        error = self._response_error(
+            response,
+            await aread_capped(response.aiter_bytes(), MAX_ERROR_BODY, errors=(httpx.HTTPError,)),
+        )
         await self._drop_response()
         if verdict == "error":
             raise error
@@ -208,21 +212,6 @@ class AsyncEventSource(EventSourceBase):
             self._finish()
         else:
             await self._sleep(delay)
-
-    @staticmethod
-    async def _read_body(response: httpx.Response) -> bytes:
-        body = b""
-        chunks = response.aiter_bytes()
-        try:
-            async for chunk in chunks:
-                body += chunk
-                if len(body) >= MAX_ERROR_BODY:
-                    break
-        except httpx.HTTPError:
-            pass  # the status and headers say enough; keep what came
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-        return body[:MAX_ERROR_BODY]
 
     async def _drop_response(self) -> None:
         response, self._response = self._response, None

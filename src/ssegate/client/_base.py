@@ -38,12 +38,10 @@ gets the same decision (``headers_for``).
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json as _json
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from datetime import UTC
 from typing import Any, Literal, NamedTuple, Self
 
 import httpx
@@ -57,6 +55,7 @@ from .._exceptions import (
     SSEGateError,
     TransportError,
 )
+from .._http import parse_retry_after
 from ..protocol import MAX_EVENT_SIZE, Decoder, Event, ReconnectPolicy
 
 __all__ = [
@@ -150,26 +149,6 @@ def is_event_stream(content_type: str | None) -> bool:
     if not content_type:
         return False
     return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (RFC 9110 § 10.2.3), or None.
-
-    It is either whole seconds or an HTTP date; ``now`` is the current Unix time
-    (injected so tests need no real clock). A date in the past means "now".
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(int(value[:12]))  # 12 digits is 30,000 years: enough
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
 
 
 def origin_of(url: httpx.URL) -> Origin:

@@ -13,6 +13,7 @@ from typing import Any, Self
 import httpx
 
 from .._exceptions import SSEGateError
+from .._http import read_capped
 from ..protocol import MAX_EVENT_SIZE, Event, ReconnectPolicy
 from ._base import (
     DEFAULT_READ_TIMEOUT,
@@ -218,7 +219,9 @@ class EventSource(EventSourceBase):
         if verdict in ("stop", "redirect"):
             self._drop_response()
             return
-        error = self._response_error(response, self._read_body(response))
+        error = self._response_error(
+            response, read_capped(response.iter_bytes(), MAX_ERROR_BODY, errors=(httpx.HTTPError,))
+        )
         self._drop_response()
         if verdict == "error":
             raise error
@@ -244,18 +247,6 @@ class EventSource(EventSourceBase):
             self._sleep(delay)
         else:
             self._wake.wait(delay)
-
-    @staticmethod
-    def _read_body(response: httpx.Response) -> bytes:
-        body = b""
-        try:
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) >= MAX_ERROR_BODY:
-                    break
-        except httpx.HTTPError:
-            pass  # the status and headers say enough; keep what came
-        return body[:MAX_ERROR_BODY]
 
     def _drop_response(self) -> None:
         response, self._response, self._chunks = self._response, None, None

@@ -2,7 +2,7 @@
 
 An adapter is two pure pieces: ``build_request(ChatRequest) -> HTTPRequest`` and
 a ``FrameParser`` (bytes in, unified events out). ``drive()`` is the short loop
-that connects them over httpx:
+that connects them over HTTP (``_client``: aiohttp by default, or httpx):
 
 - send the request; a non-2xx answer, or no answer at all, raises a typed
   ``ProviderError`` (nothing has been yielded yet, so the caller may retry);
@@ -18,7 +18,6 @@ once: the provider sees the client go away and stops generating (and billing).
 
 from __future__ import annotations
 
-import email.utils
 import json
 import time
 from abc import ABC, abstractmethod
@@ -35,12 +34,15 @@ from .._exceptions import (
     ProtocolError,
     ProviderError,
     RateLimitError,
+    ReadTimeout,
+    TransportError,
     UpstreamUnavailable,
 )
+from .._http import aread_capped, retry_after
 from ..protocol import Decoder, Event, NDJSONDecoder
+from ._client import HTTPClient, _origin, open_stream
 from ._events import Error, Finish, FinishReason, LLMEvent, Start
 from ._request import ChatRequest
-from ._wire import WireClient, WireError, WireTimeout
 
 __all__ = [
     "MAX_ERROR_BODY",
@@ -53,7 +55,6 @@ __all__ = [
     "drive_batches",
     "error_details",
     "is_retryable",
-    "parse_retry_after",
     "provider_error",
 ]
 
@@ -245,30 +246,6 @@ class NDJSONFrameParser(FrameParser):
 # -- errors before the first byte ------------------------------------------------
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or a date)."""
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000.0
-        except ValueError:
-            value = -1.0
-        if value >= 0:
-            return value
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    if raw.isascii() and raw.isdigit():
-        return float(raw)
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
 def provider_error(
     provider: str,
     status: int,
@@ -312,7 +289,7 @@ def provider_error(
         provider=provider,
         code=code,
         retryable=retryable,
-        retry_after=parse_retry_after(headers),
+        retry_after=retry_after(headers, time.time()),
         body=body,
     )
 
@@ -357,23 +334,13 @@ def _not_a_stream(
     )
 
 
-_TIMEOUTS = (httpx.TimeoutException, WireTimeout)
-_FAILURES = (httpx.HTTPError, WireError)
-
-
-async def _read_capped(response: httpx.Response | Any) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        parts.append(chunk)
-        size += len(chunk)
-        if size >= MAX_ERROR_BODY:
-            break
-    return b"".join(parts)[:MAX_ERROR_BODY]
+#: Failures of the connection once it was asked for (``_client`` translates both
+#: clients' errors to these); a bad compressed body is a ``ProtocolError``.
+_FAILURES = (TransportError, ProtocolError)
 
 
 async def drive_batches(
-    client: httpx.AsyncClient | WireClient, adapter: _Adapter, request: ChatRequest
+    client: HTTPClient | httpx.AsyncClient, adapter: _Adapter, request: ChatRequest
 ) -> AsyncGenerator[list[LLMEvent], None]:
     """Send ``request`` through ``adapter``; yield the answer's events, one list per read.
 
@@ -382,8 +349,9 @@ async def drive_batches(
     instead of one per token, and a relay that falls behind catches up: the
     reads it was late for have piled up into one. ``drive`` is the flat version.
 
-    ``client`` is an ``httpx.AsyncClient`` or ssegate's lean ``WireClient``
-    (``_wire.py`` says why both exist); the loop is the same for both.
+    ``client`` is ssegate's ``HTTPClient`` (aiohttp) or an ``httpx.AsyncClient``
+    (``_client.py`` says why both exist); the loop is the same for both. Header
+    values with CR/LF/NUL raise ``ValueError`` before anything is sent.
 
     Raises ``ProviderError`` subclasses before the first event; afterwards every
     failure is the final ``Error`` event. Use it under ``contextlib.aclosing`` (or
@@ -392,16 +360,11 @@ async def drive_batches(
     req = adapter.build_request(request)
     name = adapter.name
     try:
-        async with client.stream(
-            req.method, req.url, headers=req.headers, content=req.content
-        ) as response:
+        async with open_stream(client, req.method, req.url, req.headers, req.content) as response:
             status = response.status_code
             ctype = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if not 200 <= status < 300 or ctype in adapter.not_a_stream:
-                try:
-                    body = await _read_capped(response)
-                except _FAILURES:
-                    body = b""
+                body = await aread_capped(response.aiter_bytes(), MAX_ERROR_BODY, errors=_FAILURES)
                 if 200 <= status < 300:
                     raise _not_a_stream(name, status, ctype, response.headers, body)
                 raise adapter.error_from_response(status, response.headers, body)
@@ -416,26 +379,32 @@ async def drive_batches(
                     if parser.done:
                         return
                 tail = parser.close()
-            except _TIMEOUTS as exc:
-                tail = parser.fail("timeout", f"{name} stopped sending: {exc!r}", retryable=True)
-            except _FAILURES as exc:
+            except ReadTimeout as exc:
+                tail = parser.fail("timeout", f"{name} stopped sending: {exc}", retryable=True)
+            except ProtocolError as exc:
                 tail = parser.fail(
-                    "upstream_disconnected", f"{name} connection broke: {exc!r}", retryable=True
+                    "protocol_error",
+                    f"{name} sent a body that cannot be read: {exc}",
+                    retryable=False,
+                )
+            except TransportError as exc:
+                tail = parser.fail(
+                    "upstream_disconnected", f"{name} connection broke: {exc}", retryable=True
                 )
             if tail:
                 yield tail
-    except _TIMEOUTS as exc:
+    except ReadTimeout as exc:
         raise UpstreamUnavailable(
-            f"{name} did not answer in time: {exc!r}", provider=name, retryable=True
+            f"{name} did not answer in time: {exc}", provider=name, retryable=True
         ) from exc
     except _FAILURES as exc:
         raise UpstreamUnavailable(
-            f"could not reach {name} at {req.url}: {exc!r}", provider=name, retryable=True
+            f"could not reach {name} at {_origin(req.url)}: {exc}", provider=name, retryable=True
         ) from exc
 
 
 async def drive(
-    client: httpx.AsyncClient | WireClient, adapter: _Adapter, request: ChatRequest
+    client: HTTPClient | httpx.AsyncClient, adapter: _Adapter, request: ChatRequest
 ) -> AsyncGenerator[LLMEvent, None]:
     """``drive_batches`` flattened: the unified events of the answer, one by one."""
     async with aclosing(drive_batches(client, adapter, request)) as batches:

@@ -22,7 +22,7 @@ HTTP providers (``openai``, ``ollama``, ``anthropic``) subclass ``HTTPProvider``
 they write two pure methods, ``build_request(request) -> HTTPRequest`` and
 ``parser(request) -> FrameParser``, plus ``error_from_response``, and inherit
 ``stream``/``stream_batches`` from the shared driver (``ssegate.llm._drive``),
-which runs over ssegate's lean asyncio HTTP/1.1 client by default, or over an
+which runs over aiohttp (``HTTPClient``) by default, or over an
 ``httpx.AsyncClient`` passed as ``client=`` (and always on trio).
 
 An in-process engine (the embedded ``local`` model) implements ``stream``
@@ -51,13 +51,14 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 
 from ..._exceptions import ProviderError
+from .._client import HTTPClient, default_http_client
 from .._drive import FrameParser, HTTPRequest, _Adapter, drive, drive_batches, provider_error
 from .._events import LLMEvent
 from .._request import ChatRequest
-from .._wire import WireClient
 
 __all__ = [
     "PROVIDERS",
+    "HTTPClient",
     "HTTPProvider",
     "Provider",
     "create_provider",
@@ -77,28 +78,12 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
-def default_http_client(*, timeout: float | None = 600.0) -> httpx.AsyncClient:
-    """The httpx client providers use unless given one.
-
-    No cap on connections (httpx's default of 100 stalls the 101st concurrent
-    stream: every generation holds its connection for its whole life), keep-alive
-    kept for reuse, a 10 s connect timeout and a long read timeout (reasoning
-    models can think for minutes between bytes, keep-alives reset it).
-    """
-    return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        timeout=httpx.Timeout(timeout, connect=10.0),
-        trust_env=False,
-    )
-
-
-def _lean_client_available() -> bool:
+def _asyncio_running() -> bool:
     try:
         import asyncio
 
-        asyncio.get_running_loop()  # the lean client is asyncio-only (trio gets httpx)
-        import httptools  # noqa: F401
-    except (RuntimeError, ImportError):
+        asyncio.get_running_loop()  # aiohttp is asyncio-only (trio gets httpx)
+    except RuntimeError:
         return False
     return True
 
@@ -106,23 +91,24 @@ def _lean_client_available() -> bool:
 class HTTPProvider(_Adapter):
     """Base of the HTTP adapters: pure request building and parsing, shared driving.
 
-    ``client`` is an ``httpx.AsyncClient`` (or ``WireClient``) to share; the caller
-    keeps owning it. Without one the provider makes its own, on first use, and
-    closes it in ``aclose``: the lean ``WireClient`` on asyncio (a few µs per
-    chunk instead of ~50, see ``benchmarks/relay.py``), httpx otherwise (trio).
-    Pass an httpx client for what the lean one lacks: proxies, HTTP/2, mTLS.
+    ``client`` is an ``HTTPClient`` (aiohttp) or an ``httpx.AsyncClient`` to
+    share; the caller keeps owning it. Without one the provider makes its own,
+    on first use, and closes it in ``aclose``: an ``HTTPClient`` on asyncio (the
+    relay benchmark's choice, see ``ssegate.llm._client``), ``default_http_client()``
+    (httpx) on trio. Both take proxies and CAs from the environment; pass
+    ``HTTPClient(trust_env=False)`` to ignore it, an httpx client for HTTP/2.
     """
 
     name: str = "http"
 
-    def __init__(self, *, client: httpx.AsyncClient | WireClient | None = None) -> None:
+    def __init__(self, *, client: HTTPClient | httpx.AsyncClient | None = None) -> None:
         self._client = client
         self._own_client = client is None
 
     @property
-    def client(self) -> httpx.AsyncClient | WireClient:
+    def client(self) -> HTTPClient | httpx.AsyncClient:
         if self._client is None:
-            self._client = WireClient() if _lean_client_available() else default_http_client()
+            self._client = HTTPClient() if _asyncio_running() else default_http_client()
         return self._client
 
     def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from ...protocol import Event
+from .._client import HTTPClient
 from .._drive import FrameParser, HTTPRequest, SSEFrameParser, is_retryable
 from .._events import (
     FinishReason,
@@ -37,7 +38,6 @@ from .._events import (
     Usage,
 )
 from .._request import ChatRequest
-from .._wire import WireClient
 from . import HTTPProvider
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicParser", "AnthropicProvider"]
@@ -246,7 +246,7 @@ class AnthropicProvider(HTTPProvider):
         version: str = ANTHROPIC_VERSION,
         beta: tuple[str, ...] = (),
         headers: Mapping[str, str] | None = None,
-        client: httpx.AsyncClient | WireClient | None = None,
+        client: HTTPClient | httpx.AsyncClient | None = None,
     ) -> None:
         super().__init__(client=client)
         self.url = base_url.rstrip("/") + "/v1/messages"

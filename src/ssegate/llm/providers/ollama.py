@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from .._client import HTTPClient
 from .._drive import FrameParser, HTTPRequest, NDJSONFrameParser
 from .._events import (
     FinishReason,
@@ -31,7 +32,6 @@ from .._events import (
     Usage,
 )
 from .._request import ChatRequest
-from .._wire import WireClient
 from . import HTTPProvider
 
 __all__ = ["OllamaParser", "OllamaProvider"]
@@ -138,7 +138,7 @@ class OllamaProvider(HTTPProvider):
         api_key: str | None = None,
         *,
         headers: Mapping[str, str] | None = None,
-        client: httpx.AsyncClient | WireClient | None = None,
+        client: HTTPClient | httpx.AsyncClient | None = None,
     ) -> None:
         super().__init__(client=client)
         self.url = base_url.rstrip("/") + "/api/chat"

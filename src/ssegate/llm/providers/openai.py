@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeAlias
 import httpx
 
 from ...protocol import Event
+from .._client import HTTPClient
 from .._drive import (
     FrameParser,
     HTTPRequest,
@@ -53,7 +54,6 @@ from .._events import (
     Usage,
 )
 from .._request import ChatRequest, Message
-from .._wire import WireClient
 from . import HTTPProvider
 
 __all__ = [
@@ -345,7 +345,7 @@ class OpenAIProvider(HTTPProvider):
         headers: Mapping[str, str] | None = None,
         glm_auth: Literal["key", "jwt"] = "key",
         stream_options: bool = True,
-        client: httpx.AsyncClient | WireClient | None = None,
+        client: HTTPClient | httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(client=client)

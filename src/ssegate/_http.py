@@ -1,0 +1,245 @@
+"""HTTP details every layer shares, on the standard library only.
+
+- ``parse_retry_after`` / ``retry_after``: how long a server asked us to wait;
+- ``check_headers``: header names and values safe to put on the wire;
+- ``read_capped`` / ``aread_capped``: the first bytes of a body, never more;
+- ``Decompressor``: a ``Content-Encoding`` undone with bounded memory, and a
+  truncated compressed body reported instead of accepted as complete.
+
+The HTTP clients themselves are well-kept libraries (httpx, aiohttp); these are
+the decisions around them that ssegate makes the same way on every path.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import zlib
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import UTC
+from typing import Any
+
+from ._exceptions import ProtocolError
+
+__all__ = [
+    "DECODED_CHUNK",
+    "MAX_DECOMPRESSION_RATIO",
+    "MAX_RETRY_AFTER",
+    "Decompressor",
+    "aread_capped",
+    "check_headers",
+    "parse_retry_after",
+    "read_capped",
+    "retry_after",
+]
+
+#: The longest wait a ``Retry-After`` can ask for (one day): a larger value, even a
+#: 400-digit one, is read as this, so no caller sleeps for ever (or on ``inf``).
+MAX_RETRY_AFTER = 86_400.0
+
+_DIGITS = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?")
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (RFC 9110 § 10.2.3), or None.
+
+    It is whole seconds (``120``) or an HTTP date (IMF-fixdate, RFC 850 or asctime);
+    ``now`` is the current Unix time (injected: tests need no clock). A date in the
+    past means 0; a date without a zone (``-0000``) is UTC, whatever the local zone;
+    anything else (``-5``, ``1.5``, ``soon``) is None; the result is at most
+    ``MAX_RETRY_AFTER``.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if _DIGITS.fullmatch(value):
+        return MAX_RETRY_AFTER if len(value) > 6 else min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" (RFC 5322: zone unknown); HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return min(MAX_RETRY_AFTER, max(0.0, when.timestamp() - now))
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (OpenAI's, preferred) or ``retry-after``.
+
+    ``headers`` is a case-insensitive mapping (httpx's or aiohttp's). A
+    ``retry-after-ms`` that is not a plain non-negative number is ignored.
+    """
+    ms = headers.get("retry-after-ms")
+    if ms is not None and _DECIMAL.fullmatch(ms.strip()):
+        return min(float(ms) / 1000.0, MAX_RETRY_AFTER)
+    return parse_retry_after(headers.get("retry-after"), now)
+
+
+# -- header checks -----------------------------------------------------------------
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """Raise ``ValueError`` naming the first header that cannot be sent safely.
+
+    A name must be an RFC 9110 token; a value must hold no CR, LF, NUL or other
+    control character (a tab is allowed): ``"sk-abc\\r\\nX-Injected: yes"`` as an API
+    key would otherwise add a header of the attacker's choosing. The value is not
+    quoted in the message: it may be a secret.
+    """
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"header {name!r}: not a valid header name (RFC 9110 token)")
+        if not isinstance(value, str):
+            raise ValueError(f"header {name!r} must be a str, not {type(value).__name__}")
+        if _BAD_VALUE.search(value):
+            raise ValueError(
+                f"header {name!r} has a control character (CR, LF, NUL, ...) in its value; "
+                "refused before anything was sent"
+            )
+
+
+# -- capped bodies -----------------------------------------------------------------
+
+
+class _Capped:
+    """The first ``limit`` bytes of a body, gathered chunk by chunk."""
+
+    __slots__ = ("limit", "parts", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; True once there is enough."""
+        self.parts.append(chunk)
+        self.size += len(chunk)
+        return self.size >= self.limit
+
+    def value(self) -> bytes:
+        return b"".join(self.parts)[: self.limit]
+
+
+def read_capped(
+    chunks: Iterable[bytes], limit: int, *, errors: tuple[type[BaseException], ...] = ()
+) -> bytes:
+    """At most ``limit`` bytes of a body; an error in ``errors`` ends it with what came.
+
+    For error answers: their status says enough, their body is read for the
+    message, and a huge page or a broken connection must not make that fail.
+    """
+    body = _Capped(limit)
+    try:
+        for chunk in chunks:
+            if body.add(chunk):
+                break
+    except errors:
+        pass  # keep what came
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return body.value()
+
+
+async def aread_capped(
+    chunks: AsyncIterator[bytes], limit: int, *, errors: tuple[type[BaseException], ...] = ()
+) -> bytes:
+    """``read_capped`` for an async iterator (closed before returning)."""
+    body = _Capped(limit)
+    try:
+        async for chunk in chunks:
+            if body.add(chunk):
+                break
+    except errors:
+        pass  # keep what came
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return body.value()
+
+
+# -- bounded decompression -----------------------------------------------------------
+
+#: The most a ``Decompressor`` produces from one call before handing it on.
+DECODED_CHUNK = 64 * 1024
+
+#: Beyond the first MiB, a body inflating to more than this many times its
+#: compressed size is refused as a decompression bomb: an event stream
+#: compressed as it is sent (a flush per event) stays under ~20x; a gzip bomb
+#: is ~1000x. (A whole body compressed at once from one line repeated can pass
+#: 200x too; such an answer ends with the bomb error.)
+MAX_DECOMPRESSION_RATIO = 200
+
+_FREE_OUTPUT = 1024 * 1024
+
+
+class Decompressor:
+    """Undoes ``gzip`` or ``deflate`` with bounded memory (sans-IO).
+
+    ``feed(data)`` yields the decoded bytes in pieces of at most ``DECODED_CHUNK``;
+    the consumer handles each before the next is inflated, so a small body that
+    inflates to gigabytes never sits in memory. ``close()`` at the end of the body
+    raises ``ProtocolError`` if the compressed stream was cut short. Errors are
+    ``ProtocolError`` too (a corrupt stream, a bomb, an unknown encoding).
+    """
+
+    __slots__ = ("_d", "_encoding", "_head", "_max_ratio", "_size_in", "_size_out")
+
+    def __init__(self, encoding: str, *, max_ratio: int = MAX_DECOMPRESSION_RATIO) -> None:
+        encoding = encoding.strip().lower()
+        self._d: Any = None  # for deflate: chosen once the first two bytes are in
+        if encoding in ("gzip", "x-gzip"):
+            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding != "deflate":
+            raise ProtocolError(f"unsupported Content-Encoding {encoding!r}")
+        self._encoding = encoding
+        self._head = b""
+        self._max_ratio = max_ratio
+        self._size_in = 0
+        self._size_out = 0
+
+    @staticmethod
+    def needed(encoding: str) -> bool:
+        """Whether a ``Content-Encoding`` value means the body must be decoded."""
+        return encoding.strip().lower() not in ("identity", "")
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        self._size_in += len(data)
+        if self._d is None:  # "deflate": zlib-wrapped (RFC 9110) or raw, as some send it
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return
+            zlib_header = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._d = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
+        while data:
+            try:
+                out = self._d.decompress(data, DECODED_CHUNK)
+            except zlib.error as exc:
+                raise ProtocolError(f"bad {self._encoding} body: {exc}") from exc
+            if self._d.eof and self._d.unused_data.strip(b"\0"):
+                raise ProtocolError(f"bytes after the end of the {self._encoding} body")
+            data = self._d.unconsumed_tail
+            if out:
+                self._size_out += len(out)
+                consumed = self._size_in - len(data)  # what zlib has read so far
+                if self._size_out > _FREE_OUTPUT and self._size_out > self._max_ratio * consumed:
+                    raise ProtocolError(
+                        f"the {self._encoding} body inflates more than "
+                        f"{self._max_ratio}x: refused as a decompression bomb"
+                    )
+                yield out
+
+    def close(self) -> None:
+        """The body ended: raise if the compressed stream did not."""
+        if self._size_in and (self._d is None or not self._d.eof):
+            raise ProtocolError(
+                f"the {self._encoding} body was cut short (its end marker never came)"
+            )

@@ -1,0 +1,403 @@
+"""The HTTP client under the providers: aiohttp by default, httpx when given one.
+
+Why aiohttp. ``benchmarks/relay.py`` relays N concurrent OpenAI-style streams
+(20 tokens/s each, 120 tokens) through ``OpenAIProvider`` in one uvicorn + uvloop
+process and measures the relay's CPU per relayed token and the p99 lateness of
+tokens against the upstream's schedule, over plain HTTP and over TLS to the
+upstream. One run, all clients interleaved, medians of 3, 2 shared CPUs
+(2026-11-29; the hand-written client was the one this module replaced):
+
+CPU µs per relayed token (p99 lateness ÷ direct's), by streams and transport:
+
+=====================  ============  ============  ============  ============
+client                 100 HTTP      100 TLS       1000 HTTP     1000 TLS
+=====================  ============  ============  ============  ============
+aiohttp 3.14 (default)  77.5 (2.8x)  112.5 (2.3x)   48.8 (2.5x)   39.9 (1.8x)
+httpx 0.28             153.3 (6.9x)  185.0 (12x)    98.9 (2.8x)  137.8 (2.9x)
+hand-written (removed)  60.8 (1.7x)   95.0 (1.4x)   20.2 (4.4x)   32.9 (1.5x)
+=====================  ============  ============  ============  ============
+
+aiohttp costs half of httpx's CPU in every row (an earlier run, with tests
+loading the machine: 102/108/63/82 µs against 174/190/104/147) and holds the
+relay's budget of 50 µs per token at 1000 streams; httpx did not (and at 1000
+TLS streams it let 0.4 % of the streams time out connecting). The hand-written
+client was cheaper still (a C parser with nothing around it), which is no reason
+to keep a protocol client of our own. Lateness at 1000 streams is the machine's
+more than the client's: the relay process is near one full CPU (20 000 tokens/s
+times ~50 µs), the hand-written client's lateness ratio moved from 1.5x to 4.4x
+between rows, and over TLS "direct" is slow itself (the benchmark's client does
+the 1000 handshakes).
+
+aiohttp's client has a C parser (llhttp) and CONNECT proxies, skips ``1xx``
+informational answers, bounds the response head, and never re-sends a POST (an
+idle pooled connection the server closed is dropped at checkout; only an
+idempotent request is retried, once, on a reused connection that closed
+without answering). httpx stays accepted as ``client=`` (trio, HTTP/2, custom
+transports); h11 under it gives the same guarantees.
+
+What ssegate adds on both paths (``ssegate._http`` holds the pieces):
+
+- header names and values are checked before anything is sent: a CR, LF or NUL
+  (in an API key too) is a ``ValueError`` naming the header;
+- ``Content-Length``/``Transfer-Encoding`` given by the caller are dropped (the
+  client frames the body itself); a caller's ``Host`` replaces the client's;
+  ``user:password@`` in a URL becomes Basic auth (unless the request carries
+  ``Authorization`` already) and never reaches ``Host``;
+- the body is decompressed here, not by the client: ``gzip``/``deflate`` in
+  pieces of at most 64 KiB, a decompression bomb refused, and a compressed body
+  cut short is an error instead of a complete answer;
+- response heads are bounded: ``MAX_HEADERS`` lines of at most
+  ``MAX_HEADER_LINE`` bytes here (aiohttp), 16 KiB on httpx (h11);
+- errors are ssegate's: ``ReadTimeout`` (no byte for ``read_timeout`` seconds,
+  the wait for the response head included) and ``TransportError``; a bad
+  compressed body is a ``ProtocolError``.
+
+Environment. By default (``trust_env=True``) proxies come from ``HTTP_PROXY``,
+``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` (and their lower-case forms),
+read when the client is made, and certificates are checked against the
+system's CA store, or the files named by ``SSL_CERT_FILE``/``SSL_CERT_DIR``
+(certifi's bundle where the system has no store). ``trust_env=False`` ignores
+all of these: no proxy, the system store only. ``ssl_context=`` replaces the CA
+decision altogether. ``default_http_client`` builds the httpx client the same
+way, so both paths trust the same CAs. ``~/.netrc`` is not read (aiohttp's own
+``trust_env`` would, on a worker thread per request, and a ``.netrc`` entry for a
+provider's host would then clash with its API key).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import httpx
+
+from .._exceptions import ReadTimeout, TransportError
+from .._http import Decompressor, check_headers
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_HEADER_LINE",
+    "HTTPClient",
+    "Response",
+    "default_http_client",
+    "default_ssl_context",
+    "open_stream",
+]
+
+#: The most header lines a response head may have, and the longest line (name
+#: and value). The head is therefore bounded by ``MAX_HEADERS * MAX_HEADER_LINE``
+#: (512 KiB); a longer head is refused as it arrives, never buffered whole.
+MAX_HEADERS = 64
+MAX_HEADER_LINE = 8190
+
+#: What we can decode, so what we ask for (``br``/``zstd`` would need more packages).
+ACCEPT_ENCODING = "gzip, deflate"
+
+USER_AGENT = "ssegate"
+
+#: Headers the client computes from the body: a caller's copy would duplicate or
+#: contradict them (request smuggling), so they are dropped.
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+
+def default_ssl_context(*, trust_env: bool = True) -> ssl.SSLContext:
+    """The CA store both client paths use (see the module docstring).
+
+    With ``trust_env`` OpenSSL reads ``SSL_CERT_FILE``/``SSL_CERT_DIR``; without,
+    only the system's default locations. If that leaves no CA at all (some
+    containers, python.org builds on macOS), certifi's bundle is loaded.
+    """
+    if trust_env:
+        ctx = ssl.create_default_context()  # OpenSSL reads SSL_CERT_FILE/SSL_CERT_DIR
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, checks the host name
+        paths = ssl.get_default_verify_paths()
+        if paths.openssl_cafile and os.path.exists(paths.openssl_cafile):
+            ctx.load_verify_locations(cafile=paths.openssl_cafile)
+        if paths.openssl_capath and os.path.isdir(paths.openssl_capath):
+            ctx.load_verify_locations(capath=paths.openssl_capath)
+    has_dir = bool(os.environ.get("SSL_CERT_DIR")) if trust_env else False
+    if not ctx.cert_store_stats()["x509_ca"] and not has_dir:
+        try:
+            import certifi
+        except ImportError:  # pragma: no cover - certifi comes with httpx
+            pass
+        else:
+            ctx.load_verify_locations(cafile=certifi.where())
+    return ctx
+
+
+def default_http_client(
+    *,
+    timeout: float | None = 600.0,
+    trust_env: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
+) -> httpx.AsyncClient:
+    """An httpx client set up as providers need it (for trio, or to add HTTP/2).
+
+    No cap on connections (httpx's default of 100 stalls the 101st concurrent
+    stream: every generation holds its connection for its whole life), keep-alive
+    kept for reuse, a 10 s connect timeout and a long read timeout (reasoning
+    models can think for minutes between bytes, keep-alives reset it), proxies and
+    CAs from the environment like ``HTTPClient``.
+    """
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        timeout=httpx.Timeout(timeout, connect=10.0),
+        trust_env=trust_env,
+        verify=ssl_context or default_ssl_context(trust_env=trust_env),
+    )
+
+
+class Response:
+    """The status, headers and (decoded, bounded) body of one streaming answer."""
+
+    __slots__ = ("_chunks", "headers", "status_code")
+
+    def __init__(
+        self, status_code: int, headers: Mapping[str, str], chunks: AsyncIterator[bytes]
+    ) -> None:
+        self.status_code = status_code
+        self.headers = headers  # case-insensitive (aiohttp's or httpx's mapping)
+        self._chunks = chunks
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, decompressed; raises ``ReadTimeout``,
+        ``TransportError`` or ``ProtocolError`` if it cannot be read whole."""
+        return self._chunks
+
+
+def _prepare(url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The URL without userinfo and the headers to send (checked, see the docstring)."""
+    check_headers(headers)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    out: dict[str, str] = {}
+    given: set[str] = set()
+    for name, value in headers.items():
+        low = name.lower()
+        if low in _FRAMING:
+            continue
+        given.add(low)
+        out[name] = value
+    if "@" in parts.netloc:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        url = urlunsplit(parts._replace(netloc=hostport))
+        if "authorization" not in given:
+            user, _, password = userinfo.partition(":")
+            token = f"{unquote(user)}:{unquote(password)}".encode()
+            out["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
+            given.add("authorization")
+    if "accept-encoding" not in given:
+        out["Accept-Encoding"] = ACCEPT_ENCODING
+    if "user-agent" not in given:
+        out["User-Agent"] = USER_AGENT
+    return url, out
+
+
+def _decoder(headers: Mapping[str, str]) -> Decompressor | None:
+    encoding = headers.get("content-encoding")
+    if encoding is None or not Decompressor.needed(encoding):
+        return None
+    return Decompressor(encoding)
+
+
+class HTTPClient:
+    """Streams HTTP responses over aiohttp; pools connections. One per event loop.
+
+    ``read_timeout`` is the longest silence allowed while waiting for bytes,
+    from the end of the request to the response head and between any two reads
+    of the body (keep-alive comments count). ``connect_timeout`` bounds
+    connecting (TCP, proxy tunnel and TLS). Connections are not capped: every
+    generation holds one for its whole life. See the module docstring for
+    ``trust_env`` and ``ssl_context``.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float | None = 600.0,
+        trust_env: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive_timeout: float = 15.0,
+    ) -> None:
+        import aiohttp  # noqa: F401  (here, not at the first request: ~0.2 s of CPU)
+
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.trust_env = trust_env
+        # Reading the CA store takes ~50 ms: once, here.
+        self._ssl = ssl_context or default_ssl_context(trust_env=trust_env)
+        self._keepalive = keepalive_timeout
+        self._proxies = urllib.request.getproxies_environment() if trust_env else {}
+        self._proxy_for: dict[tuple[str, str], str | None] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def _open(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=0, ssl=self._ssl, keepalive_timeout=self._keepalive
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,  # proxies are chosen here (see the module docstring)
+            auto_decompress=False,  # done here, bounded (see Decompressor)
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=self.connect_timeout,
+                sock_connect=self.connect_timeout,
+                sock_read=self.read_timeout,
+            ),
+            max_headers=MAX_HEADERS,
+            max_field_size=MAX_HEADER_LINE,
+            max_line_size=MAX_HEADER_LINE,
+            skip_auto_headers=("Accept-Encoding", "User-Agent"),
+            cookie_jar=aiohttp.DummyCookieJar(),  # no state shared between users
+        )
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes = b"",
+    ) -> AsyncIterator[Response]:
+        """Send the request; yield the response once its head has arrived.
+
+        Leaving the block early closes the connection (that is what tells the
+        server to stop generating); a body read to its end returns it to the pool.
+        """
+        import aiohttp
+
+        if self._closed:
+            raise RuntimeError("the HTTPClient is closed")
+        url, sent = _prepare(url, headers or {})
+        if self._session is None:
+            self._session = self._open()
+        try:
+            resp = await self._session.request(
+                method,
+                url,
+                headers=sent,
+                data=content,
+                allow_redirects=False,
+                proxy=self._proxy(url),
+            )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
+            timeout = not connecting and isinstance(exc, TimeoutError)
+            raise _failed(exc, url, timeout=timeout) from exc
+        body = _body(resp.content.iter_any(), resp.headers, url, TimeoutError, aiohttp.ClientError)
+        try:
+            yield Response(resp.status, resp.headers, body)
+        finally:
+            if resp.content.is_eof():  # the whole body came: the connection can serve again
+                resp.release()
+            else:
+                resp.close()  # unread body: closing is what tells the server to stop
+
+    def _proxy(self, url: str) -> str | None:
+        """The proxy for ``url`` from the environment (None: connect directly)."""
+        if not self._proxies:
+            return None
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        if key not in self._proxy_for:
+            proxy = self._proxies.get(parts.scheme) or self._proxies.get("all")
+            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+            if proxy and bypass(parts.netloc, self._proxies):  # NO_PROXY
+                proxy = None
+            if len(self._proxy_for) > 1024:
+                self._proxy_for.clear()
+            self._proxy_for[key] = proxy
+        return self._proxy_for[key]
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _failed(exc: BaseException, url: str, *, timeout: bool) -> TransportError:
+    """ssegate's error for a request that got no answer (to raise ``from exc``)."""
+    if timeout:
+        return ReadTimeout(f"no answer from {_origin(url)} in time: {exc}")
+    return TransportError(f"request to {_origin(url)} failed: {type(exc).__name__}: {exc}")
+
+
+async def _body(
+    raw: AsyncIterator[bytes],
+    headers: Mapping[str, str],
+    url: str,
+    timeouts: type[BaseException],
+    failures: type[BaseException],
+) -> AsyncIterator[bytes]:
+    """The body from ``raw``, decompressed (bounded), with ssegate's errors."""
+    try:
+        decoder = _decoder(headers)
+        async for data in raw:
+            if decoder is None:
+                yield data
+            else:
+                for piece in decoder.feed(data):
+                    yield piece
+        if decoder is not None:
+            decoder.close()
+    except timeouts as exc:
+        raise ReadTimeout(f"no data from {_origin(url)} for too long") from exc
+    except failures as exc:
+        raise TransportError(
+            f"reading from {_origin(url)} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+@asynccontextmanager
+async def _httpx_stream(
+    client: httpx.AsyncClient, method: str, url: str, headers: Mapping[str, str], content: bytes
+) -> AsyncIterator[Response]:
+    url, sent = _prepare(url, headers)
+    manager = client.stream(method, url, headers=sent, content=content)
+    try:
+        resp = await manager.__aenter__()
+    except httpx.HTTPError as exc:
+        timeout = isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout)
+        raise _failed(exc, url, timeout=timeout) from exc
+    body = _body(resp.aiter_raw(), resp.headers, url, httpx.TimeoutException, httpx.HTTPError)
+    try:
+        yield Response(resp.status_code, resp.headers, body)
+    finally:
+        await manager.__aexit__(None, None, None)
+
+
+def open_stream(
+    client: HTTPClient | httpx.AsyncClient,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    content: bytes,
+) -> AbstractAsyncContextManager[Response]:
+    """``async with open_stream(...) as response``: the same on both clients."""
+    if isinstance(client, httpx.AsyncClient):
+        return _httpx_stream(client, method, url, headers, content)
+    return client.stream(method, url, headers=headers, content=content)
