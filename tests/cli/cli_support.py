@@ -1,0 +1,158 @@
+"""Running the real ``ssegate`` command in a subprocess, as a user runs it.
+
+The environment is built from nothing (no inherited ``NO_COLOR``, ``COLUMNS``,
+API keys...), so what a test sees depends only on what it passes.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ssegate.client._base import http_url
+
+__all__ = [
+    "MALFORMED_URLS",
+    "SSEGATE",
+    "Done",
+    "env_for",
+    "head_1",
+    "interrupt_after",
+    "on_a_terminal",
+    "ssegate",
+    "url_message",
+]
+
+#: The console script the package installs, beside this interpreter.
+SSEGATE = Path(sys.executable).parent / "ssegate"
+
+
+#: What users type where a URL belongs (the messages are pinned in tests/client/test_urls.py).
+MALFORMED_URLS = [
+    "127.0.0.1:8080/v1",
+    "notaurl",
+    "ftp://files.example/x",
+    "http://127.0.0.1:99999/v1",
+    "http:///events",
+    "http://a host/",
+    "http://[::1",
+]
+
+
+def url_message(url: str) -> str:
+    """The library's sentence for what is wrong with ``url`` (the commands print it)."""
+    with pytest.raises(ValueError, match=r"URL|host|port") as caught:
+        http_url(url)
+    return str(caught.value)
+
+
+@dataclass(frozen=True)
+class Done:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def env_for(env: Mapping[str, str] | None) -> dict[str, str]:
+    return {"PATH": str(SSEGATE.parent), "LC_ALL": "C.UTF-8", **(env or {})}
+
+
+def ssegate(
+    *args: str, stdin: str | None = None, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> Done:
+    """Run ``ssegate ARGS`` to the end; its exit status, stdout and stderr."""
+    done = subprocess.run(
+        [str(SSEGATE), *args],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        check=False,
+        env=env_for(env),
+    )
+    return Done(done.returncode, done.stdout, done.stderr)
+
+
+def on_a_terminal(*args: str, env: Mapping[str, str] | None = None, timeout: float = 90) -> Done:
+    """Run ``ssegate ARGS`` with stderr on a pseudo-terminal (stdout stays a pipe).
+
+    ``stderr`` is everything written to the terminal, control sequences and all
+    (the pty turns ``\\n`` into ``\\r\\n``).
+    """
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(
+        [str(SSEGATE), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env=env_for(env),
+    ) as proc:
+        os.close(secondary)
+        terminal = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                break
+            if not chunk:
+                break
+            terminal += chunk
+        os.close(primary)
+        assert proc.stdout is not None
+        stdout = proc.stdout.read()
+        code = proc.wait(timeout=timeout)
+    return Done(code, stdout.decode(), terminal.decode())
+
+
+def interrupt_after(expected: bytes, *args: str, env: Mapping[str, str] | None = None) -> Done:
+    """Run ``ssegate ARGS``, press Ctrl-C (SIGINT) once stdout has shown ``expected``."""
+    with subprocess.Popen(
+        [str(SSEGATE), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env_for(env),
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        seen = b""
+        while not seen.endswith(expected):
+            byte = proc.stdout.read(1)
+            assert byte, f"stdout ended before {expected!r}: {seen!r}"
+            seen += byte
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stdout.read()
+        stderr = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    return Done(code, (seen + rest).decode(), stderr.decode())
+
+
+def head_1(*args: str, env: Mapping[str, str] | None = None) -> tuple[bytes, Done]:
+    """``ssegate ARGS | head -1``: read one line, close the pipe; the line, and how it ended.
+
+    The command must write more than a pipe holds (64 kB) after that line, so
+    that it meets the closed pipe however fast it runs.
+    """
+    with subprocess.Popen(
+        [str(SSEGATE), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env_for(env),
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        line = proc.stdout.readline()
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    return line, Done(code, "", stderr.decode())
