@@ -294,6 +294,20 @@ def test_a_malformed_url_is_one_line_and_exit_2(url: str) -> None:
     assert (done.code, done.stdout, done.stderr) == (2, "", f"error: {url_message(url)}\n")
 
 
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("X: a\rb", "the value of header X must be ASCII text without CR, LF or NUL: 'a\\rb'"),
+        ("X: café", "the value of header X must be ASCII text without CR, LF or NUL: 'café'"),
+        ("X Y: 1", "'X Y' is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"),
+        ("no colon", "-H 'no colon': expected 'Name: value'"),
+    ],
+)
+def test_a_bad_header_is_one_line_and_exit_2(url: str, header: str, message: str) -> None:
+    done = ssegate("listen", url + "/events", "-H", header)
+    assert (done.code, done.stdout, done.stderr) == (2, "", f"error: {message}\n")
+
+
 def test_an_unknown_host_exits_4_at_once() -> None:
     # .invalid never resolves (RFC 6761); a typo stays a typo, however long one waits.
     done = ssegate("listen", "http://nosuchhost.invalid/events", "--no-timestamps")

@@ -132,6 +132,9 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
+# RFC 9110 § 5.6.2: the characters of a token, such as a header name.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
 #: A host name's characters once httpx has encoded it (IDNA for non-ASCII
 #: names): letters, digits, ``-``, ``.`` and the ``_`` of container names.
 #: Anything else (a space, say, which httpx percent-encodes) resolves nowhere.
@@ -391,6 +394,8 @@ class EventSourceBase:
         if body is not None and self.method in ("GET", "HEAD"):
             raise ValueError(f"a {self.method} request cannot carry a body; use method='POST'")
         self._headers = dict(headers or {})
+        for name, value in self._headers.items():
+            _check_header(name, value)
         if any(k.lower() == "last-event-id" for k in self._headers):
             raise ValueError(
                 "pass last_event_id= instead of a Last-Event-ID header: "
@@ -769,6 +774,24 @@ class EventSourceBase:
     def _finish(self) -> None:
         self._finished = True
         self._pending.clear()
+
+
+def _check_header(name: object, value: object) -> None:
+    """``ValueError`` for a header httpx or the wire would refuse later, mid-connection.
+
+    A name is an RFC 9110 token; a value is ASCII text without CR, LF or NUL
+    (httpx encodes ``str`` values as ASCII; a line break would split the header).
+    """
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"
+        )
+    if not isinstance(value, str):
+        raise ValueError(f"the value of header {name} must be a str, not {type(value).__name__}")
+    if not value.isascii() or any(c in value for c in "\r\n\0"):
+        raise ValueError(
+            f"the value of header {name} must be ASCII text without CR, LF or NUL: {value!r}"
+        )
 
 
 def _drop(headers: dict[str, str], name: str) -> None:
