@@ -6,14 +6,16 @@ API keys...), so what a test sees depends only on what it passes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -113,8 +115,9 @@ def on_a_terminal(*args: str, env: Mapping[str, str] | None = None, timeout: flo
     return Done(code, stdout.decode(), terminal.decode())
 
 
-def interrupt_after(expected: bytes, *args: str, env: Mapping[str, str] | None = None) -> Done:
-    """Run ``ssegate ARGS``, press Ctrl-C (SIGINT) once stdout has shown ``expected``."""
+@contextlib.contextmanager
+def _running(args: tuple[str, ...], env: Mapping[str, str] | None) -> Iterator[Pipes]:
+    """``ssegate ARGS`` started with stdout and stderr on pipes (stdin empty)."""
     with subprocess.Popen(
         [str(SSEGATE), *args],
         stdin=subprocess.DEVNULL,
@@ -124,15 +127,28 @@ def interrupt_after(expected: bytes, *args: str, env: Mapping[str, str] | None =
     ) as proc:
         assert proc.stdout is not None
         assert proc.stderr is not None
+        yield Pipes(proc, proc.stdout, proc.stderr)
+
+
+@dataclass(frozen=True)
+class Pipes:
+    proc: subprocess.Popen[bytes]
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+
+
+def interrupt_after(expected: bytes, *args: str, env: Mapping[str, str] | None = None) -> Done:
+    """Run ``ssegate ARGS``, press Ctrl-C (SIGINT) once stdout has shown ``expected``."""
+    with _running(args, env) as run:
         seen = b""
         while not seen.endswith(expected):
-            byte = proc.stdout.read(1)
+            byte = run.stdout.read(1)
             assert byte, f"stdout ended before {expected!r}: {seen!r}"
             seen += byte
-        proc.send_signal(signal.SIGINT)
-        rest = proc.stdout.read()
-        stderr = proc.stderr.read()
-        code = proc.wait(timeout=60)
+        run.proc.send_signal(signal.SIGINT)
+        rest = run.stdout.read()
+        stderr = run.stderr.read()
+        code = run.proc.wait(timeout=60)
     return Done(code, (seen + rest).decode(), stderr.decode())
 
 
@@ -142,17 +158,9 @@ def head_1(*args: str, env: Mapping[str, str] | None = None) -> tuple[bytes, Don
     The command must write more than a pipe holds (64 kB) after that line, so
     that it meets the closed pipe however fast it runs.
     """
-    with subprocess.Popen(
-        [str(SSEGATE), *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env_for(env),
-    ) as proc:
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        line = proc.stdout.readline()
-        proc.stdout.close()
-        stderr = proc.stderr.read()
-        code = proc.wait(timeout=60)
+    with _running(args, env) as run:
+        line = run.stdout.readline()
+        run.stdout.close()
+        stderr = run.stderr.read()
+        code = run.proc.wait(timeout=60)
     return line, Done(code, "", stderr.decode())

@@ -403,3 +403,14 @@ def test_max_retries_counts_streams_that_open_only_to_fail(server: tuple[App, st
 def test_no_color_is_honoured(url: str, env: dict[str, str], stdout: str) -> None:
     done = ssegate("listen", url + "/crlf", "--no-reconnect", "--no-timestamps", env=env)
     assert (done.code, done.stdout) == (0, stdout)
+
+
+def test_help_documents_the_exit_codes() -> None:
+    done = ssegate("listen", "--help", env={"COLUMNS": "200"})
+    assert (done.code, done.stderr) == (0, "")
+    assert (
+        "4 could not connect (an unknown host at once), the connection broke, or retries ran "
+        "out; 5 a POST stream broke and could only go on by re-sending it (see --resend); 6 the "
+        "server sent an `error` event that says retrying cannot help (with --until-done: any "
+        "`error` event); 130 interrupted."
+    ) in " ".join(done.stdout.split())

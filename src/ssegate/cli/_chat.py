@@ -52,27 +52,30 @@ def _provider(
     """
     name, sep, remote_model = model.partition(":")
     remote_name = bool(sep) and name in PROVIDERS and name != "local"
+    options: dict[str, Any] = {}
     if not remote_name and (model == "local" or model.endswith(".gguf")):
-        options: dict[str, Any] = {"engine_kind": engine, "n_ctx": n_ctx}
+        name, remote_model = "local", "local"
+        options = {"engine_kind": engine, "n_ctx": n_ctx}
         if model != "local":
             if not Path(model).is_file():
                 fail(f"--model {model!r}: no GGUF file at {model}")
             options["model_path"] = model
-        return create_provider("local", **options), "local"
-    if not remote_name or not remote_model:
+    elif not remote_name or not remote_model:
         fail(
             f"--model {model!r}: use 'local', a .gguf path, or PROVIDER:MODEL with PROVIDER one "
             f"of {', '.join(p for p in PROVIDERS if p != 'local')}"
         )
-    remote: dict[str, Any] = {}
-    if base_url is not None:
-        remote["base_url"] = base_url
-    if api_key is not None:
-        remote["api_key"] = api_key
+    else:
+        if base_url is not None:
+            options["base_url"] = base_url
+        if api_key is not None:
+            options["api_key"] = api_key
     try:
-        return create_provider(name, **remote), remote_model
+        return create_provider(name, **options), remote_model
     except ValueError as exc:
         fail(f"--model {model!r}: {exc}")
+    except ProviderError as exc:  # e.g. no key for a provider that needs one
+        fail(str(exc), ExitCode.REFUSED)
 
 
 class _Answer:
