@@ -84,11 +84,17 @@ def ssegate(
     return Done(done.returncode, done.stdout, done.stderr)
 
 
-def on_a_terminal(*args: str, env: Mapping[str, str] | None = None, timeout: float = 90) -> Done:
+def on_a_terminal(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    interrupt_at: str | None = None,
+    timeout: float = 90,
+) -> Done:
     """Run ``ssegate ARGS`` with stderr on a pseudo-terminal (stdout stays a pipe).
 
     ``stderr`` is everything written to the terminal, control sequences and all
-    (the pty turns ``\\n`` into ``\\r\\n``).
+    (the pty turns ``\\n`` into ``\\r\\n``). With ``interrupt_at``, Ctrl-C
+    (SIGINT) is pressed once the terminal shows that text.
     """
     primary, secondary = pty.openpty()
     with subprocess.Popen(
@@ -108,6 +114,9 @@ def on_a_terminal(*args: str, env: Mapping[str, str] | None = None, timeout: flo
             if not chunk:
                 break
             terminal += chunk
+            if interrupt_at is not None and interrupt_at.encode() in terminal:
+                proc.send_signal(signal.SIGINT)
+                interrupt_at = None
         os.close(primary)
         assert proc.stdout is not None
         stdout = proc.stdout.read()

@@ -62,6 +62,7 @@ def upstream() -> Iterator[tuple[FakeUpstream, str]]:
         ),
     )
     fake.add("/slow/v1/chat/completions", Reply.from_http(HEAD + chunk("Hello"), hold=True))
+    fake.add("/silent/v1/chat/completions", Reply.from_http(HEAD, hold=True))
     with fake.run() as url:
         yield fake, url
 
@@ -120,6 +121,20 @@ def test_ctrl_c_ends_the_line_and_exits_130(upstream: tuple[FakeUpstream, str]) 
         env=KEY,
     )
     assert (done.code, done.stdout, done.stderr) == (130, "Hello\n", "")
+
+
+def test_ctrl_c_before_any_text_ends_the_terminal_line(
+    upstream: tuple[FakeUpstream, str],
+) -> None:
+    _, url = upstream
+    done = on_a_terminal(
+        *("chat", "hi", "-m", "openai:m", "--base-url", f"{url}/silent/v1"),
+        env=KEY,
+        interrupt_at="Waiting for the answer…",
+    )
+    assert (done.code, done.stdout) == (130, "")
+    # the spinner is erased, then the shell's prompt gets a line of its own
+    assert done.stderr.rsplit("\x1b[2K", 1)[1] == "\r\n"
 
 
 def test_a_reader_that_leaves_ends_it_with_0(upstream: tuple[FakeUpstream, str]) -> None:
