@@ -1,17 +1,17 @@
-"""``ssegate listen`` against a real server on 127.0.0.1, through typer's CliRunner."""
+"""``ssegate listen`` against a real server on 127.0.0.1: through typer's CliRunner, and as
+the real command in a subprocess where the exit code and the exact output are the point."""
 
 from __future__ import annotations
 
 import json
 import re
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
+from cli_support import MALFORMED_URLS, head_1, ssegate, url_message
 from typer.testing import CliRunner
 
 from ssegate.cli import app
@@ -25,6 +25,14 @@ STREAM = [
 
 
 EVENT_STREAM = [(b"content-type", b"text/event-stream")]
+
+# ssegate's own error events (server/_options.py, llm/formats/native.py)
+FINAL_ERROR_DATA = (
+    '{"code":"internal_error","message":"The event stream failed.","retryable":false}'
+)
+FINAL_ERROR = b"event: error\ndata: " + FINAL_ERROR_DATA.encode() + b"\n\n"
+RETRYABLE_DATA = '{"code":"overloaded","message":"Busy.","retryable":true}'
+RETRYABLE_ERROR = b"event: error\ndata: " + RETRYABLE_DATA.encode() + b"\n\n"
 
 
 class App:
@@ -65,6 +73,10 @@ class App:
             await self._endless(send, receive)
         elif path == "/drop":
             await self._stream(send, [b"data: a\n\n"], end="drop")
+        elif path == "/error-final":
+            await self._stream(send, [b"retry: 0\n\n", FINAL_ERROR])
+        elif path == "/error-retryable":
+            await self._stream(send, [b"retry: 0\n\n", RETRYABLE_ERROR])
         elif path == "/crlf":
             await self._stream(send, [b"\xef\xbb\xbf: hi\r", b"\ndata: x\r\n\r\n"])
         else:
@@ -225,11 +237,15 @@ def test_connection_refused_exits_4(url: str) -> None:
     assert "* error: could not connect to GET" in result.stderr
 
 
-def test_dropped_post_exits_5(url: str) -> None:
-    result = listen(url + "/drop", "-d", "x")
-    assert result.exit_code == 5
-    assert result.stdout == "message\na\n"
-    assert "pass resend=True" in result.stderr
+def test_dropped_post_exits_5_and_names_the_option(url: str) -> None:
+    done = ssegate("listen", url + "/drop", "-d", "x", "--no-timestamps")
+    assert (done.code, done.stdout) == (5, "message\na\n")
+    assert done.stderr == (
+        "* 200 OK (text/event-stream)\n"
+        f"* error: the POST stream from {url}/drop broke after 1 events and the server named "
+        'no stream to resume (no Link: <url>; rel="events" header); reconnecting would send '
+        "the request again (for an LLM, a second paid generation): pass --resend to allow that\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -264,14 +280,137 @@ def test_api_key_from_the_environment(url: str) -> None:
 
 def test_a_closed_pipe_ends_quietly(url: str) -> None:
     # `ssegate listen URL | head -1`: a real pipe whose reader goes away.
-    code = "from ssegate.cli import main; main()"
-    cmd = [sys.executable, "-c", code, "listen", url + "/endless", "--compact", "--no-timestamps"]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        assert proc.stdout.readline() == b"message 0\n"
-        proc.stdout.close()
-        stderr = proc.stderr.read()
-        assert proc.wait(timeout=60) == 0
-    assert b"Traceback" not in stderr, stderr.decode()
-    assert b"BrokenPipe" not in stderr
+    line, done = head_1("listen", url + "/endless", "--compact", "--no-timestamps")
+    assert line == b"message 0\n"
+    assert (done.code, done.stderr) == (0, "* 200 OK (text/event-stream)\n")
+
+
+# -- errors that no retry can fix end it at once -------------------------------
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
+def test_a_malformed_url_is_one_line_and_exit_2(url: str) -> None:
+    done = ssegate("listen", url)
+    assert (done.code, done.stdout, done.stderr) == (2, "", f"error: {url_message(url)}\n")
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("X: a\rb", "the value of header X must be ASCII text without CR, LF or NUL: 'a\\rb'"),
+        ("X: café", "the value of header X must be ASCII text without CR, LF or NUL: 'café'"),
+        ("X Y: 1", "'X Y' is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"),
+        ("no colon", "-H 'no colon': expected 'Name: value'"),
+    ],
+)
+def test_a_bad_header_is_one_line_and_exit_2(url: str, header: str, message: str) -> None:
+    done = ssegate("listen", url + "/events", "-H", header)
+    assert (done.code, done.stdout, done.stderr) == (2, "", f"error: {message}\n")
+
+
+def test_an_unknown_host_exits_4_at_once() -> None:
+    # .invalid never resolves (RFC 6761); a typo stays a typo, however long one waits.
+    done = ssegate("listen", "http://nosuchhost.invalid/events", "--no-timestamps")
+    assert (done.code, done.stdout) == (4, "")
+    assert done.stderr == (
+        "* error: could not connect to GET http://nosuchhost.invalid/events: [Errno -2] Name or "
+        "service not known (the host name does not resolve: not retrying)\n"
+    )
+
+
+def test_a_refused_connection_is_still_retried() -> None:
+    # A server that is starting up refuses: that is worth another try.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    where = f"GET http://127.0.0.1:{port}/"
+    done = ssegate("listen", f"http://127.0.0.1:{port}/", "--max-retries", "1", "--no-timestamps")
+    assert (done.code, done.stdout) == (4, "")
+    refused = f"could not connect to {where}: [Errno 111] Connection refused"
+    assert re.fullmatch(
+        re.escape("* reconnecting in ")
+        + r"\d\.\d"
+        + re.escape(f" s: {refused}\n")
+        + re.escape(
+            f"* error: gave up on http://127.0.0.1:{port}/ after 2 failed attempts: {refused}\n"
+        ),
+        done.stderr,
+    ), done.stderr
+
+
+def test_an_error_event_marked_not_retryable_exits_6_at_once(
+    server: tuple[App, str],
+) -> None:
+    asgi, url = server
+    before = asgi.seen.get("/error-final", 0)
+    done = ssegate("listen", url + "/error-final", "--compact", "--no-timestamps")
+    assert asgi.seen["/error-final"] - before == 1  # no reconnect
+    assert (done.code, done.stdout) == (
+        6,
+        'error {"code": "internal_error", "message": "The event stream failed.", '
+        '"retryable": false}\n',
+    )
+    assert done.stderr == (
+        "* 200 OK (text/event-stream)\n"
+        '* error: the server sent an error event marked "retryable": false; not reconnecting\n'
+    )
+
+
+def test_until_done_ends_at_any_error_event_with_6(url: str) -> None:
+    done = ssegate(
+        "listen", url + "/error-retryable", "--until-done", "--compact", "--no-timestamps"
+    )
+    assert (done.code, done.stdout) == (
+        6,
+        'error {"code": "overloaded", "message": "Busy.", "retryable": true}\n',
+    )
+    assert done.stderr == (
+        "* 200 OK (text/event-stream)\n* error: the stream ended with an error event\n"
+    )
+
+
+def test_max_retries_counts_streams_that_open_only_to_fail(server: tuple[App, str]) -> None:
+    asgi, url = server
+    before = asgi.seen.get("/error-retryable", 0)
+    done = ssegate(
+        "listen", url + "/error-retryable", "--max-retries", "2", "--compact", "--no-timestamps"
+    )
+    assert asgi.seen["/error-retryable"] - before == 3
+    assert (done.code, done.stdout) == (
+        4,
+        'error {"code": "overloaded", "message": "Busy.", "retryable": true}\n' * 3,
+    )
+    opened = "* 200 OK (text/event-stream)\n"
+    again = "* reconnecting in 0.0 s: the stream ended\n"
+    assert done.stderr == (
+        (opened + again) * 2
+        + opened
+        + f"* error: gave up on {url}/error-retryable after 3 failed attempts: "
+        "the server kept ending the stream\n"
+    )
+
+
+# -- colour ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "stdout"),
+    [
+        ({"FORCE_COLOR": "1"}, "\x1b[1;36mmessage\x1b[0m\nx\n"),
+        ({"FORCE_COLOR": "1", "NO_COLOR": "1"}, "\x1b[1mmessage\x1b[0m\nx\n"),  # bold stays
+    ],
+)
+def test_no_color_is_honoured(url: str, env: dict[str, str], stdout: str) -> None:
+    done = ssegate("listen", url + "/crlf", "--no-reconnect", "--no-timestamps", env=env)
+    assert (done.code, done.stdout) == (0, stdout)
+
+
+def test_help_documents_the_exit_codes() -> None:
+    done = ssegate("listen", "--help", env={"COLUMNS": "200"})
+    assert (done.code, done.stderr) == (0, "")
+    assert (
+        "4 could not connect (an unknown host at once), the connection broke, or retries ran "
+        "out; 5 a POST stream broke and could only go on by re-sending it (see --resend); 6 the "
+        "server sent an `error` event that says retrying cannot help (with --until-done: any "
+        "`error` event); 130 interrupted."
+    ) in " ".join(done.stdout.split())

@@ -340,6 +340,11 @@ def test_json_body_and_params(script: MakeScript) -> None:
         ({"policy": ReconnectPolicy(), "max_retries": 3}, "set last_event_id and max_retries on"),
         ({"last_event_id": "a\nb"}, "must not contain NUL, CR or LF"),
         ({"headers": {"last-event-id": "3"}}, "pass last_event_id= instead"),
+        ({"headers": {"X": "a\r\nInjected: 1"}}, "ASCII text without CR, LF or NUL"),
+        ({"headers": {"X": "café"}}, "ASCII text without CR, LF or NUL"),
+        ({"headers": {"X Y": "1"}}, "'X Y' is not a valid header name"),
+        ({"headers": {"": "1"}}, "'' is not a valid header name"),
+        ({"headers": {"X": 1}}, "the value of header X must be a str, not int"),
     ],
 )
 def test_misuse_is_refused(kwargs: dict[str, object], message: str) -> None:

@@ -62,6 +62,12 @@ def _cause_is_500(out: Outcome, script: Script) -> None:
     assert out.error.__cause__.status == 500
 
 
+def _cause_is(out: Outcome, cause: type[SSEGateError], *, attempts: int) -> None:
+    assert isinstance(out.error, RetriesExhausted)
+    assert out.error.attempts == attempts
+    assert type(out.error.__cause__) is cause
+
+
 def _body_sent_each_time(out: Outcome, script: Script) -> None:
     assert [s.body for s in script.seen] == [b'{"prompt":"hi"}'] * 3
     assert {s.headers["content-type"] for s in script.seen} == {"application/json"}
@@ -184,6 +190,43 @@ SCENARIOS = [
         error=RetriesExhausted,
         policy={"max_retries": 2},
         check=_cause_is_500,
+    ),
+    Scenario(
+        "a stream that opens only to send an error event is a failed attempt",
+        [Stream([b'retry: 0\nevent: error\ndata: {"code":"overloaded"}\n\n'])],
+        [_ev('{"code":"overloaded"}', event="error", retry=0)] * 3,
+        [None] * 3,
+        delays=[0.0, 0.0],
+        error=RetriesExhausted,
+        policy={"max_retries": 2},
+    ),
+    Scenario(
+        "a stream that opens and drops before any event is a failed attempt",
+        [Stream([b": hello\n\n"], end="drop")],
+        [],
+        [None] * 3,
+        delays=[3.0, 6.0],
+        error=RetriesExhausted,
+        policy={"max_retries": 2},
+        check=lambda out, script: _cause_is(out, TransportError, attempts=3),
+    ),
+    Scenario(
+        "events before an error event are progress: the count starts again",
+        [
+            Stream([b"retry: 0\nevent: error\ndata: x\n\n"]),
+            Stream([b"id: 1\ndata: a\n\n", b"event: error\ndata: y\n\n"]),
+            Stream([b"event: error\ndata: z\n\n"]),
+            NO_MORE,
+        ],
+        [
+            _ev("x", event="error", retry=0),
+            _ev("a", "1"),
+            _ev("y", "1", event="error"),
+            _ev("z", "1", event="error"),
+        ],
+        [None, None, "1", "1"],
+        delays=[0.0, 0.0, 0.0],
+        policy={"max_retries": 2},
     ),
     Scenario(
         "stall without bytes: the read timeout reconnects",

@@ -8,9 +8,8 @@ comments, reconnects) goes to stderr, so stdout stays clean for a pipe.
 
 from __future__ import annotations
 
-import io
 import json
-import os
+import socket
 import sys
 from datetime import datetime
 from enum import IntEnum
@@ -19,7 +18,6 @@ from typing import Annotated, BinaryIO
 
 import httpx
 import typer
-from rich.console import Console
 from rich.json import JSON
 from rich.text import Text
 
@@ -31,8 +29,11 @@ from .._exceptions import (
     TransportError,
 )
 from ..client import DEFAULT_READ_TIMEOUT, EventSource
+from ..client._base import RESEND_ADVICE
 from ..protocol import Event
 from ._app import app
+from ._terminal import console, silence_stdout
+from ._usage import checked_url, fail
 
 __all__ = ["ExitCode", "listen"]
 
@@ -42,10 +43,12 @@ class ExitCode(IntEnum):
 
     OK = 0  #: the stream ended (204, --count, --until-done, or a complete POST answer)
     PROTOCOL = 1  #: the server broke the event-stream rules (e.g. an oversized event)
-    USAGE = 2  #: bad command-line arguments
+    USAGE = 2  #: bad command-line arguments (a malformed URL among them)
     RESPONSE = 3  #: the server answered with an error status or not with an event stream
-    CONNECTION = 4  #: could not connect, the connection broke, or retries ran out
+    CONNECTION = 4  #: could not connect (an unknown host at once), the connection broke,
+    #: or retries ran out
     NOT_RESUMABLE = 5  #: a POST stream broke and could only go on by re-sending it
+    SERVER_ERROR = 6  #: the server sent an ``error`` event that retrying cannot fix
     INTERRUPTED = 130  #: Ctrl-C
 
 
@@ -80,18 +83,18 @@ class _Comments:
 def _header(value: str) -> tuple[str, str]:
     name, colon, rest = value.partition(":")
     if not colon or not name.strip():
-        raise typer.BadParameter(f"expected 'Name: value', got {value!r}", param_hint="-H")
+        fail(f"-H {value!r}: expected 'Name: value'")
     return name.strip(), rest.strip()
 
 
 def _body(data: str | None, json_text: str | None) -> bytes | None:
     if data is not None and json_text is not None:
-        raise typer.BadParameter("give -d/--data or --json, not both")
+        fail("give -d/--data or --json, not both")
     if json_text is not None:
         try:
             json.loads(json_text)
         except ValueError as exc:
-            raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--json") from exc
+            fail(f"--json {json_text!r} is not valid JSON: {exc}")
         return json_text.encode()
     if data is None:
         return None
@@ -101,15 +104,8 @@ def _body(data: str | None, json_text: str | None) -> bytes | None:
         try:
             return Path(data[1:]).read_bytes()
         except OSError as exc:
-            raise typer.BadParameter(f"cannot read {data[1:]!r}: {exc}", param_hint="-d") from exc
+            fail(f"-d {data!r}: cannot read {data[1:]!r}: {exc.strerror or exc}")
     return data.encode()
-
-
-class _Console(Console):
-    def on_broken_pipe(self) -> None:
-        # Rich exits with status 1 here; the command decides instead.
-        self.quiet = True
-        raise BrokenPipeError
 
 
 class _Printer:
@@ -119,8 +115,8 @@ class _Printer:
         self.raw = raw
         self.compact = compact
         self.timestamps = timestamps
-        self.out = _Console(file=sys.stdout, soft_wrap=True, highlight=False, no_color=not color)
-        self.err = _Console(file=sys.stderr, soft_wrap=True, highlight=False, no_color=not color)
+        self.out = console(sys.stdout, color=color)
+        self.err = console(sys.stderr, color=color)
         self.binary: BinaryIO = typer.get_binary_stream("stdout")
         self._comments = _Comments()
 
@@ -146,6 +142,9 @@ class _Printer:
             self.status(f"keep-alive: {comment}" if comment else "keep-alive", "dim")
 
     def reconnecting(self, delay: float, error: SSEGateError | None) -> None:
+        hopeless = _hopeless(error)
+        if hopeless is not None:
+            raise hopeless  # ends the iteration: no wait, no retry
         why = f": {error}" if error is not None else ": the stream ended"
         self.status(f"reconnecting in {delay:.1f} s{why}")
 
@@ -182,7 +181,13 @@ def _json_or_none(data: str) -> object | None:
 
 @app.command()
 def listen(
-    url: Annotated[str, typer.Argument(help="The event-stream URL (http:// or https://).")],
+    url: Annotated[
+        str,
+        typer.Argument(
+            help="The event-stream URL (http:// or https://).",
+            callback=lambda value: checked_url(value),
+        ),
+    ],
     method: Annotated[
         str | None,
         typer.Option("-X", "--method", help="HTTP method (default GET, or POST with a body)."),
@@ -248,12 +253,19 @@ def listen(
 ) -> None:
     """Print the events of a stream as they arrive, reconnecting like a browser.
 
+    Errors that no retry can fix end it at once: a malformed URL, a host name
+    that does not resolve, a server's error status other than 429 and 5xx, and
+    an `error` event whose JSON data says "retryable": false.
+
     Exit status: 0 the stream ended (HTTP 204, --count, --until-done, or a POST
     answer that finished); 1 the server broke the event-stream rules; 2 bad
-    arguments; 3 the server answered an error status or not an event stream;
-    4 could not connect, the connection broke, or retries ran out; 5 a POST
-    stream broke and could only go on by re-sending it (see --resend);
-    130 interrupted. A reader that goes away (`| head`) ends it with 0.
+    arguments (a malformed URL among them); 3 the server answered an error
+    status or not an event stream; 4 could not connect (an unknown host at
+    once), the connection broke, or retries ran out; 5 a POST stream broke and
+    could only go on by re-sending it (see --resend); 6 the server sent an
+    `error` event that says retrying cannot help (with --until-done: any
+    `error` event); 130 interrupted. A reader that goes away (`| head`) ends
+    it with 0.
     """
     headers = dict(_header(h) for h in header or [])
     if api_key and not any(k.lower() == "authorization" for k in headers):
@@ -280,13 +292,19 @@ def listen(
             on_reconnect=printer.reconnecting,
         )
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        fail(str(exc))
     code = ExitCode.OK
     try:
         with source:
             events = source.until_done() if until_done else source
             for n, event in enumerate(events, 1):
                 printer.event(event)
+                if event.event == "error":
+                    ending = _error_event_ends(event, until_done=until_done)
+                    if ending is not None:
+                        printer.status(ending, "bold red")
+                        code = ExitCode.SERVER_ERROR
+                        break
                 if count is not None and n >= count:
                     break
         if source.status_code == 204:
@@ -295,20 +313,58 @@ def listen(
         code = ExitCode.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`ssegate listen URL | head`): that is its answer.
-        _silence_stdout()
+        silence_stdout()
+    except NotResumableError as exc:
+        # The library's advice names its argument; the command's is an option.
+        printer.status(f"error: {exc}".replace(RESEND_ADVICE, _RESEND_OPTION), "bold red")
+        code = ExitCode.NOT_RESUMABLE
     except SSEGateError as exc:
         printer.status(f"error: {exc}", "bold red")
         code = _exit_code(exc)
     raise typer.Exit(int(code))
 
 
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the final flush does not fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, io.UnsupportedOperation):
-        pass  # not a real file (a test runner's buffer): nothing to flush
+_RESEND_OPTION = "pass --resend to allow that"
+
+# getaddrinfo's answers for a name that does not exist (or has no address, or
+# whose servers refused for good). EAI_AGAIN, "temporary failure in name
+# resolution" (the network is down, say), is not among them: it is retried.
+_NO_SUCH_HOST = frozenset(
+    getattr(socket, name)
+    for name in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL", "EAI_ADDRFAMILY")
+    if hasattr(socket, name)
+)
+
+
+def _hopeless(error: SSEGateError | None) -> TransportError | None:
+    """The error to stop at instead of retrying, if no retry can fix ``error``.
+
+    A host name that does not resolve stays a typo, however long one waits.
+    A refused connection is retried: a server that is starting up refuses.
+    """
+    if not isinstance(error, TransportError):
+        return None
+    cause: BaseException | None = error.__cause__
+    while cause is not None:
+        if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_HOST:
+            return TransportError(f"{error} (the host name does not resolve: not retrying)")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _error_event_ends(event: Event, *, until_done: bool) -> str | None:
+    """What to say when an ``error`` event ends the command, or None to go on.
+
+    ssegate's error events carry ``{"code", "message", "retryable"}``: one
+    marked ``"retryable": false`` would only come again. With --until-done any
+    ``error`` event is the end of the stream.
+    """
+    parsed = _json_or_none(event.data)
+    if isinstance(parsed, dict) and parsed.get("retryable") is False:
+        return 'error: the server sent an error event marked "retryable": false; not reconnecting'
+    if until_done:
+        return "error: the stream ended with an error event"
+    return None
 
 
 def _exit_code(exc: SSEGateError) -> ExitCode:

@@ -33,10 +33,12 @@ class AsyncEventSource(EventSourceBase):
                 print(event.event, event.data)
 
     The arguments and behaviour are ``EventSource``'s; ``client`` is an
-    ``httpx.AsyncClient`` and ``sleep`` an async function (``anyio.sleep`` by
-    default). ``close()`` may be called from another task of the same event
-    loop: the iteration's pending read or wait is cancelled and it ends at
-    once. ``aclose()`` also releases the connection.
+    ``httpx.AsyncClient`` (a relative ``url`` is resolved against its
+    ``base_url``; ``httpx.ASGITransport`` serves an app in-process, for tests)
+    and ``sleep`` an async function (``anyio.sleep`` by default). ``close()``
+    may be called from another task of the same event loop: the iteration's
+    pending read or wait is cancelled and it ends at once. ``aclose()`` also
+    releases the connection.
     """
 
     def __init__(
@@ -65,6 +67,11 @@ class AsyncEventSource(EventSourceBase):
         on_reconnect: Callable[[float, SSEGateError | None], None] | None = None,
         trusted_origins: Collection[str] = (),
     ) -> None:
+        if client is not None and not isinstance(client, httpx.AsyncClient):
+            raise TypeError(
+                f"client must be an httpx.AsyncClient, not {type(client).__name__}"
+                " (use EventSource with an httpx.Client)"
+            )
         super().__init__(
             url,
             method=method,
@@ -86,12 +93,8 @@ class AsyncEventSource(EventSourceBase):
             on_bytes=on_bytes,
             on_reconnect=on_reconnect,
             trusted_origins=trusted_origins,
+            base_url=client.base_url if client is not None else None,
         )
-        if client is not None and not isinstance(client, httpx.AsyncClient):
-            raise TypeError(
-                f"client must be an httpx.AsyncClient, not {type(client).__name__}"
-                " (use EventSource with an httpx.Client)"
-            )
         self._client = client
         self._own_client = client is None
         if client is not None:  # its redirect settings hold (followed by the base)

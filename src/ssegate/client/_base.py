@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import json as _json
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
@@ -67,14 +68,17 @@ __all__ = [
     "EVENTS_REL",
     "MAX_ERROR_BODY",
     "MAX_REDIRECTS",
+    "RESEND_ADVICE",
     "STREAM_ID_HEADER",
     "EventSourceBase",
     "Origin",
     "Request",
     "Verdict",
     "headers_for",
+    "http_url",
     "is_event_stream",
     "is_terminal",
+    "join_base_url",
     "origin_of",
     "parse_origin",
     "parse_retry_after",
@@ -127,6 +131,18 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
+# RFC 9110 § 5.6.2: the characters of a token, such as a header name.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+#: A host name's characters once httpx has encoded it (IDNA for non-ASCII
+#: names): letters, digits, ``-``, ``.`` and the ``_`` of container names.
+#: Anything else (a space, say, which httpx percent-encodes) resolves nowhere.
+_HOST_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+#: The end of ``NotResumableError``'s message: what the caller may do. The
+#: ``ssegate listen`` command says it with its own option instead.
+RESEND_ADVICE = "pass resend=True to allow that"
+
 #: ``(scheme, host, port)``, the port explicit.
 Origin = tuple[str, str, int | None]
 
@@ -161,21 +177,85 @@ def origin_of(url: httpx.URL) -> Origin:
     return (url.scheme, url.host, port)
 
 
+def http_url(value: str | httpx.URL) -> httpx.URL:
+    """``value`` as an absolute http(s) URL; ``ValueError`` saying what is wrong with it if not.
+
+    Checked here, before any connection, what no retry could fix: the scheme
+    (``127.0.0.1:8080/v1`` has none), the host (present, and a name or an
+    address), the port (1 to 65535: httpx would wrap 99999 around to another
+    port). The message quotes the value as given.
+    """
+    text = str(value)
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise ValueError(f"{text!r} is not a valid URL: {exc}") from exc
+    if url.scheme not in _DEFAULT_PORTS:
+        if "://" in text:
+            raise ValueError(f"{text!r} is not an http:// or https:// URL")
+        if text.startswith("/"):
+            raise ValueError(
+                f"{text!r} is a path, not a URL: it needs http:// or https:// and a host"
+            )
+        raise ValueError(
+            f"{text!r} is not a URL: it needs http:// or https:// in front "
+            f"(did you mean 'http://{text}'?)"
+        )
+    host = url.raw_host.decode("ascii")
+    if not host:
+        raise ValueError(f"{text!r} has no host")
+    if ":" not in host and not _HOST_NAME.fullmatch(host):  # an IPv6 address is checked by httpx
+        raise ValueError(f"{text!r} does not name a valid host")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ValueError(f"{text!r} has a port out of range: {url.port} (ports are 1 to 65535)")
+    return url
+
+
+def join_base_url(url: str | httpx.URL, base_url: httpx.URL | None) -> httpx.URL:
+    """``url`` made absolute against an httpx client's ``base_url``, as httpx itself does.
+
+    A relative ``url`` (a path, with or without a query) is appended to
+    ``base_url`` (httpx ends that with a ``/`` and drops the leading ``/`` of
+    ``url``: ``/stream`` against ``http://api/v1`` is ``http://api/v1/stream``),
+    so the client goes where ``client.stream("GET", url)`` would. Unlike httpx,
+    a URL with a scheme but no host (``http:/x``) or a host but no scheme
+    (``//host/x``) is refused rather than merged. Then ``http_url`` checks the
+    result.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return http_url(url)  # raises, naming what is wrong
+    relative = not parsed.scheme and not parsed.host  # "/stream", "stream?x=1"
+    if relative and base_url is not None and base_url.is_absolute_url:
+        return http_url(
+            base_url.copy_with(raw_path=base_url.raw_path + parsed.raw_path.lstrip(b"/"))
+        )
+    if relative and str(url).startswith("/"):
+        raise ValueError(
+            f"{str(url)!r} is a relative URL: pass an absolute http:// or https:// URL, "
+            "or client=httpx.Client(base_url=...) to resolve it against"
+        )
+    return http_url(url)
+
+
 def resolve(base: httpx.URL, ref: str) -> httpx.URL:
     """``ref`` (a ``Link`` or ``Location`` target) resolved against ``base``.
 
     A relative reference keeps ``base``'s userinfo (same origin, the caller's
     own); userinfo written in ``ref`` itself is dropped: a server does not get
     to hand the client credentials. ``ValueError`` if the result is not an
-    http(s) URL with a host.
+    http(s) URL (see ``http_url``).
     """
     try:
         url = base.join(ref)
         named = httpx.URL(ref).userinfo
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise ValueError(f"{ref!r} is not a valid URL: {exc}") from exc
-    if url.scheme not in _DEFAULT_PORTS or not url.host:
-        raise ValueError(f"{ref!r} is not an http:// or https:// URL")
+    try:
+        http_url(url)
+    except ValueError as exc:
+        raise ValueError(f"{ref!r} resolves to no usable URL: {exc}") from None
     if named:
         url = url.copy_with(username=None, password=None)
     return url
@@ -270,10 +350,12 @@ class EventSourceBase:
         on_bytes: Callable[[bytes], None] | None = None,
         on_reconnect: Callable[[float, SSEGateError | None], None] | None = None,
         trusted_origins: Collection[str] = (),
+        base_url: httpx.URL | None = None,
     ) -> None:
-        self.url = httpx.URL(url)
-        if self.url.scheme not in ("http", "https"):
-            raise ValueError(f"EventSource needs an http:// or https:// URL, not {str(url)!r}")
+        try:
+            self.url = join_base_url(url, base_url)
+        except ValueError as exc:
+            raise ValueError(f"EventSource needs an http:// or https:// URL: {exc}") from None
         if params is not None:
             self.url = self.url.copy_merge_params(httpx.QueryParams(params))
         if type(method) is not str or not method.isalpha():
@@ -291,6 +373,8 @@ class EventSourceBase:
         if body is not None and self.method in ("GET", "HEAD"):
             raise ValueError(f"a {self.method} request cannot carry a body; use method='POST'")
         self._headers = dict(headers or {})
+        for name, value in self._headers.items():
+            _check_header(name, value)
         if any(k.lower() == "last-event-id" for k in self._headers):
             raise ValueError(
                 "pass last_event_id= instead of a Last-Event-ID header: "
@@ -554,8 +638,11 @@ class EventSourceBase:
         policy = self._policy
         if events:
             # One call for the batch: the decoder's state below is the final word
-            # on the id and retry; the policy needs only to know events came.
-            policy.event(events[-1])
+            # on the id and retry; the policy needs only to know progress was made.
+            # An ``error`` event is not progress: a stream that opens only to
+            # report a failure counts against max_retries like one that never opened.
+            if any(event.event != "error" for event in events):
+                policy.event(events[-1])
             self._received += len(events)
             self._pending.extend(events)
         # id-only and retry-only blocks dispatch no event but still count.
@@ -598,8 +685,7 @@ class EventSourceBase:
                 f"the {self.method} stream from {self.url} broke after "
                 f"{self._received} events and the server named no stream to resume "
                 f'(no Link: <url>; rel="{EVENTS_REL}" header); reconnecting would send '
-                "the request again (for an LLM, a second paid generation): pass "
-                "resend=True to allow that"
+                f"the request again (for an LLM, a second paid generation): {RESEND_ADVICE}"
             ) from error
         return self._retry_delay(error)
 
@@ -667,6 +753,24 @@ class EventSourceBase:
     def _finish(self) -> None:
         self._finished = True
         self._pending.clear()
+
+
+def _check_header(name: object, value: object) -> None:
+    """``ValueError`` for a header httpx or the wire would refuse later, mid-connection.
+
+    A name is an RFC 9110 token; a value is ASCII text without CR, LF or NUL
+    (httpx encodes ``str`` values as ASCII; a line break would split the header).
+    """
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"
+        )
+    if not isinstance(value, str):
+        raise ValueError(f"the value of header {name} must be a str, not {type(value).__name__}")
+    if not value.isascii() or any(c in value for c in "\r\n\0"):
+        raise ValueError(
+            f"the value of header {name} must be ASCII text without CR, LF or NUL: {value!r}"
+        )
 
 
 def _drop(headers: dict[str, str], name: str) -> None:

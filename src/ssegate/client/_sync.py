@@ -59,13 +59,24 @@ class EventSource(EventSourceBase):
       ``user:password@``, as httpx and browsers do on a cross-origin
       redirect. ``trusted_origins=["https://host:port", ...]`` names the
       other origins that may have them.
-    - ``client`` is your own ``httpx.Client`` (auth, proxies, HTTP/2); it is
-      left open, and its ``follow_redirects`` (off by default in httpx) and
-      ``max_redirects`` hold; without one, redirects are followed.
+    - ``client`` is your own ``httpx.Client`` (auth, proxies, HTTP/2, a
+      ``transport`` such as ``httpx.WSGITransport`` in tests); it is left
+      open, and its ``follow_redirects`` (off by default in httpx) and
+      ``max_redirects`` hold; without one, redirects are followed. A relative
+      ``url`` (``"/stream"``) is resolved against its ``base_url`` as httpx
+      does, and that absolute URL names the origin credentials belong to.
+    - ``url`` is checked at once: a URL with no http(s) scheme, no host or a
+      port out of range raises ``ValueError`` saying which.
     - ``policy`` is a configured ``ReconnectPolicy``; ``sleep`` and ``clock``
       (Unix time, for ``Retry-After`` dates) are injectable.
     - ``on_response(response)``, ``on_bytes(chunk)`` and ``on_reconnect(delay,
       error)`` observe the connection (the ``ssegate listen`` command uses them).
+      ``on_reconnect`` runs before each wait; an exception it raises ends the
+      iteration with that exception (a way to give up on errors you know
+      cannot go away).
+    - A connection that delivered events resets the count of failed attempts;
+      ``error`` events do not count as delivered: a stream that opens only to
+      report an error is a failed attempt.
 
     ``close()`` may be called from another thread: a read or a wait in
     progress ends at once (over HTTP/1.1; over HTTP/2 with the next frame); an
@@ -98,6 +109,11 @@ class EventSource(EventSourceBase):
         on_reconnect: Callable[[float, SSEGateError | None], None] | None = None,
         trusted_origins: Collection[str] = (),
     ) -> None:
+        if client is not None and not isinstance(client, httpx.Client):
+            raise TypeError(
+                f"client must be an httpx.Client, not {type(client).__name__}"
+                " (use AsyncEventSource with an httpx.AsyncClient)"
+            )
         super().__init__(
             url,
             method=method,
@@ -119,12 +135,8 @@ class EventSource(EventSourceBase):
             on_bytes=on_bytes,
             on_reconnect=on_reconnect,
             trusted_origins=trusted_origins,
+            base_url=client.base_url if client is not None else None,
         )
-        if client is not None and not isinstance(client, httpx.Client):
-            raise TypeError(
-                f"client must be an httpx.Client, not {type(client).__name__}"
-                " (use AsyncEventSource with an httpx.AsyncClient)"
-            )
         self._client = client
         self._own_client = client is None
         if client is not None:  # its redirect settings hold (followed by the base)
