@@ -1,0 +1,161 @@
+"""``POST /v1/chat/completions`` and ``GET /v1/models``: the OpenAI-compatible surface.
+
+Streaming answers are the generation's stream rendered as OpenAI chunks (every
+event with its ``id:``), with ``X-Stream-Id`` and ``Link: </v1/streams/{id}?
+format=openai>; rel="events"`` so a client whose connection drops resumes by
+``GET`` instead of sending (and paying for) the request again.
+
+The status is decided before the first byte: the route waits until the
+provider accepted (or refused: OpenAI-shaped error, right status). Only while
+the local model is still loading does it answer at once and keep the
+connection alive with comments until the first token.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import aclosing
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..llm import Error, Finish, ReasoningDelta, Start, TextDelta, ToolCallEnd, Usage
+from ..llm.formats.openai import _usage as openai_usage
+from ..protocol import Event
+from ..streams import End
+from ._auth import Principal
+from ._begin import ChatCompletionBody, Started, begin, refusal
+from ._errors import ApiError
+from ._gateway import Gateway, gateway, principal
+from ._reading import serve_generation
+from ._records import from_record
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["chat"])
+
+_FINISH = {"other": "stop", "tool_calls": "tool_calls"}
+
+
+@router.post(
+    "/v1/chat/completions",
+    summary="Chat completion (OpenAI-compatible; stream or not)",
+    response_model=None,
+)
+async def chat_completions(
+    body: ChatCompletionBody,
+    request: Request,
+    gw: Annotated[Gateway, Depends(gateway)],
+    who: Annotated[Principal, Depends(principal)],
+) -> Response:
+    started = await begin(gw, who, body)
+    stream, generation = started.stream, started.generation
+    gw.runner.attach(stream)  # this request reads it (before any await: no grace timer fires)
+    if not body.stream:
+        try:
+            return await _complete(gw, started)
+        finally:
+            gw.runner.detach(stream)
+    try:
+        if gw.models.ready(started.route.model):
+            await generation.accepted.wait()
+        if generation.refused is not None:
+            raise refusal(generation.refused)
+    except BaseException:
+        gw.runner.detach(stream)
+        raise
+    link = f"/v1/streams/{stream}?format=openai"
+    if started.chat.include_usage:
+        link += "&include_usage=true"
+    return await serve_generation(
+        gw,
+        stream,
+        request,
+        format="openai",
+        include_usage=started.chat.include_usage,
+        headers={"X-Stream-Id": stream, "Link": f'<{link}>; rel="events"'},
+        attached=True,
+    )
+
+
+async def _complete(gw: Gateway, started: Started) -> Response:
+    """Wait for the whole generation; one ``chat.completion`` object."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    start: Start | None = None
+    usage: Usage | None = None
+    finish: Finish | None = None
+    error: Error | None = None
+    async with aclosing(gw.hub.read(started.stream)) as items:  # type: ignore[type-var]
+        async for item in items:
+            if isinstance(item, End):
+                break
+            if not isinstance(item, Event):
+                continue
+            event = from_record(item)
+            if isinstance(event, TextDelta):
+                text.append(event.text)
+            elif isinstance(event, ReasoningDelta):
+                reasoning.append(event.text)
+            elif isinstance(event, ToolCallEnd):
+                calls.append(
+                    {
+                        "id": event.id,
+                        "type": "function",
+                        "function": {"name": event.name, "arguments": event.arguments},
+                    }
+                )
+            elif isinstance(event, Start):
+                start = event
+            elif isinstance(event, Usage):
+                usage = event
+            elif isinstance(event, Finish):
+                finish = event
+            elif isinstance(event, Error):
+                error = event
+    refused = started.generation.refused
+    if refused is not None:
+        raise refusal(refused)
+    if finish is None:
+        code = error.code if error is not None else "cancelled"
+        why = error.message if error is not None else "The generation was stopped."
+        raise ApiError(502, f"The generation failed: {why}", code=code)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if calls:
+        message["tool_calls"] = calls
+    body: dict[str, Any] = {
+        "id": (start.id if start and start.id else f"chatcmpl-{started.stream}"),
+        "object": "chat.completion",
+        "created": start.created if start and start.created else int(time.time()),
+        "model": start.model if start and start.model else started.chat.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": _FINISH.get(finish.reason, finish.reason),
+            }
+        ],
+    }
+    if usage is not None:
+        body["usage"] = openai_usage(usage)
+    return JSONResponse(body, headers={"X-Stream-Id": started.stream})
+
+
+@router.get("/v1/models", summary="The models this gateway routes")
+async def models(
+    gw: Annotated[Gateway, Depends(gateway)],
+    who: Annotated[Principal, Depends(principal)],
+) -> dict[str, Any]:
+    gw.auth.require(who, "chat")
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "ssegate"}
+            for name in gw.models.names()
+        ],
+    }
