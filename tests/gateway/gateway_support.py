@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import httpx
 
@@ -51,10 +51,8 @@ def cutting_proxy(upstream_port: int, cut_after: int) -> Iterator[str]:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def accept() -> None:
         listener.settimeout(0.2)
@@ -82,10 +80,8 @@ def cutting_proxy(upstream_port: int, cut_after: int) -> Iterator[str]:
         thread.join(2)
         listener.close()
         for sock in opened:
-            try:
+            with suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         for pumping in pumps:
             pumping.join(2)
         for sock in opened:

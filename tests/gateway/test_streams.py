@@ -42,7 +42,8 @@ def test_resume_after_every_id_in_every_format(echo_url: str, fmt: str, how: str
     stream_id = start(echo_url)
     url = f"{echo_url}/v1/streams/{stream_id}?format={fmt}"
     whole = events(httpx.get(url))
-    assert whole and all(e.id for e in whole)
+    assert whole
+    assert all(e.id for e in whole)
     if fmt != "native":
         assert whole[-1].data == "[DONE]"
     for after in sorted({e.id for e in whole}):
