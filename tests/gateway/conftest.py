@@ -28,9 +28,13 @@ def gateway() -> Serve:
     """``with gateway(**settings) as server:`` a gateway on 127.0.0.1 (stopped after)."""
 
     @contextmanager
-    def run(app_options: dict[str, Any] | None = None, **values: Any) -> Iterator[UvicornThread]:
+    def run(
+        app_options: dict[str, Any] | None = None,
+        uvicorn: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> Iterator[UvicornThread]:
         app = create_app(settings(**values), **(app_options or {}))
-        with serve(app) as server:
+        with serve(app, **(uvicorn or {})) as server:
             yield server
 
     return run
