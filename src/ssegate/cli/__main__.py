@@ -1,0 +1,5 @@
+"""``python -m ssegate.cli``: the ``ssegate`` command."""
+
+from . import main
+
+main()
