@@ -74,10 +74,12 @@ def create_app(
             await stack.enter_async_context(gw.store)
             loading = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(loading.cancel_scope.cancel)
-            if settings.local.preload:
-                loading.start_soon(models.load_local, name="ssegate-load-local")
-            else:
-                models.local_ready.set()
+            # The model loads at start when it is the default (what /readyz waits
+            # for); otherwise on the first request for it (which waits with
+            # keep-alives meanwhile): nobody pays 550 MB for a model unused.
+            models.loader = loading
+            if settings.local.preload and not models.ready(settings.default_model):
+                models.want_local()
             gw._hub = await stack.enter_async_context(Hub(gw.store))
             gw._runner = await stack.enter_async_context(
                 Runner(

@@ -60,6 +60,8 @@ async def chat_completions(
     try:
         if gw.models.ready(started.route.model):
             await generation.accepted.wait()
+        else:  # the local model is loading: answer now, keep-alives until it is ready
+            gw.models.want_local()
         if generation.refused is not None:
             raise refusal(generation.refused)
     except BaseException:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from .._exceptions import ProviderError
 from ..llm.providers import Provider, create_provider
@@ -66,6 +67,9 @@ class Models:
         self.local = local
         self.local_ready = anyio.Event()
         self.local_error: str | None = None
+        #: Where ``want_local`` starts the load (the app's lifespan sets it).
+        self.loader: TaskGroup | None = None
+        self._loading = False
         self.upstreams: dict[str, Provider] = {}
         for name, config in settings.providers.items():
             upstream: dict[str, Any] = {}
@@ -104,6 +108,12 @@ class Models:
         except UnknownModel:
             return False
         return route.provider is not self.local or self.local_ready.is_set()
+
+    def want_local(self) -> None:
+        """Start loading the local model in the background, unless it is (being) loaded."""
+        if not self._loading and self.loader is not None:
+            self._loading = True
+            self.loader.start_soon(self.load_local, name="ssegate-load-local")
 
     async def load_local(self) -> None:
         """Load the local model (in a worker thread); sets ``local_ready``."""

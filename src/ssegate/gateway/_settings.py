@@ -182,7 +182,8 @@ class LocalSettings(_Strict):
     n_ctx: int = Field(default=2048, gt=0)
     max_concurrency: int = Field(default=1, gt=0)
     default_max_tokens: int = Field(default=512, gt=0)
-    #: Load the model at start (in the background) rather than on the first request.
+    #: Load the model at start (in the background) when it is the default model,
+    #: rather than on the first request for it.
     preload: bool = True
 
 
