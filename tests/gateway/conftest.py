@@ -7,20 +7,12 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
+from gateway_support import settings
 
-from ssegate.gateway import Settings, create_app
-from ssegate.gateway._settings import LocalSettings
+from ssegate.gateway import create_app
 from ssegate.testing import UvicornThread, serve
 
 Serve = Callable[..., AbstractContextManager[UvicornThread]]
-
-
-def settings(**values: Any) -> Settings:
-    """Settings as tests want them: echo unpaced, the local model not preloaded,
-    nothing read from the environment."""
-    values.setdefault("echo_tokens_per_second", 0.0)
-    values.setdefault("local", LocalSettings(preload=False))
-    return Settings.model_validate(values)
 
 
 @pytest.fixture

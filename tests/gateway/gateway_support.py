@@ -6,10 +6,21 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import httpx
 
 from ssegate import Decoder, Event
+from ssegate.gateway import Settings
+from ssegate.gateway._settings import LocalSettings
+
+
+def settings(**values: Any) -> Settings:
+    """Settings as tests want them: echo unpaced, the local model not preloaded,
+    nothing read from the environment."""
+    values.setdefault("echo_tokens_per_second", 0.0)
+    values.setdefault("local", LocalSettings(preload=False))
+    return Settings.model_validate(values)
 
 
 def events(response: httpx.Response) -> list[Event]:
