@@ -3,29 +3,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from gateway_support import free_port, ssegate_serve
 from typer.testing import CliRunner
 
 from ssegate.cli import app
 
 runner = CliRunner()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_serve_refuses_a_public_address_without_keys() -> None:
@@ -60,30 +49,11 @@ def test_serve_says_when_redis_is_unreachable() -> None:
 
 
 def test_a_real_ssegate_serve_process(tmp_path: Path) -> None:
-    port = free_port()
     config = tmp_path / "gateway.toml"
     config.write_text(
         'default_model = "echo"\necho_tokens_per_second = 0\n[local]\npreload = false\n'
     )
-    env = {**os.environ, "SSEGATE_PORT": str(port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ssegate.cli", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "ssegate serve did not become ready"
-            assert process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
-            time.sleep(0.1)
+    with ssegate_serve(str(config), output=subprocess.PIPE) as (base, process):
         sdk = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
         chunks = sdk.chat.completions.create(
             model="echo", messages=[{"role": "user", "content": "over the wire"}], stream=True
@@ -97,11 +67,9 @@ def test_a_real_ssegate_serve_process(tmp_path: Path) -> None:
         ) as response:
             lines = response.iter_lines()
             assert [next(lines) for _ in range(2)] == [f"id: {event_id}", 'data: {"a": 1}']
-    finally:
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=30)
+    output, _ = process.communicate(timeout=30)
     text = output.decode()
-    assert f"API http://127.0.0.1:{port}/v1  docs http://127.0.0.1:{port}/docs" in text
+    assert f"API {base}/v1  docs {base}/docs" in text
     assert '"model":"echo","key":"anonymous"' in text  # the stream's log line
     assert process.returncode == 0
 

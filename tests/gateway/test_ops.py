@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 
 import httpx
 import pytest
+from gateway_support import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from ssegate.gateway import EchoProvider
@@ -68,10 +68,7 @@ def test_one_structured_log_line_per_stream(gateway, caplog: pytest.LogCaptureFi
 
 
 def test_readyz_says_when_the_store_is_unreachable(gateway) -> None:  # type: ignore[no-untyped-def]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    store = RedisStore(f"redis://127.0.0.1:{port}/0", prefix="ssegate-test-down:")
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", prefix="ssegate-test-down:")
     with gateway({"store": store}, default_model="echo") as server:
         assert httpx.get(server.url + "/healthz").status_code == 200
         response = httpx.get(server.url + "/readyz")

@@ -7,11 +7,8 @@ process (so it can be killed), replica B a gateway in this process."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from gateway_support import events, seq
+from gateway_support import events, seq, ssegate_serve
 
 from ssegate.testing._redis import redis_url as find_redis
 
@@ -49,56 +46,17 @@ def prefix(redis_url: str) -> Iterator[str]:
         client.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def replica_a(
     tmp_path: Path, redis_url: str, prefix: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
     config = tmp_path / "a.toml"
     config.write_text(
         f'default_model = "echo"\nredis_prefix = "{prefix}"\nlease_ttl = 2.0\ndetach_grace = 60\n'
         "echo_tokens_per_second = 20\n[local]\npreload = false\n"
     )
-    env = {**os.environ, "SSEGATE_PORT": str(port)}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ssegate.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--redis-url",
-            redis_url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, "replica A exited"
-        assert time.monotonic() < deadline, "replica A did not become ready"
-        time.sleep(0.1)
-    try:
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            process.wait(30)
+    with ssegate_serve(str(config), "--redis-url", redis_url) as running:
+        yield running
 
 
 @pytest.fixture

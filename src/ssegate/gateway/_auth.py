@@ -76,21 +76,17 @@ class Auth:
         if authorization:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() != "bearer" or not value.strip():
-                raise ApiError(
-                    401,
+                raise _unauthorized(
                     "Use 'Authorization: Bearer <key>' (or ?access_token= for EventSource).",
-                    code="invalid_authorization",
-                    headers={"WWW-Authenticate": "Bearer"},
+                    "invalid_authorization",
                 )
             token = value.strip()
         elif query_token:
             token = query_token
         if token is None:
-            raise ApiError(
-                401,
+            raise _unauthorized(
                 "An API key is required: 'Authorization: Bearer <key>' or ?access_token=<key>.",
-                code="missing_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
+                "missing_api_key",
             )
         given = token.encode()
         found: Principal | None = None
@@ -98,11 +94,8 @@ class Auth:
             if hmac.compare_digest(given, secret):
                 found = principal
         if found is None:
-            raise ApiError(
-                401,
-                "The API key is not valid.",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            raise _unauthorized(
+                "The API key is not valid.", "invalid_api_key", 'Bearer error="invalid_token"'
             )
         return found
 
@@ -112,6 +105,10 @@ class Auth:
             raise ApiError(
                 403, f"This API key lacks the scope {scope!r}.", code="insufficient_scope"
             )
+
+
+def _unauthorized(message: str, code: str, challenge: str = "Bearer") -> ApiError:
+    return ApiError(401, message, code=code, headers={"WWW-Authenticate": challenge})
 
 
 class ScrubToken:

@@ -19,7 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-__all__ = ["ApiError", "api_error", "install_error_handlers"]
+__all__ = [
+    "ApiError",
+    "api_error",
+    "install_error_handlers",
+    "store_unavailable",
+    "stream_not_found",
+]
 
 log = logging.getLogger("ssegate.gateway")
 
@@ -55,6 +61,20 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.headers = dict(headers or {})
+
+
+def store_unavailable() -> ApiError:
+    """The stream store (Redis) cannot be reached: 503, try again in a second."""
+    return ApiError(
+        503,
+        "The stream store is unavailable.",
+        code="store_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+def stream_not_found(stream: str) -> ApiError:
+    return ApiError(404, f"No stream {stream!r} (or it has expired).", code="stream_not_found")
 
 
 def api_error(

@@ -276,19 +276,6 @@ class Settings(BaseSettings):
             return None
         return f"{model!r} is not local, echo, an alias or <configured provider>/<model>"
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # No .env file and no secrets directory: configuration comes from the
-        # environment and the --config file only, nothing read implicitly.
-        return init_settings, env_settings
-
 
 class _TomlSource(PydanticBaseSettingsSource):
     """The ``--config`` file's table, as the lowest-priority source."""
@@ -329,7 +316,8 @@ def load_settings(config: str | os.PathLike[str] | None = None, **values: Any) -
 
 def _with_table(table: dict[str, Any], values: dict[str, Any]) -> Settings:
     # The TOML table is the lowest-priority source: below init values and the
-    # environment. Given as the last source's state, not as init values.
+    # environment. No .env file and no secrets directory: configuration comes
+    # from flags, the environment and the --config file only, nothing implicit.
     class _Loaded(Settings):
         @classmethod
         def settings_customise_sources(

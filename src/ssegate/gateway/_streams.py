@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from .._exceptions import StoreUnavailable
 from ._auth import Principal
 from ._begin import STREAM_ID, ChatCompletionBody, begin
-from ._errors import ApiError
+from ._errors import store_unavailable, stream_not_found
 from ._gateway import Gateway, gateway, principal
 from ._reading import serve_generation
 
@@ -27,7 +27,7 @@ router = APIRouter(tags=["streams"])
 
 def _known(stream: str) -> str:
     if not STREAM_ID.match(stream):
-        raise ApiError(404, f"No stream {stream!r} (or it has expired).", code="stream_not_found")
+        raise stream_not_found(stream)
     return stream
 
 
@@ -72,13 +72,8 @@ async def stop_stream(
     try:
         info = await gw.store.info(_known(stream))
     except StoreUnavailable:
-        raise ApiError(
-            503,
-            "The stream store is unavailable.",
-            code="store_unavailable",
-            headers={"Retry-After": "1"},
-        ) from None
+        raise store_unavailable() from None
     if not info.exists:
-        raise ApiError(404, f"No stream {stream!r} (or it has expired).", code="stream_not_found")
+        raise stream_not_found(stream)
     await gw.runner.stop(stream)
     return Response(status_code=204)

@@ -21,7 +21,7 @@ from ..protocol import Event
 from ..server import EventSourceResponse
 from ..streams import stream_response
 from ._auth import Principal
-from ._errors import ApiError
+from ._errors import ApiError, store_unavailable
 from ._gateway import Gateway, gateway, principal
 from ._reading import Reader, openai_error
 
@@ -81,12 +81,7 @@ async def publish(
     try:
         event_id = await gw.store.append(stream, Event(data, event=body.event))
     except StoreUnavailable:
-        raise ApiError(
-            503,
-            "The stream store is unavailable.",
-            code="store_unavailable",
-            headers={"Retry-After": "1"},
-        ) from None
+        raise store_unavailable() from None
     return JSONResponse({"topic": topic, "id": event_id})
 
 
