@@ -3,6 +3,8 @@ a stop, and the stream's end, asserted to the exact virtual second."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import anyio
 import pytest
 from trio.testing import MockClock
@@ -12,12 +14,13 @@ from ssegate.gateway._metrics import Metrics
 from ssegate.gateway._models import Route
 from ssegate.gateway._records import from_record
 from ssegate.gateway._runner import Runner
-from ssegate.llm import ChatRequest, Finish, TextDelta
-from ssegate.streams import CANCELLED, DONE, MemoryStore
+from ssegate.llm import ChatRequest, Finish, LLMEvent, Start, TextDelta
+from ssegate.streams import CANCELLED, DONE, ERROR, MemoryStore
 
 pytestmark = pytest.mark.anyio
 
 #: 1000 words at 1 token per second: still running at every time these tests look.
+MESSAGE = [{"role": "user", "content": "a b"}]
 LONG = ChatRequest(model="echo", messages=[{"role": "user", "content": "w " * 1000}])
 
 
@@ -116,3 +119,42 @@ async def test_shutdown_ends_running_generations_with_a_retryable_error() -> Non
         "retryable": True,
         "status": None,
     }
+
+
+class Broken:
+    """A provider with a bug: it raises after its first event."""
+
+    name = "broken"
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        yield Start(model="broken", provider="broken")
+        raise RuntimeError("a bug")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_provider_bug_ends_its_stream_with_an_error_and_nothing_else(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryStore(clock=anyio.current_time)
+    async with runner(store, grace=30.0) as run:
+        broken = await run.start("gen_f", Route("b", Broken(), "b"), LONG, key_id="k")  # type: ignore[arg-type]
+        await broken.finished.wait()
+        fine = await run.start(
+            "gen_g", echo(), ChatRequest(model="echo", messages=MESSAGE), key_id="k"
+        )
+        run.attach("gen_g")
+        await fine.finished.wait()
+    assert broken.end_reason == "internal_error"
+    items = [item async for item in store.read("gen_f")]
+    assert from_record(items[-2]).to_dict() == {  # type: ignore[arg-type]
+        "type": "error",
+        "code": "internal_error",
+        "message": "The gateway failed during the generation.",
+        "retryable": False,
+        "status": None,
+    }
+    assert (await store.info("gen_f")).outcome == ERROR
+    assert fine.end_reason == "stop"
+    assert "generation gen_f failed" in caplog.text

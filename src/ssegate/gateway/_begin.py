@@ -19,10 +19,11 @@ from .._exceptions import (
     BadRequestError,
     ProviderError,
     RateLimitError,
+    StoreUnavailable,
 )
 from ..llm import ChatRequest
 from ._auth import Principal
-from ._errors import ApiError
+from ._errors import ApiError, store_unavailable
 from ._gateway import Gateway
 from ._models import Route, UnknownModel
 from ._runner import Generation
@@ -119,7 +120,10 @@ async def begin(gateway: Gateway, who: Principal, body: ChatCompletionBody) -> S
             headers={"Retry-After": "1"},
         )
     stream = "gen_" + secrets.token_hex(16)
-    generation = await gateway.runner.start(stream, route, chat, key_id=who.key_id)
+    try:
+        generation = await gateway.runner.start(stream, route, chat, key_id=who.key_id)
+    except StoreUnavailable:
+        raise store_unavailable() from None
     return Started(stream, route, chat, generation)
 
 

@@ -224,6 +224,9 @@ class Runner:
         except (StreamEnded, StoreUnavailable) as exc:
             generation.end_reason = "store_error"
             log.warning("stream %s lost its store: %s", generation.id, exc)
+        except Exception:  # never let one generation take the runner (and the app) down
+            generation.end_reason = "internal_error"
+            log.exception("generation %s failed", generation.id)
         finally:
             generation.accepted.set()
             generation.finished.set()
@@ -272,6 +275,15 @@ class Runner:
                 generation.end_reason = "refused"
                 metrics.upstream_errors.labels(model, exc.code or "refused").inc()
                 outcome = await self._fail(stream, _refusal(exc))
+            except (StreamEnded, StoreUnavailable):
+                raise
+            except Exception:  # a bug under the provider: its readers hear of it, nothing hangs
+                log.exception("generation %s failed", stream)
+                generation.end_reason = "internal_error"
+                metrics.upstream_errors.labels(model, "internal_error").inc()
+                outcome = await self._fail(
+                    stream, Error("internal_error", "The gateway failed during the generation.")
+                )
         if generation.stop_reason is not None:
             generation.end_reason = generation.stop_reason
             metrics.cancellations.labels(generation.stop_reason).inc()
