@@ -116,3 +116,15 @@ def test_a_killed_replica_leaves_its_readers_an_error_event(replica_a, replica_b
         "retryable": False,
     }
     assert ended_after < 2.0 + 2.0  # the lease (2 s) plus the hub's lease check (1 s)
+
+
+def test_workers_share_redis(tmp_path: Path, redis_url: str, prefix: str) -> None:
+    config = tmp_path / "w.toml"
+    config.write_text(
+        f'default_model = "echo"\nredis_prefix = "{prefix}"\n[local]\npreload = false\n'
+    )
+    with ssegate_serve(str(config), "--redis-url", redis_url, "--workers", "2") as (url, _):
+        path = httpx.post(url + "/v1/streams", json=SHORT).json()["events_url"]
+        reads = [events(httpx.get(url + path, timeout=30)) for _ in range(4)]
+    assert all(read == reads[0] for read in reads)  # whichever worker answered
+    assert [e.event for e in reads[0]] == ["token", "token", "token", "usage", "done"]
