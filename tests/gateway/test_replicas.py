@@ -128,3 +128,20 @@ def test_workers_share_redis(tmp_path: Path, redis_url: str, prefix: str) -> Non
         reads = [events(httpx.get(url + path, timeout=30)) for _ in range(4)]
     assert all(read == reads[0] for read in reads)  # whichever worker answered
     assert [e.event for e in reads[0]] == ["token", "token", "token", "usage", "done"]
+
+
+def test_a_reader_on_another_replica_holds_the_generation(
+    tmp_path: Path, redis_url: str, prefix: str, replica_b: str
+) -> None:
+    config = tmp_path / "a.toml"
+    config.write_text(
+        f'default_model = "echo"\nredis_prefix = "{prefix}"\ndetach_grace = 0.5\n'
+        "echo_tokens_per_second = 20\n[local]\npreload = false\n"
+    )
+    body = {"model": "echo", "messages": [{"role": "user", "content": " ".join(["w"] * 40)}]}
+    with ssegate_serve(str(config), "--redis-url", redis_url) as (url_a, _):
+        path = httpx.post(url_a + "/v1/streams", json=body).json()["events_url"]
+        # read only on B, for 2 s (four grace periods of A)
+        got = events(httpx.get(replica_b + path, timeout=30))
+    assert [e.event for e in got].count("token") == 40
+    assert got[-1].event == "done"

@@ -72,6 +72,7 @@ def create_app(
         async with AsyncExitStack() as stack:
             stack.push_async_callback(models.aclose)
             await stack.enter_async_context(gw.store)
+            # Background work of the app: the local model's load, presence marks.
             loading = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(loading.cancel_scope.cancel)
             # The model loads at start when it is the default (what /readyz waits
@@ -80,6 +81,7 @@ def create_app(
             models.loader = loading
             if settings.local.preload and not models.ready(settings.default_model):
                 models.want_local()
+            loading.start_soon(gw.presence.run, name="ssegate-presence")
             gw._hub = await stack.enter_async_context(Hub(gw.store))
             gw._runner = await stack.enter_async_context(
                 Runner(
@@ -90,6 +92,7 @@ def create_app(
                     lease_renew=settings.lease_renew,
                     sleep=sleep,
                     clock=clock,
+                    elsewhere=gw.presence.elsewhere,
                 )
             )
             yield

@@ -14,6 +14,7 @@ from ..streams import Hub, StreamStore
 from ._auth import TOKEN_SCOPE_KEY, Auth, Principal
 from ._metrics import Metrics
 from ._models import Models
+from ._presence import Presence
 from ._runner import Runner
 from ._settings import Settings
 
@@ -31,6 +32,7 @@ class Gateway:
         self.models = models
         self.metrics = metrics
         self.auth = Auth(settings.keys)
+        self.presence = Presence(store)
         self._hub: Hub | None = None
         self._runner: Runner | None = None
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from contextlib import aclosing
 from typing import Any
 
@@ -45,6 +45,7 @@ class Renderer:
 
     def __init__(self, name: str, *, include_usage: bool = False) -> None:
         options = {"include_usage": include_usage} if name == "openai" else {}
+        self.format = name
         self.formatter: Formatter = create_formatter(name, **options)
         self.headers = dict(self.formatter.headers)
         self.sent = 0
@@ -119,20 +120,11 @@ async def serve_generation(
         ping=gateway.settings.keep_alive,
         headers={**renderer.headers, **(headers or {})},
     )
-    runner = gateway.runner
     if not isinstance(response, EventSourceResponse):
         if attached:
-            runner.detach(stream)
+            gateway.runner.detach(stream)
         return openai_error(response)
-    sent = gateway.metrics.events_sent.labels(format)
-
-    def closed(reason: CloseReason | None) -> None:
-        runner.detach(stream)
-        sent.inc(renderer.sent)
-
-    return Reader(
-        response, gateway, closed, on_open=None if attached else runner.attach, key=stream
-    )
+    return Reader(response, gateway, stream=stream, attached=attached, renderer=renderer)
 
 
 def openai_error(response: Response) -> Response:
@@ -145,16 +137,20 @@ def openai_error(response: Response) -> Response:
 
 
 class Reader(Response):
-    """``inner`` (an event stream), counting its reader while it runs."""
+    """``inner`` (an event stream), counting its reader while it runs.
+
+    For a generation's ``stream`` the runner (detach grace) and the presence
+    marks hear of it; ``attached``: the caller counted it with the runner already.
+    """
 
     def __init__(
         self,
         inner: EventSourceResponse,
         gateway: Gateway,
-        on_close: Callable[[CloseReason | None], None],
         *,
-        on_open: Callable[[str], None] | None = None,
-        key: str = "",
+        stream: str | None = None,
+        attached: bool = False,
+        renderer: Renderer | None = None,
     ) -> None:
         # Not Response.__init__: the inner response renders everything.
         self.inner = inner
@@ -162,22 +158,29 @@ class Reader(Response):
         self.raw_headers = inner.raw_headers
         self.background = None
         self._gateway = gateway
-        self._on_open = on_open
-        self._on_close = on_close
-        self._key = key
+        self._stream = stream
+        self._attached = attached
+        self._renderer = renderer
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        metrics = self._gateway.metrics
-        if self._on_open is not None:
-            self._on_open(self._key)
+        gateway, stream = self._gateway, self._stream
+        metrics = gateway.metrics
+        if stream is not None:
+            if not self._attached:
+                gateway.runner.attach(stream)
+            gateway.presence.add(stream)
         metrics.subscribers.inc()
         try:
             await self.inner(scope, receive, send)
         finally:
             metrics.subscribers.dec()
-            reason = self.inner.close_reason
-            if reason in (CloseReason.CLIENT_GONE, CloseReason.SEND_TIMEOUT):
+            if self.inner.close_reason in (CloseReason.CLIENT_GONE, CloseReason.SEND_TIMEOUT):
                 metrics.disconnects.inc()
-            self._on_close(reason)
+            if stream is not None:
+                gateway.presence.remove(stream)
+                gateway.runner.detach(stream)
+            renderer = self._renderer
+            if renderer is not None:
+                metrics.events_sent.labels(renderer.format).inc(renderer.sent)
         if self.background is not None:
             await self.background()

@@ -7,7 +7,9 @@ stream with its outcome. Readers, on this replica or another, follow the store.
 - **Detach grace.** The runner counts this process's readers of each
   generation. When the last one leaves (or none came, for ``POST /v1/streams``)
   a timer of ``grace`` seconds starts; a reader that comes back stops it; when
-  it runs out the generation is cancelled (``abandoned``) so it stops costing.
+  it runs out the generation is cancelled (``abandoned``) so it stops costing,
+  unless ``elsewhere(stream)`` says another replica has readers of it
+  (``_presence``): then it waits another period.
 - **Stop.** ``stop()`` cancels a local generation at once; for one running on
   another replica it ends the stream as ``cancelled``, which that replica's
   lease renewal (every ``lease_renew`` seconds) notices and cancels its task.
@@ -95,6 +97,7 @@ class Runner:
         lease_renew: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        elsewhere: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -103,6 +106,7 @@ class Runner:
         self.lease_renew = min(lease_renew, lease_ttl / 2)
         self._sleep = sleep
         self._clock = clock
+        self._elsewhere = elsewhere or _nobody
         self._running: dict[str, Generation] = {}
         self._per_key: Counter[str] = Counter()
         self._tasks: TaskGroup | None = None
@@ -201,9 +205,13 @@ class Runner:
 
             async with anyio.create_task_group() as group:
                 group.start_soon(watch)
-                await self._sleep(self.grace)
-                if generation.readers == 0 and generation._idle == idle:
-                    self._cancel(generation, "abandoned")
+                while True:
+                    await self._sleep(self.grace)
+                    if generation.readers or generation._idle != idle:
+                        break  # a reader came back here: its leaving starts a new timer
+                    if not await self._elsewhere(generation.id):
+                        self._cancel(generation, "abandoned")
+                        break
                 group.cancel_scope.cancel()
 
     def _cancel(self, generation: Generation, reason: str) -> None:
@@ -320,6 +328,10 @@ class Runner:
             "end": generation.end_reason,
         }
         log.info(json.dumps(record, separators=(",", ":")))
+
+
+async def _nobody(stream: str) -> bool:
+    return False
 
 
 def _refusal(exc: ProviderError) -> Error:

@@ -105,4 +105,4 @@ async def subscribe(
     )
     if not isinstance(response, EventSourceResponse):
         return openai_error(response)
-    return Reader(response, gw, lambda reason: None)
+    return Reader(response, gw)
