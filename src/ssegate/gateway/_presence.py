@@ -5,9 +5,10 @@ detach grace period starts. With replicas behind a load balancer the reader of
 a generation may be on another replica (a chat POST on one, its resume GET on
 the next): counted nowhere, the generation would be cancelled as abandoned
 while someone reads it. So each replica marks, in Redis, the streams it has
-readers of (a key per stream with a short expiry, refreshed every
-``refresh`` seconds while it has them); a grace period that runs out with no
-local reader asks whether the key is there and, if so, waits another period.
+readers of (a key per stream with a short expiry, set at once for a new one and
+refreshed every ``refresh`` seconds while it has them); a grace period that
+runs out with no local reader asks whether the key is there and, if so, waits
+another period.
 
 With the memory store there is one process: nothing to share, nobody elsewhere.
 The mark lingers up to ``2 * refresh`` seconds after the last reader leaves,
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -39,14 +39,13 @@ class Presence:
         store: StreamStore,
         *,
         refresh: float = 1.0,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         # RedisStore's own client: no second pool, and its prefix keeps tests apart.
         self._redis: Any = getattr(store, "redis", None)
         self._prefix: str = getattr(store, "prefix", "")
         self.refresh = refresh
-        self._sleep = sleep
         self._reading: Counter[str] = Counter()
+        self._new = anyio.Event()  # a stream got its first reader: mark it now
 
     @property
     def shared(self) -> bool:
@@ -57,6 +56,8 @@ class Presence:
 
     def add(self, stream: str) -> None:
         self._reading[stream] += 1
+        if self._reading[stream] == 1 and self._redis is not None:
+            self._new.set()
 
     def remove(self, stream: str) -> None:
         self._reading[stream] -= 1
@@ -86,4 +87,6 @@ class Presence:
                         for stream in streams:
                             pipe.set(self._key(stream), b"1", px=expiry)
                         await pipe.execute()
-            await self._sleep(self.refresh)
+            with anyio.move_on_after(self.refresh):
+                await self._new.wait()
+            self._new = anyio.Event()
