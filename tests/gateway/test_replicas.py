@@ -19,6 +19,7 @@ import pytest
 import redis
 from gateway_support import events, seq, ssegate_serve
 
+from ssegate.testing import FakeUpstream, Reply
 from ssegate.testing._redis import redis_url as find_redis
 
 pytestmark = pytest.mark.redis
@@ -145,3 +146,34 @@ def test_a_reader_on_another_replica_holds_the_generation(
         got = events(httpx.get(replica_b + path, timeout=30))
     assert [e.event for e in got].count("token") == 40
     assert got[-1].event == "done"
+
+
+def test_delete_on_another_replica_closes_the_upstream_within_a_second(
+    tmp_path: Path, redis_url: str, prefix: str, replica_b: str
+) -> None:
+    capture = Reply.load(Path(__file__).parent.parent / "llm" / "captures" / "openai_text.http")
+    upstream = FakeUpstream()
+    upstream.add(
+        "/v1/chat/completions",
+        Reply(capture.status, capture.headers, capture.chunks[:2], hold=True),
+    )
+    config = tmp_path / "a.toml"
+    with upstream.run() as upstream_url:
+        config.write_text(
+            f'default_model = "echo"\nredis_prefix = "{prefix}"\n[local]\npreload = false\n'
+            f'[providers.fake]\nkind = "openai"\nbase_url = "{upstream_url}/v1"\napi_key = "sk-x"\n'
+        )
+        body = {"model": "fake/m1", "messages": [{"role": "user", "content": "hi"}]}
+        with ssegate_serve(str(config), "--redis-url", redis_url) as (url_a, _):
+            path = httpx.post(url_a + "/v1/streams", json=body).json()["events_url"]
+            with httpx.stream("GET", replica_b + path, timeout=30) as response:
+                lines = response.iter_lines()
+                assert next(lines) == "event: token"  # A is generating, the upstream held open
+                stopped_at = time.monotonic()
+                assert httpx.delete(replica_b + path).status_code == 204
+                assert upstream.wait_disconnected(5)
+                rest = list(lines)
+    assert upstream.disconnected_at is not None
+    assert upstream.disconnected_at - stopped_at < 1.0
+    assert rest[-4] == "event: error"
+    assert '"code": "cancelled"' in rest[-2]
