@@ -109,6 +109,8 @@ def test_query_token_works_and_reaches_no_log(server: tuple[str, Records]) -> No
     assert [e.event for e in events(response)] == ["token", "usage", "done"]
     bad = httpx.get(f"{url}/v1/streams/{sid}?access_token={SUB}")
     assert bad.status_code == 403
+    encoded = httpx.get(f"{url}/v1/streams/{sid}?access%5Ftoken={CHAT}&format=aisdk")
+    assert encoded.status_code == 200
     missing = httpx.get(f"{url}/v1/nope?access_token={CHAT}")
     assert missing.status_code == 404
     assert CHAT not in missing.text

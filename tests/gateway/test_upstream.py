@@ -46,6 +46,7 @@ def test_sdk_streams_a_provider_through_the_gateway(gateway, upstream) -> None: 
         )
         chunks = list(stream)
         completion = sdk(server.url).chat.completions.create(model="fake/m1", messages=MESSAGES)  # type: ignore[arg-type]
+        listed = [m.id for m in sdk(server.url).models.list()]
     assert [c.choices[0].delta.content for c in chunks if c.choices] == [
         "",
         "Bon",
@@ -57,6 +58,7 @@ def test_sdk_streams_a_provider_through_the_gateway(gateway, upstream) -> None: 
     assert chunks[-1].usage.total_tokens == 14
     assert completion.choices[0].message.content == "Bonjour été ✓"
     assert completion.id == "chatcmpl-a1"
+    assert listed == ["local", "echo", "fast"]  # and "fake/<model>" for models listed
     sent = fake.requests[0]
     assert sent.headers["authorization"] == "Bearer sk-up"
     assert sent.json()["model"] == "m1"  # the alias resolved, the provider prefix gone

@@ -122,10 +122,13 @@ class ScrubToken:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket") and b"access_token" in scope["query_string"]:
-            pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-            kept = [(k, v) for k, v in pairs if k != "access_token"]
+        query = scope.get("query_string", b"") if scope["type"] in ("http", "websocket") else b""
+        # "%" too: "access%5Ftoken" is the same name once decoded, and must not slip by.
+        if b"access_token" in query or b"%" in query:
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
             tokens = [v for k, v in pairs if k == "access_token"]
-            scope[TOKEN_SCOPE_KEY] = tokens[-1] if tokens else None
-            scope["query_string"] = urlencode(kept).encode("latin-1")
+            if tokens:
+                scope[TOKEN_SCOPE_KEY] = tokens[-1]
+                kept = [(k, v) for k, v in pairs if k != "access_token"]
+                scope["query_string"] = urlencode(kept).encode("latin-1")
         await self.app(scope, receive, send)
