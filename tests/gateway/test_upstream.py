@@ -27,7 +27,16 @@ def upstream() -> Iterator[tuple[FakeUpstream, str]]:
 
 
 def provider(url: str) -> dict[str, object]:
-    return {"providers": {"fake": {"kind": "openai", "base_url": url + "/v1", "api_key": "sk-up"}}}
+    return {
+        "providers": {
+            "fake": {
+                "kind": "openai",
+                "base_url": url + "/v1",
+                "api_key": "sk-up",
+                "models": ["m1"],
+            }
+        }
+    }
 
 
 def sdk(url: str) -> openai.OpenAI:
@@ -58,7 +67,7 @@ def test_sdk_streams_a_provider_through_the_gateway(gateway, upstream) -> None: 
     assert chunks[-1].usage.total_tokens == 14
     assert completion.choices[0].message.content == "Bonjour été ✓"
     assert completion.id == "chatcmpl-a1"
-    assert listed == ["local", "echo", "fast"]  # and "fake/<model>" for models listed
+    assert listed == ["local", "echo", "fast", "fake/m1"]
     sent = fake.requests[0]
     assert sent.headers["authorization"] == "Bearer sk-up"
     assert sent.json()["model"] == "m1"  # the alias resolved, the provider prefix gone
