@@ -116,7 +116,8 @@ def test_a_killed_replica_leaves_its_readers_an_error_event(replica_a, replica_b
         "message": "The process producing this stream stopped before finishing it.",
         "retryable": False,
     }
-    assert ended_after < 2.0 + 2.0  # the lease (2 s) plus the hub's lease check (1 s)
+    # the lease (2 s), the hub's lease check (every 1 s), and room for a busy machine
+    assert ended_after < 2.0 + 1.0 + 3.0
 
 
 def test_workers_share_redis(tmp_path: Path, redis_url: str, prefix: str) -> None:
