@@ -4,15 +4,18 @@ and stop or disconnect closing the upstream connection (seen on its socket)."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import openai
 import pytest
 from gateway_support import events
 
+from ssegate.llm import ChatRequest, LLMEvent, Start
 from ssegate.testing import FakeUpstream, Reply
 
 CAPTURES = Path(__file__).parent.parent / "llm" / "captures"
@@ -169,3 +172,38 @@ def test_the_last_reader_leaving_cancels_after_the_grace_period(gateway, upstrea
         metrics = httpx.get(server.url + "/metrics").text
     assert 'ssegate_cancellations_total{reason="abandoned"} 1.0' in metrics
     assert "ssegate_disconnects_total 1.0" in metrics
+
+
+class Thinking:
+    """A provider that accepts nothing for ever (a model thinking before its first
+    byte); records when its stream is cancelled."""
+
+    name = "thinking"
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self.cancelled.set()
+        yield Start()  # never reached
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_gone_before_the_first_byte_lets_go_of_the_generation(
+    gateway, stream: bool
+) -> None:  # type: ignore[no-untyped-def]
+    thinking = Thinking()
+    with gateway({"local": thinking}, default_model="local", detach_grace=0.0) as server:
+        body = {"model": "local", "messages": MESSAGES, "stream": stream}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(server.url + "/v1/chat/completions", json=body, timeout=0.5)
+        assert thinking.cancelled.wait(5)  # the provider's stream was closed
+        metrics = httpx.get(server.url + "/metrics").text
+    assert 'ssegate_cancellations_total{reason="abandoned"} 1.0' in metrics
+    assert "ssegate_active_streams 0.0" in metrics

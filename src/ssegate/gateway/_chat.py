@@ -14,9 +14,11 @@ connection alive with comments until the first token.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -37,6 +39,8 @@ router = APIRouter(tags=["chat"])
 
 _FINISH = {"other": "stop", "tool_calls": "tool_calls"}
 
+T = TypeVar("T")
+
 
 @router.post(
     "/v1/chat/completions",
@@ -54,12 +58,20 @@ async def chat_completions(
     gw.runner.attach(stream)  # this request reads it (before any await: no grace timer fires)
     if not body.stream:
         try:
-            return await _complete(gw, started)
+            answer = await _unless_gone(request, lambda: _complete(gw, started))
+            return answer if answer is not None else Response(status_code=204)
         finally:
             gw.runner.detach(stream)
     try:
         if gw.models.ready(started.route.model):
-            await generation.accepted.wait()
+
+            async def accepted() -> bool:
+                await generation.accepted.wait()
+                return True
+
+            if await _unless_gone(request, accepted) is None:
+                gw.runner.detach(stream)  # gone before the first byte: the grace period starts
+                return Response(status_code=204)  # to nobody
         else:  # the local model is loading: answer now, keep-alives until it is ready
             gw.models.want_local()
         if generation.refused is not None:
@@ -79,6 +91,27 @@ async def chat_completions(
         headers={"X-Stream-Id": stream, "Link": f'<{link}>; rel="events"'},
         attached=True,
     )
+
+
+async def _unless_gone(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
+    """``await work()``, or ``None`` as soon as the client disconnects.
+
+    Before the first byte nothing else listens to the connection: a client that
+    gives up while the provider thinks must still count as gone, or it would
+    hold the generation (and the upstream) as a reader nobody is.
+    """
+    result: T | None = None
+    async with anyio.create_task_group() as tasks:
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(watch)
+        result = await work()
+        tasks.cancel_scope.cancel()
+    return result
 
 
 async def _complete(gw: Gateway, started: Started) -> Response:
