@@ -101,6 +101,7 @@ async def _unless_gone(request: Request, work: Callable[[], Awaitable[T]]) -> T 
     hold the generation (and the upstream) as a reader nobody is.
     """
     result: T | None = None
+    error: Exception | None = None
     async with anyio.create_task_group() as tasks:
 
         async def watch() -> None:
@@ -109,8 +110,13 @@ async def _unless_gone(request: Request, work: Callable[[], Awaitable[T]]) -> T 
             tasks.cancel_scope.cancel()
 
         tasks.start_soon(watch)
-        result = await work()
+        try:
+            result = await work()
+        except Exception as exc:  # raised as itself, not in the task group's ExceptionGroup
+            error = exc
         tasks.cancel_scope.cancel()
+    if error is not None:
+        raise error
     return result
 
 
