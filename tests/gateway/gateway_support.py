@@ -119,7 +119,7 @@ def ssegate_serve(
     (``/readyz`` 200); yields its base URL and the process, stopped (SIGINT) after."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "ssegate.cli", "serve", "--config", config, *args],
+        [sys.executable, "-m", "ssegate", "serve", "--config", config, *args],
         stdout=output,
         stderr=subprocess.STDOUT,
         env={**os.environ, "SSEGATE_PORT": str(port)},

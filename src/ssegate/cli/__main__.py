@@ -1,5 +1,0 @@
-"""``python -m ssegate.cli``: the ``ssegate`` command."""
-
-from . import main
-
-main()
