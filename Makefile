@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The gateway on 127.0.0.1:8000 with the embedded model (Ctrl-C stops it).
 run: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/ssegate serve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

@@ -5,6 +5,8 @@ from __future__ import annotations
 from . import (
     _chat,  # noqa: F401
     _listen,  # noqa: F401
+    _publish,  # noqa: F401
+    _serve,  # noqa: F401
 )
 from ._app import app
 

@@ -1,0 +1,154 @@
+"""``ssegate serve``: run the gateway.
+
+Every flag is also an environment variable (``SSEGATE_HOST``, ``SSEGATE_PORT``,
+``SSEGATE_CONFIG``, ``SSEGATE_REDIS_URL``, ``SSEGATE_WORKERS``); the rest of the
+settings come from ``SSEGATE_*`` variables and the ``--config`` TOML file
+(``ssegate.gateway.load_settings``). The settings are checked before anything
+binds: a bad file, a public address with no API keys, or ``--workers`` without
+Redis stop the command with a message saying what to change (exit status 2),
+an unreachable Redis with exit status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._app import app
+
+__all__ = ["serve", "worker_app"]
+
+#: Where the parent process hands the worker processes their flags.
+_FLAG_ENV = {
+    "host": "SSEGATE_HOST",
+    "port": "SSEGATE_PORT",
+    "store": "SSEGATE_STORE",
+    "workers": "SSEGATE_WORKERS",
+    "allow_public_without_auth": "SSEGATE_ALLOW_PUBLIC_WITHOUT_AUTH",
+}
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"ssegate serve: {message}", err=True)
+    return typer.Exit(code)
+
+
+def worker_app() -> Any:
+    """The app of one ``--workers`` process: settings from the parent's environment."""
+    from ..gateway import create_app, load_settings
+
+    return create_app(load_settings(os.environ.get("SSEGATE_CONFIG") or None))
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise _fail(f"cannot reach Redis at {_safe(url)}: {exc}", 1) from None
+    finally:
+        client.close()
+
+
+def _safe(url: str) -> str:
+    """``url`` without a password."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(envvar="SSEGATE_HOST", help="Address to bind [127.0.0.1].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(envvar="SSEGATE_PORT", min=0, max=65535, help="Port [8000].")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", envvar="SSEGATE_CONFIG", help="A TOML settings file."),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SSEGATE_REDIS_URL",
+            help="Keep streams in Redis (needed by --workers and by replicas).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(envvar="SSEGATE_WORKERS", min=1, help="Processes to run (needs Redis)."),
+    ] = None,
+    allow_public_without_auth: Annotated[
+        bool,
+        typer.Option(
+            "--allow-public-without-auth",
+            envvar="SSEGATE_ALLOW_PUBLIC_WITHOUT_AUTH",
+            help="Bind a non-loopback address with no API keys configured.",
+        ),
+    ] = False,
+) -> None:
+    """Serve the gateway: OpenAI-compatible chat, resumable streams, topics, metrics."""
+    from ..gateway import ConfigError, create_app, load_settings
+    from ..gateway._settings import is_loopback
+
+    flags: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "store": redis_url,
+        "workers": workers,
+        "allow_public_without_auth": allow_public_without_auth or None,
+    }
+    try:
+        settings = load_settings(config, **flags)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    public = not is_loopback(settings.host)
+    if public and not settings.keys and not settings.allow_public_without_auth:
+        raise _fail(
+            f"refusing to serve {settings.host} with no API keys: anyone who can reach it "
+            "could use it. Configure keys (see README, 'The gateway'), bind 127.0.0.1, "
+            "or pass --allow-public-without-auth."
+        )
+    if settings.workers > 1 and settings.store == "memory":
+        raise _fail(
+            f"--workers {settings.workers} needs Redis: each worker must see every stream. "
+            "Pass --redis-url redis://127.0.0.1:6379/0 (or set SSEGATE_REDIS_URL)."
+        )
+    if settings.store != "memory":
+        _check_redis(settings.store)
+
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    base = f"http://{settings.host}:{settings.port}"
+    typer.echo(
+        f"ssegate gateway  API {base}/v1  docs {base}/docs  (model: {settings.default_model})"
+    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers > 1:
+        if config is not None:
+            os.environ["SSEGATE_CONFIG"] = str(config)
+        for name, value in flags.items():
+            if value is not None:
+                os.environ[_FLAG_ENV[name]] = str(value)
+        uvicorn.run(
+            "ssegate.cli._serve:worker_app", factory=True, workers=settings.workers, **options
+        )
+    else:
+        uvicorn.run(create_app(settings), **options)
+    sys.stdout.flush()

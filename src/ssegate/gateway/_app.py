@@ -1,0 +1,120 @@
+"""``create_app(settings)``: the gateway as an ASGI app (FastAPI).
+
+It only wires the parts together: the store (memory or Redis), one ``Hub``
+reading it for every local reader, the generation ``Runner``, the models, the
+metrics registry, and the middleware (in order from the outside: the query
+token scrubbed before anything logs, CORS, the body size limit). Each route
+lives in the module of its concern.
+
+At startup the process answers at once; the local model loads in the
+background (``/readyz`` says when it is ready). ``sleep`` and ``clock`` are
+injected for tests (the echo model's pace, the detach grace period).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from ..llm.providers import Provider
+from ..streams import Hub, MemoryStore, StreamStore
+from . import _chat, _ops, _streams, _topics
+from ._auth import ScrubToken
+from ._errors import install_error_handlers
+from ._gateway import Gateway
+from ._limits import BodyLimit
+from ._metrics import Metrics
+from ._models import Models
+from ._runner import Runner
+from ._settings import Settings
+
+__all__ = ["create_app"]
+
+
+def _store(settings: Settings) -> StreamStore:
+    if settings.store == "memory":
+        return MemoryStore(max_len=settings.retention_events, ttl=settings.retention_seconds)
+    from ..streams.redis import RedisStore
+
+    return RedisStore(
+        settings.store,
+        prefix=settings.redis_prefix,
+        max_len=settings.retention_events,
+        ttl=settings.retention_seconds,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: StreamStore | None = None,
+    local: Provider | None = None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """The gateway for ``settings`` (defaults: ``Settings()``, no environment read).
+
+    ``store`` replaces the one the settings name; ``local`` the embedded model's
+    provider (tests share one loaded engine).
+    """
+    settings = settings if settings is not None else Settings.model_construct()
+    metrics = Metrics()
+    models = Models(settings, sleep=sleep, local=local)
+    gw = Gateway(settings, store if store is not None else _store(settings), models, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(models.aclose)
+            await stack.enter_async_context(gw.store)
+            # Background work of the app: the local model's load, presence marks.
+            loading = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(loading.cancel_scope.cancel)
+            # The model loads at start when it is the default (what /readyz waits
+            # for); otherwise on the first request for it (which waits with
+            # keep-alives meanwhile): nobody pays 550 MB for a model unused.
+            models.loader = loading
+            if settings.local.preload and not models.ready(settings.default_model):
+                models.want_local()
+            loading.start_soon(gw.presence.run, name="ssegate-presence")
+            gw._hub = await stack.enter_async_context(Hub(gw.store))
+            gw._runner = await stack.enter_async_context(
+                Runner(
+                    gw.store,
+                    metrics,
+                    grace=settings.detach_grace,
+                    lease_ttl=settings.lease_ttl,
+                    lease_renew=settings.lease_renew,
+                    sleep=sleep,
+                    clock=clock,
+                    elsewhere=gw.presence.elsewhere,
+                )
+            )
+            yield
+
+    app = FastAPI(
+        title="ssegate",
+        summary="An LLM streaming gateway: OpenAI-compatible, resumable, stoppable SSE.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+    install_error_handlers(app)
+    for module in (_chat, _streams, _topics, _ops):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Cache-Control"],
+        expose_headers=["X-Stream-Id", "Link", "Retry-After"],
+        max_age=600,
+    )
+    app.add_middleware(ScrubToken)
+    return app

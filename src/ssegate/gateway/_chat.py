@@ -1,0 +1,202 @@
+"""``POST /v1/chat/completions`` and ``GET /v1/models``: the OpenAI-compatible surface.
+
+Streaming answers are the generation's stream rendered as OpenAI chunks (every
+event with its ``id:``), with ``X-Stream-Id`` and ``Link: </v1/streams/{id}?
+format=openai>; rel="events"`` so a client whose connection drops resumes by
+``GET`` instead of sending (and paying for) the request again.
+
+The status is decided before the first byte: the route waits until the
+provider accepted (or refused: OpenAI-shaped error, right status). Only while
+the local model is still loading does it answer at once and keep the
+connection alive with comments until the first token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from typing import Annotated, Any, TypeVar
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..llm import Error, Finish, ReasoningDelta, Start, TextDelta, ToolCallEnd, Usage
+from ..llm.formats.openai import _usage as openai_usage
+from ..protocol import Event
+from ..streams import End
+from ._auth import Principal
+from ._begin import ChatCompletionBody, Started, begin, refusal
+from ._errors import ApiError
+from ._gateway import Gateway, gateway, principal
+from ._reading import serve_generation
+from ._records import from_record
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["chat"])
+
+_FINISH = {"other": "stop", "tool_calls": "tool_calls"}
+
+T = TypeVar("T")
+
+
+@router.post(
+    "/v1/chat/completions",
+    summary="Chat completion (OpenAI-compatible; stream or not)",
+    response_model=None,
+)
+async def chat_completions(
+    body: ChatCompletionBody,
+    request: Request,
+    gw: Annotated[Gateway, Depends(gateway)],
+    who: Annotated[Principal, Depends(principal)],
+) -> Response:
+    started = await begin(gw, who, body)
+    stream, generation = started.stream, started.generation
+    gw.runner.attach(stream)  # this request reads it (before any await: no grace timer fires)
+    if not body.stream:
+        try:
+            answer = await _unless_gone(request, lambda: _complete(gw, started))
+            return answer if answer is not None else Response(status_code=204)
+        finally:
+            gw.runner.detach(stream)
+    try:
+        if gw.models.ready(started.route.model):
+
+            async def accepted() -> bool:
+                await generation.accepted.wait()
+                return True
+
+            if await _unless_gone(request, accepted) is None:
+                gw.runner.detach(stream)  # gone before the first byte: the grace period starts
+                return Response(status_code=204)  # to nobody
+        else:  # the local model is loading: answer now, keep-alives until it is ready
+            gw.models.want_local()
+        if generation.refused is not None:
+            raise refusal(generation.refused)
+    except BaseException:
+        gw.runner.detach(stream)
+        raise
+    link = f"/v1/streams/{stream}?format=openai"
+    if started.chat.include_usage:
+        link += "&include_usage=true"
+    return await serve_generation(
+        gw,
+        stream,
+        request,
+        format="openai",
+        include_usage=started.chat.include_usage,
+        headers={"X-Stream-Id": stream, "Link": f'<{link}>; rel="events"'},
+        attached=True,
+    )
+
+
+async def _unless_gone(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
+    """``await work()``, or ``None`` as soon as the client disconnects.
+
+    Before the first byte nothing else listens to the connection: a client that
+    gives up while the provider thinks must still count as gone, or it would
+    hold the generation (and the upstream) as a reader nobody is.
+    """
+    result: T | None = None
+    error: Exception | None = None
+    async with anyio.create_task_group() as tasks:
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(watch)
+        try:
+            result = await work()
+        except Exception as exc:  # raised as itself, not in the task group's ExceptionGroup
+            error = exc
+        tasks.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return result
+
+
+async def _complete(gw: Gateway, started: Started) -> Response:
+    """Wait for the whole generation; one ``chat.completion`` object."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    start: Start | None = None
+    usage: Usage | None = None
+    finish: Finish | None = None
+    error: Error | None = None
+    async with aclosing(gw.hub.read(started.stream)) as items:  # type: ignore[type-var]
+        async for item in items:
+            if isinstance(item, End):
+                break
+            if not isinstance(item, Event):
+                continue
+            event = from_record(item)
+            if isinstance(event, TextDelta):
+                text.append(event.text)
+            elif isinstance(event, ReasoningDelta):
+                reasoning.append(event.text)
+            elif isinstance(event, ToolCallEnd):
+                calls.append(
+                    {
+                        "id": event.id,
+                        "type": "function",
+                        "function": {"name": event.name, "arguments": event.arguments},
+                    }
+                )
+            elif isinstance(event, Start):
+                start = event
+            elif isinstance(event, Usage):
+                usage = event
+            elif isinstance(event, Finish):
+                finish = event
+            elif isinstance(event, Error):
+                error = event
+    refused = started.generation.refused
+    if refused is not None:
+        raise refusal(refused)
+    if finish is None:
+        code = error.code if error is not None else "cancelled"
+        why = error.message if error is not None else "The generation was stopped."
+        raise ApiError(502, f"The generation failed: {why}", code=code)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if calls:
+        message["tool_calls"] = calls
+    body: dict[str, Any] = {
+        "id": (start.id if start and start.id else f"chatcmpl-{started.stream}"),
+        "object": "chat.completion",
+        "created": start.created if start and start.created else int(time.time()),
+        "model": start.model if start and start.model else started.chat.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": _FINISH.get(finish.reason, finish.reason),
+            }
+        ],
+    }
+    if usage is not None:
+        body["usage"] = openai_usage(usage)
+    return JSONResponse(body, headers={"X-Stream-Id": started.stream})
+
+
+@router.get("/v1/models", summary="The models this gateway routes")
+async def models(
+    gw: Annotated[Gateway, Depends(gateway)],
+    who: Annotated[Principal, Depends(principal)],
+) -> dict[str, Any]:
+    gw.auth.require(who, "chat")
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "ssegate"}
+            for name in gw.models.names()
+        ],
+    }

@@ -1,0 +1,62 @@
+"""``Gateway``: the parts of one running gateway, handed to its routes.
+
+``create_app`` builds one per app (no module state: two apps in one process
+share nothing) and keeps it in ``app.state.gateway``; routes take it with the
+``gateway`` dependency. The hub and the runner exist while the app runs
+(between lifespan startup and shutdown).
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from ..streams import Hub, StreamStore
+from ._auth import TOKEN_SCOPE_KEY, Auth, Principal
+from ._metrics import Metrics
+from ._models import Models
+from ._presence import Presence
+from ._runner import Runner
+from ._settings import Settings
+
+__all__ = ["Gateway", "gateway", "principal"]
+
+
+class Gateway:
+    """Settings, store, models, auth and metrics; hub and runner once started."""
+
+    def __init__(
+        self, settings: Settings, store: StreamStore, models: Models, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.models = models
+        self.metrics = metrics
+        self.auth = Auth(settings.keys)
+        self.presence = Presence(store)
+        self._hub: Hub | None = None
+        self._runner: Runner | None = None
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            raise RuntimeError("the gateway is not running (lifespan not started)")
+        return self._hub
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            raise RuntimeError("the gateway is not running (lifespan not started)")
+        return self._runner
+
+
+def gateway(request: Request) -> Gateway:
+    """The dependency routes take their gateway from."""
+    found: Gateway = request.app.state.gateway
+    return found
+
+
+def principal(request: Request) -> Principal:
+    """The dependency that authenticates a request (``ApiError`` 401 when it fails)."""
+    return gateway(request).auth.authenticate(
+        request.headers.get("authorization"), request.scope.get(TOKEN_SCOPE_KEY)
+    )

@@ -1,0 +1,65 @@
+"""``BodyLimit``: request bodies over the limit are answered 413 before any route runs.
+
+The body is read here, bounded, and handed to the app whole: a ``Content-Length``
+over the limit is refused without reading a byte, and a chunked body that
+grows past it is refused as soon as it does (never buffered beyond the limit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._errors import api_error
+
+__all__ = ["BodyLimit"]
+
+
+class BodyLimit:
+    """ASGI middleware refusing bodies over ``max_bytes`` with an OpenAI-shaped 413."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        response = api_error(
+            413,
+            f"The request body is larger than {self.max_bytes} bytes.",
+            code="request_too_large",
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)

@@ -1,0 +1,92 @@
+"""``Presence``: whether a generation has readers on *other* replicas.
+
+The runner counts this process's readers of each generation to decide when the
+detach grace period starts. With replicas behind a load balancer the reader of
+a generation may be on another replica (a chat POST on one, its resume GET on
+the next): counted nowhere, the generation would be cancelled as abandoned
+while someone reads it. So each replica marks, in Redis, the streams it has
+readers of (a key per stream with a short expiry, set at once for a new one and
+refreshed every ``refresh`` seconds while it has them); a grace period that
+runs out with no local reader asks whether the key is there and, if so, waits
+another period.
+
+With the memory store there is one process: nothing to share, nobody elsewhere.
+The mark lingers up to ``2 * refresh`` seconds after the last reader leaves,
+which lengthens a grace period by at most that much.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+from typing import Any
+
+import anyio
+
+from ..streams import StreamStore
+
+__all__ = ["Presence"]
+
+log = logging.getLogger("ssegate.gateway")
+
+
+class Presence:
+    """Marks of this replica's readers, and the question about the others'."""
+
+    def __init__(
+        self,
+        store: StreamStore,
+        *,
+        refresh: float = 1.0,
+    ) -> None:
+        # RedisStore's own client: no second pool, and its prefix keeps tests apart.
+        self._redis: Any = getattr(store, "redis", None)
+        self._prefix: str = getattr(store, "prefix", "")
+        self.refresh = refresh
+        self._reading: Counter[str] = Counter()
+        self._new = anyio.Event()  # a stream got its first reader: mark it now
+
+    @property
+    def shared(self) -> bool:
+        return self._redis is not None
+
+    def _key(self, stream: str) -> str:
+        return f"{self._prefix}readers:{stream}"
+
+    def add(self, stream: str) -> None:
+        self._reading[stream] += 1
+        if self._reading[stream] == 1 and self._redis is not None:
+            self._new.set()
+
+    def remove(self, stream: str) -> None:
+        self._reading[stream] -= 1
+        if self._reading[stream] <= 0:
+            del self._reading[stream]
+
+    async def elsewhere(self, stream: str) -> bool:
+        """Whether some replica has marked ``stream`` as read (lately)."""
+        if self._redis is None:
+            return False
+        try:
+            return bool(await self._redis.exists(self._key(stream)))
+        except Exception as exc:  # Redis down: do not keep a generation alive on a guess
+            log.warning("cannot ask Redis for readers of %s: %s", stream, exc)
+            return False
+
+    async def run(self) -> None:
+        """Refresh this replica's marks until cancelled (nothing to do without Redis)."""
+        if self._redis is None:
+            return
+        expiry = max(int(self.refresh * 2000), 1)
+        while True:
+            streams = list(self._reading)
+            if streams:
+                with contextlib.suppress(Exception):  # a missed refresh only shortens a mark
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for stream in streams:
+                            pipe.set(self._key(stream), b"1", px=expiry)
+                        await pipe.execute()
+            with anyio.move_on_after(self.refresh):
+                await self._new.wait()
+            self._new = anyio.Event()

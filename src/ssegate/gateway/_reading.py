@@ -1,0 +1,190 @@
+"""Serving a generation's stream to a reader, in the format it asks for.
+
+``serve_generation()`` answers with ``stream_response`` over the process's
+``Hub`` (replay after ``Last-Event-ID``, then live; 404/400/204/503 decided
+before the first byte) and renders each stored event (``_records``) with a
+formatter from ``ssegate.llm.formats``. Every event sent carries the id of the
+stored event it came from, so a reader resumes in any format at any point.
+
+Formatters keep state (OpenAI's ``role`` goes in the first delta only, the AI
+SDK opens and closes blocks), so a reader that resumes first feeds the
+formatter, silently, the events it already has: what it then sends is exactly
+what it would have sent on the first connection.
+
+``Reader`` wraps a response to count the reader while it streams: the runner's
+detach grace and the ``subscribers``/``disconnects`` metrics hear of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, MutableMapping
+from contextlib import aclosing
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .._exceptions import StreamError
+from ..llm import Error
+from ..llm.formats import Formatter, create_formatter
+from ..protocol import Event, encode
+from ..server import CloseReason, EventSourceResponse
+from ..streams import DONE, Gap, StreamItem, parse_id, stream_response
+from ..streams._sse import default_transform, last_event_id
+from ._errors import api_error
+from ._gateway import Gateway
+from ._records import from_record
+
+__all__ = ["Reader", "Renderer", "openai_error", "serve_generation"]
+
+
+class Renderer:
+    """The ``transform`` of ``stream_response``: stored events -> one format's events."""
+
+    def __init__(self, name: str, *, include_usage: bool = False) -> None:
+        options = {"include_usage": include_usage} if name == "openai" else {}
+        self.format = name
+        self.formatter: Formatter = create_formatter(name, **options)
+        self.headers = dict(self.formatter.headers)
+        self.sent = 0
+
+    def skip(self, record: Event) -> None:
+        """Feed an event the reader already has (no output)."""
+        self.formatter.format(from_record(record))
+
+    def __call__(self, item: StreamItem) -> bytes | Event | None:
+        if isinstance(item, Event):
+            out = self.formatter.format(from_record(item))
+            self.sent += len(out)
+            return _with_id(out, item.id) if out else None
+        if isinstance(item, Gap):
+            return default_transform(item)  # type: ignore[no-any-return]
+        if item.outcome == DONE or getattr(self.formatter, "done", False):
+            return None
+        # The stream ended without its own last event (stopped, or its replica
+        # died): say so in this format. On a copy: a transform has no side effects.
+        said = default_transform(item)
+        error = json.loads(said.data)
+        out = copy.copy(self.formatter).format(Error(error["code"], error["message"]))
+        return _with_id(out, item.id)
+
+
+_new = tuple.__new__
+
+
+def _with_id(events: list[Event], event_id: str | None) -> bytes:
+    # Formatters make valid events and the store's ids are valid: no checks again.
+    return b"".join(encode(_new(Event, (e.data, e.event, event_id, e.retry))) for e in events)
+
+
+async def _skip_seen(gateway: Gateway, stream: str, after: str, renderer: Renderer) -> None:
+    """Feed ``renderer`` the events up to ``after`` (a resuming reader has them)."""
+    try:
+        target = parse_id(after)
+        info = await gateway.store.info(stream)
+    except (StreamError, ValueError):
+        return  # stream_response answers the bad id or the missing stream
+    if target is None or info.last_id is None or parse_id(info.last_id).seq < target.seq:  # type: ignore[union-attr]
+        return
+    async with aclosing(gateway.store.read(stream)) as items:  # type: ignore[type-var]
+        async for item in items:
+            if not isinstance(item, Event) or parse_id(item.id).seq > target.seq:  # type: ignore[union-attr]
+                return
+            renderer.skip(item)
+            if item.id == after:
+                return
+
+
+async def serve_generation(
+    gateway: Gateway,
+    stream: str,
+    request: Request,
+    *,
+    format: str = "native",
+    include_usage: bool = False,
+    headers: Mapping[str, str] | None = None,
+    attached: bool = False,
+) -> Response:
+    """Answer ``request`` with ``stream`` rendered in ``format``.
+
+    ``attached``: the caller already counted this reader (``runner.attach``).
+    """
+    renderer = Renderer(format, include_usage=include_usage)
+    after = last_event_id(request)
+    if after:
+        gateway.metrics.resumes.inc()
+        await _skip_seen(gateway, stream, after, renderer)
+    response = await stream_response(
+        gateway.hub,
+        stream,
+        request,
+        transform=renderer,
+        ping=gateway.settings.keep_alive,
+        headers={**renderer.headers, **(headers or {})},
+    )
+    if not isinstance(response, EventSourceResponse):
+        if attached:
+            gateway.runner.detach(stream)
+        return openai_error(response)
+    return Reader(response, gateway, stream=stream, attached=attached, renderer=renderer)
+
+
+def openai_error(response: Response) -> Response:
+    """``stream_response``'s JSON errors in OpenAI's shape (other answers as they are)."""
+    if response.status_code < 400:
+        return response
+    error = json.loads(bytes(response.body))["error"]
+    headers = {k: v for k, v in response.headers.items() if k.lower() == "retry-after"}
+    return api_error(response.status_code, error["message"], code=error["code"], headers=headers)
+
+
+class Reader(Response):
+    """``inner`` (an event stream), counting its reader while it runs.
+
+    For a generation's ``stream`` the runner (detach grace) and the presence
+    marks hear of it; ``attached``: the caller counted it with the runner already.
+    """
+
+    def __init__(
+        self,
+        inner: EventSourceResponse,
+        gateway: Gateway,
+        *,
+        stream: str | None = None,
+        attached: bool = False,
+        renderer: Renderer | None = None,
+    ) -> None:
+        # Not Response.__init__: the inner response renders everything.
+        self.inner = inner
+        self.status_code = inner.status_code
+        self.raw_headers = inner.raw_headers
+        self.background = None
+        self._gateway = gateway
+        self._stream = stream
+        self._attached = attached
+        self._renderer = renderer
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        gateway, stream = self._gateway, self._stream
+        metrics = gateway.metrics
+        if stream is not None:
+            if not self._attached:
+                gateway.runner.attach(stream)
+            gateway.presence.add(stream)
+        metrics.subscribers.inc()
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            metrics.subscribers.dec()
+            if self.inner.close_reason in (CloseReason.CLIENT_GONE, CloseReason.SEND_TIMEOUT):
+                metrics.disconnects.inc()
+            if stream is not None:
+                gateway.presence.remove(stream)
+                gateway.runner.detach(stream)
+            renderer = self._renderer
+            if renderer is not None:
+                metrics.events_sent.labels(renderer.format).inc(renderer.sent)
+        if self.background is not None:
+            await self.background()

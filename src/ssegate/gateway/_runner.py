@@ -1,0 +1,339 @@
+"""The generation runner: generations run apart from the connection that started them.
+
+A generation is a task of the runner (not of a request): it asks the provider,
+writes every unified event into the stream store (``_records``), and ends the
+stream with its outcome. Readers, on this replica or another, follow the store.
+
+- **Detach grace.** The runner counts this process's readers of each
+  generation. When the last one leaves (or none came, for ``POST /v1/streams``)
+  a timer of ``grace`` seconds starts; a reader that comes back stops it; when
+  it runs out the generation is cancelled (``abandoned``) so it stops costing,
+  unless ``elsewhere(stream)`` says another replica has readers of it
+  (``_presence``): then it waits another period.
+- **Stop.** ``stop()`` cancels a local generation at once; for one running on
+  another replica it ends the stream as ``cancelled``, which that replica's
+  lease renewal (every ``lease_renew`` seconds) notices and cancels its task.
+  Cancelling closes the provider's stream, which closes the upstream connection.
+- **Leases.** The producing task holds a lease on its stream: if the process
+  dies, readers everywhere get an ``error`` event when it runs out.
+- **Shutdown.** Leaving the runner ends each running generation with an
+  ``error`` event (``shutdown``, retryable) rather than leaving readers waiting
+  for the lease to run out.
+
+One structured log line per generation (``ssegate.gateway.streams``) gives its
+model, key id, time to first token, tokens, duration and why it ended.
+``sleep`` and ``clock`` are injected so tests run the grace period in virtual time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._exceptions import ProviderError, StoreUnavailable, StreamEnded
+from ..llm import (
+    ChatRequest,
+    Error,
+    Finish,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallStart,
+    Usage,
+)
+from ..llm.providers import stream_batches
+from ..streams import CANCELLED, DONE, ERROR, StreamStore, hold_lease
+from ._metrics import Metrics
+from ._models import Route
+from ._records import to_record
+
+__all__ = ["Generation", "Runner"]
+
+log = logging.getLogger("ssegate.gateway.streams")
+
+#: How long leaving the runner waits for generations to write their last event.
+SHUTDOWN_WAIT_S = 5.0
+
+
+@dataclasses.dataclass(eq=False)
+class Generation:
+    """One running generation, as the runner keeps it."""
+
+    id: str
+    model: str
+    key_id: str
+    started_at: float
+    accepted: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    finished: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    #: The provider's refusal, when it refused before its first event.
+    refused: ProviderError | None = None
+    readers: int = 0
+    stop_reason: str | None = None
+    first_token_at: float | None = None
+    tokens: int = 0
+    end_reason: str = "running"
+    scope: anyio.CancelScope = dataclasses.field(default_factory=anyio.CancelScope)
+    _idle: int = 0  # bumped when readers come and go: stale grace timers see it changed
+
+
+class Runner:
+    """Runs generations into ``store``; use as an async context manager."""
+
+    def __init__(
+        self,
+        store: StreamStore,
+        metrics: Metrics,
+        *,
+        grace: float = 30.0,
+        lease_ttl: float = 10.0,
+        lease_renew: float = 0.5,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        elsewhere: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.grace = grace
+        self.lease_ttl = lease_ttl
+        self.lease_renew = min(lease_renew, lease_ttl / 2)
+        self._sleep = sleep
+        self._clock = clock
+        self._elsewhere = elsewhere or _nobody
+        self._running: dict[str, Generation] = {}
+        self._per_key: Counter[str] = Counter()
+        self._tasks: TaskGroup | None = None
+
+    async def __aenter__(self) -> Runner:
+        self._tasks = anyio.create_task_group()
+        await self._tasks.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tasks, self._tasks = self._tasks, None
+        assert tasks is not None
+        running = list(self._running.values())
+        for generation in running:
+            self._cancel(generation, "shutdown")
+        with anyio.move_on_after(SHUTDOWN_WAIT_S, shield=True):
+            for generation in running:
+                await generation.finished.wait()
+        tasks.cancel_scope.cancel()
+        return await tasks.__aexit__(exc_type, exc, tb)
+
+    # -- what routes ask ----------------------------------------------------
+
+    def running(self, key_id: str) -> int:
+        """How many generations ``key_id`` runs now."""
+        return self._per_key[key_id]
+
+    def get(self, stream: str) -> Generation | None:
+        """The generation producing ``stream`` here, if this process runs it."""
+        return self._running.get(stream)
+
+    async def start(
+        self, stream: str, route: Route, request: ChatRequest, *, key_id: str
+    ) -> Generation:
+        """Start a generation into ``stream`` (which exists once this returns)."""
+        if self._tasks is None:
+            raise RuntimeError("the runner is not running")
+        await self.store.acquire_lease(stream, self.lease_ttl)
+        generation = Generation(stream, route.model, key_id, self._clock())
+        self._running[stream] = generation
+        self._per_key[key_id] += 1
+        self.metrics.active_streams.inc()
+        upstream = dataclasses.replace(request, model=route.upstream_model)
+        self._tasks.start_soon(self._run, generation, route, upstream, name=f"ssegate-{stream}")
+        self._idle(generation)
+        return generation
+
+    async def stop(self, stream: str) -> None:
+        """Stop ``stream``'s generation: at once here, through the store elsewhere."""
+        generation = self._running.get(stream)
+        if generation is not None:
+            self._cancel(generation, "stopped")
+            with anyio.move_on_after(1.0):
+                await generation.finished.wait()
+            return
+        try:
+            await self.store.end(stream, CANCELLED)
+        except StreamEnded:
+            pass  # it had ended already: stopping it is done
+        else:
+            self.metrics.cancellations.labels("stopped").inc()
+
+    def attach(self, stream: str) -> None:
+        """A reader of ``stream`` arrived in this process."""
+        generation = self._running.get(stream)
+        if generation is not None:
+            generation.readers += 1
+            generation._idle += 1
+
+    def detach(self, stream: str) -> None:
+        """A reader of ``stream`` left; the last one starts the grace timer."""
+        generation = self._running.get(stream)
+        if generation is not None:
+            generation.readers -= 1
+            if generation.readers == 0:
+                self._idle(generation)
+
+    # -- the work -------------------------------------------------------------
+
+    def _idle(self, generation: Generation) -> None:
+        generation._idle += 1
+        assert self._tasks is not None
+        self._tasks.start_soon(self._expire, generation, generation._idle)
+
+    async def _expire(self, generation: Generation, idle: int) -> None:
+        with anyio.CancelScope() as scope:
+            # Stop waiting as soon as the generation ends: no timer outlives it.
+            async def watch() -> None:
+                await generation.finished.wait()
+                scope.cancel()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(watch)
+                while True:
+                    await self._sleep(self.grace)
+                    if generation.readers or generation._idle != idle:
+                        break  # a reader came back here: its leaving starts a new timer
+                    if not await self._elsewhere(generation.id):
+                        self._cancel(generation, "abandoned")
+                        break
+                group.cancel_scope.cancel()
+
+    def _cancel(self, generation: Generation, reason: str) -> None:
+        if generation.stop_reason is None and not generation.finished.is_set():
+            generation.stop_reason = reason
+            generation.scope.cancel()
+
+    async def _run(self, generation: Generation, route: Route, request: ChatRequest) -> None:
+        try:
+            async with hold_lease(
+                self.store, generation.id, self.lease_ttl, renew_every=self.lease_renew
+            ) as lease:
+                outcome = await self._produce(generation, route, request)
+                await lease.end(outcome)
+            if lease.lost:  # ended elsewhere: a stop from another replica
+                generation.end_reason = "stopped"
+                self.metrics.cancellations.labels("stopped").inc()
+        except (StreamEnded, StoreUnavailable) as exc:
+            generation.end_reason = "store_error"
+            log.warning("stream %s lost its store: %s", generation.id, exc)
+        except Exception:  # never let one generation take the runner (and the app) down
+            generation.end_reason = "internal_error"
+            log.exception("generation %s failed", generation.id)
+        finally:
+            generation.accepted.set()
+            generation.finished.set()
+            del self._running[generation.id]
+            self._per_key[generation.key_id] -= 1
+            if not self._per_key[generation.key_id]:
+                del self._per_key[generation.key_id]
+            self.metrics.active_streams.dec()
+            self._log(generation)
+
+    async def _produce(self, generation: Generation, route: Route, request: ChatRequest) -> str:
+        """Relay the provider's events into the store; the stream's outcome."""
+        store, stream, metrics = self.store, generation.id, self.metrics
+        model = generation.model
+        last_token: float | None = None
+        usage: Usage | None = None
+        outcome = CANCELLED
+        with generation.scope:
+            try:
+                async with aclosing(stream_batches(route.provider, request)) as batches:  # type: ignore[type-var]
+                    async for batch in batches:
+                        generation.accepted.set()
+                        now = self._clock()
+                        for event in batch:
+                            kind = type(event)
+                            if kind is TextDelta or kind is ReasoningDelta or kind is ToolCallStart:
+                                generation.tokens += 1
+                                if last_token is None:
+                                    generation.first_token_at = now
+                                    metrics.ttft.labels(model).observe(now - generation.started_at)
+                                else:
+                                    metrics.inter_token.labels(model).observe(now - last_token)
+                                last_token = now
+                            elif kind is Usage:
+                                usage = event  # type: ignore[assignment]
+                            await store.append(stream, to_record(event))
+                            if kind is Finish:
+                                outcome = DONE
+                                generation.end_reason = event.reason  # type: ignore[union-attr]
+                            elif kind is Error:
+                                outcome = ERROR
+                                generation.end_reason = "upstream_error"
+                                metrics.upstream_errors.labels(model, event.code).inc()  # type: ignore[union-attr]
+            except ProviderError as exc:
+                generation.refused = exc
+                generation.end_reason = "refused"
+                metrics.upstream_errors.labels(model, exc.code or "refused").inc()
+                outcome = await self._fail(stream, _refusal(exc))
+            except (StreamEnded, StoreUnavailable):
+                raise
+            except Exception:  # a bug under the provider: its readers hear of it, nothing hangs
+                log.exception("generation %s failed", stream)
+                generation.end_reason = "internal_error"
+                metrics.upstream_errors.labels(model, "internal_error").inc()
+                outcome = await self._fail(
+                    stream, Error("internal_error", "The gateway failed during the generation.")
+                )
+        if generation.stop_reason is not None:
+            generation.end_reason = generation.stop_reason
+            metrics.cancellations.labels(generation.stop_reason).inc()
+            if generation.stop_reason == "shutdown":
+                outcome = await self._fail(
+                    stream,
+                    Error("shutdown", "The gateway shut down during the generation.", True),
+                )
+            else:
+                outcome = CANCELLED
+        elif outcome == CANCELLED:  # the provider ended without Finish or Error
+            outcome = await self._fail(
+                stream, Error("truncated", "The provider's stream ended early.", True)
+            )
+        if usage is not None and usage.output_tokens is not None:
+            generation.tokens = usage.output_tokens
+        metrics.tokens.labels(model).inc(generation.tokens)
+        return outcome
+
+    async def _fail(self, stream: str, error: Error) -> str:
+        await self.store.append(stream, to_record(error))
+        return ERROR
+
+    def _log(self, generation: Generation) -> None:
+        now = self._clock()
+        ttft = generation.first_token_at
+        record = {
+            "stream": generation.id,
+            "model": generation.model,
+            "key": generation.key_id,
+            "ttft_ms": None if ttft is None else round((ttft - generation.started_at) * 1000, 1),
+            "tokens": generation.tokens,
+            "duration_ms": round((now - generation.started_at) * 1000, 1),
+            "end": generation.end_reason,
+        }
+        log.info(json.dumps(record, separators=(",", ":")))
+
+
+async def _nobody(stream: str) -> bool:
+    return False
+
+
+def _refusal(exc: ProviderError) -> Error:
+    code = exc.code or type(exc).__name__
+    return Error(code, str(exc), exc.retryable, exc.status)

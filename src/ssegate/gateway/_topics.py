@@ -1,0 +1,108 @@
+"""``/v1/topics/{topic}``: publish to a topic, subscribe to it (history, then live).
+
+A topic is a stream that never ends, kept to the retention limit. Subscribers
+resume after ``Last-Event-ID``; one whose id is older than what is kept gets a
+``gap`` event saying how many events it missed, never a silent skip. Topic
+names are paths (``prices/eurusd``), which ``subscribe:<pattern>`` scopes match.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .._exceptions import StoreUnavailable
+from ..protocol import Event
+from ..server import EventSourceResponse
+from ..streams import stream_response
+from ._auth import Principal
+from ._errors import ApiError, store_unavailable
+from ._gateway import Gateway, gateway, principal
+from ._reading import Reader, openai_error
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["topics"])
+
+_TOPIC = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+=-]{0,150}\Z")
+_EVENT = re.compile(r"[^\r\n]{1,64}\Z")
+
+TopicName = Annotated[str, Path(description="e.g. prices/eurusd")]
+
+
+def _stream(topic: str) -> str:
+    if not _TOPIC.match(topic):
+        raise ApiError(
+            422,
+            "topic: 1-151 characters of letters, digits and _ . : / @ + = -, "
+            "not starting with punctuation",
+            code="invalid_topic",
+            param="topic",
+        )
+    return "topic:" + topic
+
+
+class Publish(BaseModel):
+    """One event for a topic's subscribers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(default="message", description="the SSE event type")
+    data: Any = Field(description="a string (sent as is) or any JSON value (sent as JSON)")
+    id: None = Field(
+        default=None,
+        description="not accepted: the gateway gives each event its id (what subscribers "
+        "resume after); the answer says which",
+    )
+
+    @field_validator("event")
+    @classmethod
+    def _event(cls, value: str) -> str:
+        if not _EVENT.match(value):
+            raise ValueError("1-64 characters without CR or LF")
+        return value
+
+
+@router.post("/v1/topics/{topic:path}", summary="Publish an event to a topic")
+async def publish(
+    topic: TopicName,
+    body: Publish,
+    gw: Annotated[Gateway, Depends(gateway)],
+    who: Annotated[Principal, Depends(principal)],
+) -> JSONResponse:
+    gw.auth.require(who, "publish")
+    stream = _stream(topic)
+    data = body.data if isinstance(body.data, str) else json.dumps(body.data)
+    try:
+        event_id = await gw.store.append(stream, Event(data, event=body.event))
+    except StoreUnavailable:
+        raise store_unavailable() from None
+    return JSONResponse({"topic": topic, "id": event_id})
+
+
+@router.get(
+    "/v1/topics/{topic:path}",
+    summary="Subscribe to a topic (SSE): history after Last-Event-ID, then live",
+    response_model=None,
+)
+async def subscribe(
+    topic: TopicName,
+    request: Request,
+    gw: Annotated[Gateway, Depends(gateway)],
+    who: Annotated[Principal, Depends(principal)],
+) -> Response:
+    gw.auth.require(who, f"subscribe:{topic}")
+    stream = _stream(topic)
+    if request.headers.get("last-event-id") or request.query_params.get("last_event_id"):
+        gw.metrics.resumes.inc()
+    response = await stream_response(
+        gw.hub, stream, request, missing_ok=True, ping=gw.settings.keep_alive
+    )
+    if not isinstance(response, EventSourceResponse):
+        return openai_error(response)
+    return Reader(response, gw)

@@ -1,0 +1,166 @@
+"""API keys and scopes on every route, the query token kept out of every log, CORS."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from gateway_support import events
+
+CHAT = "chat-key-0123456789abcdef"
+PUB = "pub-key-0123456789abcdef"
+SUB = "sub-key-0123456789abcdef"
+KEYS = [
+    {"id": "chat", "key": CHAT, "scopes": ["chat"]},
+    {"id": "pub", "key": PUB, "scopes": ["publish"]},
+    {"id": "sub", "key": SUB, "scopes": ["subscribe:prices/*"]},
+]
+ORIGIN = "https://app.example.com"
+BODY = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def server(gateway) -> Iterator[tuple[str, Records]]:  # type: ignore[no-untyped-def]
+    records = Records()
+    loggers = [logging.getLogger(n) for n in ("uvicorn.access", "uvicorn.error", "ssegate")]
+    with gateway(
+        uvicorn={"log_level": "info", "access_log": True}, keys=KEYS, cors_origins=[ORIGIN]
+    ) as running:
+        for logger in loggers:
+            logger.addHandler(records)
+        try:
+            yield running.url, records
+        finally:
+            for logger in loggers:
+                logger.removeHandler(records)
+
+
+def stream_id(url: str) -> str:
+    response = httpx.post(
+        url + "/v1/streams", json=BODY, headers={"Authorization": f"Bearer {CHAT}"}
+    )
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+def routes(url: str) -> list[tuple[str, str, Any, str]]:
+    """(method, path, body, the key that may) for every authenticated route."""
+    sid = stream_id(url)
+    return [
+        ("POST", "/v1/chat/completions", BODY, CHAT),
+        ("GET", "/v1/models", None, CHAT),
+        ("POST", "/v1/streams", BODY, CHAT),
+        ("GET", f"/v1/streams/{sid}", None, CHAT),
+        ("DELETE", f"/v1/streams/{sid}", None, CHAT),
+        ("POST", "/v1/topics/prices/eur", {"data": "1.1"}, PUB),
+        ("GET", "/v1/topics/prices/eur?last_event_id=x", None, SUB),
+    ]
+
+
+def call(url: str, method: str, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+    return httpx.request(method, url + path, json=body, headers=headers, timeout=10)
+
+
+def test_every_route_needs_a_key_with_its_scope(server: tuple[str, Records]) -> None:
+    url, _ = server
+    for method, path, body, allowed in routes(url):
+        missing = call(url, method, path, body, {})
+        assert missing.status_code == 401, path
+        assert missing.json()["error"]["code"] == "missing_api_key"
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = call(url, method, path, body, {"Authorization": "Bearer not-a-key-at-all-00"})
+        assert wrong.status_code == 401, path
+        assert wrong.json()["error"]["code"] == "invalid_api_key"
+        basic = call(url, method, path, body, {"Authorization": "Basic dXNlcjpwdw=="})
+        assert basic.status_code == 401, path
+        for key in (CHAT, PUB, SUB):
+            response = call(url, method, path, body, {"Authorization": f"Bearer {key}"})
+            if key == allowed:
+                assert response.status_code not in (401, 403), path
+            else:
+                assert response.status_code == 403, (path, key)
+                assert response.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_subscribe_scopes_match_topic_patterns(server: tuple[str, Records]) -> None:
+    url, _ = server
+    auth = {"Authorization": f"Bearer {SUB}"}
+    assert call(url, "GET", "/v1/topics/news", None, auth).status_code == 403
+    assert call(url, "GET", "/v1/topics/prices", None, auth).status_code == 403
+
+
+def test_query_token_works_and_reaches_no_log(server: tuple[str, Records]) -> None:
+    url, records = server
+    sid = stream_id(url)
+    response = httpx.get(f"{url}/v1/streams/{sid}?access_token={CHAT}&format=native")
+    assert response.status_code == 200
+    assert [e.event for e in events(response)] == ["token", "usage", "done"]
+    bad = httpx.get(f"{url}/v1/streams/{sid}?access_token={SUB}")
+    assert bad.status_code == 403
+    encoded = httpx.get(f"{url}/v1/streams/{sid}?access%5Ftoken={CHAT}&format=aisdk")
+    assert encoded.status_code == 200
+    missing = httpx.get(f"{url}/v1/nope?access_token={CHAT}")
+    assert missing.status_code == 404
+    assert CHAT not in missing.text
+    access = [line for line in records.lines if "/v1/streams/" in line]
+    assert any("format=native" in line for line in access)  # the access log did run
+    assert all(key not in line for line in records.lines for key in (CHAT, PUB, SUB))
+
+
+def test_cors_preflight_and_responses(server: tuple[str, Records]) -> None:
+    url, _ = server
+    preflight = httpx.options(
+        url + "/v1/chat/completions",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, last-event-id",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    other = httpx.options(
+        url + "/v1/chat/completions",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert other.status_code == 400
+    assert "access-control-allow-origin" not in other.headers
+    for method, path, body, key in routes(url):
+        response = call(
+            url, method, path, body, {"Origin": ORIGIN, "Authorization": f"Bearer {key}"}
+        )
+        assert response.headers["access-control-allow-origin"] == ORIGIN, path
+        refused = call(url, method, path, body, {"Origin": ORIGIN})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == ORIGIN, path
+        foreign = call(url, method, path, body, {"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in foreign.headers
+    sid = stream_id(url)
+    chat = httpx.post(
+        url + "/v1/chat/completions",
+        json={**BODY, "stream": True},
+        headers={"Origin": ORIGIN, "Authorization": f"Bearer {CHAT}"},
+    )
+    exposed = chat.headers["access-control-expose-headers"].lower()
+    assert "x-stream-id" in exposed
+    assert "link" in exposed
+    assert sid
+
+
+def test_open_routes_need_no_key(server: tuple[str, Records]) -> None:
+    url, _ = server
+    for path in ("/healthz", "/metrics", "/docs", "/openapi.json"):
+        assert httpx.get(url + path).status_code == 200, path

@@ -1,0 +1,112 @@
+"""Operations: metrics per app (exact figures after known streams), the structured
+log line per stream, /readyz when the store is down, the echo model's pace."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+from gateway_support import free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+from ssegate.gateway import EchoProvider
+from ssegate.llm import ChatRequest, Finish, TextDelta, Usage
+from ssegate.streams.redis import RedisStore
+
+BODY = {"model": "echo", "messages": [{"role": "user", "content": "a b c"}], "stream": True}
+
+
+def samples(url: str) -> dict[str, float]:
+    text = httpx.get(url + "/metrics").text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+def test_metrics_count_what_happened_and_apps_share_nothing(gateway) -> None:  # type: ignore[no-untyped-def]
+    with gateway() as one, gateway() as two:
+        for _ in range(2):
+            assert httpx.post(one.url + "/v1/chat/completions", json=BODY).status_code == 200
+        got, other = samples(one.url), samples(two.url)
+    assert got["ssegate_tokens_out_total{model=echo}"] == 6
+    assert got["ssegate_time_to_first_token_seconds_count{model=echo}"] == 2
+    assert got["ssegate_inter_token_seconds_count{model=echo}"] == 4
+    # role, 3 words, finish and [DONE] per stream (usage is not asked for)
+    assert got["ssegate_events_sent_total{format=openai}"] == 12
+    assert got["ssegate_active_streams"] == 0
+    assert got["ssegate_subscribers"] == 0
+    assert got["ssegate_disconnects_total"] == 0
+    assert "ssegate_tokens_out_total{model=echo}" not in other
+
+
+def test_one_structured_log_line_per_stream(gateway, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="ssegate.gateway.streams")
+    with gateway() as server:
+        response = httpx.post(server.url + "/v1/chat/completions", json=BODY)
+        stream_id = response.headers["x-stream-id"]
+    lines = [
+        json.loads(r.getMessage()) for r in caplog.records if r.name == "ssegate.gateway.streams"
+    ]
+    assert len(lines) == 1
+    line = lines[0]
+    assert set(line) == {"stream", "model", "key", "ttft_ms", "tokens", "duration_ms", "end"}
+    assert (line["stream"], line["model"], line["key"], line["tokens"], line["end"]) == (
+        stream_id,
+        "echo",
+        "anonymous",
+        3,
+        "stop",
+    )
+    assert 0 <= line["ttft_ms"] <= line["duration_ms"]
+
+
+def test_readyz_says_when_the_store_is_unreachable(gateway) -> None:  # type: ignore[no-untyped-def]
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", prefix="ssegate-test-down:")
+    with gateway({"store": store}, default_model="echo") as server:
+        assert httpx.get(server.url + "/healthz").status_code == 200
+        response = httpx.get(server.url + "/readyz")
+        published = httpx.post(server.url + "/v1/topics/t", json={"data": "x"})
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "not_ready",
+        "checks": {"store": "unreachable", "default_model": "ok"},
+    }
+    assert published.status_code == 503
+    assert published.headers["retry-after"] == "1"
+    assert published.json()["error"]["code"] == "store_unavailable"
+
+
+@pytest.mark.anyio
+async def test_echo_paces_word_tokens_with_the_injected_sleep() -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    echo = EchoProvider(tokens_per_second=4.0, sleep=sleep, clock=lambda: 1700000000.0)
+    request = ChatRequest(
+        model="echo",
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "Hi  there"},
+        ],
+        max_tokens=4,
+    )
+    out = [event async for event in echo.stream(request)]
+    assert out[0].to_dict()["created"] == 1700000000
+    assert out[1:] == [
+        TextDelta("Hi"),
+        TextDelta("  there"),
+        TextDelta(" Lorem"),
+        TextDelta(" ipsum"),
+        Usage(input_tokens=4, output_tokens=4),
+        Finish("length"),
+    ]
+    assert slept == [0.25, 0.25, 0.25, 0.25]

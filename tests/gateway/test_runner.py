@@ -1,0 +1,160 @@
+"""The generation runner in virtual time (trio's MockClock): the detach grace period,
+a stop, and the stream's end, asserted to the exact virtual second."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from trio.testing import MockClock
+
+from ssegate.gateway._echo import EchoProvider
+from ssegate.gateway._metrics import Metrics
+from ssegate.gateway._models import Route
+from ssegate.gateway._records import from_record
+from ssegate.gateway._runner import Runner
+from ssegate.llm import ChatRequest, Finish, LLMEvent, Start, TextDelta
+from ssegate.streams import CANCELLED, DONE, ERROR, MemoryStore
+
+pytestmark = pytest.mark.anyio
+
+#: 1000 words at 1 token per second: still running at every time these tests look.
+MESSAGE = [{"role": "user", "content": "a b"}]
+LONG = ChatRequest(model="echo", messages=[{"role": "user", "content": "w " * 1000}])
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, object]]:
+    return ("trio", {"clock": MockClock(autojump_threshold=0)})
+
+
+def runner(store: MemoryStore, grace: float) -> Runner:
+    return Runner(store, Metrics(), grace=grace, sleep=anyio.sleep, clock=anyio.current_time)
+
+
+def echo() -> Route:
+    return Route("echo", EchoProvider(tokens_per_second=1.0), "echo")
+
+
+async def test_unread_generation_is_cancelled_when_the_grace_period_ends() -> None:
+    store = MemoryStore(clock=anyio.current_time)
+    async with runner(store, grace=30.5) as run:
+        t0 = anyio.current_time()
+        generation = await run.start("gen_a", echo(), LONG, key_id="k")
+        await generation.finished.wait()
+        assert anyio.current_time() - t0 == 30.5
+        assert generation.end_reason == "abandoned"
+        assert run.running("k") == 0
+    info = await store.info("gen_a")
+    assert (info.ended, info.outcome) == (True, CANCELLED)
+    # the tokens of the first 30 s were written, nothing after the stop
+    assert info.length == 1 + 30  # Start, then one token a second
+
+
+async def test_a_reader_holds_it_and_the_grace_counts_from_its_leaving() -> None:
+    store = MemoryStore(clock=anyio.current_time)
+    async with runner(store, grace=30.0) as run:
+        t0 = anyio.current_time()
+        generation = await run.start("gen_b", echo(), LONG, key_id="k")
+        await anyio.sleep(10)
+        run.attach("gen_b")
+        await anyio.sleep(40)  # past the first grace period: the reader holds it
+        assert not generation.finished.is_set()
+        run.detach("gen_b")
+        run.attach("gen_b")  # back at once (a reconnect): no timer may fire
+        await anyio.sleep(35)
+        assert not generation.finished.is_set()
+        run.detach("gen_b")
+        await generation.finished.wait()
+        assert anyio.current_time() - t0 == 85.0 + 30.0
+        assert generation.end_reason == "abandoned"
+
+
+async def test_a_read_generation_runs_to_its_end() -> None:
+    store = MemoryStore(clock=anyio.current_time)
+    request = ChatRequest(model="echo", messages=[{"role": "user", "content": "a b c"}])
+    async with runner(store, grace=0.0) as run:
+        t0 = anyio.current_time()
+        generation = await run.start("gen_c", echo(), request, key_id="k")
+        run.attach("gen_c")
+        await generation.finished.wait()
+        assert anyio.current_time() - t0 == 3.0
+        run.detach("gen_c")
+    assert generation.end_reason == "stop"
+    items = [item async for item in store.read("gen_c")]
+    llm = [from_record(item) for item in items[:-1]]  # type: ignore[arg-type]
+    assert [e.text for e in llm if isinstance(e, TextDelta)] == ["a", " b", " c"]
+    assert isinstance(llm[-1], Finish)
+    assert (await store.info("gen_c")).outcome == DONE
+
+
+async def test_stop_cancels_at_once() -> None:
+    store = MemoryStore(clock=anyio.current_time)
+    async with runner(store, grace=30.0) as run:
+        generation = await run.start("gen_d", echo(), LONG, key_id="k")
+        run.attach("gen_d")
+        await anyio.sleep(5.5)
+        t0 = anyio.current_time()
+        await run.stop("gen_d")
+        assert generation.finished.is_set()
+        assert anyio.current_time() == t0
+        assert generation.end_reason == "stopped"
+    assert (await store.info("gen_d")).outcome == CANCELLED
+
+
+async def test_shutdown_ends_running_generations_with_a_retryable_error() -> None:
+    store = MemoryStore(clock=anyio.current_time)
+    async with runner(store, grace=30.0) as run:
+        generation = await run.start("gen_e", echo(), LONG, key_id="k")
+        run.attach("gen_e")
+        await anyio.sleep(2.5)
+    assert generation.end_reason == "shutdown"
+    items = [item async for item in store.read("gen_e")]
+    last = from_record(items[-2])  # type: ignore[arg-type]
+    assert last.to_dict() == {
+        "type": "error",
+        "code": "shutdown",
+        "message": "The gateway shut down during the generation.",
+        "retryable": True,
+        "status": None,
+    }
+
+
+class Broken:
+    """A provider with a bug: it raises after its first event."""
+
+    name = "broken"
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        yield Start(model="broken", provider="broken")
+        raise RuntimeError("a bug")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_provider_bug_ends_its_stream_with_an_error_and_nothing_else(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryStore(clock=anyio.current_time)
+    async with runner(store, grace=30.0) as run:
+        broken = await run.start("gen_f", Route("b", Broken(), "b"), LONG, key_id="k")  # type: ignore[arg-type]
+        await broken.finished.wait()
+        fine = await run.start(
+            "gen_g", echo(), ChatRequest(model="echo", messages=MESSAGE), key_id="k"
+        )
+        run.attach("gen_g")
+        await fine.finished.wait()
+    assert broken.end_reason == "internal_error"
+    items = [item async for item in store.read("gen_f")]
+    assert from_record(items[-2]).to_dict() == {  # type: ignore[arg-type]
+        "type": "error",
+        "code": "internal_error",
+        "message": "The gateway failed during the generation.",
+        "retryable": False,
+        "status": None,
+    }
+    assert (await store.info("gen_f")).outcome == ERROR
+    assert fine.end_reason == "stop"
+    assert "generation gen_f failed" in caplog.text
