@@ -138,8 +138,8 @@ def test_everything_stays_float32(engine: LocalEngine) -> None:
     for part in model.head_parts:
         assert part.dtype == np.float32
         assert part.flags.c_contiguous
-    # (in, out); embeddings are its columns
-    assert sum(part.shape[1] for part in model.head_parts) == 49152
+    # (in, out) in column blocks (blocks, in, 64); embeddings are its columns
+    assert [part.shape for part in model.head_parts] == [(384, 576, 64)] * 2
     cache = model.new_cache(16)
     assert all(k.dtype == np.float32 for k in cache.k)
     assert model.forward([1, 2, 3], cache).dtype == np.float32
