@@ -258,6 +258,7 @@ def test_public_names() -> None:
         "ChatTemplate",
         "DEFAULT_MODEL_FILE",
         "DEFAULT_MODEL_PACKAGE",
+        "DEFAULT_SLOTS",
         "Done",
         "Engine",
         "EngineEvent",

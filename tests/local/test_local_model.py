@@ -22,6 +22,7 @@ import pytest
 from local_support import ReferenceLlama
 
 from ssegate.local import LlamaModel, LocalEngine, SamplingParams
+from ssegate.local._model import Segment
 
 SYSTEM_IDS = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28]
 SYSTEM_IDS += [7018, 411, 407, 19712, 8182, 2, 198, 1, 4093, 198]
@@ -92,6 +93,38 @@ def test_greedy_path_matches_float64_reference(
         assert np.abs(logits - expected[position]).max() < 2e-3
     cache = engine.model.new_cache(64)  # the whole sequence at once: the prefill path
     assert np.abs(engine.model.forward(sequence, cache) - expected[-1]).max() < 2e-3
+
+
+def test_float64_reference_holds_inside_a_batch_of_mixed_lengths(
+    engine: LocalEngine, reference: ReferenceLlama
+) -> None:
+    """The France answer's logits, computed in passes shared with two other conversations."""
+    content_ids, answer_ids, _ = PINNED["What is the capital of France?"]
+    prompt = SYSTEM_IDS + content_ids + ASSISTANT_IDS
+    sequence = prompt + answer_ids[:-1]
+    expected = reference.logits(sequence)
+    model = engine.model
+    france = model.new_cache(64)
+    longer, shorter = model.new_cache(160), model.new_cache(160)
+    model.forward(SYSTEM_IDS + PINNED["Write a haiku about the sea."][0] * 8, longer)  # 88
+    model.forward([1, 4093, 198, 19161], shorter)
+    for i in range(0, len(prompt), 16):  # the prompt in chunks, beside their decode steps
+        last = i + 16 >= len(prompt)
+        chunk = Segment(prompt[i : i + 16], france, logits=last)
+        out = model.forward_batch(
+            [Segment([504], longer), chunk, Segment([30], shorter)], engine._worker
+        )
+        if last:
+            assert out[1] is not None
+            assert np.abs(out[1] - expected[len(prompt) - 1]).max() < 2e-3
+    for position in range(len(prompt), len(sequence)):  # then one token per pass
+        out = model.forward_batch(
+            [Segment([282], longer), Segment([sequence[position]], france), Segment([28], shorter)]
+        )
+        assert out[1] is not None
+        assert out[1].dtype == np.float32
+        assert np.abs(out[1] - expected[position]).max() < 2e-3
+    assert (france.length, longer.length, shorter.length) == (len(sequence), 88 + 9, 4 + 9)
 
 
 def test_tiny_model_matches_reference(tiny_path: Path) -> None:

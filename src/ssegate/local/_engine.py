@@ -6,20 +6,28 @@ chat template. Then:
 
 - ``generate(messages)`` returns a ``Generation`` to iterate in the calling
   thread (the CLI, benchmarks, tests);
-- ``stream(messages)`` is an async iterator for servers. Each token is computed
-  in a worker thread (numpy's BLAS releases the GIL), so the event loop and
-  other streams keep running; leaving the loop (or cancelling the task) stops
-  the generation before its next token. At most ``max_concurrency`` answers are
-  computed at once; later callers wait in a FIFO queue and are told their place
-  in it (``Queued`` events) until a slot frees up. Beyond ``max_queue`` waiting
-  callers the engine refuses with ``UpstreamUnavailable(code="overloaded")``.
+- ``stream(messages)`` is an async iterator for servers. The engine's decode
+  loop (``_batch``), a thread of its own, computes every stream's tokens
+  together: one forward pass per step advances all the answers in flight
+  (numpy's BLAS releases the GIL, so the event loop keeps running). Up to
+  ``max_concurrency`` answers (``DEFAULT_SLOTS``, 8) run at once: a newcomer
+  joins at the next step once its prompt is read (in chunks, between the
+  others' tokens), and leaves when it ends or its reader stops iterating (or
+  is cancelled): its slot is free at the next step. Later callers wait in a
+  FIFO queue and are told their place in it (``Queued`` events) until a slot
+  frees up. Beyond ``max_queue`` waiting callers the engine refuses with
+  ``UpstreamUnavailable(code="overloaded")``.
 
 With ``decode_threads=2`` (the default on a machine with two or more CPUs)
-each token is computed by two threads at once, the generation's own and the
-engine's ``DecodeWorker``, each running half of every layer (see ``_model``):
-decode is bound by memory bandwidth, and two cores stream the weights ~1.3x
-faster than one. The worker serves one forward pass at a time; a concurrent
-generation that finds it busy computes its token alone.
+each forward pass is computed by two threads at once, the caller's (the decode
+loop, or ``generate()``'s) and the engine's ``DecodeWorker``, each running half
+of every layer (see ``_model``): decode is bound by memory bandwidth, and two
+cores stream the weights faster than one. The worker serves one forward pass at
+a time; a ``generate()`` that finds it busy computes its token alone.
+
+Memory: each slot's KV cache (n_ctx positions, all layers) is reserved when a
+slot is first used and kept for the next answer, in pages committed as they are
+written: resident memory grows with the longest conversation each slot has held.
 
 The concurrency slots belong to one event loop at a time: share an engine
 between several loops only if they do not stream at the same moment.
@@ -58,6 +66,7 @@ from ._tokenizer import Tokenizer
 __all__ = [
     "DEFAULT_MODEL_FILE",
     "DEFAULT_MODEL_PACKAGE",
+    "DEFAULT_SLOTS",
     "Done",
     "Engine",
     "EngineEvent",
