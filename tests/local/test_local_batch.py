@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -24,7 +24,7 @@ from ssegate.local import (
     Text,
 )
 from ssegate.local._batch import Batch, Request, Update
-from ssegate.local._model import KVCache, Segment
+from ssegate.local._model import KVCache, Segment, common_prefix
 
 HI = [{"role": "user", "content": "Say hi."}]
 OCEAN = [{"role": "user", "content": "Tell me about the ocean."}]
@@ -56,7 +56,7 @@ class Pool:
         self.lent: list[KVCache] = []
         self.returned: list[KVCache] = []
 
-    def take(self) -> KVCache:
+    def take(self, prompt: Sequence[int] = ()) -> KVCache:
         cache = self.engine.model.new_cache(self.engine.n_ctx)
         self.lent.append(cache)
         return cache
@@ -307,3 +307,75 @@ def test_the_default_is_eight_slots(tiny_path: Path) -> None:
         assert engine.max_concurrency == 8
     with pytest.raises(ValueError, match="prefill_chunk must be at least 1: 0"):
         LocalEngine.load(tiny_path, n_ctx=32, blas_threads=None, prefill_chunk=0)
+
+
+def test_a_later_turn_of_a_chat_starts_from_the_cache_of_the_earlier_one(
+    engine8: LocalEngine,
+) -> None:
+    """The pool's cache holding the first turn is reused; the answer is the one alone."""
+    first = [{"role": "user", "content": "What is the capital of France?"}]
+    batch = Batch(engine8.model, engine8._take_cache, engine8._give_cache, prefill_chunk=64)
+    ids = engine8.encode_chat(first)
+    earlier = request(engine8, ids, SamplingParams.greedy(16))
+    batch.add(earlier)
+    while batch.busy:
+        batch.step()
+    answer = "".join([engine8.tokenizer.decode(earlier.generation.output_ids)])
+    assert answer == "The capital of France is Paris."
+    second = [*first, {"role": "assistant", "content": answer}]
+    second.append({"role": "user", "content": "And of Italy?"})
+    ids2 = engine8.encode_chat(second)
+    # its cache holds its history but the last token (the end of turn: never run)
+    held = common_prefix(ids2, earlier.history[:-1])
+    assert held > len(ids)  # the first prompt and its answer, in the cache given back
+    later = request(engine8, ids2, SamplingParams.greedy(16))
+    # prompts read 2 tokens per step at most: only a reused prefix fits in one
+    batch = Batch(engine8.model, engine8._take_cache, engine8._give_cache, prefill_chunk=1)
+    batch.add(later)
+    steps = 1
+    while not batch.step():  # until its first token
+        steps += 1
+    assert steps == -(-(len(ids2) - held) // 2)  # it read only what follows the held part
+    assert later.cache is not None
+    assert later.cache.length == len(ids2)
+    while batch.busy:
+        batch.step()
+    alone = engine8.generate([], SamplingParams.greedy(16), prompt_ids=ids2)
+    list(alone)
+    assert later.generation.output_ids == alone.output_ids
+    assert len(alone.output_ids) > 3
+
+
+def test_a_newcomer_copies_the_prefix_an_answer_in_flight_has_computed(
+    tiny: LocalEngine,
+) -> None:
+    batch, pool = make_batch(tiny, chunk=64)
+    shared = list(range(40, 70))  # a 30-token "system prompt"
+    a = request(tiny, [*shared, 5, 6], SamplingParams.greedy(10))
+    batch.add(a)
+    batch.step()  # a's prompt is read
+    b = request(tiny, [*shared, 9, 9, 9], SamplingParams.greedy(10))
+    batch.add(b)
+    updates = batch.step()
+    assert [u.request for u in updates] == [a, b]
+    # b computed only its own 3 tokens: 30 positions came from a's cache
+    assert b.cache is not None
+    assert b.cache.length == 33
+    assert len(pool.lent) == 2
+    b_cache = b.cache
+    while batch.busy:
+        batch.step()
+    alone = tiny.generate([], SamplingParams.greedy(10), prompt_ids=[*shared, 9, 9, 9])
+    list(alone)
+    assert b.generation.output_ids == alone.output_ids
+    # the same prompt again: all but its last token (whose logits it needs)
+    c = request(tiny, [*shared, 9, 9, 9], SamplingParams.greedy(10))
+    assert b_cache in pool.returned
+    batch = Batch(tiny.model, lambda prompt: b_cache, pool.give, prefill_chunk=1)
+    batch.add(c)
+    assert [u.request for u in batch.step()] == [c]  # 2 tokens a step: 32 were held
+    assert c.cache is b_cache
+    assert c.cache.length == 33
+    while batch.busy:
+        batch.step()
+    assert c.generation.output_ids == alone.output_ids

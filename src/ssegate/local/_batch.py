@@ -15,6 +15,11 @@ eight answers cost little more than one.
   ends (a stop, ``max_tokens``, a full context) or is cancelled leaves, and its
   KV cache goes back to the engine's pool. Every answer keeps its own sampling
   settings, random generator, stop strings and cache.
+- Prompts that begin alike are not read twice: a newcomer starts from the
+  longest prefix of its prompt that a pooled cache holds or an answer in flight
+  has computed (the shared system prompt; the earlier turns of a chat, which
+  every request repeats). Keys and values at a position depend only on the ids
+  up to it, so the answer is the same.
 - ``DecodeLoop`` is the thread that runs ``Batch.step()`` while there is work
   and hands each request's text to its reader (``wait()``, from any thread).
 """
@@ -23,11 +28,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ._generation import Generation
-from ._model import KVCache, LlamaModel, Segment
+from ._model import KVCache, LlamaModel, Segment, common_prefix
 from ._parallel import DecodeWorker
 from ._sampling import Sampler
 
@@ -71,7 +76,7 @@ class Batch:
     def __init__(
         self,
         model: LlamaModel,
-        take_cache: Callable[[], KVCache],
+        take_cache: Callable[[Sequence[int]], KVCache],
         give_cache: Callable[[KVCache], None],
         *,
         prefill_chunk: int = 64,
@@ -110,9 +115,38 @@ class Batch:
             self._running.remove(request)
         elif request in self._prefilling:
             self._prefilling.remove(request)
-        if request.cache is not None:
-            self._give_cache(request.cache)
+        cache = request.cache
+        if cache is not None:
+            cache.tokens = request.history[: cache.length]  # what a later prompt may reuse
+            self._give_cache(cache)
             request.cache = None
+
+    def _admit(self, request: Request) -> KVCache:
+        """A cache for ``request``, holding as much of its prompt as any cache here has.
+
+        The pool's cache that shares the longest prefix with the prompt is taken;
+        an answer in flight that shares a longer one lends its keys and values
+        (a copy of those positions). At least the prompt's last token is left to
+        compute: its logits give the first token.
+        """
+        prompt = request.prompt
+        limit = len(prompt) - 1
+        cache = self._take_cache(prompt)
+        best = min(common_prefix(cache.tokens, prompt), limit)
+        source: KVCache | None = None
+        for other in self.requests:
+            if other.cache is None or other is request:
+                continue
+            shared = min(common_prefix(other.history[: other.cache.length], prompt), limit)
+            if shared > best:
+                best, source = shared, other.cache
+        if source is not None:
+            cache.copy_prefix(source, best)
+        cache.tokens = []
+        cache.length = best
+        request.cache = cache
+        request.prefilled = best
+        return cache
 
     def step(self) -> list[Update]:
         """One forward pass: a token of every running answer and a chunk of prompts."""
@@ -127,13 +161,11 @@ class Batch:
         for request in self._prefilling:
             if budget == 0:
                 break
-            if request.cache is None:
-                request.cache = self._take_cache()
-                request.cache.reset()
+            cache = request.cache if request.cache is not None else self._admit(request)
             take = min(budget, len(request.prompt) - request.prefilled)
             end = request.prefilled + take
             chunk = request.prompt[request.prefilled : end]
-            segments.append(Segment(chunk, request.cache, logits=end == len(request.prompt)))
+            segments.append(Segment(chunk, cache, logits=end == len(request.prompt)))
             stepped.append(request)
             request.prefilled = end
             budget -= take

@@ -57,7 +57,7 @@ from .._exceptions import UpstreamUnavailable
 from ._batch import Batch, DecodeLoop, Request
 from ._generation import Generation
 from ._gguf import GGUFFile
-from ._model import KVCache, LlamaModel
+from ._model import KVCache, LlamaModel, common_prefix
 from ._parallel import DecodeWorker
 from ._sampling import Sampler, SamplingParams
 from ._template import CHATML, ChatTemplate
@@ -518,10 +518,12 @@ class LocalEngine(Engine):
             self._blas_limiter.restore_original_limits()
             self._blas_limiter = None
 
-    def _take_cache(self) -> KVCache:
+    def _take_cache(self, prompt: Sequence[int] = ()) -> KVCache:
+        """A cache from the pool (the one holding the most of ``prompt``) or a new one."""
         with self._cache_lock:
             if self._caches:
-                return self._caches.pop()
+                shared = [common_prefix(cache.tokens, prompt) for cache in self._caches]
+                return self._caches.pop(shared.index(max(shared)))
         return self.model.new_cache(self.n_ctx)
 
     def _give_cache(self, cache: KVCache) -> None:

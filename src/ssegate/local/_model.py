@@ -68,7 +68,7 @@ from ._gguf import GGUFFile
 from ._parallel import DecodeWorker, Exchange
 from ._quant import dequantize
 
-__all__ = ["KVCache", "LlamaConfig", "LlamaModel", "Segment"]
+__all__ = ["KVCache", "LlamaConfig", "LlamaModel", "Segment", "common_prefix"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -239,6 +239,10 @@ class KVCache:
         self.n_ctx = n_ctx
         self.length = 0  # positions filled
         self.worker: DecodeWorker | None = None
+        # the ids whose keys and values the first positions hold, recorded when an
+        # answer gives the cache back: a later prompt that begins the same way
+        # starts from there (the system prompt, an earlier turn of the chat)
+        self.tokens: list[int] = []
 
     @property
     def nbytes(self) -> int:
@@ -253,6 +257,24 @@ class KVCache:
     def reset(self) -> None:
         """Start a new conversation (stale entries beyond ``length`` are never read)."""
         self.length = 0
+        self.tokens = []
+
+    def copy_prefix(self, source: KVCache, n: int) -> None:
+        """Take the keys and values of ``source``'s first ``n`` positions; hold ``n``."""
+        for mine, theirs in ((self.k, source.k), (self.v, source.v)):
+            for dst, src in zip(mine, theirs, strict=True):
+                dst[:, :, :n] = src[:, :, :n]
+        self.length = n
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 @dataclass(slots=True)
