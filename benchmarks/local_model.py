@@ -20,7 +20,8 @@ on all of them alike; the table shows medians over the runs. Engines:
 The second table is concurrent chats through the public API, as the gateway
 serves them: ``create_provider("local")`` with its default options (the numpy
 engine, 8 slots batched into one decode loop, a 2048-token context), N chats
-started together (each a different question, greedy, 64 tokens at most), in one
+started together (each a question never asked before, so only the default
+system prompt's keys and values are reused; greedy, 64 tokens at most), in one
 fresh process, the N interleaved run by run. Per N: the total tokens/s, the
 slowest stream's tokens/s (its tokens over its time from the start, waiting
 included), time to first token p50 and max, and the RSS after the row. The
@@ -184,14 +185,20 @@ def concurrency_worker(repeats: int, max_tokens: int) -> dict[str, Any]:
     from ssegate.llm.providers.local import LocalProvider
     from ssegate.local import LocalEngine
 
+    asked = 0
+
     async def chats(provider: Any, n: int) -> dict[str, float]:
+        nonlocal asked
         started = time.perf_counter()
         results: list[tuple[float, int, float]] = []  # first token, tokens, end
 
         async def chat(i: int) -> None:
+            nonlocal asked
+            asked += 1  # every question new: only the system prompt is ever read before
+            question = f"Question {asked}: what do you know about {TOPICS[i % len(TOPICS)]}?"
             request = ChatRequest(
                 model="local",
-                messages=[{"role": "user", "content": f"Tell me about {TOPICS[i % len(TOPICS)]}."}],
+                messages=[{"role": "user", "content": question}],
                 temperature=0.0,
                 max_tokens=max_tokens,
                 extra={"repetition_penalty": 1.0},
