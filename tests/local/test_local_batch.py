@@ -379,3 +379,24 @@ def test_a_newcomer_copies_the_prefix_an_answer_in_flight_has_computed(
     while batch.busy:
         batch.step()
     assert c.generation.output_ids == alone.output_ids
+
+
+@pytest.mark.anyio
+async def test_an_error_past_the_forward_pass_fails_the_answers_not_the_loop(
+    tiny: LocalEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = SamplingParams.greedy(4)
+    with monkeypatch.context() as patch:
+
+        def broken(self: Sampler, logits: object, history: object = ()) -> int:
+            raise ArithmeticError("the sampler broke")
+
+        patch.setattr(Sampler, "sample", broken)
+        events = tiny.stream(HI, params)
+        assert isinstance(await events.__anext__(), Started)
+        with pytest.raises(ArithmeticError, match="the sampler broke"):
+            await events.__anext__()
+        await events.aclose()
+    done = await collect(tiny, HI, params)  # the loop goes on
+    assert done[-1] == Done("length", done[0].prompt_tokens, 4)  # type: ignore[union-attr]
+    assert tiny._loop._batch.requests == []

@@ -258,7 +258,13 @@ class DecodeLoop:
                 for request in batch.requests:
                     if request.cancelled:
                         batch.drop(request)
-            updates = batch.step()
+            try:
+                updates = batch.step()
+            except Exception as exc:  # a bug past the forward pass: fail what is in flight
+                with self._cond:
+                    updates = [Update(r, over=True, error=exc) for r in batch.requests]
+                    for request in batch.requests:
+                        batch.drop(request)
             with self._cond:
                 for update in updates:
                     request = update.request
@@ -285,4 +291,5 @@ class DecodeLoop:
             self._cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        self._fail_all(RuntimeError("the engine was closed while answering"))
+        if thread is None or not thread.is_alive():  # else the thread does it as it ends
+            self._fail_all(RuntimeError("the engine was closed while answering"))
