@@ -12,9 +12,11 @@ and stop on the same control tokens.
 
 Concurrency: this engine answers one request at a time and queues the others
 (``Queued`` events tell them their place). llama-cpp-python's ``Llama`` holds a
-single sequence's KV cache and offers no batched multi-sequence generation (the
-numpy engine batches up to ``max_concurrency`` answers per step); so under many
-concurrent chats the numpy engine's total throughput can exceed this one's.
+single sequence's KV cache and offers no batched multi-sequence generation
+(its "Add batched inference" issue, #771, is open; llama.cpp's own server has
+``--parallel``), while the numpy engine batches up to ``max_concurrency``
+answers per step: under many concurrent chats the numpy engine's total
+throughput can exceed this one's.
 
 Checked by hand with llama-cpp-python 0.3.36 (answers, usage, cancellation
 through the ``local`` provider; about 52 tok/s decode against 32 for numpy
