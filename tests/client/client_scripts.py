@@ -9,6 +9,7 @@ assert the ``Last-Event-ID`` of each reconnect exactly.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
+import httpx
 import pytest
 
 from ssegate import Event, ReconnectPolicy, SSEGateError
@@ -187,13 +189,23 @@ def run(
     *,
     until_done: bool = False,
     policy: ReconnectPolicy | None = None,
+    httpx_client: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Outcome:
-    """Read ``url`` to the end with the client of ``mode``; record what happened."""
+    """Read ``url`` to the end with the client of ``mode``; record what happened.
+
+    ``httpx_client``: settings of an httpx client to pass as ``client=`` (made
+    here, inside the event loop that uses it).
+    """
     out = Outcome()
     policy = policy or ReconnectPolicy(jitter=0.0, max_retries=5)
     if mode == "sync":
-        with EventSource(url, policy=policy, sleep=out.delays.append, **kwargs) as es:
+        with contextlib.ExitStack() as stack:
+            if httpx_client is not None:
+                kwargs["client"] = stack.enter_context(httpx.Client(**httpx_client))
+            es = stack.enter_context(
+                EventSource(url, policy=policy, sleep=out.delays.append, **kwargs)
+            )
             out.source = es
             try:
                 for event in es.until_done() if until_done else es:
@@ -207,7 +219,13 @@ def run(
         out.delays.append(delay)
 
     async def main() -> None:
-        async with AsyncEventSource(url, policy=policy, sleep=sleep, **kwargs) as es:
+        async with contextlib.AsyncExitStack() as stack:
+            if httpx_client is not None:
+                client = httpx.AsyncClient(**httpx_client)
+                kwargs["client"] = await stack.enter_async_context(client)
+            es = await stack.enter_async_context(
+                AsyncEventSource(url, policy=policy, sleep=sleep, **kwargs)
+            )
             out.source = es
             try:
                 async for event in es.until_done() if until_done else es:

@@ -62,6 +62,7 @@ class AsyncEventSource(EventSourceBase):
         on_response: Callable[[httpx.Response], None] | None = None,
         on_bytes: Callable[[bytes], None] | None = None,
         on_reconnect: Callable[[float, SSEGateError | None], None] | None = None,
+        trusted_origins: Collection[str] = (),
     ) -> None:
         super().__init__(
             url,
@@ -83,6 +84,7 @@ class AsyncEventSource(EventSourceBase):
             on_response=on_response,
             on_bytes=on_bytes,
             on_reconnect=on_reconnect,
+            trusted_origins=trusted_origins,
         )
         if client is not None and not isinstance(client, httpx.AsyncClient):
             raise TypeError(
@@ -91,6 +93,9 @@ class AsyncEventSource(EventSourceBase):
             )
         self._client = client
         self._own_client = client is None
+        if client is not None:  # its redirect settings hold (followed by the base)
+            self._follow_redirects = client.follow_redirects
+            self._max_redirects = client.max_redirects
         self._sleep = sleep if sleep is not None else anyio.sleep
         self._scope: anyio.CancelScope | None = None  # around the step in progress
         self._busy = False  # a task is inside __anext__
@@ -162,13 +167,12 @@ class AsyncEventSource(EventSourceBase):
 
     async def _connect(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=True)
-        req = self._next_request()
-        request = self._client.build_request(
-            req.method, req.url, headers=req.headers, content=req.content, timeout=self._timeout
-        )
+            self._client = httpx.AsyncClient()
+        request, auth = self._build(self._client)
         try:
-            response = await self._client.send(request, stream=True)
+            response = await self._client.send(
+                request, stream=True, auth=auth, follow_redirects=False
+            )
         except httpx.HTTPError as exc:
             await self._wait(self._connect_failed(exc))
             return
@@ -177,7 +181,7 @@ class AsyncEventSource(EventSourceBase):
         if verdict == "stream":
             self._chunks = response.aiter_bytes()
             return
-        if verdict == "stop":
+        if verdict in ("stop", "redirect"):
             await self._drop_response()
             return
         error = self._response_error(response, await self._read_body(response))

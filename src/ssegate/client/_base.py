@@ -22,10 +22,22 @@ After a drop the client then sends ``GET <events URL>`` with ``Last-Event-ID``
 informational (``stream_id``); the ``Link`` with ``rel="events"`` is what makes a
 stream resumable. Without it a dropped non-GET stream raises
 ``NotResumableError``, unless the caller passed ``resend=True``.
+
+Credentials stay with their origin. The caller's URL names the origin
+(scheme, host, port) its credentials are meant for: the ``Authorization``,
+``Cookie`` and ``Proxy-Authorization`` headers (the caller's, the httpx
+client's default headers, cookies from its jar), the client's ``auth=`` and
+``user:password@`` in the URL. When the client is sent elsewhere, by a
+``Link`` to resume or by a redirect, the request there goes without them (as
+httpx and browsers do on a cross-origin redirect), unless the caller named that
+origin in ``trusted_origins``. Userinfo in a ``Link`` or ``Location`` URL is
+never used. Redirects are followed here, hop by hop, not by httpx, so each hop
+gets the same decision (``headers_for``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json as _json
 import time
@@ -48,19 +60,27 @@ from .._exceptions import (
 from ..protocol import MAX_EVENT_SIZE, Decoder, Event, ReconnectPolicy
 
 __all__ = [
+    "CREDENTIAL_HEADERS",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_RETRY_STATUSES",
     "DONE_SENTINEL",
     "EVENTS_REL",
     "MAX_ERROR_BODY",
+    "MAX_REDIRECTS",
     "STREAM_ID_HEADER",
     "EventSourceBase",
+    "Origin",
     "Request",
     "Verdict",
+    "headers_for",
     "is_event_stream",
     "is_terminal",
+    "origin_of",
+    "parse_origin",
     "parse_retry_after",
+    "resolve",
+    "sends_credentials",
 ]
 
 #: Response header naming a resumable stream (informational; see the module docstring).
@@ -93,6 +113,23 @@ MAX_ERROR_BODY = 8 * 1024
 DONE_SENTINEL = "[DONE]"
 
 _TERMINAL_TYPES = frozenset({"close", "done", "error"})
+
+#: Request headers that carry credentials: sent only to the caller's origin
+#: (and to ``trusted_origins``), never where a ``Link`` or a redirect points.
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+# Not a credential, but it names the caller's origin: wrong anywhere else.
+_ORIGIN_BOUND = CREDENTIAL_HEADERS | {"host"}
+
+#: Redirects followed in a row before giving up (httpx's default).
+MAX_REDIRECTS = 20
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+#: ``(scheme, host, port)``, the port explicit.
+Origin = tuple[str, str, int | None]
 
 # Exceptions that mean the request never reached the server, so sending it
 # again repeats nothing.
@@ -135,8 +172,81 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-#: What a response means: read it, stop for good (204), try again later, or raise.
-Verdict = Literal["stream", "stop", "retry", "error"]
+def origin_of(url: httpx.URL) -> Origin:
+    """The origin of ``url``: ``(scheme, host, port)``, a default port made explicit.
+
+    httpx has already lower-cased the scheme and host and decoded IDNA, so
+    ``HTTPS://Example.COM:443/x`` and ``https://example.com`` are one origin.
+    """
+    port = url.port if url.port is not None else _DEFAULT_PORTS.get(url.scheme)
+    return (url.scheme, url.host, port)
+
+
+def resolve(base: httpx.URL, ref: str) -> httpx.URL:
+    """``ref`` (a ``Link`` or ``Location`` target) resolved against ``base``.
+
+    A relative reference keeps ``base``'s userinfo (same origin, the caller's
+    own); userinfo written in ``ref`` itself is dropped: a server does not get
+    to hand the client credentials. ``ValueError`` if the result is not an
+    http(s) URL with a host.
+    """
+    try:
+        url = base.join(ref)
+        named = httpx.URL(ref).userinfo
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise ValueError(f"{ref!r} is not a valid URL: {exc}") from exc
+    if url.scheme not in _DEFAULT_PORTS or not url.host:
+        raise ValueError(f"{ref!r} is not an http:// or https:// URL")
+    if named:
+        url = url.copy_with(username=None, password=None)
+    return url
+
+
+def sends_credentials(origin: httpx.URL, url: httpx.URL, trusted: Collection[Origin] = ()) -> bool:
+    """Whether a request the caller addressed to ``origin`` may carry its credentials to ``url``."""
+    target = origin_of(url)
+    return target == origin_of(origin) or target in trusted
+
+
+def headers_for(
+    origin: httpx.URL,
+    url: httpx.URL,
+    headers: Mapping[str, str],
+    trusted: Collection[Origin] = (),
+) -> dict[str, str]:
+    """The headers to send to ``url`` for a request the caller addressed to ``origin``.
+
+    All of them on the same origin (or a ``trusted`` one); elsewhere, none of
+    ``CREDENTIAL_HEADERS`` (nor ``Host``), whatever their case.
+    """
+    if sends_credentials(origin, url, trusted):
+        return dict(headers)
+    return {k: v for k, v in headers.items() if k.lower() not in _ORIGIN_BOUND}
+
+
+def parse_origin(value: str) -> Origin:
+    """An origin given as ``https://host[:port]`` (``trusted_origins``); ``ValueError`` if not."""
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"trusted origin {value!r} is not a URL: {exc}") from exc
+    if (
+        url.scheme not in _DEFAULT_PORTS
+        or not url.host
+        or url.userinfo
+        or url.path not in ("", "/")
+        or url.query
+        or url.fragment
+    ):
+        raise ValueError(
+            f"trusted origin {value!r} must be scheme://host[:port] (http or https), nothing more"
+        )
+    return origin_of(url)
+
+
+#: What a response means: read it, stop for good (204), follow a redirect, try
+#: again later, or raise.
+Verdict = Literal["stream", "stop", "redirect", "retry", "error"]
 
 
 class Request(NamedTuple):
@@ -146,6 +256,9 @@ class Request(NamedTuple):
     url: httpx.URL
     headers: dict[str, str]
     content: bytes | None
+    #: False when ``url`` is on another origin than the caller's: the request
+    #: goes without the client's auth and cookies too.
+    credentials: bool = True
 
 
 class EventSourceBase:
@@ -177,6 +290,7 @@ class EventSourceBase:
         on_response: Callable[[httpx.Response], None] | None = None,
         on_bytes: Callable[[bytes], None] | None = None,
         on_reconnect: Callable[[float, SSEGateError | None], None] | None = None,
+        trusted_origins: Collection[str] = (),
     ) -> None:
         self.url = httpx.URL(url)
         if self.url.scheme not in ("http", "https"):
@@ -231,6 +345,15 @@ class EventSourceBase:
         self._on_response = on_response
         self._on_bytes = on_bytes
         self._on_reconnect = on_reconnect
+        if isinstance(trusted_origins, str):
+            raise ValueError("trusted_origins is a list of origins, not one string")
+        self._trusted = frozenset(parse_origin(o) for o in trusted_origins)
+        # Redirects: followed here, one hop at a time (the shells say whether).
+        self._follow_redirects = True
+        self._max_redirects = MAX_REDIRECTS
+        self._hop: Request | None = None  # the request a redirect asked for
+        self._hops = 0  # redirects followed since the last request of our own
+        self._unstripped: dict[str, str] = {}  # the headers before headers_for
 
         self._decoder: Decoder | None = None  # set while a stream is open
         self._pending: deque[Event] = deque()
@@ -295,18 +418,77 @@ class EventSourceBase:
     # -- decisions for the shells -----------------------------------------
 
     def _next_request(self) -> Request:
-        """The request to send now: the caller's, or the GET that resumes it."""
+        """The request to send now: a redirect's, the caller's, or the GET that resumes it."""
+        if self._hop is not None:
+            self._request, self._hop = self._hop, None
+            return self._request
+        self._hops = 0
         headers = dict(self._headers)
-        for name in [k for k in headers if k.lower() == "accept"]:
-            del headers[name]
+        _drop(headers, "accept")
         headers.update(self._policy.headers())
         if self._events_url is not None:
-            for name in [k for k in headers if k.lower() == "content-type"]:
-                del headers[name]
-            self._request = Request("GET", self._events_url, headers, None)
+            _drop(headers, "content-type")
+            self._request = self._addressed("GET", self._events_url, headers, None)
         else:
-            self._request = Request(self.method, self.url, headers, self._body)
+            self._request = self._addressed(self.method, self.url, headers, self._body)
         return self._request
+
+    def _addressed(
+        self, method: str, url: httpx.URL, headers: dict[str, str], body: bytes | None
+    ) -> Request:
+        """The request to ``url``, with credentials only if it is the caller's origin."""
+        self._unstripped = headers
+        credentials = sends_credentials(self.url, url, self._trusted)
+        userinfo = self.url.userinfo if credentials else b""  # the caller's user:password@
+        if url.userinfo != userinfo:
+            url = url.copy_with(userinfo=userinfo)
+        sent = headers_for(self.url, url, headers, self._trusted)
+        return Request(method, url, sent, body, credentials)
+
+    def _build(
+        self, client: httpx.Client | httpx.AsyncClient
+    ) -> tuple[httpx.Request, httpx.Auth | None]:
+        """The next request as httpx builds it, and the ``auth`` to send it with.
+
+        httpx adds the client's default headers and its cookie jar here, and
+        its ``auth`` on sending: for another origin all of that goes too.
+        """
+        req = self._next_request()
+        request = client.build_request(
+            req.method, req.url, headers=req.headers, content=req.content, timeout=self._timeout
+        )
+        if req.credentials:
+            return request, client.auth
+        for name in _ORIGIN_BOUND - {"host"}:
+            request.headers.pop(name, None)
+        return request, None
+
+    def _redirected(self, response: httpx.Response) -> Verdict:
+        """A 3xx to follow: decide the next hop (``_next_request`` sends it)."""
+        location = response.headers.get("location")
+        if not location or self._hops >= self._max_redirects:
+            return "error"
+        try:
+            url = resolve(response.url, location)
+        except ValueError:
+            return "error"
+        self._hops += 1
+        req = self._request
+        method = req.method
+        status = response.status_code
+        if (
+            (status == 303 and method != "HEAD")
+            or (status == 302 and method not in ("GET", "HEAD"))
+            or (status == 301 and method == "POST")
+        ):
+            method = "GET"  # as browsers and httpx do; the body stays behind
+        headers = dict(self._unstripped)
+        body = req.content
+        if method != req.method:
+            body = None
+            _drop(headers, "content-type")
+        self._hop = self._addressed(method, url, headers, body)
+        return "redirect"
 
     def _accept(self, response: httpx.Response) -> Verdict:
         """Judge a response: read it as a stream, stop (204), retry it, or raise."""
@@ -315,6 +497,8 @@ class EventSourceBase:
         if self._on_response is not None:
             self._on_response(response)
         status = response.status_code
+        if status in _REDIRECT_STATUSES and self._follow_redirects:
+            return self._redirected(response)
         if status == 204:
             # The server's way to say "do not reconnect" (HTML § 9.2.3).
             self._finish()
@@ -353,6 +537,18 @@ class EventSourceBase:
         snippet = body[:200].decode("utf-8", "replace").strip()
         if snippet:
             message += f": {snippet}"
+        if status in _REDIRECT_STATUSES and self._follow_redirects:
+            location = response.headers.get("location")
+            message += (
+                f" (gave up after {self._hops} redirects)"
+                if location and self._hops >= self._max_redirects
+                else f" (cannot follow Location {location!r})"
+            )
+        elif status in (401, 403, 407) and not self._request.credentials:
+            message += (
+                f" (the request's credentials stay with {_origin_text(self.url)} and were not "
+                f"sent to {_origin_text(response.url)}; trusted_origins= allows that origin)"
+            )
         return ResponseError(message, status=status, headers=response.headers, body=body)
 
     def _opened(self, response: httpx.Response) -> None:
@@ -365,7 +561,9 @@ class EventSourceBase:
             self._stream_id = response.headers.get(STREAM_ID_HEADER)
             link = response.links.get(EVENTS_REL)
             if link and link.get("url"):
-                self._events_url = response.url.join(link["url"])
+                # An unusable Link (not http(s)) names nothing to resume.
+                with contextlib.suppress(ValueError):
+                    self._events_url = resolve(response.url, link["url"])
 
     def _receive(self, chunk: bytes) -> None:
         """Bytes arrived on the open stream."""
@@ -490,3 +688,14 @@ class EventSourceBase:
     def _finish(self) -> None:
         self._finished = True
         self._pending.clear()
+
+
+def _drop(headers: dict[str, str], name: str) -> None:
+    """Remove header ``name`` (lower case) from ``headers``, whatever its case there."""
+    for key in [k for k in headers if k.lower() == name]:
+        del headers[key]
+
+
+def _origin_text(url: httpx.URL) -> str:
+    scheme, host, port = origin_of(url)
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"

@@ -50,9 +50,19 @@ class EventSource(EventSourceBase):
     - A POST stream is never sent again silently: it resumes with GET when the
       server named an events URL (see ``ssegate.client._base``), else a drop
       raises ``NotResumableError`` unless ``resend=True``.
+    - Credentials stay with the URL's origin (scheme, host, port). When a
+      ``Link`` to resume or a redirect sends the client to another origin,
+      the request there carries no ``Authorization``, ``Cookie`` or
+      ``Proxy-Authorization`` header (neither from ``headers`` nor from the
+      client's defaults or cookie jar), no ``auth`` of the client's and no
+      ``user:password@``, as httpx and browsers do on a cross-origin
+      redirect. ``trusted_origins=["https://host:port", ...]`` names the
+      other origins that may have them.
     - ``client`` is your own ``httpx.Client`` (auth, proxies, HTTP/2); it is
-      left open. ``policy`` is a configured ``ReconnectPolicy``; ``sleep`` and
-      ``clock`` (Unix time, for ``Retry-After`` dates) are injectable.
+      left open, and its ``follow_redirects`` (off by default in httpx) and
+      ``max_redirects`` hold; without one, redirects are followed.
+    - ``policy`` is a configured ``ReconnectPolicy``; ``sleep`` and ``clock``
+      (Unix time, for ``Retry-After`` dates) are injectable.
     - ``on_response(response)``, ``on_bytes(chunk)`` and ``on_reconnect(delay,
       error)`` observe the connection (the ``ssegate listen`` command uses them).
 
@@ -85,6 +95,7 @@ class EventSource(EventSourceBase):
         on_response: Callable[[httpx.Response], None] | None = None,
         on_bytes: Callable[[bytes], None] | None = None,
         on_reconnect: Callable[[float, SSEGateError | None], None] | None = None,
+        trusted_origins: Collection[str] = (),
     ) -> None:
         super().__init__(
             url,
@@ -106,6 +117,7 @@ class EventSource(EventSourceBase):
             on_response=on_response,
             on_bytes=on_bytes,
             on_reconnect=on_reconnect,
+            trusted_origins=trusted_origins,
         )
         if client is not None and not isinstance(client, httpx.Client):
             raise TypeError(
@@ -114,6 +126,9 @@ class EventSource(EventSourceBase):
             )
         self._client = client
         self._own_client = client is None
+        if client is not None:  # its redirect settings hold (followed by the base)
+            self._follow_redirects = client.follow_redirects
+            self._max_redirects = client.max_redirects
         self._sleep = sleep
         self._wake = threading.Event()  # set by close(): cuts a wait short
         self._lock = threading.Lock()
@@ -188,13 +203,10 @@ class EventSource(EventSourceBase):
 
     def _connect(self) -> None:
         if self._client is None:
-            self._client = httpx.Client(follow_redirects=True)
-        req = self._next_request()
-        request = self._client.build_request(
-            req.method, req.url, headers=req.headers, content=req.content, timeout=self._timeout
-        )
+            self._client = httpx.Client()
+        request, auth = self._build(self._client)
         try:
-            response = self._client.send(request, stream=True)
+            response = self._client.send(request, stream=True, auth=auth, follow_redirects=False)
         except httpx.HTTPError as exc:
             self._wait(self._connect_failed(exc))
             return
@@ -203,7 +215,7 @@ class EventSource(EventSourceBase):
         if verdict == "stream":
             self._chunks = response.iter_bytes()
             return
-        if verdict == "stop":
+        if verdict in ("stop", "redirect"):
             self._drop_response()
             return
         error = self._response_error(response, self._read_body(response))

@@ -1,0 +1,6 @@
+"""``python -m ssegate`` runs the ``ssegate`` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()
