@@ -136,18 +136,16 @@ def worker(
         import numpy as np
 
         model = engine.model
-        x = np.ones((1, model.config.d_model), dtype=np.float32)
+        # (blocks, in, 64) matrices, by two rows as the model multiplies one token
+        weights = [p for layer in model.layers for s in layer.shards for p in (s.wqkv, s.wo)]
+        weights += [p for layer in model.layers for s in layer.shards for p in (s.wgu, s.wdown)]
+        weights += model.head_parts
+        inputs = [np.ones((2, w.shape[1]), dtype=np.float32) for w in weights]
         times = []
         for _ in range(5):
             t = time.perf_counter()
-            for layer in model.layers:  # in one thread, whatever the decode threads
-                for shard in layer.shards:
-                    x @ shard.wqkv
-                    np.ones((1, shard.wo.shape[0]), dtype=np.float32) @ shard.wo
-                    x @ shard.wgu
-                    np.ones((1, shard.ffn), dtype=np.float32) @ shard.wdown
-            for part in model.head_parts:
-                x @ part
+            for x, w in zip(inputs, weights, strict=True):  # in one thread
+                np.matmul(x, w)
             times.append(time.perf_counter() - t)
         ceiling = 1.0 / statistics.median(times)
     engine.close()
