@@ -24,7 +24,7 @@ from ssegate.local import (
     Text,
 )
 from ssegate.local._batch import Batch, Request, Update
-from ssegate.local._model import KVCache, Segment, common_prefix
+from ssegate.local._model import KVCache, LlamaModel, Segment, common_prefix
 
 HI = [{"role": "user", "content": "Say hi."}]
 OCEAN = [{"role": "user", "content": "Tell me about the ocean."}]
@@ -400,3 +400,35 @@ async def test_an_error_past_the_forward_pass_fails_the_answers_not_the_loop(
     done = await collect(tiny, HI, params)  # the loop goes on
     assert done[-1] == Done("length", done[0].prompt_tokens, 4)  # type: ignore[union-attr]
     assert tiny._loop._batch.requests == []
+
+
+class Recorder:
+    """The model, recording how many tokens of each segment every pass runs."""
+
+    def __init__(self, model: LlamaModel) -> None:
+        self.model = model
+        self.passes: list[list[int]] = []
+
+    def forward_batch(self, segments: Sequence[Segment], worker: object = None) -> list[object]:
+        self.passes.append([len(segment.tokens) for segment in segments])
+        return self.model.forward_batch(segments)  # type: ignore[return-value]
+
+
+def test_chats_started_together_read_their_common_prefix_once(tiny: LocalEngine) -> None:
+    shared = list(range(40, 70))  # a 30-token system prompt, in no cache yet
+    recorder = Recorder(tiny.model)
+    pool = Pool(tiny)
+    batch = Batch(recorder, pool.take, pool.give, prefill_chunk=64)  # type: ignore[arg-type]
+    a = request(tiny, [*shared, 5, 6], SamplingParams.greedy(6))
+    b = request(tiny, [*shared, 9, 9, 9], SamplingParams.greedy(6))
+    c = request(tiny, [100, 101, 102], SamplingParams.greedy(6))  # shares nothing
+    for req in (a, b, c):
+        batch.add(req)
+    assert [u.request for u in batch.step()] == [a, c]  # b waits for a's prompt...
+    assert [u.request for u in batch.step()] == [a, c, b]  # ...and copies 30 positions
+    assert recorder.passes == [[32, 3], [1, 1, 3]]
+    while batch.busy:
+        batch.step()
+    alone = tiny.generate([], SamplingParams.greedy(6), prompt_ids=[*shared, 9, 9, 9])
+    list(alone)
+    assert b.generation.output_ids == alone.output_ids

@@ -19,7 +19,9 @@ eight answers cost little more than one.
   longest prefix of its prompt that a pooled cache holds or an answer in flight
   has computed (the shared system prompt; the earlier turns of a chat, which
   every request repeats). Keys and values at a position depend only on the ids
-  up to it, so the answer is the same.
+  up to it, so the answer is the same. A newcomer whose prompt shares much
+  more with a prompt being read in this pass waits for the next one and copies
+  it: chats started together read their common system prompt once.
 - ``DecodeLoop`` is the thread that runs ``Batch.step()`` while there is work
   and hands each request's text to its reader (``wait()``, from any thread).
 """
@@ -27,6 +29,7 @@ eight answers cost little more than one.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +40,13 @@ from ._parallel import DecodeWorker
 from ._sampling import Sampler
 
 __all__ = ["Batch", "DecodeLoop", "Request", "Update"]
+
+# an idle loop that gets a request waits until none has come for this long
+# (at most _GATHER_MAX_S), so that requests sent together start together
+_GATHER_QUIET_S = 0.002
+_GATHER_MAX_S = 0.02
+# a newcomer waits a pass for a prompt being read that shares this many more ids
+_DEFER_GAIN = 16
 
 
 @dataclass(eq=False, slots=True)
@@ -70,7 +80,8 @@ class Update:
 class Batch:
     """The requests in flight and the step that advances them all (no threads, no I/O).
 
-    ``take_cache``/``give_cache`` lend and take back KV caches (the engine's pool).
+    ``take_cache``/``give_cache`` lend and take back KV caches (the engine's pool);
+    ``pooled(prompt)`` says how much of ``prompt`` the pool's best cache holds.
     """
 
     def __init__(
@@ -81,6 +92,7 @@ class Batch:
         *,
         prefill_chunk: int = 64,
         worker: DecodeWorker | None = None,
+        pooled: Callable[[Sequence[int]], int] | None = None,
     ) -> None:
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be at least 1: {prefill_chunk!r}")
@@ -89,6 +101,7 @@ class Batch:
         self._give_cache = give_cache
         self.prefill_chunk = prefill_chunk
         self._worker = worker
+        self._pooled = pooled or (lambda prompt: 0)
         self._prefilling: deque[Request] = deque()  # first come, first read
         self._running: list[Request] = []
 
@@ -121,6 +134,17 @@ class Batch:
             self._give_cache(cache)
             request.cache = None
 
+    def _shared_in_flight(self, prompt: Sequence[int]) -> int:
+        """The most of ``prompt`` that an answer in flight has computed."""
+        return max(
+            (
+                common_prefix(other.history[: other.cache.length], prompt)
+                for other in self.requests
+                if other.cache is not None
+            ),
+            default=0,
+        )
+
     def _admit(self, request: Request) -> KVCache:
         """A cache for ``request``, holding as much of its prompt as any cache here has.
 
@@ -135,7 +159,7 @@ class Batch:
         best = min(common_prefix(cache.tokens, prompt), limit)
         source: KVCache | None = None
         for other in self.requests:
-            if other.cache is None or other is request:
+            if other.cache is None or other is request or other.cache is cache:
                 continue
             shared = min(common_prefix(other.history[: other.cache.length], prompt), limit)
             if shared > best:
@@ -148,6 +172,18 @@ class Batch:
         request.prefilled = best
         return cache
 
+    def _defer(self, request: Request, reading: list[Sequence[int]]) -> bool:
+        """Whether ``request`` should wait a pass: a prompt read in this one shares
+        ``_DEFER_GAIN`` more of its ids than any cache holds now (chats started
+        together, with one system prompt: it is read once, then copied).
+        """
+        prompt = request.prompt
+        soon = max((common_prefix(ids, prompt) for ids in reading), default=0)
+        if soon < _DEFER_GAIN:
+            return False
+        now = max(self._pooled(prompt), self._shared_in_flight(prompt))
+        return min(soon, len(prompt) - 1) - now >= _DEFER_GAIN
+
     def step(self) -> list[Update]:
         """One forward pass: a token of every running answer and a chunk of prompts."""
         segments: list[Segment] = []
@@ -158,14 +194,21 @@ class Batch:
             segments.append(Segment([request.pending], request.cache))
             stepped.append(request)
         budget = self.prefill_chunk if self._running else 2 * self.prefill_chunk
+        reading: list[Sequence[int]] = []  # the prompt positions this pass computes
         for request in self._prefilling:
             if budget == 0:
                 break
-            cache = request.cache if request.cache is not None else self._admit(request)
+            if request.cache is None:
+                if self._defer(request, reading):
+                    continue
+                self._admit(request)
+            cache = request.cache
+            assert cache is not None
             take = min(budget, len(request.prompt) - request.prefilled)
             end = request.prefilled + take
             chunk = request.prompt[request.prefilled : end]
             segments.append(Segment(chunk, cache, logits=end == len(request.prompt)))
+            reading.append(request.prompt[:end])
             stepped.append(request)
             request.prefilled = end
             budget -= take
@@ -250,6 +293,8 @@ class DecodeLoop:
             with self._cond:
                 while not self._closed and not self._inbox and not batch.busy:
                     self._cond.wait()
+                if not batch.busy:
+                    self._gather()
                 if self._closed:
                     break
                 for request in self._inbox:
@@ -274,6 +319,19 @@ class DecodeLoop:
                     request.error = update.error
                 self._cond.notify_all()
         self._fail_all(RuntimeError("the engine was closed while answering"))
+
+    def _gather(self) -> None:
+        """Waking up idle: let requests sent at the same moment arrive (a few ms at most).
+
+        Chats started together then have their prompts read in the same first
+        pass, rather than all but the first waiting for a pass of its own.
+        """
+        deadline = time.monotonic() + _GATHER_MAX_S
+        while not self._closed and time.monotonic() < deadline:
+            arrived = len(self._inbox)
+            self._cond.wait(_GATHER_QUIET_S)  # the caller holds the lock
+            if len(self._inbox) == arrived:
+                return
 
     def _fail_all(self, error: BaseException) -> None:
         with self._cond:

@@ -405,6 +405,7 @@ class LocalEngine(Engine):
             self._give_cache,
             prefill_chunk=prefill_chunk,
             worker=self._worker,
+            pooled=self._pooled_prefix,
         )
         self._loop = DecodeLoop(batch)
         weakref.finalize(self, self._loop.close)
@@ -525,6 +526,11 @@ class LocalEngine(Engine):
                 shared = [common_prefix(cache.tokens, prompt) for cache in self._caches]
                 return self._caches.pop(shared.index(max(shared)))
         return self.model.new_cache(self.n_ctx)
+
+    def _pooled_prefix(self, prompt: Sequence[int]) -> int:
+        """How much of ``prompt`` the pool's best cache holds."""
+        with self._cache_lock:
+            return max((common_prefix(cache.tokens, prompt) for cache in self._caches), default=0)
 
     def _give_cache(self, cache: KVCache) -> None:
         with self._cache_lock:
