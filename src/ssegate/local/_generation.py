@@ -58,7 +58,8 @@ class Generation:
     """Generate an answer to ``prompt_ids``; iterate it or call ``step()`` until ``done``.
 
     ``tokens`` supplies the next token id on each ``next()`` (``model_tokens`` for
-    the numpy model, llama.cpp's sampler for that engine); this class turns them
+    the numpy model, llama.cpp's sampler for that engine), or the caller ``feed()``s
+    the tokens it computes (the numpy engine's decode loop); this class turns them
     into text and decides when to stop: an end-of-turn control token, a stop
     string, ``max_tokens``, or the token source running dry (context full).
     """
@@ -68,7 +69,7 @@ class Generation:
         tokenizer: Tokenizer,
         prompt_ids: list[int],
         params: SamplingParams,
-        tokens: Iterator[int],
+        tokens: Iterator[int] | None = None,
     ) -> None:
         self._tokenizer = tokenizer
         self._params = params
@@ -118,7 +119,17 @@ class Generation:
         """Compute one token (the first call also reads the prompt); the text now showable."""
         if self.done:
             raise RuntimeError("the generation is over; check .done before calling step()")
-        token = next(self._tokens, None)
+        if self._tokens is None:
+            raise RuntimeError("this generation has no token source: feed() it tokens")
+        return self.feed(next(self._tokens, None))
+
+    def feed(self, token: int | None) -> str:
+        """Take the next token (``None``: there are no more: the context is full); the
+        text now showable. ``step()`` feeds the token source's tokens; a caller that
+        computes tokens itself (the engine's decode loop) feeds them here.
+        """
+        if self.done:
+            raise RuntimeError("the generation is over; check .done before feeding it")
         if token is None:
             return self._finish("length")
         if token in self._stop_ids:

@@ -10,6 +10,14 @@ The prompt is built by our own tokenizer and chat template (read from the same
 GGUF), and llama.cpp is given token ids, so both engines see identical prompts
 and stop on the same control tokens.
 
+Concurrency: this engine answers one request at a time and queues the others
+(``Queued`` events tell them their place). llama-cpp-python's ``Llama`` holds a
+single sequence's KV cache and offers no batched multi-sequence generation
+(its "Add batched inference" issue, #771, is open; llama.cpp's own server has
+``--parallel``), while the numpy engine batches up to ``max_concurrency``
+answers per step: under many concurrent chats the numpy engine's total
+throughput can exceed this one's.
+
 Checked by hand with llama-cpp-python 0.3.36 (answers, usage, cancellation
 through the ``local`` provider; about 52 tok/s decode against 32 for numpy
 here). Its default ``-march=native`` build crashed in ``llama_decode`` on this
@@ -27,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-from ._engine import Engine, LocalEngine, default_model_path
+from ._engine import DEFAULT_SLOTS, Engine, LocalEngine, default_model_path
 from ._generation import Generation
 from ._gguf import GGUFFile
 from ._sampling import SamplingParams
@@ -63,8 +71,11 @@ class LlamaCppEngine(Engine):
         max_queue: int | None = 64,
         load_s: float = 0.0,
     ) -> None:
-        # one llama.cpp context holds one conversation's KV cache: answers take
-        # turns (the FIFO queue), whatever max_concurrency says
+        # one llama.cpp context holds one conversation's KV cache, and
+        # llama-cpp-python's Llama class decodes one sequence at a time (its
+        # generate() has no batch of sequences; llama.cpp's multi-sequence
+        # llama_batch is only reachable through the low-level C bindings): answers
+        # take turns (the FIFO queue), whatever max_concurrency says
         super().__init__(max_concurrency=1, max_queue=max_queue)
         del max_concurrency
         self.llama = llama
@@ -162,7 +173,7 @@ def load_engine(
     *,
     engine: Literal["numpy", "llamacpp", "auto"] = "numpy",
     n_ctx: int = 2048,
-    max_concurrency: int = 1,
+    max_concurrency: int = DEFAULT_SLOTS,
     max_queue: int | None = 64,
     chat_template: str | None = None,
     system_prompt: str | None = None,
@@ -173,7 +184,9 @@ def load_engine(
     ``"numpy"`` (the default) needs nothing compiled; ``"llamacpp"`` raises
     ``RuntimeError`` with install advice when llama-cpp-python is missing;
     ``"auto"`` uses llama.cpp when it is installed and numpy otherwise.
-    ``decode_threads`` is the numpy engine's (``LocalEngine.load``).
+    ``decode_threads`` is the numpy engine's (``LocalEngine.load``), and so is
+    ``max_concurrency``: the answers it batches at once (llama.cpp answers one
+    at a time and queues the rest).
     """
     if engine not in ("numpy", "llamacpp", "auto"):
         raise ValueError(f"engine must be 'numpy', 'llamacpp' or 'auto', not {engine!r}")

@@ -27,9 +27,20 @@ benchmarks/local_model.py):
 - Q, K and V (and gate and up) are concatenated so a decode step does one GEMV
   instead of three; the RMSNorm weights are folded into the rows of those
   matrices and the attention scale into the Q columns, once at load.
-- A decode step (one token) works in buffers and views allocated with the cache
-  (``_Workspace``): per layer it costs numpy calls only for the arithmetic.
-  Python overhead is otherwise a sizeable share of a 30 ms token.
+- One forward pass runs several conversations at once (``forward_batch``): the
+  rows of every segment (a decode step's one token, a chunk of a prompt) go
+  through each weight matrix together, so the weights are read once for all of
+  them; attention is per segment, over its own cache up to its own length.
+- Every matrix is stored in column blocks of 64, (out / 64, in, 64), and
+  multiplied as one stacked ``np.matmul``: for the handful of rows a batched
+  decode step has, OpenBLAS then takes its small-matrix path, which reads the
+  weights once with no packing; on whole (in, out) matrices its GEMM packed
+  them first and 8 rows cost 3-6x one row instead of ~1x (measured here,
+  SkylakeX kernels). One row alone goes to the matrix-vector path, slower on
+  blocks than two rows, so a lone row is run with a copy beside it.
+- A pass works in buffers and views allocated once per pass (``_Rows``): per
+  layer it costs numpy calls only for the arithmetic. Python overhead is
+  otherwise a sizeable share of a 30 ms token.
 - The embedding rows are read from the head's columns instead of keeping a
   second 113 MB copy of the matrix.
 - Every scalar is a Python float or float32: under NEP 50 one ``np.float64``
@@ -42,7 +53,10 @@ benchmarks/local_model.py):
 
 from __future__ import annotations
 
+import itertools
 import math
+import mmap
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +68,7 @@ from ._gguf import GGUFFile
 from ._parallel import DecodeWorker, Exchange
 from ._quant import dequantize
 
-__all__ = ["KVCache", "LlamaConfig", "LlamaModel"]
+__all__ = ["KVCache", "LlamaConfig", "LlamaModel", "Segment", "common_prefix"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -62,6 +76,8 @@ F32 = npt.NDArray[np.float32]
 # for BLAS to work on matrices rather than vectors, small enough that the
 # attention scores stay small and a cancellation waits at most one chunk.
 PREFILL_CHUNK = 128
+# Weight matrices are stored in column blocks of this many columns (see the doc).
+BLOCK = 64
 _LOAD_THREADS = 2
 
 
@@ -133,6 +149,7 @@ class _Shard:
     attention scale into the Q columns, so neither costs an operation per token.
     """
 
+    # every matrix is (in, out) in column blocks (``_blocked``): (out / b, in, b)
     wqkv: F32  # (d, (q_heads + 2 * kv_heads) * hd)
     wo: F32  # (q_heads * hd, d): rows of this shard's heads; gives a partial sum
     wgu: F32  # (d, 2 * ffn)
@@ -188,50 +205,28 @@ def _grouping(
     return width, q_index, out_index
 
 
-class _Workspace:
-    """One shard's decode buffers and the views into them, allocated once per cache.
+def _zeros(shape: tuple[int, ...]) -> F32:
+    """Zeroed float32 memory that the OS commits page by page, as positions are written.
 
-    A decode step (one token) writes every intermediate into these, so it costs
-    numpy calls only for the arithmetic: no slicing, reshaping or allocating.
+    An anonymous private mapping, so a slot's KV cache at a 2048-token context
+    costs resident memory only for the positions its conversations reach (numpy's
+    ``zeros`` may reuse freed heap memory, which it must then clear: all of it).
     """
-
-    def __init__(self, config: LlamaConfig, shard: _Shard, k: F32, v: F32) -> None:
-        hd, rd = config.head_dim, config.rope_dim
-        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
-        self.qkv: F32 = np.empty((1, (n_q + 2 * n_kv) * hd), dtype=np.float32)
-        qk = self.qkv[0, : (n_q + n_kv) * hd].reshape(n_q + n_kv, hd)
-        self.rotate = qk[:, :rd].view(np.complex64)  # (q + kv heads, rd/2)
-        self.k_new = qk[n_q:]
-        self.v_new = self.qkv[0, (n_q + n_kv) * hd :].reshape(n_kv, hd)
-        self.q_heads = qk[:n_q]
-        self.q_rows: F32 = (
-            qk[:n_q].reshape(n_kv, group, hd)
-            if shard.q_index is None
-            else np.empty((n_kv, group, hd), dtype=np.float32)
-        )
-        self.q_flat = self.q_rows.reshape(n_kv * group, hd)
-        self.attn: F32 = np.empty((n_kv, group, hd), dtype=np.float32)
-        self.attn_rows = self.attn.reshape(n_kv * group, hd)
-        self.heads: F32 = (
-            self.attn.reshape(1, n_q * hd)
-            if shard.out_index is None
-            else np.empty((1, n_q * hd), dtype=np.float32)
-        )
-        self.heads_rows = self.heads.reshape(n_q, hd)
-        self.gu: F32 = np.empty((1, 2 * shard.ffn), dtype=np.float32)
-        self.gate = self.gu[:, : shard.ffn]
-        self.up = self.gu[:, shard.ffn :]
-        self.act: F32 = np.empty((1, shard.ffn), dtype=np.float32)
-        self.keys = list(k)  # per layer: (kv heads, n_ctx, hd) views
-        self.values = list(v)
+    count = math.prod(shape)
+    if not hasattr(mmap, "MAP_PRIVATE"):  # not POSIX
+        return np.zeros(shape, dtype=np.float32)
+    buffer = mmap.mmap(-1, max(count * 4, 1), flags=mmap.MAP_PRIVATE)
+    return np.frombuffer(buffer, dtype=np.float32, count=count).reshape(shape)
 
 
 class KVCache:
     """Keys and values of one conversation, for ``n_ctx`` positions, all layers.
 
-    One (layers, kv heads, n_ctx, head_dim) pair of arrays per shard of the model.
-    ``worker`` is the thread that runs the second shard while this conversation
-    decodes, lent by the engine (``None``: the calling thread runs every shard).
+    One (layers, kv heads, n_ctx, head_dim) pair of arrays per shard of the model,
+    in memory committed as it is written (``_zeros``). ``worker`` is the thread
+    that runs the second shard while this conversation decodes alone
+    (``LlamaModel.forward``), lent by the engine (``None``: the calling thread
+    runs every shard).
     """
 
     def __init__(self, config: LlamaConfig, n_ctx: int, kv_heads: tuple[int, ...] = ()) -> None:
@@ -239,20 +234,189 @@ class KVCache:
         self.v: list[F32] = []
         for heads in kv_heads or (config.n_kv_heads,):
             shape = (config.n_layers, heads, n_ctx, config.head_dim)
-            self.k.append(np.zeros(shape, dtype=np.float32))
-            self.v.append(np.zeros(shape, dtype=np.float32))
+            self.k.append(_zeros(shape))
+            self.v.append(_zeros(shape))
         self.n_ctx = n_ctx
         self.length = 0  # positions filled
         self.worker: DecodeWorker | None = None
-        self.workspaces: list[_Workspace] = []  # per shard, set by LlamaModel.new_cache
+        # the ids whose keys and values the first positions hold, recorded when an
+        # answer gives the cache back: a later prompt that begins the same way
+        # starts from there (the system prompt, an earlier turn of the chat)
+        self.tokens: list[int] = []
 
     @property
     def nbytes(self) -> int:
+        """Bytes reserved (resident only once written)."""
         return sum(a.nbytes for a in (*self.k, *self.v))
+
+    @property
+    def room(self) -> int:
+        """Positions still free."""
+        return self.n_ctx - self.length
 
     def reset(self) -> None:
         """Start a new conversation (stale entries beyond ``length`` are never read)."""
         self.length = 0
+        self.tokens = []
+
+    def copy_prefix(self, source: KVCache, n: int) -> None:
+        """Take the keys and values of ``source``'s first ``n`` positions; hold ``n``."""
+        for mine, theirs in ((self.k, source.k), (self.v, source.v)):
+            for dst, src in zip(mine, theirs, strict=True):
+                dst[:, :, :n] = src[:, :, :n]
+        self.length = n
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass(slots=True)
+class Segment:
+    """Tokens of one conversation to run at its cache's next positions.
+
+    One forward pass (``LlamaModel.forward_batch``) runs several segments, each
+    over its own cache: a decode step is a segment of one token, a chunk of a
+    prompt is a longer one. ``logits``: whether the logits after its last token
+    are wanted (not for a prompt's inner chunks).
+    """
+
+    tokens: Sequence[int]
+    cache: KVCache
+    logits: bool = True
+
+
+# the views of one single-token segment's row in a shard's buffers:
+# (k_new, v_new, q_heads, q_rows, q_flat, attn, attn_rows, heads_rows)
+_OneRow = tuple[F32, F32, F32, F32, F32, F32, F32, F32]
+
+
+class _Rows:
+    """One shard's buffers for the rows of one forward pass, and views into them.
+
+    Every layer writes its intermediates into these (QKV, the attention heads,
+    gate/up, the activation), so a step costs numpy calls only for arithmetic:
+    the views of each single-token segment are made once per pass, not per layer.
+    """
+
+    def __init__(self, config: LlamaConfig, shard: _Shard, spans: list[tuple[int, int, int]]):
+        hd, rd = config.head_dim, config.rope_dim
+        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
+        rows = max(sum(t for _, t, _ in spans), 2)
+        self.qkv: F32 = np.empty((rows, (n_q + 2 * n_kv) * hd), dtype=np.float32)
+        self.qk = self.qkv[:, : (n_q + n_kv) * hd].reshape(rows, n_q + n_kv, hd)
+        self.rotate = self.qk[..., :rd].view(np.complex64)  # (rows, q + kv heads, rd/2)
+        # zeros: a row no segment writes (the padding row) stays finite
+        self.heads: F32 = np.zeros((rows, n_q * hd), dtype=np.float32)
+        self.gu: F32 = np.empty((rows, 2 * shard.ffn), dtype=np.float32)
+        self.gate = self.gu[:, : shard.ffn]
+        self.up = self.gu[:, shard.ffn :]
+        self.act: F32 = np.empty((rows, shard.ffn), dtype=np.float32)
+        self.qkv_out = _blocked_out(self.qkv, shard.wqkv)
+        self.gu_out = _blocked_out(self.gu, shard.wgu)
+        self.one: list[_OneRow | None] = []
+        for row, t, _ in spans:
+            if t != 1:
+                self.one.append(None)
+                continue
+            qk = self.qk[row]
+            q_rows: F32 = (
+                qk[:n_q].reshape(n_kv, group, hd)
+                if shard.q_index is None
+                else np.empty((n_kv, group, hd), dtype=np.float32)
+            )
+            heads = self.heads[row]
+            attn: F32 = (
+                heads.reshape(n_kv, group, hd)
+                if shard.out_index is None
+                else np.empty((n_kv, group, hd), dtype=np.float32)
+            )
+            self.one.append(
+                (
+                    qk[n_q:],
+                    self.qkv[row, (n_q + n_kv) * hd :].reshape(n_kv, hd),
+                    qk[:n_q],
+                    q_rows,
+                    q_rows.reshape(n_kv * group, hd),
+                    attn,
+                    attn.reshape(n_kv * group, hd),
+                    heads.reshape(n_q, hd),
+                )
+            )
+
+
+class _Plan:
+    """Where each segment of one forward pass is: its rows, positions, mask, buffers."""
+
+    def __init__(self, model: LlamaModel, segments: Sequence[Segment]) -> None:
+        self.segments = segments
+        self.spans: list[tuple[int, int, int]] = []  # (first row, rows, first position)
+        self.masks: list[F32 | None] = []
+        self.tokens: list[int] = []
+        self.want: list[int] = []  # the rows whose logits are wanted
+        positions: list[int] = []
+        for seg in segments:
+            t, start = len(seg.tokens), seg.cache.length
+            row = len(self.tokens)
+            self.spans.append((row, t, start))
+            self.tokens.extend(seg.tokens)
+            positions.extend(range(start, start + t))
+            self.masks.append(_causal_mask(start, t) if t > 1 else None)
+            if seg.logits:
+                self.want.append(row + t - 1)
+        if len(self.tokens) == 1:
+            # one row goes through BLAS's matrix-vector path, which is slower on
+            # column blocks than the small-matrix path two rows take: add a
+            # second row, a copy that no segment reads
+            self.tokens.append(self.tokens[0])
+            positions.append(positions[0])
+        self.rot = model._rot[positions][:, None, :]  # (rows, 1, rd/2)
+        shards = model.layers[0].shards if model.layers else []
+        self.buffers = [_Rows(model.config, shard, self.spans) for shard in shards]
+
+
+def _block_width(n: int) -> int:
+    """The widest column block of at most ``BLOCK`` columns that divides ``n``."""
+    for width in range(min(BLOCK, n), 15, -1):
+        if n % width == 0:
+            return width
+    return n  # no divisor from 16 up: one block
+
+
+def _blocked(w: F32) -> F32:
+    """An (in, out) matrix as contiguous column blocks: (out / b, in, b)."""
+    k, n = w.shape
+    b = _block_width(n)
+    return np.ascontiguousarray(w.reshape(k, n // b, b).transpose(1, 0, 2))
+
+
+def _blocked_out(out: F32, w: F32) -> F32:
+    """A view of the (rows, out) array ``out`` that ``np.matmul(x, w, out=...)`` fills."""
+    blocks, _, b = w.shape
+    view: F32 = out.reshape(out.shape[0], blocks, b).transpose(1, 0, 2)
+    return view
+
+
+def _matmul(x: F32, w: F32) -> F32:
+    """``x @ W`` for a blocked ``w`` (``_blocked``): a (rows, out) array."""
+    out = np.empty((x.shape[0], w.shape[0] * w.shape[2]), dtype=np.float32)
+    np.matmul(x, w, out=_blocked_out(out, w))
+    return out
+
+
+def _causal_mask(start: int, t: int) -> F32:
+    """Query i (position start+i) sees keys 0..start+i: (1, t, 1, end) against scores."""
+    end = start + t
+    cols = np.arange(end)
+    rows = np.arange(start, end)[:, None]
+    mask = np.where(cols > rows, np.float32(-np.inf), np.float32(0.0)).astype(np.float32)
+    return mask[None, :, None, :]
 
 
 class LlamaModel:
@@ -311,6 +475,10 @@ class LlamaModel:
             """Row blocks of (out, in) matrices, concatenated, laid out (in, out)."""
             return np.ascontiguousarray(np.concatenate(parts, axis=0).T)
 
+        def tb(*parts: F32) -> F32:
+            """``t`` in column blocks (``_blocked``)."""
+            return _blocked(np.concatenate(parts, axis=0).T)
+
         def layer(i: int) -> _Layer:
             p = f"blk.{i}."
             n_q, n_kv, ffn = config.n_heads * hd, config.n_kv_heads * hd, config.ffn_dim
@@ -331,10 +499,10 @@ class LlamaModel:
                 width, q_index, out_index = _grouping(q, kv, config.n_heads // config.n_kv_heads)
                 parts.append(
                     _Shard(
-                        wqkv=t(wq[qs], wk[kvs], wv[kvs]),
-                        wo=np.ascontiguousarray(wo[:, qs].T),
-                        wgu=t(wg[fs], wu[fs]),
-                        wdown=np.ascontiguousarray(wd[:, fs].T),
+                        wqkv=tb(wq[qs], wk[kvs], wv[kvs]),
+                        wo=tb(wo[:, qs]),
+                        wgu=tb(wg[fs], wu[fs]),
+                        wdown=tb(wd[:, fs]),
                         q_heads=len(q),
                         kv_heads=len(kv),
                         ffn=len(f),
@@ -350,14 +518,12 @@ class LlamaModel:
         # Dequantising and transposing release the GIL: two threads halve the load
         # time on an idle machine (and cost nothing on a busy one).
         with ThreadPoolExecutor(max_workers=_LOAD_THREADS) as pool:
-            head_future = pool.submit(lambda: t(weight(head_name, (vocab, d))))
+            head_future = pool.submit(lambda: weight(head_name, (vocab, d)))
             layers = list(pool.map(layer, range(config.n_layers)))
-            head = head_future.result()
-        head_parts = [head]
-        if len(plan) > 1:
-            cut = vocab // 2
-            head_parts = [np.ascontiguousarray(head[:, :cut]), np.ascontiguousarray(head[:, cut:])]
-            del head
+            head = head_future.result()  # (vocab, d)
+        cuts = [0, vocab // 2, vocab] if len(plan) > 1 else [0, vocab]
+        head_parts = [_blocked(head[a:b].T) for a, b in itertools.pairwise(cuts)]
+        del head
         embeddings = None
         if head_name == "output.weight":
             # untied: the embeddings are a different matrix; keep both, head layout
@@ -381,11 +547,7 @@ class LlamaModel:
                 f"n_ctx must be between 1 and the model's {self.config.context_length}: {n_ctx}"
             )
         shards = self.layers[0].shards if self.layers else []
-        cache = KVCache(self.config, n_ctx, tuple(s.kv_heads for s in shards))
-        cache.workspaces = [
-            _Workspace(self.config, shard, cache.k[s], cache.v[s]) for s, shard in enumerate(shards)
-        ]
-        return cache
+        return KVCache(self.config, n_ctx, tuple(s.kv_heads for s in shards))
 
     # -- the forward pass --------------------------------------------------------
 
@@ -407,25 +569,19 @@ class LlamaModel:
         ids = np.asarray(tokens, dtype=np.intp)
         if self._embeddings is not None:
             return np.ascontiguousarray(self._embeddings[:, ids].T)
-        if len(self.head_parts) == 1:
-            return np.ascontiguousarray(self.head_parts[0][:, ids].T)  # (t, d)
-        if len(tokens) == 1:
-            cut = self.head_parts[0].shape[1]
-            token = tokens[0]
-            index, column = (0, token) if token < cut else (1, token - cut)
-            # a copy: the residual is updated in place
-            row: F32 = self.head_parts[index][:, column][None, :].copy()
-            return row
+        # tied: the embedding of a token is its column of the (blocked) head
         x = np.empty((len(tokens), self.config.d_model), dtype=np.float32)
         offset = 0
         for part in self.head_parts:
-            width = part.shape[1]
+            width = part.shape[0] * part.shape[2]
             rows = np.flatnonzero((ids >= offset) & (ids < offset + width))
-            x[rows] = part[:, ids[rows] - offset].T
+            if rows.size:
+                cols = ids[rows] - offset
+                x[rows] = part[cols // part.shape[2], :, cols % part.shape[2]]
             offset += width
         return x
 
-    def forward(self, tokens: list[int], cache: KVCache) -> F32:
+    def forward(self, tokens: Sequence[int], cache: KVCache) -> F32:
         """Run ``tokens`` at the cache's next positions; the last position's logits.
 
         The prompt goes in chunks of ``PREFILL_CHUNK``; the caller checks room.
@@ -438,172 +594,175 @@ class LlamaModel:
             )
         logits: F32 | None = None
         for i in range(0, len(tokens), PREFILL_CHUNK):
-            logits = self._forward_chunk(tokens[i : i + PREFILL_CHUNK], cache)
+            last = i + PREFILL_CHUNK >= len(tokens)
+            segment = Segment(tokens[i : i + PREFILL_CHUNK], cache, logits=last)
+            (logits,) = self.forward_batch([segment], cache.worker)
         assert logits is not None
         return logits
 
-    def _forward_chunk(self, tokens: list[int], cache: KVCache) -> F32:
-        t = len(tokens)
-        start = cache.length
-        end = start + t
-        x = self._embed(tokens)
-        mask: F32 | None = None
-        if t > 1:
-            # query i (position start+i) sees keys 0..start+i
-            cols = np.arange(end)
-            rows = np.arange(start, end)[:, None]
-            mask = np.where(cols > rows, np.float32(-np.inf), np.float32(0.0)).astype(np.float32)
-            mask = mask[None, :, None, :]  # (1, t, 1, end) against (kv, t, group, end)
+    def forward_batch(
+        self, segments: Sequence[Segment], worker: DecodeWorker | None = None
+    ) -> list[F32 | None]:
+        """One forward pass over several conversations; each segment's logits (or None).
 
+        The rows of every segment go through each weight matrix together (the
+        weights are read once for all of them); attention is per segment, over
+        its own cache up to its own length. With ``worker`` (and a model in two
+        shards) the worker computes the second half of every layer meanwhile;
+        when it is busy this thread computes both, with the same result.
+        """
+        if not segments:
+            return []
+        seen: set[int] = set()
+        for seg in segments:
+            if not seg.tokens:
+                raise ValueError("forward() needs at least one token")
+            if seg.cache.length + len(seg.tokens) > seg.cache.n_ctx:
+                raise ValueError(
+                    f"{seg.cache.length + len(seg.tokens)} positions do not fit the context "
+                    f"of {seg.cache.n_ctx}"
+                )
+            if id(seg.cache) in seen:
+                raise ValueError("two segments of one forward pass share a cache")
+            seen.add(id(seg.cache))
+        plan = _Plan(self, segments)
+        x = self._embed(plan.tokens)
         both = None
-        if cache.worker is not None and self.shards > 1:
+        if worker is not None and self.shards > 1:
             x_worker = x.copy()
-            both = cache.worker.try_run(
-                lambda ex: self._shard_pass(1, x_worker, start, cache, mask, ex),
-                lambda ex: self._shard_pass(0, x, start, cache, mask, ex),
+            both = worker.try_run(
+                lambda ex: self._shard_pass(1, x_worker, plan, ex),
+                lambda ex: self._shard_pass(0, x, plan, ex),
             )
-        logits = self._serial(x, start, cache, mask) if both is None else np.concatenate(both)
-        cache.length = end
-        return logits
+        logits = self._serial(x, plan) if both is None else np.concatenate(both, axis=1)
+        out: list[F32 | None] = []
+        wanted = iter(logits)
+        for seg in segments:
+            seg.cache.length += len(seg.tokens)
+            out.append(next(wanted) if seg.logits else None)
+        return out
 
-    def _serial(self, x: F32, start: int, cache: KVCache, mask: F32 | None) -> F32:
+    def _serial(self, x: F32, plan: _Plan) -> F32:
         """Every shard in this thread, the partial sums added in shard order."""
         for li, layer in enumerate(self.layers):
             h = self._normed(x)
             parts = [
-                self._attention(s, shard, li, h, start, cache, mask)
+                self._attention(s, shard, li, h, plan, plan.buffers[s])
                 for s, shard in enumerate(layer.shards)
             ]
             for part in parts:
                 x += part
             h = self._normed(x)
-            parts = [
-                self._ffn(shard, h, cache.workspaces[s] if h.shape[0] == 1 else None)
-                for s, shard in enumerate(layer.shards)
-            ]
+            parts = [self._ffn(shard, h, plan.buffers[s]) for s, shard in enumerate(layer.shards)]
             for part in parts:
                 x += part
-        last = self._normed(x[-1:])
-        last *= self.out_norm
+        last = self._last(x, plan)
         if len(self.head_parts) == 1:
-            logits: F32 = (last @ self.head_parts[0])[0]
-            return logits
-        return np.concatenate([(last @ part)[0] for part in self.head_parts])
+            return _matmul(last, self.head_parts[0])
+        return np.concatenate([_matmul(last, part) for part in self.head_parts], axis=1)
 
-    def _shard_pass(
-        self, s: int, x: F32, start: int, cache: KVCache, mask: F32 | None, ex: Exchange
-    ) -> F32:
+    def _shard_pass(self, s: int, x: F32, plan: _Plan, ex: Exchange) -> F32:
         """Shard ``s`` of every layer, in step with the thread running the other shard.
 
         Both threads add the two partial sums in shard order to their own copy of
         the residual, so the copies stay equal to the bit (and equal to ``_serial``).
         """
-        ws = cache.workspaces[s] if x.shape[0] == 1 else None
+        rows = plan.buffers[s]
         for li, layer in enumerate(self.layers):
             shard = layer.shards[s]
-            own = self._attention(s, shard, li, self._normed(x), start, cache, mask)
+            own = self._attention(s, shard, li, self._normed(x), plan, rows)
             other = ex.swap(own)
             x += own if s == 0 else other
             x += other if s == 0 else own
-            own = self._ffn(shard, self._normed(x), ws)
+            own = self._ffn(shard, self._normed(x), rows)
             other = ex.swap(own)
             x += own if s == 0 else other
             x += other if s == 0 else own
-        last = self._normed(x[-1:])
+        return _matmul(self._last(x, plan), self.head_parts[s])
+
+    def _last(self, x: F32, plan: _Plan) -> F32:
+        """The normed rows whose logits are wanted, times the output norm."""
+        last = self._normed(x[plan.want])
         last *= self.out_norm
-        logits: F32 = (last @ self.head_parts[s])[0]
-        return logits
+        return last
 
-    def _attention(
+    def _attention(self, s: int, shard: _Shard, li: int, h: F32, plan: _Plan, rows: _Rows) -> F32:
+        """This shard's heads for every row: QKV, RoPE, the caches, attention; its partial sum."""
+        np.matmul(h, shard.wqkv, out=rows.qkv_out)
+        rows.rotate *= plan.rot
+        for i, seg in enumerate(plan.segments):
+            keys = seg.cache.k[s][li]  # (kv, n_ctx, hd)
+            values = seg.cache.v[s][li]
+            one = rows.one[i]
+            row, t, start = plan.spans[i]
+            if one is not None:
+                self._attend_one(shard, one, start, keys, values)
+            else:
+                mask = plan.masks[i]
+                assert mask is not None
+                self._attend(shard, rows, row, t, start, keys, values, mask)
+        return _matmul(rows.heads, shard.wo)
+
+    def _attend(
         self,
-        s: int,
         shard: _Shard,
-        li: int,
-        h: F32,
+        rows: _Rows,
+        row: int,
+        t: int,
         start: int,
-        cache: KVCache,
-        mask: F32 | None,
-    ) -> F32:
-        """This shard's heads: QKV, RoPE, the cache, attention; its partial output."""
-        t = h.shape[0]
-        if t == 1:
-            return self._attention_one(shard, li, h, start, cache.workspaces[s])
+        keys: F32,
+        values: F32,
+        mask: F32,
+    ) -> None:
+        """Attention of ``t`` rows of one conversation (a prompt chunk) into ``rows.heads``."""
         end = start + t
-        hd, rd = self.config.head_dim, self.config.rope_dim
+        hd = self.config.head_dim
         n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
-        qkv = h @ shard.wqkv
-        qk = qkv[:, : (n_q + n_kv) * hd].reshape(t, n_q + n_kv, hd)
-        rotated = qk[..., :rd].view(np.complex64)
-        rotated *= self._rot[start:end, None, :]
-        keys = cache.k[s][li]  # (kv, n_ctx, hd)
-        values = cache.v[s][li]
+        qk = rows.qk[row : row + t]
         keys[:, start:end] = qk[:, n_q:].transpose(1, 0, 2)
-        values[:, start:end] = qkv[:, (n_q + n_kv) * hd :].reshape(t, n_kv, hd).transpose(1, 0, 2)
-
+        new_values = rows.qkv[row : row + t, (n_q + n_kv) * hd :].reshape(t, n_kv, hd)
+        values[:, start:end] = new_values.transpose(1, 0, 2)
         q = qk[:, :n_q]
         if shard.q_index is not None:
             q = q[:, shard.q_index]
-        if t == 1:
-            qg = q.reshape(n_kv, group, hd)
-        else:
-            qg = q.reshape(t, n_kv, group, hd).transpose(1, 0, 2, 3).reshape(n_kv, t * group, hd)
+        qg = q.reshape(t, n_kv, group, hd).transpose(1, 0, 2, 3).reshape(n_kv, t * group, hd)
         scores = qg @ keys[:, :end].transpose(0, 2, 1)  # (kv, t*group, end)
-        if mask is not None:
-            scores = (scores.reshape(n_kv, t, group, end) + mask).reshape(n_kv, t * group, end)
+        scores = (scores.reshape(n_kv, t, group, end) + mask).reshape(n_kv, t * group, end)
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
         scores /= scores.sum(axis=-1, keepdims=True)
         attn = scores @ values[:, :end]  # (kv, t*group, hd)
-        if t == 1:
-            attn = attn.reshape(1, n_kv * group, hd)
-        else:
-            attn = attn.reshape(n_kv, t, group, hd).transpose(1, 0, 2, 3).reshape(t, -1, hd)
+        attn = attn.reshape(n_kv, t, group, hd).transpose(1, 0, 2, 3).reshape(t, -1, hd)
         if shard.out_index is not None:
             attn = attn[:, shard.out_index]
-        out: F32 = attn.reshape(t, n_q * hd) @ shard.wo
-        return out
-
-    def _attention_one(self, shard: _Shard, li: int, h: F32, pos: int, ws: _Workspace) -> F32:
-        """``_attention`` for one token, in the workspace's buffers."""
-        np.matmul(h, shard.wqkv, out=ws.qkv)
-        ws.rotate *= self._rot[pos]
-        keys = ws.keys[li]
-        values = ws.values[li]
-        keys[:, pos] = ws.k_new
-        values[:, pos] = ws.v_new
-        if shard.q_index is not None:
-            np.take(ws.q_heads, shard.q_index, axis=0, out=ws.q_flat)
-        end = pos + 1
-        scores = ws.q_rows @ keys[:, :end].transpose(0, 2, 1)  # (kv, group, end)
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        np.matmul(scores, values[:, :end], out=ws.attn)
-        ws.attn /= scores.sum(axis=-1, keepdims=True)
-        if shard.out_index is not None:
-            np.take(ws.attn_rows, shard.out_index, axis=0, out=ws.heads_rows)
-        out: F32 = ws.heads @ shard.wo
-        return out
+        rows.heads[row : row + t] = attn.reshape(t, n_q * hd)
 
     @staticmethod
-    def _ffn(shard: _Shard, h: F32, ws: _Workspace | None = None) -> F32:
-        """SwiGLU over this shard's units; its partial output."""
-        if ws is not None:  # one token, in the workspace's buffers
-            np.matmul(h, shard.wgu, out=ws.gu)
-            act = ws.act
-            np.negative(ws.gate, out=act)
-            np.exp(act, out=act)
-            act += 1.0
-            np.divide(ws.gate, act, out=act)
-            act *= ws.up
-            partial: F32 = act @ shard.wdown
-            return partial
-        gu = h @ shard.wgu
-        gate = gu[:, : shard.ffn]
+    def _attend_one(shard: _Shard, one: _OneRow, pos: int, keys: F32, values: F32) -> None:
+        """Attention of one token at ``pos``, in its row's views (into ``_Rows.heads``)."""
+        k_new, v_new, q_heads, q_rows, q_flat, attn, attn_rows, heads_rows = one
+        keys[:, pos] = k_new
+        values[:, pos] = v_new
+        if shard.q_index is not None:
+            np.take(q_heads, shard.q_index, axis=0, out=q_flat)
+        end = pos + 1
+        scores = q_rows @ keys[:, :end].transpose(0, 2, 1)  # (kv, group, end)
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        np.matmul(scores, values[:, :end], out=attn)
+        attn /= scores.sum(axis=-1, keepdims=True)
+        if shard.out_index is not None:
+            np.take(attn_rows, shard.out_index, axis=0, out=heads_rows)
+
+    @staticmethod
+    def _ffn(shard: _Shard, h: F32, rows: _Rows) -> F32:
+        """SwiGLU over this shard's units, in the pass's buffers; its partial output."""
+        np.matmul(h, shard.wgu, out=rows.gu_out)
+        act = rows.act
         # SiLU(gate) * up = gate / (1 + exp(-gate)) * up, in place, in float32
-        act = np.negative(gate)
+        np.negative(rows.gate, out=act)
         np.exp(act, out=act)
         act += 1.0
-        np.divide(gate, act, out=act)
-        act *= gu[:, shard.ffn :]
-        out: F32 = act @ shard.wdown
-        return out
+        np.divide(rows.gate, act, out=act)
+        act *= rows.up
+        return _matmul(act, shard.wdown)

