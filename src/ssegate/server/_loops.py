@@ -9,6 +9,7 @@ backends (trio), where correctness matters more than the last microsecond.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -27,25 +28,38 @@ logger = logging.getLogger("ssegate.server")
 class AsyncioSession(Session):
     """Tasks, timers and cancellation straight from asyncio."""
 
-    __slots__ = ("aside_task", "loop", "pump_active", "pump_cancelled", "task")
+    __slots__ = ("aside_task", "context", "loop", "pump_active", "pump_cancelled", "task")
 
     def init_loop(self, loop: asyncio.AbstractEventLoop) -> AsyncioSession:
         self.loop = loop
-        self.now = loop.time
         self.task: asyncio.Task[Any] | None = None
         self.aside_task: asyncio.Task[None] | None = None
         self.pump_active = False
         self.pump_cancelled = False
+        # One copy of the request's context for the watcher task and every
+        # timer, where each would otherwise copy its own (one object less per
+        # stream, none per keep-alive). Aside tasks copy their own: one may be
+        # started by a timer callback, which already runs in this context.
+        self.context = contextvars.copy_context()
         return self
 
+    def now(self) -> float:
+        return self.loop.time()
+
     def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
-        return self.loop.call_at(when, callback)
+        return self.loop.call_at(when, callback, context=self.context)
 
     def new_signal(self) -> Signal:
-        return asyncio.Event()
+        return _Done(self.loop.create_future())
 
     def spawn_aside(self) -> None:
-        self.aside_task = self.loop.create_task(self.aside())
+        self.aside_task = self.loop.create_task(self._aside())
+
+    async def _aside(self) -> None:
+        try:
+            await self.aside()
+        finally:
+            self.aside_task = None  # a finished task (and its coroutine) is not kept
 
     def cancel_pump(self) -> None:
         if self.pump_active and not self.pump_cancelled and self.task is not None:
@@ -79,7 +93,7 @@ class AsyncioSession(Session):
         self.task = task = asyncio.current_task()
         try:
             await self.open(status, headers)
-            watcher = self.loop.create_task(self.watch())
+            watcher = self.loop.create_task(self.watch(), context=self.context)
             ended = CloseReason.COMPLETED
             tail = b""
             self.pump_active = True
@@ -136,6 +150,32 @@ class AsyncioSession(Session):
         await self.call_on_close(reason)
 
 
+class _Done:
+    """A one-shot signal with one waiter at a time (the pump): a bare future,
+    where ``asyncio.Event`` allocates a waiter deque and a coroutine and a
+    future per wait. A cancelled wait cancels the future, so the next wait
+    gets a fresh one."""
+
+    __slots__ = ("future", "is_set")
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.is_set = False
+
+    def set(self) -> None:
+        self.is_set = True
+        if not self.future.done():
+            self.future.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        future = self.future
+        if future.cancelled():
+            self.future = future = future.get_loop().create_future()
+            if self.is_set:
+                future.set_result(None)
+        return future
+
+
 class _Timer:
     __slots__ = ("scope",)
 
@@ -153,9 +193,11 @@ class AnyioSession(Session):
 
     def init_loop(self) -> AnyioSession:
         self.pump_scope = anyio.CancelScope()
-        self.now = anyio.current_time
         self.tasks: anyio.abc.TaskGroup | None = None
         return self
+
+    def now(self) -> float:
+        return anyio.current_time()
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
         timer = _Timer()

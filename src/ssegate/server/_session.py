@@ -39,7 +39,7 @@ import logging
 import types
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
-from types import AsyncGeneratorType
+from types import AsyncGeneratorType, CoroutineType
 from typing import Any, Protocol
 
 from ssegate.protocol import encode_retry
@@ -64,7 +64,7 @@ class Cancellable(Protocol):
 class Signal(Protocol):
     def set(self) -> Any: ...
 
-    async def wait(self) -> Any: ...
+    def wait(self) -> Awaitable[Any]: ...
 
 
 class Cut(Exception):
@@ -86,7 +86,6 @@ class Session(ABC):
         "grace_timer",
         "hard_stopped",
         "hard_timer",
-        "now",
         "options",
         "pending",
         "producer",
@@ -133,7 +132,9 @@ class Session(ABC):
 
     # -- what each event loop provides -------------------------------------
 
-    now: Callable[[], float]  # the clock timers use (set by the subclass)
+    @abstractmethod
+    def now(self) -> float:
+        """The clock timers use."""
 
     @abstractmethod
     def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable: ...
@@ -250,42 +251,38 @@ class Session(ABC):
         no extra frame per resumption (this is the hot path of every stream).
         """
         producer = self.producer
-        anext = producer.__anext__
         # An async generator's asend object is its own iterator; others need __await__.
         native = type(producer) is AsyncGeneratorType
         send = self.send
-        clock = self.now
         untimed = self.options.send_timeout is None
-        batch: list[bytes] = []
-        size = 0
+        # A bytearray, not a list of parts: it is not tracked by the cyclic
+        # collector, and a stream keeps it for as long as it lives.
+        batch = bytearray()
         try:
             while True:
                 if self.stop:
                     raise Cut(self.cut or CloseReason.SHUTDOWN)
                 try:
-                    awaiting: Any = anext() if native else anext().__await__()
+                    awaiting: Any = anext(producer) if native else anext(producer).__await__()
                     yielded = awaiting.send(None)
                 except StopIteration as ready:
                     # Ready without waiting: more may be, so collect them.
                     data = encode_item(ready.value)
-                    batch.append(data)
-                    size += len(data)
-                    if size >= MAX_BATCH_SIZE:
-                        data = b"".join(batch)
+                    batch += data
+                    if len(batch) >= MAX_BATCH_SIZE:
+                        data = bytes(batch)
                         batch.clear()
-                        size = 0
-                        yield from self.send_body(data).__await__()
+                        yield from self.send_body(data)
                         # A producer that never waits would otherwise keep the
                         # event loop (and every other stream) until backpressure.
-                        yield from self.checkpoint().__await__()
+                        yield from self.checkpoint()
                     continue
                 except StopAsyncIteration:
                     break
                 # The producer waits: what was collected goes now, aside.
                 if batch:
-                    self.hand_over(b"".join(batch))
+                    self.hand_over(bytes(batch))
                     batch.clear()
-                    size = 0
                 try:
                     while True:  # wait for it, exactly as `await` would
                         try:
@@ -310,18 +307,24 @@ class Session(ABC):
                     self.pump_busy = True  # the common case of send_body, inlined
                     message = {"type": "http.response.body", "body": data, "more_body": True}
                     try:
-                        yield from send(message).__await__()
+                        sending: Any = send(message)
+                        # A coroutine is delegated to directly (this generator is
+                        # a coroutine for `yield from`); any other awaitable
+                        # through its __await__.
+                        if type(sending) is not CoroutineType:
+                            sending = sending.__await__()
+                        yield from sending
                     except OSError:
                         raise Cut(CloseReason.CLIENT_GONE) from None
                     finally:
                         self.pump_busy = False
-                    self.quiet_since = clock()
+                    self.quiet_since = self.now()
                 else:
-                    yield from self.send_body(data).__await__()
+                    yield from self.send_body(data)
         except BaseException:
-            self.unsent = b"".join(batch)
+            self.unsent = bytes(batch)
             raise
-        return b"".join(batch)
+        return bytes(batch)
 
     async def send_body(self, data: bytes) -> None:
         """The pump's own send, after any aside send (order is kept)."""
