@@ -293,7 +293,17 @@ class Session(ABC):
                         except BaseException as exc:  # cancellation included
                             yielded = awaiting.throw(exc)
                         else:
-                            yielded = awaiting.send(sent)
+                            try:
+                                yielded = awaiting.send(sent)
+                            except StopIteration as done:
+                                item = done.value
+                                break
+                            except BaseException:
+                                # On trio what was sent is an Outcome holding the
+                                # exception now raised, whose traceback holds this
+                                # frame: drop it, or the three form a cycle.
+                                sent = None
+                                raise
                 except StopIteration as done:
                     item = done.value
                 except StopAsyncIteration:
