@@ -47,7 +47,13 @@ from typing import Any
 # FastAPI endpoint behind CORS, GZip and a pure-ASGI timing middleware.
 RESPONSES = ("ssegate", "streaming", "sse-starlette")
 MOUNTS = ("route", "fastapi")
-KINDS = ("raw-asgi", "ssegate", *(f"{r}@{m}" for m in MOUNTS for r in RESPONSES))
+# "+frozen": the server calls ssegate.server.freeze_startup_objects() once started.
+KINDS = (
+    "raw-asgi",
+    "ssegate",
+    *(f"{r}@{m}" for m in MOUNTS for r in RESPONSES),
+    "ssegate@fastapi+frozen",
+)
 FILLER = "x" * 130  # with the counter and framing, ~150 bytes per event
 HERE = os.path.abspath(__file__)
 
@@ -137,7 +143,7 @@ class Timing:
 def build_app(kind: str) -> Any:
     from urllib.parse import parse_qs
 
-    response, _, mount = kind.partition("@")
+    response, _, mount = kind.removesuffix("+frozen").partition("@")
 
     if mount == "route":
         from starlette.applications import Starlette
@@ -268,6 +274,11 @@ def serve(kind: str, fd: int, stats_path: str) -> None:
         stats.reset()
 
     signal.signal(signal.SIGUSR1, dump)
+    if kind.endswith("+frozen"):
+        from ssegate.server import freeze_startup_objects
+
+        # sent by the parent once the server answers: start-up is over
+        signal.signal(signal.SIGUSR2, lambda signum, frame: freeze_startup_objects())
     uvicorn.run(
         build_app(kind),
         fd=fd,
@@ -284,7 +295,7 @@ def serve(kind: str, fd: int, stats_path: str) -> None:
 class Server:
     """One server process for one app kind."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, wait: bool = True) -> None:
         import psutil
 
         self.kind = kind
@@ -301,6 +312,11 @@ class Server:
         )
         sock.close()
         self.ps = psutil.Process(self.process.pid)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        kind = self.kind
         deadline = time.monotonic() + 30
         while True:  # ready when it answers a short stream
             try:
@@ -313,6 +329,9 @@ class Server:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError(f"{kind} server did not start")
             time.sleep(0.1)
+        if kind.endswith("+frozen"):
+            os.kill(self.process.pid, signal.SIGUSR2)
+            time.sleep(0.2)
 
     def cpu(self) -> float:
         times = self.ps.cpu_times()
@@ -519,11 +538,11 @@ def throughput(server: Server, clients: int, total_events: int) -> tuple[float, 
     return events / wall, cpu / events * 100_000
 
 
-def idle_memory(kind: str, streams: int) -> float:
-    """KiB of server RSS per idle stream."""
-    server = Server(kind)
+def idle_memory(kind: str, streams: int, shared: Server | None = None) -> float:
+    """KiB of server RSS per idle stream (on a fresh server unless one is shared)."""
+    server = shared or Server(kind)
     try:
-        time.sleep(0.5)
+        time.sleep(0.1 if shared else 0.5)
         base = server.rss()
         procs = max(1, streams // 2500)
         loads = [
@@ -533,19 +552,22 @@ def idle_memory(kind: str, streams: int) -> float:
         opened = sum(json.loads(p.stdout.readline())["open"] for p, _ in loads)  # type: ignore[union-attr]
         if opened != streams:
             raise RuntimeError(f"{kind}: only {opened} of {streams} idle streams opened")
-        time.sleep(1.0)  # let allocations settle
+        time.sleep(0.3 if shared else 1.0)  # let allocations settle
         grown = server.rss() - base
         for p, out in loads:
             p.communicate("")
             os.unlink(out)
         return grown / streams / 1024
     finally:
-        server.stop()
+        if shared is None:
+            server.stop()
 
 
-def llm_load(kind: str, streams: int, rate: float, seconds: float) -> dict[str, float]:
+def llm_load(
+    kind: str, streams: int, rate: float, seconds: float, shared: Server | None = None
+) -> dict[str, float]:
     """All clients connect at once; each stream then emits ``rate`` events/s on a schedule."""
-    server = Server(kind)
+    server = shared or Server(kind)
     try:
         n = int(rate * seconds)
         server.gc_stats()  # start counting now
@@ -567,7 +589,8 @@ def llm_load(kind: str, streams: int, rate: float, seconds: float) -> dict[str, 
         cpu = server.cpu() - cpu0
         gc_runs = server.gc_stats()
     finally:
-        server.stop()
+        if shared is None:
+            server.stop()
     late = sorted(x for r in results for x in r["lateness"])
     ttfb = sorted(x for r in results for x in r["ttfb"])
     events = len(late)
@@ -599,7 +622,7 @@ def ratio(a: float, b: float) -> str:
 
 def peer(kind: str, response: str) -> str:
     """The same mount with another response (``ssegate@route`` -> ``streaming@route``)."""
-    _, at, mount = kind.partition("@")
+    _, at, mount = kind.removesuffix("+frozen").partition("@")
     return f"{response}@{mount}" if at else kind
 
 
@@ -620,8 +643,8 @@ def main() -> None:
     args = parser.parse_args()
     raise_fd_limit()
     quick = args.quick
-    repeats = args.repeats or (2 if quick else 3)
-    parts = args.only or ["throughput", "memory", "llm"]
+    repeats = args.repeats or (1 if quick else 3)
+    parts = args.only or ["memory", "llm", "throughput"]
     kinds = KINDS if not args.kind else tuple(k for k in KINDS if k in args.kind or k == "raw-asgi")
     width = max(len(k) for k in kinds)
     print(
@@ -637,103 +660,118 @@ def main() -> None:
         other = peer(kind, response)
         return ratio(values[kind], values[other]) if other in values and other != kind else "-"
 
-    if "throughput" in parts:
-        levels = [
-            (1, 40_000 if quick else 150_000),
-            (100, 60_000 if quick else 200_000),
-            (1000, 60_000 if quick else 200_000),
-        ]
-        rates: dict[tuple[str, int], list[float]] = {}
-        cpus: dict[tuple[str, int], list[float]] = {}
-        servers = {kind: Server(kind) for kind in kinds}
-        try:
-            for _ in range(repeats):
-                for clients, total in levels:
-                    for kind in kinds:  # interleaved, so drift hits all alike
-                        r, c = throughput(servers[kind], clients, total)
-                        rates.setdefault((kind, clients), []).append(r)
-                        cpus.setdefault((kind, clients), []).append(c)
-        finally:
-            for s in servers.values():
-                s.stop()
-        print("\n## Burst throughput: ~150-byte events, clients reading as fast as they come")
-        print(
-            f"{'clients':>7} | {'server':<{width}} | {'events/s':>10} | {'CPU s/100k':>10} | "
-            f"{'vs sse-starlette':>16} | {'vs raw-asgi':>11}"
-        )
-        print("-" * (70 + width))
-        for clients, _ in levels:
-            med = {k: statistics.median(rates[(k, clients)]) for k in kinds}
+    # --quick: one server per kind for every part (fresh ones cost most of a
+    # short run); a full run starts a fresh server for each memory and LLM run.
+    shared: dict[str, Server] = {}
+    if quick:
+        for kind in kinds:
+            shared[kind] = Server(kind, wait=False)  # start together
+        for server in shared.values():
+            server.wait_ready()
+    try:
+        if "memory" in parts:
+            counts = [500] if quick else [1000, 10_000]
+            print("\n## Memory: server RSS growth per idle stream (KiB)")
+            print(
+                f"{'server':<{width}} | "
+                + " | ".join(f"{c:>6} streams" for c in counts)
+                + " | vs sse-starlette | vs raw-asgi"
+            )
+            print("-" * (40 + width + 17 * len(counts)))
+            kib: dict[int, dict[str, float]] = {}
+            for count in counts:
+                kib[count] = {
+                    k: statistics.median(
+                        idle_memory(k, count, shared.get(k))
+                        for _ in range(1 if count > 2000 else repeats)
+                    )
+                    for k in kinds
+                }
+            last = kib[counts[-1]]
             for kind in kinds:
-                cpu = statistics.median(cpus[(kind, clients)])
                 print(
-                    f"{clients:>7} | {kind:<{width}} | {med[kind]:>10,.0f} | {cpu:>10.2f} | "
-                    f"{versus(med, kind, 'sse-starlette'):>16} | "
-                    f"{ratio(med[kind], med['raw-asgi']):>11}"
+                    f"{kind:<{width}} | "
+                    + " | ".join(f"{kib[c][kind]:>14.1f}" for c in counts)
+                    + f" | {versus(last, kind, 'sse-starlette'):>16} | "
+                    f"{ratio(last[kind], last['raw-asgi']):>11}"
                 )
 
-    if "memory" in parts:
-        counts = [1000, 2000] if quick else [1000, 10_000]
-        print("\n## Memory: server RSS growth per idle stream (KiB)")
-        print(
-            f"{'server':<{width}} | "
-            + " | ".join(f"{c:>6} streams" for c in counts)
-            + " | vs sse-starlette | vs raw-asgi"
-        )
-        print("-" * (40 + width + 17 * len(counts)))
-        kib: dict[int, dict[str, float]] = {}
-        for count in counts:
-            kib[count] = {
-                k: statistics.median(
-                    idle_memory(k, count) for _ in range(1 if count > 2000 else repeats)
-                )
-                for k in kinds
-            }
-        last = kib[counts[-1]]
-        for kind in kinds:
+        if "llm" in parts:
+            streams, rate, seconds = (100, 20.0, 1.0) if quick else (1000, 20.0, 8.0)
             print(
-                f"{kind:<{width}} | "
-                + " | ".join(f"{kib[c][kind]:>14.1f}" for c in counts)
-                + f" | {versus(last, kind, 'sse-starlette'):>16} | "
-                f"{ratio(last[kind], last['raw-asgi']):>11}"
+                f"\n## LLM-like load: {streams} streams connecting at once, each {rate:.0f} "
+                f"events/s for {seconds:.0f} s"
             )
-
-    if "llm" in parts:
-        streams, rate, seconds = (300, 20.0, 4.0) if quick else (1000, 20.0, 8.0)
-        print(
-            f"\n## LLM-like load: {streams} streams connecting at once, each {rate:.0f} "
-            f"events/s for {seconds:.0f} s"
-        )
-        print(
-            "lateness = arrival - schedule; TTFB = connect to first byte; GC = the server's "
-            "generation 1 and 2 collections during the run"
-        )
-        print(
-            f"{'server':<{width}} | {'p50 ms':>6} | {'p99 ms':>6} | {'max ms':>6} | "
-            f"{'TTFB p99':>8} | {'deliv.':>6} | {'CPU s/100k':>10} | {'GC runs':>7} | "
-            f"{'GC max ms':>9} | {'p99/raw':>7} | {'p99/streaming':>13} | "
-            f"{'p99/sse-starlette':>17} | {'TTFB/raw':>8}"
-        )
-        print("-" * (150 + width))
-        runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
-        # lateness tails are the noisiest figure on a shared machine: more repeats
-        for _ in range(repeats if quick else max(repeats, 5)):
+            print(
+                "lateness = arrival - schedule; TTFB = connect to first byte; GC = the server's "
+                "generation 1 and 2 collections during the run"
+            )
+            print(
+                f"{'server':<{width}} | {'p50 ms':>6} | {'p99 ms':>6} | {'max ms':>6} | "
+                f"{'TTFB p99':>8} | {'deliv.':>6} | {'CPU s/100k':>10} | {'GC runs':>7} | "
+                f"{'GC max ms':>9} | {'p99/raw':>7} | {'p99/streaming':>13} | "
+                f"{'p99/sse-starlette':>17} | {'TTFB/raw':>8}"
+            )
+            print("-" * (150 + width))
+            runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+            # lateness tails are the noisiest figure on a shared machine: more repeats
+            for _ in range(repeats if quick else max(repeats, 5)):
+                for kind in kinds:
+                    runs[kind].append(llm_load(kind, streams, rate, seconds, shared.get(kind)))
+            medians = {k: median_fields(runs[k]) for k in kinds}
+            p99 = {k: m["p99_ms"] for k, m in medians.items()}
+            ttfb = {k: m["ttfb_p99_ms"] for k, m in medians.items()}
             for kind in kinds:
-                runs[kind].append(llm_load(kind, streams, rate, seconds))
-        medians = {k: median_fields(runs[k]) for k in kinds}
-        p99 = {k: m["p99_ms"] for k, m in medians.items()}
-        ttfb = {k: m["ttfb_p99_ms"] for k, m in medians.items()}
-        for kind in kinds:
-            m = medians[kind]
+                m = medians[kind]
+                print(
+                    f"{kind:<{width}} | {m['p50_ms']:>6.1f} | {m['p99_ms']:>6.1f} | "
+                    f"{m['max_ms']:>6.1f} | {m['ttfb_p99_ms']:>8.1f} | {m['delivered']:>6.1%} | "
+                    f"{m['cpu_100k']:>10.2f} | {m['gc_runs']:>7.0f} | {m['gc_max_ms']:>9.1f} | "
+                    f"{ratio(p99[kind], p99['raw-asgi']):>7} | "
+                    f"{versus(p99, kind, 'streaming'):>13} | "
+                    f"{versus(p99, kind, 'sse-starlette'):>17} | "
+                    f"{ratio(ttfb[kind], ttfb['raw-asgi']):>8}"
+                )
+        if "throughput" in parts:
+            levels = [
+                (1, 150_000),
+                (100, 200_000),
+                (1000, 200_000),
+            ]
+            if quick:  # the level of the targets only
+                levels = [(100, 10_000)]
+            rates: dict[tuple[str, int], list[float]] = {}
+            cpus: dict[tuple[str, int], list[float]] = {}
+            servers = shared or {kind: Server(kind) for kind in kinds}
+            try:
+                for _ in range(repeats):
+                    for clients, total in levels:
+                        for kind in kinds:  # interleaved, so drift hits all alike
+                            r, c = throughput(servers[kind], clients, total)
+                            rates.setdefault((kind, clients), []).append(r)
+                            cpus.setdefault((kind, clients), []).append(c)
+            finally:
+                if not shared:
+                    for server in servers.values():
+                        server.stop()
+            print("\n## Burst throughput: ~150-byte events, clients reading as fast as they come")
             print(
-                f"{kind:<{width}} | {m['p50_ms']:>6.1f} | {m['p99_ms']:>6.1f} | "
-                f"{m['max_ms']:>6.1f} | {m['ttfb_p99_ms']:>8.1f} | {m['delivered']:>6.1%} | "
-                f"{m['cpu_100k']:>10.2f} | {m['gc_runs']:>7.0f} | {m['gc_max_ms']:>9.1f} | "
-                f"{ratio(p99[kind], p99['raw-asgi']):>7} | "
-                f"{versus(p99, kind, 'streaming'):>13} | "
-                f"{versus(p99, kind, 'sse-starlette'):>17} | "
-                f"{ratio(ttfb[kind], ttfb['raw-asgi']):>8}"
+                f"{'clients':>7} | {'server':<{width}} | {'events/s':>10} | {'CPU s/100k':>10} | "
+                f"{'vs sse-starlette':>16} | {'vs raw-asgi':>11}"
             )
+            print("-" * (70 + width))
+            for clients, _ in levels:
+                med = {k: statistics.median(rates[(k, clients)]) for k in kinds}
+                for kind in kinds:
+                    cpu = statistics.median(cpus[(kind, clients)])
+                    print(
+                        f"{clients:>7} | {kind:<{width}} | {med[kind]:>10,.0f} | {cpu:>10.2f} | "
+                        f"{versus(med, kind, 'sse-starlette'):>16} | "
+                        f"{ratio(med[kind], med['raw-asgi']):>11}"
+                    )
+    finally:
+        for server in shared.values():
+            server.stop()
 
 
 if __name__ == "__main__":

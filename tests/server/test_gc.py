@@ -32,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ssegate.server import EventSourceResponse, Shutdown
+from ssegate.server import EventSourceResponse, Shutdown, freeze_startup_objects
 
 pytestmark = pytest.mark.anyio
 
@@ -357,3 +357,19 @@ async def test_tracked_objects_per_live_stream() -> None:
     ours, kinds = await tracked_per_stream(ssegate, 200)
     assert ours - base <= 18, (base, ours, kinds.most_common())
     assert kinds["AsyncioSession"] == kinds["EventSourceResponse"] == 200
+
+
+def test_freeze_startup_objects() -> None:
+    """Everything alive is frozen (no collection walks it); later objects are not."""
+    gc.collect()
+    assert gc.get_freeze_count() == 0
+    try:
+        frozen = freeze_startup_objects()
+        assert frozen == gc.get_freeze_count() > 1000
+        assert gc.get_count()[0] == 0
+        later = [[] for _ in range(10)]
+        assert all(gc.is_tracked(obj) for obj in later)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
