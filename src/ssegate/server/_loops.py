@@ -18,7 +18,7 @@ import anyio
 import anyio.lowlevel
 
 from ._options import CLOSE_TIMEOUT_S, CloseReason
-from ._session import Cancellable, Cut, Message, Session, Signal
+from ._session import After, Cancellable, Cut, Message, Session, Signal
 
 __all__ = ["AnyioSession", "AsyncioSession"]
 
@@ -85,7 +85,9 @@ class AsyncioSession(Session):
     async def checkpoint(self) -> None:
         await asyncio.sleep(0)
 
-    async def run(self, status: int, headers: list[tuple[bytes, bytes]]) -> CloseReason:
+    async def run(
+        self, status: int, headers: list[tuple[bytes, bytes]], after: After | None = None
+    ) -> CloseReason:
         # One coroutine from the response down to the pump: every resumption of
         # the producer passes through each frame of this chain.
         reason = CloseReason.CANCELLED
@@ -131,6 +133,8 @@ class AsyncioSession(Session):
             if self.aside_task is not None:
                 self.aside_task.cancel()
             await self.close(reason)
+        if after is not None:
+            await after.finished(reason)
         return reason
 
     async def close_producer(self) -> None:
@@ -237,7 +241,9 @@ class AnyioSession(Session):
     async def checkpoint(self) -> None:
         await anyio.lowlevel.checkpoint()
 
-    async def run(self, status: int, headers: list[tuple[bytes, bytes]]) -> CloseReason:
+    async def run(
+        self, status: int, headers: list[tuple[bytes, bytes]], after: After | None = None
+    ) -> CloseReason:
         reason = CloseReason.CANCELLED
         try:
             # Timers are tasks here, so the task group must exist before they start.
@@ -268,6 +274,8 @@ class AnyioSession(Session):
                 reason = CloseReason.SHUTDOWN  # cut off after the grace period
         finally:
             await self.close(reason)
+        if after is not None:
+            await after.finished(reason)
         return reason
 
     async def close_producer(self) -> None:

@@ -48,7 +48,7 @@ from ._items import encode_item
 from ._options import MAX_BATCH_SIZE, PING, SHUTDOWN_SEND_S, CloseReason, StreamOptions
 from ._shutdown import Shutdown
 
-__all__ = ["Cut", "Receive", "Send", "Session"]
+__all__ = ["After", "Cut", "Receive", "Send", "Session"]
 
 logger = logging.getLogger("ssegate.server")
 
@@ -65,6 +65,14 @@ class Signal(Protocol):
     def set(self) -> Any: ...
 
     def wait(self) -> Awaitable[Any]: ...
+
+
+class After(Protocol):
+    """Told how the stream ended, once it has (the response, for its
+    ``close_reason`` and background task: called from ``run`` itself, so a
+    stream has no frame of the response's own while it runs)."""
+
+    async def finished(self, reason: CloseReason) -> None: ...
 
 
 class Cut(Exception):
@@ -161,8 +169,11 @@ class Session(ABC):
     async def checkpoint(self) -> None: ...
 
     @abstractmethod
-    async def run(self, status: int, headers: list[tuple[bytes, bytes]]) -> CloseReason:
-        """Serve the stream: ``open``, watcher, pump, ``complete``; always ``close``."""
+    async def run(
+        self, status: int, headers: list[tuple[bytes, bytes]], after: After | None = None
+    ) -> CloseReason:
+        """Serve the stream: ``open``, watcher, pump, ``complete``; always ``close``;
+        then, unless cancelled, ``after.finished(reason)``."""
 
     @abstractmethod
     async def close_producer(self) -> None: ...
