@@ -1,27 +1,44 @@
-"""Server throughput, memory and lateness: ssegate vs sse-starlette vs raw ASGI.
+"""Server throughput, memory and lateness, as users deploy it: ssegate vs
+Starlette's StreamingResponse vs sse-starlette vs raw ASGI.
 
-    .venv/bin/python benchmarks/server.py            # the full run (a few minutes)
-    .venv/bin/python benchmarks/server.py --quick    # a short run, smaller counts
+    .venv/bin/python benchmarks/server.py            # the full run (~20 minutes)
+    .venv/bin/python benchmarks/server.py --quick    # a smoke run, under a minute
+    .venv/bin/python benchmarks/server.py --only llm --kind ssegate@route  # one part, some rows
 
 Every server runs under uvicorn (httptools + uvloop, one worker) in its own
 process on 127.0.0.1; the load generator runs in separate processes (asyncio +
-uvloop protocols, no HTTP library) so it is not what is measured. Three apps
-serve the same async generator of ~150-byte events:
+uvloop protocols, no HTTP library) so it is not what is measured. Every server
+streams the same async generator of ~150-byte events. The rows:
 
-* ``ssegate``: ``ssegate.server.EventSourceResponse``;
-* ``sse-starlette``: ``sse_starlette.EventSourceResponse``;
-* ``raw-asgi``: a hand-written ASGI app, one ``send`` per event.
+* ``raw-asgi``: a hand-written ASGI app, one ``send`` per event (the baseline);
+* ``ssegate``: ``ssegate.server.EventSourceResponse`` called as a bare ASGI app;
+* ``RESPONSE@route``: the response returned from a Starlette ``Route``;
+* ``RESPONSE@fastapi``: returned from a FastAPI endpoint (query parameters
+  validated) behind ``CORSMiddleware``, ``GZipMiddleware`` and a pure-ASGI
+  timing middleware, as a service deploys it;
+* RESPONSE is ``ssegate``, ``streaming`` (Starlette's ``StreamingResponse``
+  with hand-written SSE framing, what users write without a library) or
+  ``sse-starlette`` (``sse_starlette.EventSourceResponse``);
+* ``ssegate@fastapi+frozen``: the same, the server having called
+  ``ssegate.server.freeze_startup_objects()`` once started.
 
 Measured, all in one run, medians of several repeats, with ratios:
 
-1. throughput: 1, 100 and 1 000 concurrent clients reading as fast as events
-   come; events/s and server CPU seconds per 100 k events;
-2. memory: RSS growth of one server process holding 1 000 and 10 000 idle
+1. memory: RSS growth of one server process holding 1 000 and 10 000 idle
    streams (KiB per stream);
-3. LLM-like load: 1 000 streams each emitting 20 events/s on a schedule; how late
-   events arrive against it (p50/p99) and whether the server keeps up.
+2. LLM-like load: 1 000 clients connect at once, each stream then emits 20
+   events/s on a schedule; how late events arrive against it (p50/p99/max),
+   the time to first byte (p99, from connect to the first byte of the
+   response), server CPU per 100 k events, and the server's own collector runs
+   of generations 1 and 2 and the longest one (``gc.callbacks``): the loop
+   stops for as long as a collection takes;
+3. burst throughput: 1, 100 and 1 000 concurrent clients reading as fast as
+   events come; events/s and server CPU seconds per 100 k events.
 
-The machine is shared and noisy: compare the ratios, not the absolute numbers.
+The machine is shared and noisy: compare the ratios, not the absolute numbers,
+and the lateness tails of several runs. ``--quick`` uses one server per row for
+every part, one repeat and small counts: it checks the harness, its numbers
+are not worth comparing.
 """
 
 from __future__ import annotations

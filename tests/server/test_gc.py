@@ -16,6 +16,7 @@ collection longer, and there is one set per open connection.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
@@ -33,6 +34,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from ssegate.server import EventSourceResponse, Shutdown, freeze_startup_objects
+from ssegate.server._loops import _Done
 
 pytestmark = pytest.mark.anyio
 
@@ -374,3 +376,27 @@ def test_freeze_startup_objects() -> None:
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_aside_signal_after_a_cancelled_wait() -> None:
+    """The asyncio aside signal is a bare future, which a cancelled wait
+    cancels: a later wait gets a fresh one, set or not as the signal is."""
+    loop = asyncio.get_running_loop()
+    done = _Done(loop.create_future())
+    waiting = loop.create_task(_wait(done))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    again = loop.create_task(_wait(done))
+    await asyncio.sleep(0)
+    assert not again.done()  # not set yet: the fresh future waits
+    done.set()
+    assert await again == "done"
+    assert await _wait(done) == "done"  # once set, every wait ends at once
+
+
+async def _wait(done: _Done) -> str:
+    await done.wait()
+    return "done"
