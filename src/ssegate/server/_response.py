@@ -84,6 +84,9 @@ SSE_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
 }
+_RAW_SSE_HEADERS = tuple(
+    (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in SSE_HEADERS.items()
+)
 
 
 class EventSourceResponse(Response):
@@ -158,12 +161,14 @@ class EventSourceResponse(Response):
             )
         self.status_code = status_code
         self.background = background
-        self.init_headers(headers)
-        present = {name for name, _ in self.raw_headers}
-        for name, value in SSE_HEADERS.items():
-            key = name.lower().encode("latin-1")
-            if key not in present:
-                self.raw_headers.append((key, value.encode("latin-1")))
+        if headers is None and type(self) is EventSourceResponse:
+            # What the general path below makes, without making it again for
+            # every stream: the pairs are shared, the list is the response's own.
+            self.raw_headers = list(_RAW_SSE_HEADERS)
+        else:
+            self.init_headers(headers)
+            present = {name for name, _ in self.raw_headers}
+            self.raw_headers += [pair for pair in _RAW_SSE_HEADERS if pair[0] not in present]
         self.close_reason: CloseReason | None = None
 
     def __call__(
