@@ -657,6 +657,9 @@ def main() -> None:
     parser.add_argument(
         "--kind", choices=KINDS, action="append", help="run these servers only (and raw-asgi)"
     )
+    parser.add_argument(
+        "--streams", type=int, default=None, help="streams of the LLM-like load (default 1000)"
+    )
     args = parser.parse_args()
     raise_fd_limit()
     quick = args.quick
@@ -715,6 +718,7 @@ def main() -> None:
 
         if "llm" in parts:
             streams, rate, seconds = (100, 20.0, 1.0) if quick else (1000, 20.0, 8.0)
+            streams = args.streams or streams
             print(
                 f"\n## LLM-like load: {streams} streams connecting at once, each {rate:.0f} "
                 f"events/s for {seconds:.0f} s"

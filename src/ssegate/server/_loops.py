@@ -28,12 +28,11 @@ logger = logging.getLogger("ssegate.server")
 class AsyncioSession(Session):
     """Tasks, timers and cancellation straight from asyncio."""
 
-    __slots__ = ("aside_task", "context", "loop", "pump_active", "pump_cancelled", "task")
+    __slots__ = ("context", "loop", "pump_active", "pump_cancelled", "task")
 
     def init_loop(self, loop: asyncio.AbstractEventLoop) -> AsyncioSession:
         self.loop = loop
         self.task: asyncio.Task[Any] | None = None
-        self.aside_task: asyncio.Task[None] | None = None
         self.pump_active = False
         self.pump_cancelled = False
         # One copy of the request's context for the watcher task and every
@@ -53,13 +52,9 @@ class AsyncioSession(Session):
         return _Done(self.loop.create_future())
 
     def spawn_aside(self) -> None:
-        self.aside_task = self.loop.create_task(self._aside())
-
-    async def _aside(self) -> None:
-        try:
-            await self.aside()
-        finally:
-            self.aside_task = None  # a finished task (and its coroutine) is not kept
+        task = self.loop.create_task(self.aside())
+        if not task.done():  # an eager task factory may have run it to the end
+            self.aside_task = task
 
     def cancel_pump(self) -> None:
         if self.pump_active and not self.pump_cancelled and self.task is not None:

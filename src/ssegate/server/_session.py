@@ -88,6 +88,7 @@ class Session(ABC):
 
     __slots__ = (
         "aside_done",
+        "aside_task",
         "closed",
         "cut",
         "finished",
@@ -124,6 +125,7 @@ class Session(ABC):
         self.shutdown = shutdown
         self.pending: bytes | None = None  # handed over, for an aside task to send
         self.aside_done: Signal | None = None  # set when the running aside task ends
+        self.aside_task: Cancellable | None = None  # the running one, where tasks are objects
         self.unsent = b""  # what the pump had collected when it was interrupted
         self.pump_busy = False
         self.cut: CloseReason | None = None  # client gone / send timeout
@@ -413,6 +415,7 @@ class Session(ABC):
                     return
                 self.quiet_since = self.now()
         finally:
+            self.aside_task = None  # a finished task (and its coroutine) is not kept
             done = self.aside_done
             self.aside_done = None
             if done is not None:
