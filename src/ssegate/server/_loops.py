@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from types import CoroutineType
 from typing import Any
 
 import anyio
@@ -52,9 +53,38 @@ class AsyncioSession(Session):
         return _Done(self.loop.create_future())
 
     def spawn_aside(self) -> None:
-        task = self.loop.create_task(self.aside())
+        self.start_aside(self.aside())
+
+    def start_aside(self, aside: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(aside)
         if not task.done():  # an eager task factory may have run it to the end
             self.aside_task = task
+
+    def send_now(self, data: bytes) -> bool:
+        # The first step of the send runs here, in the request task, like any
+        # `await send()` that does not wait: uvicorn's send and pure-ASGI
+        # middleware finish in it unless the socket is full. Only if it must
+        # wait does an aside task carry on with it (a plain asyncio wait can be
+        # finished by any task), so the producer's half-run step never waits
+        # behind our send in this task.
+        message = {"type": "http.response.body", "body": data, "more_body": True}
+        try:
+            sending: Any = self.send(message)
+            step = sending if type(sending) is CoroutineType else sending.__await__()
+            yielded = step.send(None)
+        except StopIteration:
+            self.quiet_since = self.loop.time()
+            return True
+        except OSError:
+            self.gone(CloseReason.CLIENT_GONE)  # cancels the pump at its next wait
+            return True
+        except Exception:
+            logger.exception("event stream send failed; closing the stream")
+            self.gone(CloseReason.CLIENT_GONE)
+            return True
+        self.aside_done = self.new_signal()
+        self.start_aside(self.aside(step, yielded))
+        return True
 
     def cancel_pump(self) -> None:
         if self.pump_active and not self.pump_cancelled and self.task is not None:

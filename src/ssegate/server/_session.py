@@ -83,6 +83,25 @@ class Cut(Exception):
         self.reason = reason
 
 
+@types.coroutine
+def _carry_on(step: Any, yielded: Any) -> Generator[Any, Any, Any]:
+    """Finish a half-run awaitable in the current task: pass what it yields up
+    and what comes back down, as ``await`` would."""
+    try:
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as exc:
+                yielded = step.throw(exc)
+            else:
+                yielded = step.send(sent)
+    except StopIteration as done:
+        return done.value
+
+
 class Session(ABC):
     """The state and decisions of one stream (see the module docstring)."""
 
@@ -154,6 +173,13 @@ class Session(ABC):
 
     @abstractmethod
     def spawn_aside(self) -> None: ...
+
+    def send_now(self, data: bytes) -> bool:
+        """From inside the pump, while it holds a half-run step of the producer:
+        send ``data`` if that needs no waiting, and say whether it was taken
+        care of. Where the event loop allows it (asyncio), this spares the
+        aside task (and the objects it allocates) in the common case."""
+        return False
 
     @abstractmethod
     def cancel_pump(self) -> None:
@@ -294,8 +320,10 @@ class Session(ABC):
                     break
                 # The producer waits: what was collected goes now, aside.
                 if batch:
-                    self.hand_over(bytes(batch))
+                    data = bytes(batch)
                     batch.clear()
+                    if not (untimed and self.aside_done is None and self.send_now(data)):
+                        self.hand_over(data)
                 try:
                     while True:  # wait for it, exactly as `await` would
                         try:
@@ -396,8 +424,21 @@ class Session(ABC):
             self.aside_done = self.new_signal()
             self.spawn_aside()
 
-    async def aside(self) -> None:
+    async def aside(self, started: Any = None, yielded: Any = None) -> None:
+        """Send what was handed over; first, finish ``started``, a send that
+        ``send_now`` began, which yielded ``yielded``."""
         try:
+            if started is not None:
+                try:
+                    await _carry_on(started, yielded)
+                except OSError:
+                    self.gone(CloseReason.CLIENT_GONE)
+                    return
+                except Exception:
+                    logger.exception("event stream send failed; closing the stream")
+                    self.gone(CloseReason.CLIENT_GONE)
+                    return
+                self.quiet_since = self.now()
             while (data := self.pending) is not None:
                 self.pending = None
                 message = {"type": "http.response.body", "body": data, "more_body": True}
