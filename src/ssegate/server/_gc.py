@@ -16,8 +16,10 @@ generation (``gc.freeze()``), which no collection walks again: each later full
 collection walks only what arrived since.
 
 Measured in ``benchmarks/server.py`` (``ssegate@fastapi+frozen`` against
-``ssegate@fastapi``): see the module docstring there and the issue-10 notes
-in ``_response.py``.
+``ssegate@fastapi``, 300 streams connecting at once, medians of 5 runs on a
+shared 2-core machine): the longest collection during a run was 9.5 ms
+frozen, where unfrozen runs that had a full collection stalled 63-158 ms. The
+benchmark's FastAPI app freezes ~55 000 objects, its Starlette one ~28 000.
 """
 
 from __future__ import annotations
