@@ -1,36 +1,55 @@
-"""Server throughput, memory and lateness: ssegate vs sse-starlette vs raw ASGI.
+"""Server throughput, memory and lateness, as users deploy it: ssegate vs
+Starlette's StreamingResponse vs sse-starlette vs raw ASGI.
 
-    .venv/bin/python benchmarks/server.py            # the full run (a few minutes)
-    .venv/bin/python benchmarks/server.py --quick    # a short run, smaller counts
+    .venv/bin/python benchmarks/server.py            # the full run (~20 minutes)
+    .venv/bin/python benchmarks/server.py --quick    # a smoke run, under a minute
+    .venv/bin/python benchmarks/server.py --only llm --kind ssegate@route  # one part, some rows
 
 Every server runs under uvicorn (httptools + uvloop, one worker) in its own
 process on 127.0.0.1; the load generator runs in separate processes (asyncio +
-uvloop protocols, no HTTP library) so it is not what is measured. Three apps
-serve the same async generator of ~150-byte events:
+uvloop protocols, no HTTP library) so it is not what is measured. Every server
+streams the same async generator of ~150-byte events. The rows:
 
-* ``ssegate``: ``ssegate.server.EventSourceResponse``;
-* ``sse-starlette``: ``sse_starlette.EventSourceResponse``;
-* ``raw-asgi``: a hand-written ASGI app, one ``send`` per event.
+* ``raw-asgi``: a hand-written ASGI app, one ``send`` per event (the baseline);
+* ``ssegate``: ``ssegate.server.EventSourceResponse`` called as a bare ASGI app;
+* ``RESPONSE@route``: the response returned from a Starlette ``Route``;
+* ``RESPONSE@fastapi``: returned from a FastAPI endpoint (query parameters
+  validated) behind ``CORSMiddleware``, ``GZipMiddleware`` and a pure-ASGI
+  timing middleware, as a service deploys it;
+* RESPONSE is ``ssegate``, ``streaming`` (Starlette's ``StreamingResponse``
+  with hand-written SSE framing, what users write without a library) or
+  ``sse-starlette`` (``sse_starlette.EventSourceResponse``);
+* ``ssegate@fastapi+frozen``: the same, the server having called
+  ``ssegate.server.freeze_startup_objects()`` once started.
 
 Measured, all in one run, medians of several repeats, with ratios:
 
-1. throughput: 1, 100 and 1 000 concurrent clients reading as fast as events
-   come; events/s and server CPU seconds per 100 k events;
-2. memory: RSS growth of one server process holding 1 000 and 10 000 idle
+1. memory: RSS growth of one server process holding 1 000 and 10 000 idle
    streams (KiB per stream);
-3. LLM-like load: 1 000 streams each emitting 20 events/s on a schedule; how late
-   events arrive against it (p50/p99) and whether the server keeps up.
+2. LLM-like load: 1 000 clients connect at once, each stream then emits 20
+   events/s on a schedule; how late events arrive against it (p50/p99/max),
+   the time to first byte (p99, from connect to the first byte of the
+   response), server CPU per 100 k events, and the server's own collector runs
+   of generations 1 and 2 and the longest one (``gc.callbacks``): the loop
+   stops for as long as a collection takes;
+3. burst throughput: 1, 100 and 1 000 concurrent clients reading as fast as
+   events come; events/s and server CPU seconds per 100 k events.
 
-The machine is shared and noisy: compare the ratios, not the absolute numbers.
+The machine is shared and noisy: compare the ratios, not the absolute numbers,
+and the lateness tails of several runs. ``--quick`` uses one server per row for
+every part, one repeat and small counts: it checks the harness, its numbers
+are not worth comparing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -39,7 +58,19 @@ import tempfile
 import time
 from typing import Any
 
-KINDS = ("ssegate", "sse-starlette", "raw-asgi")
+# Each row is a server as users deploy it: "raw-asgi" is the hand-written
+# baseline; "ssegate" is EventSourceResponse called as a bare ASGI app; the rest
+# are RESPONSE@MOUNT: the response returned from a Starlette ``Route`` or from a
+# FastAPI endpoint behind CORS, GZip and a pure-ASGI timing middleware.
+RESPONSES = ("ssegate", "streaming", "sse-starlette")
+MOUNTS = ("route", "fastapi")
+# "+frozen": the server calls ssegate.server.freeze_startup_objects() once started.
+KINDS = (
+    "raw-asgi",
+    "ssegate",
+    *(f"{r}@{m}" for m in MOUNTS for r in RESPONSES),
+    "ssegate@fastapi+frozen",
+)
 FILLER = "x" * 130  # with the counter and framing, ~150 bytes per event
 HERE = os.path.abspath(__file__)
 
@@ -54,36 +85,116 @@ def raise_fd_limit() -> None:
 # --------------------------------------------------------------------------
 
 
+async def fast(n: int) -> Any:
+    for i in range(n):
+        yield f"{i:010d} {FILLER}"
+
+
+async def idle() -> Any:
+    import anyio
+
+    await anyio.sleep_forever()
+    yield "never"
+
+
+async def llm(n: int, rate: float) -> Any:
+    import anyio
+
+    start = time.monotonic()
+    for k in range(n):
+        due = start + k / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await anyio.sleep(delay)
+        yield f"{due:.6f} {FILLER}"
+
+
+def producer(path: str, query: Any) -> Any:
+    if path == "/fast":
+        return fast(int(query["n"]))
+    if path == "/llm":
+        return llm(int(query["n"]), float(query["rate"]))
+    return idle()
+
+
+def make_response(response: str, content: Any) -> Any:
+    """The response object of one kind (for a route or an endpoint)."""
+    if response == "ssegate":
+        from ssegate.server import EventSourceResponse
+
+        return EventSourceResponse(content)
+    if response == "sse-starlette":
+        from sse_starlette import EventSourceResponse as SSR
+
+        return SSR(content, ping=15)
+    from starlette.responses import StreamingResponse
+
+    async def framed() -> Any:  # what users write: SSE framing by hand
+        async for data in content:
+            yield f"data: {data}\n\n"
+
+    return StreamingResponse(
+        framed(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+class Timing:
+    """A pure-ASGI timing middleware, as a service has for its metrics."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.count = 0
+        self.seconds = 0.0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.count += 1
+            self.seconds += time.perf_counter() - start
+
+
 def build_app(kind: str) -> Any:
     from urllib.parse import parse_qs
 
-    import anyio
+    response, _, mount = kind.removesuffix("+frozen").partition("@")
 
-    async def fast(n: int) -> Any:
-        for i in range(n):
-            yield f"{i:010d} {FILLER}"
+    if mount == "route":
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.routing import Route
 
-    async def idle() -> Any:
-        await anyio.sleep_forever()
-        yield "never"
+        async def endpoint(request: Request) -> Any:
+            return make_response(response, producer(request.url.path, request.query_params))
 
-    async def llm(n: int, rate: float) -> Any:
-        start = time.monotonic()
-        for k in range(n):
-            due = start + k / rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                await anyio.sleep(delay)
-            yield f"{due:.6f} {FILLER}"
+        return Starlette(routes=[Route(path, endpoint) for path in ("/fast", "/idle", "/llm")])
 
-    def producer(scope: Any) -> Any:
-        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
-        path = scope["path"]
-        if path == "/fast":
-            return fast(int(query["n"]))
-        if path == "/llm":
-            return llm(int(query["n"]), float(query["rate"]))
-        return idle()
+    if mount == "fastapi":
+        from fastapi import FastAPI
+        from fastapi.middleware.cors import CORSMiddleware
+        from fastapi.middleware.gzip import GZipMiddleware
+
+        api = FastAPI()
+        api.add_middleware(GZipMiddleware, minimum_size=500)
+        api.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"])
+        api.add_middleware(Timing)
+
+        @api.get("/fast")
+        async def fast_endpoint(n: int) -> Any:
+            return make_response(response, fast(n))
+
+        @api.get("/idle")
+        async def idle_endpoint() -> Any:
+            return make_response(response, idle())
+
+        @api.get("/llm")
+        async def llm_endpoint(n: int, rate: float) -> Any:
+            return make_response(response, llm(n, rate))
+
+        return api
 
     async def lifespan(receive: Any, send: Any) -> None:
         while True:
@@ -94,48 +205,97 @@ def build_app(kind: str) -> Any:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def bare_producer(scope: Any) -> Any:
+        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        return producer(scope["path"], query)
+
     if kind == "ssegate":
         from ssegate.server import EventSourceResponse
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] == "lifespan":
                 return await lifespan(receive, send)
-            await EventSourceResponse(producer(scope))(scope, receive, send)
+            await EventSourceResponse(bare_producer(scope))(scope, receive, send)
 
-    elif kind == "sse-starlette":
-        from sse_starlette import EventSourceResponse as SSR
+        return app
 
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "lifespan":
-                return await lifespan(receive, send)
-            await SSR(producer(scope), ping=15)(scope, receive, send)
+    headers = [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+    ]
 
-    else:
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-        ]
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await lifespan(receive, send)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if scope["path"] == "/idle":
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            return
+        async for data in bare_producer(scope):
+            body = b"data: " + data.encode() + b"\n\n"
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "lifespan":
-                return await lifespan(receive, send)
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            if scope["path"] == "/idle":
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                return
-            async for data in producer(scope):
-                body = b"data: " + data.encode() + b"\n\n"
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    return app
+    return raw
 
 
-def serve(kind: str, fd: int) -> None:
+class GCStats:
+    """Counts and times the cyclic collector's runs per generation (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.runs = [0, 0, 0]
+        self.total = [0.0, 0.0, 0.0]
+        self.longest = [0.0, 0.0, 0.0]
+        self.collected = 0
+        self.started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+            return
+        took = time.perf_counter() - self.started
+        gen = info["generation"]
+        self.runs[gen] += 1
+        self.total[gen] += took
+        self.longest[gen] = max(self.longest[gen], took)
+        self.collected += info["collected"]
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs,
+            "total_ms": [t * 1000 for t in self.total],
+            "max_ms": [t * 1000 for t in self.longest],
+            "collected": self.collected,
+        }
+
+
+def serve(kind: str, fd: int, stats_path: str) -> None:
+    """Run one server; on SIGUSR1 it writes its collector statistics to ``stats_path``."""
+    import gc
+    import signal
+
     raise_fd_limit()
     import uvicorn
 
+    stats = GCStats()
+    gc.callbacks.append(stats)
+
+    def dump(signum: int, frame: Any) -> None:
+        with open(stats_path + ".tmp", "w") as out:
+            json.dump(stats.report() | {"tracked": len(gc.get_objects())}, out)
+        os.replace(stats_path + ".tmp", stats_path)
+        stats.reset()
+
+    signal.signal(signal.SIGUSR1, dump)
+    if kind.endswith("+frozen"):
+        from ssegate.server import freeze_startup_objects
+
+        # sent by the parent once the server answers: start-up is over
+        signal.signal(signal.SIGUSR2, lambda signum, frame: freeze_startup_objects())
     uvicorn.run(
         build_app(kind),
         fd=fd,
@@ -152,7 +312,7 @@ def serve(kind: str, fd: int) -> None:
 class Server:
     """One server process for one app kind."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, wait: bool = True) -> None:
         import psutil
 
         self.kind = kind
@@ -161,12 +321,19 @@ class Server:
         sock.bind(("127.0.0.1", 0))
         sock.listen(4096)
         self.port = sock.getsockname()[1]
+        fd, self.stats_path = tempfile.mkstemp(prefix="ssegate-bench-gc-", suffix=".json")
+        os.close(fd)
         self.process = subprocess.Popen(
-            [sys.executable, HERE, "_serve", kind, str(sock.fileno())],
+            [sys.executable, HERE, "_serve", kind, str(sock.fileno()), self.stats_path],
             pass_fds=(sock.fileno(),),
         )
         sock.close()
         self.ps = psutil.Process(self.process.pid)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        kind = self.kind
         deadline = time.monotonic() + 30
         while True:  # ready when it answers a short stream
             try:
@@ -179,6 +346,9 @@ class Server:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError(f"{kind} server did not start")
             time.sleep(0.1)
+        if kind.endswith("+frozen"):
+            os.kill(self.process.pid, signal.SIGUSR2)
+            time.sleep(0.2)
 
     def cpu(self) -> float:
         times = self.ps.cpu_times()
@@ -187,7 +357,21 @@ class Server:
     def rss(self) -> int:
         return int(self.ps.memory_info().rss)
 
+    def gc_stats(self) -> dict[str, Any]:
+        """The collector's runs since the last call (and the tracked objects now)."""
+        before = os.stat(self.stats_path).st_mtime_ns
+        os.kill(self.process.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while os.stat(self.stats_path).st_mtime_ns == before:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.kind}: no collector statistics")
+            time.sleep(0.02)
+        with open(self.stats_path) as f:
+            return json.load(f)  # type: ignore[no-any-return]
+
     def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.stats_path)
         self.process.terminate()
         try:
             self.process.wait(10)
@@ -211,7 +395,8 @@ class Reader(asyncio.Protocol):
         self.events = 0
         self.headers_seen = False
         self.buffer = b""
-        self.last = b""
+        self.connecting = time.monotonic()
+        self.first_byte = 0.0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
@@ -221,6 +406,8 @@ class Reader(asyncio.Protocol):
         transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
+        if not self.first_byte:
+            self.first_byte = time.monotonic()
         if not self.headers_seen:
             self.buffer += data
             _head, sep, rest = self.buffer.partition(b"\r\n\r\n")
@@ -264,13 +451,16 @@ async def load(spec: dict[str, Any]) -> dict[str, Any]:
     port, path, clients, want = spec["port"], spec["path"], spec["clients"], spec["want"]
     request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
     lateness: list[float] | None = [] if spec.get("lateness") else None
-    connecting = asyncio.Semaphore(200)  # bounded connect burst
+    # a bounded connect burst, or (for time to first byte) every client at once
+    connecting = asyncio.Semaphore(clients if spec.get("burst") else 200)
 
     async def one() -> Reader:
         async with connecting:
+            connecting_at = time.monotonic()
             _, reader = await loop.create_connection(
                 lambda: Reader(request, want, lateness), "127.0.0.1", port
             )
+            reader.connecting = connecting_at
             await reader.opened
         return reader
 
@@ -294,6 +484,8 @@ async def load(spec: dict[str, Any]) -> dict[str, Any]:
     }
     if lateness is not None:
         result["lateness"] = lateness
+    if spec.get("burst"):
+        result["ttfb"] = [r.first_byte - r.connecting for r in readers]
     return result
 
 
@@ -363,11 +555,11 @@ def throughput(server: Server, clients: int, total_events: int) -> tuple[float, 
     return events / wall, cpu / events * 100_000
 
 
-def idle_memory(kind: str, streams: int) -> float:
-    """KiB of server RSS per idle stream."""
-    server = Server(kind)
+def idle_memory(kind: str, streams: int, shared: Server | None = None) -> float:
+    """KiB of server RSS per idle stream (on a fresh server unless one is shared)."""
+    server = shared or Server(kind)
     try:
-        time.sleep(0.5)
+        time.sleep(0.1 if shared else 0.5)
         base = server.rss()
         procs = max(1, streams // 2500)
         loads = [
@@ -377,20 +569,25 @@ def idle_memory(kind: str, streams: int) -> float:
         opened = sum(json.loads(p.stdout.readline())["open"] for p, _ in loads)  # type: ignore[union-attr]
         if opened != streams:
             raise RuntimeError(f"{kind}: only {opened} of {streams} idle streams opened")
-        time.sleep(1.0)  # let allocations settle
+        time.sleep(0.3 if shared else 1.0)  # let allocations settle
         grown = server.rss() - base
         for p, out in loads:
             p.communicate("")
             os.unlink(out)
         return grown / streams / 1024
     finally:
-        server.stop()
+        if shared is None:
+            server.stop()
 
 
-def llm_load(kind: str, streams: int, rate: float, seconds: float) -> dict[str, float]:
-    server = Server(kind)
+def llm_load(
+    kind: str, streams: int, rate: float, seconds: float, shared: Server | None = None
+) -> dict[str, float]:
+    """All clients connect at once; each stream then emits ``rate`` events/s on a schedule."""
+    server = shared or Server(kind)
     try:
         n = int(rate * seconds)
+        server.gc_stats()  # start counting now
         cpu0 = server.cpu()
         loads = [
             spawn_load(
@@ -400,25 +597,34 @@ def llm_load(kind: str, streams: int, rate: float, seconds: float) -> dict[str, 
                     "clients": c,
                     "want": n,
                     "lateness": True,
+                    "burst": True,
                 }
             )
             for c in split(streams, 2)
         ]
         results = collect(loads)
         cpu = server.cpu() - cpu0
+        gc_runs = server.gc_stats()
     finally:
-        server.stop()
+        if shared is None:
+            server.stop()
     late = sorted(x for r in results for x in r["lateness"])
+    ttfb = sorted(x for r in results for x in r["ttfb"])
     events = len(late)
     wall = max(r["finished"] for r in results) - min(r["started"] for r in results)
     return {
         "p50_ms": late[len(late) // 2] * 1000,
         "p99_ms": late[int(len(late) * 0.99)] * 1000,
         "max_ms": late[-1] * 1000,
+        "ttfb_p99_ms": ttfb[int(len(ttfb) * 0.99)] * 1000,
         "delivered": events / (streams * n),
         "rate": events / wall,
-        "target_rate": streams * rate,
         "cpu_share": cpu / wall,
+        "cpu_100k": cpu / events * 100_000,
+        "gc_runs": sum(gc_runs["runs"][1:]),  # generations 1 and 2 (0 is cheap)
+        "gc_full": gc_runs["runs"][2],
+        "gc_max_ms": max(gc_runs["max_ms"]),
+        "gc_total_ms": sum(gc_runs["total_ms"]),
     }
 
 
@@ -431,6 +637,16 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
+def peer(kind: str, response: str) -> str:
+    """The same mount with another response (``ssegate@route`` -> ``streaming@route``)."""
+    _, at, mount = kind.removesuffix("+frozen").partition("@")
+    return f"{response}@{mount}" if at else kind
+
+
+def median_fields(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {field: statistics.median(r[field] for r in runs) for field in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run with smaller counts")
@@ -438,103 +654,150 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["throughput", "memory", "llm"], action="append", help="run one part"
     )
+    parser.add_argument(
+        "--kind", choices=KINDS, action="append", help="run these servers only (and raw-asgi)"
+    )
+    parser.add_argument(
+        "--streams", type=int, default=None, help="streams of the LLM-like load (default 1000)"
+    )
     args = parser.parse_args()
     raise_fd_limit()
     quick = args.quick
-    repeats = args.repeats or (2 if quick else 3)
-    parts = args.only or ["throughput", "memory", "llm"]
+    repeats = args.repeats or (1 if quick else 3)
+    parts = args.only or ["memory", "llm", "throughput"]
+    kinds = KINDS if not args.kind else tuple(k for k in KINDS if k in args.kind or k == "raw-asgi")
+    width = max(len(k) for k in kinds)
     print(
         f"# ssegate server benchmark ({'quick' if quick else 'full'}; {repeats} repeats; "
         f"medians; {os.cpu_count()} CPUs, shared and noisy: compare ratios)"
     )
+    print(
+        "# @route: returned from a Starlette Route; @fastapi: from a FastAPI endpoint behind "
+        "CORS, GZip and a pure-ASGI timing middleware; streaming: Starlette's StreamingResponse"
+    )
 
-    if "throughput" in parts:
-        levels = [
-            (1, 40_000 if quick else 150_000),
-            (100, 60_000 if quick else 200_000),
-            (1000, 60_000 if quick else 200_000),
-        ]
-        rates: dict[tuple[str, int], list[float]] = {}
-        cpus: dict[tuple[str, int], list[float]] = {}
-        servers = {kind: Server(kind) for kind in KINDS}
-        try:
-            for _ in range(repeats):
-                for clients, total in levels:
-                    for kind in KINDS:  # interleaved, so drift hits all alike
-                        r, c = throughput(servers[kind], clients, total)
-                        rates.setdefault((kind, clients), []).append(r)
-                        cpus.setdefault((kind, clients), []).append(c)
-        finally:
-            for s in servers.values():
-                s.stop()
-        print("\n## Throughput: ~150-byte events, clients reading as fast as they come")
-        print(
-            f"{'clients':>7} | {'server':<13} | {'events/s':>10} | {'CPU s/100k':>10} | "
-            f"{'vs sse-starlette':>16} | {'vs raw-asgi':>11}"
-        )
-        print("-" * 82)
-        for clients, _ in levels:
-            med = {k: statistics.median(rates[(k, clients)]) for k in KINDS}
-            for kind in KINDS:
-                cpu = statistics.median(cpus[(kind, clients)])
+    def versus(values: dict[str, float], kind: str, response: str) -> str:
+        other = peer(kind, response)
+        return ratio(values[kind], values[other]) if other in values and other != kind else "-"
+
+    # --quick: one server per kind for every part (fresh ones cost most of a
+    # short run); a full run starts a fresh server for each memory and LLM run.
+    shared: dict[str, Server] = {}
+    if quick:
+        for kind in kinds:
+            shared[kind] = Server(kind, wait=False)  # start together
+        for server in shared.values():
+            server.wait_ready()
+    try:
+        if "memory" in parts:
+            counts = [500] if quick else [1000, 10_000]
+            print("\n## Memory: server RSS growth per idle stream (KiB)")
+            print(
+                f"{'server':<{width}} | "
+                + " | ".join(f"{c:>6} streams" for c in counts)
+                + " | vs sse-starlette | vs raw-asgi"
+            )
+            print("-" * (40 + width + 17 * len(counts)))
+            kib: dict[int, dict[str, float]] = {}
+            for count in counts:
+                kib[count] = {
+                    k: statistics.median(
+                        idle_memory(k, count, shared.get(k))
+                        for _ in range(1 if count > 2000 else repeats)
+                    )
+                    for k in kinds
+                }
+            last = kib[counts[-1]]
+            for kind in kinds:
                 print(
-                    f"{clients:>7} | {kind:<13} | {med[kind]:>10,.0f} | {cpu:>10.2f} | "
-                    f"{ratio(med[kind], med['sse-starlette']):>16} | {ratio(med[kind], med['raw-asgi']):>11}"
+                    f"{kind:<{width}} | "
+                    + " | ".join(f"{kib[c][kind]:>14.1f}" for c in counts)
+                    + f" | {versus(last, kind, 'sse-starlette'):>16} | "
+                    f"{ratio(last[kind], last['raw-asgi']):>11}"
                 )
 
-    if "memory" in parts:
-        counts = [1000, 2000] if quick else [1000, 10_000]
-        print("\n## Memory: server RSS growth per idle stream (KiB)")
-        print(
-            f"{'streams':>7} | "
-            + " | ".join(f"{k:>13}" for k in KINDS)
-            + " | ssegate/sse-starlette"
-        )
-        print("-" * 80)
-        for count in counts:
-            kib = {
-                k: statistics.median(
-                    idle_memory(k, count) for _ in range(1 if count > 2000 else repeats)
+        if "llm" in parts:
+            streams, rate, seconds = (100, 20.0, 1.0) if quick else (1000, 20.0, 8.0)
+            streams = args.streams or streams
+            print(
+                f"\n## LLM-like load: {streams} streams connecting at once, each {rate:.0f} "
+                f"events/s for {seconds:.0f} s"
+            )
+            print(
+                "lateness = arrival - schedule; TTFB = connect to first byte; GC = the server's "
+                "generation 1 and 2 collections during the run"
+            )
+            print(
+                f"{'server':<{width}} | {'p50 ms':>6} | {'p99 ms':>6} | {'max ms':>6} | "
+                f"{'TTFB p99':>8} | {'deliv.':>6} | {'CPU s/100k':>10} | {'GC runs':>7} | "
+                f"{'GC max ms':>9} | {'p99/raw':>7} | {'p99/streaming':>13} | "
+                f"{'p99/sse-starlette':>17} | {'TTFB/raw':>8}"
+            )
+            print("-" * (150 + width))
+            runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+            # lateness tails are the noisiest figure on a shared machine: more repeats
+            for _ in range(repeats if quick else max(repeats, 5)):
+                for kind in kinds:
+                    runs[kind].append(llm_load(kind, streams, rate, seconds, shared.get(kind)))
+            medians = {k: median_fields(runs[k]) for k in kinds}
+            p99 = {k: m["p99_ms"] for k, m in medians.items()}
+            ttfb = {k: m["ttfb_p99_ms"] for k, m in medians.items()}
+            for kind in kinds:
+                m = medians[kind]
+                print(
+                    f"{kind:<{width}} | {m['p50_ms']:>6.1f} | {m['p99_ms']:>6.1f} | "
+                    f"{m['max_ms']:>6.1f} | {m['ttfb_p99_ms']:>8.1f} | {m['delivered']:>6.1%} | "
+                    f"{m['cpu_100k']:>10.2f} | {m['gc_runs']:>7.0f} | {m['gc_max_ms']:>9.1f} | "
+                    f"{ratio(p99[kind], p99['raw-asgi']):>7} | "
+                    f"{versus(p99, kind, 'streaming'):>13} | "
+                    f"{versus(p99, kind, 'sse-starlette'):>17} | "
+                    f"{ratio(ttfb[kind], ttfb['raw-asgi']):>8}"
                 )
-                for k in KINDS
-            }
+        if "throughput" in parts:
+            levels = [
+                (1, 150_000),
+                (100, 200_000),
+                (1000, 200_000),
+            ]
+            if quick:  # the level of the targets only
+                levels = [(100, 10_000)]
+            rates: dict[tuple[str, int], list[float]] = {}
+            cpus: dict[tuple[str, int], list[float]] = {}
+            servers = shared or {kind: Server(kind) for kind in kinds}
+            try:
+                for _ in range(repeats):
+                    for clients, total in levels:
+                        for kind in kinds:  # interleaved, so drift hits all alike
+                            r, c = throughput(servers[kind], clients, total)
+                            rates.setdefault((kind, clients), []).append(r)
+                            cpus.setdefault((kind, clients), []).append(c)
+            finally:
+                if not shared:
+                    for server in servers.values():
+                        server.stop()
+            print("\n## Burst throughput: ~150-byte events, clients reading as fast as they come")
             print(
-                f"{count:>7} | "
-                + " | ".join(f"{kib[k]:>13.1f}" for k in KINDS)
-                + f" | {ratio(kib['ssegate'], kib['sse-starlette']):>8}"
+                f"{'clients':>7} | {'server':<{width}} | {'events/s':>10} | {'CPU s/100k':>10} | "
+                f"{'vs sse-starlette':>16} | {'vs raw-asgi':>11}"
             )
-
-    if "llm" in parts:
-        streams, rate, seconds = (300, 20.0, 4.0) if quick else (1000, 20.0, 8.0)
-        print(
-            f"\n## LLM-like load: {streams} streams x {rate:.0f} events/s for {seconds:.0f} s; "
-            "lateness = arrival - schedule"
-        )
-        print(
-            f"{'server':<13} | {'p50 ms':>8} | {'p99 ms':>8} | {'max ms':>8} | {'delivered':>9} | "
-            f"{'events/s':>9} | {'server CPU':>10} | {'p99 vs raw':>10}"
-        )
-        print("-" * 96)
-        runs: dict[str, list[dict[str, float]]] = {k: [] for k in KINDS}
-        # lateness tails are the noisiest figure on a shared machine: more repeats
-        for _ in range(repeats if quick else max(repeats, 5)):
-            for kind in KINDS:
-                runs[kind].append(llm_load(kind, streams, rate, seconds))
-        medians = {
-            k: {f: statistics.median(r[f] for r in runs[k]) for f in runs[k][0]} for k in KINDS
-        }
-        for kind in KINDS:
-            m = medians[kind]
-            print(
-                f"{kind:<13} | {m['p50_ms']:>8.1f} | {m['p99_ms']:>8.1f} | {m['max_ms']:>8.1f} | "
-                f"{m['delivered']:>9.1%} | {m['rate']:>9,.0f} | {m['cpu_share']:>9.0%} | "
-                f"{ratio(m['p99_ms'], medians['raw-asgi']['p99_ms']):>10}"
-            )
+            print("-" * (70 + width))
+            for clients, _ in levels:
+                med = {k: statistics.median(rates[(k, clients)]) for k in kinds}
+                for kind in kinds:
+                    cpu = statistics.median(cpus[(kind, clients)])
+                    print(
+                        f"{clients:>7} | {kind:<{width}} | {med[kind]:>10,.0f} | {cpu:>10.2f} | "
+                        f"{versus(med, kind, 'sse-starlette'):>16} | "
+                        f"{ratio(med[kind], med['raw-asgi']):>11}"
+                    )
+    finally:
+        for server in shared.values():
+            server.stop()
 
 
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "_serve":
-        serve(sys.argv[2], int(sys.argv[3]))
+        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     elif len(sys.argv) >= 2 and sys.argv[1] == "_load":
         run_load(sys.argv[2])
     else:

@@ -369,3 +369,70 @@ def test_generator_function_instead_of_generator() -> None:
 
     with pytest.raises(TypeError, match="not function; call the generator function"):
         EventSourceResponse(gen)  # type: ignore[arg-type]
+
+
+class WaitingPeer(Peer):
+    """A peer whose every send waits once (a server whose socket buffer is full)."""
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        await anyio.lowlevel.checkpoint()
+        await super().send(message)
+
+
+@pytest.mark.parametrize("peer_kind", [Peer, WaitingPeer])
+async def test_batches_keep_their_order_whether_the_send_waits_or_not(
+    peer_kind: type[Peer],
+) -> None:
+    """Ready items leave together when the producer starts to wait; on asyncio
+    that send begins in the request task and, if it must wait, an aside task
+    finishes it while the pump waits for the producer. Order is kept either way."""
+
+    async def producer() -> AsyncIterator[str]:
+        yield "a"
+        yield "b"
+        await anyio.lowlevel.checkpoint()
+        yield "c"
+        yield "d"
+        await anyio.lowlevel.checkpoint()
+        yield "e"
+
+    peer = peer_kind()
+    response = EventSourceResponse(producer(), ping=None)
+    await response(peer.scope, peer.receive, peer.send)
+    assert [(body, more) for _, body, more in peer.bodies()] == [
+        (b"", True),
+        (b"data: a\n\ndata: b\n\n", True),
+        (b"data: c\n\n", True),
+        (b"data: d\n\n", True),
+        (b"data: e\n\n", True),
+        (b"", False),
+    ]
+    assert response.close_reason is CloseReason.COMPLETED
+
+
+async def test_client_gone_while_a_batch_is_sent() -> None:
+    """A send that fails when a batch leaves (an ASGI 2.4 server's OSError)
+    ends the stream as CLIENT_GONE and closes the producer, which was waiting."""
+    closed: list[str] = []
+
+    async def producer() -> AsyncIterator[str]:
+        try:
+            yield "a"
+            yield "b"
+            await anyio.sleep_forever()
+            yield "never"
+        finally:
+            closed.append("closed")
+
+    class Failing(Peer):
+        async def send(self, message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body" and message["body"]:
+                raise OSError("connection reset")
+            await super().send(message)
+
+    peer = Failing()
+    response = EventSourceResponse(producer(), ping=None)
+    await response(peer.scope, peer.receive, peer.send)
+    assert response.close_reason is CloseReason.CLIENT_GONE
+    assert closed == ["closed"]
+    assert [(body, more) for _, body, more in peer.bodies()] == [(b"", True)]

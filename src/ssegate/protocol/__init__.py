@@ -4,7 +4,7 @@ Standard library only (a test enforces it): no sockets, clocks or threads.
 """
 
 from ._decoder import MAX_EVENT_SIZE, MAX_LINE_SIZE, Decoder
-from ._encoder import encode, encode_comment, encode_retry
+from ._encoder import encode, encode_comment, encode_data, encode_retry
 from ._event import Event
 from ._ndjson import MAX_NDJSON_LINE, NDJSONDecoder
 from ._reconnect import DEFAULT_RETRY_MS, MAX_DELAY_S, ReconnectPolicy
@@ -21,5 +21,6 @@ __all__ = [
     "ReconnectPolicy",
     "encode",
     "encode_comment",
+    "encode_data",
     "encode_retry",
 ]

@@ -11,7 +11,7 @@ import re
 
 from ._event import Event
 
-__all__ = ["encode", "encode_comment", "encode_retry"]
+__all__ = ["encode", "encode_comment", "encode_data", "encode_retry"]
 
 # HTML § 9.2.5: only CRLF, lone CR and lone LF end lines. Never str.splitlines(),
 # which also splits on U+2028, U+2029, NEL, VT and FF and would corrupt JSON.
@@ -36,10 +36,7 @@ def encode(event: Event) -> bytes:
         raise TypeError(f"encode() takes an Event, not {type(event).__name__}")
     data, type_, id, retry = event
     if type_ == "message" and id is None and retry is None:
-        # The common case, kept to one concatenation and one encode.
-        if "\n" in data or "\r" in data:
-            return (_data_lines(data) + "\n").encode("utf-8")
-        return ("data: " + data + "\n\n").encode("utf-8")
+        return encode_data(data)
     head = ""
     if type_ != "message":
         head = "event: " + type_ + "\n"
@@ -48,6 +45,16 @@ def encode(event: Event) -> bytes:
     if retry is not None:
         head += "retry: " + str(retry) + "\n"
     return (head + _data_lines(data) + "\n").encode("utf-8")
+
+
+def encode_data(data: str) -> bytes:
+    """Encode a ``message`` event with only ``data``: ``encode(Event(data))``
+    without making the ``Event`` (the common case of a streaming server, where
+    building and checking the ``Event`` cost ten times the encoding). ``data``
+    must be a ``str``."""
+    if "\n" in data or "\r" in data:
+        return (_data_lines(data) + "\n").encode("utf-8")
+    return ("data: " + data + "\n\n").encode("utf-8")
 
 
 def encode_comment(text: str = "") -> bytes:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any, TypeAlias
 
-from ssegate.protocol import Event, encode
+from ssegate.protocol import Event, encode, encode_data
 
 __all__ = ["Item", "encode_item"]
 
 Item: TypeAlias = Event | str | dict[str, Any] | bytes
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_new_event = Event
 
 
 def encode_item(item: object) -> bytes:
@@ -32,20 +31,20 @@ def encode_item(item: object) -> bytes:
     if kind is Event:
         return encode(item)  # type: ignore[arg-type]
     if kind is str:
-        return encode(_new_event(item))  # type: ignore[arg-type]
+        return encode_data(item)  # type: ignore[arg-type]
     if kind is bytes:
         return item  # type: ignore[return-value]
     if kind is dict:
-        return encode(_new_event(_dumps(item)))
+        return encode_data(_dumps(item))
     # Subclasses take the slower road through isinstance.
     if isinstance(item, Event):
         return encode(item)
     if isinstance(item, str):
-        return encode(_new_event(str(item)))
+        return encode_data(str(item))
     if isinstance(item, bytes | bytearray | memoryview):
         return bytes(item)
     if isinstance(item, dict):
-        return encode(_new_event(_dumps(item)))
+        return encode_data(_dumps(item))
     raise TypeError(
         f"an event stream item must be an Event, str, dict (JSON data) or bytes "
         f"(pre-encoded), not {kind.__name__}"

@@ -9,15 +9,17 @@ backends (trio), where correctness matters more than the last microsecond.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from types import CoroutineType
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 
 from ._options import CLOSE_TIMEOUT_S, CloseReason
-from ._session import Cancellable, Cut, Message, Session, Signal
+from ._session import After, Cancellable, Cut, Message, Session, Signal
 
 __all__ = ["AnyioSession", "AsyncioSession"]
 
@@ -27,25 +29,62 @@ logger = logging.getLogger("ssegate.server")
 class AsyncioSession(Session):
     """Tasks, timers and cancellation straight from asyncio."""
 
-    __slots__ = ("aside_task", "loop", "pump_active", "pump_cancelled", "task")
+    __slots__ = ("context", "loop", "pump_active", "pump_cancelled", "task")
 
     def init_loop(self, loop: asyncio.AbstractEventLoop) -> AsyncioSession:
         self.loop = loop
-        self.now = loop.time
         self.task: asyncio.Task[Any] | None = None
-        self.aside_task: asyncio.Task[None] | None = None
         self.pump_active = False
         self.pump_cancelled = False
+        # One copy of the request's context for the watcher task and every
+        # timer, where each would otherwise copy its own (one object less per
+        # stream, none per keep-alive). Aside tasks copy their own: one may be
+        # started by a timer callback, which already runs in this context.
+        self.context = contextvars.copy_context()
         return self
 
+    def now(self) -> float:
+        return self.loop.time()
+
     def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
-        return self.loop.call_at(when, callback)
+        return self.loop.call_at(when, callback, context=self.context)
 
     def new_signal(self) -> Signal:
-        return asyncio.Event()
+        return _Done(self.loop.create_future())
 
     def spawn_aside(self) -> None:
-        self.aside_task = self.loop.create_task(self.aside())
+        self.start_aside(self.aside())
+
+    def start_aside(self, aside: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(aside)
+        if not task.done():  # an eager task factory may have run it to the end
+            self.aside_task = task
+
+    def send_now(self, data: bytes) -> bool:
+        # The first step of the send runs here, in the request task, like any
+        # `await send()` that does not wait: uvicorn's send and pure-ASGI
+        # middleware finish in it unless the socket is full. Only if it must
+        # wait does an aside task carry on with it (a plain asyncio wait can be
+        # finished by any task), so the producer's half-run step never waits
+        # behind our send in this task.
+        message = {"type": "http.response.body", "body": data, "more_body": True}
+        try:
+            sending: Any = self.send(message)
+            step = sending if type(sending) is CoroutineType else sending.__await__()
+            yielded = step.send(None)
+        except StopIteration:
+            self.quiet_since = self.loop.time()
+            return True
+        except OSError:
+            self.gone(CloseReason.CLIENT_GONE)  # cancels the pump at its next wait
+            return True
+        except Exception:
+            logger.exception("event stream send failed; closing the stream")
+            self.gone(CloseReason.CLIENT_GONE)
+            return True
+        self.aside_done = self.new_signal()
+        self.start_aside(self.aside(step, yielded))
+        return True
 
     def cancel_pump(self) -> None:
         if self.pump_active and not self.pump_cancelled and self.task is not None:
@@ -71,7 +110,9 @@ class AsyncioSession(Session):
     async def checkpoint(self) -> None:
         await asyncio.sleep(0)
 
-    async def run(self, status: int, headers: list[tuple[bytes, bytes]]) -> CloseReason:
+    async def run(
+        self, status: int, headers: list[tuple[bytes, bytes]], after: After | None = None
+    ) -> CloseReason:
         # One coroutine from the response down to the pump: every resumption of
         # the producer passes through each frame of this chain.
         reason = CloseReason.CANCELLED
@@ -79,7 +120,7 @@ class AsyncioSession(Session):
         self.task = task = asyncio.current_task()
         try:
             await self.open(status, headers)
-            watcher = self.loop.create_task(self.watch())
+            watcher = self.loop.create_task(self.watch(), context=self.context)
             ended = CloseReason.COMPLETED
             tail = b""
             self.pump_active = True
@@ -117,6 +158,8 @@ class AsyncioSession(Session):
             if self.aside_task is not None:
                 self.aside_task.cancel()
             await self.close(reason)
+        if after is not None:
+            await after.finished(reason)
         return reason
 
     async def close_producer(self) -> None:
@@ -136,6 +179,32 @@ class AsyncioSession(Session):
         await self.call_on_close(reason)
 
 
+class _Done:
+    """A one-shot signal with one waiter at a time (the pump): a bare future,
+    where ``asyncio.Event`` allocates a waiter deque and a coroutine and a
+    future per wait. A cancelled wait cancels the future, so the next wait
+    gets a fresh one."""
+
+    __slots__ = ("future", "is_set")
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.is_set = False
+
+    def set(self) -> None:
+        self.is_set = True
+        if not self.future.done():
+            self.future.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        future = self.future
+        if future.cancelled():
+            self.future = future = future.get_loop().create_future()
+            if self.is_set:
+                future.set_result(None)
+        return future
+
+
 class _Timer:
     __slots__ = ("scope",)
 
@@ -153,9 +222,11 @@ class AnyioSession(Session):
 
     def init_loop(self) -> AnyioSession:
         self.pump_scope = anyio.CancelScope()
-        self.now = anyio.current_time
         self.tasks: anyio.abc.TaskGroup | None = None
         return self
+
+    def now(self) -> float:
+        return anyio.current_time()
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
         timer = _Timer()
@@ -195,7 +266,9 @@ class AnyioSession(Session):
     async def checkpoint(self) -> None:
         await anyio.lowlevel.checkpoint()
 
-    async def run(self, status: int, headers: list[tuple[bytes, bytes]]) -> CloseReason:
+    async def run(
+        self, status: int, headers: list[tuple[bytes, bytes]], after: After | None = None
+    ) -> CloseReason:
         reason = CloseReason.CANCELLED
         try:
             # Timers are tasks here, so the task group must exist before they start.
@@ -226,6 +299,8 @@ class AnyioSession(Session):
                 reason = CloseReason.SHUTDOWN  # cut off after the grace period
         finally:
             await self.close(reason)
+        if after is not None:
+            await after.finished(reason)
         return reason
 
     async def close_producer(self) -> None:

@@ -39,7 +39,7 @@ import logging
 import types
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
-from types import AsyncGeneratorType
+from types import AsyncGeneratorType, CoroutineType
 from typing import Any, Protocol
 
 from ssegate.protocol import encode_retry
@@ -48,7 +48,7 @@ from ._items import encode_item
 from ._options import MAX_BATCH_SIZE, PING, SHUTDOWN_SEND_S, CloseReason, StreamOptions
 from ._shutdown import Shutdown
 
-__all__ = ["Cut", "Receive", "Send", "Session"]
+__all__ = ["After", "Cut", "Receive", "Send", "Session"]
 
 logger = logging.getLogger("ssegate.server")
 
@@ -64,7 +64,15 @@ class Cancellable(Protocol):
 class Signal(Protocol):
     def set(self) -> Any: ...
 
-    async def wait(self) -> Any: ...
+    def wait(self) -> Awaitable[Any]: ...
+
+
+class After(Protocol):
+    """Told how the stream ended, once it has (the response, for its
+    ``close_reason`` and background task: called from ``run`` itself, so a
+    stream has no frame of the response's own while it runs)."""
+
+    async def finished(self, reason: CloseReason) -> None: ...
 
 
 class Cut(Exception):
@@ -75,18 +83,37 @@ class Cut(Exception):
         self.reason = reason
 
 
+@types.coroutine
+def _carry_on(step: Any, yielded: Any) -> Generator[Any, Any, Any]:
+    """Finish a half-run awaitable in the current task: pass what it yields up
+    and what comes back down, as ``await`` would."""
+    try:
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as exc:
+                yielded = step.throw(exc)
+            else:
+                yielded = step.send(sent)
+    except StopIteration as done:
+        return done.value
+
+
 class Session(ABC):
     """The state and decisions of one stream (see the module docstring)."""
 
     __slots__ = (
         "aside_done",
+        "aside_task",
         "closed",
         "cut",
         "finished",
         "grace_timer",
         "hard_stopped",
         "hard_timer",
-        "now",
         "options",
         "pending",
         "producer",
@@ -117,6 +144,7 @@ class Session(ABC):
         self.shutdown = shutdown
         self.pending: bytes | None = None  # handed over, for an aside task to send
         self.aside_done: Signal | None = None  # set when the running aside task ends
+        self.aside_task: Cancellable | None = None  # the running one, where tasks are objects
         self.unsent = b""  # what the pump had collected when it was interrupted
         self.pump_busy = False
         self.cut: CloseReason | None = None  # client gone / send timeout
@@ -133,7 +161,9 @@ class Session(ABC):
 
     # -- what each event loop provides -------------------------------------
 
-    now: Callable[[], float]  # the clock timers use (set by the subclass)
+    @abstractmethod
+    def now(self) -> float:
+        """The clock timers use."""
 
     @abstractmethod
     def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable: ...
@@ -143,6 +173,13 @@ class Session(ABC):
 
     @abstractmethod
     def spawn_aside(self) -> None: ...
+
+    def send_now(self, data: bytes) -> bool:
+        """From inside the pump, while it holds a half-run step of the producer:
+        send ``data`` if that needs no waiting, and say whether it was taken
+        care of. Where the event loop allows it (asyncio), this spares the
+        aside task (and the objects it allocates) in the common case."""
+        return False
 
     @abstractmethod
     def cancel_pump(self) -> None:
@@ -160,8 +197,11 @@ class Session(ABC):
     async def checkpoint(self) -> None: ...
 
     @abstractmethod
-    async def run(self, status: int, headers: list[tuple[bytes, bytes]]) -> CloseReason:
-        """Serve the stream: ``open``, watcher, pump, ``complete``; always ``close``."""
+    async def run(
+        self, status: int, headers: list[tuple[bytes, bytes]], after: After | None = None
+    ) -> CloseReason:
+        """Serve the stream: ``open``, watcher, pump, ``complete``; always ``close``;
+        then, unless cancelled, ``after.finished(reason)``."""
 
     @abstractmethod
     async def close_producer(self) -> None: ...
@@ -250,42 +290,40 @@ class Session(ABC):
         no extra frame per resumption (this is the hot path of every stream).
         """
         producer = self.producer
-        anext = producer.__anext__
         # An async generator's asend object is its own iterator; others need __await__.
         native = type(producer) is AsyncGeneratorType
         send = self.send
-        clock = self.now
         untimed = self.options.send_timeout is None
-        batch: list[bytes] = []
-        size = 0
+        # A bytearray, not a list of parts: it is not tracked by the cyclic
+        # collector, and a stream keeps it for as long as it lives.
+        batch = bytearray()
         try:
             while True:
                 if self.stop:
                     raise Cut(self.cut or CloseReason.SHUTDOWN)
                 try:
-                    awaiting: Any = anext() if native else anext().__await__()
+                    awaiting: Any = anext(producer) if native else anext(producer).__await__()
                     yielded = awaiting.send(None)
                 except StopIteration as ready:
                     # Ready without waiting: more may be, so collect them.
                     data = encode_item(ready.value)
-                    batch.append(data)
-                    size += len(data)
-                    if size >= MAX_BATCH_SIZE:
-                        data = b"".join(batch)
+                    batch += data
+                    if len(batch) >= MAX_BATCH_SIZE:
+                        data = bytes(batch)
                         batch.clear()
-                        size = 0
-                        yield from self.send_body(data).__await__()
+                        yield from self.send_body(data)
                         # A producer that never waits would otherwise keep the
                         # event loop (and every other stream) until backpressure.
-                        yield from self.checkpoint().__await__()
+                        yield from self.checkpoint()
                     continue
                 except StopAsyncIteration:
                     break
                 # The producer waits: what was collected goes now, aside.
                 if batch:
-                    self.hand_over(b"".join(batch))
+                    data = bytes(batch)
                     batch.clear()
-                    size = 0
+                    if not (untimed and self.aside_done is None and self.send_now(data)):
+                        self.hand_over(data)
                 try:
                     while True:  # wait for it, exactly as `await` would
                         try:
@@ -296,7 +334,17 @@ class Session(ABC):
                         except BaseException as exc:  # cancellation included
                             yielded = awaiting.throw(exc)
                         else:
-                            yielded = awaiting.send(sent)
+                            try:
+                                yielded = awaiting.send(sent)
+                            except StopIteration as done:
+                                item = done.value
+                                break
+                            except BaseException:
+                                # On trio what was sent is an Outcome holding the
+                                # exception now raised, whose traceback holds this
+                                # frame: drop it, or the three form a cycle.
+                                sent = None
+                                raise
                 except StopIteration as done:
                     item = done.value
                 except StopAsyncIteration:
@@ -310,18 +358,24 @@ class Session(ABC):
                     self.pump_busy = True  # the common case of send_body, inlined
                     message = {"type": "http.response.body", "body": data, "more_body": True}
                     try:
-                        yield from send(message).__await__()
+                        sending: Any = send(message)
+                        # A coroutine is delegated to directly (this generator is
+                        # a coroutine for `yield from`); any other awaitable
+                        # through its __await__.
+                        if type(sending) is not CoroutineType:
+                            sending = sending.__await__()
+                        yield from sending
                     except OSError:
                         raise Cut(CloseReason.CLIENT_GONE) from None
                     finally:
                         self.pump_busy = False
-                    self.quiet_since = clock()
+                    self.quiet_since = self.now()
                 else:
-                    yield from self.send_body(data).__await__()
+                    yield from self.send_body(data)
         except BaseException:
-            self.unsent = b"".join(batch)
+            self.unsent = bytes(batch)
             raise
-        return b"".join(batch)
+        return bytes(batch)
 
     async def send_body(self, data: bytes) -> None:
         """The pump's own send, after any aside send (order is kept)."""
@@ -370,8 +424,21 @@ class Session(ABC):
             self.aside_done = self.new_signal()
             self.spawn_aside()
 
-    async def aside(self) -> None:
+    async def aside(self, started: Any = None, yielded: Any = None) -> None:
+        """Send what was handed over; first, finish ``started``, a send that
+        ``send_now`` began, which yielded ``yielded``."""
         try:
+            if started is not None:
+                try:
+                    await _carry_on(started, yielded)
+                except OSError:
+                    self.gone(CloseReason.CLIENT_GONE)
+                    return
+                except Exception:
+                    logger.exception("event stream send failed; closing the stream")
+                    self.gone(CloseReason.CLIENT_GONE)
+                    return
+                self.quiet_since = self.now()
             while (data := self.pending) is not None:
                 self.pending = None
                 message = {"type": "http.response.body", "body": data, "more_body": True}
@@ -389,6 +456,7 @@ class Session(ABC):
                     return
                 self.quiet_since = self.now()
         finally:
+            self.aside_task = None  # a finished task (and its coroutine) is not kept
             done = self.aside_done
             self.aside_done = None
             if done is not None:

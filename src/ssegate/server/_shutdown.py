@@ -91,12 +91,11 @@ class Shutdown:
             already = self._is_set
         if already:
             call_soon(callback)
+        return _Unsubscribe(self, key)
 
-        def unsubscribe() -> None:
-            with self._lock:
-                self._subscribers.pop(key, None)
-
-        return unsubscribe
+    def _unsubscribe(self, key: int) -> None:
+        with self._lock:
+            self._subscribers.pop(key, None)
 
     @contextmanager
     def signals(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[bool]:
@@ -127,6 +126,20 @@ class Shutdown:
             for signum, old in previous.items():
                 if signal.getsignal(signum) is handler:
                     signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
+class _Unsubscribe:
+    """What ``subscribe`` returns: one small object per stream, where a closure
+    would be a function, its cells and their tuple."""
+
+    __slots__ = ("key", "shutdown")
+
+    def __init__(self, shutdown: Shutdown, key: int) -> None:
+        self.shutdown = shutdown
+        self.key = key
+
+    def __call__(self) -> None:
+        self.shutdown._unsubscribe(self.key)
 
 
 class GracefulShutdown:
