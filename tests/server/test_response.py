@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator, MutableMapping
@@ -436,3 +437,50 @@ async def test_client_gone_while_a_batch_is_sent() -> None:
     assert response.close_reason is CloseReason.CLIENT_GONE
     assert closed == ["closed"]
     assert [(body, more) for _, body, more in peer.bodies()] == [(b"", True)]
+
+
+class ContextPeer(Peer):
+    """A peer whose send sets a context variable, waits, then resets it: what an
+    instrumenting middleware (a tracing span around each send) does. Resetting
+    raises if the send was resumed in another context than it started in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.var: contextvars.ContextVar[str] = contextvars.ContextVar("span")
+        self.errors: list[str] = []
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        token = self.var.set("sending")
+        try:
+            await anyio.lowlevel.checkpoint()
+            await super().send(message)
+        finally:
+            try:
+                self.var.reset(token)
+            except ValueError as exc:
+                self.errors.append(str(exc))
+                raise
+
+
+async def test_a_send_that_waits_keeps_its_context_across_the_hand_over() -> None:
+    """A batch send begun in the request task and finished aside runs in one
+    context from its first step to its last, as a task of its own would."""
+
+    async def producer() -> AsyncIterator[str]:
+        yield "a"
+        yield "b"
+        await anyio.lowlevel.checkpoint()
+        yield "c"
+
+    peer = ContextPeer()
+    response = EventSourceResponse(producer(), ping=None)
+    await response(peer.scope, peer.receive, peer.send)
+    assert peer.errors == []
+    assert [(body, more) for _, body, more in peer.bodies()] == [
+        (b"", True),
+        (b"data: a\n\ndata: b\n\n", True),
+        (b"data: c\n\n", True),
+        (b"", False),
+    ]
+    assert response.close_reason is CloseReason.COMPLETED
+    assert peer.var.get("unset") == "unset"  # nothing leaked into the request's context
