@@ -32,14 +32,18 @@ The peer. Where LiteLLM's proxy is importable (``pip install 'litellm[proxy]'``
 into the same venv; it is not one of ssegate's dependencies), it runs beside
 the gateway, one worker, routing ``m`` to the same upstream
 (``litellm --config FILE --port P --num_workers 1``), and gets its own columns
-and ratios. ``--no-litellm`` leaves it out; ``--quick`` runs it only at C <= 100,
-since at 1 000 streams it takes minutes to time out.
+and ratios. ``--no-litellm`` leaves it out and ``--quick`` too (its start alone takes
+~20 s), unless given ``--litellm``. Saturated at C > 100 it runs once, not per
+repeat; every run is bounded (a stream not done ``--quick`` 20 s, else 30 s,
+after its last token was due counts as what it delivered by then).
 
 The machine is shared and noisy: compare the columns of one run, not runs.
-``--profile FILE`` runs the gateway under cProfile (slower; for where the CPU goes).
+``--profile FILE`` records the gateway with py-spy (``pip install py-spy``) during
+its busiest run and prints its hottest functions: where the CPU goes.
 
     .venv/bin/python benchmarks/gateway.py            # C = 1, 100, 1000; 50 tokens; 3 repeats
-    .venv/bin/python benchmarks/gateway.py --quick    # 20 tokens, 1 repeat (under a minute)
+    .venv/bin/python benchmarks/gateway.py --quick    # 10 tokens, 1 repeat, no LiteLLM
+    .venv/bin/python benchmarks/gateway.py --streams 1000 --repeats 1 --profile /tmp/gw.raw
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -64,6 +69,7 @@ from typing import Any
 RATE = 20.0  # tokens per second per stream
 TICK = 0.005  # the upstream's scheduler tick; streams are spread over the 50 ms period
 HERE = os.path.abspath(__file__)
+LITELLM_KEY = "sk-bench-7f3a9c2e41d84b0a9e5f6c7d8e9fa0b1"  # its proxy refuses to start without
 
 
 # -- the fake upstream ----------------------------------------------------------------
@@ -156,7 +162,9 @@ STAMP = re.compile(rb'"content": ?"(\d+\.\d{6}) ')
 ECHO_TOKEN = re.compile(rb'"content": ?" ?tok"')
 
 
-def run_load(port: int, streams: int, body: bytes, echo: bool, ramp: float, limit: float) -> None:
+def run_load(
+    port: int, streams: int, body: bytes, key: str, echo: bool, ramp: float, limit: float
+) -> None:
     """Read ``streams`` streams from ``port``; print one JSON line of raw figures."""
     import uvloop
 
@@ -167,8 +175,8 @@ def run_load(port: int, streams: int, body: bytes, echo: bool, ramp: float, limi
     failed: list[str] = []
     request = (
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-        b"content-type: application/json\r\nauthorization: Bearer sk-bench\r\n"
-        b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+        b"content-type: application/json\r\nauthorization: Bearer %s\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n" % (key.encode(), len(body)) + body
     )
 
     async def one(delay: float) -> None:
@@ -262,7 +270,7 @@ def litellm_config(path: str, upstream: str) -> None:
         f.write(
             "model_list:\n  - model_name: m\n    litellm_params:\n"
             f"      model: openai/m\n      api_base: {upstream}/v1\n      api_key: sk-upstream\n"
-            "litellm_settings:\n  drop_params: true\n"
+            f"general_settings:\n  master_key: {LITELLM_KEY}\n"
         )
 
 
@@ -317,7 +325,7 @@ def cpu_of(pid: int) -> float:
 
 
 def load(
-    port: int, streams: int, body: dict[str, Any], echo: bool, ramp: float, limit: float
+    port: int, streams: int, body: dict[str, Any], key: str, echo: bool, ramp: float, limit: float
 ) -> dict[str, Any]:
     out = subprocess.run(
         [
@@ -331,6 +339,8 @@ def load(
             str(streams),
             "--body",
             json.dumps(body),
+            "--key",
+            key,
             "--ramp",
             str(ramp),
             "--limit",
@@ -345,15 +355,15 @@ def load(
 
 
 def measure(
-    target: str, port: int, pid: int | None, streams: int, tokens: int, ramp: float
+    target: str, port: int, pid: int | None, streams: int, tokens: int, ramp: float, limit: float
 ) -> dict[str, float]:
     echo = target == "echo"
     model = {"direct": "m", "litellm": "m", "ssegate": "up/m", "echo": "echo"}[target]
     text = " ".join(["tok"] * tokens) if echo else "go"
     body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": True}
-    limit = ramp + tokens / RATE + 60
+    key = LITELLM_KEY if target == "litellm" else "sk-none"
     before = cpu_of(pid) if pid else 0.0
-    r = load(port, streams, body, echo, ramp, limit)
+    r = load(port, streams, body, key, echo, ramp, limit)
     cpu = cpu_of(pid) - before if pid else float("nan")
     if r["failures"]:
         print(f"  {target} x{streams}: {r['failures']} failed, e.g. {r['failed'][0]!r}")
@@ -373,7 +383,7 @@ def measure(
 class Servers:
     """The upstream, the gateway and (if installed) LiteLLM, for one run."""
 
-    def __init__(self, tokens: int, echo_rate: float, litellm: bool, profile: str | None):
+    def __init__(self, tokens: int, echo_rate: float, litellm: bool):
         self.dir = tempfile.mkdtemp(prefix="ssegate-bench-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.up_port = free_port()
@@ -394,8 +404,7 @@ class Servers:
         self.gw_port = free_port()
         cfg = os.path.join(self.dir, "gateway.toml")
         gateway_config(cfg, upstream, echo_rate)
-        prof = ["-m", "cProfile", "-o", profile] if profile else []
-        serve = [sys.executable, *prof, "-m", "ssegate", "serve", "--port", str(self.gw_port)]
+        serve = [sys.executable, "-m", "ssegate", "serve", "--port", str(self.gw_port)]
         self.gw = self.spawn("gateway", [*serve, "--config", cfg])
         self.ll: subprocess.Popen[bytes] | None = None
         self.ll_port = free_port()
@@ -419,7 +428,8 @@ class Servers:
 
     def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
         log = open(os.path.join(self.dir, f"{name}.log"), "wb")  # noqa: SIM115
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # No fetch of LiteLLM's price list from the internet at start (it retries for 8 s).
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         env = {k: v for k, v in env.items() if not k.startswith("SSEGATE_")}
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
@@ -468,47 +478,71 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short streams, one repeat")
     ap.add_argument("--streams", default="1,100,1000")
     ap.add_argument("--echo-streams", type=int, default=1000)
+    ap.add_argument("--key", default="")
     ap.add_argument("--ramp", type=float, default=1.0, help="seconds over which streams start")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--no-litellm", action="store_true")
-    ap.add_argument("--profile", default=None, help="write a cProfile of the gateway here")
+    ap.add_argument(
+        "--litellm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run LiteLLM's proxy beside (default: where installed, except with --quick)",
+    )
+    ap.add_argument("--profile", default=None, help="py-spy the gateway's busiest run into FILE")
     args = ap.parse_args()
     if args.role == "upstream":
         run_upstream(args.port, args.tokens or 50)
         return
     if args.role == "load":
-        run_load(args.port, int(args.streams), args.body.encode(), args.echo, args.ramp, args.limit)
+        run_load(
+            args.port,
+            int(args.streams),
+            args.body.encode(),
+            args.key,
+            args.echo,
+            args.ramp,
+            args.limit,
+        )
         return
 
-    tokens = args.tokens or (20 if args.quick else 50)  # 1 s or 2.5 s per stream
+    tokens = args.tokens or (10 if args.quick else 50)  # 0.5 s or 2.5 s per stream
     repeats = 1 if args.quick else args.repeats
-    litellm = not args.no_litellm and litellm_available()
-    load_avg = os.getloadavg()
+    counts = [int(c) for c in args.streams.split(",")]
+    slack = 20.0 if args.quick else 30.0  # a stream not done this long after its due end fails
+    limit = args.ramp + tokens / RATE + slack
+    wanted = args.litellm if args.litellm is not None else not args.quick
+    litellm = wanted and litellm_available()
     print(
-        f"gateway benchmark: {tokens} tokens/stream at {RATE:.0f} tokens/s, starts over "
+        f"gateway benchmark: {tokens} tokens/stream at {RATE:.0f} tokens/s, starts spread over "
         f"{args.ramp:g} s, {repeats} repeat(s), {os.cpu_count()} CPUs, load average "
-        f"{load_avg[0]:.1f} (shared: compare within this run)"
+        f"{os.getloadavg()[0]:.1f} (a shared machine: compare the columns of this run)"
     )
-    if not litellm:
-        print("LiteLLM not run (pip install 'litellm[proxy]' into this venv to compare)")
-    servers = Servers(tokens, RATE, litellm, args.profile)
+    if wanted and not litellm:
+        print("LiteLLM not run: pip install 'litellm[proxy]' into this venv to compare")
+    servers = Servers(tokens, RATE, litellm)
     try:
         ports = {"direct": (servers.up_port, None), "ssegate": (servers.gw_port, servers.gw.pid)}
-        for streams in [int(s) for s in args.streams.split(",")]:
-            targets = dict(ports)
-            if servers.ll is not None and (streams <= 100 or not args.quick):
-                targets["litellm"] = (servers.ll_port, servers.ll.pid)
-            results: dict[str, list[dict[str, float]]] = {t: [] for t in targets}
-            for _ in range(repeats):
-                for t, (port, pid) in targets.items():  # interleaved: drifting load hits all
-                    results[t].append(measure(t, port, pid, streams, tokens, args.ramp))
+        if servers.ll is not None:
+            ports["litellm"] = (servers.ll_port, servers.ll.pid)
+        for streams in counts:
+            results: dict[str, list[dict[str, float]]] = {t: [] for t in ports}
+            for n in range(repeats):
+                for t, (port, pid) in ports.items():  # interleaved: drifting load hits all
+                    if t == "litellm" and streams > 100 and n:
+                        continue  # saturated: once is enough to show it, and it takes long
+                    spy = None
+                    if args.profile and t == "ssegate" and streams == max(counts) and not n:
+                        spy = py_spy(servers.gw.pid, args.profile)
+                    results[t].append(measure(t, port, pid, streams, tokens, args.ramp, limit))
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(30)
             med = {
                 t: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                 for t, rs in results.items()
             }
             report(streams, med)
         echo = measure(
-            "echo", servers.gw_port, servers.gw.pid, args.echo_streams, tokens, args.ramp
+            "echo", servers.gw_port, servers.gw.pid, args.echo_streams, tokens, args.ramp, limit
         )
         print(
             f"\necho model, {args.echo_streams} streams x {tokens} tokens at {RATE:.0f}/s: "
@@ -518,7 +552,55 @@ def main() -> None:
         )
     finally:
         servers.close()
-    print(f"load average after: {os.getloadavg()[0]:.1f}; logs in {servers.dir}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}; server logs in {servers.dir}")
+    if args.profile:
+        summarize_profile(args.profile)
+
+
+def py_spy(pid: int, path: str) -> subprocess.Popen[bytes] | None:
+    exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if exe is None:
+        print("no profile: pip install py-spy into this venv")
+        return None
+    cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "--output", path]
+    spy = subprocess.Popen(
+        [*cmd, "--rate", "200", "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # attached before the load starts
+    return spy
+
+
+def summarize_profile(path: str, top: int = 20) -> None:
+    """The gateway's hottest functions: own samples and samples under each."""
+    own: dict[str, int] = {}
+    under: dict[str, int] = {}
+    total = 0
+    try:
+        with open(path) as f:
+            for line in f:
+                stack, _, n = line.rstrip().rpartition(" ")
+                if not stack:
+                    continue
+                count = int(n)
+                total += count
+                frames = [
+                    re.sub(r" \(.*?/(site-packages|src)/", " (", fr) for fr in stack.split(";")
+                ]
+                own[frames[-1]] = own.get(frames[-1], 0) + count
+                for fr in set(frames):
+                    under[fr] = under.get(fr, 0) + count
+    except OSError as exc:
+        print(f"no profile at {path}: {exc}")
+        return
+    print(f"\ngateway profile, busiest run ({total} samples; raw stacks in {path}):")
+    # Frames under most samples (the server's run loop, the app's entry) say nothing.
+    under = {fr: n for fr, n in under.items() if n < total / 2}
+    for title, table in (("own time", own), ("time under", under)):
+        print(f"  {title}:")
+        for fr, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {n / max(1, total) * 100:5.1f}%  {fr}")
 
 
 def report(streams: int, med: dict[str, dict[str, float]]) -> None:
