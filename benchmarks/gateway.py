@@ -92,7 +92,7 @@ def run_upstream(port: int, tokens: int) -> None:
     role = chunk(b'{"role":"assistant","content":""}')
     last = chunk(b"{}", b'"stop"') + b"data: [DONE]\n\n"
     period = round(1 / RATE / TICK)  # ticks between two tokens of one stream
-    slots: list[list[Any]] = [[] for _ in range(period)]  # phase -> [transport, sent]
+    slots: list[list[Any]] = [[] for _ in range(period)]  # phase -> [transport, sent, due]
 
     class Proto(asyncio.Protocol):
         def connection_made(self, transport: Any) -> None:
@@ -107,6 +107,7 @@ def run_upstream(port: int, tokens: int) -> None:
             m = re.search(rb"(?i)content-length: *(\d+)", headers)
             if m and len(body) < int(m.group(1)):
                 return
+            asked = re.search(rb'"max_(?:completion_)?tokens": *(\d+)', body)
             self.buf = b""
             self.transport.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
@@ -119,7 +120,7 @@ def run_upstream(port: int, tokens: int) -> None:
             # The next tokens on the first slot a period from now, round-robin.
             loop = asyncio.get_running_loop()
             phase = (round(loop.time() / TICK) + period) % period
-            slots[phase].append([self.transport, 1])
+            slots[phase].append([self.transport, 1, int(asked[1]) if asked else tokens])
 
     async def ticker() -> None:
         loop = asyncio.get_running_loop()
@@ -136,7 +137,7 @@ def run_upstream(port: int, tokens: int) -> None:
                 tr = item[0]
                 if tr.is_closing():
                     continue
-                if item[1] >= tokens:
+                if item[1] >= item[2]:
                     tr.write(last)
                     tr.close()
                     continue
@@ -163,9 +164,9 @@ ECHO_TOKEN = re.compile(rb'"content": ?" ?tok"')
 
 
 def run_load(
-    port: int, streams: int, body: bytes, key: str, echo: bool, ramp: float, limit: float
+    port: int, streams: int, body: bytes, key: str, echo: bool, ramp: float, limit: float, out: str
 ) -> None:
-    """Read ``streams`` streams from ``port``; print one JSON line of raw figures."""
+    """Read ``streams`` streams from ``port``; write the raw figures to ``out`` (JSON)."""
     import uvloop
 
     ttft: list[float] = []
@@ -235,8 +236,8 @@ def run_load(
         return time.monotonic() - began
 
     wall = uvloop.run(main())
-    print(
-        json.dumps(
+    with open(out, "w") as f:
+        json.dump(
             {
                 "ttft": ttft,
                 "lateness": lateness,
@@ -245,9 +246,9 @@ def run_load(
                 "failed": failed[:3],
                 "failures": len(failed),
                 "wall": wall,
-            }
+            },
+            f,
         )
-    )
 
 
 # -- the servers under test -----------------------------------------------------------
@@ -327,7 +328,8 @@ def cpu_of(pid: int) -> float:
 def load(
     port: int, streams: int, body: dict[str, Any], key: str, echo: bool, ramp: float, limit: float
 ) -> dict[str, Any]:
-    out = subprocess.run(
+    out = os.path.join(tempfile.gettempdir(), f"ssegate-bench-load-{os.getpid()}.json")
+    subprocess.run(
         [
             sys.executable,
             HERE,
@@ -345,13 +347,17 @@ def load(
             str(ramp),
             "--limit",
             str(limit),
+            "--out",
+            out,
             *(["--echo"] if echo else []),
         ],
-        capture_output=True,
         timeout=limit + 30,
         check=True,
     )
-    return dict(json.loads(out.stdout))
+    with open(out) as f:
+        result = dict(json.load(f))
+    os.unlink(out)
+    return result
 
 
 def measure(
@@ -360,7 +366,12 @@ def measure(
     echo = target == "echo"
     model = {"direct": "m", "litellm": "m", "ssegate": "up/m", "echo": "echo"}[target]
     text = " ".join(["tok"] * tokens) if echo else "go"
-    body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": True}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": tokens,
+        "stream": True,
+    }
     key = LITELLM_KEY if target == "litellm" else "sk-none"
     before = cpu_of(pid) if pid else 0.0
     r = load(port, streams, body, key, echo, ramp, limit)
@@ -377,6 +388,7 @@ def measure(
         "cpu_us": cpu / max(1, r["tokens"]) * 1e6,
         "tokens_s": r["tokens"] / r["wall"],
         "cpu_share": cpu / r["wall"],
+        "cpu_s": cpu,
     }
 
 
@@ -479,6 +491,7 @@ def main() -> None:
     ap.add_argument("--streams", default="1,100,1000")
     ap.add_argument("--echo-streams", type=int, default=1000)
     ap.add_argument("--key", default="")
+    ap.add_argument("--out", default="")
     ap.add_argument("--ramp", type=float, default=1.0, help="seconds over which streams start")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument(
@@ -501,6 +514,7 @@ def main() -> None:
             args.echo,
             args.ramp,
             args.limit,
+            args.out,
         )
         return
 
@@ -541,6 +555,8 @@ def main() -> None:
                 for t, rs in results.items()
             }
             report(streams, med)
+        split = 100 if 100 in counts else max(counts)
+        cpu_split(servers, split, tokens, args.ramp, limit)
         echo = measure(
             "echo", servers.gw_port, servers.gw.pid, args.echo_streams, tokens, args.ramp, limit
         )
@@ -555,6 +571,22 @@ def main() -> None:
     print(f"load average after: {os.getloadavg()[0]:.1f}; server logs in {servers.dir}")
     if args.profile:
         summarize_profile(args.profile)
+
+
+def cpu_split(servers: Servers, streams: int, tokens: int, ramp: float, limit: float) -> None:
+    """The gateway's CPU per stream as ``a + b * tokens``: a stream's own cost, a token's."""
+    pid = servers.gw.pid
+    runs = [
+        measure("ssegate", servers.gw_port, pid, streams, n, ramp, limit + n / RATE)
+        for n in (tokens, 3 * tokens)
+    ]
+    per_token = (runs[1]["cpu_s"] - runs[0]["cpu_s"]) / (streams * 2 * tokens)
+    per_stream = runs[0]["cpu_s"] / streams - per_token * tokens
+    print(
+        f"\ngateway CPU at {streams} streams, {tokens} then {3 * tokens} tokens each: "
+        f"{per_stream * 1e3:.2f} ms per stream (request, upstream call, setup) "
+        f"+ {per_token * 1e6:.0f} us per relayed token"
+    )
 
 
 def py_spy(pid: int, path: str) -> subprocess.Popen[bytes] | None:
