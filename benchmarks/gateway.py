@@ -615,10 +615,31 @@ def py_spy(pid: int, path: str) -> subprocess.Popen[bytes] | None:
     return spy
 
 
-def summarize_profile(path: str, top: int = 20) -> None:
-    """The gateway's hottest functions: own samples and samples under each."""
+#: Where a sample of the gateway belongs: the first of these its stack shows, else "other".
+STAGES = [
+    (
+        "worker threads (FastAPI runs sync dependencies there)",
+        r"WorkerThread\.run|run_in_threadpool",
+    ),
+    ("logging (access log, per-stream line)", r"Logger\.(info|_log)"),
+    ("new connections (uvicorn)", r"connection_made"),
+    # A resumed coroutine's stack starts where it resumed: name the inner frames too.
+    ("upstream: connect, read, parse SSE + JSON", r"Runner\._produce|drive_batches|_wire\.py"),
+    ("store: append, wake readers", r"Hub\._run|StreamStore\.append|MemoryStore"),
+    (
+        "to clients: render, SSE session, middleware, uvicorn send",
+        r"Reader\.__call__|_reading\.py|_session\.py|_loops\.py|RequestResponseCycle\.send|\.send \(",
+    ),
+    ("request: routing, validation, dependencies, endpoint", r"request_response|APIRoute"),
+    ("task plumbing (anyio cancel scopes, task groups)", r"CancelScope|TaskGroup|_task_repr"),
+    ("event loop itself (uvloop, callbacks)", r"Runner\.run \("),
+]
+
+
+def summarize_profile(path: str, top: int = 12) -> None:
+    """Where the gateway's samples went: by stage, and its hottest functions."""
     own: dict[str, int] = {}
-    under: dict[str, int] = {}
+    stages: dict[str, int] = {}
     total = 0
     try:
         with open(path) as f:
@@ -632,18 +653,16 @@ def summarize_profile(path: str, top: int = 20) -> None:
                     re.sub(r" \(.*?/(site-packages|src)/", " (", fr) for fr in stack.split(";")
                 ]
                 own[frames[-1]] = own.get(frames[-1], 0) + count
-                for fr in set(frames):
-                    under[fr] = under.get(fr, 0) + count
+                stage = next((t for t, pat in STAGES if re.search(pat, stack)), "other")
+                stages[stage] = stages.get(stage, 0) + count
     except OSError as exc:
         print(f"no profile at {path}: {exc}")
         return
     print(f"\ngateway profile, busiest run ({total} samples; raw stacks in {path}):")
-    # Frames under most samples (the server's run loop, the app's entry) say nothing.
-    under = {fr: n for fr, n in under.items() if n < total / 2}
-    for title, table in (("own time", own), ("time under", under)):
+    for title, table, rows in (("by stage", stages, len(stages)), ("own time", own, top)):
         print(f"  {title}:")
-        for fr, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
-            print(f"    {n / max(1, total) * 100:5.1f}%  {fr}")
+        for name, n in sorted(table.items(), key=lambda kv: -kv[1])[:rows]:
+            print(f"    {n / max(1, total) * 100:5.1f}%  {name}")
 
 
 def targets(med: dict[str, dict[str, float]]) -> None:
