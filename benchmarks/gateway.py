@@ -1,0 +1,737 @@
+"""Gateway benchmark: ``ssegate serve`` relaying OpenAI-compatible streams, beside its peers.
+
+Three processes besides this one, each its own:
+
+- a fake OpenAI-compatible upstream (raw asyncio on uvloop, pre-encoded SSE
+  chunks): each stream gets its first token at once, stamped with the
+  ``time.monotonic()`` at which it was written, then one token every 50 ms
+  (20 tokens/s), each stamped with the time it was due;
+- the gateway, exactly as users run it: ``python -m ssegate serve --config FILE``
+  (one process, uvicorn with uvloop and httptools, the memory store, auth off),
+  with the upstream configured as an ``openai`` provider (``up/m``) and
+  ``limits.max_streams_per_key`` raised above C (its default, 64, would answer
+  429 to the rest: with auth off every client is the same "key");
+- a load generator (raw asyncio streams on uvloop, one connection per stream,
+  starts spread over ``--ramp`` seconds) that reads the SSE bytes and notes when
+  each stamp arrives.
+
+For C concurrent streams the same load generator reads the same upstream
+``direct`` (the floor) and through the gateway, in one run, interleaved.
+Reported, medians of the repeats:
+
+- delivered: tokens received / tokens due (a stream ends at ``[DONE]``);
+- TTFT p50/p99: from writing the request to the first token; "added" is the
+  gateway's percentile minus direct's;
+- per-token lateness p50/p99: arrival minus the upstream's schedule (tokens
+  after the first); "added" as for TTFT;
+- CPU: the gateway process's user+system time (psutil) over the run, divided by
+  the tokens it relayed (its idle CPU is printed first; it is in that figure).
+
+Every server gets a few warm-up streams first (imports and caches of a first
+request are not what is measured). Then the targets of issue 12 at 1 000
+streams, met or missed; and (not with ``--quick``) the gateway's CPU split into
+a cost per stream and a cost per token, from runs of N and 3N tokens at 100
+streams.
+
+Then the built-in ``echo`` model (20 tokens/s per stream, no upstream) at
+``--echo-streams`` streams: tokens/s delivered and CPU per token.
+
+The peer. Where LiteLLM's proxy is importable (``pip install 'litellm[proxy]'``
+into the same venv; it is not one of ssegate's dependencies), it runs beside
+the gateway, one worker, routing ``m`` to the same upstream
+(``litellm --config FILE --port P --num_workers 1``), and gets its own columns
+and ratios. ``--no-litellm`` leaves it out and ``--quick`` too (its start alone takes
+~20 s), unless given ``--litellm``. Saturated at C > 100 it runs once, not per
+repeat; every run is bounded (a stream not done ``--quick`` 20 s, else 30 s,
+after its last token was due counts as what it delivered by then).
+
+The machine is shared and noisy: compare the columns of one run, not runs.
+``--profile FILE`` records the gateway with py-spy (``pip install py-spy``) during
+its busiest run and prints its hottest functions: where the CPU goes.
+
+    .venv/bin/python benchmarks/gateway.py            # C = 1, 100, 1000; 50 tokens; 3 repeats
+    .venv/bin/python benchmarks/gateway.py --quick    # 10 tokens, 1 repeat, no LiteLLM
+    .venv/bin/python benchmarks/gateway.py --streams 1000 --repeats 1 --profile /tmp/gw.raw
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Any
+
+RATE = 20.0  # tokens per second per stream
+TICK = 0.005  # the upstream's scheduler tick; streams are spread over the 50 ms period
+HERE = os.path.abspath(__file__)
+LITELLM_KEY = "sk-bench-7f3a9c2e41d84b0a9e5f6c7d8e9fa0b1"  # its proxy refuses to start without
+
+
+# -- the fake upstream ----------------------------------------------------------------
+
+
+def run_upstream(port: int, tokens: int) -> None:
+    import uvloop
+
+    def chunk(delta: bytes, finish: bytes = b"null") -> bytes:
+        return (
+            b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk",'
+            b'"created":1760000000,"model":"m","choices":[{"index":0,"delta":'
+            + delta
+            + b',"finish_reason":'
+            + finish
+            + b"}]}\n\n"
+        )
+
+    head, tail = chunk(b'{"content":"@"}').split(b"@")
+    role = chunk(b'{"role":"assistant","content":""}')
+    last = chunk(b"{}", b'"stop"') + b"data: [DONE]\n\n"
+    period = round(1 / RATE / TICK)  # ticks between two tokens of one stream
+    slots: list[list[Any]] = [[] for _ in range(period)]  # phase -> [transport, sent, due]
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.buf = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            headers, sep, body = self.buf.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            m = re.search(rb"(?i)content-length: *(\d+)", headers)
+            if m and len(body) < int(m.group(1)):
+                return
+            asked = re.search(rb'"max_(?:completion_)?tokens": *(\d+)', body)
+            self.buf = b""
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"cache-control: no-cache\r\nconnection: close\r\n\r\n"
+                + role
+                + head
+                + b"%.6f " % time.monotonic()  # the first token: at once
+                + tail
+            )
+            # The next tokens on the first slot a period from now, round-robin.
+            loop = asyncio.get_running_loop()
+            phase = (round(loop.time() / TICK) + period) % period
+            slots[phase].append([self.transport, 1, int(asked[1]) if asked else tokens])
+
+    async def ticker() -> None:
+        loop = asyncio.get_running_loop()
+        mono0 = time.monotonic() - loop.time()
+        n = round(loop.time() / TICK)
+        while True:
+            n += 1
+            due_loop = n * TICK
+            await asyncio.sleep(max(0.0, due_loop - loop.time()))
+            due = b"%.6f " % (mono0 + due_loop)
+            slot = slots[n % period]
+            keep = []
+            for item in slot:
+                tr = item[0]
+                if tr.is_closing():
+                    continue
+                if item[1] >= item[2]:
+                    tr.write(last)
+                    tr.close()
+                    continue
+                item[1] += 1
+                tr.write(head + due + tail)
+                keep.append(item)
+            slot[:] = keep
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Proto, "127.0.0.1", port, backlog=4096)
+        tick = loop.create_task(ticker())
+        async with server:
+            await server.serve_forever()
+        tick.cancel()
+
+    uvloop.run(main())
+
+
+# -- the load generator ---------------------------------------------------------------
+
+STAMP = re.compile(rb'"content": ?"(\d+\.\d{6}) ')
+ECHO_TOKEN = re.compile(rb'"content": ?" ?tok"')
+
+
+def run_load(
+    port: int, streams: int, body: bytes, key: str, echo: bool, ramp: float, limit: float, out: str
+) -> None:
+    """Read ``streams`` streams from ``port``; write the raw figures to ``out`` (JSON)."""
+    import uvloop
+
+    ttft: list[float] = []
+    lateness: list[float] = []
+    counts: list[int] = []
+    done = [0]
+    failed: list[str] = []
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        b"content-type: application/json\r\nauthorization: Bearer %s\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n" % (key.encode(), len(body)) + body
+    )
+
+    async def one(delay: float) -> None:
+        await asyncio.sleep(delay)
+        got = 0
+        writer = None
+        try:
+            began = time.monotonic()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            tail = b""
+            status = b""
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                now = time.monotonic()
+                if not status:
+                    status = data[9:12]
+                    if status != b"200":
+                        failed.append(data[:200].decode("latin-1"))
+                        break
+                data = tail + data
+                cut = data.rfind(b"\n")
+                tail = data[cut + 1 :]
+                if echo:
+                    n = len(ECHO_TOKEN.findall(data, 0, cut + 1))
+                    if n and not got:
+                        ttft.append(now - began)
+                    got += n
+                else:
+                    stamps = STAMP.findall(data, 0, cut + 1)
+                    if stamps and not got:
+                        ttft.append(now - began)
+                        stamps = stamps[1:]
+                        got = 1
+                    lateness.extend(now - float(s) for s in stamps)
+                    got += len(stamps)
+                if b"data: [DONE]" in data:
+                    done[0] += 1
+                    break
+        except OSError as exc:
+            failed.append(repr(exc))
+        finally:
+            if writer is not None:
+                writer.close()
+            counts.append(got)
+
+    async def main() -> float:
+        began = time.monotonic()
+        tasks = [asyncio.ensure_future(one(i * ramp / streams)) for i in range(streams)]
+        _, pending = await asyncio.wait(tasks, timeout=limit)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return time.monotonic() - began
+
+    wall = uvloop.run(main())
+    with open(out, "w") as f:
+        json.dump(
+            {
+                "ttft": ttft,
+                "lateness": lateness,
+                "tokens": sum(counts),
+                "done": done[0],
+                "failed": failed[:3],
+                "failures": len(failed),
+                "wall": wall,
+            },
+            f,
+        )
+
+
+# -- the servers under test -----------------------------------------------------------
+
+
+def gateway_config(path: str, upstream: str, echo_rate: float) -> None:
+    with open(path, "w") as f:
+        f.write(
+            f'default_model = "up/m"\n'
+            f"echo_tokens_per_second = {echo_rate}\n"
+            "[limits]\nmax_streams_per_key = 100000\n"  # one client opens them all
+            "[local]\npreload = false\n"
+            f'[providers.up]\nkind = "openai"\nbase_url = "{upstream}/v1"\n'
+            'api_key = "sk-upstream"\nmodels = ["m"]\n'
+        )
+
+
+def litellm_config(path: str, upstream: str) -> None:
+    with open(path, "w") as f:
+        f.write(
+            "model_list:\n  - model_name: m\n    litellm_params:\n"
+            f"      model: openai/m\n      api_base: {upstream}/v1\n      api_key: sk-upstream\n"
+            f"general_settings:\n  master_key: {LITELLM_KEY}\n"
+        )
+
+
+def litellm_available() -> bool:
+    return (
+        importlib.util.find_spec("litellm") is not None
+        and shutil.which("litellm", path=os.path.dirname(sys.executable)) is not None
+    )
+
+
+# -- orchestration --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited ({proc.returncode})")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def cpu_of(pid: int) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def load(
+    port: int, streams: int, body: dict[str, Any], key: str, echo: bool, ramp: float, limit: float
+) -> dict[str, Any]:
+    out = os.path.join(tempfile.gettempdir(), f"ssegate-bench-load-{os.getpid()}.json")
+    subprocess.run(
+        [
+            sys.executable,
+            HERE,
+            "--role",
+            "load",
+            "--port",
+            str(port),
+            "--streams",
+            str(streams),
+            "--body",
+            json.dumps(body),
+            "--key",
+            key,
+            "--ramp",
+            str(ramp),
+            "--limit",
+            str(limit),
+            "--out",
+            out,
+            *(["--echo"] if echo else []),
+        ],
+        timeout=limit + 30,
+        check=True,
+    )
+    with open(out) as f:
+        result = dict(json.load(f))
+    os.unlink(out)
+    return result
+
+
+def measure(
+    target: str, port: int, pid: int | None, streams: int, tokens: int, ramp: float, limit: float
+) -> dict[str, float]:
+    echo = target == "echo"
+    model = {"direct": "m", "litellm": "m", "ssegate": "up/m", "echo": "echo"}[target]
+    text = " ".join(["tok"] * tokens) if echo else "go"
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": tokens,
+        "stream": True,
+    }
+    key = LITELLM_KEY if target == "litellm" else "sk-none"
+    before = cpu_of(pid) if pid else 0.0
+    r = load(port, streams, body, key, echo, ramp, limit)
+    cpu = cpu_of(pid) - before if pid else float("nan")
+    if r["failures"]:
+        print(f"  {target} x{streams}: {r['failures']} failed, e.g. {r['failed'][0]!r}")
+    return {
+        "delivered": r["tokens"] / (streams * tokens),
+        "complete": r["done"] / streams,
+        "ttft50": pct(r["ttft"], 0.50) * 1000,
+        "ttft99": pct(r["ttft"], 0.99) * 1000,
+        "late50": pct(r["lateness"], 0.50) * 1000,
+        "late99": pct(r["lateness"], 0.99) * 1000,
+        "cpu_us": cpu / max(1, r["tokens"]) * 1e6,
+        "tokens_s": r["tokens"] / r["wall"],
+        "cpu_share": cpu / r["wall"],
+        "cpu_s": cpu,
+    }
+
+
+class Servers:
+    """The upstream, the gateway and (if installed) LiteLLM, for one run."""
+
+    def __init__(self, tokens: int, echo_rate: float, litellm: bool):
+        self.dir = tempfile.mkdtemp(prefix="ssegate-bench-")
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.up_port = free_port()
+        up = self.spawn(
+            "upstream",
+            [
+                sys.executable,
+                HERE,
+                "--role",
+                "upstream",
+                "--port",
+                str(self.up_port),
+                "--tokens",
+                str(tokens),
+            ],
+        )
+        upstream = f"http://127.0.0.1:{self.up_port}"
+        self.gw_port = free_port()
+        cfg = os.path.join(self.dir, "gateway.toml")
+        gateway_config(cfg, upstream, echo_rate)
+        serve = [sys.executable, "-m", "ssegate", "serve", "--port", str(self.gw_port)]
+        self.gw = self.spawn("gateway", [*serve, "--config", cfg])
+        self.ll: subprocess.Popen[bytes] | None = None
+        self.ll_port = free_port()
+        if litellm:
+            cfg = os.path.join(self.dir, "litellm.yaml")
+            litellm_config(cfg, upstream)
+            exe = os.path.join(os.path.dirname(sys.executable), "litellm")
+            self.ll = self.spawn(
+                "litellm",
+                [exe, "--config", cfg, "--port", str(self.ll_port), "--num_workers", "1"],
+            )
+        self.wait_port(self.up_port, up)
+        wait_ready(f"http://127.0.0.1:{self.gw_port}/readyz", self.gw, 60)
+        if self.ll is not None:
+            try:
+                wait_ready(f"http://127.0.0.1:{self.ll_port}/health/liveliness", self.ll, 120)
+            except RuntimeError as exc:
+                print(f"LiteLLM left out: {exc} (log: {self.dir}/litellm.log)")
+                self.stop(self.ll)
+                self.ll = None
+
+    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        log = open(os.path.join(self.dir, f"{name}.log"), "wb")  # noqa: SIM115
+        # No fetch of LiteLLM's price list from the internet at start (it retries for 8 s).
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        env = {k: v for k, v in env.items() if not k.startswith("SSEGATE_")}
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"nothing listening on {port}")
+
+    @staticmethod
+    def stop(p: subprocess.Popen[bytes]) -> None:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            self.stop(p)
+
+
+def fmt_ms(v: float) -> str:
+    return f"{v:.1f}" if v == v else "-"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--role", default="bench", choices=["bench", "upstream", "load"])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--tokens", type=int, default=None, help="tokens per stream")
+    ap.add_argument("--body", default="")
+    ap.add_argument("--echo", action="store_true")
+    ap.add_argument("--limit", type=float, default=120.0)
+    ap.add_argument("--quick", action="store_true", help="short streams, one repeat")
+    ap.add_argument("--streams", default="1,100,1000")
+    ap.add_argument("--echo-streams", type=int, default=1000)
+    ap.add_argument("--key", default="")
+    ap.add_argument("--out", default="")
+    ap.add_argument("--ramp", type=float, default=1.0, help="seconds over which streams start")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--litellm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run LiteLLM's proxy beside (default: where installed, except with --quick)",
+    )
+    ap.add_argument("--profile", default=None, help="py-spy the gateway's busiest run into FILE")
+    args = ap.parse_args()
+    if args.role == "upstream":
+        run_upstream(args.port, args.tokens or 50)
+        return
+    if args.role == "load":
+        run_load(
+            args.port,
+            int(args.streams),
+            args.body.encode(),
+            args.key,
+            args.echo,
+            args.ramp,
+            args.limit,
+            args.out,
+        )
+        return
+
+    tokens = args.tokens or (10 if args.quick else 50)  # 0.5 s or 2.5 s per stream
+    repeats = 1 if args.quick else args.repeats
+    counts = [int(c) for c in args.streams.split(",")]
+    slack = 20.0 if args.quick else 30.0  # a stream not done this long after its due end fails
+    limit = args.ramp + tokens / RATE + slack
+    wanted = args.litellm if args.litellm is not None else not args.quick
+    litellm = wanted and litellm_available()
+    print(
+        f"gateway benchmark: {tokens} tokens/stream at {RATE:.0f} tokens/s, starts spread over "
+        f"{args.ramp:g} s, {repeats} repeat(s), {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} (a shared machine: compare the columns of this run)"
+    )
+    if wanted and not litellm:
+        print("LiteLLM not run: pip install 'litellm[proxy]' into this venv to compare")
+    servers = Servers(tokens, RATE, litellm)
+    try:
+        idle = {"ssegate": servers.gw.pid} | ({"litellm": servers.ll.pid} if servers.ll else {})
+        before = {t: cpu_of(pid) for t, pid in idle.items()}
+        idle_s = 1.0 if args.quick else 2.0
+        time.sleep(idle_s)
+        print(
+            "idle CPU (in every CPU figure below): "
+            + ", ".join(
+                f"{t} {(cpu_of(p) - before[t]) / idle_s * 100:.1f}% of a core"
+                for t, p in idle.items()
+            )
+        )
+        ports = {"direct": (servers.up_port, None), "ssegate": (servers.gw_port, servers.gw.pid)}
+        if servers.ll is not None:
+            ports["litellm"] = (servers.ll_port, servers.ll.pid)
+        for t, (port, pid) in ports.items():  # warm up: first-request imports and caches
+            measure(t, port, pid, 2, 2, 0.0, 30.0)
+        measure("echo", servers.gw_port, servers.gw.pid, 2, 2, 0.0, 30.0)
+        for streams in counts:
+            results: dict[str, list[dict[str, float]]] = {t: [] for t in ports}
+            for n in range(repeats):
+                for t, (port, pid) in ports.items():  # interleaved: drifting load hits all
+                    if t == "litellm" and streams > 100 and n:
+                        continue  # saturated: once is enough to show it, and it takes long
+                    spy = None
+                    if args.profile and t == "ssegate" and streams == max(counts) and not n:
+                        spy = py_spy(servers.gw.pid, args.profile)
+                    results[t].append(measure(t, port, pid, streams, tokens, args.ramp, limit))
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(30)
+            med = {
+                t: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+                for t, rs in results.items()
+            }
+            report(streams, med)
+            if streams == 1000:
+                targets(med)
+        if not args.quick:
+            split = 100 if 100 in counts else max(counts)
+            cpu_split(servers, split, tokens, args.ramp, limit, repeats)
+        echo = measure(
+            "echo", servers.gw_port, servers.gw.pid, args.echo_streams, tokens, args.ramp, limit
+        )
+        print(
+            f"\necho model, {args.echo_streams} streams x {tokens} tokens at {RATE:.0f}/s: "
+            f"{echo['delivered'] * 100:.1f}% delivered, {echo['tokens_s']:.0f} tokens/s, "
+            f"TTFT p50 {echo['ttft50']:.1f} ms p99 {echo['ttft99']:.1f} ms, "
+            f"gateway CPU {echo['cpu_us']:.1f} us/token ({echo['cpu_share'] * 100:.0f}% of a core)"
+        )
+    finally:
+        servers.close()
+    print(f"load average after: {os.getloadavg()[0]:.1f}; server logs in {servers.dir}")
+    if args.profile:
+        summarize_profile(args.profile)
+
+
+def cpu_split(
+    servers: Servers, streams: int, tokens: int, ramp: float, limit: float, repeats: int
+) -> None:
+    """The gateway's CPU per stream as ``a + b * tokens``: a stream's own cost, a token's.
+
+    From runs of ``tokens`` and ``3 * tokens`` per stream, ``repeats`` pairs, medians.
+    """
+    pid = servers.gw.pid
+    per_token: list[float] = []
+    per_stream: list[float] = []
+    for _ in range(repeats):
+        short, long = (
+            measure("ssegate", servers.gw_port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
+            for n in (tokens, 3 * tokens)
+        )
+        per_token.append((long - short) / (streams * 2 * tokens))
+        per_stream.append(short / streams - per_token[-1] * tokens)
+    print(
+        f"\ngateway CPU at {streams} streams, {tokens} then {3 * tokens} tokens each "
+        f"(median of {repeats}): {statistics.median(per_stream) * 1e3:.2f} ms per stream "
+        f"(request, upstream call, setup) + {statistics.median(per_token) * 1e6:.0f} us "
+        "per relayed token"
+    )
+
+
+def py_spy(pid: int, path: str) -> subprocess.Popen[bytes] | None:
+    exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if exe is None:
+        print("no profile: pip install py-spy into this venv")
+        return None
+    cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "--output", path]
+    spy = subprocess.Popen(
+        [*cmd, "--rate", "200", "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # attached before the load starts
+    return spy
+
+
+#: Where a sample of the gateway belongs: the first of these its stack shows, else "other".
+STAGES = [
+    (
+        "worker threads (FastAPI runs sync dependencies there)",
+        r"WorkerThread\.run|run_in_threadpool",
+    ),
+    ("logging (access log, per-stream line)", r"Logger\.(info|_log)"),
+    ("new connections (uvicorn)", r"connection_made"),
+    # A resumed coroutine's stack starts where it resumed: name the inner frames too.
+    ("upstream: connect, read, parse SSE + JSON", r"Runner\._produce|drive_batches|_wire\.py"),
+    ("store: append, wake readers", r"Hub\._run|StreamStore\.append|MemoryStore"),
+    (
+        "to clients: render, SSE session, middleware, uvicorn send",
+        r"Reader\.__call__|_reading\.py|_session\.py|_loops\.py|RequestResponseCycle\.send|\.send \(",
+    ),
+    ("request: routing, validation, dependencies, endpoint", r"request_response|APIRoute"),
+    ("task plumbing (anyio cancel scopes, task groups)", r"CancelScope|TaskGroup|_task_repr"),
+    ("event loop itself (uvloop, callbacks)", r"Runner\.run \("),
+]
+
+
+def summarize_profile(path: str, top: int = 12) -> None:
+    """Where the gateway's samples went: by stage, and its hottest functions."""
+    own: dict[str, int] = {}
+    stages: dict[str, int] = {}
+    total = 0
+    try:
+        with open(path) as f:
+            for line in f:
+                stack, _, n = line.rstrip().rpartition(" ")
+                if not stack:
+                    continue
+                count = int(n)
+                total += count
+                frames = [
+                    re.sub(r" \(.*?/(site-packages|src)/", " (", fr) for fr in stack.split(";")
+                ]
+                own[frames[-1]] = own.get(frames[-1], 0) + count
+                stage = next((t for t, pat in STAGES if re.search(pat, stack)), "other")
+                stages[stage] = stages.get(stage, 0) + count
+    except OSError as exc:
+        print(f"no profile at {path}: {exc}")
+        return
+    print(f"\ngateway profile, busiest run ({total} samples; raw stacks in {path}):")
+    for title, table, rows in (("by stage", stages, len(stages)), ("own time", own, top)):
+        print(f"  {title}:")
+        for name, n in sorted(table.items(), key=lambda kv: -kv[1])[:rows]:
+            print(f"    {n / max(1, total) * 100:5.1f}%  {name}")
+
+
+def targets(med: dict[str, dict[str, float]]) -> None:
+    """The issue's targets at 1 000 streams, one gateway process: met or not."""
+    g, d = med["ssegate"], med["direct"]
+    ttft, late = g["ttft50"] - d["ttft50"], g["late99"] - d["late99"]
+    checks = [
+        ("100 % delivered", f"{g['delivered'] * 100:.1f} %", g["delivered"] >= 1.0),
+        ("added TTFT p50 <= 2 ms", f"{ttft:+.1f} ms", ttft <= 2),
+        ("added per-token p99 <= 5 ms", f"{late:+.1f} ms", late <= 5),
+        ("gateway CPU <= 50 us/token", f"{g['cpu_us']:.0f} us", g["cpu_us"] <= 50),
+    ]
+    print("targets: " + "; ".join(f"{t}: {v} {'met' if ok else 'MISSED'}" for t, v, ok in checks))
+    if d["late99"] > 50 or d["delivered"] < 1.0:
+        print(
+            f"  (not a fair test of them: read direct, the upstream itself was {d['late99']:.0f} ms "
+            "late at p99, so this machine could not drive this load; 'added' is then noise)"
+        )
+
+
+def report(streams: int, med: dict[str, dict[str, float]]) -> None:
+    d = med["direct"]
+    print(f"\n{streams} concurrent streams ({streams * RATE:.0f} tokens/s due)")
+    print(
+        f"{'':9}{'delivered':>10}{'TTFT p50':>9}{'p99':>9}{'+p50':>9}{'+p99':>9}"
+        f"{'late p50':>9}{'p99':>9}{'+p50':>9}{'+p99':>9}{'CPU us/tok':>11}{'CPU ratio':>10}"
+    )
+    ours = med["ssegate"]["cpu_us"]
+    for t, m in med.items():
+        added = t != "direct"
+        cols = [
+            f"{m['delivered'] * 100:>9.1f}%",
+            f"{m['ttft50']:>9.1f}",
+            f"{m['ttft99']:>9.1f}",
+            f"{m['ttft50'] - d['ttft50']:>+9.1f}" if added else f"{'':>9}",
+            f"{m['ttft99'] - d['ttft99']:>+9.1f}" if added else f"{'':>9}",
+            f"{m['late50']:>9.1f}",
+            f"{m['late99']:>9.1f}",
+            f"{m['late50'] - d['late50']:>+9.1f}" if added else f"{'':>9}",
+            f"{m['late99'] - d['late99']:>+9.1f}" if added else f"{'':>9}",
+            f"{m['cpu_us']:>11.1f}" if added else f"{'-':>11}",
+            f"{m['cpu_us'] / ours:>9.1f}x" if added else f"{'':>10}",
+        ]
+        print(f"{t:9}" + "".join(cols))
+    print("(ms; '+' = added over direct; CPU ratio = CPU per token / ssegate's)")
+
+
+if __name__ == "__main__":
+    main()
