@@ -3,9 +3,9 @@ same defaults as the providers' path (``ssegate._http.default_ssl_context``)."""
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -31,60 +31,56 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def _collect(url: str, **options: object) -> list[Event]:
-    with EventSource(url, reconnect=False, **options) as source:  # type: ignore[arg-type]
-        return list(source)
+def _collect(kind: str, url: str, **options: object) -> list[Event]:
+    """The events of one connection, read with ``EventSource`` or ``AsyncEventSource``."""
+    if kind == "sync":
+        with EventSource(url, reconnect=False, **options) as source:  # type: ignore[arg-type]
+            return list(source)
+
+    async def read() -> list[Event]:
+        async with AsyncEventSource(url, reconnect=False, **options) as source:  # type: ignore[arg-type]
+            return [event async for event in source]
+
+    return anyio.run(read)
 
 
-async def _acollect(url: str, **options: object) -> list[Event]:
-    async with AsyncEventSource(url, reconnect=False, **options) as source:  # type: ignore[arg-type]
-        return [event async for event in source]
+KINDS = pytest.mark.parametrize("kind", ["sync", "async"])
 
 
+@KINDS
 def test_the_ca_from_ssl_cert_file_is_trusted(
-    tmp_path: Path, clean_env: pytest.MonkeyPatch
+    kind: str, tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
     key, cert = make_certificate(tmp_path)
     fake = FakeUpstream().add("/events", _STREAM)
     with fake.run(ssl_keyfile=key, ssl_certfile=cert) as url:
         https = url.replace("http://", "https://") + "/events"
         with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
-            _collect(https)  # the system store does not know this CA
+            _collect(kind, https)  # the system store does not know this CA
         clean_env.setenv("SSL_CERT_FILE", cert)
-        assert _collect(https) == _EVENTS
+        assert _collect(kind, https) == _EVENTS
         with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
-            _collect(https, trust_env=False)  # SSL_CERT_FILE ignored
+            _collect(kind, https, trust_env=False)  # SSL_CERT_FILE ignored
     assert len(fake.requests) == 1
 
 
-@pytest.mark.anyio
-async def test_async_the_ca_from_ssl_cert_file_is_trusted(
-    tmp_path: Path, clean_env: pytest.MonkeyPatch
+@KINDS
+def test_a_wrong_hostname_is_refused(
+    kind: str, tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
-    key, cert = make_certificate(tmp_path)
-    fake = FakeUpstream().add("/events", _STREAM)
-    with fake.run(ssl_keyfile=key, ssl_certfile=cert) as url:
-        https = url.replace("http://", "https://") + "/events"
-        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
-            await _acollect(https)
-        clean_env.setenv("SSL_CERT_FILE", cert)
-        assert await _acollect(https) == _EVENTS
-    assert len(fake.requests) == 1
-
-
-def test_a_wrong_hostname_is_refused(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
     key, cert = make_certificate(tmp_path, san="DNS:api.example.test")
     clean_env.setenv("SSL_CERT_FILE", cert)  # the CA is trusted...
     fake = FakeUpstream().add("/events", _STREAM)
     with fake.run(ssl_keyfile=key, ssl_certfile=cert) as url:
         https = url.replace("http://", "https://") + "/events"
         with pytest.raises(TransportError, match=r"(?i)mismatch|doesn't match|not valid for"):
-            _collect(https)  # ...the name is not
+            _collect(kind, https)  # ...the name is not
     assert fake.requests == []
 
 
+@KINDS
 def test_https_proxy_from_the_environment_is_used(
-    tmp_path: Path, clean_env: pytest.MonkeyPatch
+    kind: str, tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
     key, cert = make_certificate(tmp_path)
     fake = FakeUpstream().add("/events", _STREAM)
@@ -93,34 +89,15 @@ def test_https_proxy_from_the_environment_is_used(
         https = url.replace("http://", "https://") + "/events"
         clean_env.setenv("HTTPS_PROXY", p)
         clean_env.setenv("SSL_CERT_FILE", cert)
-        assert _collect(https) == _EVENTS
-        assert proxy.targets == [f"CONNECT {url.removeprefix('http://')}"]
-        with httpx.Client(trust_env=False, verify=ssl.create_default_context(cafile=cert)) as own:
-            assert _collect(https, client=own) == _EVENTS  # no proxy on that client
-        clean_env.setenv("NO_PROXY", "localhost,127.0.0.1")
-        assert _collect(https) == _EVENTS
-    assert len(proxy.targets) == 1  # the other two went around the proxy
-    assert len(fake.requests) == 3
-
-
-@pytest.mark.anyio
-async def test_async_https_proxy_from_the_environment_is_used(
-    tmp_path: Path, clean_env: pytest.MonkeyPatch
-) -> None:
-    key, cert = make_certificate(tmp_path)
-    fake = FakeUpstream().add("/events", _STREAM)
-    proxy = ConnectProxy()
-    with fake.run(ssl_keyfile=key, ssl_certfile=cert) as url, RawServer(proxy.handle).run() as p:
-        https = url.replace("http://", "https://") + "/events"
-        clean_env.setenv("HTTPS_PROXY", p)
-        clean_env.setenv("SSL_CERT_FILE", cert)
-        assert await _acollect(https) == _EVENTS
+        assert _collect(kind, https) == _EVENTS
         assert proxy.targets == [f"CONNECT {url.removeprefix('http://')}"]
         # trust_env=False: no proxy (and no SSL_CERT_FILE, so this CA is unknown)
         with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
-            await _acollect(https, trust_env=False)
-    assert len(proxy.targets) == 1
-    assert len(fake.requests) == 1
+            _collect(kind, https, trust_env=False)
+        clean_env.setenv("NO_PROXY", "localhost,127.0.0.1")
+        assert _collect(kind, https) == _EVENTS
+    assert len(proxy.targets) == 1  # the others went around the proxy
+    assert len(fake.requests) == 2
 
 
 def test_trust_env_false_with_an_own_client_is_refused() -> None:
