@@ -254,3 +254,25 @@ def test_lines_without_data_are_not_held(pattern: bytes, total: int, chunk_size:
         assert out == [Event("after", "ping", "42", 3000)]
     else:
         assert out == [Event("after", id="")]
+
+
+def test_comments_after_a_big_event_are_not_held() -> None:
+    # The fold threshold grows with a long line in progress; once that event
+    # is out, a flood of comments is folded at the small threshold again.
+    d = Decoder()
+    raw = b"data: " + b"b" * (4 << 20) + b"\n\n"
+    tracemalloc.start()
+    try:
+        for i in range(0, len(raw), 4096):
+            for event in d.feed(raw[i : i + 4096]):
+                assert event.data == "b" * (4 << 20)
+        del event
+        tracemalloc.reset_peak()
+        comments = b": x\n" * 1024
+        for _ in range(2048):  # 8 MiB of comments
+            assert d.feed(comments) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"peak {peak} bytes"
+    assert d.feed(b"data: after\n\n") == [Event("after", id="")]

@@ -29,8 +29,9 @@ Once more than 64 KiB (or many small pieces) pile up without a blank line, the
 complete lines are interpreted at once ("folded"): a comment, an unknown field
 or a repeated ``id``/``event``/``retry`` leaves only its value behind, so a
 server sending keep-alive comments with no blank line, for ever, costs nothing.
-The threshold grows with a long line still in progress, so that line is joined
-a logarithmic number of times, not once per chunk.
+A long line still in progress (a big event's one ``data`` line) is not joined
+before its end comes, only checked against the line limit, so it costs linear
+time; the threshold is back to 64 KiB once its block has ended.
 """
 
 from __future__ import annotations
@@ -238,6 +239,9 @@ class Decoder:
             self._tail_len = 0
             self._tail_nl = False
         self._held_end = -1
+        if self._fold_at > self._fold_base:  # a big block ended: back to the small threshold
+            self._fold_at = self._fold_base
+            self._fold_pieces = _FOLD_PIECES
         carry = self._carry
         if (
             not carry
