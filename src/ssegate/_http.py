@@ -4,7 +4,9 @@
 - ``check_headers``: header names and values safe to put on the wire;
 - ``read_capped`` / ``aread_capped``: the first bytes of a body, never more;
 - ``Decompressor``: a ``Content-Encoding`` undone with bounded memory, and a
-  truncated compressed body reported instead of accepted as complete.
+  truncated compressed body reported instead of accepted as complete;
+- ``default_ssl_context``: the CAs trusted, the same for the providers' clients
+  (aiohttp, httpx) and the reconnecting ``EventSource``.
 
 The HTTP clients themselves are well-kept libraries (httpx, aiohttp); these are
 the decisions around them that ssegate makes the same way on every path.
@@ -13,7 +15,9 @@ the decisions around them that ssegate makes the same way on every path.
 from __future__ import annotations
 
 import email.utils
+import os
 import re
+import ssl
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from datetime import UTC
@@ -28,6 +32,7 @@ __all__ = [
     "Decompressor",
     "aread_capped",
     "check_headers",
+    "default_ssl_context",
     "parse_retry_after",
     "read_capped",
     "retry_after",
@@ -243,3 +248,33 @@ class Decompressor:
             raise ProtocolError(
                 f"the {self._encoding} body was cut short (its end marker never came)"
             )
+
+
+# -- TLS trust -----------------------------------------------------------------------
+
+
+def default_ssl_context(*, trust_env: bool = True) -> ssl.SSLContext:
+    """The CA store every ssegate HTTP client uses unless given a context.
+
+    With ``trust_env`` OpenSSL reads ``SSL_CERT_FILE``/``SSL_CERT_DIR``; without,
+    only the system's default locations. If that leaves no CA at all (some
+    containers, python.org builds on macOS), certifi's bundle is loaded.
+    """
+    if trust_env:
+        ctx = ssl.create_default_context()  # OpenSSL reads SSL_CERT_FILE/SSL_CERT_DIR
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, checks the host name
+        paths = ssl.get_default_verify_paths()
+        if paths.openssl_cafile and os.path.exists(paths.openssl_cafile):
+            ctx.load_verify_locations(cafile=paths.openssl_cafile)
+        if paths.openssl_capath and os.path.isdir(paths.openssl_capath):
+            ctx.load_verify_locations(capath=paths.openssl_capath)
+    has_dir = bool(os.environ.get("SSL_CERT_DIR")) if trust_env else False
+    if not ctx.cert_store_stats()["x509_ca"] and not has_dir:
+        try:
+            import certifi
+        except ImportError:  # pragma: no cover - certifi comes with httpx
+            pass
+        else:
+            ctx.load_verify_locations(cafile=certifi.where())
+    return ctx

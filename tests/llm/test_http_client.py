@@ -22,9 +22,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from http_support import Conn, ConnectProxy, RawServer, make_certificate
 from llm_support import REQUEST, collect
 
+from http_support import Conn, ConnectProxy, RawServer, make_certificate
 from ssegate import ProtocolError, ReadTimeout, TransportError, UpstreamUnavailable
 from ssegate.llm import Error, Finish, Start, TextDelta
 from ssegate.llm._client import open_stream

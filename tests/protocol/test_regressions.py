@@ -7,6 +7,7 @@ and § 3.11).
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 
@@ -192,3 +193,86 @@ def test_folded_block_keeps_its_state() -> None:
     out += d.feed(b"\n")
     out += d.feed(b"data: next\n\n")
     assert out == [Event("x", "big", "5"), Event("next", id="5")]
+
+
+# Lines that make no event and leave nothing to keep but the field's latest value:
+# comments, unknown fields, and ``retry``/``id``/``event`` repeated without data.
+_IGNORED_LINES = [
+    b": x\n",
+    b": keep-alive, a longer comment line than the others\n",
+    b"x-unknown: value\n",
+    b"nocolon\n",
+    b"retry: 3000\n",
+    b"id: 42\n",
+    b"event: ping\n",
+]
+
+
+def _peak_while_feeding(pattern: bytes, total: int, chunk_size: int) -> tuple[int, Decoder]:
+    """Peak traced memory (bytes) while ``total`` bytes of ``pattern`` repeated,
+    with no blank line anywhere, are fed in ``chunk_size`` pieces."""
+    block = pattern * (max(chunk_size, 1 << 16) // len(pattern) + 2)
+    d = Decoder()
+    tracemalloc.start()
+    try:
+        fed = 0
+        start = 0
+        while fed < total:
+            # Every chunk a fresh object, cut at a different place in the pattern.
+            chunk = block[start : start + chunk_size]
+            assert d.feed(chunk) == []
+            fed += chunk_size
+            start = (start + chunk_size) % len(pattern)
+        peak = tracemalloc.get_traced_memory()[1]
+        assert d.feed(pattern[start:]) == []  # end on a whole pattern
+    finally:
+        tracemalloc.stop()
+    return peak, d
+
+
+@pytest.mark.parametrize(
+    ("pattern", "total", "chunk_size"),
+    [
+        (b": x\n", 16 << 20, 1 << 16),  # the report (190 MB held to 100 MB), 64 KiB reads
+        (b": x\n", 8 << 20, 1460),  # TCP-segment-sized reads
+        (b"".join(_IGNORED_LINES), 8 << 20, 4096),
+        (b"".join(_IGNORED_LINES), 4 << 20, 100),
+        (b": x\n", 512 << 10, 3),  # tiny reads: one object per piece held must not add up
+        (b"".join(_IGNORED_LINES), 256 << 10, 1),
+    ],
+    ids=["comments-64k", "comments-1460", "mixed-4096", "mixed-100", "comments-3", "mixed-1"],
+)
+def test_lines_without_data_are_not_held(pattern: bytes, total: int, chunk_size: int) -> None:
+    # Comments (and fields that only overwrite a value) are discarded as their
+    # lines complete: memory is bounded by the current line and the current
+    # event's data, not by how many such lines came since the last blank line.
+    peak, d = _peak_while_feeding(pattern, total, chunk_size)
+    assert peak < 1 << 20, f"peak {peak} bytes"
+    # And the block they were in still makes its event, with the fields seen.
+    out = d.feed(b"data: after\n\n")
+    if b"id:" in pattern:
+        assert out == [Event("after", "ping", "42", 3000)]
+    else:
+        assert out == [Event("after", id="")]
+
+
+def test_comments_after_a_big_event_are_not_held() -> None:
+    # The fold threshold grows with a long line in progress; once that event
+    # is out, a flood of comments is folded at the small threshold again.
+    d = Decoder()
+    raw = b"data: " + b"b" * (4 << 20) + b"\n\n"
+    tracemalloc.start()
+    try:
+        for i in range(0, len(raw), 4096):
+            for event in d.feed(raw[i : i + 4096]):
+                assert event.data == "b" * (4 << 20)
+        del event
+        tracemalloc.reset_peak()
+        comments = b": x\n" * 1024
+        for _ in range(2048):  # 8 MiB of comments
+            assert d.feed(comments) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"peak {peak} bytes"
+    assert d.feed(b"data: after\n\n") == [Event("after", id="")]

@@ -18,6 +18,7 @@ from ._base import (
     DEFAULT_RETRY_STATUSES,
     MAX_ERROR_BODY,
     EventSourceBase,
+    client_options,
 )
 
 __all__ = ["AsyncEventSource"]
@@ -55,6 +56,7 @@ class AsyncEventSource(EventSourceBase):
         max_retries: int | None = None,
         timeout: float | httpx.Timeout | None = None,
         client: httpx.AsyncClient | None = None,
+        trust_env: bool = True,
         read_timeout: float | None = DEFAULT_READ_TIMEOUT,
         resend: bool = False,
         retry_statuses: Collection[int] = DEFAULT_RETRY_STATUSES,
@@ -71,6 +73,11 @@ class AsyncEventSource(EventSourceBase):
             raise TypeError(
                 f"client must be an httpx.AsyncClient, not {type(client).__name__}"
                 " (use EventSource with an httpx.Client)"
+            )
+        if client is not None and not trust_env:
+            raise ValueError(
+                "trust_env=False applies to the client made when client= is not "
+                "given: set trust_env (and verify) on your own client instead"
             )
         super().__init__(
             url,
@@ -97,6 +104,7 @@ class AsyncEventSource(EventSourceBase):
         )
         self._client = client
         self._own_client = client is None
+        self._trust_env = trust_env
         if client is not None:  # its redirect settings hold (followed by the base)
             self._follow_redirects = client.follow_redirects
             self._max_redirects = client.max_redirects
@@ -171,7 +179,7 @@ class AsyncEventSource(EventSourceBase):
 
     async def _connect(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient()
+            self._client = httpx.AsyncClient(**client_options(self._trust_env))
         request, auth = self._build(self._client)
         try:
             response = await self._client.send(

@@ -56,7 +56,7 @@ from .._exceptions import (
     SSEGateError,
     TransportError,
 )
-from .._http import parse_retry_after
+from .._http import default_ssl_context, parse_retry_after
 from ..protocol import MAX_EVENT_SIZE, Decoder, Event, ReconnectPolicy
 
 __all__ = [
@@ -74,6 +74,7 @@ __all__ = [
     "Origin",
     "Request",
     "Verdict",
+    "client_options",
     "headers_for",
     "http_url",
     "is_event_stream",
@@ -165,6 +166,16 @@ def is_event_stream(content_type: str | None) -> bool:
     if not content_type:
         return False
     return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+
+
+def client_options(trust_env: bool) -> dict[str, Any]:
+    """How the httpx client an ``EventSource`` makes for itself is set up.
+
+    Proxies from the environment and the CAs of ``default_ssl_context``, as on
+    the providers' path; ``trust_env=False`` turns both off (no proxy, the
+    system's CA store only).
+    """
+    return {"trust_env": trust_env, "verify": default_ssl_context(trust_env=trust_env)}
 
 
 def origin_of(url: httpx.URL) -> Origin:

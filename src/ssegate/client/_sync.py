@@ -20,6 +20,7 @@ from ._base import (
     DEFAULT_RETRY_STATUSES,
     MAX_ERROR_BODY,
     EventSourceBase,
+    client_options,
 )
 
 __all__ = ["EventSource"]
@@ -65,6 +66,12 @@ class EventSource(EventSourceBase):
       ``max_redirects`` hold; without one, redirects are followed. A relative
       ``url`` (``"/stream"``) is resolved against its ``base_url`` as httpx
       does, and that absolute URL names the origin credentials belong to.
+    - Without ``client``, the httpx client made here takes its proxies from
+      ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` and
+      checks certificates against ``SSL_CERT_FILE``/``SSL_CERT_DIR`` or the
+      system's CA store (certifi's bundle where there is none), as the
+      providers' clients do (``ssegate._http.default_ssl_context``).
+      ``trust_env=False`` ignores all of these: no proxy, the system store only.
     - ``url`` is checked at once: a URL with no http(s) scheme, no host or a
       port out of range raises ``ValueError`` saying which.
     - ``policy`` is a configured ``ReconnectPolicy``; ``sleep`` and ``clock``
@@ -97,6 +104,7 @@ class EventSource(EventSourceBase):
         max_retries: int | None = None,
         timeout: float | httpx.Timeout | None = None,
         client: httpx.Client | None = None,
+        trust_env: bool = True,
         read_timeout: float | None = DEFAULT_READ_TIMEOUT,
         resend: bool = False,
         retry_statuses: Collection[int] = DEFAULT_RETRY_STATUSES,
@@ -113,6 +121,11 @@ class EventSource(EventSourceBase):
             raise TypeError(
                 f"client must be an httpx.Client, not {type(client).__name__}"
                 " (use AsyncEventSource with an httpx.AsyncClient)"
+            )
+        if client is not None and not trust_env:
+            raise ValueError(
+                "trust_env=False applies to the client made when client= is not "
+                "given: set trust_env (and verify) on your own client instead"
             )
         super().__init__(
             url,
@@ -139,6 +152,7 @@ class EventSource(EventSourceBase):
         )
         self._client = client
         self._own_client = client is None
+        self._trust_env = trust_env
         if client is not None:  # its redirect settings hold (followed by the base)
             self._follow_redirects = client.follow_redirects
             self._max_redirects = client.max_redirects
@@ -216,7 +230,7 @@ class EventSource(EventSourceBase):
 
     def _connect(self) -> None:
         if self._client is None:
-            self._client = httpx.Client()
+            self._client = httpx.Client(**client_options(self._trust_env))
         request, auth = self._build(self._client)
         try:
             response = self._client.send(request, stream=True, auth=auth, follow_redirects=False)

@@ -67,7 +67,6 @@ provider's host would then clash with its API key).
 from __future__ import annotations
 
 import base64
-import os
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
@@ -78,7 +77,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from .._exceptions import ReadTimeout, TransportError
-from .._http import Decompressor, check_headers
+from .._http import Decompressor, check_headers, default_ssl_context
 
 if TYPE_CHECKING:
     import aiohttp
@@ -107,33 +106,6 @@ USER_AGENT = "ssegate"
 #: Headers the client computes from the body: a caller's copy would duplicate or
 #: contradict them (request smuggling), so they are dropped.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
-
-
-def default_ssl_context(*, trust_env: bool = True) -> ssl.SSLContext:
-    """The CA store both client paths use (see the module docstring).
-
-    With ``trust_env`` OpenSSL reads ``SSL_CERT_FILE``/``SSL_CERT_DIR``; without,
-    only the system's default locations. If that leaves no CA at all (some
-    containers, python.org builds on macOS), certifi's bundle is loaded.
-    """
-    if trust_env:
-        ctx = ssl.create_default_context()  # OpenSSL reads SSL_CERT_FILE/SSL_CERT_DIR
-    else:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, checks the host name
-        paths = ssl.get_default_verify_paths()
-        if paths.openssl_cafile and os.path.exists(paths.openssl_cafile):
-            ctx.load_verify_locations(cafile=paths.openssl_cafile)
-        if paths.openssl_capath and os.path.isdir(paths.openssl_capath):
-            ctx.load_verify_locations(capath=paths.openssl_capath)
-    has_dir = bool(os.environ.get("SSL_CERT_DIR")) if trust_env else False
-    if not ctx.cert_store_stats()["x509_ca"] and not has_dir:
-        try:
-            import certifi
-        except ImportError:  # pragma: no cover - certifi comes with httpx
-            pass
-        else:
-            ctx.load_verify_locations(cafile=certifi.where())
-    return ctx
 
 
 def default_http_client(

@@ -23,6 +23,15 @@ single ``data: ...`` line (the usual LLM token stream) each becomes an event in
 one list comprehension; anything else takes the line-by-line path. An event
 spread over many chunks is kept as a list of pieces and joined once, so a
 single 8 MiB event costs linear time.
+
+What it holds: the current line and the current event's data, nothing more.
+Once more than 64 KiB (or many small pieces) pile up without a blank line, the
+complete lines are interpreted at once ("folded"): a comment, an unknown field
+or a repeated ``id``/``event``/``retry`` leaves only its value behind, so a
+server sending keep-alive comments with no blank line, for ever, costs nothing.
+A long line still in progress (a big event's one ``data`` line) is not joined
+before its end comes, only checked against the line limit, so it costs linear
+time; the threshold is back to 64 KiB once its block has ended.
 """
 
 from __future__ import annotations
@@ -54,6 +63,15 @@ MAX_RETRY = 999_999_999_999_999_999
 _BOM = b"\xef\xbb\xbf"
 _new = tuple.__new__
 
+
+#: Bytes held back without a blank line before their complete lines are folded
+#: into the decoder's state (comments dropped, fields applied); see _fold.
+_FOLD_SIZE = 64 * 1024
+
+#: Pieces (chunks) held back before folding: each is a bytes object of its own,
+#: so tiny chunks would otherwise cost ~40 bytes per byte held. The limit grows
+#: with what stays held (a long line fed in tiny chunks), keeping folding linear.
+_FOLD_PIECES = 256
 
 #: Texts longer than this are walked line by line with ``str.find`` (memchr)
 #: rather than ``str.split``, whose search loop is several times slower on
@@ -99,8 +117,11 @@ class Decoder:
         "_data",
         "_data_len",
         "_fold_at",
+        "_fold_base",
+        "_fold_pieces",
         "_guard",
         "_head",
+        "_held_end",
         "_id_buf",
         "_last_id",
         "_max_event",
@@ -136,9 +157,14 @@ class Decoder:
         self._tail: list[bytes] = []  # the unfinished block (LF-normalised), in pieces
         self._tail_len = 0
         self._tail_nl = False  # the unfinished block ends with LF
-        # Past this many held-back bytes, the tail's complete lines are folded
-        # into the state below so memory stays bounded (see _fold).
-        self._fold_at = self._max_line
+        # Past this many held-back bytes or pieces, the tail's complete lines
+        # are folded into the state below so memory stays bounded (see _fold).
+        self._fold_base = min(self._max_line, _FOLD_SIZE)
+        self._fold_at = self._fold_base
+        self._fold_pieces = _FOLD_PIECES
+        # If >= 0, the tail's first piece is what _fold kept, and its complete
+        # lines end there: only the pieces after it can hold a new line end.
+        self._held_end = -1
         # Text this short cannot break a limit, so the fast paths skip the checks.
         self._max_small = min(self._max_line, self._max_event)
         self._carry = False  # the state below holds part of an unfinished block
@@ -186,7 +212,7 @@ class Decoder:
                 tail.append(chunk)
                 self._tail_len += len(chunk)
                 self._tail_nl = chunk[-1] == 10
-                if self._tail_len > self._fold_at:
+                if self._tail_len > self._fold_at or len(tail) > self._fold_pieces:
                     return self._fold()
                 return []
             buf = tail[0] + chunk if len(tail) == 1 else b"".join(tail) + chunk
@@ -212,6 +238,10 @@ class Decoder:
             self._tail = []
             self._tail_len = 0
             self._tail_nl = False
+        self._held_end = -1
+        if self._fold_at > self._fold_base:  # a big block ended: back to the small threshold
+            self._fold_at = self._fold_base
+            self._fold_pieces = _FOLD_PIECES
         carry = self._carry
         if (
             not carry
@@ -288,6 +318,7 @@ class Decoder:
         return head[3:] if head.startswith(_BOM) else head
 
     def _hold(self, rest: bytes) -> None:
+        self._held_end = -1
         self._tail = [rest]
         self._tail_len = len(rest)
         self._tail_nl = rest[-1] == 10
@@ -409,11 +440,23 @@ class Decoder:
         """Interpret the complete lines of a very large unfinished block now.
 
         Keeps memory bounded when a block grows without a blank line (a huge
-        event, or endless comments). The last complete line and the partial one
-        after it stay held back, so the tail never starts with a line end whose
-        meaning depends on what came before it.
+        event, or endless comments): what stays is the data the event will
+        carry and the line in progress. The last complete line and the partial
+        one after it stay held back, so the tail never starts with a line end
+        whose meaning depends on what came before it.
         """
-        buf = b"".join(self._tail)
+        tail = self._tail
+        if len(tail) <= self._fold_pieces:
+            held = self._held_end
+            start = 1 if held >= 0 else 0
+            if not any(b"\n" in tail[i] for i in range(start, len(tail))):
+                # Only a line in progress has grown (a big event's one line):
+                # nothing to interpret, so no join; fold again at twice the size.
+                if self._tail_len - max(held, 0) > self._max_line:
+                    raise self._line_too_long()
+                self._fold_at = 2 * self._tail_len
+                return []
+        buf = b"".join(tail)
         out: list[Event] = []
         last = buf.rfind(b"\n")
         prev = buf.rfind(b"\n", 0, last) if last > 0 else -1
@@ -423,12 +466,19 @@ class Decoder:
             last -= prev + 1
         partial = len(buf) - last - 1
         if partial > self._max_line or last > self._max_line:
-            raise ProtocolError(
-                f"event-stream line of more than {self._max_line} bytes",
-                hint="raise max_line_size if such lines are expected",
-            )
+            raise self._line_too_long()
         self._tail = [buf]
+        self._held_end = last + 1
         self._tail_len = len(buf)
         self._tail_nl = buf[-1] == 10
-        self._fold_at = max(self._max_line, 2 * len(buf))
+        # What stays held is the line in progress: fold again only once as much
+        # again has come (in bytes or in pieces), so a long line costs linear time.
+        self._fold_at = max(self._fold_base, 2 * len(buf))
+        self._fold_pieces = max(_FOLD_PIECES, len(buf) >> 5)
         return out
+
+    def _line_too_long(self) -> ProtocolError:
+        return ProtocolError(
+            f"event-stream line of more than {self._max_line} bytes",
+            hint="raise max_line_size if such lines are expected",
+        )

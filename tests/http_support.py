@@ -1,5 +1,5 @@
-"""Real sockets on 127.0.0.1 for the outbound-HTTP tests: a scripted raw server,
-a CONNECT proxy, a self-signed certificate."""
+"""Real sockets on 127.0.0.1 for the outbound-HTTP tests (providers and EventSource):
+a scripted raw server, a CONNECT proxy, a self-signed certificate."""
 
 from __future__ import annotations
 
