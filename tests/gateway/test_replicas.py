@@ -89,7 +89,10 @@ def test_started_on_one_read_and_resumed_on_the_other(replica_a, replica_b: str)
 
 def test_a_topic_reaches_subscribers_on_every_replica(replica_a, replica_b: str) -> None:  # type: ignore[no-untyped-def]
     url_a, _ = replica_a
-    first = httpx.post(url_a + "/v1/topics/alerts", json={"data": "one"}).json()["id"]
+    first = httpx.post(url_a + "/v1/topics/alerts", json={"data": "one", "id": "k1"}).json()["id"]
+    # re-sent to the other replica: the same event, not a second one
+    again = httpx.post(replica_b + "/v1/topics/alerts", json={"data": "one", "id": "k1"}).json()
+    assert again == {"topic": "alerts", "id": first, "duplicate": True}
     second = httpx.post(replica_b + "/v1/topics/alerts", json={"data": "two"}).json()["id"]
     for url in (url_a, replica_b):
         with httpx.stream("GET", url + "/v1/topics/alerts?last_event_id=") as response:
