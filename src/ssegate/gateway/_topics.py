@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .._exceptions import StoreUnavailable
 from ..protocol import Event
 from ..server import EventSourceResponse
-from ..streams import stream_response
+from ..streams import last_event_id, stream_response
 from ._auth import Principal
 from ._errors import ApiError, store_unavailable
 from ._gateway import Gateway, gateway, principal
@@ -111,7 +111,7 @@ async def subscribe(
 ) -> Response:
     gw.auth.require(who, f"subscribe:{topic}")
     stream = _stream(topic)
-    if request.headers.get("last-event-id") or request.query_params.get("last_event_id"):
+    if last_event_id(request):
         gw.metrics.resumes.inc()
     response = await stream_response(
         gw.hub, stream, request, missing_ok=True, ping=gw.settings.keep_alive
