@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -46,6 +47,21 @@ def provider(url: str) -> dict[str, object]:
 
 def sdk(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+def sdk_stream(url: str) -> openai.Stream[Any]:
+    """``fake/m1`` streamed through the gateway at ``url`` by the SDK."""
+    return sdk(url).chat.completions.create(
+        model="fake/m1",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        stream=True,
+    )
+
+
+def read_deltas(stream: openai.Stream[Any], got: list[str | None]) -> None:
+    """Each chunk's delta into ``got`` (until the stream ends or raises)."""
+    for chunk in stream:
+        got.append(chunk.choices[0].delta.content)
 
 
 def test_sdk_streams_a_provider_through_the_gateway(gateway, upstream) -> None:  # type: ignore[no-untyped-def]
@@ -110,19 +126,10 @@ def test_a_mid_stream_error_reaches_the_sdk_as_an_api_error(gateway, upstream) -
     fake, url = upstream
     fake.add("/v1/chat/completions", Reply.load(CAPTURES / "openai_error_midstream.http"))
     with gateway(**provider(url)) as server:
-        stream = sdk(server.url).chat.completions.create(
-            model="fake/m1",
-            messages=MESSAGES,  # type: ignore[arg-type]
-            stream=True,
-        )
+        stream = sdk_stream(server.url)
         got: list[str | None] = []
-
-        def read() -> None:
-            for chunk in stream:
-                got.append(chunk.choices[0].delta.content)
-
         with pytest.raises(openai.APIError) as info:
-            read()
+            read_deltas(stream, got)
     assert got == ["", "Hel"]
     assert info.value.message == "upstream overloaded"
 
@@ -221,19 +228,10 @@ def test_the_providers_read_timeout_ends_a_stalled_stream(gateway, upstream) -> 
     settings["providers"]["fake"]["timeout"] = 0.5  # type: ignore[index]
     with gateway(**settings, detach_grace=30.0) as server:
         started = time.monotonic()
-        stream = sdk(server.url).chat.completions.create(
-            model="fake/m1",
-            messages=MESSAGES,  # type: ignore[arg-type]
-            stream=True,
-        )
+        stream = sdk_stream(server.url)
         got: list[str | None] = []
-
-        def read() -> None:
-            for chunk in stream:
-                got.append(chunk.choices[0].delta.content)
-
         with pytest.raises(openai.APIError) as info:
-            read()
+            read_deltas(stream, got)
         elapsed = time.monotonic() - started
         stream_id = stream.response.headers["x-stream-id"]
         native = httpx.get(f"{server.url}/v1/streams/{stream_id}")

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from llm_support import REQUEST, Upstream, capture, collect
 
+from json_values import CHAT_FIELDS, json_values
 from ssegate.llm import (
     ChatRequest,
     Error,
@@ -177,34 +178,8 @@ def test_chat_request_names_each_malformed_field(field: str, value: Any, message
         ChatRequest.from_openai({**_OK, field: value})
 
 
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3)
-        | st.dictionaries(
-            st.sampled_from(["role", "content", "type", "text", "function", "name", "x"]),
-            inner,
-            max_size=4,
-        )
-    ),
-    max_leaves=12,
-)
-
-_FIELDS = [
-    "model",
-    "messages",
-    "tools",
-    "temperature",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "stream",
-    "stream_options",
-]
-
-
 @settings(max_examples=400, deadline=None)
-@given(field=st.sampled_from(_FIELDS), value=_json)
+@given(field=st.sampled_from(CHAT_FIELDS), value=json_values)
 def test_chat_request_lets_only_value_errors_escape(field: str, value: Any) -> None:
     # Any JSON value in any field: a request, or a ValueError naming that field.
     message = ""
@@ -216,7 +191,7 @@ def test_chat_request_lets_only_value_errors_escape(field: str, value: Any) -> N
 
 
 @settings(max_examples=200, deadline=None)
-@given(value=_json)
+@given(value=json_values)
 def test_messages_of_any_shape_only_raise_value_errors(value: Any) -> None:
     body = {**_OK, "messages": [value], "tools": [value]}
     with contextlib.suppress(ValueError):
