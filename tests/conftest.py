@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+
 import pytest
+import redis
+
+from ssegate.testing._redis import redis_url as find_redis
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     """Async tests run on asyncio (what uvicorn serves on); modules may parametrize trio too."""
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``$REDIS_URL``, or 127.0.0.1:6379 if it answers, or a redis-server of our own."""
+    with find_redis() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix no other test (or parallel run) uses; its keys are deleted afterwards."""
+    prefix = f"ssegate-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

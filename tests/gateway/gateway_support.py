@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 
 from ssegate import Decoder, Event
-from ssegate.gateway import Settings
-from ssegate.gateway._settings import LocalSettings
+from ssegate.gateway import LocalSettings, Settings
 
 
 def settings(**values: Any) -> Settings:

@@ -10,17 +10,14 @@ import json
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from gateway_support import events, seq, ssegate_serve
 
 from ssegate.testing import FakeUpstream, Reply
-from ssegate.testing._redis import redis_url as find_redis
 
 pytestmark = pytest.mark.redis
 
@@ -28,41 +25,23 @@ SLOW = {"model": "echo", "messages": [{"role": "user", "content": "w " * 200}]}
 SHORT = {"model": "echo", "messages": [{"role": "user", "content": "one two three"}]}
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with find_redis() as url:
-        yield url
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    prefix = f"ssegate-test:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def replica_a(
-    tmp_path: Path, redis_url: str, prefix: str
+    tmp_path: Path, redis_url: str, redis_prefix: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     config = tmp_path / "a.toml"
     config.write_text(
-        f'default_model = "echo"\nredis_prefix = "{prefix}"\nlease_ttl = 2.0\ndetach_grace = 60\n'
-        "echo_tokens_per_second = 20\n[local]\npreload = false\n"
+        f'default_model = "echo"\nredis_prefix = "{redis_prefix}"\n'
+        "lease_ttl = 2.0\ndetach_grace = 60\necho_tokens_per_second = 20\n"
+        "[local]\npreload = false\n"
     )
     with ssegate_serve(str(config), "--redis-url", redis_url) as running:
         yield running
 
 
 @pytest.fixture
-def replica_b(gateway, redis_url: str, prefix: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    with gateway(store=redis_url, redis_prefix=prefix, lease_ttl=2.0) as server:
+def replica_b(gateway, redis_url: str, redis_prefix: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    with gateway(store=redis_url, redis_prefix=redis_prefix, lease_ttl=2.0) as server:
         yield server.url
 
 
@@ -89,7 +68,10 @@ def test_started_on_one_read_and_resumed_on_the_other(replica_a, replica_b: str)
 
 def test_a_topic_reaches_subscribers_on_every_replica(replica_a, replica_b: str) -> None:  # type: ignore[no-untyped-def]
     url_a, _ = replica_a
-    first = httpx.post(url_a + "/v1/topics/alerts", json={"data": "one"}).json()["id"]
+    first = httpx.post(url_a + "/v1/topics/alerts", json={"data": "one", "id": "k1"}).json()["id"]
+    # re-sent to the other replica: the same event, not a second one
+    again = httpx.post(replica_b + "/v1/topics/alerts", json={"data": "one", "id": "k1"}).json()
+    assert again == {"topic": "alerts", "id": first, "duplicate": True}
     second = httpx.post(replica_b + "/v1/topics/alerts", json={"data": "two"}).json()["id"]
     for url in (url_a, replica_b):
         with httpx.stream("GET", url + "/v1/topics/alerts?last_event_id=") as response:
@@ -120,10 +102,10 @@ def test_a_killed_replica_leaves_its_readers_an_error_event(replica_a, replica_b
     assert ended_after < 2.0 + 1.0 + 3.0
 
 
-def test_workers_share_redis(tmp_path: Path, redis_url: str, prefix: str) -> None:
+def test_workers_share_redis(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
     config = tmp_path / "w.toml"
     config.write_text(
-        f'default_model = "echo"\nredis_prefix = "{prefix}"\n[local]\npreload = false\n'
+        f'default_model = "echo"\nredis_prefix = "{redis_prefix}"\n[local]\npreload = false\n'
     )
     with ssegate_serve(str(config), "--redis-url", redis_url, "--workers", "2") as (url, _):
         path = httpx.post(url + "/v1/streams", json=SHORT).json()["events_url"]
@@ -133,11 +115,11 @@ def test_workers_share_redis(tmp_path: Path, redis_url: str, prefix: str) -> Non
 
 
 def test_a_reader_on_another_replica_holds_the_generation(
-    tmp_path: Path, redis_url: str, prefix: str, replica_b: str
+    tmp_path: Path, redis_url: str, redis_prefix: str, replica_b: str
 ) -> None:
     config = tmp_path / "a.toml"
     config.write_text(
-        f'default_model = "echo"\nredis_prefix = "{prefix}"\ndetach_grace = 0.5\n'
+        f'default_model = "echo"\nredis_prefix = "{redis_prefix}"\ndetach_grace = 0.5\n'
         "echo_tokens_per_second = 20\n[local]\npreload = false\n"
     )
     body = {"model": "echo", "messages": [{"role": "user", "content": " ".join(["w"] * 40)}]}
@@ -150,7 +132,7 @@ def test_a_reader_on_another_replica_holds_the_generation(
 
 
 def test_delete_on_another_replica_closes_the_upstream_within_a_second(
-    tmp_path: Path, redis_url: str, prefix: str, replica_b: str
+    tmp_path: Path, redis_url: str, redis_prefix: str, replica_b: str
 ) -> None:
     capture = Reply.load(Path(__file__).parent.parent / "llm" / "captures" / "openai_text.http")
     upstream = FakeUpstream()
@@ -161,7 +143,7 @@ def test_delete_on_another_replica_closes_the_upstream_within_a_second(
     config = tmp_path / "a.toml"
     with upstream.run() as upstream_url:
         config.write_text(
-            f'default_model = "echo"\nredis_prefix = "{prefix}"\n[local]\npreload = false\n'
+            f'default_model = "echo"\nredis_prefix = "{redis_prefix}"\n[local]\npreload = false\n'
             f'[providers.fake]\nkind = "openai"\nbase_url = "{upstream_url}/v1"\napi_key = "sk-x"\n'
         )
         body = {"model": "fake/m1", "messages": [{"role": "user", "content": "hi"}]}

@@ -3,12 +3,12 @@ naming its field; routes, keys and scopes checked before anything starts."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 
-from ssegate.gateway import ConfigError, Settings, load_settings
-from ssegate.gateway._settings import is_loopback
+from ssegate.gateway import ConfigError, Settings, is_loopback, load_settings
 
 TOML = """
 port = 9000
@@ -122,3 +122,43 @@ def test_defaults_read_nothing_implicitly(monkeypatch: pytest.MonkeyPatch, tmp_p
 )
 def test_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+def test_the_gateway_package_pins_its_public_names() -> None:
+    import ssegate.gateway
+
+    assert ssegate.gateway.__all__ == [
+        "BUILTIN_MODELS",
+        "ConfigError",
+        "EchoProvider",
+        "KeySettings",
+        "Limits",
+        "LocalSettings",
+        "ProviderSettings",
+        "Settings",
+        "create_app",
+        "is_loopback",
+        "load_settings",
+    ]
+    for name in ssegate.gateway.__all__:
+        assert getattr(ssegate.gateway, name) is not None
+
+
+def test_the_gateway_uses_only_public_names_of_other_packages() -> None:
+    # ``from ..streams._sse import x`` or ``import _name`` from a sibling package
+    # couples the gateway to another package's insides; its own modules, and the
+    # package-wide _exceptions/_http, are fine.
+    source = Path(__file__).parents[2] / "src" / "ssegate" / "gateway"
+    found = []
+    for module in sorted(source.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level != 2 or node.module is None:
+                continue
+            if node.module in ("_exceptions", "_http"):
+                continue
+            names = [alias.name for alias in node.names]
+            if any(part.startswith("_") for part in node.module.split(".")) or any(
+                name.startswith("_") for name in names
+            ):
+                found.append(f"{module.name}: from ..{node.module} import {', '.join(names)}")
+    assert found == []

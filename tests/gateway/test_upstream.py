@@ -8,13 +8,16 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import openai
 import pytest
 from gateway_support import events
+from gateway_support import settings as make
 
+from ssegate.gateway._models import Models
 from ssegate.llm import ChatRequest, LLMEvent, Start
 from ssegate.testing import FakeUpstream, Reply
 
@@ -44,6 +47,21 @@ def provider(url: str) -> dict[str, object]:
 
 def sdk(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+def sdk_stream(url: str) -> openai.Stream[Any]:
+    """``fake/m1`` streamed through the gateway at ``url`` by the SDK."""
+    return sdk(url).chat.completions.create(
+        model="fake/m1",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        stream=True,
+    )
+
+
+def read_deltas(stream: openai.Stream[Any], got: list[str | None]) -> None:
+    """Each chunk's delta into ``got`` (until the stream ends or raises)."""
+    for chunk in stream:
+        got.append(chunk.choices[0].delta.content)
 
 
 def test_sdk_streams_a_provider_through_the_gateway(gateway, upstream) -> None:  # type: ignore[no-untyped-def]
@@ -108,19 +126,10 @@ def test_a_mid_stream_error_reaches_the_sdk_as_an_api_error(gateway, upstream) -
     fake, url = upstream
     fake.add("/v1/chat/completions", Reply.load(CAPTURES / "openai_error_midstream.http"))
     with gateway(**provider(url)) as server:
-        stream = sdk(server.url).chat.completions.create(
-            model="fake/m1",
-            messages=MESSAGES,  # type: ignore[arg-type]
-            stream=True,
-        )
+        stream = sdk_stream(server.url)
         got: list[str | None] = []
-
-        def read() -> None:
-            for chunk in stream:
-                got.append(chunk.choices[0].delta.content)
-
         with pytest.raises(openai.APIError) as info:
-            read()
+            read_deltas(stream, got)
     assert got == ["", "Hel"]
     assert info.value.message == "upstream overloaded"
 
@@ -207,3 +216,49 @@ def test_a_client_gone_before_the_first_byte_lets_go_of_the_generation(
         metrics = httpx.get(server.url + "/metrics").text
     assert 'ssegate_cancellations_total{reason="abandoned"} 1.0' in metrics
     assert "ssegate_active_streams 0.0" in metrics
+
+
+def test_the_providers_read_timeout_ends_a_stalled_stream(gateway, upstream) -> None:  # type: ignore[no-untyped-def]
+    # The upstream sends its head and two events, then nothing: the configured
+    # read timeout (0.5 s, against a default of 600 s) ends the stream with an
+    # error naming it, in every format, instead of holding the readers for ever.
+    fake, url = upstream
+    _held(fake)
+    settings = provider(url)
+    settings["providers"]["fake"]["timeout"] = 0.5  # type: ignore[index]
+    with gateway(**settings, detach_grace=30.0) as server:
+        started = time.monotonic()
+        stream = sdk_stream(server.url)
+        got: list[str | None] = []
+        with pytest.raises(openai.APIError) as info:
+            read_deltas(stream, got)
+        elapsed = time.monotonic() - started
+        stream_id = stream.response.headers["x-stream-id"]
+        native = httpx.get(f"{server.url}/v1/streams/{stream_id}")
+    assert got == ["", "Bon"]
+    assert 0.5 <= elapsed < 5.0  # the timeout, not the 600 s default nor a hang
+    assert info.value.message == (
+        f"openai stopped sending: no data from {url} for 0.5 s (the read timeout)"
+    )
+    assert info.value.code == "timeout"  # type: ignore[attr-defined]
+    last = events(native)[-1]
+    assert last.event == "error"
+    assert '"code": "timeout"' in last.data
+    assert "for 0.5 s (the read timeout)" in last.data
+
+
+def test_the_providers_timeouts_reach_its_http_client() -> None:
+    settings = make(
+        providers={
+            "a": {"kind": "openai", "api_key": "k", "timeout": 7.5, "connect_timeout": 2.0},
+            "b": {"kind": "anthropic", "api_key": "k"},
+        }
+    )
+    models = Models(settings, local=Thinking())
+    clients = {name: p.client for name, p in models.upstreams.items()}  # type: ignore[attr-defined]
+    assert [(c.connect_timeout, c.read_timeout) for c in clients.values()] == [
+        (2.0, 7.5),
+        (10.0, 600.0),
+    ]
+    anyio.run(models.aclose)
+    assert all(c._closed for c in clients.values())  # type: ignore[union-attr]

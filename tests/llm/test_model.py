@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
@@ -9,8 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from llm_support import REQUEST, Upstream, capture, collect
 
+from json_values import CHAT_FIELDS, json_values
 from ssegate.llm import (
     ChatRequest,
     Error,
@@ -136,6 +140,61 @@ def test_chat_request_from_openai() -> None:
 )
 def test_chat_request_refuses_bad_bodies(body: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
+        ChatRequest.from_openai(body)
+
+
+_OK: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("stop", 5, "'stop' must be a string or a list of strings"),
+        ("stop", {"a": 1}, "'stop' must be a string or a list of strings"),
+        ("messages", "x", "'messages' must be a list"),
+        ("messages", [5], r"messages\[0\] must be an object"),
+        ("messages", [{"role": "user", "content": 5}], r"messages\[0\]: 'content' must be"),
+        ("messages", [{"role": "assistant", "tool_calls": [7]}], r"tool_calls\[0\] needs"),
+        ("messages", [{"role": "tool", "tool_call_id": 1}], "tool_call_id must be a string"),
+        ("temperature", "hot", "'temperature' must be a non-negative number: 'hot'"),
+        ("temperature", -0.5, "'temperature' must be a non-negative number: -0.5"),
+        ("temperature", float("nan"), "'temperature' must be a non-negative number: nan"),
+        ("max_tokens", -1, "'max_tokens' must be a positive integer: -1"),
+        ("max_tokens", 1.5, "'max_tokens' must be a positive integer: 1.5"),
+        ("max_completion_tokens", True, "'max_completion_tokens' must be a positive integer"),
+        ("stream_options", 3, "'stream_options' must be an object"),
+        ("stream_options", {"include_usage": "yes"}, "'stream_options.include_usage' must be"),
+        ("stream", "yes", "'stream' must be true or false: 'yes'"),
+        ("model", ["m"], "'model' must be a non-empty string: \\['m'\\]"),
+        ("tools", {"name": "f"}, "'tools' must be a list"),
+        ("tools", ["f"], r"tools\[0\] must be an object"),
+        ("tools", [{"function": {"name": ""}}], r"tools\[0\] needs function.name"),
+        ("tools", [{"function": {"name": "f", "parameters": []}}], "parameters must be an object"),
+        ("tools", [{"function": {"name": "f", "description": 0}}], "description must be a str"),
+    ],
+)
+def test_chat_request_names_each_malformed_field(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ChatRequest.from_openai({**_OK, field: value})
+
+
+@settings(max_examples=400, deadline=None)
+@given(field=st.sampled_from(CHAT_FIELDS), value=json_values)
+def test_chat_request_lets_only_value_errors_escape(field: str, value: Any) -> None:
+    # Any JSON value in any field: a request, or a ValueError naming that field.
+    message = ""
+    try:
+        ChatRequest.from_openai({**_OK, field: value})
+    except ValueError as exc:
+        message = str(exc)
+    assert not message or f"'{field}" in message or f"{field}[" in message
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values)
+def test_messages_of_any_shape_only_raise_value_errors(value: Any) -> None:
+    body = {**_OK, "messages": [value], "tools": [value]}
+    with contextlib.suppress(ValueError):
         ChatRequest.from_openai(body)
 
 

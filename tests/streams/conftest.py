@@ -1,42 +1,21 @@
-"""Fixtures for the stream tests: a real Redis, unique key prefixes, a fake clock."""
+"""Fixtures for the stream tests: Redis stores under the test's key prefix, a fake clock.
+
+``redis_url`` and ``redis_prefix`` are the suite's (tests/conftest.py)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-import redis
 from streams_support import FakeClock
 
 from ssegate.streams.redis import RedisStore
-from ssegate.testing._redis import redis_url as find_redis
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """``$REDIS_URL``, or 127.0.0.1:6379 if it answers, or a redis-server of our own."""
-    with find_redis() as url:
-        yield url
-
-
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix no other test (or parallel run) uses; its keys are deleted afterwards."""
-    prefix = f"ssegate-test:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @pytest.fixture

@@ -25,8 +25,10 @@ PUBLIC = [
     "StreamInfo",
     "StreamItem",
     "StreamStore",
+    "default_transform",
     "format_id",
     "hold_lease",
+    "last_event_id",
     "parse_id",
     "stream_response",
 ]

@@ -98,8 +98,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the gateway: OpenAI-compatible chat, resumable streams, topics, metrics."""
-    from ..gateway import ConfigError, create_app, load_settings
-    from ..gateway._settings import is_loopback
+    from ..gateway import ConfigError, create_app, is_loopback, load_settings
 
     flags: dict[str, Any] = {
         "host": host,

@@ -7,6 +7,28 @@ HTTP surface is in DESIGN.md ("The gateway's HTTP surface").
 
 from ._app import create_app
 from ._echo import EchoProvider
-from ._settings import ConfigError, Settings, load_settings
+from ._settings import (
+    BUILTIN_MODELS,
+    ConfigError,
+    KeySettings,
+    Limits,
+    LocalSettings,
+    ProviderSettings,
+    Settings,
+    is_loopback,
+    load_settings,
+)
 
-__all__ = ["ConfigError", "EchoProvider", "Settings", "create_app", "load_settings"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "ConfigError",
+    "EchoProvider",
+    "KeySettings",
+    "Limits",
+    "LocalSettings",
+    "ProviderSettings",
+    "Settings",
+    "create_app",
+    "is_loopback",
+    "load_settings",
+]

@@ -46,7 +46,8 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionBody(BaseModel):
-    """OpenAI's chat-completions request; fields not named here go to the provider."""
+    """OpenAI's chat-completions request; fields not named here (``stop``, ``seed``,
+    ...) are checked by ``ChatRequest.from_openai`` or go to the provider."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -57,7 +58,6 @@ class ChatCompletionBody(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0)
-    stop: str | list[str] | None = None
     tools: list[dict[str, Any]] | None = None
 
 
@@ -79,14 +79,25 @@ def _chat_request(body: ChatCompletionBody) -> ChatRequest:
         fields["stream_options"] = body.stream_options.model_dump()
     try:
         return ChatRequest.from_openai(fields)
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         raise ApiError(422, str(exc), code="invalid_value", param=_param(str(exc))) from None
 
 
 # ChatRequest's messages start with the field they are about: "'model' must
 # be...", "messages[0].role must be...", "messages[1]: only text...".
 _PARAM = re.compile(r"'?([a-z_]+)((?:\[\d+\])?(?:\.[a-z_]+)*)'?[ :]")
-_FIELDS = frozenset({"model", "messages", "tools", "stop", "temperature", "max_tokens"})
+_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "tools",
+        "stop",
+        "temperature",
+        "max_tokens",
+        "max_completion_tokens",
+        "stream_options",
+    }
+)
 
 
 def _param(message: str) -> str | None:

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..llm import Error, Finish, ReasoningDelta, Start, TextDelta, ToolCallEnd, Usage
-from ..llm.formats.openai import _usage as openai_usage
+from ..llm.formats import openai_usage
 from ..protocol import Event
 from ..streams import End
 from ._auth import Principal

@@ -20,7 +20,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._exceptions import ProviderError
-from ..llm.providers import Provider, create_provider
+from ..llm.providers import HTTPClient, Provider, create_provider
 from ._echo import EchoProvider
 from ._settings import Settings
 
@@ -71,8 +71,12 @@ class Models:
         self.loader: TaskGroup | None = None
         self._loading = False
         self.upstreams: dict[str, Provider] = {}
+        #: One HTTP client per provider, with its timeouts (closed in ``aclose``).
+        self._clients: list[HTTPClient] = []
         for name, config in settings.providers.items():
-            upstream: dict[str, Any] = {}
+            client = HTTPClient(connect_timeout=config.connect_timeout, read_timeout=config.timeout)
+            self._clients.append(client)
+            upstream: dict[str, Any] = {"client": client}
             if config.base_url is not None:
                 upstream["base_url"] = config.base_url
             if config.api_key is not None:
@@ -131,3 +135,6 @@ class Models:
         for provider in (*self.upstreams.values(), self.local, self.echo):
             with anyio.CancelScope(shield=True):
                 await provider.aclose()
+        for client in self._clients:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()

@@ -31,8 +31,15 @@ from ..llm import Error
 from ..llm.formats import Formatter, create_formatter
 from ..protocol import Event, encode
 from ..server import CloseReason, EventSourceResponse
-from ..streams import DONE, Gap, StreamItem, parse_id, stream_response
-from ..streams._sse import default_transform, last_event_id
+from ..streams import (
+    DONE,
+    Gap,
+    StreamItem,
+    default_transform,
+    last_event_id,
+    parse_id,
+    stream_response,
+)
 from ._errors import api_error
 from ._gateway import Gateway
 from ._records import from_record

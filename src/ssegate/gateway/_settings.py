@@ -90,8 +90,12 @@ class ProviderSettings(_Strict):
     api_key: SecretStr | None = None
     api_key_env: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    #: Seconds to wait for the upstream's answer (and between its bytes).
+    #: Seconds of silence allowed from the upstream: waiting for its answer's
+    #: head, and between any two reads of its body (keep-alive comments count).
+    #: Past it the stream ends with a ``timeout`` error.
     timeout: float = Field(default=600.0, gt=0)
+    #: Seconds to connect (TCP, proxy tunnel and TLS) before giving up.
+    connect_timeout: float = Field(default=10.0, gt=0)
     #: Models listed on ``GET /v1/models`` as ``<provider>/<model>``; any
     #: ``<provider>/<name>`` routes whether listed or not.
     models: list[str] = Field(default_factory=list)

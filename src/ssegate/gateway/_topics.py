@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .._exceptions import StoreUnavailable
 from ..protocol import Event
 from ..server import EventSourceResponse
-from ..streams import stream_response
+from ..streams import last_event_id, stream_response
 from ._auth import Principal
 from ._errors import ApiError, store_unavailable
 from ._gateway import Gateway, gateway, principal
+from ._once import Published, Reused, publish_once
 from ._reading import Reader, openai_error
 
 __all__ = ["router"]
@@ -54,10 +55,14 @@ class Publish(BaseModel):
 
     event: str = Field(default="message", description="the SSE event type")
     data: Any = Field(description="a string (sent as is) or any JSON value (sent as JSON)")
-    id: None = Field(
+    id: str | None = Field(
         default=None,
-        description="not accepted: the gateway gives each event its id (what subscribers "
-        "resume after); the answer says which",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[!-~]+$",
+        description="an idempotency key (1-128 visible ASCII characters, e.g. a UUID): a "
+        "publish re-sent with the same id is appended once, and answered with the id the "
+        "store gave the event (what subscribers resume after) and duplicate=true",
     )
 
     @field_validator("event")
@@ -78,11 +83,19 @@ async def publish(
     gw.auth.require(who, "publish")
     stream = _stream(topic)
     data = body.data if isinstance(body.data, str) else json.dumps(body.data)
+    event = Event(data, event=body.event)
     try:
-        event_id = await gw.store.append(stream, Event(data, event=body.event))
+        if body.id is None:
+            published = Published(await gw.store.append(stream, event), duplicate=False)
+        else:
+            published = await publish_once(
+                gw.store, stream, event, body.id, wait=gw.settings.lease_ttl
+            )
     except StoreUnavailable:
         raise store_unavailable() from None
-    return JSONResponse({"topic": topic, "id": event_id})
+    except Reused as exc:
+        raise ApiError(409, str(exc), code="id_reused", param="id") from None
+    return JSONResponse({"topic": topic, "id": published.id, "duplicate": published.duplicate})
 
 
 @router.get(
@@ -98,7 +111,7 @@ async def subscribe(
 ) -> Response:
     gw.auth.require(who, f"subscribe:{topic}")
     stream = _stream(topic)
-    if request.headers.get("last-event-id") or request.query_params.get("last_event_id"):
+    if last_event_id(request):
         gw.metrics.resumes.inc()
     response = await stream_response(
         gw.hub, stream, request, missing_ok=True, ping=gw.settings.keep_alive

@@ -274,7 +274,14 @@ class HTTPClient:
             connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
             timeout = not connecting and isinstance(exc, TimeoutError)
             raise _failed(exc, url, timeout=timeout) from exc
-        body = _body(resp.content.iter_any(), resp.headers, url, TimeoutError, aiohttp.ClientError)
+        body = _body(
+            resp.content.iter_any(),
+            resp.headers,
+            url,
+            TimeoutError,
+            aiohttp.ClientError,
+            read_timeout=self.read_timeout,
+        )
         try:
             yield Response(resp.status, resp.headers, body)
         finally:
@@ -324,6 +331,8 @@ async def _body(
     url: str,
     timeouts: type[BaseException],
     failures: type[BaseException],
+    *,
+    read_timeout: float | None,
 ) -> AsyncIterator[bytes]:
     """The body from ``raw``, decompressed (bounded), with ssegate's errors."""
     try:
@@ -337,7 +346,8 @@ async def _body(
         if decoder is not None:
             decoder.close()
     except timeouts as exc:
-        raise ReadTimeout(f"no data from {_origin(url)} for too long") from exc
+        waited = "too long" if read_timeout is None else f"{read_timeout:g} s (the read timeout)"
+        raise ReadTimeout(f"no data from {_origin(url)} for {waited}") from exc
     except failures as exc:
         raise TransportError(
             f"reading from {_origin(url)} failed: {type(exc).__name__}: {exc}"
@@ -355,7 +365,14 @@ async def _httpx_stream(
     except httpx.HTTPError as exc:
         timeout = isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout)
         raise _failed(exc, url, timeout=timeout) from exc
-    body = _body(resp.aiter_raw(), resp.headers, url, httpx.TimeoutException, httpx.HTTPError)
+    body = _body(
+        resp.aiter_raw(),
+        resp.headers,
+        url,
+        httpx.TimeoutException,
+        httpx.HTTPError,
+        read_timeout=client.timeout.read,
+    )
     try:
         yield Response(resp.status_code, resp.headers, body)
     finally:

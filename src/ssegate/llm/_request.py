@@ -9,6 +9,7 @@ which field is wrong, so the gateway can answer 400 instead of crashing.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
@@ -122,21 +123,33 @@ class ChatRequest:
         if isinstance(tools, (str, bytes)) or not isinstance(tools, Sequence):
             raise ValueError("'tools' must be a list of tools")
         object.__setattr__(self, "tools", tuple(_tool(t, i) for i, t in enumerate(tools)))
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        elif not all(isinstance(s, str) for s in self.stop):
+        stop: Any = self.stop
+        if isinstance(stop, str):
+            object.__setattr__(self, "stop", (stop,))
+        elif (
+            isinstance(stop, (bytes, Mapping))
+            or not isinstance(stop, Sequence)
+            or not all(isinstance(s, str) for s in stop)
+        ):
             raise ValueError("'stop' must be a string or a list of strings")
         else:
-            object.__setattr__(self, "stop", tuple(self.stop))
+            object.__setattr__(self, "stop", tuple(stop))
         t = self.temperature
-        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0):
-            raise ValueError(f"'temperature' must be a non-negative number: {t!r}")
+        if t is not None and (
+            isinstance(t, bool)
+            or not isinstance(t, (int, float))
+            or t < 0
+            or (isinstance(t, float) and not math.isfinite(t))
+        ):
+            raise ValueError(f"'temperature' must be a non-negative number: {_short(t)}")
         m = self.max_tokens
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m <= 0):
-            raise ValueError(f"'max_tokens' must be a positive integer: {m!r}")
+            raise ValueError(f"'max_tokens' must be a positive integer: {_short(m)}")
         if not isinstance(self.extra, Mapping):
             raise ValueError("'extra' must be a mapping of body fields")
         object.__setattr__(self, "extra", dict(self.extra))
+        if not isinstance(self.include_usage, bool):
+            raise ValueError("'include_usage' must be true or false")
 
     @property
     def message_list(self) -> tuple[Message, ...]:
@@ -157,22 +170,47 @@ class ChatRequest:
         """
         if not isinstance(body, Mapping):
             raise ValueError("the request body must be a JSON object")
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        max_tokens = None
+        for name in ("max_tokens", "max_completion_tokens"):  # the newer name wins
+            value = body.get(name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise ValueError(f"{name!r} must be a positive integer: {_short(value)}")
+                max_tokens = value
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"'model' must be a non-empty string: {_short(model)}")
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise ValueError(f"'stream' must be true or false: {_short(stream)}")
         opts = body.get("stream_options")
         if opts is not None and not isinstance(opts, Mapping):
             raise ValueError("'stream_options' must be an object")
+        usage = opts.get("include_usage") if opts is not None else None
+        if usage is not None and not isinstance(usage, bool):
+            raise ValueError(
+                f"'stream_options.include_usage' must be true or false: {_short(usage)}"
+            )
         extra = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
         stop = body.get("stop")
+        if stop is not None and not isinstance(stop, (str, list)):
+            raise ValueError("'stop' must be a string or a list of strings")
         return cls(
-            model=body.get("model"),  # type: ignore[arg-type]  # checked in __post_init__
+            model=model,
             messages=_list(body.get("messages"), "messages"),
             tools=_list(body.get("tools"), "tools"),
             temperature=body.get("temperature"),
             max_tokens=max_tokens,
             stop=() if stop is None else stop,
             extra=extra,
-            include_usage=bool(opts and opts.get("include_usage")),
+            include_usage=bool(usage),
         )
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut short: a client's value, quoted in an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _list(value: Any, name: str) -> Sequence[Any]:
@@ -252,7 +290,9 @@ def _tool(value: Any, i: int) -> Tool:
     params = fn.get("parameters", {"type": "object", "properties": {}})
     if not isinstance(params, Mapping):
         raise ValueError(f"{where}.function.parameters must be an object (a JSON Schema)")
-    desc = fn.get("description") or ""
-    if not isinstance(desc, str):
+    desc = fn.get("description")
+    if desc is None:
+        desc = ""
+    elif not isinstance(desc, str):
         raise ValueError(f"{where}.function.description must be a string")
     return Tool(name=fn["name"], description=desc, parameters=dict(params))

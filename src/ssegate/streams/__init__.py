@@ -4,7 +4,9 @@
 ``ssegate.streams.redis``, shared by many replicas) keep the same contract,
 written down in ``_store.py``; a ``Hub`` fans each stream out to every local
 subscriber from one reader per process; ``stream_response()`` serves a read as
-an ``EventSourceResponse`` that honours ``Last-Event-ID``.
+an ``EventSourceResponse`` that honours ``Last-Event-ID`` (``last_event_id()``
+reads it from a request); ``default_transform`` is what that response sends for
+each stored item, for a ``transform`` that changes only some of them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ._store import (
 )
 
 if TYPE_CHECKING:
-    from ._sse import stream_response
+    from ._sse import default_transform, last_event_id, stream_response
     from .redis import RedisStore
 
 __all__ = [
@@ -52,14 +54,21 @@ __all__ = [
     "StreamInfo",
     "StreamItem",
     "StreamStore",
+    "default_transform",
     "format_id",
     "hold_lease",
+    "last_event_id",
     "parse_id",
     "stream_response",
 ]
 
-# Imported on first use: RedisStore needs redis-py, stream_response the server.
-_LAZY = {"RedisStore": ".redis", "stream_response": "._sse"}
+# Imported on first use: RedisStore needs redis-py, the ._sse names the server.
+_LAZY = {
+    "RedisStore": ".redis",
+    "default_transform": "._sse",
+    "last_event_id": "._sse",
+    "stream_response": "._sse",
+}
 
 
 def __getattr__(name: str) -> Any:

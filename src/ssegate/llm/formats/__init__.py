@@ -27,7 +27,7 @@ from ...protocol import Event, encode
 from .._events import LLMEvent
 from .aisdk import AISDKFormatter
 from .native import NativeFormatter
-from .openai import OpenAIFormatter
+from .openai import OpenAIFormatter, openai_usage
 
 __all__ = [
     "FORMATS",
@@ -38,6 +38,7 @@ __all__ = [
     "create_formatter",
     "encode_all",
     "format_stream",
+    "openai_usage",
 ]
 
 

@@ -41,7 +41,7 @@ from .._events import (
     Usage,
 )
 
-__all__ = ["DONE", "OpenAIFormatter"]
+__all__ = ["DONE", "OpenAIFormatter", "openai_usage"]
 
 _new = tuple.__new__
 
@@ -165,7 +165,7 @@ class OpenAIFormatter:
             usage = self._usage
             if self.include_usage and usage is not None:
                 out.append(
-                    _data(self._base + ',"choices":[],"usage":' + dumps(_usage(usage)) + "}")
+                    _data(self._base + ',"choices":[],"usage":' + dumps(openai_usage(usage)) + "}")
                 )
             out.append(DONE)
         elif isinstance(event, Error):
@@ -181,7 +181,8 @@ class OpenAIFormatter:
         return out
 
 
-def _usage(usage: Usage) -> dict[str, Any]:
+def openai_usage(usage: Usage) -> dict[str, Any]:
+    """OpenAI's ``usage`` object for ``usage`` (streamed chunks and whole completions)."""
     prompt = usage.input_tokens or 0
     completion = usage.output_tokens or 0
     out: dict[str, Any] = {

@@ -106,6 +106,10 @@ def test_every_event_has_an_id_and_the_stream_is_named(echo_url: str) -> None:
         ),
         ({"model": "echo", "messages": [{"role": "user", "content": 5}]}, 422, "messages[0]"),
         ({"model": "echo", "messages": MESSAGES, "stop": 5}, 422, "stop"),
+        ({"model": "echo", "messages": MESSAGES, "stop": {"a": "b"}}, 422, "stop"),
+        ({"model": "echo", "messages": MESSAGES, "stop": ["a", 1]}, 422, "stop"),
+        ({"model": "echo", "messages": MESSAGES, "tools": [{"function": 3}]}, 422, "tools[0]"),
+        ({"model": "echo", "messages": MESSAGES, "stream_options": 3}, 422, "stream_options"),
     ],
 )
 def test_bad_requests_get_openai_errors_before_any_byte(
@@ -119,6 +123,8 @@ def test_bad_requests_get_openai_errors_before_any_byte(
     assert error["param"] == param
     if status == 404:
         assert "available: local, echo" in error["message"]
+    else:
+        assert error["message"].startswith((param, f"'{param}'"))  # the field named first
 
 
 def test_the_sdk_raises_its_not_found_error_for_an_unknown_model(echo_url: str) -> None:
