@@ -80,8 +80,13 @@ def test_a_decode_rows_logits_do_not_depend_on_the_batch(engine: LocalEngine) ->
 
 async def _answer(provider: object, messages: list[dict[str, str]], max_tokens: int) -> str:
     request = ChatRequest(model="local", messages=messages, temperature=0, max_tokens=max_tokens)
-    texts = [e.text async for e in provider.stream(request) if isinstance(e, TextDelta)]  # type: ignore[attr-defined]
+    stream = provider.stream(request)  # type: ignore[attr-defined]
+    texts = [e.text async for e in stream if isinstance(e, TextDelta)]
     return "".join(texts)
+
+
+async def _collect(provider: object, messages: list[dict[str, str]], into: list[str]) -> None:
+    into.append(await _answer(provider, messages, 12))
 
 
 @pytest.mark.anyio
@@ -94,16 +99,10 @@ async def test_the_same_messages_at_temperature_0_give_the_same_answer_every_tim
         try:
             got = [await _answer(provider, QUESTION, 12) for _ in range(3)]
             results: list[str] = []
-
-            async def run(messages: list[dict[str, str]], max_tokens: int) -> None:
-                text = await _answer(provider, messages, max_tokens)
-                if messages is QUESTION:
-                    results.append(text)
-
             async with anyio.create_task_group() as tg:
                 for i in range(4):
-                    tg.start_soon(run, QUESTION, 12)
-                    tg.start_soon(run, OTHERS[i % len(OTHERS)], 6 + i)
+                    tg.start_soon(_collect, provider, QUESTION, results)
+                    tg.start_soon(_answer, provider, OTHERS[i % len(OTHERS)], 6 + i)
             got += results
             got.append(await _answer(provider, OTHERS[0], 8))
             got.append(await _answer(provider, QUESTION, 12))
