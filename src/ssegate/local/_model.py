@@ -36,8 +36,14 @@ benchmarks/local_model.py):
   decode step has, OpenBLAS then takes its small-matrix path, which reads the
   weights once with no packing; on whole (in, out) matrices its GEMM packed
   them first and 8 rows cost 3-6x one row instead of ~1x (measured here,
-  SkylakeX kernels). One row alone goes to the matrix-vector path, slower on
-  blocks than two rows, so a lone row is run with a copy beside it.
+  SkylakeX kernels).
+- Greedy answers do not depend on the batch: every matmul with a weight matrix
+  takes exactly ``TILE`` rows (the pass is padded to whole tiles), since BLAS
+  picks its kernel by shape (matrix-vector for one row, small-matrix up to
+  ~1e6 multiply-adds, packed GEMM beyond) and each rounds differently; and
+  attention runs row by row with one arithmetic for prompts and answers, so a
+  position's keys and values do not depend on how its prompt was chunked (the
+  prefill budget, prefix reuse). A near-tie then cannot flip with the batch.
 - A pass works in buffers and views allocated once per pass (``_Rows``): per
   layer it costs numpy calls only for the arithmetic. Python overhead is
   otherwise a sizeable share of a 30 ms token.
@@ -78,6 +84,13 @@ F32 = npt.NDArray[np.float32]
 PREFILL_CHUNK = 128
 # Weight matrices are stored in column blocks of this many columns (see the doc).
 BLOCK = 64
+# Rows go through every weight matrix in tiles of exactly this many (the last one
+# padded): BLAS picks its kernel by the matrix shapes (OpenBLAS: matrix-vector for
+# one row, its small-matrix kernel up to ~1e6 multiply-adds, packed GEMM beyond),
+# and each kernel rounds differently. With one shape for every call, a row's
+# result does not depend on how many rows share the pass: a sequence decodes to
+# the same tokens alone or in any batch (and eight rows cost about one).
+TILE = 8
 _LOAD_THREADS = 2
 
 
@@ -307,8 +320,8 @@ class _Rows:
 
     def __init__(self, config: LlamaConfig, shard: _Shard, spans: list[tuple[int, int, int]]):
         hd, rd = config.head_dim, config.rope_dim
-        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
-        rows = max(sum(t for _, t, _ in spans), 2)
+        n_q, n_kv = shard.q_heads, shard.kv_heads
+        rows = _tiled(sum(t for _, t, _ in spans))
         self.qkv: F32 = np.empty((rows, (n_q + 2 * n_kv) * hd), dtype=np.float32)
         self.qk = self.qkv[:, : (n_q + n_kv) * hd].reshape(rows, n_q + n_kv, hd)
         self.rotate = self.qk[..., :rd].view(np.complex64)  # (rows, q + kv heads, rd/2)
@@ -318,46 +331,47 @@ class _Rows:
         self.gate = self.gu[:, : shard.ffn]
         self.up = self.gu[:, shard.ffn :]
         self.act: F32 = np.empty((rows, shard.ffn), dtype=np.float32)
-        self.qkv_out = _blocked_out(self.qkv, shard.wqkv)
-        self.gu_out = _blocked_out(self.gu, shard.wgu)
-        self.one: list[_OneRow | None] = []
-        for row, t, _ in spans:
-            if t != 1:
-                self.one.append(None)
-                continue
-            qk = self.qk[row]
-            q_rows: F32 = (
-                qk[:n_q].reshape(n_kv, group, hd)
-                if shard.q_index is None
-                else np.empty((n_kv, group, hd), dtype=np.float32)
-            )
-            heads = self.heads[row]
-            attn: F32 = (
-                heads.reshape(n_kv, group, hd)
-                if shard.out_index is None
-                else np.empty((n_kv, group, hd), dtype=np.float32)
-            )
-            self.one.append(
-                (
-                    qk[n_q:],
-                    self.qkv[row, (n_q + n_kv) * hd :].reshape(n_kv, hd),
-                    qk[:n_q],
-                    q_rows,
-                    q_rows.reshape(n_kv * group, hd),
-                    attn,
-                    attn.reshape(n_kv * group, hd),
-                    heads.reshape(n_q, hd),
-                )
-            )
+        self.qkv_out = _tile_outs(self.qkv, shard.wqkv)
+        self.gu_out = _tile_outs(self.gu, shard.wgu)
+        # every row's views, by segment: each row attends on its own (``_attend_one``)
+        self.one: list[list[_OneRow]] = []
+        for first, t, _ in spans:
+            self.one.append([self._one(row, shard) for row in range(first, first + t)])
+
+    def _one(self, row: int, shard: _Shard) -> _OneRow:
+        """The views of ``row`` that ``LlamaModel._attend_one`` works in."""
+        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
+        qk = self.qk[row]
+        hd = qk.shape[-1]
+        q_rows: F32 = (
+            qk[:n_q].reshape(n_kv, group, hd)
+            if shard.q_index is None
+            else np.empty((n_kv, group, hd), dtype=np.float32)
+        )
+        heads = self.heads[row]
+        attn: F32 = (
+            heads.reshape(n_kv, group, hd)
+            if shard.out_index is None
+            else np.empty((n_kv, group, hd), dtype=np.float32)
+        )
+        return (
+            qk[n_q:],
+            self.qkv[row, (n_q + n_kv) * hd :].reshape(n_kv, hd),
+            qk[:n_q],
+            q_rows,
+            q_rows.reshape(n_kv * group, hd),
+            attn,
+            attn.reshape(n_kv * group, hd),
+            heads.reshape(n_q, hd),
+        )
 
 
 class _Plan:
-    """Where each segment of one forward pass is: its rows, positions, mask, buffers."""
+    """Where each segment of one forward pass is: its rows, positions, buffers."""
 
     def __init__(self, model: LlamaModel, segments: Sequence[Segment]) -> None:
         self.segments = segments
         self.spans: list[tuple[int, int, int]] = []  # (first row, rows, first position)
-        self.masks: list[F32 | None] = []
         self.tokens: list[int] = []
         self.want: list[int] = []  # the rows whose logits are wanted
         positions: list[int] = []
@@ -367,15 +381,13 @@ class _Plan:
             self.spans.append((row, t, start))
             self.tokens.extend(seg.tokens)
             positions.extend(range(start, start + t))
-            self.masks.append(_causal_mask(start, t) if t > 1 else None)
             if seg.logits:
                 self.want.append(row + t - 1)
-        if len(self.tokens) == 1:
-            # one row goes through BLAS's matrix-vector path, which is slower on
-            # column blocks than the small-matrix path two rows take: add a
-            # second row, a copy that no segment reads
-            self.tokens.append(self.tokens[0])
-            positions.append(positions[0])
+        # the rows fill whole tiles (``TILE``): the padding rows are copies of the
+        # first, which no segment reads
+        pad = _tiled(len(self.tokens)) - len(self.tokens)
+        self.tokens.extend([self.tokens[0]] * pad)
+        positions.extend([positions[0]] * pad)
         self.rot = model._rot[positions][:, None, :]  # (rows, 1, rd/2)
         shards = model.layers[0].shards if model.layers else []
         self.buffers = [_Rows(model.config, shard, self.spans) for shard in shards]
@@ -403,20 +415,34 @@ def _blocked_out(out: F32, w: F32) -> F32:
     return view
 
 
+def _tiled(n: int) -> int:
+    """``n`` rows rounded up to whole tiles (at least one)."""
+    return max(-(-n // TILE), 1) * TILE
+
+
+def _tile_outs(out: F32, w: F32) -> list[F32]:
+    """``_blocked_out`` views of each ``TILE`` rows of ``out`` (whole tiles)."""
+    return [_blocked_out(out[i : i + TILE], w) for i in range(0, out.shape[0], TILE)]
+
+
+def _tile_matmul(x: F32, w: F32, outs: list[F32]) -> None:
+    """``x @ W`` into ``outs`` (``_tile_outs``), one BLAS call of ``TILE`` rows per tile."""
+    for i, out in enumerate(outs):
+        np.matmul(x[i * TILE : (i + 1) * TILE], w, out=out)
+
+
 def _matmul(x: F32, w: F32) -> F32:
-    """``x @ W`` for a blocked ``w`` (``_blocked``): a (rows, out) array."""
-    out = np.empty((x.shape[0], w.shape[0] * w.shape[2]), dtype=np.float32)
-    np.matmul(x, w, out=_blocked_out(out, w))
-    return out
-
-
-def _causal_mask(start: int, t: int) -> F32:
-    """Query i (position start+i) sees keys 0..start+i: (1, t, 1, end) against scores."""
-    end = start + t
-    cols = np.arange(end)
-    rows = np.arange(start, end)[:, None]
-    mask = np.where(cols > rows, np.float32(-np.inf), np.float32(0.0)).astype(np.float32)
-    return mask[None, :, None, :]
+    """``x @ W`` for a blocked ``w`` (``_blocked``): a (rows, out) array, computed in
+    whole tiles of ``TILE`` rows (``x`` is padded with zero rows if need be)."""
+    n = x.shape[0]
+    rows = _tiled(n)
+    if rows != n:
+        padded = np.zeros((rows, x.shape[1]), dtype=np.float32)
+        padded[:n] = x
+        x = padded
+    out = np.empty((rows, w.shape[0] * w.shape[2]), dtype=np.float32)
+    _tile_matmul(x, w, _tile_outs(out, w))
+    return out[:n]
 
 
 class LlamaModel:
@@ -552,17 +578,17 @@ class LlamaModel:
     # -- the forward pass --------------------------------------------------------
 
     def _normed(self, x: F32) -> F32:
-        """``x`` over its root mean square (the norm's weights are in the next matrix)."""
+        """``x`` over its root mean square (the norm's weights are in the next matrix).
+
+        Row by row the same arithmetic whatever the number of rows (no BLAS dot for
+        one row): a row's result does not depend on the others in the pass.
+        """
         cfg = self.config
-        if x.shape[0] == 1:  # decode: one dot product and Python floats
-            ms = float(np.vdot(x, x))
-            out: F32 = x * (1.0 / math.sqrt(ms / cfg.d_model + cfg.norm_eps))
-            return out
         ms_rows = np.einsum("ij,ij->i", x, x)[:, None]
         ms_rows *= 1.0 / cfg.d_model
         ms_rows += cfg.norm_eps
         np.sqrt(ms_rows, out=ms_rows)
-        out = x / ms_rows
+        out: F32 = x / ms_rows
         return out
 
     def _embed(self, tokens: list[int]) -> F32:
@@ -688,54 +714,19 @@ class LlamaModel:
 
     def _attention(self, s: int, shard: _Shard, li: int, h: F32, plan: _Plan, rows: _Rows) -> F32:
         """This shard's heads for every row: QKV, RoPE, the caches, attention; its partial sum."""
-        np.matmul(h, shard.wqkv, out=rows.qkv_out)
+        _tile_matmul(h, shard.wqkv, rows.qkv_out)
         rows.rotate *= plan.rot
         for i, seg in enumerate(plan.segments):
             keys = seg.cache.k[s][li]  # (kv, n_ctx, hd)
             values = seg.cache.v[s][li]
-            one = rows.one[i]
-            row, t, start = plan.spans[i]
-            if one is not None:
-                self._attend_one(shard, one, start, keys, values)
-            else:
-                mask = plan.masks[i]
-                assert mask is not None
-                self._attend(shard, rows, row, t, start, keys, values, mask)
+            start = plan.spans[i][2]
+            # row by row, in order (each sees the keys up to its own), with one
+            # arithmetic for a prompt's rows and an answer's: a position's keys,
+            # values and output do not depend on how its prompt was cut in chunks
+            # (prefix reuse, the batch's prefill budget)
+            for offset, one in enumerate(rows.one[i]):
+                self._attend_one(shard, one, start + offset, keys, values)
         return _matmul(rows.heads, shard.wo)
-
-    def _attend(
-        self,
-        shard: _Shard,
-        rows: _Rows,
-        row: int,
-        t: int,
-        start: int,
-        keys: F32,
-        values: F32,
-        mask: F32,
-    ) -> None:
-        """Attention of ``t`` rows of one conversation (a prompt chunk) into ``rows.heads``."""
-        end = start + t
-        hd = self.config.head_dim
-        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
-        qk = rows.qk[row : row + t]
-        keys[:, start:end] = qk[:, n_q:].transpose(1, 0, 2)
-        new_values = rows.qkv[row : row + t, (n_q + n_kv) * hd :].reshape(t, n_kv, hd)
-        values[:, start:end] = new_values.transpose(1, 0, 2)
-        q = qk[:, :n_q]
-        if shard.q_index is not None:
-            q = q[:, shard.q_index]
-        qg = q.reshape(t, n_kv, group, hd).transpose(1, 0, 2, 3).reshape(n_kv, t * group, hd)
-        scores = qg @ keys[:, :end].transpose(0, 2, 1)  # (kv, t*group, end)
-        scores = (scores.reshape(n_kv, t, group, end) + mask).reshape(n_kv, t * group, end)
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
-        attn = scores @ values[:, :end]  # (kv, t*group, hd)
-        attn = attn.reshape(n_kv, t, group, hd).transpose(1, 0, 2, 3).reshape(t, -1, hd)
-        if shard.out_index is not None:
-            attn = attn[:, shard.out_index]
-        rows.heads[row : row + t] = attn.reshape(t, n_q * hd)
 
     @staticmethod
     def _attend_one(shard: _Shard, one: _OneRow, pos: int, keys: F32, values: F32) -> None:
@@ -757,7 +748,7 @@ class LlamaModel:
     @staticmethod
     def _ffn(shard: _Shard, h: F32, rows: _Rows) -> F32:
         """SwiGLU over this shard's units, in the pass's buffers; its partial output."""
-        np.matmul(h, shard.wgu, out=rows.gu_out)
+        _tile_matmul(h, shard.wgu, rows.gu_out)
         act = rows.act
         # SiLU(gate) * up = gate / (1 + exp(-gate)) * up, in place, in float32
         np.negative(rows.gate, out=act)

@@ -1,0 +1,114 @@
+"""Greedy decoding is deterministic: the same messages at temperature 0 give the same
+tokens every time, alone or in a batch, first request or tenth, with or without
+prefix reuse of a pooled cache. Compared to the bit, not within a tolerance: BLAS
+picks its kernel by the shapes of a call (one row, a few, many), each kernel rounds
+differently, and a near-tie between two tokens then flips with the batch."""
+
+from __future__ import annotations
+
+import anyio
+import numpy as np
+import pytest
+
+from ssegate.llm import ChatRequest, TextDelta
+from ssegate.llm.providers import create_provider
+from ssegate.local import LocalEngine
+from ssegate.local._model import Segment
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+OTHERS = [
+    [{"role": "user", "content": "Say hi."}],
+    [{"role": "user", "content": "What is 2+2?"}],
+    [{"role": "user", "content": "Tell me about the ocean."}],
+]
+
+
+def _first_logits(engine: LocalEngine, ids: list[int], cuts: list[int], extra: int) -> np.ndarray:
+    """The logits after ``ids``, read in chunks ending at ``cuts``, with ``extra`` other
+    conversations' decode rows in the pass of the last chunk."""
+    model = engine.model
+    cache = model.new_cache(128)
+    start = 0
+    for cut in cuts:
+        model.forward_batch([Segment(ids[start:cut], cache, logits=False)])
+        start = cut
+    others = []
+    for k in range(extra):
+        other = model.new_cache(128)
+        model.forward_batch([Segment([3 + k] * (5 + k), other, logits=False)])
+        others.append(Segment([7 + k], other))
+    logits = model.forward_batch([Segment(ids[start:], cache), *others])[0]
+    assert logits is not None
+    return logits
+
+
+def test_a_prompts_logits_do_not_depend_on_the_batch_or_the_chunks(engine: LocalEngine) -> None:
+    ids = engine.encode_chat(QUESTION)
+    alone = _first_logits(engine, ids, [], 0)
+    assert int(np.argmax(alone)) == engine.tokenizer.encode("The")[0]
+    n = len(ids)
+    for cuts, extra in [
+        ([], 1),
+        ([], 9),  # more rows than a tile
+        ([n - 1], 0),  # a pooled cache held all but the last token
+        ([n - 1], 3),
+        ([5, 20], 0),
+        ([16], 2),
+    ]:
+        got = _first_logits(engine, ids, cuts, extra)
+        assert np.array_equal(got, alone), (cuts, extra, float(np.abs(got - alone).max()))
+
+
+def test_a_decode_rows_logits_do_not_depend_on_the_batch(engine: LocalEngine) -> None:
+    model = engine.model
+    ids = engine.encode_chat(QUESTION)
+    results = []
+    for extra in (0, 1, 2, 7, 8, 12):
+        cache = model.new_cache(128)
+        model.forward_batch([Segment(ids, cache, logits=False)])
+        others = []
+        for k in range(extra):
+            other = model.new_cache(128)
+            model.forward_batch([Segment([3 + k] * (4 + k), other, logits=False)])
+            others.append(Segment([11 + k], other))
+        logits = model.forward_batch([Segment([504], cache), *others])[0]
+        assert logits is not None
+        results.append(logits)
+    for got in results[1:]:
+        assert np.array_equal(got, results[0])
+
+
+async def _answer(provider: object, messages: list[dict[str, str]], max_tokens: int) -> str:
+    request = ChatRequest(model="local", messages=messages, temperature=0, max_tokens=max_tokens)
+    stream = provider.stream(request)  # type: ignore[attr-defined]
+    texts = [e.text async for e in stream if isinstance(e, TextDelta)]
+    return "".join(texts)
+
+
+async def _collect(provider: object, messages: list[dict[str, str]], into: list[str]) -> None:
+    into.append(await _answer(provider, messages, 12))
+
+
+@pytest.mark.anyio
+async def test_the_same_messages_at_temperature_0_give_the_same_answer_every_time() -> None:
+    """Through ``create_provider('local')``: first request or tenth (pooled caches,
+    prefix reuse), alone or among others, in a fresh engine or a used one."""
+    answer = "The capital of France is Paris."
+    for _ in range(2):  # a fresh engine each time
+        provider = create_provider("local", n_ctx=256)
+        try:
+            got = [await _answer(provider, QUESTION, 12) for _ in range(3)]
+            results: list[str] = []
+            async with anyio.create_task_group() as tg:
+                for i in range(4):
+                    tg.start_soon(_collect, provider, QUESTION, results)
+                    tg.start_soon(_answer, provider, OTHERS[i % len(OTHERS)], 6 + i)
+            got += results
+            got.append(await _answer(provider, OTHERS[0], 8))
+            got.append(await _answer(provider, QUESTION, 12))
+            assert got[-2] != answer
+            del got[-2]
+            assert got == [answer] * 8
+            assert await _answer(provider, QUESTION, 4) == "The capital of France"
+        finally:
+            await provider.aclose()  # type: ignore[attr-defined]
