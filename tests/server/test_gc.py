@@ -368,11 +368,14 @@ def test_freeze_startup_objects() -> None:
     assert gc.get_freeze_count() == 0
     try:
         frozen = freeze_startup_objects()
-        assert frozen == gc.get_freeze_count() > 1000
-        assert gc.get_count()[0] == 0
+        assert frozen > 1000
+        # Frozen objects may still die by reference count (threads left by other
+        # tests run meanwhile), so the count can only have fallen since.
+        assert gc.get_freeze_count() <= frozen
         later = [[] for _ in range(10)]
         assert all(gc.is_tracked(obj) for obj in later)
-        assert gc.get_freeze_count() == frozen
+        gc.collect()  # collections go on, and freeze nothing more
+        assert gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
