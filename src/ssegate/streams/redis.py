@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -77,7 +77,14 @@ from ._store import (
 
 __all__ = ["RedisStore"]
 
+#: Entries kept on a store's notification stream (about: trimmed by whole
+#: nodes). A hub that falls further behind misses some, and its sweep (every
+#: ``poll_interval``) finds what they announced.
+NOTIFY_LEN = 4096
+
 _LIB = """
+-- every script names the store's notification stream last (see _announce)
+local notify = KEYS[#KEYS]
 local now
 -- Redis's clock in ms (read once per script: it is one atomic step anyway)
 local function now_ms()
@@ -96,6 +103,12 @@ local function create(meta, epoch)
     redis.call('HSET', meta, 'epoch', epoch)
   end
 end
+-- tell the hubs which logs advanced, and to which number: one entry of
+-- log key, number pairs on the notification stream
+local function announce(advanced, ttl)
+  redis.call('XADD', notify, 'MAXLEN', '~', NOTIFY_LEN, '*', unpack(advanced))
+  redis.call('PEXPIRE', notify, ttl)
+end
 local function finish(log, meta, outcome, ttl)
   local last = tonumber(redis.call('HGET', meta, 'last'))
   redis.call('XADD', log, entry_id(meta, last + 1), 'end', outcome)
@@ -103,6 +116,7 @@ local function finish(log, meta, outcome, ttl)
   redis.call('HDEL', meta, 'lease')
   redis.call('PEXPIRE', log, ttl)
   redis.call('PEXPIRE', meta, ttl)
+  announce({log, last + 1}, ttl)
 end
 -- whether a stream with this outcome and lease deadline has ended (or just
 -- ended as failed, its lease having run out): the outcome, or false
@@ -118,9 +132,9 @@ local function ended(log, meta, ttl)
   local m = redis.call('HMGET', meta, 'outcome', 'lease')
   return ended_as(log, meta, m[1], m[2], ttl)
 end
-"""
+""".replace("NOTIFY_LEN", str(NOTIFY_LEN))
 
-# KEYS: log and meta of each stream; ARGV: ttl_ms, max_len, then per stream: a
+# KEYS: log and meta of each stream, then notify; ARGV: ttl_ms, max_len, then per stream: a
 # new epoch, the number n of appends, and n times (data, event type or '', retry
 # or '') -> per stream: first number, appends written, epoch, error ('' if none).
 # Each stream runs under pcall: an error (its end, a key of the wrong type)
@@ -161,8 +175,9 @@ local function run(log, meta, epoch, n, a)
   redis.call('HINCRBY', meta, 'last', n)
 end
 local reply = {}
+local advanced = {}
 local a = 3
-for k = 1, #KEYS, 2 do
+for k = 1, #KEYS - 1, 2 do
   local log, meta = KEYS[k], KEYS[k + 1]
   local n = tonumber(ARGV[a + 1])
   last, ep, written = 0, false, 0
@@ -179,13 +194,18 @@ for k = 1, #KEYS, 2 do
   reply[#reply + 1] = written
   reply[#reply + 1] = ep
   reply[#reply + 1] = ok and '' or tostring(err)
+  if written > 0 then
+    advanced[#advanced + 1] = log
+    advanced[#advanced + 1] = last + written
+  end
   a = a + 2 + 3 * n
 end
+if #advanced > 0 then announce(advanced, ttl) end
 return reply
 """
 )
 
-# KEYS: log, meta; ARGV: new epoch
+# KEYS: log, meta, notify; ARGV: new epoch
 _CREATE = (
     _LIB
     + """
@@ -194,7 +214,7 @@ return 1
 """
 )
 
-# KEYS: log, meta; ARGV: ttl_ms, outcome
+# KEYS: log, meta, notify; ARGV: ttl_ms, outcome
 _END = (
     _LIB
     + """
@@ -206,7 +226,7 @@ return 1
 """
 )
 
-# KEYS: log, meta; ARGV: ttl_ms, lease_ms, new epoch
+# KEYS: log, meta, notify; ARGV: ttl_ms, lease_ms, new epoch
 _LEASE = (
     _LIB
     + """
@@ -218,13 +238,13 @@ return 1
 """
 )
 
-# KEYS: log and meta of each stream; ARGV: ttl_ms -> per stream, 1 if this call
+# KEYS: log and meta of each stream, then notify; ARGV: ttl_ms -> per stream, 1 if this call
 # ended it as failed (its lease ran out), else 0
 _EXPIRE = (
     _LIB
     + """
 local reply = {}
-for k = 1, #KEYS, 2 do
+for k = 1, #KEYS - 1, 2 do
   local m = redis.call('HMGET', KEYS[k + 1], 'outcome', 'lease')
   if not m[1] and m[2] and ended_as(KEYS[k], KEYS[k + 1], m[1], m[2], ARGV[1]) then
     reply[#reply + 1] = 1
@@ -240,16 +260,28 @@ return reply
 #: whatever its epoch, is n followed by the largest sequence part.
 _AFTER = b"-18446744073709551615"
 
+#: Notifications a hub takes per read (each lists the streams one write advanced).
+NOTIFY_BATCH = 256
+
 #: Connections a store made from a URL may open; the pool waits for a free one
 #: beyond that, so load never multiplies connections (a Hub needs one or two).
 DEFAULT_MAX_CONNECTIONS = 32
 
 
 class _RedisWaker(Waker):
+    """A hub's wake-up key, and where the hub is on the notification stream."""
+
     def __init__(self, store: RedisStore) -> None:
         self.store = store
         self.key = f"{store.prefix}hub:{uuid.uuid4().hex}"
         self.last_id: bytes | str = "0-0"
+        #: The last notification read (None: not positioned yet).
+        self.notify_id: bytes | None = None
+        #: The streams the previous wait followed (any other is new: read it directly).
+        self.known: set[str] = set()
+        #: Streams whose last read was a full page: read on without waiting.
+        self.pending: set[str] = set()
+        self.next_sweep = 0.0
 
     async def wake(self) -> None:
         redis = self.store.redis
@@ -335,6 +367,7 @@ class RedisStore(StreamStore):
         self._lease_script = self.redis.register_script(_LEASE)
         self._expire_script = self.redis.register_script(_EXPIRE)
         self._ttl_ms = max(int(self.ttl * 1000), 1)
+        self._notify = f"{prefix}notify"  # no braces: no stream's key looks like it
 
     def __repr__(self) -> str:
         return f"<RedisStore prefix={self.prefix!r} {self.redis!r}>"
@@ -360,10 +393,14 @@ class RedisStore(StreamStore):
         base = f"{self.prefix}{{{stream}}}"
         return [base + ":log", base + ":meta"]
 
-    def _many_keys(self, streams: Sequence[str]) -> list[bytes]:
-        """The log and meta keys of each stream, as bytes.
+    def _script_keys(self, stream: str) -> list[str]:
+        """The keys of a script about one stream: its log and meta, then the notifications."""
+        return [*self._keys(stream), self._notify]
 
-        For calls naming hundreds of streams: redis-py packs bytes without its
+    def _many_keys(self, streams: Sequence[str]) -> list[bytes]:
+        """The keys of a script about many streams: log and meta of each, then notify.
+
+        Bytes, for calls naming hundreds of streams: redis-py packs bytes without its
         per-value type checks, most of the client's cost for such a call.
         """
         base = self.prefix.encode()
@@ -371,6 +408,7 @@ class RedisStore(StreamStore):
         for stream in streams:
             key = b"%s{%s}" % (base, stream.encode())
             keys += (key + b":log", key + b":meta")
+        keys.append(self._notify.encode())
         return keys
 
     @asynccontextmanager
@@ -540,11 +578,11 @@ class RedisStore(StreamStore):
 
     async def _create(self, stream: str) -> None:
         async with self._errors(stream):
-            await self._create_script(keys=self._keys(stream), args=[_epoch_arg()])
+            await self._create_script(keys=self._script_keys(stream), args=[_epoch_arg()])
 
     async def _end(self, stream: str, outcome: str) -> None:
         async with self._errors(stream):
-            await self._end_script(keys=self._keys(stream), args=[self._ttl_ms, outcome])
+            await self._end_script(keys=self._script_keys(stream), args=[self._ttl_ms, outcome])
 
     async def _info(self, stream: str) -> StreamInfo:
         log, meta = self._keys(stream)
@@ -593,40 +631,110 @@ class RedisStore(StreamStore):
     async def _wait(
         self, cursors: Mapping[str, int], max_wait: float, waker: Waker | None
     ) -> dict[str, Page]:
-        assert waker is None or isinstance(waker, _RedisWaker)
+        if waker is not None:
+            assert isinstance(waker, _RedisWaker)
+            return await self._hub_wait(cursors, max_wait, waker)
+        # A reader of its own: block on its stream's log.
+        pages, _ = await self._xread(cursors, cursors, max_wait)
+        return pages
+
+    async def _hub_wait(
+        self, cursors: Mapping[str, int], max_wait: float, waker: _RedisWaker
+    ) -> dict[str, Page]:
+        """A hub's wait: on the notification stream, then a read of what advanced.
+
+        Every write announces the logs it advanced on one stream per store
+        (``<prefix>notify``), so a hub following thousands of streams blocks on
+        that one key (and its wake-up key), and then reads only the streams
+        that advanced past its cursors, in one ``XREAD``: Redis never blocks a
+        client on every followed key, nor replies with one stream at a time.
+
+        Streams the previous wait did not follow are read directly (their
+        notifications may have gone by before they were followed), and so,
+        every ``poll_interval``, is every stream (the sweep: what a
+        notification trimmed off before the hub read it announced is found).
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if waker.notify_id is None:
+            # Position first: whatever is written afterwards is announced after it.
+            async with self._errors():
+                newest: Any = await self.redis.xrevrange(self._notify, count=1)
+            waker.notify_id = newest[0][0] if newest else b"0-0"
+        if now >= waker.next_sweep:
+            waker.next_sweep = now + self.poll_interval
+            direct: set[str] = set(cursors)
+        else:
+            direct = {s for s in cursors if s not in waker.known}
+            direct.update(s for s in waker.pending if s in cursors)
+        waker.known = set(cursors)
+        if not direct:
+            streams: dict[bytes | str, bytes | str] = {
+                self._notify: waker.notify_id,
+                waker.key: waker.last_id,
+            }
+            async with self._errors():
+                reply: Any = await self.redis.xread(
+                    streams,  # type: ignore[arg-type]
+                    count=NOTIFY_BATCH,
+                    block=max(int(max_wait * 1000), 1),
+                )
+            notify = self._notify.encode()
+            skip = len(self.prefix.encode()) + 1  # the key is <prefix>{<name>}:log
+            for key, entries in _streams(reply):
+                if not entries:
+                    continue
+                if key == notify:
+                    waker.notify_id = entries[-1][0]
+                    for _, announced in entries:
+                        for log, number in announced.items():
+                            stream = log[skip:-5].decode()
+                            cursor = cursors.get(stream)
+                            if cursor is not None and cursor < int(number):
+                                direct.add(stream)
+                else:
+                    waker.last_id = entries[-1][0]
+            if not direct:
+                return {}
+        pages, waker.pending = await self._xread(cursors, direct, 0.0)
+        return pages
+
+    async def _xread(
+        self, cursors: Mapping[str, int], streams: Iterable[str], max_wait: float
+    ) -> tuple[dict[str, Page], set[str]]:
+        """One ``XREAD`` of ``streams`` after their cursors (blocking up to ``max_wait``).
+
+        Returns the pages, and the streams whose page was full (more may follow).
+        """
         names: dict[bytes, str] = {}
-        streams: dict[bytes | str, bytes | str] = {}
+        after: dict[bytes, bytes] = {}
         base = self.prefix.encode()
-        # Bytes: a hub's XREAD names every stream it follows (see _many_keys).
-        for stream, cursor in cursors.items():
+        # Bytes: a sweep names every stream a hub follows (see _many_keys).
+        for stream in streams:
             key = b"%s{%s}:log" % (base, stream.encode())
             names[key] = stream
-            streams[key] = b"%d%s" % (cursor, _AFTER)
-        if waker is not None:
-            streams[waker.key] = waker.last_id
+            after[key] = b"%d%s" % (cursors[stream], _AFTER)
         async with self._errors():
             reply: Any = await self.redis.xread(
-                streams,  # type: ignore[arg-type]
+                after,  # type: ignore[arg-type]
                 count=self.batch,
-                block=max(int(max_wait * 1000), 1),
+                block=max(int(max_wait * 1000), 1) if max_wait > 0 else None,
             )
         pages: dict[str, Page] = {}
-        # RESP2 replies [[key, entries], ...] (the default); RESP3 a dict.
-        for key, entries in reply.items() if isinstance(reply, dict) else reply or ():
-            name = names.get(key)
-            if name is None:
-                if waker is not None and entries:
-                    waker.last_id = entries[-1][0]
-                continue
+        full: set[str] = set()
+        for key, entries in _streams(reply):
             if entries:
+                name = names[key]
                 first, events, outcome, epoch = self._entries(entries)
                 pages[name] = Page(first, events, outcome, epoch=epoch)
-        return pages
+                if len(entries) >= self.batch:
+                    full.add(name)
+        return pages, full
 
     async def _lease(self, stream: str, ttl: float) -> None:
         async with self._errors(stream):
             await self._lease_script(
-                keys=self._keys(stream), args=[self._ttl_ms, max(int(ttl * 1000), 1), _epoch_arg()]
+                keys=self._script_keys(stream), args=[self._ttl_ms, max(int(ttl * 1000), 1), _epoch_arg()]
             )
 
     async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]:
@@ -651,6 +759,13 @@ class RedisStore(StreamStore):
 
     def _waker(self) -> Waker:
         return _RedisWaker(self)
+
+
+def _streams(reply: Any) -> Iterable[tuple[bytes, Any]]:
+    """(key, entries) of an ``XREAD`` reply: RESP2 replies [[key, entries], ...], RESP3 a dict."""
+    if isinstance(reply, dict):
+        return reply.items()
+    return reply or ()
 
 
 def _refused(stream: str | None, message: str) -> Exception:
