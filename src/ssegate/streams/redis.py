@@ -103,10 +103,15 @@ local function create(meta, epoch)
     redis.call('HSET', meta, 'epoch', epoch)
   end
 end
--- tell the hubs which logs advanced, and to which number: one entry of
--- log key, number pairs on the notification stream
+-- the name of the stream whose log this is (the prefix has no braces)
+local function name_of(log)
+  return string.match(log, '{(.*)}:log$')
+end
+-- tell the hubs which streams advanced, and to which number: one entry on the
+-- notification stream, a single field 's' of "<name> <number> ..." (names
+-- have no spaces), so a hub parses one string per write
 local function announce(advanced, ttl)
-  redis.call('XADD', notify, 'MAXLEN', '~', NOTIFY_LEN, '*', unpack(advanced))
+  redis.call('XADD', notify, 'MAXLEN', '~', NOTIFY_LEN, '*', 's', table.concat(advanced, ' '))
   redis.call('PEXPIRE', notify, ttl)
 end
 local function finish(log, meta, outcome, ttl)
@@ -116,7 +121,7 @@ local function finish(log, meta, outcome, ttl)
   redis.call('HDEL', meta, 'lease')
   redis.call('PEXPIRE', log, ttl)
   redis.call('PEXPIRE', meta, ttl)
-  announce({log, last + 1}, ttl)
+  announce({name_of(log), string.format('%d', last + 1)}, ttl)
 end
 -- whether a stream with this outcome and lease deadline has ended (or just
 -- ended as failed, its lease having run out): the outcome, or false
@@ -195,8 +200,8 @@ for k = 1, #KEYS - 1, 2 do
   reply[#reply + 1] = ep
   reply[#reply + 1] = ok and '' or tostring(err)
   if written > 0 then
-    advanced[#advanced + 1] = log
-    advanced[#advanced + 1] = last + written
+    advanced[#advanced + 1] = name_of(log)
+    advanced[#advanced + 1] = string.format('%d', last + written)
   end
   a = a + 2 + 3 * n
 end
@@ -255,6 +260,53 @@ end
 return reply
 """
 )
+
+# KEYS: logs; ARGV: count, then per log the first number to read -> flat, per
+# log with entries: its index (1-based), the first number, the epoch part of the
+# ids, the entries read, the events n among them, the outcome ('' if the end is
+# not among them), then n times data, event type ('' for message), retry (or '').
+# A hub's read of the streams that advanced: one reply of plain strings, which
+# the client takes apart in one loop (XREAD's reply costs a dict per entry).
+_READ = """
+local count = ARGV[1]
+local reply = {}
+for k = 1, #KEYS do
+  local entries = redis.call('XRANGE', KEYS[k], ARGV[k + 1], '+', 'COUNT', count)
+  if #entries > 0 then
+    local id = entries[1][1]
+    local dash = string.find(id, '-', 1, true)
+    reply[#reply + 1] = k
+    reply[#reply + 1] = string.sub(id, 1, dash - 1)
+    reply[#reply + 1] = string.sub(id, dash + 1)
+    reply[#reply + 1] = #entries
+    local at = #reply + 1
+    reply[at] = 0
+    reply[at + 1] = ''
+    local n = 0
+    for i = 1, #entries do
+      local f = entries[i][2]
+      local d, e, r, o = '', '', '', false
+      for j = 1, #f, 2 do
+        local name = f[j]
+        if name == 'd' then d = f[j + 1]
+        elseif name == 'e' then e = f[j + 1]
+        elseif name == 'r' then r = f[j + 1]
+        elseif name == 'end' then o = f[j + 1] end
+      end
+      if o then
+        reply[at + 1] = o
+        break
+      end
+      reply[#reply + 1] = d
+      reply[#reply + 1] = e
+      reply[#reply + 1] = r
+      n = n + 1
+    end
+    reply[at] = n
+  end
+end
+return reply
+"""
 
 #: XREAD returns entries after the id given: "after every entry numbered n",
 #: whatever its epoch, is n followed by the largest sequence part.
@@ -366,6 +418,7 @@ class RedisStore(StreamStore):
         self._end_script = self.redis.register_script(_END)
         self._lease_script = self.redis.register_script(_LEASE)
         self._expire_script = self.redis.register_script(_EXPIRE)
+        self._read_script = self.redis.register_script(_READ)
         self._ttl_ms = max(int(self.ttl * 1000), 1)
         self._notify = f"{prefix}notify"  # no braces: no stream's key looks like it
 
@@ -635,7 +688,23 @@ class RedisStore(StreamStore):
             assert isinstance(waker, _RedisWaker)
             return await self._hub_wait(cursors, max_wait, waker)
         # A reader of its own: block on its stream's log.
-        pages, _ = await self._xread(cursors, cursors, max_wait)
+        names: dict[bytes, str] = {}
+        after: dict[bytes | str, bytes | str] = {}
+        for stream, cursor in cursors.items():
+            key = self._keys(stream)[0].encode()
+            names[key] = stream
+            after[key] = b"%d%s" % (cursor, _AFTER)
+        async with self._errors():
+            reply: Any = await self.redis.xread(
+                after,  # type: ignore[arg-type]
+                count=self.batch,
+                block=max(int(max_wait * 1000), 1),
+            )
+        pages: dict[str, Page] = {}
+        for key, entries in _streams(reply):
+            if entries:
+                first, events, outcome, epoch = self._entries(entries)
+                pages[names[key]] = Page(first, events, outcome, epoch=epoch)
         return pages
 
     async def _hub_wait(
@@ -680,61 +749,76 @@ class RedisStore(StreamStore):
                     block=max(int(max_wait * 1000), 1),
                 )
             notify = self._notify.encode()
-            skip = len(self.prefix.encode()) + 1  # the key is <prefix>{<name>}:log
             for key, entries in _streams(reply):
                 if not entries:
                     continue
                 if key == notify:
                     waker.notify_id = entries[-1][0]
-                    for _, announced in entries:
-                        for log, number in announced.items():
-                            stream = log[skip:-5].decode()
+                    for _, fields in entries:
+                        announced = fields[b"s"].split()
+                        for i in range(0, len(announced), 2):
+                            stream = announced[i].decode()
                             cursor = cursors.get(stream)
-                            if cursor is not None and cursor < int(number):
+                            if cursor is not None and cursor < int(announced[i + 1]):
                                 direct.add(stream)
                 else:
                     waker.last_id = entries[-1][0]
             if not direct:
                 return {}
-        pages, waker.pending = await self._xread(cursors, direct, 0.0)
-        return pages
+        return await self._read_many(cursors, direct, waker)
 
-    async def _xread(
-        self, cursors: Mapping[str, int], streams: Iterable[str], max_wait: float
-    ) -> tuple[dict[str, Page], set[str]]:
-        """One ``XREAD`` of ``streams`` after their cursors (blocking up to ``max_wait``).
+    async def _read_many(
+        self, cursors: Mapping[str, int], streams: Iterable[str], waker: _RedisWaker
+    ) -> dict[str, Page]:
+        """What follows the cursors of ``streams``, in one call (``_READ``), without waiting.
 
-        Returns the pages, and the streams whose page was full (more may follow).
+        Streams whose page was full go to ``waker.pending`` (more may follow).
         """
-        names: dict[bytes, str] = {}
-        after: dict[bytes, bytes] = {}
+        names = list(streams)
         base = self.prefix.encode()
-        # Bytes: a sweep names every stream a hub follows (see _many_keys).
-        for stream in streams:
-            key = b"%s{%s}:log" % (base, stream.encode())
-            names[key] = stream
-            after[key] = b"%d%s" % (cursors[stream], _AFTER)
+        keys = [b"%s{%s}:log" % (base, stream.encode()) for stream in names]
+        args: list[bytes | int] = [self.batch]
+        args += [b"%d" % (cursors[stream] + 1) for stream in names]
         async with self._errors():
-            reply: Any = await self.redis.xread(
-                after,  # type: ignore[arg-type]
-                count=self.batch,
-                block=max(int(max_wait * 1000), 1) if max_wait > 0 else None,
-            )
+            reply: Any = await self._read_script(keys=keys, args=args)
         pages: dict[str, Page] = {}
-        full: set[str] = set()
-        for key, entries in _streams(reply):
-            if entries:
-                name = names[key]
-                first, events, outcome, epoch = self._entries(entries)
-                pages[name] = Page(first, events, outcome, epoch=epoch)
-                if len(entries) >= self.batch:
-                    full.add(name)
-        return pages, full
+        pending: set[str] = set()
+        new = tuple.__new__
+        i, size = 0, len(reply)
+        while i < size:
+            k, first_part, epoch_part, read, n, outcome = reply[i : i + 6]
+            i += 6
+            stream = names[k - 1]
+            first = int(first_part)
+            prefix = _epoch(epoch_part) + "-"
+            events: list[Event] = []
+            for seq in range(first, first + n):
+                data, event, retry = reply[i], reply[i + 1], reply[i + 2]
+                i += 3
+                # Built like the decoder builds them: every field was validated
+                # by Event() before it was appended.
+                events.append(
+                    new(
+                        Event,
+                        (
+                            data.decode(),
+                            event.decode() if event else "message",
+                            f"{prefix}{seq:0{ID_WIDTH}d}",
+                            int(retry) if retry else None,
+                        ),
+                    )
+                )
+            pages[stream] = Page(first, events, outcome.decode() or None, epoch=prefix[:-1])
+            if read >= self.batch:
+                pending.add(stream)
+        waker.pending = pending
+        return pages
 
     async def _lease(self, stream: str, ttl: float) -> None:
         async with self._errors(stream):
             await self._lease_script(
-                keys=self._script_keys(stream), args=[self._ttl_ms, max(int(ttl * 1000), 1), _epoch_arg()]
+                keys=self._script_keys(stream),
+                args=[self._ttl_ms, max(int(ttl * 1000), 1), _epoch_arg()],
             )
 
     async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]:
