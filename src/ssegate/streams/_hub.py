@@ -2,9 +2,10 @@
 
 Without a hub each reader of a ``RedisStore`` blocks in its own ``XREAD`` on its
 own connection. With one, a single task waits on all the streams local
-subscribers watch at once (one blocking ``XREAD`` over many keys) and hands each
-page of events to every subscriber of that stream, so Redis sees one reader per
-process whatever the number of clients.
+subscribers watch at once (the store's ``_wait`` over every cursor; on Redis, a
+blocking read of the store's notification stream, then one read of the streams
+that advanced) and hands each page of events to every subscriber of that
+stream, so Redis sees one reader per process whatever the number of clients.
 
 Each followed stream keeps its recent pages in one shared ring, bounded to
 ``queue_size`` events; every subscriber is just a position in that ring.

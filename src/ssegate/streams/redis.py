@@ -37,9 +37,19 @@ cancelled while its event waits in the queue takes it back (it is not
 written); once the call carrying it is sent it is written like the others in
 it. ``aclose()`` writes what is queued before closing.
 
-History is ``XRANGE``; live is a blocking ``XREAD``. A ``Hub`` makes that one
-``XREAD`` over all the streams a process follows, so the number of connections
-does not grow with the number of subscribers.
+History is ``XRANGE``; a reader of its own blocks in ``XREAD`` on its stream.
+A ``Hub`` serves every reader of a process with one task, and does not block on
+the thousands of streams it may follow: every write (the append call, an end,
+a lease running out) also adds one entry to the store's notification stream
+(``<prefix>notify``, trimmed to about ``NOTIFY_LEN`` entries) naming the streams
+it advanced and their new last number, in one string. The hub blocks on that
+one key, and then reads only the streams it follows that advanced past its
+cursors, in one script call whose reply is a flat list of strings. (A blocking
+``XREAD`` naming every stream cost a thousand keys per call on both sides, and
+Redis wakes it with one stream's entries, so it read about twice per write.)
+Streams the hub newly follows are read directly, and every ``poll_interval`` all
+of them are (the sweep), so a notification trimmed before the hub got to it
+delays what it announced, never loses it.
 
 Redis errors are translated at this edge: cannot connect, timeouts and refusals
 to write become ``StoreUnavailable``. The client this store creates does not
@@ -261,7 +271,8 @@ return reply
 """
 )
 
-# KEYS: logs; ARGV: count, then per log the first number to read -> flat, per
+# KEYS: logs; ARGV: count, the first number to read of each log (one string,
+# space-separated: redis-py's cost is per argument) -> flat, per
 # log with entries: its index (1-based), the first number, the epoch part of the
 # ids, the entries read, the events n among them, the outcome ('' if the end is
 # not among them), then n times data, event type ('' for message), retry (or '').
@@ -269,9 +280,11 @@ return reply
 # the client takes apart in one loop (XREAD's reply costs a dict per entry).
 _READ = """
 local count = ARGV[1]
+local starts = {}
+for start in string.gmatch(ARGV[2], '%d+') do starts[#starts + 1] = start end
 local reply = {}
 for k = 1, #KEYS do
-  local entries = redis.call('XRANGE', KEYS[k], ARGV[k + 1], '+', 'COUNT', count)
+  local entries = redis.call('XRANGE', KEYS[k], starts[k], '+', 'COUNT', count)
   if #entries > 0 then
     local id = entries[1][1]
     local dash = string.find(id, '-', 1, true)
@@ -777,10 +790,9 @@ class RedisStore(StreamStore):
         names = list(streams)
         base = self.prefix.encode()
         keys = [b"%s{%s}:log" % (base, stream.encode()) for stream in names]
-        args: list[bytes | int] = [self.batch]
-        args += [b"%d" % (cursors[stream] + 1) for stream in names]
+        starts = b" ".join([b"%d" % (cursors[stream] + 1) for stream in names])
         async with self._errors():
-            reply: Any = await self._read_script(keys=keys, args=args)
+            reply: Any = await self._read_script(keys=keys, args=[self.batch, starts])
         pages: dict[str, Page] = {}
         pending: set[str] = set()
         new = tuple.__new__
