@@ -48,10 +48,15 @@ async def test_every_write_announces_the_streams_it_advanced_and_to_which_number
 
 
 async def test_a_hub_reads_only_the_streams_a_notification_names(
-    redis_store_factory: Callable[..., RedisStore],
+    redis_store_factory: Callable[..., RedisStore], redis_url: str
 ) -> None:
     # No sweep during the test (it reads every stream, once per poll_interval).
-    async with redis_store_factory(poll_interval=30.0) as store, Hub(store) as hub:
+    async with (
+        redis_store_factory(poll_interval=30.0) as store,
+        Hub(store) as hub,
+        # Another replica writes: the hub reads what it wrote.
+        RedisStore(redis_url, prefix=store.prefix) as writer,
+    ):
         reads: list[list[bytes]] = []
         script = store._read_script
 
@@ -78,12 +83,12 @@ async def test_a_hub_reads_only_the_streams_a_notification_names(
                     await store.create(stream)
                     tg.start_soon(follow, stream)
                 await until(lambda: waker.known == set(streams), "following them all")
-                x = await store.append("s3", Event("x"))
+                x = await writer.append("s3", Event("x"))
                 await until(lambda: len(got["s3"]) == 1, "delivered")
                 # Every follower has joined and been read once: from now on a
                 # write to s3 makes the hub read s3 alone.
                 reads.clear()
-                y = await store.append("s3", Event("y"))
+                y = await writer.append("s3", Event("y"))
                 await until(lambda: len(got["s3"]) == 2, "delivered")
                 assert reads == [[store._keys("s3")[0].encode()]]
                 for stream in streams:
@@ -126,3 +131,44 @@ async def test_a_write_no_notification_announced_reaches_the_hub_by_its_sweep(
             Event("2", id=format_id(epoch, 2)),
             End(FAILED, format_id(epoch, 3)),
         ]
+
+
+async def test_a_hub_gets_what_its_own_process_writes_without_reading_it_back(
+    redis_store_factory: Callable[..., RedisStore],
+) -> None:
+    async with redis_store_factory(poll_interval=30.0) as store, Hub(store) as hub:
+        reads: list[list[bytes]] = []
+        script = store._read_script
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            reads.append(kwargs["keys"])
+            return await script(*args, **kwargs)
+
+        store._read_script = counted  # type: ignore[assignment]
+        await store.create("s")
+        got: list[StreamItem] = []
+
+        async def follow() -> None:
+            async with aclosing(hub.read("s")) as items:
+                async for item in items:
+                    got.append(item)
+                    if isinstance(item, End):
+                        return
+
+        waker = hub._waker
+        assert isinstance(waker, _RedisWaker)
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                await until(lambda: waker.known == {"s"}, "following")
+                reads.clear()
+                ids = []
+                for n in range(3):
+                    ids.append(await store.append("s", Event(f"{n}", event="token")))
+                    # Taken as the write returned: no notification was read yet.
+                    assert hub._follows["s"].cursor == n + 1
+                await until(lambda: len(got) == 3, "delivered")
+                assert got == [Event(f"{n}", event="token", id=ids[n]) for n in range(3)]
+                await store.end("s")
+        assert got[3:] == [End("done", format_id(parse_id(ids[0]).epoch, 4))]
+        assert reads == [[store._keys("s")[0].encode()]]  # the end alone was read

@@ -186,6 +186,7 @@ class Hub:
         if self._task_group is not None:
             raise RuntimeError("this Hub is already running")
         self._waker = self.store._waker()
+        self._waker.deliver = self._deliver_local
         self._changed = anyio.Event()
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -388,6 +389,20 @@ class Hub:
                 await anyio.sleep(min(self.retry_delay * 2 ** min(failures, 8), MAX_RETRY_DELAY))
                 continue
             failures = 0
+
+    def _deliver_local(self, stream: str, page: Page) -> bool:
+        """A page the store just wrote from this process: taken if it follows on.
+
+        Taken only if it leaves no hole after the hub's cursor (and brings
+        something new); else the next read of the store brings it, in order.
+        """
+        follow = self._follows.get(stream)
+        if follow is None or follow.cursor is None or follow.ended:
+            return False
+        if not page.first_seq <= follow.cursor + 1 < page.first_seq + len(page.events):
+            return False
+        self._deliver(stream, page)
+        return True
 
     def _deliver(self, stream: str, page: Page) -> None:
         follow = self._follows.get(stream)

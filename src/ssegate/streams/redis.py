@@ -347,6 +347,9 @@ class _RedisWaker(Waker):
         #: Streams whose last read was a full page: read on without waiting.
         self.pending: set[str] = set()
         self.next_sweep = 0.0
+        #: Streams whose writes from this process the hub took during the
+        #: current wait, and up to which number (its cursors may be older).
+        self.delivered: dict[str, int] = {}
 
     async def wake(self) -> None:
         redis = self.store.redis
@@ -356,6 +359,7 @@ class _RedisWaker(Waker):
             await pipe.execute()
 
     async def aclose(self) -> None:
+        self.store._hubs.discard(self)
         async with self.store._errors():
             await self.store.redis.delete(self.key)
 
@@ -434,6 +438,8 @@ class RedisStore(StreamStore):
         self._read_script = self.redis.register_script(_READ)
         self._ttl_ms = max(int(self.ttl * 1000), 1)
         self._notify = f"{prefix}notify"  # no braces: no stream's key looks like it
+        #: The hubs on this store: each write hands them what it stored.
+        self._hubs: set[_RedisWaker] = set()
 
     def __repr__(self) -> str:
         return f"<RedisStore prefix={self.prefix!r} {self.redis!r}>"
@@ -626,6 +632,8 @@ class RedisStore(StreamStore):
         try:
             reply = await self._append_script(keys=keys, args=args)
             outcomes = list(batch.outcomes(reply, _refused))
+            if self._hubs:
+                self._hand_over(batch, reply)
         except RedisResponseError as exc:  # the whole call was refused: nothing ran
             message = str(exc)
             outcomes = [(w, _refused(r.stream, message)) for r in batch.runs for w in r.waiters]
@@ -641,6 +649,21 @@ class RedisStore(StreamStore):
                 waiter.set_result(outcome)
             else:
                 waiter.set_exception(outcome)
+
+    def _hand_over(self, batch: Batch[asyncio.Future[str]], reply: Sequence[Any]) -> None:
+        """Give this process's hubs what the write stored (checked by ``outcomes()``).
+
+        Their subscribers get it now, without the round trips of a read.
+        """
+        for i, run in enumerate(batch.runs):
+            first, written, epoch_part = reply[4 * i : 4 * i + 3]
+            if not written:
+                continue
+            epoch = _epoch(epoch_part)
+            page = Page(first, _events(epoch, first, run.values[:written]), epoch=epoch)
+            for waker in self._hubs:
+                if waker.deliver is not None and waker.deliver(run.stream, page):
+                    waker.delivered[run.stream] = first + written - 1
 
     async def _create(self, stream: str) -> None:
         async with self._errors(stream):
@@ -738,6 +761,9 @@ class RedisStore(StreamStore):
         """
         loop = asyncio.get_running_loop()
         now = loop.time()
+        # What the hub takes from this process's writes meanwhile moves its
+        # cursors on: count it, so as not to read it back.
+        delivered = waker.delivered = {}
         if waker.notify_id is None:
             # Position first: whatever is written afterwards is announced after it.
             async with self._errors():
@@ -772,12 +798,16 @@ class RedisStore(StreamStore):
                         for i in range(0, len(announced), 2):
                             stream = announced[i].decode()
                             cursor = cursors.get(stream)
-                            if cursor is not None and cursor < int(announced[i + 1]):
+                            if cursor is not None and (
+                                max(cursor, delivered.get(stream, 0)) < int(announced[i + 1])
+                            ):
                                 direct.add(stream)
                 else:
                     waker.last_id = entries[-1][0]
             if not direct:
                 return {}
+        if delivered:
+            cursors = {s: max(c, delivered.get(s, 0)) for s, c in cursors.items()}
         return await self._read_many(cursors, direct, waker)
 
     async def _read_many(
@@ -795,32 +825,21 @@ class RedisStore(StreamStore):
             reply: Any = await self._read_script(keys=keys, args=[self.batch, starts])
         pages: dict[str, Page] = {}
         pending: set[str] = set()
-        new = tuple.__new__
         i, size = 0, len(reply)
         while i < size:
             k, first_part, epoch_part, read, n, outcome = reply[i : i + 6]
             i += 6
             stream = names[k - 1]
             first = int(first_part)
-            prefix = _epoch(epoch_part) + "-"
-            events: list[Event] = []
-            for seq in range(first, first + n):
-                data, event, retry = reply[i], reply[i + 1], reply[i + 2]
-                i += 3
-                # Built like the decoder builds them: every field was validated
-                # by Event() before it was appended.
-                events.append(
-                    new(
-                        Event,
-                        (
-                            data.decode(),
-                            event.decode() if event else "message",
-                            f"{prefix}{seq:0{ID_WIDTH}d}",
-                            int(retry) if retry else None,
-                        ),
-                    )
-                )
-            pages[stream] = Page(first, events, outcome.decode() or None, epoch=prefix[:-1])
+            epoch = _epoch(epoch_part)
+            end = i + 3 * n
+            values = zip(
+                reply[i:end:3], reply[i + 1 : end : 3], reply[i + 2 : end : 3], strict=True
+            )
+            i = end
+            pages[stream] = Page(
+                first, _events(epoch, first, values), outcome.decode() or None, epoch=epoch
+            )
             if read >= self.batch:
                 pending.add(stream)
         waker.pending = pending
@@ -854,7 +873,29 @@ class RedisStore(StreamStore):
         return expired
 
     def _waker(self) -> Waker:
-        return _RedisWaker(self)
+        waker = _RedisWaker(self)
+        self._hubs.add(waker)
+        return waker
+
+
+def _events(epoch: str, first: int, values: Iterable[tuple[bytes, bytes, bytes]]) -> list[Event]:
+    """Events numbered from ``first``, from their stored values (data, type, retry; b"": none)."""
+    prefix = epoch + "-"
+    new = tuple.__new__
+    # Built like the decoder builds them: every field was validated by Event()
+    # before it was appended.
+    return [
+        new(
+            Event,
+            (
+                data.decode(),
+                event.decode() if event else "message",
+                f"{prefix}{seq:0{ID_WIDTH}d}",
+                int(retry) if retry else None,
+            ),
+        )
+        for seq, (data, event, retry) in enumerate(values, first)
+    ]
 
 
 def _streams(reply: Any) -> Iterable[tuple[bytes, Any]]:
