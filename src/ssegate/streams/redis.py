@@ -629,11 +629,11 @@ class RedisStore(StreamStore):
         keys = self._many_keys(batch.streams)
         args: list[bytes | int] = [self._ttl_ms, self.max_len, *batch.args(_epoch_bytes)]
         outcomes: list[tuple[asyncio.Future[str], str | BaseException]]
+        written: Sequence[Any] = ()  # the reply, once checked
         try:
             reply = await self._append_script(keys=keys, args=args)
             outcomes = list(batch.outcomes(reply, _refused))
-            if self._hubs:
-                self._hand_over(batch, reply)
+            written = reply
         except RedisResponseError as exc:  # the whole call was refused: nothing ran
             message = str(exc)
             outcomes = [(w, _refused(r.stream, message)) for r in batch.runs for w in r.waiters]
@@ -649,6 +649,8 @@ class RedisStore(StreamStore):
                 waiter.set_result(outcome)
             else:
                 waiter.set_exception(outcome)
+        if written and self._hubs:
+            self._hand_over(batch, written)
 
     def _hand_over(self, batch: Batch[asyncio.Future[str]], reply: Sequence[Any]) -> None:
         """Give this process's hubs what the write stored (checked by ``outcomes()``).
