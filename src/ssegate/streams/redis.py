@@ -753,14 +753,25 @@ class RedisStore(StreamStore):
         Every write announces the logs it advanced on one stream per store
         (``<prefix>notify``), so a hub following thousands of streams blocks on
         that one key (and its wake-up key), and then reads only the streams
-        that advanced past its cursors, in one ``XREAD``: Redis never blocks a
-        client on every followed key, nor replies with one stream at a time.
+        that advanced past its cursors, in one call (``_READ``): Redis never
+        blocks a client on every followed key, nor replies with one stream at a
+        time. What this process wrote the hub has mostly taken already (see
+        ``_hand_over``): it is not read back.
 
         Streams the previous wait did not follow are read directly (their
         notifications may have gone by before they were followed), and so,
-        every ``poll_interval``, is every stream (the sweep: what a
-        notification trimmed off before the hub read it announced is found).
+        every ``poll_interval`` and after an error, is every stream (the sweep:
+        what a notification trimmed off before the hub read it announced is found).
         """
+        try:
+            return await self._hub_read(cursors, max_wait, waker)
+        except StoreUnavailable:
+            waker.next_sweep = 0.0  # back: read everything once
+            raise
+
+    async def _hub_read(
+        self, cursors: Mapping[str, int], max_wait: float, waker: _RedisWaker
+    ) -> dict[str, Page]:
         loop = asyncio.get_running_loop()
         now = loop.time()
         # What the hub takes from this process's writes meanwhile moves its
