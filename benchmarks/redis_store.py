@@ -58,7 +58,7 @@ if o then return redis.error_reply('SSEGATE_ENDED ' .. o) end
 create(KEYS[2], ARGV[3])
 local seq = redis.call('HINCRBY', KEYS[2], 'last', 1)
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], entry_id(KEYS[2], seq), unpack(ARGV, 4))
-announce({name_of(KEYS[1]), seq}, ARGV[1])  -- as every write now does, for the hubs
+announce({'-', name_of(KEYS[1]), seq}, ARGV[1])  -- as every write now does, for the hubs
 return id
 """
 )

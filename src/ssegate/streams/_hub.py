@@ -393,15 +393,18 @@ class Hub:
     def _deliver_local(self, stream: str, page: Page) -> bool:
         """A page the store just wrote from this process: taken if it follows on.
 
-        Taken only if it leaves no hole after the hub's cursor (and brings
-        something new); else the next read of the store brings it, in order.
+        Taken if it leaves no hole after the hub's cursor; false if it would
+        (the hub is behind on the stream: the store must have it read).
+        Pages of streams not followed yet (or any more), or with nothing new,
+        need nothing: a joining subscriber's replay reads the store anyway.
         """
         follow = self._follows.get(stream)
         if follow is None or follow.cursor is None or follow.ended:
+            return True
+        if page.first_seq > follow.cursor + 1:
             return False
-        if not page.first_seq <= follow.cursor + 1 < page.first_seq + len(page.events):
-            return False
-        self._deliver(stream, page)
+        if page.first_seq + len(page.events) - 1 > follow.cursor:
+            self._deliver(stream, page)
         return True
 
     def _deliver(self, stream: str, page: Page) -> None:

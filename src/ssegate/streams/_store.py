@@ -307,9 +307,9 @@ class Waker(abc.ABC):
     """Interrupts a backend's ``_wait`` from another task (the hub uses it).
 
     ``deliver``, set by the hub, takes a page a store has just written from
-    this process (``deliver(stream, page)``, true if the hub took it): a store
-    that calls it spares its hub reading back what it wrote. Nothing depends on
-    it: what the hub does not take, its ``_wait`` reads as before.
+    this process (``deliver(stream, page)``): a store that calls it spares its
+    hub reading back what it wrote. False means the hub is behind on that
+    stream: the store's ``_wait`` must then read it (at once).
     """
 
     deliver: Callable[[str, Page], bool] | None = None

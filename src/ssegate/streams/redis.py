@@ -60,6 +60,7 @@ it twice, so the caller decides (every error is raised, nothing is swallowed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -118,8 +119,9 @@ local function name_of(log)
   return string.match(log, '{(.*)}:log$')
 end
 -- tell the hubs which streams advanced, and to which number: one entry on the
--- notification stream, a single field 's' of "<name> <number> ..." (names
--- have no spaces), so a hub parses one string per write
+-- notification stream, a single field 's' of "<writer> <name> <number> ..."
+-- (no spaces in any), so a hub parses one string per write. The writer is the
+-- appending store's id ('-' for the other scripts): its own hubs skip the entry
 local function announce(advanced, ttl)
   redis.call('XADD', notify, 'MAXLEN', '~', NOTIFY_LEN, '*', 's', table.concat(advanced, ' '))
   redis.call('PEXPIRE', notify, ttl)
@@ -131,7 +133,7 @@ local function finish(log, meta, outcome, ttl)
   redis.call('HDEL', meta, 'lease')
   redis.call('PEXPIRE', log, ttl)
   redis.call('PEXPIRE', meta, ttl)
-  announce({name_of(log), string.format('%d', last + 1)}, ttl)
+  announce({'-', name_of(log), string.format('%d', last + 1)}, ttl)
 end
 -- whether a stream with this outcome and lease deadline has ended (or just
 -- ended as failed, its lease having run out): the outcome, or false
@@ -149,7 +151,8 @@ local function ended(log, meta, ttl)
 end
 """.replace("NOTIFY_LEN", str(NOTIFY_LEN))
 
-# KEYS: log and meta of each stream, then notify; ARGV: ttl_ms, max_len, then per stream: a
+# KEYS: log and meta of each stream, then notify; ARGV: ttl_ms, max_len, the
+# store's id (for the notification), then per stream: a
 # new epoch, the number n of appends, and n times (data, event type or '', retry
 # or '') -> per stream: first number, appends written, epoch, error ('' if none).
 # Each stream runs under pcall: an error (its end, a key of the wrong type)
@@ -190,8 +193,8 @@ local function run(log, meta, epoch, n, a)
   redis.call('HINCRBY', meta, 'last', n)
 end
 local reply = {}
-local advanced = {}
-local a = 3
+local advanced = {ARGV[3]}
+local a = 4
 for k = 1, #KEYS - 1, 2 do
   local log, meta = KEYS[k], KEYS[k + 1]
   local n = tonumber(ARGV[a + 1])
@@ -215,7 +218,7 @@ for k = 1, #KEYS - 1, 2 do
   end
   a = a + 2 + 3 * n
 end
-if #advanced > 0 then announce(advanced, ttl) end
+if #advanced > 1 then announce(advanced, ttl) end
 return reply
 """
 )
@@ -350,6 +353,8 @@ class _RedisWaker(Waker):
         #: Streams whose writes from this process the hub took during the
         #: current wait, and up to which number (its cursors may be older).
         self.delivered: dict[str, int] = {}
+        #: A wake-up sent by a write (kept: a task nobody holds may vanish).
+        self.waking: asyncio.Task[None] | None = None
 
     async def wake(self) -> None:
         redis = self.store.redis
@@ -438,8 +443,10 @@ class RedisStore(StreamStore):
         self._read_script = self.redis.register_script(_READ)
         self._ttl_ms = max(int(self.ttl * 1000), 1)
         self._notify = f"{prefix}notify"  # no braces: no stream's key looks like it
-        #: The hubs on this store: each write hands them what it stored.
+        #: The hubs on this store: each write hands them what it stored, and
+        #: they skip the notifications of the writes marked with this id.
         self._hubs: set[_RedisWaker] = set()
+        self._id = uuid.uuid4().hex.encode()
 
     def __repr__(self) -> str:
         return f"<RedisStore prefix={self.prefix!r} {self.redis!r}>"
@@ -627,7 +634,12 @@ class RedisStore(StreamStore):
     async def _write(self, batch: Batch[asyncio.Future[str]]) -> None:
         """One Lua call for the batch; each waiter gets its own id or error."""
         keys = self._many_keys(batch.streams)
-        args: list[bytes | int] = [self._ttl_ms, self.max_len, *batch.args(_epoch_bytes)]
+        args: list[bytes | int] = [
+            self._ttl_ms,
+            self.max_len,
+            self._id,
+            *batch.args(_epoch_bytes),
+        ]
         outcomes: list[tuple[asyncio.Future[str], str | BaseException]]
         written: Sequence[Any] = ()  # the reply, once checked
         try:
@@ -664,8 +676,20 @@ class RedisStore(StreamStore):
             epoch = _epoch(epoch_part)
             page = Page(first, _events(epoch, first, run.values[:written]), epoch=epoch)
             for waker in self._hubs:
-                if waker.deliver is not None and waker.deliver(run.stream, page):
+                if waker.deliver is None:
+                    continue
+                if waker.deliver(run.stream, page):
                     waker.delivered[run.stream] = first + written - 1
+                elif run.stream not in waker.pending:
+                    # Its hub is behind on the stream (and skips this write's
+                    # notification): it reads it at once.
+                    waker.pending.add(run.stream)
+                    self._wake_soon(waker)
+
+    def _wake_soon(self, waker: _RedisWaker) -> None:
+        """Interrupt the hub's wait (from a write, which cannot wait for it)."""
+        if waker.waking is None or waker.waking.done():
+            waker.waking = asyncio.get_running_loop().create_task(_wake(waker))
 
     async def _create(self, stream: str) -> None:
         async with self._errors(stream):
@@ -787,7 +811,8 @@ class RedisStore(StreamStore):
             direct: set[str] = set(cursors)
         else:
             direct = {s for s in cursors if s not in waker.known}
-            direct.update(s for s in waker.pending if s in cursors)
+            waker.pending = {s for s in waker.pending if s in cursors}  # the rest left
+            direct |= waker.pending
         waker.known = set(cursors)
         if not direct:
             streams: dict[bytes | str, bytes | str] = {
@@ -808,7 +833,9 @@ class RedisStore(StreamStore):
                     waker.notify_id = entries[-1][0]
                     for _, fields in entries:
                         announced = fields[b"s"].split()
-                        for i in range(0, len(announced), 2):
+                        if announced[0] == self._id:
+                            continue  # handed over (see _hand_over)
+                        for i in range(1, len(announced), 2):
                             stream = announced[i].decode()
                             cursor = cursors.get(stream)
                             if cursor is not None and (
@@ -831,6 +858,8 @@ class RedisStore(StreamStore):
         Streams whose page was full go to ``waker.pending`` (more may follow).
         """
         names = list(streams)
+        # Read now; what a write finds its hub behind on meanwhile stays pending.
+        waker.pending.difference_update(names)
         base = self.prefix.encode()
         keys = [b"%s{%s}:log" % (base, stream.encode()) for stream in names]
         starts = b" ".join([b"%d" % (cursors[stream] + 1) for stream in names])
@@ -855,7 +884,7 @@ class RedisStore(StreamStore):
             )
             if read >= self.batch:
                 pending.add(stream)
-        waker.pending = pending
+        waker.pending |= pending
         return pages
 
     async def _lease(self, stream: str, ttl: float) -> None:
@@ -909,6 +938,12 @@ def _events(epoch: str, first: int, values: Iterable[tuple[bytes, bytes, bytes]]
         )
         for seq, (data, event, retry) in enumerate(values, first)
     ]
+
+
+async def _wake(waker: _RedisWaker) -> None:
+    # If Redis is away the hub's wait fails too, and sweeps once it is back.
+    with contextlib.suppress(StoreUnavailable):
+        await waker.wake()
 
 
 def _streams(reply: Any) -> Iterable[tuple[bytes, Any]]:
