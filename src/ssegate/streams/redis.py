@@ -350,9 +350,6 @@ class _RedisWaker(Waker):
         #: Streams whose last read was a full page: read on without waiting.
         self.pending: set[str] = set()
         self.next_sweep = 0.0
-        #: Streams whose writes from this process the hub took during the
-        #: current wait, and up to which number (its cursors may be older).
-        self.delivered: dict[str, int] = {}
         #: A wake-up sent by a write (kept: a task nobody holds may vanish).
         self.waking: asyncio.Task[None] | None = None
 
@@ -651,9 +648,14 @@ class RedisStore(StreamStore):
             outcomes = [(w, _refused(r.stream, message)) for r in batch.runs for w in r.waiters]
         except RedisError as exc:
             outcomes = [(w, _unreachable(exc)) for w in batch.waiters()]
+            self._read_back(batch)
         except Exception as exc:  # not Redis's doing (an unexpected reply): still each one's own
             text = f"the append failed: {exc!r}"
             outcomes = [(w, _unavailable(text, exc)) for w in batch.waiters()]
+            self._read_back(batch)
+        except asyncio.CancelledError:  # the appender writing its own, mid-call
+            self._read_back(batch)
+            raise
         for waiter, outcome in outcomes:
             if waiter.done():  # its appender was cancelled meanwhile
                 continue
@@ -678,13 +680,17 @@ class RedisStore(StreamStore):
             for waker in self._hubs:
                 if waker.deliver is None:
                     continue
-                if waker.deliver(run.stream, page):
-                    waker.delivered[run.stream] = first + written - 1
-                elif run.stream not in waker.pending:
+                if not waker.deliver(run.stream, page) and run.stream not in waker.pending:
                     # Its hub is behind on the stream (and skips this write's
                     # notification): it reads it at once.
                     waker.pending.add(run.stream)
                     self._wake_soon(waker)
+
+    def _read_back(self, batch: Batch[asyncio.Future[str]]) -> None:
+        """A write without its reply may be stored: the hubs read its streams themselves."""
+        for waker in self._hubs:
+            waker.pending.update(batch.streams)
+            self._wake_soon(waker)
 
     def _wake_soon(self, waker: _RedisWaker) -> None:
         """Interrupt the hub's wait (from a write, which cannot wait for it)."""
@@ -798,9 +804,6 @@ class RedisStore(StreamStore):
     ) -> dict[str, Page]:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        # What the hub takes from this process's writes meanwhile moves its
-        # cursors on: count it, so as not to read it back.
-        delivered = waker.delivered = {}
         if waker.notify_id is None:
             # Position first: whatever is written afterwards is announced after it.
             async with self._errors():
@@ -838,16 +841,12 @@ class RedisStore(StreamStore):
                         for i in range(1, len(announced), 2):
                             stream = announced[i].decode()
                             cursor = cursors.get(stream)
-                            if cursor is not None and (
-                                max(cursor, delivered.get(stream, 0)) < int(announced[i + 1])
-                            ):
+                            if cursor is not None and cursor < int(announced[i + 1]):
                                 direct.add(stream)
                 else:
                     waker.last_id = entries[-1][0]
             if not direct:
                 return {}
-        if delivered:
-            cursors = {s: max(c, delivered.get(s, 0)) for s, c in cursors.items()}
         return await self._read_many(cursors, direct, waker)
 
     async def _read_many(
