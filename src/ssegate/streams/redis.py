@@ -51,6 +51,13 @@ Streams the hub newly follows are read directly, and every ``poll_interval`` all
 of them are (the sweep), so a notification trimmed before the hub got to it
 delays what it announced, never loses it.
 
+What a process writes, its own hubs need not read back at all: once a write's
+reply is in, the store hands each hub the events it stored (``Waker.deliver``),
+which the hub takes if they follow on from its cursor, and the hub skips the
+notifications its own store signed. A write the hub is behind on (another
+replica wrote the events before it, and they are not read yet), or whose reply
+was lost, has the hub read its streams at once.
+
 Redis errors are translated at this edge: cannot connect, timeouts and refusals
 to write become ``StoreUnavailable``. The client this store creates does not
 retry commands by itself: retrying an append whose reply was lost could store
