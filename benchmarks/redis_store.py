@@ -125,7 +125,20 @@ class AllStreamsReadRedisStore(RedisStore):
 
 
 class NoHandOverRedisStore(RedisStore):
-    """After, but the hub reads back what its own process wrote (no ``_hand_over``)."""
+    """After, but the hub reads back what its own process wrote (no ``_hand_over``).
+
+    Its writes are announced unsigned, so its hub does not skip them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        script = self._append_script
+
+        async def unsigned(*, keys: Any, args: list[Any]) -> Any:
+            args[2] = b"-"  # the store's id (see RedisStore._write)
+            return await script(keys=keys, args=args)
+
+        self._append_script = unsigned  # type: ignore[assignment]
 
     def _hand_over(self, *args: Any) -> None:
         pass
