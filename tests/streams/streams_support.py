@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 
+import anyio
 import pytest
 
 from ssegate.streams import StreamStore
@@ -54,3 +56,12 @@ async def ids_of(store: StreamStore, stream: str) -> Ids:
 def seq(event_id: str | None) -> int:
     """The number in an event id."""
     return int((event_id or "0").rpartition("-")[2])
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    """Wait for ``check()`` (an outcome, not a duration), up to 10 s."""
+    for _ in range(2000):
+        if check():
+            return
+        await anyio.sleep(0.005)
+    pytest.fail(f"still not {what} after 10 s")

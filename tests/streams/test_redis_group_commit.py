@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from streams_support import Ids, ids_of, needs_redis_server, seq
+from streams_support import Ids, ids_of, needs_redis_server, seq, until
 
 from ssegate import Event, StoreUnavailable, StreamEnded
 from ssegate.streams import DONE, FAILED, End, Hub, StreamItem
@@ -25,15 +25,6 @@ async def collect(items: AsyncIterator[StreamItem]) -> list[StreamItem]:
     with anyio.fail_after(30):
         async with aclosing(items) as it:  # type: ignore[type-var]
             return [item async for item in it]
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    """Wait for ``check()`` (an outcome, not a duration), up to 10 s."""
-    for _ in range(2000):
-        if check():
-            return
-        await anyio.sleep(0.005)
-    pytest.fail(f"still not {what} after 10 s")
 
 
 @asynccontextmanager

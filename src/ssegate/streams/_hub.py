@@ -2,9 +2,10 @@
 
 Without a hub each reader of a ``RedisStore`` blocks in its own ``XREAD`` on its
 own connection. With one, a single task waits on all the streams local
-subscribers watch at once (one blocking ``XREAD`` over many keys) and hands each
-page of events to every subscriber of that stream, so Redis sees one reader per
-process whatever the number of clients.
+subscribers watch at once (the store's ``_wait`` over every cursor; on Redis, a
+blocking read of the store's notification stream, then one read of the streams
+that advanced) and hands each page of events to every subscriber of that
+stream, so Redis sees one reader per process whatever the number of clients.
 
 Each followed stream keeps its recent pages in one shared ring, bounded to
 ``queue_size`` events; every subscriber is just a position in that ring.
@@ -185,6 +186,7 @@ class Hub:
         if self._task_group is not None:
             raise RuntimeError("this Hub is already running")
         self._waker = self.store._waker()
+        self._waker.deliver = self._deliver_local
         self._changed = anyio.Event()
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -387,6 +389,23 @@ class Hub:
                 await anyio.sleep(min(self.retry_delay * 2 ** min(failures, 8), MAX_RETRY_DELAY))
                 continue
             failures = 0
+
+    def _deliver_local(self, stream: str, page: Page) -> bool:
+        """A page the store just wrote from this process: taken if it follows on.
+
+        Taken if it leaves no hole after the hub's cursor; false if it would
+        (the hub is behind on the stream: the store must have it read).
+        Pages of streams not followed yet (or any more), or with nothing new,
+        need nothing: a joining subscriber's replay reads the store anyway.
+        """
+        follow = self._follows.get(stream)
+        if follow is None or follow.cursor is None or follow.ended:
+            return True
+        if page.first_seq > follow.cursor + 1:
+            return False
+        if page.first_seq + len(page.events) - 1 > follow.cursor:
+            self._deliver(stream, page)
+        return True
 
     def _deliver(self, stream: str, page: Page) -> None:
         follow = self._follows.get(stream)

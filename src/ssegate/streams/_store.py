@@ -84,7 +84,7 @@ from __future__ import annotations
 import abc
 import os
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Self, TypeAlias
 
@@ -304,7 +304,15 @@ def page_items(page: Page, cursor: int) -> tuple[list[StreamItem], int]:
 
 
 class Waker(abc.ABC):
-    """Interrupts a backend's ``_wait`` from another task (the hub uses it)."""
+    """Interrupts a backend's ``_wait`` from another task (the hub uses it).
+
+    ``deliver``, set by the hub, takes a page a store has just written from
+    this process (``deliver(stream, page)``): a store that calls it spares its
+    hub reading back what it wrote. False means the hub is behind on that
+    stream: the store's ``_wait`` must then read it (at once).
+    """
+
+    deliver: Callable[[str, Page], bool] | None = None
 
     @abc.abstractmethod
     async def wake(self) -> None: ...

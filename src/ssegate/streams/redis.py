@@ -37,9 +37,26 @@ cancelled while its event waits in the queue takes it back (it is not
 written); once the call carrying it is sent it is written like the others in
 it. ``aclose()`` writes what is queued before closing.
 
-History is ``XRANGE``; live is a blocking ``XREAD``. A ``Hub`` makes that one
-``XREAD`` over all the streams a process follows, so the number of connections
-does not grow with the number of subscribers.
+History is ``XRANGE``; a reader of its own blocks in ``XREAD`` on its stream.
+A ``Hub`` serves every reader of a process with one task, and does not block on
+the thousands of streams it may follow: every write (the append call, an end,
+a lease running out) also adds one entry to the store's notification stream
+(``<prefix>notify``, trimmed to about ``NOTIFY_LEN`` entries) naming the streams
+it advanced and their new last number, in one string. The hub blocks on that
+one key, and then reads only the streams it follows that advanced past its
+cursors, in one script call whose reply is a flat list of strings. (A blocking
+``XREAD`` naming every stream cost a thousand keys per call on both sides, and
+Redis wakes it with one stream's entries, so it read about twice per write.)
+Streams the hub newly follows are read directly, and every ``poll_interval`` all
+of them are (the sweep), so a notification trimmed before the hub got to it
+delays what it announced, never loses it.
+
+What a process writes, its own hubs need not read back at all: once a write's
+reply is in, the store hands each hub the events it stored (``Waker.deliver``),
+which the hub takes if they follow on from its cursor, and the hub skips the
+notifications its own store signed. A write the hub is behind on (another
+replica wrote the events before it, and they are not read yet), or whose reply
+was lost, has the hub read its streams at once.
 
 Redis errors are translated at this edge: cannot connect, timeouts and refusals
 to write become ``StoreUnavailable``. The client this store creates does not
@@ -50,8 +67,9 @@ it twice, so the caller decides (every error is raised, nothing is swallowed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -77,7 +95,14 @@ from ._store import (
 
 __all__ = ["RedisStore"]
 
+#: Entries kept on a store's notification stream (about: trimmed by whole
+#: nodes). A hub that falls further behind misses some, and its sweep (every
+#: ``poll_interval``) finds what they announced.
+NOTIFY_LEN = 4096
+
 _LIB = """
+-- every script names the store's notification stream last (see _announce)
+local notify = KEYS[#KEYS]
 local now
 -- Redis's clock in ms (read once per script: it is one atomic step anyway)
 local function now_ms()
@@ -96,6 +121,18 @@ local function create(meta, epoch)
     redis.call('HSET', meta, 'epoch', epoch)
   end
 end
+-- the name of the stream whose log this is (the prefix has no braces)
+local function name_of(log)
+  return string.match(log, '{(.*)}:log$')
+end
+-- tell the hubs which streams advanced, and to which number: one entry on the
+-- notification stream, a single field 's' of "<writer> <name> <number> ..."
+-- (no spaces in any), so a hub parses one string per write. The writer is the
+-- appending store's id ('-' for the other scripts): its own hubs skip the entry
+local function announce(advanced, ttl)
+  redis.call('XADD', notify, 'MAXLEN', '~', NOTIFY_LEN, '*', 's', table.concat(advanced, ' '))
+  redis.call('PEXPIRE', notify, ttl)
+end
 local function finish(log, meta, outcome, ttl)
   local last = tonumber(redis.call('HGET', meta, 'last'))
   redis.call('XADD', log, entry_id(meta, last + 1), 'end', outcome)
@@ -103,6 +140,7 @@ local function finish(log, meta, outcome, ttl)
   redis.call('HDEL', meta, 'lease')
   redis.call('PEXPIRE', log, ttl)
   redis.call('PEXPIRE', meta, ttl)
+  announce({'-', name_of(log), string.format('%d', last + 1)}, ttl)
 end
 -- whether a stream with this outcome and lease deadline has ended (or just
 -- ended as failed, its lease having run out): the outcome, or false
@@ -118,9 +156,10 @@ local function ended(log, meta, ttl)
   local m = redis.call('HMGET', meta, 'outcome', 'lease')
   return ended_as(log, meta, m[1], m[2], ttl)
 end
-"""
+""".replace("NOTIFY_LEN", str(NOTIFY_LEN))
 
-# KEYS: log and meta of each stream; ARGV: ttl_ms, max_len, then per stream: a
+# KEYS: log and meta of each stream, then notify; ARGV: ttl_ms, max_len, the
+# store's id (for the notification), then per stream: a
 # new epoch, the number n of appends, and n times (data, event type or '', retry
 # or '') -> per stream: first number, appends written, epoch, error ('' if none).
 # Each stream runs under pcall: an error (its end, a key of the wrong type)
@@ -161,8 +200,9 @@ local function run(log, meta, epoch, n, a)
   redis.call('HINCRBY', meta, 'last', n)
 end
 local reply = {}
-local a = 3
-for k = 1, #KEYS, 2 do
+local advanced = {ARGV[3]}
+local a = 4
+for k = 1, #KEYS - 1, 2 do
   local log, meta = KEYS[k], KEYS[k + 1]
   local n = tonumber(ARGV[a + 1])
   last, ep, written = 0, false, 0
@@ -179,13 +219,18 @@ for k = 1, #KEYS, 2 do
   reply[#reply + 1] = written
   reply[#reply + 1] = ep
   reply[#reply + 1] = ok and '' or tostring(err)
+  if written > 0 then
+    advanced[#advanced + 1] = name_of(log)
+    advanced[#advanced + 1] = string.format('%d', last + written)
+  end
   a = a + 2 + 3 * n
 end
+if #advanced > 1 then announce(advanced, ttl) end
 return reply
 """
 )
 
-# KEYS: log, meta; ARGV: new epoch
+# KEYS: log, meta, notify; ARGV: new epoch
 _CREATE = (
     _LIB
     + """
@@ -194,7 +239,7 @@ return 1
 """
 )
 
-# KEYS: log, meta; ARGV: ttl_ms, outcome
+# KEYS: log, meta, notify; ARGV: ttl_ms, outcome
 _END = (
     _LIB
     + """
@@ -206,7 +251,7 @@ return 1
 """
 )
 
-# KEYS: log, meta; ARGV: ttl_ms, lease_ms, new epoch
+# KEYS: log, meta, notify; ARGV: ttl_ms, lease_ms, new epoch
 _LEASE = (
     _LIB
     + """
@@ -218,13 +263,13 @@ return 1
 """
 )
 
-# KEYS: log and meta of each stream; ARGV: ttl_ms -> per stream, 1 if this call
+# KEYS: log and meta of each stream, then notify; ARGV: ttl_ms -> per stream, 1 if this call
 # ended it as failed (its lease ran out), else 0
 _EXPIRE = (
     _LIB
     + """
 local reply = {}
-for k = 1, #KEYS, 2 do
+for k = 1, #KEYS - 1, 2 do
   local m = redis.call('HMGET', KEYS[k + 1], 'outcome', 'lease')
   if not m[1] and m[2] and ended_as(KEYS[k], KEYS[k + 1], m[1], m[2], ARGV[1]) then
     reply[#reply + 1] = 1
@@ -236,9 +281,62 @@ return reply
 """
 )
 
+# KEYS: logs; ARGV: count, the first number to read of each log (one string,
+# space-separated: redis-py's cost is per argument) -> flat, per
+# log with entries: its index (1-based), the first number, the epoch part of the
+# ids, the entries read, the events n among them, the outcome ('' if the end is
+# not among them), then n times data, event type ('' for message), retry (or '').
+# A hub's read of the streams that advanced: one reply of plain strings, which
+# the client takes apart in one loop (XREAD's reply costs a dict per entry).
+_READ = """
+local count = ARGV[1]
+local starts = {}
+for start in string.gmatch(ARGV[2], '%d+') do starts[#starts + 1] = start end
+local reply = {}
+for k = 1, #KEYS do
+  local entries = redis.call('XRANGE', KEYS[k], starts[k], '+', 'COUNT', count)
+  if #entries > 0 then
+    local id = entries[1][1]
+    local dash = string.find(id, '-', 1, true)
+    reply[#reply + 1] = k
+    reply[#reply + 1] = string.sub(id, 1, dash - 1)
+    reply[#reply + 1] = string.sub(id, dash + 1)
+    reply[#reply + 1] = #entries
+    local at = #reply + 1
+    reply[at] = 0
+    reply[at + 1] = ''
+    local n = 0
+    for i = 1, #entries do
+      local f = entries[i][2]
+      local d, e, r, o = '', '', '', false
+      for j = 1, #f, 2 do
+        local name = f[j]
+        if name == 'd' then d = f[j + 1]
+        elseif name == 'e' then e = f[j + 1]
+        elseif name == 'r' then r = f[j + 1]
+        elseif name == 'end' then o = f[j + 1] end
+      end
+      if o then
+        reply[at + 1] = o
+        break
+      end
+      reply[#reply + 1] = d
+      reply[#reply + 1] = e
+      reply[#reply + 1] = r
+      n = n + 1
+    end
+    reply[at] = n
+  end
+end
+return reply
+"""
+
 #: XREAD returns entries after the id given: "after every entry numbered n",
 #: whatever its epoch, is n followed by the largest sequence part.
 _AFTER = b"-18446744073709551615"
+
+#: Notifications a hub takes per read (each lists the streams one write advanced).
+NOTIFY_BATCH = 256
 
 #: Connections a store made from a URL may open; the pool waits for a free one
 #: beyond that, so load never multiplies connections (a Hub needs one or two).
@@ -246,10 +344,21 @@ DEFAULT_MAX_CONNECTIONS = 32
 
 
 class _RedisWaker(Waker):
+    """A hub's wake-up key, and where the hub is on the notification stream."""
+
     def __init__(self, store: RedisStore) -> None:
         self.store = store
         self.key = f"{store.prefix}hub:{uuid.uuid4().hex}"
         self.last_id: bytes | str = "0-0"
+        #: The last notification read (None: not positioned yet).
+        self.notify_id: bytes | None = None
+        #: The streams the previous wait followed (any other is new: read it directly).
+        self.known: set[str] = set()
+        #: Streams whose last read was a full page: read on without waiting.
+        self.pending: set[str] = set()
+        self.next_sweep = 0.0
+        #: A wake-up sent by a write (kept: a task nobody holds may vanish).
+        self.waking: asyncio.Task[None] | None = None
 
     async def wake(self) -> None:
         redis = self.store.redis
@@ -259,6 +368,7 @@ class _RedisWaker(Waker):
             await pipe.execute()
 
     async def aclose(self) -> None:
+        self.store._hubs.discard(self)
         async with self.store._errors():
             await self.store.redis.delete(self.key)
 
@@ -334,7 +444,13 @@ class RedisStore(StreamStore):
         self._end_script = self.redis.register_script(_END)
         self._lease_script = self.redis.register_script(_LEASE)
         self._expire_script = self.redis.register_script(_EXPIRE)
+        self._read_script = self.redis.register_script(_READ)
         self._ttl_ms = max(int(self.ttl * 1000), 1)
+        self._notify = f"{prefix}notify"  # no braces: no stream's key looks like it
+        #: The hubs on this store: each write hands them what it stored, and
+        #: they skip the notifications of the writes marked with this id.
+        self._hubs: set[_RedisWaker] = set()
+        self._id = uuid.uuid4().hex.encode()
 
     def __repr__(self) -> str:
         return f"<RedisStore prefix={self.prefix!r} {self.redis!r}>"
@@ -360,10 +476,14 @@ class RedisStore(StreamStore):
         base = f"{self.prefix}{{{stream}}}"
         return [base + ":log", base + ":meta"]
 
-    def _many_keys(self, streams: Sequence[str]) -> list[bytes]:
-        """The log and meta keys of each stream, as bytes.
+    def _script_keys(self, stream: str) -> list[str]:
+        """The keys of a script about one stream: its log and meta, then the notifications."""
+        return [*self._keys(stream), self._notify]
 
-        For calls naming hundreds of streams: redis-py packs bytes without its
+    def _many_keys(self, streams: Sequence[str]) -> list[bytes]:
+        """The keys of a script about many streams: log and meta of each, then notify.
+
+        Bytes, for calls naming hundreds of streams: redis-py packs bytes without its
         per-value type checks, most of the client's cost for such a call.
         """
         base = self.prefix.encode()
@@ -371,6 +491,7 @@ class RedisStore(StreamStore):
         for stream in streams:
             key = b"%s{%s}" % (base, stream.encode())
             keys += (key + b":log", key + b":meta")
+        keys.append(self._notify.encode())
         return keys
 
     @asynccontextmanager
@@ -517,19 +638,31 @@ class RedisStore(StreamStore):
     async def _write(self, batch: Batch[asyncio.Future[str]]) -> None:
         """One Lua call for the batch; each waiter gets its own id or error."""
         keys = self._many_keys(batch.streams)
-        args: list[bytes | int] = [self._ttl_ms, self.max_len, *batch.args(_epoch_bytes)]
+        args: list[bytes | int] = [
+            self._ttl_ms,
+            self.max_len,
+            self._id,
+            *batch.args(_epoch_bytes),
+        ]
         outcomes: list[tuple[asyncio.Future[str], str | BaseException]]
+        written: Sequence[Any] = ()  # the reply, once checked
         try:
             reply = await self._append_script(keys=keys, args=args)
             outcomes = list(batch.outcomes(reply, _refused))
+            written = reply
         except RedisResponseError as exc:  # the whole call was refused: nothing ran
             message = str(exc)
             outcomes = [(w, _refused(r.stream, message)) for r in batch.runs for w in r.waiters]
         except RedisError as exc:
             outcomes = [(w, _unreachable(exc)) for w in batch.waiters()]
+            self._read_back(batch)
         except Exception as exc:  # not Redis's doing (an unexpected reply): still each one's own
             text = f"the append failed: {exc!r}"
             outcomes = [(w, _unavailable(text, exc)) for w in batch.waiters()]
+            self._read_back(batch)
+        except asyncio.CancelledError:  # the appender writing its own, mid-call
+            self._read_back(batch)
+            raise
         for waiter, outcome in outcomes:
             if waiter.done():  # its appender was cancelled meanwhile
                 continue
@@ -537,14 +670,47 @@ class RedisStore(StreamStore):
                 waiter.set_result(outcome)
             else:
                 waiter.set_exception(outcome)
+        if written and self._hubs:
+            self._hand_over(batch, written)
+
+    def _hand_over(self, batch: Batch[asyncio.Future[str]], reply: Sequence[Any]) -> None:
+        """Give this process's hubs what the write stored (checked by ``outcomes()``).
+
+        Their subscribers get it now, without the round trips of a read.
+        """
+        for i, run in enumerate(batch.runs):
+            first, written, epoch_part = reply[4 * i : 4 * i + 3]
+            if not written:
+                continue
+            epoch = _epoch(epoch_part)
+            page = Page(first, _events(epoch, first, run.values[:written]), epoch=epoch)
+            for waker in self._hubs:
+                if waker.deliver is None:
+                    continue
+                if not waker.deliver(run.stream, page) and run.stream not in waker.pending:
+                    # Its hub is behind on the stream (and skips this write's
+                    # notification): it reads it at once.
+                    waker.pending.add(run.stream)
+                    self._wake_soon(waker)
+
+    def _read_back(self, batch: Batch[asyncio.Future[str]]) -> None:
+        """A write without its reply may be stored: the hubs read its streams themselves."""
+        for waker in self._hubs:
+            waker.pending.update(batch.streams)
+            self._wake_soon(waker)
+
+    def _wake_soon(self, waker: _RedisWaker) -> None:
+        """Interrupt the hub's wait (from a write, which cannot wait for it)."""
+        if waker.waking is None or waker.waking.done():
+            waker.waking = asyncio.get_running_loop().create_task(_wake(waker))
 
     async def _create(self, stream: str) -> None:
         async with self._errors(stream):
-            await self._create_script(keys=self._keys(stream), args=[_epoch_arg()])
+            await self._create_script(keys=self._script_keys(stream), args=[_epoch_arg()])
 
     async def _end(self, stream: str, outcome: str) -> None:
         async with self._errors(stream):
-            await self._end_script(keys=self._keys(stream), args=[self._ttl_ms, outcome])
+            await self._end_script(keys=self._script_keys(stream), args=[self._ttl_ms, outcome])
 
     async def _info(self, stream: str) -> StreamInfo:
         log, meta = self._keys(stream)
@@ -593,40 +759,145 @@ class RedisStore(StreamStore):
     async def _wait(
         self, cursors: Mapping[str, int], max_wait: float, waker: Waker | None
     ) -> dict[str, Page]:
-        assert waker is None or isinstance(waker, _RedisWaker)
-        names: dict[bytes, str] = {}
-        streams: dict[bytes | str, bytes | str] = {}
-        base = self.prefix.encode()
-        # Bytes: a hub's XREAD names every stream it follows (see _many_keys).
-        for stream, cursor in cursors.items():
-            key = b"%s{%s}:log" % (base, stream.encode())
-            names[key] = stream
-            streams[key] = b"%d%s" % (cursor, _AFTER)
         if waker is not None:
-            streams[waker.key] = waker.last_id
+            assert isinstance(waker, _RedisWaker)
+            return await self._hub_wait(cursors, max_wait, waker)
+        # A reader of its own: block on its stream's log.
+        names: dict[bytes, str] = {}
+        after: dict[bytes | str, bytes | str] = {}
+        for stream, cursor in cursors.items():
+            key = self._keys(stream)[0].encode()
+            names[key] = stream
+            after[key] = b"%d%s" % (cursor, _AFTER)
         async with self._errors():
             reply: Any = await self.redis.xread(
-                streams,  # type: ignore[arg-type]
+                after,  # type: ignore[arg-type]
                 count=self.batch,
                 block=max(int(max_wait * 1000), 1),
             )
         pages: dict[str, Page] = {}
-        # RESP2 replies [[key, entries], ...] (the default); RESP3 a dict.
-        for key, entries in reply.items() if isinstance(reply, dict) else reply or ():
-            name = names.get(key)
-            if name is None:
-                if waker is not None and entries:
-                    waker.last_id = entries[-1][0]
-                continue
+        for key, entries in _streams(reply):
             if entries:
                 first, events, outcome, epoch = self._entries(entries)
-                pages[name] = Page(first, events, outcome, epoch=epoch)
+                pages[names[key]] = Page(first, events, outcome, epoch=epoch)
+        return pages
+
+    async def _hub_wait(
+        self, cursors: Mapping[str, int], max_wait: float, waker: _RedisWaker
+    ) -> dict[str, Page]:
+        """A hub's wait: on the notification stream, then a read of what advanced.
+
+        Every write announces the logs it advanced on one stream per store
+        (``<prefix>notify``), so a hub following thousands of streams blocks on
+        that one key (and its wake-up key), and then reads only the streams
+        that advanced past its cursors, in one call (``_READ``): Redis never
+        blocks a client on every followed key, nor replies with one stream at a
+        time. What this process wrote the hub has mostly taken already (see
+        ``_hand_over``): it is not read back.
+
+        Streams the previous wait did not follow are read directly (their
+        notifications may have gone by before they were followed), and so,
+        every ``poll_interval`` and after an error, is every stream (the sweep:
+        what a notification trimmed off before the hub read it announced is found).
+        """
+        try:
+            return await self._hub_read(cursors, max_wait, waker)
+        except StoreUnavailable:
+            waker.next_sweep = 0.0  # back: read everything once
+            raise
+
+    async def _hub_read(
+        self, cursors: Mapping[str, int], max_wait: float, waker: _RedisWaker
+    ) -> dict[str, Page]:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if waker.notify_id is None:
+            # Position first: whatever is written afterwards is announced after it.
+            async with self._errors():
+                newest: Any = await self.redis.xrevrange(self._notify, count=1)
+            waker.notify_id = newest[0][0] if newest else b"0-0"
+        if now >= waker.next_sweep:
+            waker.next_sweep = now + self.poll_interval
+            direct: set[str] = set(cursors)
+        else:
+            direct = {s for s in cursors if s not in waker.known}
+            waker.pending = {s for s in waker.pending if s in cursors}  # the rest left
+            direct |= waker.pending
+        waker.known = set(cursors)
+        if not direct:
+            streams: dict[bytes | str, bytes | str] = {
+                self._notify: waker.notify_id,
+                waker.key: waker.last_id,
+            }
+            async with self._errors():
+                reply: Any = await self.redis.xread(
+                    streams,  # type: ignore[arg-type]
+                    count=NOTIFY_BATCH,
+                    block=max(int(max_wait * 1000), 1),
+                )
+            notify = self._notify.encode()
+            for key, entries in _streams(reply):
+                if not entries:
+                    continue
+                if key == notify:
+                    waker.notify_id = entries[-1][0]
+                    for _, fields in entries:
+                        announced = fields[b"s"].split()
+                        if announced[0] == self._id:
+                            continue  # handed over (see _hand_over)
+                        for i in range(1, len(announced), 2):
+                            stream = announced[i].decode()
+                            cursor = cursors.get(stream)
+                            if cursor is not None and cursor < int(announced[i + 1]):
+                                direct.add(stream)
+                else:
+                    waker.last_id = entries[-1][0]
+            if not direct:
+                return {}
+        return await self._read_many(cursors, direct, waker)
+
+    async def _read_many(
+        self, cursors: Mapping[str, int], streams: Iterable[str], waker: _RedisWaker
+    ) -> dict[str, Page]:
+        """What follows the cursors of ``streams``, in one call (``_READ``), without waiting.
+
+        Streams whose page was full go to ``waker.pending`` (more may follow).
+        """
+        names = list(streams)
+        # Read now; what a write finds its hub behind on meanwhile stays pending.
+        waker.pending.difference_update(names)
+        base = self.prefix.encode()
+        keys = [b"%s{%s}:log" % (base, stream.encode()) for stream in names]
+        starts = b" ".join([b"%d" % (cursors[stream] + 1) for stream in names])
+        async with self._errors():
+            reply: Any = await self._read_script(keys=keys, args=[self.batch, starts])
+        pages: dict[str, Page] = {}
+        pending: set[str] = set()
+        i, size = 0, len(reply)
+        while i < size:
+            k, first_part, epoch_part, read, n, outcome = reply[i : i + 6]
+            i += 6
+            stream = names[k - 1]
+            first = int(first_part)
+            epoch = _epoch(epoch_part)
+            end = i + 3 * n
+            values = zip(
+                reply[i:end:3], reply[i + 1 : end : 3], reply[i + 2 : end : 3], strict=True
+            )
+            i = end
+            pages[stream] = Page(
+                first, _events(epoch, first, values), outcome.decode() or None, epoch=epoch
+            )
+            if read >= self.batch:
+                pending.add(stream)
+        waker.pending |= pending
         return pages
 
     async def _lease(self, stream: str, ttl: float) -> None:
         async with self._errors(stream):
             await self._lease_script(
-                keys=self._keys(stream), args=[self._ttl_ms, max(int(ttl * 1000), 1), _epoch_arg()]
+                keys=self._script_keys(stream),
+                args=[self._ttl_ms, max(int(ttl * 1000), 1), _epoch_arg()],
             )
 
     async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]:
@@ -650,7 +921,42 @@ class RedisStore(StreamStore):
         return expired
 
     def _waker(self) -> Waker:
-        return _RedisWaker(self)
+        waker = _RedisWaker(self)
+        self._hubs.add(waker)
+        return waker
+
+
+def _events(epoch: str, first: int, values: Iterable[tuple[bytes, bytes, bytes]]) -> list[Event]:
+    """Events numbered from ``first``, from their stored values (data, type, retry; b"": none)."""
+    prefix = epoch + "-"
+    new = tuple.__new__
+    # Built like the decoder builds them: every field was validated by Event()
+    # before it was appended.
+    return [
+        new(
+            Event,
+            (
+                data.decode(),
+                event.decode() if event else "message",
+                f"{prefix}{seq:0{ID_WIDTH}d}",
+                int(retry) if retry else None,
+            ),
+        )
+        for seq, (data, event, retry) in enumerate(values, first)
+    ]
+
+
+async def _wake(waker: _RedisWaker) -> None:
+    # If Redis is away the hub's wait fails too, and sweeps once it is back.
+    with contextlib.suppress(StoreUnavailable):
+        await waker.wake()
+
+
+def _streams(reply: Any) -> Iterable[tuple[bytes, Any]]:
+    """(key, entries) of an ``XREAD`` reply: RESP2 replies [[key, entries], ...], RESP3 a dict."""
+    if isinstance(reply, dict):
+        return reply.items()
+    return reply or ()
 
 
 def _refused(stream: str | None, message: str) -> Exception:
