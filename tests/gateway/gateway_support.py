@@ -78,8 +78,12 @@ def cutting_proxy(upstream_port: int, cut_after: int) -> Iterator[str]:
                 continue
             except OSError:
                 return
+            if stop.is_set():  # accepted while the fixture was closing
+                client.close()
+                return
+            opened.append(client)
             server = socket.create_connection(("127.0.0.1", upstream_port))
-            opened.extend((client, server))
+            opened.append(server)
             limit = cut_after if first[0] else None
             first[0] = False
             for args in ((client, server, None), (server, client, limit)):
@@ -92,7 +96,7 @@ def cutting_proxy(upstream_port: int, cut_after: int) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop.set()
-        thread.join(2)
+        thread.join(10)
         listener.close()
         for sock in opened:
             with suppress(OSError):
