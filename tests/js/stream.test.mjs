@@ -335,3 +335,50 @@ test("a GET cannot carry a body and Last-Event-ID goes by option", () => {
   assert.throws(() => stream("http://127.0.0.1:9/e", { headers: { "Last-Event-ID": "1" } }), TypeError);
   assert.throws(() => stream("ftp://127.0.0.1/e"), TypeError);
 });
+
+test("an iterator slower than the network gets every event, in order", async (t) => {
+  const n = 3000;
+  let body = "";
+  for (let i = 0; i < n; i++) body += `id: ${i}\ndata: ${i}\n\n`;
+  const server = await scripted([sse(body), answer(204)]);
+  t.after(() => server.close());
+  const es = stream(server.url + "/e", { sleep: fakeSleep().sleep });
+  const seen = [];
+  for await (const e of es) {
+    seen.push(Number(e.data));
+    if (seen.length % 500 === 0) await new Promise((r) => setTimeout(r, 20)); // a slow consumer
+  }
+  assert.deepEqual(
+    seen,
+    Array.from({ length: n }, (_, i) => i),
+  );
+  assert.equal(server.requests[1].headers["last-event-id"], String(n - 1));
+});
+
+test("a hidden tab changes nothing: no listener, no new request", async (t) => {
+  // A stand-in for the browser's document: ssegate.js must not react to it.
+  const document = new EventTarget();
+  document.visibilityState = "visible";
+  globalThis.document = document;
+  t.after(() => delete globalThis.document);
+  const server = await scripted([
+    (req, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write("data: a\n\n");
+    },
+  ]);
+  t.after(() => server.close());
+  const seen = [];
+  const es = stream(server.url + "/e", { onEvent: (e) => seen.push(e.data) });
+  await new Promise((r) => setTimeout(r, 50));
+  for (const state of ["hidden", "visible", "hidden", "visible"]) {
+    document.visibilityState = state;
+    document.dispatchEvent(new Event("visibilitychange"));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.deepEqual(seen, ["a"]);
+  assert.equal(server.requests.length, 1);
+  assert.equal(es.closed, false);
+  es.close();
+  await es.done;
+});

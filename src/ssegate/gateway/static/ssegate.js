@@ -44,6 +44,9 @@ const RETRY_STATUSES = (status) => status === 408 || status === 429 || (status >
 // Statuses that promise the request was not processed: even a POST may be sent again.
 const NOT_PROCESSED = new Set([408, 429, 503]);
 const TERMINAL_TYPES = new Set(["close", "done", "error"]);
+// Events queued for an iterator before reading pauses, and where it resumes.
+const HIGH_WATER = 1000;
+const LOW_WATER = 100;
 
 // -- errors ------------------------------------------------------------------
 
@@ -404,6 +407,7 @@ export class EventStream {
     this._queue = [];
     this._buffer = !o.onEvent; // keep events for an iterator
     this._waiters = [];
+    this._drained = null; // set while reading waits for the iterator to catch up
     this._abort = new AbortController();
 
     let resolveDone;
@@ -468,6 +472,7 @@ export class EventStream {
     if (this._closed) return;
     this._closed = true;
     this._abort.abort();
+    this._drained?.();
     this._wake();
   }
 
@@ -487,7 +492,11 @@ export class EventStream {
 
   async _next() {
     for (;;) {
-      if (this._queue.length) return { value: this._queue.shift(), done: false };
+      if (this._queue.length) {
+        const value = this._queue.shift();
+        if (this._drained && this._queue.length <= LOW_WATER) this._drained();
+        return { value, done: false };
+      }
       if (this._ended || this._closed) {
         if (this._error) {
           const error = this._error;
@@ -707,7 +716,7 @@ export class EventStream {
           }
         }
         if (this._closed || this._finished) break;
-        if (this._buffer && this._queue.length > 1000) await this._drain();
+        if (this._buffer && this._queue.length > HIGH_WATER) await this._drain();
       }
     } finally {
       clearTimeout(timer);
@@ -726,9 +735,14 @@ export class EventStream {
     this._call("event", ev);
   }
 
+  /** Back-pressure: an iterator that reads slower than the network pauses the reading. */
   async _drain() {
-    // Back-pressure for an iterator that reads slower than the network.
-    while (this._queue.length > 100 && !this._closed) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((resolve) => {
+      this._drained = () => {
+        this._drained = null;
+        resolve();
+      };
+    });
   }
 
   _endedWith(error) {
