@@ -382,3 +382,35 @@ test("a hidden tab changes nothing: no listener, no new request", async (t) => {
   es.close();
   await es.done;
 });
+
+test("a relative Link resolves against the response URL", async (t) => {
+  const server = await scripted([
+    sse("id: 1\ndata: a\n\n", { cut: true, headers: { link: '<../streams/9?f=1>; rel="events"' } }),
+    sse("event: done\ndata: {}\n\n"),
+  ]);
+  t.after(() => server.close());
+  const es = stream(server.url + "/api/v1/chat", {
+    method: "POST",
+    body: "x",
+    untilDone: true,
+    sleep: fakeSleep().sleep,
+  });
+  await es.done;
+  assert.equal(es.eventsUrl, server.url + "/api/streams/9?f=1");
+  assert.deepEqual(
+    server.requests.map((r) => [r.method, r.url]),
+    [
+      ["POST", "/api/v1/chat"],
+      ["GET", "/api/streams/9?f=1"],
+    ],
+  );
+});
+
+test("a Link that is not http(s) names nothing to resume", async (t) => {
+  const server = await scripted([sse("data: a\n\n", { cut: true, headers: { link: '<javascript:alert(1)>; rel="events"' } })]);
+  t.after(() => server.close());
+  const es = stream(server.url + "/gen", { method: "POST", body: "x", sleep: fakeSleep().sleep });
+  await assert.rejects(es.done, NotResumableError);
+  assert.equal(es.eventsUrl, null);
+  assert.equal(server.requests.length, 1);
+});
