@@ -234,3 +234,14 @@ describe("third-party clients against ssegate serve", { concurrency: true }, () 
     assert.ok(resumedAfter > 0 && resumedAfter < events.length - 2, `resumed after event ${resumedAfter}`);
   });
 });
+
+test("examples/node_client.mjs prints the answer", async () => {
+  const { execFile } = await import("node:child_process");
+  const script = new URL("../../examples/node_client.mjs", import.meta.url).pathname;
+  const stdout = await new Promise((resolve, reject) =>
+    execFile(process.execPath, [script, gateway.url, PROMPT], { timeout: 30_000 }, (error, out, err) =>
+      error ? reject(new Error(`${error.message}: ${err}`)) : resolve(out),
+    ),
+  );
+  assert.equal(stdout, PROMPT + "\n");
+});
