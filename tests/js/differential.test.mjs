@@ -4,9 +4,8 @@
 // give the same events, last event id and retry. Seeded: a failure repeats.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { SSEDecoder } from "../../src/ssegate/gateway/static/ssegate.js";
-import { PYTHON } from "./gateway.mjs";
+import { python, seeded } from "./twins.mjs";
 
 const enc = (s) => [...new TextEncoder().encode(s)];
 const PIECES = [
@@ -20,18 +19,8 @@ const PIECES = [
   [0xf0, 0x9f], // the first half of an emoji
 ];
 
-function rng(seed) {
-  // mulberry32
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function streams(count, seed) {
-  const random = rng(seed);
+  const random = seeded(seed);
   const pick = (n) => Math.floor(random() * n);
   const out = [];
   for (let i = 0; i < count; i++) {
@@ -66,13 +55,8 @@ json.dump(out, sys.stdout)
 
 test("the JS and Python decoders agree on 400 random streams in random chunks", async () => {
   const cases = streams(400, 20261129);
-  const input = JSON.stringify(cases.map((c) => chunks(c).map((b) => Buffer.from(b).toString("base64"))));
-  const python = await new Promise((resolve, reject) => {
-    const child = execFile(PYTHON, ["-c", PY], { maxBuffer: 64 << 20 }, (error, stdout, stderr) =>
-      error ? reject(new Error(stderr)) : resolve(JSON.parse(stdout)),
-    );
-    child.stdin.end(input);
-  });
+  const input = cases.map((c) => chunks(c).map((b) => Buffer.from(b).toString("base64")));
+  const expected = await python(PY, input);
   let events = 0;
   cases.forEach((c, i) => {
     const d = new SSEDecoder();
@@ -80,7 +64,7 @@ test("the JS and Python decoders agree on 400 random streams in random chunks", 
     for (const chunk of chunks(c)) got.push(...d.feed(chunk));
     got.push(...d.close());
     events += got.length;
-    assert.deepEqual({ events: got, lastEventId: d.lastEventId, retry: d.retry }, python[i], `stream ${i}: ${JSON.stringify(Buffer.from(c.bytes).toString("latin1"))}`);
+    assert.deepEqual({ events: got, lastEventId: d.lastEventId, retry: d.retry }, expected[i], `stream ${i}: ${JSON.stringify(Buffer.from(c.bytes).toString("latin1"))}`);
   });
   assert.ok(events > 300, `only ${events} events: the streams are too dull to compare`);
 });

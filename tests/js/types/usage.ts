@@ -5,6 +5,7 @@ import {
   HTTPError,
   NotResumableError,
   ProtocolError,
+  ReconnectPolicy,
   RetryLimitError,
   SSEDecoder,
   type SSEEvent,
@@ -45,3 +46,9 @@ async function main(): Promise<string> {
   return `${text}${es.streamId ?? ""}${es.eventsUrl ?? ""}${es.lastEventId}${retry}`;
 }
 void main();
+
+const policy = new ReconnectPolicy({ retryMs: 1000, maxAttempts: null, random: () => 0.5 });
+policy.event({ id: "1", retry: null });
+const wait: number | null = policy.failed();
+const sent: Record<string, string> = policy.headers();
+void [wait, sent, policy.attempt];

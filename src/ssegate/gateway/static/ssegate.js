@@ -295,6 +295,105 @@ export function eventsLink(value) {
   return null;
 }
 
+// -- the reconnect policy ----------------------------------------------------
+
+/**
+ * When to reconnect and what to send, decided without I/O: the Python
+ * ssegate.ReconnectPolicy, in milliseconds (the same decisions; a test runs
+ * both on the same sequences).
+ *
+ * Feed it what the connection saw: event(ev) for events, serverRetry(ms) and
+ * setLastEventId(id) for what the decoder saw, retryAfter(ms) for a
+ * Retry-After header, connected() when a stream opens. When a connection
+ * ends, failed() returns the delay (ms) before the next attempt, or null once
+ * maxAttempts consecutive attempts have failed. The delay for the n-th
+ * consecutive failure is min(maxDelayMs, retryMs * multiplier ** (n - 1)),
+ * with up to `jitter` of it taken off at random; a Retry-After replaces it
+ * once. A connection that delivered an event resets n.
+ */
+export class ReconnectPolicy {
+  constructor({
+    lastEventId = "",
+    retryMs = DEFAULT_RETRY_MS,
+    maxAttempts = DEFAULT_MAX_ATTEMPTS,
+    maxDelayMs = DEFAULT_MAX_DELAY_MS,
+    multiplier = 2,
+    jitter = 0.2,
+    random = Math.random,
+  } = {}) {
+    if (!(retryMs >= 0)) throw new RangeError("retryMs must not be negative");
+    if (maxAttempts !== null && !(maxAttempts >= 0)) throw new RangeError("maxAttempts must be null (no limit) or >= 0");
+    if (!(jitter >= 0 && jitter <= 1)) throw new RangeError("jitter must be between 0 and 1");
+    if (!(multiplier >= 1)) throw new RangeError("multiplier must be at least 1");
+    if (!(maxDelayMs >= 0)) throw new RangeError("maxDelayMs must not be negative");
+    if (/[\0\r\n]/.test(lastEventId)) {
+      throw new TypeError(`lastEventId must not contain NUL, CR or LF: ${JSON.stringify(lastEventId)}`);
+    }
+    this.lastEventId = lastEventId;
+    this.retryMs = retryMs;
+    this.maxAttempts = maxAttempts;
+    this.maxDelayMs = maxDelayMs;
+    this.multiplier = multiplier;
+    this.jitter = jitter;
+    this.attempt = 0; // consecutive failed connections so far
+    this._random = random;
+    this._retryAfter = null;
+    this._progress = false;
+  }
+
+  /** Headers for the next request (HTML § 9.2.3, plus no-cache). */
+  headers() {
+    const headers = { accept: "text/event-stream", "cache-control": "no-cache" };
+    if (this.lastEventId) headers["last-event-id"] = this.lastEventId;
+    return headers;
+  }
+
+  /** An event arrived: remember its id and that this connection works. */
+  event(ev) {
+    this._progress = true;
+    if (ev.id != null) this.lastEventId = ev.id;
+    if (ev.retry != null) this.retryMs = ev.retry;
+  }
+
+  /** The decoder's latest `retry` (it may come in a block with no data). */
+  serverRetry(ms) {
+    if (ms != null) this.retryMs = ms;
+  }
+
+  /** The decoder's lastEventId (it may come in a block with no data). */
+  setLastEventId(id) {
+    this.lastEventId = id;
+  }
+
+  /** The server asked (Retry-After) to wait this long before the next attempt. */
+  retryAfter(ms) {
+    if (ms != null && ms >= 0) this._retryAfter = ms;
+  }
+
+  /** A connection was accepted (a 2xx event stream). */
+  connected() {
+    this._progress = false;
+  }
+
+  /** The connection ended or could not be made: ms to wait, or null to stop. */
+  failed() {
+    if (this._progress) {
+      this.attempt = 0;
+      this._progress = false;
+    }
+    this.attempt++;
+    if (this.maxAttempts !== null && this.attempt > this.maxAttempts) return null;
+    if (this._retryAfter !== null) {
+      // The server said when; it knows its own load better than a formula.
+      const delay = Math.min(this._retryAfter, Math.max(this.maxDelayMs, this.retryMs));
+      this._retryAfter = null;
+      return delay;
+    }
+    const delay = Math.min(this.maxDelayMs, this.retryMs * this.multiplier ** Math.min(this.attempt - 1, 64));
+    return delay * (1 - this.jitter * this._random());
+  }
+}
+
 // -- the reconnecting client -------------------------------------------------
 
 /** Start an event stream: see EventStream. */
@@ -363,24 +462,23 @@ export class EventStream {
       throw new TypeError(`a ${this.method} request cannot carry a body; use method: "POST"`);
     }
     this._body = body;
-    const lastEventId = o.lastEventId ?? "";
-    if (/[\0\r\n]/.test(lastEventId)) {
-      throw new TypeError(`lastEventId must not contain NUL, CR or LF: ${JSON.stringify(lastEventId)}`);
-    }
     const retry = o.retry ?? {};
+    this._policy = new ReconnectPolicy({
+      lastEventId: o.lastEventId ?? "",
+      retryMs: retry.initialDelayMs ?? DEFAULT_RETRY_MS,
+      maxAttempts: retry.maxAttempts === undefined ? DEFAULT_MAX_ATTEMPTS : retry.maxAttempts,
+      maxDelayMs: retry.maxDelayMs ?? DEFAULT_MAX_DELAY_MS,
+      multiplier: retry.multiplier ?? 2,
+      jitter: retry.jitter ?? 0.2,
+      random: o.random ?? Math.random,
+    });
     this._reconnect = o.reconnect ?? true;
-    this._maxAttempts = retry.maxAttempts === undefined ? DEFAULT_MAX_ATTEMPTS : retry.maxAttempts;
-    this._maxDelayMs = retry.maxDelayMs ?? DEFAULT_MAX_DELAY_MS;
-    this._multiplier = retry.multiplier ?? 2;
-    this._jitter = retry.jitter ?? 0.2;
-    this._retryMs = retry.initialDelayMs ?? DEFAULT_RETRY_MS;
     this._readTimeoutMs = o.readTimeoutMs === undefined ? DEFAULT_READ_TIMEOUT_MS : o.readTimeoutMs;
     this._resend = !!o.resend;
     this._trusted = new Set((o.trustedOrigins ?? []).map(originOf));
     this._fetch = o.fetch ?? globalThis.fetch.bind(globalThis);
     this._sleep = o.sleep ?? defaultSleep;
     this._now = o.now ?? Date.now;
-    this._random = o.random ?? Math.random;
     this._credentials = o.credentials;
     this._stopAt = o.untilDone === true ? isTerminal : typeof o.untilDone === "function" ? o.untilDone : null;
     this._on = {
@@ -391,10 +489,6 @@ export class EventStream {
       close: o.onClose,
     };
 
-    this._lastId = lastEventId;
-    this._failures = 0;
-    this._progress = false;
-    this._retryAfterMs = null;
     this._eventsUrl = null;
     this._streamId = null;
     this._status = null;
@@ -439,7 +533,7 @@ export class EventStream {
 
   /** The id the next request sends as Last-Event-ID ("" while none). */
   get lastEventId() {
-    return this._lastId;
+    return this._policy.lastEventId;
   }
 
   /** Where a broken non-GET stream resumes by GET (from `Link: <url>; rel="events"`), or null. */
@@ -449,7 +543,7 @@ export class EventStream {
 
   /** The reconnection time in force (ms): the server's last `retry`, or the initial delay. */
   get retryMs() {
-    return this._retryMs;
+    return this._policy.retryMs;
   }
 
   /** The status of the last response (null before the first). */
@@ -560,9 +654,7 @@ export class EventStream {
 
   _nextRequest() {
     const headers = new Headers(this._headers);
-    headers.set("accept", "text/event-stream");
-    headers.set("cache-control", "no-cache");
-    if (this._lastId) headers.set("last-event-id", this._lastId);
+    for (const [name, value] of Object.entries(this._policy.headers())) headers.set(name, value);
     let method = this.method;
     let url = this.url;
     let body = this._body;
@@ -634,7 +726,7 @@ export class EventStream {
     if (this._reconnect && RETRY_STATUSES(status) && (this._safeToRepeat() || NOT_PROCESSED.has(status))) {
       await response.body?.cancel().catch(() => {});
       const after = parseRetryAfter(response.headers.get("retry-after"), this._now());
-      if (after !== null) this._retryAfterMs = after;
+      this._policy.retryAfter(after);
       const error = new HTTPError(`${init.method} ${url} answered ${status}`, {
         status,
         headers: response.headers,
@@ -653,7 +745,7 @@ export class EventStream {
   }
 
   async _read(response, url, init, attempt) {
-    this._progress = false;
+    this._policy.connected();
     this._received = 0;
     const id = response.headers.get("x-stream-id");
     if (id && this._streamId === null) this._streamId = id;
@@ -673,7 +765,8 @@ export class EventStream {
       }
     }
     this._call("open", response);
-    const decoder = new SSEDecoder({ lastEventId: this._lastId });
+    const policy = this._policy;
+    const decoder = new SSEDecoder({ lastEventId: policy.lastEventId });
     const reader = response.body.getReader();
     let error = null;
     let timer = null;
@@ -700,13 +793,14 @@ export class EventStream {
         if (chunk.done) break;
         arm();
         const events = decoder.feed(chunk.value);
-        this._lastId = decoder.lastEventId;
-        if (decoder.retry !== null) this._retryMs = decoder.retry;
+        // One call for the batch (as the Python client): the decoder's state is
+        // the final word on id and retry; an `error` event is not progress (a
+        // stream that opens only to report a failure counts against the cap).
+        if (events.some((e) => e.event !== "error")) policy.event(events.at(-1));
+        policy.setLastEventId(decoder.lastEventId);
+        policy.serverRetry(decoder.retry);
         for (const ev of events) {
           if (this._closed) break;
-          // An `error` event is not progress: a stream that opens only to
-          // report a failure counts against the cap like one that never opened.
-          if (ev.event !== "error") this._progress = true;
           this._received++;
           const stop = this._stopAt !== null && this._stopAt(ev);
           if (!(stop && ev.data === "[DONE]")) this._deliver(ev);
@@ -769,28 +863,16 @@ export class EventStream {
 
   /** The wait before the next attempt (ms), as the Python ReconnectPolicy decides it. */
   _retryDelay(error) {
-    if (this._progress) {
-      this._failures = 0;
-      this._progress = false;
-    }
-    this._failures++;
-    if (this._maxAttempts !== null && this._failures > this._maxAttempts) {
+    const delay = this._policy.failed();
+    const attempts = this._policy.attempt;
+    if (delay === null) {
       const cause = error ?? new NetworkError("the server kept ending the stream");
-      throw new RetryLimitError(`gave up on ${this.url} after ${this._failures} failed attempts: ${cause.message}`, {
-        attempts: this._failures,
+      throw new RetryLimitError(`gave up on ${this.url} after ${attempts} failed attempts: ${cause.message}`, {
+        attempts,
         cause,
       });
     }
-    let delay;
-    if (this._retryAfterMs !== null) {
-      // The server said when; it knows its own load better than a formula.
-      delay = Math.min(this._retryAfterMs, Math.max(this._maxDelayMs, this._retryMs));
-      this._retryAfterMs = null;
-    } else {
-      const backoff = this._retryMs * this._multiplier ** Math.min(this._failures - 1, 64);
-      delay = Math.min(this._maxDelayMs, backoff) * (1 - this._jitter * this._random());
-    }
-    this._call("retry", { attempt: this._failures, delayMs: delay, error });
+    this._call("retry", { attempt: attempts, delayMs: delay, error });
     return delay;
   }
 }
