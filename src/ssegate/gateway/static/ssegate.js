@@ -116,8 +116,7 @@ export class SSEDecoder {
     this._started = false; // the first character seen (one BOM dropped)
     this._skipLF = false; // the last chunk ended with CR: an LF next is its pair
     this._line = ""; // the line in progress
-    this._data = [];
-    this._dataLen = 0;
+    this._data = null; // the event's data so far (null: no data line yet)
     this._type = "";
     this._blockRetry = null;
     this._idBuf = lastEventId; // the spec's "last event ID buffer"
@@ -157,14 +156,15 @@ export class SSEDecoder {
       if (text.charCodeAt(0) === 10) i = 1;
     }
     const n = text.length;
+    // The next LF and CR, each searched for again only once passed (indexOf is
+    // a fast scan; most streams have no CR at all).
+    let lf = text.indexOf("\n", i);
+    let cr = text.indexOf("\r", i);
     while (i < n) {
-      let j = i;
-      let c = 0;
-      for (; j < n; j++) {
-        c = text.charCodeAt(j);
-        if (c === 10 || c === 13) break;
-      }
-      if (j === n) {
+      if (lf >= 0 && lf < i) lf = text.indexOf("\n", i);
+      if (cr >= 0 && cr < i) cr = text.indexOf("\r", i);
+      const j = cr < 0 || (lf >= 0 && lf < cr) ? lf : cr;
+      if (j < 0) {
         this._line += text.slice(i);
         if (this._line.length > this._maxLine) throw this._lineTooLong(this._line.length);
         break;
@@ -172,14 +172,12 @@ export class SSEDecoder {
       const line = this._line ? this._line + text.slice(i, j) : text.slice(i, j);
       this._line = "";
       this._processLine(line, out);
-      if (c === 13) {
-        if (j + 1 < n) {
-          if (text.charCodeAt(j + 1) === 10) j++;
-        } else {
-          this._skipLF = true;
-        }
-      }
       i = j + 1;
+      if (j === cr) {
+        // CRLF is one line end; a CR last in the chunk may be the first half of one.
+        if (i === n) this._skipLF = true;
+        else if (lf === i) i++;
+      }
     }
     return out;
   }
@@ -189,8 +187,7 @@ export class SSEDecoder {
     if (this._closed) return [];
     this._closed = true;
     this._line = "";
-    this._data = [];
-    this._dataLen = 0;
+    this._data = null;
     this._type = "";
     this._blockRetry = null;
     return [];
@@ -212,11 +209,10 @@ export class SSEDecoder {
     }
     switch (name) {
       case "data":
-        this._dataLen += value.length + 1;
-        if (this._dataLen > this._maxEvent + 1) {
+        this._data = this._data === null ? value : this._data + "\n" + value;
+        if (this._data.length > this._maxEvent) {
           throw new ProtocolError(`event data exceeds the limit of ${this._maxEvent} characters`);
         }
-        this._data.push(value);
         break;
       case "event":
         this._type = value;
@@ -237,15 +233,14 @@ export class SSEDecoder {
 
   _dispatch(out) {
     this._lastId = this._idBuf;
-    if (this._data.length) {
+    if (this._data !== null) {
       out.push({
-        data: this._data.join("\n"),
+        data: this._data,
         event: this._type || "message",
         id: this._lastId,
         retry: this._blockRetry,
       });
-      this._data = [];
-      this._dataLen = 0;
+      this._data = null;
     }
     this._type = "";
     this._blockRetry = null;
