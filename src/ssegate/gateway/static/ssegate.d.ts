@@ -142,6 +142,8 @@ export interface StreamOptions {
   resend?: boolean;
   /** Stop (without reconnecting) at the first event this accepts; true: isTerminal. `data: [DONE]` is not delivered. */
   untilDone?: boolean | ((ev: SSEEvent) => boolean);
+  /** Most characters one event's data may hold (default 32 MiB); more is a ProtocolError. */
+  maxEventSize?: number;
   /** Ms without a byte after which the connection counts as dropped (default 60000; null: never). */
   readTimeoutMs?: number | null;
   /** Origins (scheme://host[:port]) besides the URL's that may receive the credential headers. */

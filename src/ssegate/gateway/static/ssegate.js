@@ -44,6 +44,15 @@ const RETRY_STATUSES = (status) => status === 408 || status === 429 || (status >
 // Statuses that promise the request was not processed: even a POST may be sent again.
 const NOT_PROCESSED = new Set([408, 429, 503]);
 const TERMINAL_TYPES = new Set(["close", "done", "error"]);
+// Node's (undici's) codes for a connection that was never made: the request was not sent.
+const NOT_SENT = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ENETUNREACH",
+  "EHOSTUNREACH",
+  "UND_ERR_CONNECT_TIMEOUT",
+]);
 // Events queued for an iterator before reading pauses, and where it resumes.
 const HIGH_WATER = 1000;
 const LOW_WATER = 100;
@@ -470,6 +479,7 @@ export class EventStream {
     this._reconnect = o.reconnect ?? true;
     this._readTimeoutMs = o.readTimeoutMs === undefined ? DEFAULT_READ_TIMEOUT_MS : o.readTimeoutMs;
     this._resend = !!o.resend;
+    this._maxEventSize = o.maxEventSize ?? MAX_EVENT_SIZE;
     this._trusted = new Set((o.trustedOrigins ?? []).map(originOf));
     this._fetch = o.fetch ?? globalThis.fetch.bind(globalThis);
     this._sleep = o.sleep ?? defaultSleep;
@@ -685,8 +695,8 @@ export class EventStream {
       } catch (cause) {
         if (this._closed) return null;
         const error = new NetworkError(`could not fetch ${init.method} ${url}: ${cause?.message ?? cause}`, { cause });
-        // A request refused before it was sent may go again, even a POST.
-        const notSent = cause?.cause?.code === "ECONNREFUSED";
+        // A request that never left may go again, even a POST.
+        const notSent = NOT_SENT.has(cause?.cause?.code);
         if (!this._reconnect || (!notSent && !this._safeToRepeat())) throw error;
         return this._retryDelay(error);
       }
@@ -761,7 +771,7 @@ export class EventStream {
     }
     this._call("open", response);
     const policy = this._policy;
-    const decoder = new SSEDecoder({ lastEventId: policy.lastEventId });
+    const decoder = new SSEDecoder({ lastEventId: policy.lastEventId, maxEventSize: this._maxEventSize });
     const reader = response.body.getReader();
     let error = null;
     let timer = null;
