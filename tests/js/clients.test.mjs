@@ -243,6 +243,23 @@ describe("third-party clients against ssegate serve", { concurrency: true }, () 
   });
 });
 
+test("the module served at /ssegate.js loads on its own and streams", async () => {
+  const response = await fetch(gateway.url + "/ssegate.js");
+  assert.equal(response.headers.get("content-type"), "text/javascript; charset=utf-8");
+  const source = await response.text();
+  // As a browser would: the module alone, from its text, with no other file.
+  const served = await import("data:text/javascript;base64," + Buffer.from(source).toString("base64"));
+  const es = served.stream(gateway.url + "/v1/chat/completions", {
+    method: "POST",
+    headers: AUTH,
+    body: { model: "echo", messages: MESSAGES, stream: true },
+    untilDone: true,
+  });
+  let text = "";
+  for await (const ev of es) text += JSON.parse(ev.data).choices[0]?.delta.content ?? "";
+  assert.equal(text, PROMPT);
+});
+
 test("ssegate.js without the key: a 401 HTTPError naming the problem, not retried", async () => {
   const retries = [];
   const es = stream(gateway.url + "/v1/chat/completions", {
