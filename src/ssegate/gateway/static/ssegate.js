@@ -4,11 +4,14 @@
 //   const es = stream("/v1/chat/completions", { method: "POST", body: {...}, untilDone: true });
 //   for await (const ev of es) console.log(ev.data);
 //
-// Two parts, mirroring the Python package (ssegate.Decoder, ssegate.EventSource):
+// Three parts, mirroring the Python package (ssegate.Decoder,
+// ssegate.ReconnectPolicy, ssegate.EventSource):
 //
 // - SSEDecoder: the event-stream parser of HTML § 9.2.6, fed bytes or text in
 //   chunks of any size. It runs the same spec cases as the Python decoder
-//   (tests/data/sse_spec_cases.json).
+//   (tests/data/sse_spec_cases.json), and agrees with it on random streams.
+// - ReconnectPolicy: when to reconnect and what to send, without I/O; it
+//   decides as the Python policy does.
 // - stream(url, options): a fetch-based GET or POST that reconnects with
 //   back-off and Last-Event-ID. A POST is never sent twice: a stream whose
 //   response named its events URL (`Link: <url>; rel="events"`) resumes by GET
@@ -16,6 +19,12 @@
 //   Retries stop: a cap on consecutive failures, no retry of 4xx (but 408 and
 //   429), Retry-After obeyed. Nothing happens when a tab is hidden. Closing or
 //   aborting always ends with onClose, called exactly once.
+//
+// untilDone: true ends the stream at its last event (`data: [DONE]`, or a
+// `done`, `error` or `close` event) instead of reconnecting for more. To pick
+// a stream up again after a page reload, keep `es.eventsUrl` (or
+// `/v1/streams/${es.streamId}`) and `es.lastEventId`, then
+// `stream(eventsUrl, { lastEventId, untilDone: true })`.
 //
 // Credentials stay with their origin: Authorization, Cookie and
 // Proxy-Authorization go only to the origin of the URL the caller gave (or one
