@@ -42,6 +42,7 @@ vendor's defaults (base URL, quirks); keyword options go to its constructor.
 
 from __future__ import annotations
 
+import importlib.util
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
@@ -78,7 +79,10 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _asyncio_running() -> bool:
+def _aiohttp_usable() -> bool:
+    """Whether an ``HTTPClient`` can serve here: aiohttp installed, on asyncio."""
+    if importlib.util.find_spec("aiohttp") is None:  # the core alone: httpx
+        return False
     try:
         import asyncio
 
@@ -94,8 +98,9 @@ class HTTPProvider(_Adapter):
     ``client`` is an ``HTTPClient`` (aiohttp) or an ``httpx.AsyncClient`` to
     share; the caller keeps owning it. Without one the provider makes its own,
     on first use, and closes it in ``aclose``: an ``HTTPClient`` on asyncio (the
-    relay benchmark's choice, see ``ssegate.llm._client``), ``default_http_client()``
-    (httpx) on trio. Both take proxies and CAs from the environment; pass
+    relay benchmark's choice, see ``ssegate.llm._client``; it needs aiohttp, from
+    the ``gateway`` extra), ``default_http_client()`` (httpx) on trio or without
+    aiohttp. Both take proxies and CAs from the environment; pass
     ``HTTPClient(trust_env=False)`` to ignore it, an httpx client for HTTP/2.
     """
 
@@ -108,7 +113,7 @@ class HTTPProvider(_Adapter):
     @property
     def client(self) -> HTTPClient | httpx.AsyncClient:
         if self._client is None:
-            self._client = HTTPClient() if _asyncio_running() else default_http_client()
+            self._client = HTTPClient() if _aiohttp_usable() else default_http_client()
         return self._client
 
     def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
