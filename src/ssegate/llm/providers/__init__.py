@@ -43,16 +43,18 @@ vendor's defaults (base URL, quirks); keyword options go to its constructor.
 from __future__ import annotations
 
 import importlib.util
+import os
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from importlib import import_module
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..._exceptions import ProviderError
-from .._client import HTTPClient, default_http_client
+from ..._exceptions import AuthenticationError, ProviderError
+from .._client import HTTPClient, _origin, default_http_client
 from .._drive import FrameParser, HTTPRequest, _Adapter, drive, drive_batches, provider_error
 from .._events import LLMEvent
 from .._request import ChatRequest
@@ -64,6 +66,9 @@ __all__ = [
     "Provider",
     "create_provider",
     "default_http_client",
+    "endpoint",
+    "key_from_env",
+    "missing_key",
     "stream_batches",
 ]
 
@@ -148,11 +153,45 @@ class HTTPProvider(_Adapter):
         """A fresh parser for one answer's body (pure)."""
 
     def error_from_response(
-        self, status: int, headers: Mapping[str, str], body: bytes
+        self, status: int, headers: Mapping[str, str], body: bytes, *, url: str | None = None
     ) -> ProviderError:
         """The exception for an error answer before the stream (pure); adapters
-        whose provider words errors differently override it."""
-        return provider_error(self.name, status, headers, body)
+        whose provider words errors differently override it. ``url`` is the
+        address asked, without credentials or query (named in the message)."""
+        return provider_error(self.name, status, headers, body, url=url)
+
+
+def endpoint(base_url: str, path: str) -> str:
+    """``base_url`` with ``path`` added to its path; a query (``?api-version=``) is kept."""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
+
+
+def key_from_env(
+    given: str | None, variable: str, base_url: str, home: str
+) -> tuple[str | None, str | None]:
+    """The key to send, and the variable a missing key must be named by.
+
+    ``given`` wins. Otherwise, as the official SDKs do, the provider's
+    conventional ``variable`` (``OPENAI_API_KEY``...) is read, but only when
+    ``base_url`` is the provider's own origin (``home``): a key from the
+    environment never goes to another server. There the key is required, and
+    the variable is returned so a missing key can be named before sending.
+    """
+    if given is not None:
+        return given, None
+    if _origin(base_url) != _origin(home):
+        return None, None
+    return os.environ.get(variable) or None, variable
+
+
+def missing_key(provider: str, variable: str) -> AuthenticationError:
+    """The error for a request that would go to ``provider`` without its key."""
+    return AuthenticationError(
+        f"{provider} needs an API key: set {variable} (or pass api_key, --api-key)",
+        provider=provider,
+        code="missing_api_key",
+    )
 
 
 async def stream_batches(provider: Provider, request: ChatRequest) -> AsyncIterator[list[LLMEvent]]:
@@ -184,14 +223,18 @@ _REGISTRY: Mapping[str, tuple[str, str, Mapping[str, Any]]] = {
     "openai": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "openai"}),
     "deepseek": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "deepseek"}),
     "glm": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "glm"}),
-    "zhipu": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "glm"}),
+    "zhipu": (
+        "ssegate.llm.providers.openai",
+        "OpenAIProvider",
+        {"vendor": "glm", "name": "zhipu"},
+    ),
     "vllm": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "vllm"}),
     "llamacpp": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "llamacpp"}),
     "lmstudio": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "lmstudio"}),
     "openai-compatible": (
         "ssegate.llm.providers.openai",
         "OpenAIProvider",
-        {"vendor": "generic"},
+        {"vendor": "generic", "name": "openai-compatible"},
     ),
     "ollama": ("ssegate.llm.providers.ollama", "OllamaProvider", {}),
     "anthropic": ("ssegate.llm.providers.anthropic", "AnthropicProvider", {}),
