@@ -46,7 +46,7 @@ test: lint typecheck pytest docs
 
 # The site in docs/ (mkdocs.yml), warnings as errors; served by `mkdocs serve`.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # Every benchmark, each comparing ssegate with its peers in one run.
 # `make bench BENCH_ARGS=--quick` for a short pass.
