@@ -42,6 +42,7 @@ import anyio
 import httpx
 import httpx_sse
 import sseclient
+from _report import Report
 
 from ssegate.client import AsyncEventSource, EventSource
 
@@ -188,8 +189,11 @@ def measure_async(url: str, expected: int, repeats: int) -> dict[str, list[float
     return times
 
 
-def report(title: str, times: dict[str, list[float]], size: int, events: int) -> None:
+def report(
+    title: str, times: dict[str, list[float]], size: int, events: int, charts: Report
+) -> None:
     medians = {name: statistics.median(ts) for name, ts in times.items()}
+    charts.table(title, "s", medians, higher_is_better=False)
     ours = next(m for name, m in medians.items() if name.startswith("ssegate"))
     print(f"\n{title}: {events:,} events, {size / 1e6:.1f} MB")
     print(f"  {'client':<28}{'median s':>10}{'events/s':>12}{'MB/s':>9}{'peer/ssegate':>14}")
@@ -232,10 +236,13 @@ def main() -> None:
         wait_for(port)
         print(f"ssegate client benchmark (Python {sys.version.split()[0]}, {repeats} repeats;")
         print("shared, noisy machine: compare the ratios, not the absolute figures)")
+        charts = Report("client", "Reading a stream over loopback: median seconds per stream.")
         for name, (body, _, events) in streams_for(args.quick).items():
             url = f"http://127.0.0.1:{port}/{name}"
-            report(f"sync, {name}", measure_sync(url, events, repeats), len(body), events)
-            report(f"async, {name}", measure_async(url, events, repeats), len(body), events)
+            sync, aio = measure_sync(url, events, repeats), measure_async(url, events, repeats)
+            report(f"sync, {name}", sync, len(body), events, charts)
+            report(f"async, {name}", aio, len(body), events, charts)
+        charts.save()
     finally:
         server.terminate()
         server.wait(timeout=30)

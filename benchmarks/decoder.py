@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import httpx_sse
 import sseclient
+from _report import Report
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from ssegate import Decoder
@@ -175,6 +176,7 @@ def main() -> None:
     repeats = 3 if args.quick else 7
 
     raw = llm_stream(total)
+    report = Report("decoder", "Decoding an LLM-shaped stream, MB/s (median of repeats).")
     print(f"decoder benchmark: {len(raw) / MB:.1f} MB LLM-shaped stream, median of {repeats}")
     print(
         f"python {sys.version.split()[0]}, httpx-sse {_version('httpx-sse')}, "
@@ -197,6 +199,8 @@ def main() -> None:
         for name, t, count in results:
             mark = "" if count == expected else f"  (saw {count} events, expected {expected})"
             print(f"  {name:36} {len(size) / MB / t:8.1f} {baseline / t:11.2f}x{mark}")
+        rates = {name: len(size) / MB / t for name, t, _ in results}
+        report.table(label, "MB/s", rates, higher_is_better=True)
 
     print("\none 8 MiB event in 4 KiB chunks")
     big = b"data: " + b"x" * (8 * 1024 * 1024) + b"\n\n"
@@ -207,6 +211,9 @@ def main() -> None:
     for name, t, count in results:
         mark = "" if count == 1 else f"  (saw {count} events)"
         print(f"  {name:36} {t * 1000:8.1f} {baseline / t:11.2f}x{mark}")
+    big_ms = {name: t * 1000 for name, t, _ in results}
+    report.table("one 8 MiB event in 4 KiB chunks", "ms", big_ms, higher_is_better=False)
+    report.save()
 
 
 def _version(dist: str) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 import anyio
 import psutil
 import redis.asyncio as aioredis
+from _report import Report
 from redis.asyncio import BlockingConnectionPool
 
 from ssegate import Event
@@ -236,6 +237,14 @@ async def main(args: argparse.Namespace) -> None:
             f"{label:38} {r['p50'] * 1e3:9.1f} {r['p99'] * 1e3:9.1f} "
             f"{r['p99'] / peer['p99']:10.2f}x {r['rss'] / 1024:12.1f}"
         )
+    charts = Report("fanout", f"One stream fanned out to {n} subscribers in one process.")
+    charts.table(
+        f"{n} subscribers: delivery latency p99",
+        "ms",
+        {label: r["p99"] * 1e3 for label, r in rows},
+        ours="Hub + MemoryStore",
+        higher_is_better=False,
+    )
     target = "met" if max(r["p99"] for _, r in rows[:2]) <= 0.25 else "MISSED"
     print(f"target p99 <= 250 ms with {n} subscribers: {target}\n")
 
@@ -268,6 +277,15 @@ async def main(args: argparse.Namespace) -> None:
         f"  memory / redis                      {mem['append'] / red['append']:9.1f}x "
         f"{mem['read'] / red['read']:12.1f}x"
     )
+    charts.table(
+        "Redis connections held (10 streams)",
+        "connections",
+        {f"Hub, {n} subscribers": hub_big, f"peer: no hub, {naive_n} subscribers": naive},
+        ours=f"Hub, {n} subscribers",
+        higher_is_better=False,
+        words=("fewer", "more"),
+    )
+    charts.save()
     print(f"\nload average at the end: {load()}")
 
 

@@ -74,6 +74,8 @@ import time
 import urllib.request
 from typing import Any
 
+from _report import Report
+
 RATE = 20.0  # tokens per second per stream
 TICK = 0.005  # the upstream's scheduler tick; streams are spread over the 50 ms period
 HERE = os.path.abspath(__file__)
@@ -559,6 +561,7 @@ def main() -> None:
         for t, (port, pid) in ports.items():  # warm up: first-request imports and caches
             measure(t, port, pid, 2, 2, 0.0, 30.0)
         measure("echo", servers.gw_port, servers.gw.pid, 2, 2, 0.0, 30.0)
+        charts = Report("gateway", "The gateway relaying a provider's stream, beside its peers.")
         for streams in counts:
             results: dict[str, list[dict[str, float]]] = {t: [] for t in ports}
             for n in range(repeats):
@@ -577,6 +580,22 @@ def main() -> None:
                 for t, rs in results.items()
             }
             report(streams, med)
+            peers = {t: m for t, m in med.items() if t != "direct"}
+            charts.table(
+                f"{streams} concurrent streams: gateway CPU per token",
+                "CPU us/token",
+                {t: m["cpu_us"] for t, m in peers.items()},
+                ours="ssegate",
+                higher_is_better=False,
+                words=("cheaper", "costlier"),
+            )
+            charts.table(
+                f"{streams} concurrent streams: time to first token, p99",
+                "ms",
+                {t: m["ttft99"] for t, m in med.items()},
+                ours="ssegate",
+                higher_is_better=False,
+            )
             if streams == 1000:
                 targets(med)
         if not args.quick:
@@ -591,6 +610,7 @@ def main() -> None:
             f"TTFT p50 {echo['ttft50']:.1f} ms p99 {echo['ttft99']:.1f} ms, "
             f"gateway CPU {echo['cpu_us']:.1f} us/token ({echo['cpu_share'] * 100:.0f}% of a core)"
         )
+        charts.save()
     finally:
         servers.close()
     print(f"load average after: {os.getloadavg()[0]:.1f}; server logs in {servers.dir}")

@@ -50,6 +50,8 @@ import sys
 import time
 from typing import Any
 
+from _report import Report
+
 QUESTION = "What is the capital of France?"
 LONG_TEXT = (
     "Server-Sent Events let a server push a stream of text events to a browser over one "
@@ -407,6 +409,21 @@ def engines_table(repeats: int, decode_tokens: int) -> None:
 
     default = "numpy, 2 decode threads"  # the engine's default on 2+ CPUs
     base = "numpy, 1 thread"
+    charts = Report("local_model", "The embedded model's engines (llama.cpp where installed).")
+    for title, key, higher in [
+        ("decode", "decode_tok_s", True),
+        ("prefill, long prompt", "prefill_long_tok_s", True),
+    ]:
+        rates = {name: med(name, key) for name in runs if runs[name]}
+        charts.table(title, "tokens/s", rates, ours=default, higher_is_better=higher)
+    charts.table(
+        "time to first token",
+        "s",
+        {name: med(name, "ttft_s") for name in runs if runs[name]},
+        ours=default,
+        higher_is_better=False,
+    )
+    charts.save()
     print(f"\nratios ({default}, the default; medians):")
     print(
         f"  decode      {med(default, 'decode_tok_s'):6.1f} tok/s = "

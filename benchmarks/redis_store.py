@@ -42,6 +42,7 @@ from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
+from _report import Report
 from fanout import load, median_of, pct, run_with_redis, wait_until  # benchmarks/ is on sys.path
 
 from ssegate import Event, StoreUnavailable
@@ -294,12 +295,16 @@ async def main(args: argparse.Namespace) -> None:
         f"RedisStore, median of {args.repeats} (loop: {args.loop}; Redis {url}; "
         f"shared noisy machine, load average {load()})"
     )
+    args.charts = Report(
+        "redis_store", "RedisStore's write and read paths against simpler designs."
+    )
     if "writers" in args.parts:
         await writers_table(args, url, per_event, group)
     if "alone" in args.parts:
         await alone_table(args, url, memory, per_event, group)
     if "target" in args.parts:
         await target_table(args, url, memory, all_streams_read, no_hand_over, group, group_window)
+    args.charts.save()
     print(f"\nload average at the end: {load()}")
 
 
@@ -337,11 +342,8 @@ async def alone_table(
     )
     print(f"{'':30} {'append p50 ms':>14} {'p99 ms':>8} {'CPU µs/token':>13} {'added':>7}")
     alone = []
-    for label, make in [
-        ("floor: MemoryStore", memory),
-        ("peer: one Lua call per event", per_event),
-        ("group commit", group),
-    ]:
+    labels = ["floor: MemoryStore", "peer: one Lua call per event", "group commit"]
+    for label, make in zip(labels, [memory, per_event, group], strict=True):
         r = await median_of(
             args.repeats, partial(target, url, make, streams, rate, seconds, readers=False)
         )
@@ -350,6 +352,14 @@ async def alone_table(
             f"{label:30} {r['p50'] * 1e3:14.2f} {r['p99'] * 1e3:8.1f} {r['cpu_us']:13.1f} "
             f"{r['cpu_us'] - alone[0]['cpu_us']:7.1f}"
         )
+    args.charts.table(
+        f"the write path alone, {streams} streams: CPU per token",
+        "CPU µs/token",
+        {label: r["cpu_us"] for label, r in zip(labels, alone, strict=True)},
+        ours="group commit",
+        higher_is_better=False,
+        words=("cheaper", "costlier"),
+    )
     print(
         "group commit vs peer: CPU added per token "
         f"{(alone[1]['cpu_us'] - alone[0]['cpu_us']) / (alone[2]['cpu_us'] - alone[0]['cpu_us']):.1f}x"
@@ -376,13 +386,14 @@ async def target_table(
         f"{'added by Redis':>15}"
     )
     rows = []
-    for label, make in [
+    designs = [
         ("floor: MemoryStore, no Redis", memory),
         ("before: hub XREADs all streams", all_streams_read),
         ("notifications, reads back own", no_hand_over),
         ("after: + own writes handed over", group),
         ("after, 2 ms append window", group_window),
-    ]:
+    ]
+    for label, make in designs:
         r = await median_of(args.repeats, partial(target, url, make, streams, rate, seconds))
         rows.append(r)
         added = r["cpu_us"] - rows[0]["cpu_us"]
@@ -390,6 +401,13 @@ async def target_table(
             f"{label:30} {r['delivered']:9.1f}% {r['p50'] * 1e3:8.1f} {r['p99'] * 1e3:8.1f} "
             f"{r['cpu_us']:13.1f} {added if rows[1:] else 0:15.1f}"
         )
+    args.charts.table(
+        f"{streams} streams read through a Hub: per-token p99",
+        "ms",
+        {label: r["p99"] * 1e3 for (label, _), r in zip(designs, rows, strict=True)},
+        ours="after: + own writes handed over",
+        higher_is_better=False,
+    )
     floor, before, after = rows[0], rows[1], rows[3]
     met = after["delivered"] == 100.0 and after["p99"] - floor["p99"] <= 0.020
     print(

@@ -52,6 +52,8 @@ import sys
 import time
 from typing import Any
 
+from _report import Report
+
 RATE = 20.0  # tokens per second per stream
 TICK = 0.005  # the upstream's scheduler tick; streams are spread over the 50 ms period
 HERE = os.path.abspath(__file__)
@@ -468,18 +470,36 @@ def main() -> None:
     )
     import tempfile
 
+    charts = Report("relay", "Relaying a provider's stream: lateness and CPU per token.")
     with tempfile.TemporaryDirectory() as tmp:
         make_certificate(tmp)
         for streams in [int(s) for s in args.streams.split(",")]:
             for transport in args.transports.split(","):
                 tls = transport == "tls"
                 columns = [i for i in impls if i in args.tls_impls.split(",")] if tls else impls
-                report(streams, transport, tmp if tls else "", columns, tokens, repeats)
+                med = report(streams, transport, tmp if tls else "", columns, tokens, repeats)
+                title = f"{streams} streams over {transport.upper()}"
+                charts.table(
+                    f"{title}: lateness p99",
+                    "ms",
+                    {i: m["p99"] for i, m in med.items()},
+                    ours="ssegate",
+                    higher_is_better=False,
+                )
+                charts.table(
+                    f"{title}: relay CPU per token",
+                    "CPU us/token",
+                    {i: m["cpu_us"] for i, m in med.items() if i != "direct"},
+                    ours="ssegate",
+                    higher_is_better=False,
+                    words=("cheaper", "costlier"),
+                )
+        charts.save()
 
 
 def report(
     streams: int, transport: str, certdir: str, impls: list[str], tokens: int, repeats: int
-) -> None:
+) -> dict[str, dict[str, float]]:
     results: dict[str, list[dict[str, float]]] = {i: [] for i in impls}
     for _ in range(repeats):
         for impl in impls:  # interleaved, so drifting load hits every column
@@ -504,6 +524,7 @@ def report(
             f"{ratio:>11}{cpu:>11}{cpu_ratio:>12}{m['first99']:>17.0f}",
             flush=True,
         )
+    return med
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ import tempfile
 import time
 from typing import Any
 
+from _report import Report
+
 # Each row is a server as users deploy it: "raw-asgi" is the hand-written
 # baseline; "ssegate" is EventSourceResponse called as a bare ASGI app; the rest
 # are RESPONSE@MOUNT: the response returned from a Starlette ``Route`` or from a
@@ -680,6 +682,9 @@ def main() -> None:
         other = peer(kind, response)
         return ratio(values[kind], values[other]) if other in values and other != kind else "-"
 
+    charts = Report(
+        "server", "Serving SSE: ssegate's response beside sse-starlette's and Starlette's."
+    )
     # --quick: one server per kind for every part (fresh ones cost most of a
     # short run); a full run starts a fresh server for each memory and LLM run.
     shared: dict[str, Server] = {}
@@ -708,6 +713,14 @@ def main() -> None:
                     for k in kinds
                 }
             last = kib[counts[-1]]
+            charts.table(
+                f"RSS growth per idle stream, {counts[-1]} streams",
+                "KiB",
+                last,
+                ours="ssegate",
+                higher_is_better=False,
+                words=("smaller", "larger"),
+            )
             for kind in kinds:
                 print(
                     f"{kind:<{width}} | "
@@ -742,6 +755,13 @@ def main() -> None:
             medians = {k: median_fields(runs[k]) for k in kinds}
             p99 = {k: m["p99_ms"] for k, m in medians.items()}
             ttfb = {k: m["ttfb_p99_ms"] for k, m in medians.items()}
+            charts.table(
+                f"LLM-like load, {streams} streams: lateness p99",
+                "ms",
+                p99,
+                ours="ssegate",
+                higher_is_better=False,
+            )
             for kind in kinds:
                 m = medians[kind]
                 print(
@@ -783,6 +803,13 @@ def main() -> None:
             print("-" * (70 + width))
             for clients, _ in levels:
                 med = {k: statistics.median(rates[(k, clients)]) for k in kinds}
+                charts.table(
+                    f"Burst throughput, {clients} clients",
+                    "events/s",
+                    med,
+                    ours="ssegate",
+                    higher_is_better=True,
+                )
                 for kind in kinds:
                     cpu = statistics.median(cpus[(kind, clients)])
                     print(
@@ -790,6 +817,7 @@ def main() -> None:
                         f"{versus(med, kind, 'sse-starlette'):>16} | "
                         f"{ratio(med[kind], med['raw-asgi']):>11}"
                     )
+        charts.save()
     finally:
         for server in shared.values():
             server.stop()

@@ -332,7 +332,7 @@ def test_every_registered_provider_builds() -> None:
         "local": "local",
         "ollama": "ollama",
         "openai": "openai",
-        "openai-compatible": "generic",
+        "openai-compatible": "openai-compatible",  # as the user typed it
         "vllm": "vllm",
-        "zhipu": "glm",
+        "zhipu": "zhipu",
     }

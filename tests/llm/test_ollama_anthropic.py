@@ -262,7 +262,7 @@ async def test_errors_before_the_stream(upstream: Upstream, client: Any) -> None
         with pytest.raises(BadRequestError) as missing:
             await collect(ollama, REQUEST)
     assert (missing.value.status, missing.value.retryable) == (404, False)
-    assert str(missing.value) == "ollama answered 404: model 'qwen9' not found"
+    assert str(missing.value) == f"ollama at {base}/api/chat answered 404: model 'qwen9' not found"
 
     base = upstream.replay(
         "/v1/messages", capture("anthropic_error_529.http"), capture("anthropic_error_401.http")
@@ -280,7 +280,7 @@ async def test_errors_before_the_stream(upstream: Upstream, client: Any) -> None
     assert (auth.value.status, auth.value.code, str(auth.value)) == (
         401,
         "authentication_error",
-        "anthropic answered 401: invalid x-api-key",
+        f"anthropic at {base}/v1/messages answered 401: invalid x-api-key",
     )
 
 

@@ -264,7 +264,7 @@ async def test_request_sent_upstream(upstream: Upstream, client: Any) -> None:
             }
         ],
         "temperature": 0.5,
-        "max_completion_tokens": 50,
+        "max_tokens": 50,  # not OpenAI's own server: max_completion_tokens is OpenAI's alone
         "stop": ["END"],
         "seed": 7,
     }
@@ -295,7 +295,10 @@ async def test_errors_before_the_stream_are_typed(upstream: Upstream, client: An
         7.0,
         "openai",
     )
-    assert str(e) == "openai answered 429: Rate limit reached for gpt-4o"
+    url = f"{base}/chat/completions"
+    assert (
+        str(e) == f"openai at {url} answered 429: Rate limit reached for gpt-4o (Retry-After: 7 s)"
+    )
     assert (auth.value.status, auth.value.code, auth.value.retryable) == (
         401,
         "invalid_api_key",
@@ -303,7 +306,7 @@ async def test_errors_before_the_stream_are_typed(upstream: Upstream, client: An
     )
     assert (down.value.status, down.value.retryable, down.value.retry_after) == (503, True, 1.5)
     assert (bad.value.status, bad.value.code, bad.value.retryable) == (400, "1214", False)
-    assert str(bad.value) == "openai answered 400: messages 参数非法。请检查文档。"
+    assert str(bad.value) == f"openai at {url} answered 400: messages 参数非法。请检查文档。"
 
 
 async def test_unreachable_upstream_is_upstream_unavailable(client: Any) -> None:
@@ -368,7 +371,7 @@ def test_glm_auth_modes() -> None:
 
 def test_vendor_defaults() -> None:
     urls = {
-        name: create_provider(name).build_request(REQUEST).url  # type: ignore[attr-defined]
+        name: create_provider(name, api_key="k").build_request(REQUEST).url  # type: ignore[attr-defined]
         for name in ("openai", "deepseek", "vllm", "llamacpp", "lmstudio")
     }
     assert urls == {
@@ -379,7 +382,7 @@ def test_vendor_defaults() -> None:
         "lmstudio": "http://127.0.0.1:1234/v1/chat/completions",
     }
     body = (
-        create_provider("deepseek")
+        create_provider("deepseek", api_key="k")
         .build_request(  # type: ignore[attr-defined]
             ChatRequest(
                 model="deepseek-chat", messages=[{"role": "user", "content": "x"}], max_tokens=5
@@ -414,8 +417,10 @@ async def test_a_2xx_answer_that_is_not_a_stream_is_refused(
         200,
         False,
     )
+    url = f"{base}/chat/completions"
     assert str(page.value) == (
-        "openai answered 200 with 'text/html', not a stream: '<html>Sign in to the proxy</html>'"
+        f"openai at {url} answered 200 with 'text/html', not a stream: "
+        "'<html>Sign in to the proxy</html>'"
     )
     assert (missing.value.code, missing.value.status) == ("model_not_found", 400)
-    assert str(missing.value) == "openai answered 200: model gpt-9 does not exist"
+    assert str(missing.value) == f"openai at {url} answered 200: model gpt-9 does not exist"

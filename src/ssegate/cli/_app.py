@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import typer
+from .._extras import require
+
+require("gateway", "the ssegate command")
+
+import typer  # noqa: E402
 
 app = typer.Typer(
     name="ssegate",

@@ -5,9 +5,13 @@ settings from flags, ``SSEGATE_*`` environment variables and a TOML file. The
 HTTP surface is in DESIGN.md ("The gateway's HTTP surface").
 """
 
-from ._app import create_app
-from ._echo import EchoProvider
-from ._settings import (
+from .._extras import require
+
+require("gateway", "ssegate.gateway")
+
+from ._app import create_app  # noqa: E402
+from ._echo import EchoProvider  # noqa: E402
+from ._settings import (  # noqa: E402
     BUILTIN_MODELS,
     ConfigError,
     KeySettings,

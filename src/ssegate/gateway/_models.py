@@ -12,14 +12,16 @@ says whether it has, so ``/readyz`` and the chat route can tell.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from .._exceptions import ProviderError
+from .._exceptions import ProviderError, UpstreamUnavailable
+from .._extras import MissingExtra
+from ..llm import ChatRequest, LLMEvent
 from ..llm.providers import HTTPClient, Provider, create_provider
 from ._echo import EchoProvider
 from ._settings import Settings
@@ -27,6 +29,29 @@ from ._settings import Settings
 __all__ = ["Models", "Route", "UnknownModel"]
 
 log = logging.getLogger("ssegate.gateway")
+
+
+class MissingLocal:
+    """The ``local`` model where the ``local`` extra is not installed: it says so."""
+
+    name = "local"
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    async def engine(self) -> None:
+        raise UpstreamUnavailable(
+            self.message, provider="local", code="model_not_found", status=503
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        await self.engine()  # raises
+        nothing: tuple[LLMEvent, ...] = ()
+        for event in nothing:  # a generator all the same
+            yield event
+
+    async def aclose(self) -> None:
+        pass
 
 
 class UnknownModel(LookupError):
@@ -63,7 +88,10 @@ class Models:
             }
             if settings.local.model_path is not None:
                 options["model_path"] = settings.local.model_path
-            local = create_provider("local", **options)
+            try:
+                local = create_provider("local", **options)
+            except MissingExtra as exc:  # the gateway without the 'local' extra
+                local = MissingLocal(str(exc))
         self.local = local
         self.local_ready = anyio.Event()
         self.local_error: str | None = None

@@ -67,6 +67,7 @@ provider's host would then clash with its API key).
 from __future__ import annotations
 
 import base64
+import importlib.util
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
@@ -77,6 +78,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from .._exceptions import ReadTimeout, TransportError
+from .._extras import MissingExtra
 from .._http import Decompressor, check_headers, default_ssl_context
 
 if TYPE_CHECKING:
@@ -204,6 +206,8 @@ class HTTPClient:
         ssl_context: ssl.SSLContext | None = None,
         keepalive_timeout: float = 15.0,
     ) -> None:
+        if importlib.util.find_spec("aiohttp") is None:
+            raise MissingExtra("ssegate.llm.HTTPClient (aiohttp)", "gateway", ["aiohttp"])
         import aiohttp  # noqa: F401  (here, not at the first request: ~0.2 s of CPU)
 
         self.connect_timeout = connect_timeout

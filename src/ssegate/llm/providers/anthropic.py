@@ -38,11 +38,12 @@ from .._events import (
     Usage,
 )
 from .._request import ChatRequest
-from . import HTTPProvider
+from . import HTTPProvider, endpoint, key_from_env, missing_key
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicParser", "AnthropicProvider"]
 
 ANTHROPIC_VERSION = "2023-06-01"
+ANTHROPIC_URL = "https://api.anthropic.com"
 
 #: max_tokens is required by the Messages API; used when the request sets none.
 DEFAULT_MAX_TOKENS = 4096
@@ -239,7 +240,7 @@ class AnthropicProvider(HTTPProvider):
 
     def __init__(
         self,
-        base_url: str = "https://api.anthropic.com",
+        base_url: str = ANTHROPIC_URL,
         api_key: str | None = None,
         *,
         auth_token: str | None = None,
@@ -249,7 +250,13 @@ class AnthropicProvider(HTTPProvider):
         client: HTTPClient | httpx.AsyncClient | None = None,
     ) -> None:
         super().__init__(client=client)
-        self.url = base_url.rstrip("/") + "/v1/messages"
+        self.url = endpoint(base_url, "/v1/messages")
+        # ANTHROPIC_API_KEY, as the SDK reads it (for Anthropic's own server only)
+        self.key_variable: str | None = None
+        if auth_token is None:
+            api_key, self.key_variable = key_from_env(
+                api_key, "ANTHROPIC_API_KEY", base_url, ANTHROPIC_URL
+            )
         self.api_key = api_key
         self.auth_token = auth_token
         self.version = version
@@ -257,6 +264,8 @@ class AnthropicProvider(HTTPProvider):
         self.extra_headers = dict(headers or {})
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
+        if self.api_key is None and self.key_variable is not None:
+            raise missing_key(self.name, self.key_variable)
         system = [m.content for m in request.message_list if m.role == "system"]
         messages: list[dict[str, Any]] = []
         for m in request.message_list:

@@ -32,7 +32,7 @@ from .._events import (
     Usage,
 )
 from .._request import ChatRequest
-from . import HTTPProvider
+from . import HTTPProvider, endpoint
 
 __all__ = ["OllamaParser", "OllamaProvider"]
 
@@ -141,7 +141,7 @@ class OllamaProvider(HTTPProvider):
         client: HTTPClient | httpx.AsyncClient | None = None,
     ) -> None:
         super().__init__(client=client)
-        self.url = base_url.rstrip("/") + "/api/chat"
+        self.url = endpoint(base_url, "/api/chat")
         self.api_key = api_key
         self.extra_headers = dict(headers or {})
 

@@ -54,7 +54,7 @@ from .._events import (
     Usage,
 )
 from .._request import ChatRequest, Message
-from . import HTTPProvider
+from . import HTTPProvider, endpoint, key_from_env, missing_key
 
 __all__ = [
     "VENDORS",
@@ -77,6 +77,14 @@ VENDORS: Mapping[str, str | None] = {
     "llamacpp": "http://127.0.0.1:8080/v1",
     "lmstudio": "http://127.0.0.1:1234/v1",
     "generic": None,
+}
+
+#: vendor -> the environment variable its official SDK reads the key from (read
+#: here too, when the base URL is the vendor's own; see ``key_from_env``).
+KEY_VARIABLES: Mapping[str, str] = {
+    "openai": "OPENAI_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "glm": "ZHIPUAI_API_KEY",
 }
 
 #: OpenAI (and compatible) finish_reason -> unified reason.
@@ -330,8 +338,15 @@ class OpenAIProvider(HTTPProvider):
     """An OpenAI-compatible server (``vendor`` picks defaults and quirks).
 
     ``base_url`` defaults per vendor (``VENDORS``); ``api_key`` is sent as
-    ``Authorization: Bearer``. For GLM, ``glm_auth="jwt"`` sends the HS256 token
-    the SDK can make instead of the raw key (``clock`` gives the time, in seconds).
+    ``Authorization: Bearer``. Without one, the vendor's own server gets the key
+    of its SDK's variable (``KEY_VARIABLES``: ``OPENAI_API_KEY``...), and a
+    request fails before sending when that is unset; another server gets none.
+    ``max_tokens`` is sent as ``max_completion_tokens`` to OpenAI's own server
+    only (its reasoning models refuse ``max_tokens``; every compatible server,
+    llama.cpp's included, knows only ``max_tokens``). ``name`` is the provider's
+    name in events and errors (the vendor's by default). For GLM,
+    ``glm_auth="jwt"`` sends the HS256 token the SDK can make instead of the raw
+    key (``clock`` gives the time, in seconds).
     ``include_usage`` in the request adds ``stream_options.include_usage`` unless
     ``stream_options=False`` (for servers that reject it).
     """
@@ -347,6 +362,7 @@ class OpenAIProvider(HTTPProvider):
         stream_options: bool = True,
         client: HTTPClient | httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        name: str | None = None,
     ) -> None:
         super().__init__(client=client)
         if vendor not in VENDORS:
@@ -356,18 +372,27 @@ class OpenAIProvider(HTTPProvider):
             raise ValueError(f"vendor {vendor!r} needs a base_url")
         if glm_auth not in ("key", "jwt"):
             raise ValueError("glm_auth must be 'key' or 'jwt'")
+        home = VENDORS[vendor]
+        variable = KEY_VARIABLES.get(vendor)
+        self.key_variable: str | None = None
+        if home is not None and variable is not None:
+            api_key, self.key_variable = key_from_env(api_key, variable, base, home)
         if glm_auth == "jwt" and api_key is not None:
             glm_jwt(api_key, now_ms=0)  # refuse a malformed key now, not per request
-        self.name = vendor
+        self.name = name or vendor
         self.vendor = vendor
-        self.url = base.rstrip("/") + "/chat/completions"
+        self.url = endpoint(base, "/chat/completions")
         self.api_key = api_key
+        # OpenAI itself, not a compatible server that the "openai" vendor points at
+        self.openai_proper = vendor == "openai" and base.rstrip("/") == home
         self.glm_auth = glm_auth
         self.stream_options = stream_options
         self.extra_headers = dict(headers or {})
         self._clock = clock
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
+        if self.api_key is None and self.key_variable is not None:
+            raise missing_key(self.name, self.key_variable)
         body: dict[str, Any] = {
             "model": request.model,
             "messages": openai_messages(request.message_list),
@@ -381,7 +406,7 @@ class OpenAIProvider(HTTPProvider):
             body["temperature"] = request.temperature
         if request.max_tokens is not None:
             # OpenAI's reasoning models refuse max_tokens; the others know only it.
-            key = "max_completion_tokens" if self.vendor == "openai" else "max_tokens"
+            key = "max_completion_tokens" if self.openai_proper else "max_tokens"
             body[key] = request.max_tokens
         if request.stop:
             body["stop"] = list(request.stop)
