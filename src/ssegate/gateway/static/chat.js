@@ -120,7 +120,8 @@ function statsOf(pending) {
   const tokens = pending.usage?.completion_tokens ?? pending.chunks;
   const stats = { tokens };
   if (pending.firstAt != null) stats.ttftMs = pending.firstAt - pending.startedAt;
-  if (pending.chunks > 1 && pending.lastAt > pending.firstAt) {
+  // A rate over less than a tenth of a second (a burst) says nothing.
+  if (pending.chunks > 1 && pending.lastAt - pending.firstAt >= 100) {
     stats.rate = ((pending.chunks - 1) * 1000) / (pending.lastAt - pending.firstAt);
   }
   return stats;
@@ -272,6 +273,7 @@ async function follow(url, { method, body, lastEventId }) {
     headers: authHeaders(),
     lastEventId: lastEventId || undefined,
     untilDone: true,
+    retry: { initialDelayMs: 1000, maxAttempts: 8 }, // a chat resumes sooner than 3 s
     onOpen: () => {
       if (!pending.streamId && es.streamId) {
         pending.streamId = es.streamId;

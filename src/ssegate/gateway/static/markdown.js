@@ -124,6 +124,8 @@ function list(lines, start, parent) {
     const indent = match[1].replace(/\t/g, "    ").length;
     const ordered = /\d/.test(match[2]);
     while (stack.length && indent < stack[stack.length - 1].indent) stack.pop();
+    const same = stack[stack.length - 1];
+    if (same && indent === same.indent && same.ordered !== ordered) stack.pop(); // - then 1.
     let top = stack[stack.length - 1];
     if (!top || indent > top.indent) {
       const node = document.createElement(ordered ? "ol" : "ul");
@@ -132,7 +134,7 @@ function list(lines, start, parent) {
         if (first !== 1) node.start = first;
       }
       (top ? top.item : parent).append(node);
-      top = { indent, node, item: null };
+      top = { indent, ordered, node, item: null };
       stack.push(top);
     }
     const item = element("li", inline(match[3]));
@@ -227,7 +229,9 @@ function emphasize(text, i, linking) {
   const delimiter = double ? char + char : char;
   const start = i + delimiter.length;
   if (start >= text.length || /\s/.test(text[start])) return null;
-  if (char === "_" && /[\p{L}\p{N}]/u.test(text[i - 1] || "")) return null; // snake_case
+  // Not inside a word: snake_case_names, 2*3*4 stay as they are.
+  if (!double && /[\p{L}\p{N}]/u.test(text[i - 1] || "")) return null;
+  if (char === "_" && /[\p{L}\p{N}]/u.test(text[i - 1] || "")) return null;
   let at = text.indexOf(delimiter, start + 1);
   while (at > 0) {
     const closes =
