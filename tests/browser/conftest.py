@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(str(path))
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API runs, its event loop is
+# the thread's running loop, and the rest of the suite (asyncio, anyio) cannot start
+# one of its own. Leaving the module stops it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure-chromium (make test does)")
@@ -176,14 +180,35 @@ def openai_reply(text: str) -> Reply:
     return Reply(200, (("content-type", "text/event-stream"),), tuple(body))
 
 
-@pytest.fixture(scope="session")
-def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+# The gateways serve every browser test, and stop after the last one (not at the
+# end of the session: the fake upstream's server thread would tick on in this
+# process through the rest of the suite, and the gc tests count objects).
+_GATEWAYS = ExitStack()
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if nextitem is None or _HERE not in Path(nextitem.path).resolve().parents:
+        _GATEWAYS.close()
+
+
+@pytest.fixture
+def gateways(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Two real ``ssegate serve``, echo paced at ECHO_PACE tokens/s and the provider
     ``demo`` (a FakeUpstream answering DEMO_ANSWERS): ``echo`` with auth off, ``auth``
-    with the keys CHAT_KEY (chat, publish, subscribe) and OPS_KEY (ops)."""
-    upstream = FakeUpstream().add("/v1/chat/completions", *map(openai_reply, DEMO_ANSWERS))
-    with upstream.run() as upstream_url:
-        yield from _gateways(tmp_path_factory, upstream_url)
+    with the keys CHAT_KEY (chat, publish, subscribe) and OPS_KEY (ops). Started for
+    the first browser test, stopped after the last."""
+    if not _RUNNING:
+        upstream = FakeUpstream().add("/v1/chat/completions", *map(openai_reply, DEMO_ANSWERS))
+        upstream_url = _GATEWAYS.enter_context(upstream.run())
+        running = _gateways(tmp_path_factory, upstream_url)
+        _RUNNING.update(next(running))
+        _GATEWAYS.callback(_RUNNING.clear)
+        _GATEWAYS.callback(running.close)
+    return _RUNNING
+
+
+_RUNNING: dict[str, str] = {}
 
 
 def _gateways(
