@@ -38,7 +38,7 @@ test: lint typecheck pytest test-js
 
 # ssegate.js, and third-party npm clients against `ssegate serve`, under Node's test runner.
 test-js: $(STAMP)
-	scripts/ensure-node-deps && node --test tests/js/
+	scripts/ensure-node-deps && node --test --test-reporter=spec tests/js/
 
 # Every benchmark, each comparing ssegate with its peers in one run.
 # `make bench BENCH_ARGS=--quick` for a short pass.

@@ -3,12 +3,13 @@
 // Last-Event-ID through a proxy that cuts the connection), the `openai`
 // package's streaming chat, a plain fetch reader of the raw stream, the AI
 // SDK's UI message stream reader on ?format=aisdk, and ssegate.js itself.
+// Auth is on: each client sends the API key its own way.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { EventSource } from "eventsource";
 import OpenAI from "openai";
 import { parseJsonEventStream, readUIMessageStream, uiMessageChunkSchema } from "ai";
-import { stream } from "../../src/ssegate/gateway/static/ssegate.js";
+import { HTTPError, stream } from "../../src/ssegate/gateway/static/ssegate.js";
 import { cuttingProxy, ssegateServe, until } from "./gateway.mjs";
 
 // The echo model answers with the prompt, word by word: the exact text to expect.
@@ -17,17 +18,22 @@ const PROMPT =
   "connection drops in the middle of the stream and the client has to come back " +
   "for the rest of it: nothing lost, nothing repeated, nothing sent twice upstream.";
 const MESSAGES = [{ role: "user", content: PROMPT }];
+const KEY = "js-client-key-0123456789";
+const AUTH = { authorization: `Bearer ${KEY}` };
 
 let gateway;
 before(async () => {
-  gateway = await ssegateServe('default_model = "echo"\necho_tokens_per_second = 0\n[local]\npreload = false\n');
+  gateway = await ssegateServe(
+    'default_model = "echo"\necho_tokens_per_second = 0\n[local]\npreload = false\n' +
+      `[[keys]]\nid = "js"\nkey = "${KEY}"\nscopes = ["chat", "publish", "subscribe:*"]\n`,
+  );
 });
 after(() => gateway?.stop());
 
 async function post(path, body) {
   const response = await fetch(gateway.url + path, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...AUTH },
     body: JSON.stringify(body),
   });
   assert.ok(response.ok, `${path}: ${response.status} ${await response.clone().text()}`);
@@ -42,7 +48,8 @@ describe("third-party clients against ssegate serve", { concurrency: true }, () 
   test("eventsource follows a topic across a cut, resuming with Last-Event-ID", async (t) => {
     const proxy = await cuttingProxy(port(gateway.url));
     t.after(() => proxy.close());
-    const es = new EventSource(proxy.url + "/v1/topics/news/js");
+    // A browser's EventSource cannot send headers: the key goes as ?access_token=.
+    const es = new EventSource(proxy.url + "/v1/topics/news/js?access_token=" + KEY);
     t.after(() => es.close());
     const got = [];
     es.addEventListener("headline", (e) => got.push([e.data, e.lastEventId]));
@@ -75,7 +82,7 @@ describe("third-party clients against ssegate serve", { concurrency: true }, () 
     const { events_url } = await post("/v1/streams", { model: "echo", messages: MESSAGES });
     const proxy = await cuttingProxy(port(gateway.url), { cutAfter: 900 });
     t.after(() => proxy.close());
-    const es = new EventSource(proxy.url + events_url);
+    const es = new EventSource(proxy.url + events_url + "?access_token=" + KEY);
     t.after(() => es.close());
     let text = "";
     const done = new Promise((resolve) => {
@@ -92,7 +99,7 @@ describe("third-party clients against ssegate serve", { concurrency: true }, () 
   });
 
   test("the openai package streams a chat completion", async () => {
-    const client = new OpenAI({ baseURL: gateway.url + "/v1", apiKey: "unused", maxRetries: 0 });
+    const client = new OpenAI({ baseURL: gateway.url + "/v1", apiKey: KEY, maxRetries: 0 });
     const chunks = await client.chat.completions.create({
       model: "echo",
       messages: MESSAGES,
@@ -123,7 +130,7 @@ describe("third-party clients against ssegate serve", { concurrency: true }, () 
   test("a plain fetch reader gets the raw stream, ending in [DONE]", async () => {
     const response = await fetch(gateway.url + "/v1/chat/completions", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", ...AUTH },
       body: JSON.stringify({ model: "echo", messages: MESSAGES, stream: true }),
     });
     assert.equal(response.status, 200);
@@ -157,7 +164,7 @@ describe("third-party clients against ssegate serve", { concurrency: true }, () 
 
   test("the AI SDK reads the UI message stream of ?format=aisdk", async () => {
     const { events_url } = await post("/v1/streams", { model: "echo", messages: MESSAGES });
-    const response = await fetch(gateway.url + events_url + "?format=aisdk");
+    const response = await fetch(gateway.url + events_url + "?format=aisdk", { headers: AUTH });
     assert.equal(response.headers.get("x-vercel-ai-ui-message-stream"), "v1");
     // As the AI SDK's own chat transport does (HttpChatTransport.processResponseStream).
     const chunks = parseJsonEventStream({ stream: response.body, schema: uiMessageChunkSchema }).pipeThrough(
@@ -184,6 +191,7 @@ describe("third-party clients against ssegate serve", { concurrency: true }, () 
     const retries = [];
     const es = stream(proxy.url + "/v1/chat/completions", {
       method: "POST",
+      headers: AUTH,
       body: { model: "echo", messages: MESSAGES, stream: true },
       untilDone: true,
       retry: { initialDelayMs: 50 },
@@ -215,7 +223,7 @@ describe("third-party clients against ssegate serve", { concurrency: true }, () 
     const proxy = await cuttingProxy(port(gateway.url), { cutAfter: 900 });
     t.after(() => proxy.close());
     const events = [];
-    const es = stream(proxy.url + events_url, { untilDone: true, retry: { initialDelayMs: 50 } });
+    const es = stream(proxy.url + events_url, { headers: AUTH, untilDone: true, retry: { initialDelayMs: 50 } });
     for await (const ev of es) events.push(ev);
     assert.equal(
       events
@@ -233,4 +241,51 @@ describe("third-party clients against ssegate serve", { concurrency: true }, () 
     const resumedAfter = events.findIndex((e) => e.id === proxy.requests[1].headers["last-event-id"]);
     assert.ok(resumedAfter > 0 && resumedAfter < events.length - 2, `resumed after event ${resumedAfter}`);
   });
+});
+
+test("the module served at /ssegate.js loads on its own and streams", async () => {
+  const response = await fetch(gateway.url + "/ssegate.js");
+  assert.equal(response.headers.get("content-type"), "text/javascript; charset=utf-8");
+  const source = await response.text();
+  // As a browser would: the module alone, from its text, with no other file.
+  const served = await import("data:text/javascript;base64," + Buffer.from(source).toString("base64"));
+  const es = served.stream(gateway.url + "/v1/chat/completions", {
+    method: "POST",
+    headers: AUTH,
+    body: { model: "echo", messages: MESSAGES, stream: true },
+    untilDone: true,
+  });
+  let text = "";
+  for await (const ev of es) text += JSON.parse(ev.data).choices[0]?.delta.content ?? "";
+  assert.equal(text, PROMPT);
+});
+
+test("ssegate.js without the key: a 401 HTTPError naming the problem, not retried", async () => {
+  const retries = [];
+  const es = stream(gateway.url + "/v1/chat/completions", {
+    method: "POST",
+    body: { model: "echo", messages: MESSAGES, stream: true },
+    onRetry: () => retries.push(1),
+  });
+  const error = await es.done.then(
+    () => null,
+    (e) => e,
+  );
+  assert.ok(error instanceof HTTPError, String(error));
+  assert.equal(error.status, 401);
+  assert.equal(error.headers.get("content-type"), "application/json");
+  assert.equal(JSON.parse(error.body).error.code, "missing_api_key");
+  assert.deepEqual(retries, []);
+});
+
+test("examples/node_client.mjs prints the answer", async () => {
+  const { execFile } = await import("node:child_process");
+  const script = new URL("../../examples/node_client.mjs", import.meta.url).pathname;
+  const env = { ...process.env, SSEGATE_API_KEY: KEY };
+  const stdout = await new Promise((resolve, reject) =>
+    execFile(process.execPath, [script, gateway.url, PROMPT], { env, timeout: 30_000 }, (error, out, err) =>
+      error ? reject(new Error(`${error.message}: ${err}`)) : resolve(out),
+    ),
+  );
+  assert.equal(stdout, PROMPT + "\n");
 });

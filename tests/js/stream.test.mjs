@@ -414,3 +414,32 @@ test("a Link that is not http(s) names nothing to resume", async (t) => {
   assert.equal(es.eventsUrl, null);
   assert.equal(server.requests.length, 1);
 });
+
+test("a POST whose connection was refused is sent again: it never left", async (t) => {
+  const server = await scripted([sse("data: a\n\n")]);
+  t.after(() => server.close());
+  // A port with nothing listening first, then the server: a fetch that picks its target.
+  const closed = await scripted([answer(200)]);
+  const refused = closed.url;
+  await closed.close();
+  let calls = 0;
+  const fetchTwice = (url, init) => fetch(calls++ === 0 ? url.replace(server.url, refused) : url, init);
+  const retries = [];
+  const es = stream(server.url + "/gen", {
+    method: "POST",
+    body: "x",
+    fetch: fetchTwice,
+    sleep: fakeSleep().sleep,
+    onRetry: (info) => retries.push(info.error.name),
+  });
+  assert.deepEqual(await collect(es), [ev("a")]);
+  assert.deepEqual(retries, ["NetworkError"]);
+  assert.equal(server.requests.length, 1);
+});
+
+test("an event over maxEventSize is a ProtocolError", async (t) => {
+  const server = await scripted([sse("data: " + "x".repeat(100) + "\n\n")]);
+  t.after(() => server.close());
+  const es = stream(server.url + "/e", { maxEventSize: 50 });
+  await assert.rejects(collect(es), ProtocolError);
+});

@@ -41,6 +41,40 @@ export class SSEDecoder {
   close(): SSEEvent[];
 }
 
+export interface ReconnectPolicyOptions {
+  lastEventId?: string;
+  /** Reconnection time until the server sends `retry` (ms, default 3000). */
+  retryMs?: number;
+  /** Consecutive failures tolerated (default 10; null: no limit). */
+  maxAttempts?: number | null;
+  maxDelayMs?: number;
+  multiplier?: number;
+  jitter?: number;
+  random?: () => number;
+}
+
+/** When to reconnect and what to send, without I/O: the Python ssegate.ReconnectPolicy, in ms. */
+export class ReconnectPolicy {
+  constructor(options?: ReconnectPolicyOptions);
+  lastEventId: string;
+  retryMs: number;
+  maxAttempts: number | null;
+  maxDelayMs: number;
+  multiplier: number;
+  jitter: number;
+  /** Consecutive failed connections so far (0 while things go well). */
+  readonly attempt: number;
+  /** Accept, Cache-Control and (once there is an id) Last-Event-ID. */
+  headers(): Record<string, string>;
+  event(ev: Pick<SSEEvent, "id" | "retry">): void;
+  serverRetry(ms: number | null): void;
+  setLastEventId(id: string): void;
+  retryAfter(ms: number | null): void;
+  connected(): void;
+  /** Ms to wait before the next attempt, or null to stop. */
+  failed(): number | null;
+}
+
 /** Base class of every error ssegate.js raises. */
 export class SSEError extends Error {}
 
@@ -108,6 +142,8 @@ export interface StreamOptions {
   resend?: boolean;
   /** Stop (without reconnecting) at the first event this accepts; true: isTerminal. `data: [DONE]` is not delivered. */
   untilDone?: boolean | ((ev: SSEEvent) => boolean);
+  /** Most characters one event's data may hold (default 32 MiB); more is a ProtocolError. */
+  maxEventSize?: number;
   /** Ms without a byte after which the connection counts as dropped (default 60000; null: never). */
   readTimeoutMs?: number | null;
   /** Origins (scheme://host[:port]) besides the URL's that may receive the credential headers. */

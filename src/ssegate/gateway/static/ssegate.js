@@ -4,11 +4,14 @@
 //   const es = stream("/v1/chat/completions", { method: "POST", body: {...}, untilDone: true });
 //   for await (const ev of es) console.log(ev.data);
 //
-// Two parts, mirroring the Python package (ssegate.Decoder, ssegate.EventSource):
+// Three parts, mirroring the Python package (ssegate.Decoder,
+// ssegate.ReconnectPolicy, ssegate.EventSource):
 //
 // - SSEDecoder: the event-stream parser of HTML § 9.2.6, fed bytes or text in
 //   chunks of any size. It runs the same spec cases as the Python decoder
-//   (tests/data/sse_spec_cases.json).
+//   (tests/data/sse_spec_cases.json), and agrees with it on random streams.
+// - ReconnectPolicy: when to reconnect and what to send, without I/O; it
+//   decides as the Python policy does.
 // - stream(url, options): a fetch-based GET or POST that reconnects with
 //   back-off and Last-Event-ID. A POST is never sent twice: a stream whose
 //   response named its events URL (`Link: <url>; rel="events"`) resumes by GET
@@ -16,6 +19,12 @@
 //   Retries stop: a cap on consecutive failures, no retry of 4xx (but 408 and
 //   429), Retry-After obeyed. Nothing happens when a tab is hidden. Closing or
 //   aborting always ends with onClose, called exactly once.
+//
+// untilDone: true ends the stream at its last event (`data: [DONE]`, or a
+// `done`, `error` or `close` event) instead of reconnecting for more. To pick
+// a stream up again after a page reload, keep `es.eventsUrl` (or
+// `/v1/streams/${es.streamId}`) and `es.lastEventId`, then
+// `stream(eventsUrl, { lastEventId, untilDone: true })`.
 //
 // Credentials stay with their origin: Authorization, Cookie and
 // Proxy-Authorization go only to the origin of the URL the caller gave (or one
@@ -44,6 +53,15 @@ const RETRY_STATUSES = (status) => status === 408 || status === 429 || (status >
 // Statuses that promise the request was not processed: even a POST may be sent again.
 const NOT_PROCESSED = new Set([408, 429, 503]);
 const TERMINAL_TYPES = new Set(["close", "done", "error"]);
+// Node's (undici's) codes for a connection that was never made: the request was not sent.
+const NOT_SENT = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ENETUNREACH",
+  "EHOSTUNREACH",
+  "UND_ERR_CONNECT_TIMEOUT",
+]);
 // Events queued for an iterator before reading pauses, and where it resumes.
 const HIGH_WATER = 1000;
 const LOW_WATER = 100;
@@ -116,8 +134,7 @@ export class SSEDecoder {
     this._started = false; // the first character seen (one BOM dropped)
     this._skipLF = false; // the last chunk ended with CR: an LF next is its pair
     this._line = ""; // the line in progress
-    this._data = [];
-    this._dataLen = 0;
+    this._data = null; // the event's data so far (null: no data line yet)
     this._type = "";
     this._blockRetry = null;
     this._idBuf = lastEventId; // the spec's "last event ID buffer"
@@ -157,14 +174,15 @@ export class SSEDecoder {
       if (text.charCodeAt(0) === 10) i = 1;
     }
     const n = text.length;
+    // The next LF and CR, each searched for again only once passed (indexOf is
+    // a fast scan; most streams have no CR at all).
+    let lf = text.indexOf("\n", i);
+    let cr = text.indexOf("\r", i);
     while (i < n) {
-      let j = i;
-      let c = 0;
-      for (; j < n; j++) {
-        c = text.charCodeAt(j);
-        if (c === 10 || c === 13) break;
-      }
-      if (j === n) {
+      if (lf >= 0 && lf < i) lf = text.indexOf("\n", i);
+      if (cr >= 0 && cr < i) cr = text.indexOf("\r", i);
+      const j = cr < 0 || (lf >= 0 && lf < cr) ? lf : cr;
+      if (j < 0) {
         this._line += text.slice(i);
         if (this._line.length > this._maxLine) throw this._lineTooLong(this._line.length);
         break;
@@ -172,14 +190,12 @@ export class SSEDecoder {
       const line = this._line ? this._line + text.slice(i, j) : text.slice(i, j);
       this._line = "";
       this._processLine(line, out);
-      if (c === 13) {
-        if (j + 1 < n) {
-          if (text.charCodeAt(j + 1) === 10) j++;
-        } else {
-          this._skipLF = true;
-        }
-      }
       i = j + 1;
+      if (j === cr) {
+        // CRLF is one line end; a CR last in the chunk may be the first half of one.
+        if (i === n) this._skipLF = true;
+        else if (lf === i) i++;
+      }
     }
     return out;
   }
@@ -189,8 +205,7 @@ export class SSEDecoder {
     if (this._closed) return [];
     this._closed = true;
     this._line = "";
-    this._data = [];
-    this._dataLen = 0;
+    this._data = null;
     this._type = "";
     this._blockRetry = null;
     return [];
@@ -212,11 +227,10 @@ export class SSEDecoder {
     }
     switch (name) {
       case "data":
-        this._dataLen += value.length + 1;
-        if (this._dataLen > this._maxEvent + 1) {
+        this._data = this._data === null ? value : this._data + "\n" + value;
+        if (this._data.length > this._maxEvent) {
           throw new ProtocolError(`event data exceeds the limit of ${this._maxEvent} characters`);
         }
-        this._data.push(value);
         break;
       case "event":
         this._type = value;
@@ -237,15 +251,14 @@ export class SSEDecoder {
 
   _dispatch(out) {
     this._lastId = this._idBuf;
-    if (this._data.length) {
+    if (this._data !== null) {
       out.push({
-        data: this._data.join("\n"),
+        data: this._data,
         event: this._type || "message",
         id: this._lastId,
         retry: this._blockRetry,
       });
-      this._data = [];
-      this._dataLen = 0;
+      this._data = null;
     }
     this._type = "";
     this._blockRetry = null;
@@ -293,6 +306,105 @@ export function eventsLink(value) {
     }
   }
   return null;
+}
+
+// -- the reconnect policy ----------------------------------------------------
+
+/**
+ * When to reconnect and what to send, decided without I/O: the Python
+ * ssegate.ReconnectPolicy, in milliseconds (the same decisions; a test runs
+ * both on the same sequences).
+ *
+ * Feed it what the connection saw: event(ev) for events, serverRetry(ms) and
+ * setLastEventId(id) for what the decoder saw, retryAfter(ms) for a
+ * Retry-After header, connected() when a stream opens. When a connection
+ * ends, failed() returns the delay (ms) before the next attempt, or null once
+ * maxAttempts consecutive attempts have failed. The delay for the n-th
+ * consecutive failure is min(maxDelayMs, retryMs * multiplier ** (n - 1)),
+ * with up to `jitter` of it taken off at random; a Retry-After replaces it
+ * once. A connection that delivered an event resets n.
+ */
+export class ReconnectPolicy {
+  constructor({
+    lastEventId = "",
+    retryMs = DEFAULT_RETRY_MS,
+    maxAttempts = DEFAULT_MAX_ATTEMPTS,
+    maxDelayMs = DEFAULT_MAX_DELAY_MS,
+    multiplier = 2,
+    jitter = 0.2,
+    random = Math.random,
+  } = {}) {
+    if (!(retryMs >= 0)) throw new RangeError("retryMs must not be negative");
+    if (maxAttempts !== null && !(maxAttempts >= 0)) throw new RangeError("maxAttempts must be null (no limit) or >= 0");
+    if (!(jitter >= 0 && jitter <= 1)) throw new RangeError("jitter must be between 0 and 1");
+    if (!(multiplier >= 1)) throw new RangeError("multiplier must be at least 1");
+    if (!(maxDelayMs >= 0)) throw new RangeError("maxDelayMs must not be negative");
+    if (/[\0\r\n]/.test(lastEventId)) {
+      throw new TypeError(`lastEventId must not contain NUL, CR or LF: ${JSON.stringify(lastEventId)}`);
+    }
+    this.lastEventId = lastEventId;
+    this.retryMs = retryMs;
+    this.maxAttempts = maxAttempts;
+    this.maxDelayMs = maxDelayMs;
+    this.multiplier = multiplier;
+    this.jitter = jitter;
+    this.attempt = 0; // consecutive failed connections so far
+    this._random = random;
+    this._retryAfter = null;
+    this._progress = false;
+  }
+
+  /** Headers for the next request (HTML § 9.2.3, plus no-cache). */
+  headers() {
+    const headers = { accept: "text/event-stream", "cache-control": "no-cache" };
+    if (this.lastEventId) headers["last-event-id"] = this.lastEventId;
+    return headers;
+  }
+
+  /** An event arrived: remember its id and that this connection works. */
+  event(ev) {
+    this._progress = true;
+    if (ev.id != null) this.lastEventId = ev.id;
+    if (ev.retry != null) this.retryMs = ev.retry;
+  }
+
+  /** The decoder's latest `retry` (it may come in a block with no data). */
+  serverRetry(ms) {
+    if (ms != null) this.retryMs = ms;
+  }
+
+  /** The decoder's lastEventId (it may come in a block with no data). */
+  setLastEventId(id) {
+    this.lastEventId = id;
+  }
+
+  /** The server asked (Retry-After) to wait this long before the next attempt. */
+  retryAfter(ms) {
+    if (ms != null && ms >= 0) this._retryAfter = ms;
+  }
+
+  /** A connection was accepted (a 2xx event stream). */
+  connected() {
+    this._progress = false;
+  }
+
+  /** The connection ended or could not be made: ms to wait, or null to stop. */
+  failed() {
+    if (this._progress) {
+      this.attempt = 0;
+      this._progress = false;
+    }
+    this.attempt++;
+    if (this.maxAttempts !== null && this.attempt > this.maxAttempts) return null;
+    if (this._retryAfter !== null) {
+      // The server said when; it knows its own load better than a formula.
+      const delay = Math.min(this._retryAfter, Math.max(this.maxDelayMs, this.retryMs));
+      this._retryAfter = null;
+      return delay;
+    }
+    const delay = Math.min(this.maxDelayMs, this.retryMs * this.multiplier ** Math.min(this.attempt - 1, 64));
+    return delay * (1 - this.jitter * this._random());
+  }
 }
 
 // -- the reconnecting client -------------------------------------------------
@@ -363,24 +475,24 @@ export class EventStream {
       throw new TypeError(`a ${this.method} request cannot carry a body; use method: "POST"`);
     }
     this._body = body;
-    const lastEventId = o.lastEventId ?? "";
-    if (/[\0\r\n]/.test(lastEventId)) {
-      throw new TypeError(`lastEventId must not contain NUL, CR or LF: ${JSON.stringify(lastEventId)}`);
-    }
     const retry = o.retry ?? {};
+    this._policy = new ReconnectPolicy({
+      lastEventId: o.lastEventId ?? "",
+      retryMs: retry.initialDelayMs ?? DEFAULT_RETRY_MS,
+      maxAttempts: retry.maxAttempts === undefined ? DEFAULT_MAX_ATTEMPTS : retry.maxAttempts,
+      maxDelayMs: retry.maxDelayMs ?? DEFAULT_MAX_DELAY_MS,
+      multiplier: retry.multiplier ?? 2,
+      jitter: retry.jitter ?? 0.2,
+      random: o.random ?? Math.random,
+    });
     this._reconnect = o.reconnect ?? true;
-    this._maxAttempts = retry.maxAttempts === undefined ? DEFAULT_MAX_ATTEMPTS : retry.maxAttempts;
-    this._maxDelayMs = retry.maxDelayMs ?? DEFAULT_MAX_DELAY_MS;
-    this._multiplier = retry.multiplier ?? 2;
-    this._jitter = retry.jitter ?? 0.2;
-    this._retryMs = retry.initialDelayMs ?? DEFAULT_RETRY_MS;
     this._readTimeoutMs = o.readTimeoutMs === undefined ? DEFAULT_READ_TIMEOUT_MS : o.readTimeoutMs;
     this._resend = !!o.resend;
+    this._maxEventSize = o.maxEventSize ?? MAX_EVENT_SIZE;
     this._trusted = new Set((o.trustedOrigins ?? []).map(originOf));
     this._fetch = o.fetch ?? globalThis.fetch.bind(globalThis);
     this._sleep = o.sleep ?? defaultSleep;
     this._now = o.now ?? Date.now;
-    this._random = o.random ?? Math.random;
     this._credentials = o.credentials;
     this._stopAt = o.untilDone === true ? isTerminal : typeof o.untilDone === "function" ? o.untilDone : null;
     this._on = {
@@ -391,10 +503,6 @@ export class EventStream {
       close: o.onClose,
     };
 
-    this._lastId = lastEventId;
-    this._failures = 0;
-    this._progress = false;
-    this._retryAfterMs = null;
     this._eventsUrl = null;
     this._streamId = null;
     this._status = null;
@@ -439,7 +547,7 @@ export class EventStream {
 
   /** The id the next request sends as Last-Event-ID ("" while none). */
   get lastEventId() {
-    return this._lastId;
+    return this._policy.lastEventId;
   }
 
   /** Where a broken non-GET stream resumes by GET (from `Link: <url>; rel="events"`), or null. */
@@ -449,7 +557,7 @@ export class EventStream {
 
   /** The reconnection time in force (ms): the server's last `retry`, or the initial delay. */
   get retryMs() {
-    return this._retryMs;
+    return this._policy.retryMs;
   }
 
   /** The status of the last response (null before the first). */
@@ -560,9 +668,7 @@ export class EventStream {
 
   _nextRequest() {
     const headers = new Headers(this._headers);
-    headers.set("accept", "text/event-stream");
-    headers.set("cache-control", "no-cache");
-    if (this._lastId) headers.set("last-event-id", this._lastId);
+    for (const [name, value] of Object.entries(this._policy.headers())) headers.set(name, value);
     let method = this.method;
     let url = this.url;
     let body = this._body;
@@ -598,8 +704,8 @@ export class EventStream {
       } catch (cause) {
         if (this._closed) return null;
         const error = new NetworkError(`could not fetch ${init.method} ${url}: ${cause?.message ?? cause}`, { cause });
-        // A request refused before it was sent may go again, even a POST.
-        const notSent = cause?.cause?.code === "ECONNREFUSED";
+        // A request that never left may go again, even a POST.
+        const notSent = NOT_SENT.has(cause?.cause?.code);
         if (!this._reconnect || (!notSent && !this._safeToRepeat())) throw error;
         return this._retryDelay(error);
       }
@@ -634,7 +740,7 @@ export class EventStream {
     if (this._reconnect && RETRY_STATUSES(status) && (this._safeToRepeat() || NOT_PROCESSED.has(status))) {
       await response.body?.cancel().catch(() => {});
       const after = parseRetryAfter(response.headers.get("retry-after"), this._now());
-      if (after !== null) this._retryAfterMs = after;
+      this._policy.retryAfter(after);
       const error = new HTTPError(`${init.method} ${url} answered ${status}`, {
         status,
         headers: response.headers,
@@ -653,7 +759,7 @@ export class EventStream {
   }
 
   async _read(response, url, init, attempt) {
-    this._progress = false;
+    this._policy.connected();
     this._received = 0;
     const id = response.headers.get("x-stream-id");
     if (id && this._streamId === null) this._streamId = id;
@@ -673,7 +779,8 @@ export class EventStream {
       }
     }
     this._call("open", response);
-    const decoder = new SSEDecoder({ lastEventId: this._lastId });
+    const policy = this._policy;
+    const decoder = new SSEDecoder({ lastEventId: policy.lastEventId, maxEventSize: this._maxEventSize });
     const reader = response.body.getReader();
     let error = null;
     let timer = null;
@@ -700,13 +807,14 @@ export class EventStream {
         if (chunk.done) break;
         arm();
         const events = decoder.feed(chunk.value);
-        this._lastId = decoder.lastEventId;
-        if (decoder.retry !== null) this._retryMs = decoder.retry;
+        // One call for the batch (as the Python client): the decoder's state is
+        // the final word on id and retry; an `error` event is not progress (a
+        // stream that opens only to report a failure counts against the cap).
+        if (events.some((e) => e.event !== "error")) policy.event(events.at(-1));
+        policy.setLastEventId(decoder.lastEventId);
+        policy.serverRetry(decoder.retry);
         for (const ev of events) {
           if (this._closed) break;
-          // An `error` event is not progress: a stream that opens only to
-          // report a failure counts against the cap like one that never opened.
-          if (ev.event !== "error") this._progress = true;
           this._received++;
           const stop = this._stopAt !== null && this._stopAt(ev);
           if (!(stop && ev.data === "[DONE]")) this._deliver(ev);
@@ -769,28 +877,16 @@ export class EventStream {
 
   /** The wait before the next attempt (ms), as the Python ReconnectPolicy decides it. */
   _retryDelay(error) {
-    if (this._progress) {
-      this._failures = 0;
-      this._progress = false;
-    }
-    this._failures++;
-    if (this._maxAttempts !== null && this._failures > this._maxAttempts) {
+    const delay = this._policy.failed();
+    const attempts = this._policy.attempt;
+    if (delay === null) {
       const cause = error ?? new NetworkError("the server kept ending the stream");
-      throw new RetryLimitError(`gave up on ${this.url} after ${this._failures} failed attempts: ${cause.message}`, {
-        attempts: this._failures,
+      throw new RetryLimitError(`gave up on ${this.url} after ${attempts} failed attempts: ${cause.message}`, {
+        attempts,
         cause,
       });
     }
-    let delay;
-    if (this._retryAfterMs !== null) {
-      // The server said when; it knows its own load better than a formula.
-      delay = Math.min(this._retryAfterMs, Math.max(this._maxDelayMs, this._retryMs));
-      this._retryAfterMs = null;
-    } else {
-      const backoff = this._retryMs * this._multiplier ** Math.min(this._failures - 1, 64);
-      delay = Math.min(this._maxDelayMs, backoff) * (1 - this._jitter * this._random());
-    }
-    this._call("retry", { attempt: this._failures, delayMs: delay, error });
+    this._call("retry", { attempt: attempts, delayMs: delay, error });
     return delay;
   }
 }
