@@ -42,6 +42,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
+	scripts/ensure-chromium
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest test-js docs

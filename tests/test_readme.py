@@ -51,7 +51,7 @@ def _make_run_command() -> list[str]:
 @pytest.fixture(scope="module")
 def make_run() -> Iterator[tuple[str, str]]:
     """What ``make run`` runs (``ssegate serve`` with the local model), on a free port:
-    yields the base URL and the line it printed."""
+    yields the base URL and the two lines it printed."""
     command = _make_run_command()
     assert command == ["$(BIN)/ssegate", "serve", "--host", "127.0.0.1", "--port", "8000"]
     port = _free_port()  # not 8000: that is the user's
@@ -73,7 +73,8 @@ def make_run() -> Iterator[tuple[str, str]]:
             assert time.monotonic() < deadline, "the local model did not load"
             time.sleep(0.2)
         assert process.stdout is not None
-        yield url, process.stdout.readline().decode()
+        lines = [process.stdout.readline().decode() for _ in range(2)]
+        yield url, "".join(lines)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(30)
@@ -86,8 +87,12 @@ QUESTION = {"role": "user", "content": "What is the capital of France?"}
 
 def test_make_run_prints_its_urls(make_run: tuple[str, str]) -> None:
     url, printed = make_run
-    assert printed == f"ssegate gateway  API {url}/v1  docs {url}/docs  (model: local)\n"
-    assert httpx.get(url + "/docs").status_code == 200
+    assert printed == (
+        f"ssegate gateway  API {url}/v1  docs {url}/docs  (model: local)\n"
+        f"pages  chat {url}/  topics {url}/topics  dashboard {url}/dashboard\n"
+    )
+    for path in ("/docs", "/", "/topics", "/dashboard"):
+        assert httpx.get(url + path).status_code == 200
 
 
 def test_make_run_answers_raw_http_like_curl(make_run: tuple[str, str]) -> None:

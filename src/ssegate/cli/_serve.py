@@ -133,6 +133,7 @@ def serve(
     typer.echo(
         f"ssegate gateway  API {base}/v1  docs {base}/docs  (model: {settings.default_model})"
     )
+    typer.echo(f"pages  chat {base}/  topics {base}/topics  dashboard {base}/dashboard")
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,

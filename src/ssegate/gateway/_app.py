@@ -4,7 +4,7 @@ It only wires the parts together: the store (memory or Redis), one ``Hub``
 reading it for every local reader, the generation ``Runner``, the models, the
 metrics registry, and the middleware (in order from the outside: the query
 token scrubbed before anything logs, CORS, the body size limit). Each route
-lives in the module of its concern.
+lives in the module of its concern; the pages in ``_pages``.
 
 At startup the process answers at once; the local model loads in the
 background (``/readyz`` says when it is ready). ``sleep`` and ``clock`` are
@@ -23,7 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from ..llm.providers import Provider
 from ..streams import Hub, MemoryStore, StreamStore
-from . import _chat, _ops, _static, _streams, _topics
+from . import _chat, _dashboard, _ops, _pages, _static, _streams, _topics
 from ._auth import ScrubToken
 from ._errors import install_error_handlers
 from ._gateway import Gateway
@@ -105,7 +105,7 @@ def create_app(
     )
     app.state.gateway = gw
     install_error_handlers(app)
-    for module in (_chat, _streams, _topics, _ops, _static):
+    for module in (_chat, _streams, _topics, _ops, _static, _dashboard, _pages):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(

@@ -7,9 +7,9 @@ query token is taken out of the request before anything else sees it
 message, not a ``Link`` header.
 
 Scopes: ``chat`` (chat completions, models, streams), ``publish`` (any topic),
-``subscribe:<pattern>`` (topics matching the glob). With no keys configured
-auth is off: every request is the anonymous principal with every scope (the
-CLI then refuses to bind anything but loopback).
+``subscribe:<pattern>`` (topics matching the glob), ``ops`` (the dashboard's
+feed). With no keys configured auth is off: every request is the anonymous
+principal with every scope (the CLI then refuses to bind anything but loopback).
 
 Keys are compared in constant time (``hmac.compare_digest``), each against all.
 """
@@ -40,7 +40,7 @@ class Principal:
     scopes: frozenset[str]
 
     def allows(self, scope: str) -> bool:
-        """Whether ``scope`` (``chat``, ``publish``, ``subscribe:<topic>``) is granted."""
+        """Whether ``scope`` (``chat``, ``publish``, ``ops``, ``subscribe:<topic>``) is granted."""
         if scope in self.scopes or "*" in self.scopes:
             return True
         kind, _, topic = scope.partition(":")

@@ -1,12 +1,15 @@
 """The gateway's Prometheus metrics, in a registry of its own (no global state).
 
 Two gateways in one process (tests, an app embedding two) keep apart figures;
-``GET /metrics`` exports this registry only.
+``GET /metrics`` exports this registry only. ``live`` keeps the last minute's
+figures for the dashboard (``_stats``).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ._stats import LiveStats
 
 __all__ = ["Metrics"]
 
@@ -21,6 +24,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.live = LiveStats()
         self.active_streams = Gauge(
             "ssegate_active_streams", "Generations running in this process", registry=registry
         )

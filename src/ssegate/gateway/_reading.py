@@ -180,11 +180,14 @@ class Reader(Response):
             if not self._attached:
                 gateway.runner.attach(stream)
             gateway.presence.add(stream)
+        kind = "topic" if stream is None else "stream"
         metrics.subscribers.inc()
+        metrics.live.readers[kind] += 1
         try:
             await self.inner(scope, receive, send)
         finally:
             metrics.subscribers.dec()
+            metrics.live.readers[kind] -= 1
             if self.inner.close_reason in (CloseReason.CLIENT_GONE, CloseReason.SEND_TIMEOUT):
                 metrics.disconnects.inc()
             if stream is not None:

@@ -139,6 +139,14 @@ class Runner:
         """How many generations ``key_id`` runs now."""
         return self._per_key[key_id]
 
+    def now(self) -> float:
+        """The runner's clock (what ``metrics.live`` is recorded in)."""
+        return self._clock()
+
+    def by_model(self) -> Counter[str]:
+        """How many generations run here now, per model."""
+        return Counter(generation.model for generation in self._running.values())
+
     def get(self, stream: str) -> Generation | None:
         """The generation producing ``stream`` here, if this process runs it."""
         return self._running.get(stream)
@@ -248,6 +256,7 @@ class Runner:
     async def _produce(self, generation: Generation, route: Route, request: ChatRequest) -> str:
         """Relay the provider's events into the store; the stream's outcome."""
         store, stream, metrics = self.store, generation.id, self.metrics
+        live = metrics.live
         model = generation.model
         last_token: float | None = None
         usage: Usage | None = None
@@ -264,9 +273,12 @@ class Runner:
                                 generation.tokens += 1
                                 if last_token is None:
                                     generation.first_token_at = now
-                                    metrics.ttft.labels(model).observe(now - generation.started_at)
+                                    ttft = now - generation.started_at
+                                    metrics.ttft.labels(model).observe(ttft)
+                                    live.token(model, now, ttft=ttft)
                                 else:
                                     metrics.inter_token.labels(model).observe(now - last_token)
+                                    live.token(model, now, gap=now - last_token)
                                 last_token = now
                             elif kind is Usage:
                                 usage = event  # type: ignore[assignment]

@@ -69,7 +69,7 @@ __all__ = [
 #: Models every gateway serves, whatever the configuration.
 BUILTIN_MODELS = ("local", "echo")
 
-_SCOPE = re.compile(r"(chat|publish|subscribe:[A-Za-z0-9_.:/@+=*?\[\]-]{1,200})\Z")
+_SCOPE = re.compile(r"(chat|publish|ops|subscribe:[A-Za-z0-9_.:/@+=*?\[\]-]{1,200})\Z")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 
 
@@ -133,8 +133,9 @@ class KeySettings(_Strict):
     id: str
     key: SecretStr | None = None
     key_env: str | None = None
-    #: ``chat`` (chat completions and streams), ``publish`` (topics) and
-    #: ``subscribe:<pattern>`` (topics matching a glob such as ``prices/*``).
+    #: ``chat`` (chat completions and streams), ``publish`` (topics),
+    #: ``subscribe:<pattern>`` (topics matching a glob such as ``prices/*``) and
+    #: ``ops`` (the operator's dashboard feed).
     scopes: list[str] = Field(default_factory=lambda: ["chat"])
 
     @field_validator("id")
@@ -150,7 +151,7 @@ class KeySettings(_Strict):
         for scope in scopes:
             if not _SCOPE.match(scope):
                 raise ValueError(
-                    f"unknown scope {scope!r}; use chat, publish or subscribe:<topic pattern>"
+                    f"unknown scope {scope!r}; use chat, publish, ops or subscribe:<topic pattern>"
                 )
         return scopes
 

@@ -1,0 +1,151 @@
+"""``LiveStats``: the gateway's recent figures, per model, for the operator's dashboard.
+
+Prometheus histograms (``_metrics``) count since the start; an operator looking
+at the gateway now wants the last minute: tokens per second, and time to first
+token and inter-token latency as percentiles of recent samples. The runner
+records each token here as it counts it for Prometheus; ``snapshot()`` gives
+what ``GET /v1/dashboard/events`` sends.
+
+Sans-IO: every method takes the time it happens at (``now``, in the clock's
+seconds); nothing reads a clock or sleeps, so tests drive it with made-up times.
+Recording a token is O(1): a bounded deque of recent samples per model and a
+count per whole second; percentiles are computed only when a snapshot is asked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["LiveStats", "percentiles"]
+
+#: The percentiles a snapshot gives of each latency.
+QUANTILES = (50, 90, 99)
+
+
+def percentiles(values: list[float]) -> dict[str, float | int | None]:
+    """Nearest-rank p50/p90/p99 of ``values`` (seconds) in milliseconds, and their count."""
+    ordered = sorted(values)
+    out: dict[str, float | int | None] = {"n": len(ordered)}
+    for q in QUANTILES:
+        if ordered:
+            rank = max(1, math.ceil(q / 100 * len(ordered)))
+            out[f"p{q}"] = round(ordered[rank - 1] * 1000, 1)
+        else:
+            out[f"p{q}"] = None
+    return out
+
+
+class _Model:
+    __slots__ = ("gaps", "seconds", "ttft")
+
+    def __init__(self, samples: int) -> None:
+        self.ttft: deque[tuple[float, float]] = deque(maxlen=samples)
+        self.gaps: deque[tuple[float, float]] = deque(maxlen=samples)
+        #: ``[whole second, tokens in it]``, oldest first.
+        self.seconds: deque[list[int]] = deque()
+
+
+class LiveStats:
+    """Tokens, time to first token and inter-token gaps of the last ``window`` seconds.
+
+    ``rate_window``: the whole seconds averaged into ``tokens_per_s`` (the
+    second under way is left out: it is not over). ``samples``: latency samples
+    kept per model and kind (the most recent ones).
+    """
+
+    def __init__(self, *, window: int = 60, rate_window: int = 5, samples: int = 2048) -> None:
+        if not 0 < rate_window <= window:
+            raise ValueError("0 < rate_window <= window")
+        self.window = window
+        self.rate_window = rate_window
+        self.samples = samples
+        self._models: dict[str, _Model] = {}
+        #: Readers connected now, per kind: ``stream`` (of a generation), ``topic``.
+        self.readers: Counter[str] = Counter()
+
+    def _model(self, name: str, now: float) -> _Model:
+        found = self._models.get(name)
+        if found is None:
+            self._forget_idle(now)  # names come from requests: no unbounded growth
+            found = self._models[name] = _Model(self.samples)
+        return found
+
+    def token(
+        self, model: str, now: float, *, ttft: float | None = None, gap: float | None = None
+    ) -> None:
+        """One token of ``model`` at ``now``: the first of its generation (``ttft``,
+        seconds since the request) or one ``gap`` seconds after the previous."""
+        stats = self._model(model, now)
+        second = math.floor(now)
+        seconds = stats.seconds
+        if seconds and seconds[-1][0] == second:
+            seconds[-1][1] += 1
+        else:
+            seconds.append([second, 1])
+            while seconds[0][0] <= second - self.window:
+                seconds.popleft()
+        if ttft is not None:
+            stats.ttft.append((now, ttft))
+        if gap is not None:
+            stats.gaps.append((now, gap))
+
+    def snapshot(self, now: float, active: Mapping[str, int]) -> dict[str, Any]:
+        """The figures at ``now``; ``active``: generations running per model."""
+        self._forget_idle(now, keep=active)
+        current = math.floor(now)
+        first = current - self.window  # series: the whole seconds before the current one
+        models = []
+        totals = [0] * self.window
+        for name in sorted(set(self._models) | {m for m, n in active.items() if n}):
+            stats = self._models.get(name)
+            series = [0] * self.window
+            ttft: list[float] = []
+            gaps: list[float] = []
+            if stats is not None:
+                for second, count in stats.seconds:
+                    if first <= second < current:
+                        series[second - first] = count
+                        totals[second - first] += count
+                since = now - self.window
+                ttft = [v for t, v in stats.ttft if t > since]
+                gaps = [v for t, v in stats.gaps if t > since]
+            models.append(
+                {
+                    "model": name,
+                    "active": active.get(name, 0),
+                    "tokens_per_s": _rate(series, self.rate_window),
+                    "tokens": sum(series),
+                    "ttft_ms": percentiles(ttft),
+                    "itl_ms": percentiles(gaps),
+                    "series": series,
+                }
+            )
+        return {
+            "window_s": self.window,
+            "active_streams": sum(active.values()),
+            "stream_readers": self.readers["stream"],
+            "topic_subscribers": self.readers["topic"],
+            "tokens_per_s": _rate(totals, self.rate_window),
+            "series": totals,
+            "models": models,
+        }
+
+    def _forget_idle(self, now: float, keep: Mapping[str, int] | None = None) -> None:
+        """Drop the models with nothing in the window (and nothing running)."""
+        since = now - self.window
+        for name in [
+            name
+            for name, stats in self._models.items()
+            if not (keep and keep.get(name))
+            and not (stats.seconds and stats.seconds[-1][0] >= math.floor(now) - self.window)
+            and not (stats.ttft and stats.ttft[-1][0] > since)
+            and not (stats.gaps and stats.gaps[-1][0] > since)
+        ]:
+            del self._models[name]
+
+
+def _rate(series: list[int], last: int) -> float:
+    return round(sum(series[-last:]) / last, 2)
