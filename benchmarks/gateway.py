@@ -2,8 +2,8 @@
 
 Three processes besides this one, each its own:
 
-- a fake OpenAI-compatible upstream (raw asyncio on uvloop, pre-encoded SSE
-  chunks): each stream gets its first token at once, stamped with the
+- a fake OpenAI-compatible upstream (``benchmarks/fake_upstream.py``, shared
+  with the relay benchmark: raw asyncio on uvloop, pre-encoded SSE chunks): each stream gets its first token at once, stamped with the
   ``time.monotonic()`` at which it was written, then one token every 50 ms
   (20 tokens/s), each stamped with the time it was due;
 - the gateway, exactly as users run it: ``python -m ssegate serve --config FILE``
@@ -75,101 +75,14 @@ import urllib.request
 from typing import Any
 
 from _report import Report
+from fake_upstream import RATE, STAMP, run_upstream  # benchmarks/ is on sys.path
 
-RATE = 20.0  # tokens per second per stream
-TICK = 0.005  # the upstream's scheduler tick; streams are spread over the 50 ms period
 HERE = os.path.abspath(__file__)
 LITELLM_KEY = "sk-bench-7f3a9c2e41d84b0a9e5f6c7d8e9fa0b1"  # its proxy refuses to start without
 
 
-# -- the fake upstream ----------------------------------------------------------------
-
-
-def run_upstream(port: int, tokens: int) -> None:
-    import uvloop
-
-    def chunk(delta: bytes, finish: bytes = b"null") -> bytes:
-        return (
-            b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk",'
-            b'"created":1760000000,"model":"m","choices":[{"index":0,"delta":'
-            + delta
-            + b',"finish_reason":'
-            + finish
-            + b"}]}\n\n"
-        )
-
-    head, tail = chunk(b'{"content":"@"}').split(b"@")
-    role = chunk(b'{"role":"assistant","content":""}')
-    last = chunk(b"{}", b'"stop"') + b"data: [DONE]\n\n"
-    period = round(1 / RATE / TICK)  # ticks between two tokens of one stream
-    slots: list[list[Any]] = [[] for _ in range(period)]  # phase -> [transport, sent, due]
-
-    class Proto(asyncio.Protocol):
-        def connection_made(self, transport: Any) -> None:
-            self.transport = transport
-            self.buf = b""
-
-        def data_received(self, data: bytes) -> None:
-            self.buf += data
-            headers, sep, body = self.buf.partition(b"\r\n\r\n")
-            if not sep:
-                return
-            m = re.search(rb"(?i)content-length: *(\d+)", headers)
-            if m and len(body) < int(m.group(1)):
-                return
-            asked = re.search(rb'"max_(?:completion_)?tokens": *(\d+)', body)
-            self.buf = b""
-            self.transport.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"cache-control: no-cache\r\nconnection: close\r\n\r\n"
-                + role
-                + head
-                + b"%.6f " % time.monotonic()  # the first token: at once
-                + tail
-            )
-            # The next tokens on the first slot a period from now, round-robin.
-            loop = asyncio.get_running_loop()
-            phase = (round(loop.time() / TICK) + period) % period
-            slots[phase].append([self.transport, 1, int(asked[1]) if asked else tokens])
-
-    async def ticker() -> None:
-        loop = asyncio.get_running_loop()
-        mono0 = time.monotonic() - loop.time()
-        n = round(loop.time() / TICK)
-        while True:
-            n += 1
-            due_loop = n * TICK
-            await asyncio.sleep(max(0.0, due_loop - loop.time()))
-            due = b"%.6f " % (mono0 + due_loop)
-            slot = slots[n % period]
-            keep = []
-            for item in slot:
-                tr = item[0]
-                if tr.is_closing():
-                    continue
-                if item[1] >= item[2]:
-                    tr.write(last)
-                    tr.close()
-                    continue
-                item[1] += 1
-                tr.write(head + due + tail)
-                keep.append(item)
-            slot[:] = keep
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(Proto, "127.0.0.1", port, backlog=4096)
-        tick = loop.create_task(ticker())
-        async with server:
-            await server.serve_forever()
-        tick.cancel()
-
-    uvloop.run(main())
-
-
 # -- the load generator ---------------------------------------------------------------
 
-STAMP = re.compile(rb'"content": ?"(\d+\.\d{6}) ')
 ECHO_TOKEN = re.compile(rb'"content": ?" ?tok"')
 
 

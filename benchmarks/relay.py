@@ -1,6 +1,7 @@
 """Relay benchmark: upstream LLM streams -> OpenAI-compatible adapter -> native events.
 
-A fake OpenAI-compatible upstream (its own process, raw asyncio) emits one
+A fake OpenAI-compatible upstream (``benchmarks/fake_upstream.py``, its own
+process, raw asyncio; the gateway benchmark's too) emits one
 ``chat.completion.chunk`` per stream at 20 tokens/s; each token's text is the
 ``time.monotonic()`` at which it was due. The same client (this process, raw
 asyncio sockets, so it costs little) reads N concurrent streams either
@@ -53,99 +54,9 @@ import time
 from typing import Any
 
 from _report import Report
+from fake_upstream import RATE, run_upstream  # benchmarks/ is on sys.path
 
-RATE = 20.0  # tokens per second per stream
-TICK = 0.005  # the upstream's scheduler tick; streams are spread over the 50 ms period
 HERE = os.path.abspath(__file__)
-
-
-# -- the fake upstream ----------------------------------------------------------------
-
-
-def run_upstream(port: int, tokens: int, certdir: str = "") -> None:
-    import ssl
-
-    import uvloop
-
-    chunk_head = (
-        b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,'
-        b'"model":"m","choices":[{"index":0,"delta":{"content":"'
-    )
-    chunk_tail = b' "},"finish_reason":null}]}\n\n'
-    first = (
-        b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,'
-        b'"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},'
-        b'"finish_reason":null}]}\n\n'
-    )
-    last = (
-        b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,'
-        b'"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
-        b"data: [DONE]\n\n"
-    )
-    period = round(1 / RATE / TICK)  # ticks between two tokens of one stream
-    slots: list[list[Any]] = [[] for _ in range(period)]  # phase -> [transport, sent]
-    counter = [0]
-
-    class Proto(asyncio.Protocol):
-        def connection_made(self, transport: Any) -> None:
-            self.transport = transport
-            self.buf = b""
-
-        def data_received(self, data: bytes) -> None:
-            self.buf += data
-            head, sep, body = self.buf.partition(b"\r\n\r\n")
-            if not sep:
-                return
-            m = re.search(rb"(?i)content-length: *(\d+)", head)
-            if m and len(body) < int(m.group(1)):
-                return
-            self.buf = b""
-            self.transport.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"cache-control: no-cache\r\nconnection: close\r\n\r\n" + first
-            )
-            phase = counter[0] % period
-            counter[0] += 1
-            slots[phase].append([self.transport, 0])
-
-    async def ticker() -> None:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        mono0 = time.monotonic() - start
-        n = 0
-        while True:
-            n += 1
-            due_loop = start + n * TICK
-            await asyncio.sleep(max(0.0, due_loop - loop.time()))
-            due = b"%.6f" % (mono0 + due_loop)
-            slot = slots[n % period]
-            keep = []
-            for item in slot:
-                tr = item[0]
-                if tr.is_closing():
-                    continue
-                item[1] += 1
-                if item[1] > tokens:
-                    tr.write(last)
-                    tr.close()
-                    continue
-                tr.write(chunk_head + due + chunk_tail)
-                keep.append(item)
-            slot[:] = keep
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ctx = None
-        if certdir:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(os.path.join(certdir, "cert.pem"), os.path.join(certdir, "key.pem"))
-        server = await loop.create_server(Proto, "127.0.0.1", port, backlog=4096, ssl=ctx)
-        tick = loop.create_task(ticker())
-        async with server:
-            await server.serve_forever()
-        tick.cancel()
-
-    uvloop.run(main())
 
 
 # -- the relays -----------------------------------------------------------------------

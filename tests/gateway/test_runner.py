@@ -158,3 +158,18 @@ async def test_a_provider_bug_ends_its_stream_with_an_error_and_nothing_else(
     assert (await store.info("gen_f")).outcome == ERROR
     assert fine.end_reason == "stop"
     assert "generation gen_f failed" in caplog.text
+
+
+async def test_grace_timers_are_not_tasks() -> None:
+    store = MemoryStore(clock=anyio.current_time)
+    async with runner(store, grace=30.0) as run:
+        before = len(anyio.get_running_tasks())
+        await run.start("gen_h", echo(), LONG, key_id="k")
+        await anyio.sleep(1)
+        for n in range(20):  # unread, each with its grace timer running
+            await run.start(f"gen_h{n}", echo(), LONG, key_id="k")
+        await anyio.sleep(1)
+        # Two tasks per generation (its own and its lease's renewal), however
+        # many grace timers run: they are entries of one queue.
+        assert len(anyio.get_running_tasks()) - before == 21 * 2
+        assert len(run._timers) == 21

@@ -356,8 +356,12 @@ async def test_tracked_objects_per_live_stream() -> None:
     """
     for make in (hand_written, ssegate):  # warm up
         await tracked_per_stream(make, 10)
-    base, _ = await tracked_per_stream(hand_written, 200)
-    ours, kinds = await tracked_per_stream(ssegate, 200)
+    # The least of three counts each: a thread left running by another test
+    # may allocate meanwhile, and it can only add objects.
+    base = min([(await tracked_per_stream(hand_written, 200))[0] for _ in range(3)])
+    ours, kinds = min(
+        [await tracked_per_stream(ssegate, 200) for _ in range(3)], key=lambda found: found[0]
+    )
     assert ours - base <= 17, (base, ours, kinds.most_common())
     assert kinds["AsyncioSession"] == kinds["EventSourceResponse"] == 200
 

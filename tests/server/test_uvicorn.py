@@ -7,6 +7,7 @@ asserts how long something took.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -318,3 +319,37 @@ def test_head_gets_the_headers_and_no_body(server: Any, probe: Probe) -> None:
     assert response.content == b""
     assert probe.closed.wait(WAIT)
     assert probe.reasons == [CloseReason.COMPLETED]
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_an_open_stream_waits_for_the_client_to_leave_without_a_task(
+    http: str, probe: Probe
+) -> None:
+    tasks: list[str] = []
+
+    async def idle(request: Request) -> EventSourceResponse:
+        async def gen() -> AsyncIterator[str]:
+            try:
+                yield "first"
+                # The stream is open and waits for its client to leave: every
+                # task now running, by what it runs.
+                tasks.extend(sorted(t.get_coro().__qualname__ for t in asyncio.all_tasks()))
+                await anyio.sleep_forever()
+                yield "never"
+            finally:
+                probe.finally_ran.set()
+
+        return EventSourceResponse(gen(), on_close=probe.on_close)
+
+    with serve(Starlette(routes=[Route("/idle", idle)]), http=http, lifespan="off") as server:
+        with socket.create_connection((server.host, server.port), timeout=WAIT) as sock:
+            sock.sendall(b"GET /idle HTTP/1.1\r\nHost: test\r\n\r\n")
+            received = b""
+            while b"data: first\n\n" not in received:
+                received += sock.recv(65536)
+        # uvicorn's own task and the request's: the stream has none (a watcher
+        # task per stream would cost every idle stream ~600 bytes)
+        assert tasks == ["RequestResponseCycle.run_asgi", "Server.serve"]
+        assert probe.finally_ran.wait(WAIT)
+        assert probe.closed.wait(WAIT)
+    assert probe.reasons == [CloseReason.CLIENT_GONE]

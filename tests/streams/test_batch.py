@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from streams_support import FakeClock
 
 from ssegate import StreamEnded
-from ssegate.streams._batch import GroupCommit
+from ssegate.streams._batch import GroupCommit, encode_append
 
-V = (b"data", b"", b"")
+V = encode_append(b"data")
 
 
 def error(stream: str, message: str) -> BaseException:
@@ -56,9 +56,9 @@ def test_a_full_batch_is_due_before_its_window(clock: FakeClock) -> None:
 
 def test_a_batch_full_of_bytes_is_due_before_its_window(clock: FakeClock) -> None:
     commit: GroupCommit[int] = GroupCommit(window=10.0, max_bytes=10)
-    commit.add(1, "s", (b"12345", b"", b""), clock())
+    commit.add(1, "s", b"12345", clock())
     assert commit.due(clock()) == pytest.approx(10.0)
-    commit.add(2, "s", (b"123", b"ab", b""), clock())
+    commit.add(2, "s", b"12345", clock())
     assert commit.due(clock()) == 0
     assert [list(r.waiters) for r in commit.take().runs] == [[1, 2]]
 
@@ -73,16 +73,25 @@ def test_draining_makes_everything_due_at_once(clock: FakeClock) -> None:
 def test_take_groups_by_stream_keeping_each_streams_order(clock: FakeClock) -> None:
     commit: GroupCommit[str] = GroupCommit()
     for waiter, stream in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("c1", "c"), ("b2", "b")]:
-        commit.add(waiter, stream, (waiter.encode(), b"", b""), clock())
+        commit.add(waiter, stream, encode_append(waiter.encode()), clock(), waiter.upper())
     batch = commit.take()
     assert batch.events == 5
     assert batch.streams == ["a", "b", "c"]
     assert [r.waiters for r in batch.runs] == [["a1", "a2"], ["b1", "b2"], ["c1"]]
-    assert batch.args(lambda: b"77") == [
-        b"77", b"2", b"a1", b"", b"", b"a2", b"", b"",
-        b"77", b"2", b"b1", b"", b"", b"b2", b"", b"",
-        b"77", b"1", b"c1", b"", b"",
-    ]  # fmt: skip
+    assert [r.items for r in batch.runs] == [["A1", "A2"], ["B1", "B2"], ["C1"]]
+
+    # Per stream: name after its length, number of appends, their size; then the appends.
+    def e(data: bytes) -> bytes:  # no event type, no retry: two lengths 0
+        return b"\0\0\0\2" + data + bytes(8)
+
+    assert batch.blob() == (
+        b"\0\0\0\1a" + b"\0\0\0\2\0\0\0\x1c" + e(b"a1") + e(b"a2")
+        + b"\0\0\0\1b" + b"\0\0\0\2\0\0\0\x1c" + e(b"b1") + e(b"b2")
+        + b"\0\0\0\1c" + b"\0\0\0\1\0\0\0\x0e" + e(b"c1")
+    )  # fmt: skip
+    assert encode_append(b"d", b"token", b"5") == (
+        b"\0\0\0\1d" + b"\0\0\0\5token" + b"\0\0\0\1" + b"5"
+    )
     assert len(commit) == 0
 
 

@@ -39,14 +39,17 @@ async def own_redis(**options: Any) -> AsyncIterator[tuple[RedisStore, aioredis.
             await admin.aclose()
 
 
-def count_calls(store: RedisStore) -> list[int]:
-    """Counts the append script's calls (Redis still runs every one of them)."""
+def count_calls(store: RedisStore, shapes: list[tuple[int, int]] | None = None) -> list[int]:
+    """Counts the append script's calls (Redis still runs every one of them), and
+    notes in ``shapes`` each call's number of keys and of arguments."""
     calls = [0]
     script = store._append_script
 
-    async def counted(*args: Any, **kwargs: Any) -> Any:
+    async def counted(*, keys: list[Any], args: list[Any]) -> Any:
         calls[0] += 1
-        return await script(*args, **kwargs)
+        if shapes is not None:
+            shapes.append((len(keys), len(args)))
+        return await script(keys=keys, args=args)
 
     store._append_script = counted  # type: ignore[assignment]
     return calls
@@ -57,7 +60,8 @@ async def test_many_writers_on_many_streams_get_exact_ids_and_readers_exact_list
 ) -> None:
     streams, writers, per_writer = 40, 5, 30  # 6 000 appends, interleaved
     async with redis_store_factory() as store, Hub(store) as hub:
-        calls = count_calls(store)
+        shapes: list[tuple[int, int]] = []
+        calls = count_calls(store, shapes)
         acked: dict[str, list[tuple[str, str]]] = {f"s{s}": [] for s in range(streams)}
         read: dict[str, list[StreamItem]] = {}
 
@@ -82,6 +86,9 @@ async def test_many_writers_on_many_streams_get_exact_ids_and_readers_exact_list
                 await store.end(f"s{s}")
 
         assert calls[0] < streams * writers * per_writer / 10, "appends were not batched"
+        # Whatever a call carries, it has one key (the notifications) and six
+        # arguments (the batch is one): the client's cost is per argument.
+        assert set(shapes) == {(1, 6)}
         for stream, pairs in acked.items():
             _id = await ids_of(store, stream)
             # Every append got its own id; together they number the stream 1..n.

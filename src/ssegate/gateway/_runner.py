@@ -31,7 +31,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from types import TracebackType
@@ -110,10 +110,16 @@ class Runner:
         self._running: dict[str, Generation] = {}
         self._per_key: Counter[str] = Counter()
         self._tasks: TaskGroup | None = None
+        # The grace timers, all run by one task (_reap): (deadline, stream, the
+        # generation's _idle when it started). One grace period for all, so
+        # deadlines come in the order they are added.
+        self._timers: deque[tuple[float, str, int]] = deque()
+        self._timer_added: anyio.Event | None = None
 
     async def __aenter__(self) -> Runner:
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
+        self._tasks.start_soon(self._reap, name="ssegate-grace-timers")
         return self
 
     async def __aexit__(
@@ -200,27 +206,48 @@ class Runner:
     # -- the work -------------------------------------------------------------
 
     def _idle(self, generation: Generation) -> None:
+        """Start the grace timer of ``generation`` (no reader here now)."""
         generation._idle += 1
-        assert self._tasks is not None
-        self._tasks.start_soon(self._expire, generation, generation._idle)
+        self._add_timer(generation.id, generation._idle)
+
+    def _add_timer(self, stream: str, idle: int) -> None:
+        # A timer is an entry in a queue, not a task: a generation starts one
+        # when it starts (no reader yet) and whenever its last reader leaves,
+        # and tasks and cancel scopes cost every stream several times as much.
+        # The entry names the stream, not the generation: nothing is held for a
+        # generation that has ended meanwhile.
+        self._timers.append((self._clock() + self.grace, stream, idle))
+        if self._timer_added is not None:
+            self._timer_added.set()
+
+    async def _reap(self) -> None:
+        """Run the grace timers: at each deadline, a generation still unread
+        here since the timer started is cancelled (unless read elsewhere)."""
+        timers = self._timers
+        while True:
+            if not timers:
+                self._timer_added = added = anyio.Event()
+                await added.wait()
+                self._timer_added = None
+                continue
+            deadline, stream, idle = timers[0]
+            delay = deadline - self._clock()
+            if delay > 0:
+                await self._sleep(delay)
+                continue
+            timers.popleft()
+            generation = self._running.get(stream)
+            if generation is None or generation.readers or generation._idle != idle:
+                continue  # ended, or a reader came back: its leaving starts a new timer
+            assert self._tasks is not None
+            self._tasks.start_soon(self._expire, generation, idle)
 
     async def _expire(self, generation: Generation, idle: int) -> None:
-        with anyio.CancelScope() as scope:
-            # Stop waiting as soon as the generation ends: no timer outlives it.
-            async def watch() -> None:
-                await generation.finished.wait()
-                scope.cancel()
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(watch)
-                while True:
-                    await self._sleep(self.grace)
-                    if generation.readers or generation._idle != idle:
-                        break  # a reader came back here: its leaving starts a new timer
-                    if not await self._elsewhere(generation.id):
-                        self._cancel(generation, "abandoned")
-                        break
-                group.cancel_scope.cancel()
+        if await self._elsewhere(generation.id):
+            if generation._idle == idle:
+                self._add_timer(generation.id, idle)  # read on another replica: wait again
+        elif not generation.readers and generation._idle == idle:
+            self._cancel(generation, "abandoned")
 
     def _cancel(self, generation: Generation, reason: str) -> None:
         if generation.stop_reason is None and not generation.finished.is_set():

@@ -32,9 +32,13 @@ server, ``gc.get_objects()`` counted by type per open stream and
   the test): a finished aside task was kept with its coroutine, context and
   weak reference; every task and timer copied the context; a bound clock, a
   bound ``__anext__``, a list for the batch and this response's own
-  ``__call__`` frame were kept for the stream's life. Now the watcher task and
-  the timers share one context, the batch is a ``bytearray`` (not tracked),
-  and ``__call__`` returns the session's coroutine.
+  ``__call__`` frame were kept for the stream's life. Now the watcher and the
+  timers share one context, the batch is a ``bytearray`` (not tracked),
+  and ``__call__`` returns the session's coroutine. Under uvicorn the watcher
+  is no task at all (it steps ``receive()`` from its futures' callbacks):
+  measured with ``tracemalloc`` in one uvicorn process holding 1 000 idle
+  streams on a ``Route``, 19.2 -> 18.5 KB per stream (sse-starlette 41.0; a
+  raw ASGI app 9.3, the ``Route`` and its Starlette frames ~5.3 of the rest).
 * Per event, an item was made into a validated ``Event`` before encoding:
   1.5 us of ~3.8 us per event. ``str`` and ``dict`` items are now encoded
   directly (0.2 us). In-process, 200 streams x 200 events that each come after

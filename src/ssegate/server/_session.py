@@ -1,6 +1,6 @@
 """One event stream on one connection: the decisions, whatever the event loop.
 
-Per stream there is the request's own task, the *pump*, and one *watcher* task:
+Per stream there is the request's own task, the *pump*, and one *watcher*:
 
 * the pump pulls items from the producer, encodes and sends them. Items that are
   ready together (the producer did not wait between them) leave in one
@@ -8,7 +8,9 @@ Per stream there is the request's own task, the *pump*, and one *watcher* task:
   after a wait is sent at once. Nothing is held back for a later item: when the
   producer starts to wait, what was collected is handed to a short-lived
   *aside* task to send;
-* the watcher only waits on ``receive()`` for ``http.disconnect``.
+* the watcher only waits on ``receive()`` for ``http.disconnect``: a task of its
+  own, except on asyncio under uvicorn, whose ``receive`` awaits plain futures,
+  so the watcher steps it from their callbacks with no task at all (``_loops``).
 
 How the pump knows an item is ready: Python offers no ``ready()`` on an async
 iterator, but a coroutine answers the question when it is stepped once: it

@@ -25,34 +25,54 @@ clock of its own (``now`` is passed in, so tests drive time by hand):
   number, how many were written, the epoch, an error) into each waiter's own
   id or error, so a failure reaches exactly the appends it concerns.
 
-The wire form of an append is three values: data, event type (``""`` for
-``"message"``) and retry (``""`` for none).
+The wire form of an append is one string, made once by its appender
+(``encode_append``): data, event type (``""`` for ``"message"``) and retry
+(``""`` for none), each after its length as a 4-byte big-endian number. A write
+carries the whole batch as one string too (``Batch.blob()``): the client's cost
+per argument of a call (packing, type checks) is then paid once per write, not
+once per field, stream and key. The item queued beside it (the event) is handed
+back with the outcome, for the store to give its readers without decoding.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from ._store import EPOCH_WIDTH, format_id
+from ._store import EPOCH_WIDTH, ID_WIDTH
 
-__all__ = ["Batch", "GroupCommit", "StreamRun"]
+__all__ = ["Batch", "GroupCommit", "StreamRun", "encode_append"]
 
 W = TypeVar("W", bound=Hashable)
 
-#: One append's values on the wire: data, event type, retry.
-Values = tuple[bytes, bytes, bytes]
+_length = struct.Struct(">I").pack
+_stream_head = struct.Struct(">II").pack
+#: The lengths of an empty event type and an empty retry (the common case).
+_NO_TYPE_NO_RETRY = bytes(8)
+
+
+def encode_append(data: bytes, event: bytes = b"", retry: bytes = b"") -> bytes:
+    """One append on the wire: data, event type, retry, each after its length."""
+    if not event and not retry:
+        return _length(len(data)) + data + _NO_TYPE_NO_RETRY
+    return b"".join(
+        (_length(len(data)), data, _length(len(event)), event, _length(len(retry)), retry)
+    )
 
 
 class StreamRun(Generic[W]):
-    """The appends of one stream in a batch, in queue order."""
+    """The appends of one stream in a batch, in queue order; once the reply is
+    in, the ids of those written (``ids``)."""
 
-    __slots__ = ("stream", "values", "waiters")
+    __slots__ = ("ids", "items", "stream", "waiters", "wires")
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
         self.waiters: list[W] = []
-        self.values: list[Values] = []
+        self.wires: list[bytes] = []
+        self.items: list[Any] = []
+        self.ids: list[str] = []
 
 
 class Batch(Generic[W]):
@@ -72,14 +92,16 @@ class Batch(Generic[W]):
         for run in self.runs:
             yield from run.waiters
 
-    def args(self, new_epoch: Callable[[], bytes]) -> list[bytes]:
-        """Per stream: the epoch to create it with, the number of appends, their values."""
-        args: list[bytes] = []
+    def blob(self) -> bytes:
+        """The whole batch as one string: per stream, its name after its length,
+        the number of its appends and their size in bytes (4-byte big-endian
+        numbers), then its appends (``encode_append``)."""
+        parts: list[bytes] = []
         for run in self.runs:
-            args += (new_epoch(), b"%d" % len(run.values))
-            for values in run.values:
-                args += values
-        return args
+            name = run.stream.encode()
+            wires = b"".join(run.wires)
+            parts += (_length(len(name)), name, _stream_head(len(run.wires), len(wires)), wires)
+        return b"".join(parts)
 
     def outcomes(
         self,
@@ -101,16 +123,16 @@ class Batch(Generic[W]):
             first, written, epoch_part, message = reply[4 * i : 4 * i + 4]
             if not isinstance(first, int) or not isinstance(written, int):
                 raise ValueError(f"not numbers: {first!r}, {written!r}")
-            epoch = ""
             if written:
-                if not isinstance(epoch_part, bytes | str) or not epoch_part.isdigit():
-                    raise ValueError(f"not an epoch: {epoch_part!r}")
-                epoch = f"{int(epoch_part):0{EPOCH_WIDTH}x}"
-            for k, waiter in enumerate(run.waiters):
-                if k < written:
-                    yield waiter, format_id(epoch, first + k)
-                else:
-                    text = message.decode() if isinstance(message, bytes) else str(message)
+                prefix = _epoch_prefix(epoch_part)
+                # format_id(), inlined: this is once per token.
+                run.ids = ids = [
+                    f"{prefix}{seq:0{ID_WIDTH}d}" for seq in range(first, first + written)
+                ]
+                yield from zip(run.waiters, ids, strict=False)  # the written ones
+            if written < len(run.waiters):
+                text = message.decode() if isinstance(message, bytes) else str(message)
+                for waiter in run.waiters[written:]:
                     yield waiter, error(run.stream, text)
 
 
@@ -128,7 +150,7 @@ class GroupCommit(Generic[W]):
         self.max_events = max_events
         self.max_bytes = max_bytes
         # Insertion-ordered: the queue, with O(1) discard of a cancelled append.
-        self._queue: dict[W, tuple[str, Values]] = {}
+        self._queue: dict[W, tuple[str, bytes, Any]] = {}
         self._bytes = 0
         self._since: float | None = None
         self._draining = False
@@ -136,11 +158,12 @@ class GroupCommit(Generic[W]):
     def __len__(self) -> int:
         return len(self._queue)
 
-    def add(self, waiter: W, stream: str, values: Values, now: float) -> None:
+    def add(self, waiter: W, stream: str, wire: bytes, now: float, item: Any = None) -> None:
+        """Queue an append (``wire``: ``encode_append()``); ``item`` rides along."""
         if waiter in self._queue:
             raise ValueError("this waiter is already queued")
-        self._queue[waiter] = (stream, values)
-        self._bytes += _size(values)
+        self._queue[waiter] = (stream, wire, item)
+        self._bytes += len(wire)
         if self._since is None:
             self._since = now
 
@@ -149,7 +172,7 @@ class GroupCommit(Generic[W]):
         found = self._queue.pop(waiter, None)
         if found is None:
             return False
-        self._bytes -= _size(found[1])
+        self._bytes -= len(found[1])
         if not self._queue:
             self._since = None
         return True
@@ -171,16 +194,17 @@ class GroupCommit(Generic[W]):
         runs: dict[str, StreamRun[W]] = {}
         taken: list[W] = []
         size = 0
-        for waiter, (stream, values) in self._queue.items():
+        for waiter, (stream, wire, item) in self._queue.items():
             if taken and (len(taken) >= self.max_events or size >= self.max_bytes):
                 break
             run = runs.get(stream)
             if run is None:
                 run = runs[stream] = StreamRun(stream)
             run.waiters.append(waiter)
-            run.values.append(values)
+            run.wires.append(wire)
+            run.items.append(item)
             taken.append(waiter)
-            size += _size(values)
+            size += len(wire)
         if len(taken) == len(self._queue):
             self._queue.clear()
             self._since = None
@@ -194,5 +218,19 @@ class GroupCommit(Generic[W]):
         return Batch(list(runs.values()), len(taken))
 
 
-def _size(values: Values) -> int:
-    return len(values[0]) + len(values[1]) + len(values[2])
+#: Epochs seen in replies (a few per process: one per batch that created streams).
+_prefixes: dict[bytes | str, str] = {}
+
+
+def _epoch_prefix(part: object) -> str:
+    """``"<epoch>-"`` of an epoch as the reply carries it (the decimal entry-id part)."""
+    if not isinstance(part, bytes | str):
+        raise ValueError(f"not an epoch: {part!r}")
+    prefix = _prefixes.get(part)
+    if prefix is None:
+        if not part.isdigit():
+            raise ValueError(f"not an epoch: {part!r}")
+        if len(_prefixes) >= 4096:
+            _prefixes.clear()
+        prefix = _prefixes[part] = f"{int(part):0{EPOCH_WIDTH}x}-"
+    return prefix

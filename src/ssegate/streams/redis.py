@@ -26,10 +26,12 @@ Appends are written by group commit (``_batch``): they queue, and one Lua call
 carries everything queued, across all streams, while the previous call was in
 flight (or over ``append_window`` seconds, if given); one call is in flight at
 a time, so a stream's events are numbered in the order of its ``append()``
-calls. Client CPU per append falls several times over one call per event
-(benchmarks/redis_store.py). The call names many streams' keys, which is fine
-for one Redis (with or without replicas, Sentinel); Redis Cluster would need
-the batch split by hash slot. Each ``append()`` still returns
+calls. The call has six arguments whatever it carries: the batch is one string
+(``Batch.blob()``) and the script makes the streams' keys from their names
+(redis-py's cost is per argument; the client's CPU per append fell about 3x
+when the batch stopped being three arguments per event and two keys per stream).
+That is fine for one Redis (with or without replicas, Sentinel); Redis Cluster
+would need the batch split by hash slot. Each ``append()`` still returns
 its own event's id once Redis has it, or raises its own error: a stream that
 has ended fails only its own appends, Redis going away fails the appends of
 the call in flight (and of later calls while it is away). An appender
@@ -76,7 +78,7 @@ from typing import Any, ClassVar
 from .._exceptions import StoreUnavailable, StreamEnded, StreamNotFound
 from .._extras import require
 from ..protocol import Event
-from ._batch import Batch, GroupCommit
+from ._batch import Batch, GroupCommit, encode_append
 from ._store import (
     EPOCH_WIDTH,
     ID_WIDTH,
@@ -161,19 +163,26 @@ local function ended(log, meta, ttl)
 end
 """.replace("NOTIFY_LEN", str(NOTIFY_LEN))
 
-# KEYS: log and meta of each stream, then notify; ARGV: ttl_ms, max_len, the
-# store's id (for the notification), then per stream: a
-# new epoch, the number n of appends, and n times (data, event type or '', retry
-# or '') -> per stream: first number, appends written, epoch, error ('' if none).
+# KEYS: notify; ARGV: ttl_ms, max_len, the store's id (for the notification),
+# the epoch for the streams this call creates, the key prefix, and the batch
+# (``_batch.Batch.blob()``: per stream its name, the number n of its appends
+# and their size, then n times data, event type or '', retry or '', each string
+# after its length) -> per stream: first number, appends written, epoch, error
+# ('' if none).
+# The streams' keys are made here from the prefix and the names the batch
+# carries, not passed as KEYS: redis-py's cost is per argument, and the call
+# names hundreds of streams (fine on one Redis, with or without replicas; Redis
+# Cluster would need the batch split by hash slot anyway).
 # Each stream runs under pcall: an error (its end, a key of the wrong type)
 # stops that stream's appends, not the others'. Three commands per stream
 # (HMGET, the XADDs, HINCRBY), the last XADD trimming to max_len.
 _APPEND_MANY = (
     _LIB
     + """
-local ttl, max_len = ARGV[1], ARGV[2]
+local ttl, max_len, epoch, prefix, blob = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]
+local unpack_struct = struct.unpack
 local last, ep, written
-local function run(log, meta, epoch, n, a)
+local function run(log, meta, n, at)
   local m = redis.call('HMGET', meta, 'last', 'epoch', 'outcome', 'lease')
   local o = ended_as(log, meta, m[3], m[4], ttl)
   if o then error('SSEGATE_ENDED ' .. o, 0) end
@@ -182,10 +191,10 @@ local function run(log, meta, epoch, n, a)
     last, ep = 0, epoch
     redis.call('HSET', meta, 'last', '0', 'epoch', epoch)
   end
+  local d, e, r
   for i = 1, n do
-    local j = a + 3 * (i - 1)
+    d, e, r, at = unpack_struct('>I4c0I4c0I4c0', blob, at)
     local id = string.format('%d-%s', last + i, ep)
-    local d, e, r = ARGV[j], ARGV[j + 1], ARGV[j + 2]
     if i < n then
       if e == '' then
         if r == '' then redis.call('XADD', log, id, 'd', d)
@@ -204,12 +213,14 @@ local function run(log, meta, epoch, n, a)
 end
 local reply = {}
 local advanced = {ARGV[3]}
-local a = 4
-for k = 1, #KEYS - 1, 2 do
-  local log, meta = KEYS[k], KEYS[k + 1]
-  local n = tonumber(ARGV[a + 1])
+local at = 1
+while at <= #blob do
+  local name, n, size
+  name, n, size, at = unpack_struct('>I4c0I4I4', blob, at)
+  local key = prefix .. '{' .. name .. '}'
+  local log, meta = key .. ':log', key .. ':meta'
   last, ep, written = 0, false, 0
-  local ok, err = pcall(run, log, meta, ARGV[a], n, a + 2)
+  local ok, err = pcall(run, log, meta, n, at)
   if not ok then
     if type(err) == 'table' then err = err.err end
     if written > 0 and written < n then
@@ -223,10 +234,10 @@ for k = 1, #KEYS - 1, 2 do
   reply[#reply + 1] = ep
   reply[#reply + 1] = ok and '' or tostring(err)
   if written > 0 then
-    advanced[#advanced + 1] = name_of(log)
+    advanced[#advanced + 1] = name
     advanced[#advanced + 1] = string.format('%d', last + written)
   end
-  a = a + 2 + 3 * n
+  at = at + size
 end
 if #advanced > 1 then announce(advanced, ttl) end
 return reply
@@ -450,6 +461,8 @@ class RedisStore(StreamStore):
         self._read_script = self.redis.register_script(_READ)
         self._ttl_ms = max(int(self.ttl * 1000), 1)
         self._notify = f"{prefix}notify"  # no braces: no stream's key looks like it
+        self._notify_key = self._notify.encode()
+        self._prefix = prefix.encode()
         #: The hubs on this store: each write hands them what it stored, and
         #: they skip the notifications of the writes marked with this id.
         self._hubs: set[_RedisWaker] = set()
@@ -559,11 +572,11 @@ class RedisStore(StreamStore):
     # -- primitives -------------------------------------------------------
 
     async def _append(self, stream: str, event: Event) -> str:
-        values = self._values(event)
+        wire = encode_append(*self._values(event))
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[str] = loop.create_future()
         commit = self._commit
-        commit.add(waiter, stream, values, loop.time())
+        commit.add(waiter, stream, wire, loop.time(), event)
         if self._writing is None and (self._flusher is None or self._flusher.done()):
             # Nobody writes, so nothing else is queued.
             if commit.due(loop.time()) == 0:
@@ -639,13 +652,16 @@ class RedisStore(StreamStore):
             self._flusher = None
 
     async def _write(self, batch: Batch[asyncio.Future[str]]) -> None:
-        """One Lua call for the batch; each waiter gets its own id or error."""
-        keys = self._many_keys(batch.streams)
+        """One Lua call for the batch, of six arguments whatever its size (the
+        batch is one of them); each waiter gets its own id or error."""
+        keys = [self._notify_key]
         args: list[bytes | int] = [
             self._ttl_ms,
             self.max_len,
             self._id,
-            *batch.args(_epoch_bytes),
+            _epoch_bytes(),
+            self._prefix,
+            batch.blob(),
         ]
         outcomes: list[tuple[asyncio.Future[str], str | BaseException]]
         written: Sequence[Any] = ()  # the reply, once checked
@@ -681,12 +697,17 @@ class RedisStore(StreamStore):
 
         Their subscribers get it now, without the round trips of a read.
         """
+        new = tuple.__new__
         for i, run in enumerate(batch.runs):
-            first, written, epoch_part = reply[4 * i : 4 * i + 3]
-            if not written:
+            first = reply[4 * i]
+            if not (ids := run.ids):
                 continue
-            epoch = _epoch(epoch_part)
-            page = Page(first, _events(epoch, first, run.values[:written]), epoch=epoch)
+            # The appended events, with the ids outcomes() made for their appenders.
+            events = [
+                new(Event, (event.data, event.event, id_, event.retry))
+                for event, id_ in zip(run.items, ids, strict=False)  # the written ones
+            ]
+            page = Page(first, events, epoch=ids[0][:EPOCH_WIDTH])
             for waker in self._hubs:
                 if waker.deliver is None:
                     continue
