@@ -357,12 +357,14 @@ async def test_tracked_objects_per_live_stream() -> None:
     for make in (hand_written, ssegate):  # warm up
         await tracked_per_stream(make, 10)
     # The least of three counts each: a thread left running by another test
-    # may allocate meanwhile, and it can only add objects.
+    # may allocate (or free) meanwhile, by a few dozen objects in all. That is
+    # a fraction of one object per stream: the count is pinned to the nearest
+    # whole object per stream, so one more kept per stream (18) still fails.
     base = min([(await tracked_per_stream(hand_written, 200))[0] for _ in range(3)])
     ours, kinds = min(
         [await tracked_per_stream(ssegate, 200) for _ in range(3)], key=lambda found: found[0]
     )
-    assert ours - base <= 17, (base, ours, kinds.most_common())
+    assert round(ours - base) <= 17, (base, ours, kinds.most_common())
     assert kinds["AsyncioSession"] == kinds["EventSourceResponse"] == 200
 
 
