@@ -63,6 +63,9 @@ async def gateway(request: Request) -> Gateway:
 async def principal(request: Request) -> Principal:
     """The dependency that authenticates a request (``ApiError`` 401 when it fails)."""
     found: Gateway = request.app.state.gateway
+    client = request.client
     return found.auth.authenticate(
-        request.headers.get("authorization"), request.scope.get(TOKEN_SCOPE_KEY)
+        request.headers.get("authorization"),
+        request.scope.get(TOKEN_SCOPE_KEY),
+        client.host if client is not None else None,
     )

@@ -71,6 +71,8 @@ class Generation:
     model: str
     key_id: str
     started_at: float
+    #: What the per-key limit counts it in (``Principal.bucket``).
+    bucket: str = ""
     accepted: anyio.Event = dataclasses.field(default_factory=anyio.Event)
     finished: anyio.Event = dataclasses.field(default_factory=anyio.Event)
     #: The provider's refusal, when it refused before its first event.
@@ -135,24 +137,31 @@ class Runner:
 
     # -- what routes ask ----------------------------------------------------
 
-    def running(self, key_id: str) -> int:
-        """How many generations ``key_id`` runs now."""
-        return self._per_key[key_id]
+    def running(self, bucket: str) -> int:
+        """How many generations run now in ``bucket`` (a key id, or an anonymous address)."""
+        return self._per_key[bucket]
 
     def get(self, stream: str) -> Generation | None:
         """The generation producing ``stream`` here, if this process runs it."""
         return self._running.get(stream)
 
     async def start(
-        self, stream: str, route: Route, request: ChatRequest, *, key_id: str
+        self,
+        stream: str,
+        route: Route,
+        request: ChatRequest,
+        *,
+        key_id: str,
+        bucket: str | None = None,
     ) -> Generation:
-        """Start a generation into ``stream`` (which exists once this returns)."""
+        """Start a generation into ``stream`` (which exists once this returns);
+        ``running(bucket)`` counts it (``bucket`` defaults to ``key_id``)."""
         if self._tasks is None:
             raise RuntimeError("the runner is not running")
         await self.store.acquire_lease(stream, self.lease_ttl)
-        generation = Generation(stream, route.model, key_id, self._clock())
+        generation = Generation(stream, route.model, key_id, self._clock(), bucket or key_id)
         self._running[stream] = generation
-        self._per_key[key_id] += 1
+        self._per_key[generation.bucket] += 1
         self.metrics.active_streams.inc()
         upstream = dataclasses.replace(request, model=route.upstream_model)
         self._tasks.start_soon(self._run, generation, route, upstream, name=f"ssegate-{stream}")
@@ -239,9 +248,9 @@ class Runner:
             generation.accepted.set()
             generation.finished.set()
             del self._running[generation.id]
-            self._per_key[generation.key_id] -= 1
-            if not self._per_key[generation.key_id]:
-                del self._per_key[generation.key_id]
+            self._per_key[generation.bucket] -= 1
+            if not self._per_key[generation.bucket]:
+                del self._per_key[generation.bucket]
             self.metrics.active_streams.dec()
             self._log(generation)
 

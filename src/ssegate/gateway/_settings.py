@@ -174,7 +174,7 @@ class Limits(_Strict):
 
     #: Largest request body accepted (413 beyond it).
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    #: Generations one key (or, with auth off, everybody) may run at once (429 beyond).
+    #: Generations one key (with auth off: one client address) may run at once (429 beyond).
     max_streams_per_key: int = Field(default=64, gt=0)
 
 
