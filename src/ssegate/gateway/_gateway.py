@@ -15,6 +15,7 @@ from ._auth import TOKEN_SCOPE_KEY, Auth, Principal
 from ._metrics import Metrics
 from ._models import Models
 from ._presence import Presence
+from ._quota import TopicQuota
 from ._runner import Runner
 from ._settings import Settings
 
@@ -33,6 +34,7 @@ class Gateway:
         self.metrics = metrics
         self.auth = Auth(settings.keys)
         self.presence = Presence(store)
+        self.topics = TopicQuota(settings.limits.max_topics_per_key)
         self._hub: Hub | None = None
         self._runner: Runner | None = None
 

@@ -176,6 +176,9 @@ class Limits(_Strict):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     #: Generations one key (with auth off: one client address) may run at once (429 beyond).
     max_streams_per_key: int = Field(default=64, gt=0)
+    #: Topics one key (auth off: one client address) may create (429 beyond);
+    #: a topic is kept until the store forgets it, so this bounds their memory.
+    max_topics_per_key: int = Field(default=1000, gt=0)
 
 
 class LocalSettings(_Strict):

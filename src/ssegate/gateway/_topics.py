@@ -4,6 +4,11 @@ A topic is a stream that never ends, kept to the retention limit. Subscribers
 resume after ``Last-Event-ID``; one whose id is older than what is kept gets a
 ``gap`` event saying how many events it missed, never a silent skip. Topic
 names are paths (``prices/eurusd``), which ``subscribe:<pattern>`` scopes match.
+
+A topic is kept until the process (memory store) or Redis forgets it, so the
+topics one key may create are counted (``_quota.TopicQuota``): past
+``limits.max_topics_per_key`` a publish to a new topic is a 429; publishing to
+topics that exist is never refused.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ async def publish(
     data = body.data if isinstance(body.data, str) else json.dumps(body.data)
     event = Event(data, event=body.event)
     try:
+        await gw.topics.admit(gw.store, who, topic, stream)
         if body.id is None:
             published = Published(await gw.store.append(stream, event), duplicate=False)
         else:
