@@ -76,7 +76,10 @@ class Models:
         for name, config in settings.providers.items():
             client = HTTPClient(connect_timeout=config.connect_timeout, read_timeout=config.timeout)
             self._clients.append(client)
-            upstream: dict[str, Any] = {"client": client}
+            upstream: dict[str, Any] = {
+                "client": client,
+                "max_event_size": config.max_event_bytes,
+            }
             if config.base_url is not None:
                 upstream["base_url"] = config.base_url
             if config.api_key is not None:

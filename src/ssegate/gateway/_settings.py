@@ -96,6 +96,10 @@ class ProviderSettings(_Strict):
     timeout: float = Field(default=600.0, gt=0)
     #: Seconds to connect (TCP, proxy tunnel and TLS) before giving up.
     connect_timeout: float = Field(default=10.0, gt=0)
+    #: Largest event (or NDJSON line) of its answers accepted, in bytes: a bigger
+    #: one, or a line that never ends, ends the stream with a ``protocol_error``
+    #: (a token is a few bytes; this bounds what a broken upstream makes us hold).
+    max_event_bytes: int = Field(default=1024 * 1024, gt=0)
     #: Models listed on ``GET /v1/models`` as ``<provider>/<model>``; any
     #: ``<provider>/<name>`` routes whether listed or not.
     models: list[str] = Field(default_factory=list)

@@ -119,6 +119,10 @@ class FrameParser(ABC):
     def end_of_body(self, out: list[LLMEvent]) -> None:  # noqa: B027  (optional hook)
         """Hook: the body ended; a parser may flush or finish here."""
 
+    def limit(self, max_event_size: int) -> None:  # noqa: B027  (optional hook)
+        """Hook: refuse (``protocol_error``) any event or line over ``max_event_size``
+        bytes. Called before the first ``feed``."""
+
     def fail(self, code: str, message: str, *, retryable: bool) -> list[LLMEvent]:
         """End the stream with an error from outside (a broken connection)."""
         out: list[LLMEvent] = []
@@ -173,6 +177,9 @@ class SSEFrameParser(FrameParser):
         super().__init__(provider, model)
         self.decoder = Decoder()
 
+    def limit(self, max_event_size: int) -> None:
+        self.decoder = Decoder(max_event_size=max_event_size)
+
     def feed(self, chunk: bytes) -> list[LLMEvent]:
         out: list[LLMEvent] = []
         if self.done:
@@ -207,6 +214,9 @@ class NDJSONFrameParser(FrameParser):
     def __init__(self, provider: str, model: str = "") -> None:
         super().__init__(provider, model)
         self.decoder = NDJSONDecoder()
+
+    def limit(self, max_event_size: int) -> None:
+        self.decoder = NDJSONDecoder(max_line_size=max_event_size)
 
     def feed(self, chunk: bytes) -> list[LLMEvent]:
         out: list[LLMEvent] = []
@@ -369,6 +379,9 @@ async def drive_batches(
                     raise _not_a_stream(name, status, ctype, response.headers, body)
                 raise adapter.error_from_response(status, response.headers, body)
             parser = adapter.parser(request)
+            max_event_size = getattr(adapter, "max_event_size", None)
+            if max_event_size is not None:
+                parser.limit(max_event_size)
             feed = parser.feed
             tail: list[LLMEvent]
             try:

@@ -247,8 +247,9 @@ class AnthropicProvider(HTTPProvider):
         beta: tuple[str, ...] = (),
         headers: Mapping[str, str] | None = None,
         client: HTTPClient | httpx.AsyncClient | None = None,
+        max_event_size: int | None = None,
     ) -> None:
-        super().__init__(client=client)
+        super().__init__(client=client, max_event_size=max_event_size)
         self.url = base_url.rstrip("/") + "/v1/messages"
         self.api_key = api_key
         self.auth_token = auth_token
