@@ -1,7 +1,9 @@
 """A hostile or broken upstream behind the gateway (a FakeUpstream on 127.0.0.1):
 one giant event, or a line that never ends. The stream ends at once with a
 ``protocol_error`` event naming the limit (``providers.<name>.max_event_bytes``),
-the upstream connection is closed, and nothing of the giant is kept."""
+the upstream connection is closed, and nothing of the giant is kept. And neither
+the model names clients choose nor the error codes an upstream sends add metric
+series without end."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 from gateway_support import events
 
+from ssegate.gateway._metrics import MAX_ERROR_CODES
 from ssegate.testing import FakeUpstream, Reply
 
 LIMIT = 64 * 1024
@@ -65,3 +68,33 @@ def test_a_giant_or_endless_upstream_event_ends_the_stream(  # type: ignore[no-u
     # It names the limit crossed (a line's limit is the event's plus 1 KiB for its name).
     assert str(LIMIT) in error["message"] or str(LIMIT + 1024) in error["message"], error
     assert len(error["message"]) < 300
+
+
+def error_reply(code: str) -> Reply:
+    error = {"error": {"message": "boom", "type": "server_error", "code": code}}
+    return Reply(
+        200,
+        (("content-type", "text/event-stream"),),
+        (b"data: " + json.dumps(error).encode() + b"\n\n",),
+    )
+
+
+def test_neither_clients_nor_upstreams_choose_the_metric_series(gateway, upstream) -> None:  # type: ignore[no-untyped-def]
+    # Any <provider>/<name> routes, and an upstream words its errors as it likes:
+    # neither may add series without end to /metrics (memory, and a scraper's).
+    fake, url = upstream
+    codes = [f"code_{i}" for i in range(MAX_ERROR_CODES + 6)] + ['bad"code\nx', "y" * 100]
+    fake.add("/v1/chat/completions", *(error_reply(code) for code in codes))
+    providers = {"up": {"kind": "openai", "base_url": url + "/v1", "models": ["m1"]}}
+    with gateway(providers=providers) as server, httpx.Client(timeout=10) as web:
+        for i, _ in enumerate(codes):
+            model = "up/m1" if i % 2 else f"up/chosen-{i}"
+            body = {"model": model, "messages": MESSAGES}
+            answer = web.post(server.url + "/v1/chat/completions", json=body)
+            assert answer.status_code == 502
+        metrics = web.get(server.url + "/metrics").text
+    series = [line for line in metrics.splitlines() if line.startswith("ssegate_upstream_errors_")]
+    models = {line.split('model="')[1].split('"')[0] for line in series}
+    assert models == {"up/m1", "up/*"}
+    counts = {line.split('code="')[1].split('"')[0] for line in series if "_total" in line}
+    assert counts == {f"code_{i}" for i in range(MAX_ERROR_CODES)} | {"other"}

@@ -73,6 +73,8 @@ class Generation:
     started_at: float
     #: What the per-key limit counts it in (``Principal.bucket``).
     bucket: str = ""
+    #: Its model's name in metrics (``Route.label``).
+    label: str = ""
     accepted: anyio.Event = dataclasses.field(default_factory=anyio.Event)
     finished: anyio.Event = dataclasses.field(default_factory=anyio.Event)
     #: The provider's refusal, when it refused before its first event.
@@ -159,7 +161,9 @@ class Runner:
         if self._tasks is None:
             raise RuntimeError("the runner is not running")
         await self.store.acquire_lease(stream, self.lease_ttl)
-        generation = Generation(stream, route.model, key_id, self._clock(), bucket or key_id)
+        generation = Generation(
+            stream, route.model, key_id, self._clock(), bucket or key_id, label=route.label
+        )
         self._running[stream] = generation
         self._per_key[generation.bucket] += 1
         self.metrics.active_streams.inc()
@@ -257,7 +261,7 @@ class Runner:
     async def _produce(self, generation: Generation, route: Route, request: ChatRequest) -> str:
         """Relay the provider's events into the store; the stream's outcome."""
         store, stream, metrics = self.store, generation.id, self.metrics
-        model = generation.model
+        model = generation.label or generation.model
         last_token: float | None = None
         usage: Usage | None = None
         outcome = CANCELLED
@@ -286,11 +290,14 @@ class Runner:
                             elif kind is Error:
                                 outcome = ERROR
                                 generation.end_reason = "upstream_error"
-                                metrics.upstream_errors.labels(model, event.code).inc()  # type: ignore[union-attr]
+                                code = metrics.error_code(event.code)  # type: ignore[union-attr]
+                                metrics.upstream_errors.labels(model, code).inc()
             except ProviderError as exc:
                 generation.refused = exc
                 generation.end_reason = "refused"
-                metrics.upstream_errors.labels(model, exc.code or "refused").inc()
+                metrics.upstream_errors.labels(
+                    model, metrics.error_code(exc.code or "refused")
+                ).inc()
                 outcome = await self._fail(stream, _refusal(exc))
             except (StreamEnded, StoreUnavailable):
                 raise
