@@ -74,7 +74,9 @@ def store_unavailable() -> ApiError:
 
 
 def stream_not_found(stream: str) -> ApiError:
-    return ApiError(404, f"No stream {stream!r} (or it has expired).", code="stream_not_found")
+    # A client's garbage is quoted back, but no more than a line of it.
+    shown = repr(stream) if len(stream) <= 64 else f"{stream[:48]!r}... ({len(stream)} characters)"
+    return ApiError(404, f"No stream {shown} (or it has expired).", code="stream_not_found")
 
 
 def api_error(
@@ -113,7 +115,8 @@ async def _validation(request: Request, exc: Exception) -> Response:
     if first.get("type") == "json_invalid":
         return api_error(422, "The request body is not valid JSON.", code="invalid_json")
     param = _field(tuple(first.get("loc", ())))
-    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    said = str(first["msg"]).removeprefix("Value error, ")  # pydantic's prefix for validators
+    message = f"{param}: {said}" if param else said
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
     return api_error(422, message, code="invalid_value", param=param)

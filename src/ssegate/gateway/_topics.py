@@ -36,17 +36,19 @@ __all__ = ["router"]
 router = APIRouter(tags=["topics"])
 
 _TOPIC = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+=-]{0,150}\Z")
-_EVENT = re.compile(r"[^\r\n]{1,64}\Z")
+_EVENT = re.compile(r"[^\x00-\x1f\x7f]{1,64}\Z")  # no CR, LF, NUL or other controls
 
 TopicName = Annotated[str, Path(description="e.g. prices/eurusd")]
 
 
 def _stream(topic: str) -> str:
-    if not _TOPIC.match(topic):
+    # Segments that are empty, "." or ".." are refused: a name is the same string
+    # to the gateway, to a proxy that normalises paths, and to a scope's pattern.
+    if not _TOPIC.match(topic) or {"", ".", ".."} & set(topic.split("/")):
         raise ApiError(
             422,
             "topic: 1-151 characters of letters, digits and _ . : / @ + = -, "
-            "not starting with punctuation",
+            "not starting with punctuation, with no empty, '.' or '..' segment",
             code="invalid_topic",
             param="topic",
         )
@@ -74,7 +76,7 @@ class Publish(BaseModel):
     @classmethod
     def _event(cls, value: str) -> str:
         if not _EVENT.match(value):
-            raise ValueError("1-64 characters without CR or LF")
+            raise ValueError("1-64 characters without CR, LF, NUL or other control characters")
         return value
 
 
