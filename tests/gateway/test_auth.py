@@ -217,3 +217,18 @@ def test_open_routes_need_no_key(server: tuple[str, Records]) -> None:
     url, _ = server
     for path in ("/healthz", "/metrics", "/docs", "/openapi.json"):
         assert httpx.get(url + path).status_code == 200, path
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"v\x7f\xf2", b'{"model": 1}', b"[]"])
+def test_without_a_key_bad_input_is_401_not_a_description_of_it(
+    server: tuple[str, Records], content: bytes
+) -> None:
+    url, _ = server
+    for path in ("/v1/chat/completions", "/v1/streams", "/v1/topics/prices/eur"):
+        response = httpx.post(
+            url + path, content=content, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 401, path
+        assert response.json()["error"]["code"] == "missing_api_key"
+    bad_query = httpx.get(url + "/v1/streams/gen_" + "0" * 32 + "?format=xml")
+    assert bad_query.status_code == 401
