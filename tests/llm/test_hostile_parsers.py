@@ -19,12 +19,13 @@ import contextlib
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssegate import ProtocolError
 from ssegate.gateway._records import from_record, to_record
-from ssegate.llm import Error, Finish, Start
+from ssegate.llm import Error, Finish, Start, TextDelta
 from ssegate.llm.formats import create_formatter
 from ssegate.llm.providers.anthropic import AnthropicParser
 from ssegate.llm.providers.ollama import OllamaParser
@@ -151,3 +152,38 @@ def test_the_ndjson_decoder_raises_only_protocol_errors(
         for chunk in split(body, cuts):
             decoder.feed(chunk)
         decoder.close()
+
+
+GOOD = {
+    "openai": b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n',
+    "anthropic": b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"Hi"}}\n\n',
+    "ollama": b'{"model":"m","message":{"role":"assistant","content":"Hi"},"done":false}\n',
+}
+START = {
+    "openai": b"",
+    "anthropic": b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n',
+    "ollama": b"",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PARSERS))
+@pytest.mark.parametrize("bad", ["giant", "endless", "garbage"])
+def test_events_before_bad_input_in_the_same_read_are_kept(kind: str, bad: str) -> None:
+    # One read that completes a token and then breaks a rule: the token is not
+    # lost with the bad input, and the stream ends with a protocol_error.
+    line = b"data: " if kind != "ollama" else b'{"x":"'
+    tail = {
+        "giant": line + b"x" * 2000 + b"\n\n",
+        "endless": line + b"y" * 2000,
+        "garbage": b"{not json\n" if kind == "ollama" else line + b"x" * 2000 + b"\n\n",
+    }[bad]
+    parser = PARSERS[kind][0]()
+    parser.limit(150)
+    events = parser.feed(START[kind] + GOOD[kind] + tail) + parser.close()
+    texts = [e.text for e in events if isinstance(e, TextDelta)]
+    assert texts == ["Hi"]
+    assert isinstance(events[-1], Error)
+    assert events[-1].code == "protocol_error"

@@ -184,16 +184,18 @@ class SSEFrameParser(FrameParser):
         out: list[LLMEvent] = []
         if self.done:
             return out
+        failure: ProtocolError | None = None
         try:
             events = self.decoder.feed(chunk)
-        except ProtocolError as exc:
-            self.error(out, "protocol_error", str(exc))
-            return out
+        except ProtocolError as exc:  # the events before the bad input still count
+            events, failure = exc.events, exc
         event = self.event
         for ev in events:
             event(ev, out)
             if self.is_done():
-                break
+                return out
+        if failure is not None:
+            self.error(out, "protocol_error", str(failure))
         return out
 
     def close(self) -> list[LLMEvent]:
@@ -222,15 +224,17 @@ class NDJSONFrameParser(FrameParser):
         out: list[LLMEvent] = []
         if self.done:
             return out
+        failure: ProtocolError | None = None
         try:
             values = self.decoder.feed(chunk)
-        except ProtocolError as exc:
-            self.error(out, "protocol_error", str(exc))
-            return out
+        except ProtocolError as exc:  # the lines before the bad one still count
+            values, failure = exc.events, exc
         for value in values:
             self.value(value, out)
             if self.is_done():
-                break
+                return out
+        if failure is not None:
+            self.error(out, "protocol_error", str(failure))
         return out
 
     def close(self) -> list[LLMEvent]:
