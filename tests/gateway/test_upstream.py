@@ -267,7 +267,8 @@ def test_the_providers_timeouts_reach_its_http_client() -> None:
 def test_after_a_mid_stream_error_no_id_is_sent_twice(gateway, upstream) -> None:  # type: ignore[no-untyped-def]
     # One stored error event renders as several wire events (OpenAI: the error
     # chunk and [DONE]; AI SDK: text-end, error, finish, [DONE]): its id goes on
-    # the last of them only. Exact bytes, the stream's random epoch put back.
+    # the first of them only (the client's last-event-ID stays on it for the
+    # rest). Exact bytes, the stream's random epoch put back.
     fake, url = upstream
     fake.add("/v1/chat/completions", Reply.load(CAPTURES / "openai_error_midstream.http"))
     with gateway(**provider(url)) as server:
@@ -289,17 +290,21 @@ def test_after_a_mid_stream_error_no_id_is_sent_twice(gateway, upstream) -> None
         + chunk('{"role": "assistant", "content": ""}')
         + f"\nid: {epoch}-000000000002\n"
         + chunk('{"content":"Hel"}')
-        + '\ndata: {"error": {"message": "upstream overloaded", "type": "server_error", '
+        + f"\nid: {epoch}-000000000003\n"
+        'data: {"error": {"message": "upstream overloaded", "type": "server_error", '
         '"param": null, "code": "overloaded"}}\n\n'
-        f"id: {epoch}-000000000003\ndata: [DONE]\n\n"
+        "data: [DONE]\n\n"
     )
     assert aisdk.text == (
-        'data: {"type": "start", "messageId": "chatcmpl-c3"}\n\n'
-        f'id: {epoch}-000000000001\ndata: {{"type": "start-step"}}\n\n'
-        'data: {"type": "text-start", "id": "t0"}\n\n'
-        f'id: {epoch}-000000000002\ndata: {{"type": "text-delta", "id": "t0", "delta": "Hel"}}\n\n'
-        'data: {"type": "text-end", "id": "t0"}\n\n'
+        f'id: {epoch}-000000000001\ndata: {{"type": "start", "messageId": "chatcmpl-c3"}}\n\n'
+        'data: {"type": "start-step"}\n\n'
+        f'id: {epoch}-000000000002\ndata: {{"type": "text-start", "id": "t0"}}\n\n'
+        'data: {"type": "text-delta", "id": "t0", "delta": "Hel"}\n\n'
+        f'id: {epoch}-000000000003\ndata: {{"type": "text-end", "id": "t0"}}\n\n'
         'data: {"type": "error", "errorText": "upstream overloaded"}\n\n'
         'data: {"type": "finish"}\n\n'
-        f"id: {epoch}-000000000003\ndata: [DONE]\n\n"
+        "data: [DONE]\n\n"
     )
+    # What a client reads is as before: every event with the id of its stored event.
+    decoded = [e.id.rpartition("-")[2][-1] for e in events(aisdk)]
+    assert decoded == ["1", "1", "2", "2", "3", "3", "3", "3"]
