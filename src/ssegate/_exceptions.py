@@ -31,6 +31,7 @@ message that says what to do.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "AuthenticationError",
@@ -61,11 +62,14 @@ class ProtocolError(SSEGateError):
     """The bytes received break the event-stream (or NDJSON) rules or a size limit.
 
     ``hint`` says, where it can, what the sender should do differently.
+    ``events``: what the decoder's ``feed``/``close`` completed before the bad
+    input in the same call (events, or NDJSON values), so none is lost with it.
     """
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.hint = hint
+        self.events: list[Any] = []
 
 
 class TransportError(SSEGateError):

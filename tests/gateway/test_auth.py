@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support import events
+from gateway_support import events, settings
+
+from ssegate.gateway import create_app
 
 CHAT = "chat-key-0123456789abcdef"
 PUB = "pub-key-0123456789abcdef"
@@ -55,17 +57,68 @@ def stream_id(url: str) -> str:
     return str(response.json()["id"])
 
 
+#: Routes anyone may call: operations, the API's own description, the chat page
+#: and its script (issue 14). Every other route of the app must be in ``GUARDED``.
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+    ("GET", "/"),
+    ("GET", "/ssegate.js"),
+    ("GET", "/ssegate.d.ts"),
+}
+#: (method, path template) -> (a body, the key that may) for every guarded route.
+GUARDED: dict[tuple[str, str], tuple[Any, str]] = {
+    ("POST", "/v1/chat/completions"): (BODY, CHAT),
+    ("GET", "/v1/models"): (None, CHAT),
+    ("POST", "/v1/streams"): (BODY, CHAT),
+    ("GET", "/v1/streams/{stream}"): (None, CHAT),
+    ("DELETE", "/v1/streams/{stream}"): (None, CHAT),
+    ("POST", "/v1/topics/{topic}"): ({"data": "1.1"}, PUB),
+    ("GET", "/v1/topics/{topic}"): (None, SUB),
+}
+
+
+def app_routes() -> set[tuple[str, str]]:
+    """(method, path template) of every route the app serves (HEAD aside)."""
+    found = set()
+
+    def walk(routes: list[Any]) -> None:
+        for route in routes:
+            included = getattr(route, "original_router", None)  # FastAPI's include_router
+            if included is not None:
+                walk(included.routes)
+            else:
+                for method in route.methods or {"GET"}:
+                    if method != "HEAD":
+                        found.add((method, route.path_format))
+
+    walk(create_app(settings(keys=KEYS)).routes)
+    return found
+
+
+def test_no_route_is_left_out_of_the_auth_tests() -> None:
+    # A route added to the app must be listed here, guarded (and so tried below
+    # without a key, with a wrong one and with one lacking its scope) or public.
+    assert app_routes() - PUBLIC == set(GUARDED)
+
+
 def routes(url: str) -> list[tuple[str, str, Any, str]]:
-    """(method, path, body, the key that may) for every authenticated route."""
+    """(method, path, body, the key that may) for every guarded route."""
     sid = stream_id(url)
     return [
-        ("POST", "/v1/chat/completions", BODY, CHAT),
-        ("GET", "/v1/models", None, CHAT),
-        ("POST", "/v1/streams", BODY, CHAT),
-        ("GET", f"/v1/streams/{sid}", None, CHAT),
-        ("DELETE", f"/v1/streams/{sid}", None, CHAT),
-        ("POST", "/v1/topics/prices/eur", {"data": "1.1"}, PUB),
-        ("GET", "/v1/topics/prices/eur?last_event_id=x", None, SUB),
+        (
+            method,
+            template.format(stream=sid, topic="prices/eur")
+            + ("?last_event_id=x" if template == "/v1/topics/{topic}" and method == "GET" else ""),
+            body,
+            key,
+        )
+        for (method, template), (body, key) in GUARDED.items()
     ]
 
 
@@ -164,3 +217,18 @@ def test_open_routes_need_no_key(server: tuple[str, Records]) -> None:
     url, _ = server
     for path in ("/healthz", "/metrics", "/docs", "/openapi.json"):
         assert httpx.get(url + path).status_code == 200, path
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"v\x7f\xf2", b'{"model": 1}', b"[]"])
+def test_without_a_key_bad_input_is_401_not_a_description_of_it(
+    server: tuple[str, Records], content: bytes
+) -> None:
+    url, _ = server
+    for path in ("/v1/chat/completions", "/v1/streams", "/v1/topics/prices/eur"):
+        response = httpx.post(
+            url + path, content=content, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 401, path
+        assert response.json()["error"]["code"] == "missing_api_key"
+    bad_query = httpx.get(url + "/v1/streams/gen_" + "0" * 32 + "?format=xml")
+    assert bad_query.status_code == 401

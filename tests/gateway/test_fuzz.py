@@ -1,7 +1,8 @@
 """Every route of the gateway's OpenAPI schema, fuzzed by schemathesis against a real
 gateway on 127.0.0.1: whatever the input, never a 500 and never a traceback; every
 error is a JSON body in OpenAI's shape. Examples are bounded (the whole module runs
-in well under 20 s)."""
+in well under 20 s). Again with auth on: each input with a valid key, with
+none and with a wrong one."""
 
 from __future__ import annotations
 
@@ -31,16 +32,10 @@ def base_url() -> Iterator[str]:
 schema = schemathesis.openapi.from_dict(create_app(make_settings()).openapi())
 
 
-@schema.parametrize()
-@settings(
-    max_examples=15,
-    deadline=None,
-    derandomize=True,  # the same inputs on every run: a failure is reproducible
-    suppress_health_check=list(HealthCheck),
-)
-def test_no_input_makes_a_route_fail(base_url: str, case: schemathesis.Case) -> None:
+def _send(case: schemathesis.Case, base_url: str, headers: dict[str, str] | None = None) -> int:
+    """Send ``case``; check what came back; its status."""
     # stream=True: a subscription is an endless event stream; its head is enough.
-    kwargs = case.as_transport_kwargs(base_url=base_url)
+    kwargs = case.as_transport_kwargs(base_url=base_url, headers=headers)
     with requests.request(**kwargs, stream=True, timeout=10) as response:
         status = response.status_code
         body = b"" if status < 300 else response.raw.read(64 * 1024)
@@ -53,6 +48,52 @@ def test_no_input_makes_a_route_fail(base_url: str, case: schemathesis.Case) -> 
         assert error["message"]
     if status == 200 and case.method == "GET" and "/v1/topics/" in case.formatted_path:
         assert response.headers["content-type"].startswith("text/event-stream")
+    return status
+
+
+@schema.parametrize()
+@settings(
+    max_examples=15,
+    deadline=None,
+    derandomize=True,  # the same inputs on every run: a failure is reproducible
+    suppress_health_check=list(HealthCheck),
+)
+def test_no_input_makes_a_route_fail(base_url: str, case: schemathesis.Case) -> None:
+    _send(case, base_url)
+
+
+KEY = "fuzz-key-0123456789abcdef"
+#: The routes anyone may call (the rest need a key: tests/gateway/test_auth.py).
+OPEN = {"/healthz", "/readyz", "/metrics"}
+
+
+@pytest.fixture(scope="module")
+def keyed_url() -> Iterator[str]:
+    keys = [{"id": "all", "key": KEY, "scopes": ["chat", "publish", "subscribe:*"]}]
+    settings = make_settings(keys=keys, keep_alive=60.0, default_model="echo")
+    with serve(create_app(settings)) as server:
+        yield server.url
+
+
+@schema.parametrize()
+@settings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+def test_no_input_makes_a_route_fail_with_auth_on(keyed_url: str, case: schemathesis.Case) -> None:
+    # The same inputs with a valid key, with none, and with a wrong one (as a
+    # header, and as the query token of EventSource): never a 5xx; without a
+    # valid key a guarded route says 401 before looking at the input.
+    _send(case, keyed_url, {"Authorization": f"Bearer {KEY}"})
+    guarded = case.path not in OPEN
+    for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789ab"}):
+        status = _send(case, keyed_url, headers)
+        assert status == 401 or not guarded or status == 405, (case.formatted_path, status)
+    case.query = {**(case.query or {}), "access_token": "wrong-key-0123456789ab"}
+    status = _send(case, keyed_url)
+    assert status == 401 or not guarded or status == 405, (case.formatted_path, status)
 
 
 # "model" stays "echo": a model that exists, so the request gets past routing.

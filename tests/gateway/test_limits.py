@@ -55,6 +55,7 @@ def test_malformed_bodies_are_422_never_500(echo_url: str) -> None:
         (b'"text"', "invalid_value"),
         (b"", "invalid_value"),
         (b"\xff\xfe", "invalid_json"),
+        (b"v\x7f\xf2", "invalid_json"),  # not UTF-8 (FastAPI's own answer was a bare 400)
     ]
     for content, code in cases:
         response = httpx.post(url, content=content, headers={"content-type": "application/json"})

@@ -26,7 +26,7 @@ from ..streams import Hub, MemoryStore, StreamStore
 from . import _chat, _dashboard, _ops, _pages, _static, _streams, _topics
 from ._auth import ScrubToken
 from ._errors import install_error_handlers
-from ._gateway import Gateway
+from ._gateway import Gateway, principal
 from ._limits import BodyLimit
 from ._metrics import Metrics
 from ._models import Models
@@ -104,7 +104,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gw
-    install_error_handlers(app)
+    install_error_handlers(app, principal)
     for module in (_chat, _streams, _topics, _ops, _static, _dashboard, _pages):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)

@@ -8,8 +8,12 @@ message, not a ``Link`` header.
 
 Scopes: ``chat`` (chat completions, models, streams), ``publish`` (any topic),
 ``subscribe:<pattern>`` (topics matching the glob), ``ops`` (the dashboard's
-feed). With no keys configured auth is off: every request is the anonymous
-principal with every scope (the CLI then refuses to bind anything but loopback).
+feed). With no keys configured auth is off: every request is an anonymous
+principal with every scope (the CLI then refuses to bind anything but
+loopback), and the limits meant for a key (``max_streams_per_key``) apply to
+each client address instead: one greedy local client cannot take every other
+one's share. Behind a reverse proxy the address is the proxy's unless uvicorn
+trusts its ``X-Forwarded-For`` (``--forwarded-allow-ips``; 127.0.0.1 by default).
 
 Keys are compared in constant time (``hmac.compare_digest``), each against all.
 """
@@ -34,10 +38,16 @@ TOKEN_SCOPE_KEY = "ssegate.access_token"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is asking: the key's id (for logs and limits) and what it may do."""
+    """Who is asking: the key's id (for logs), what it may do, and the ``bucket``
+    its limits count in (the key's id; ``anonymous@<address>`` with auth off)."""
 
     key_id: str
     scopes: frozenset[str]
+    bucket: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.bucket:
+            object.__setattr__(self, "bucket", self.key_id)
 
     def allows(self, scope: str) -> bool:
         """Whether ``scope`` (``chat``, ``publish``, ``ops``, ``subscribe:<topic>``) is granted."""
@@ -69,9 +79,14 @@ class Auth:
     def enabled(self) -> bool:
         return bool(self._keys)
 
-    def authenticate(self, authorization: str | None, query_token: str | None) -> Principal:
+    def authenticate(
+        self, authorization: str | None, query_token: str | None, client: str | None = None
+    ) -> Principal:
+        """The principal of a request; ``client`` (its address) buckets anonymous ones."""
         if not self._keys:
-            return ANONYMOUS
+            if client is None:
+                return ANONYMOUS
+            return Principal(ANONYMOUS.key_id, ANONYMOUS.scopes, f"anonymous@{client}")
         token: str | None = None
         if authorization:
             scheme, _, value = authorization.partition(" ")

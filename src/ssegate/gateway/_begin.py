@@ -123,16 +123,19 @@ async def begin(gateway: Gateway, who: Principal, body: ChatCompletionBody) -> S
             param="model",
         ) from None
     limit = gateway.settings.limits.max_streams_per_key
-    if gateway.runner.running(who.key_id) >= limit:
+    if gateway.runner.running(who.bucket) >= limit:
+        whose = "This key runs" if who.bucket == who.key_id else "This client address runs"
         raise ApiError(
             429,
-            f"This key runs {limit} generations already; wait for one to finish.",
+            f"{whose} {limit} generations already; wait for one to finish.",
             code="too_many_streams",
             headers={"Retry-After": "1"},
         )
     stream = "gen_" + secrets.token_hex(16)
     try:
-        generation = await gateway.runner.start(stream, route, chat, key_id=who.key_id)
+        generation = await gateway.runner.start(
+            stream, route, chat, key_id=who.key_id, bucket=who.bucket
+        )
     except StoreUnavailable:
         raise store_unavailable() from None
     return Started(stream, route, chat, generation)

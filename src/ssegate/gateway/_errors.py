@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,7 +74,9 @@ def store_unavailable() -> ApiError:
 
 
 def stream_not_found(stream: str) -> ApiError:
-    return ApiError(404, f"No stream {stream!r} (or it has expired).", code="stream_not_found")
+    # A client's garbage is quoted back, but no more than a line of it.
+    shown = repr(stream) if len(stream) <= 64 else f"{stream[:48]!r}... ({len(stream)} characters)"
+    return ApiError(404, f"No stream {shown} (or it has expired).", code="stream_not_found")
 
 
 def api_error(
@@ -106,14 +108,37 @@ def _field(loc: tuple[Any, ...]) -> str | None:
     return out or None
 
 
+async def _unauthenticated(request: Request) -> Response | None:
+    """The 401 of a request without a valid key, if it has none.
+
+    FastAPI reads the body before the dependencies run: a request without a
+    valid key must hear that, not what is wrong with its input.
+    """
+    authenticate = getattr(request.app.state, "authenticate", None)
+    if authenticate is not None:
+        try:
+            await authenticate(request)
+        except ApiError as refused:
+            return await _api(request, refused)
+    return None
+
+
+#: What FastAPI says of a body it cannot decode (bytes that are not UTF-8).
+_UNPARSED = "There was an error parsing the body"
+
+
 async def _validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    refused = await _unauthenticated(request)
+    if refused is not None:
+        return refused
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
     if first.get("type") == "json_invalid":
         return api_error(422, "The request body is not valid JSON.", code="invalid_json")
     param = _field(tuple(first.get("loc", ())))
-    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    said = str(first["msg"]).removeprefix("Value error, ")  # pydantic's prefix for validators
+    message = f"{param}: {said}" if param else said
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
     return api_error(422, message, code="invalid_value", param=param)
@@ -126,6 +151,11 @@ async def _api(request: Request, exc: Exception) -> Response:
 
 async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSED:
+        refused = await _unauthenticated(request)
+        if refused is not None:
+            return refused
+        return api_error(422, "The request body is not valid JSON.", code="invalid_json")
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
     if exc.status_code == 404:
         message = f"no route {request.method} {request.url.path}"
@@ -137,7 +167,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return api_error(500, "The gateway failed to answer this request.", code="internal_error")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(
+    app: FastAPI, authenticate: Callable[[Request], Awaitable[Any]] | None = None
+) -> None:
+    """Every error in OpenAI's shape; ``authenticate(request)`` (raising ``ApiError``)
+    is asked first when the input is invalid."""
+    app.state.authenticate = authenticate
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(ApiError, _api)
     app.add_exception_handler(HTTPException, _http)

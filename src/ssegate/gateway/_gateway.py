@@ -15,6 +15,7 @@ from ._auth import TOKEN_SCOPE_KEY, Auth, Principal
 from ._metrics import Metrics
 from ._models import Models
 from ._presence import Presence
+from ._quota import TopicQuota
 from ._runner import Runner
 from ._settings import Settings
 
@@ -33,6 +34,7 @@ class Gateway:
         self.metrics = metrics
         self.auth = Auth(settings.keys)
         self.presence = Presence(store)
+        self.topics = TopicQuota(settings.limits.max_topics_per_key)
         self._hub: Hub | None = None
         self._runner: Runner | None = None
 
@@ -63,6 +65,9 @@ async def gateway(request: Request) -> Gateway:
 async def principal(request: Request) -> Principal:
     """The dependency that authenticates a request (``ApiError`` 401 when it fails)."""
     found: Gateway = request.app.state.gateway
+    client = request.client
     return found.auth.authenticate(
-        request.headers.get("authorization"), request.scope.get(TOKEN_SCOPE_KEY)
+        request.headers.get("authorization"),
+        request.scope.get(TOKEN_SCOPE_KEY),
+        client.host if client is not None else None,
     )

@@ -3,15 +3,26 @@
 Two gateways in one process (tests, an app embedding two) keep apart figures;
 ``GET /metrics`` exports this registry only. ``live`` keeps the last minute's
 figures for the dashboard (``_stats``).
+
+No label value is chosen freely by someone outside: models are named as the
+settings name them (``Route.label``), and the error codes an upstream sends are
+kept to ``MAX_ERROR_CODES`` distinct short names (others count as ``other``),
+so neither a client nor an upstream decides how many series there are.
 """
 
 from __future__ import annotations
+
+import re
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ._stats import LiveStats
 
-__all__ = ["Metrics"]
+__all__ = ["MAX_ERROR_CODES", "Metrics"]
+
+#: Distinct upstream error codes given a series of their own.
+MAX_ERROR_CODES = 64
+_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 # Time to first token spans a cached echo (sub-ms) to a reasoning model (a minute).
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -69,6 +80,17 @@ class Metrics:
             ["model", "code"],
             registry=registry,
         )
+        self._codes: set[str] = set()
+
+    def error_code(self, code: str) -> str:
+        """``code`` as a label value: itself if short and plain and among the
+        first ``MAX_ERROR_CODES`` seen, else ``"other"``."""
+        if code in self._codes:
+            return code
+        if len(self._codes) < MAX_ERROR_CODES and _CODE.match(code):
+            self._codes.add(code)
+            return code
+        return "other"
 
     def export(self) -> bytes:
         """The text exposition format of every metric."""

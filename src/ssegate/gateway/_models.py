@@ -60,11 +60,21 @@ class UnknownModel(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where a request for ``model`` goes: ``provider``, asked for ``upstream_model``."""
+    """Where a request for ``model`` goes: ``provider``, asked for ``upstream_model``.
+
+    ``label`` names it in metrics: ``model`` when the settings name it (built in,
+    an alias, a listed model), else ``<provider>/*``. Any ``<provider>/<name>``
+    routes, so a client choosing names must not choose how many series exist.
+    """
 
     model: str
     provider: Provider
     upstream_model: str
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.model)
 
 
 class Models:
@@ -104,7 +114,10 @@ class Models:
         for name, config in settings.providers.items():
             client = HTTPClient(connect_timeout=config.connect_timeout, read_timeout=config.timeout)
             self._clients.append(client)
-            upstream: dict[str, Any] = {"client": client}
+            upstream: dict[str, Any] = {
+                "client": client,
+                "max_event_size": config.max_event_bytes,
+            }
             if config.base_url is not None:
                 upstream["base_url"] = config.base_url
             if config.api_key is not None:
@@ -131,7 +144,8 @@ class Models:
         upstream = self.upstreams.get(provider) if slash and name else None
         if upstream is None:
             raise UnknownModel(model)
-        return Route(model, upstream, name)
+        listed = model in self.settings.aliases or name in self.settings.providers[provider].models
+        return Route(model, upstream, name, model if listed else f"{provider}/*")
 
     def ready(self, model: str) -> bool:
         """Whether ``model`` can answer now (only the local model takes time to load)."""

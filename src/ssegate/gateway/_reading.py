@@ -3,8 +3,8 @@
 ``serve_generation()`` answers with ``stream_response`` over the process's
 ``Hub`` (replay after ``Last-Event-ID``, then live; 404/400/204/503 decided
 before the first byte) and renders each stored event (``_records``) with a
-formatter from ``ssegate.llm.formats``. Every event sent carries the id of the
-stored event it came from, so a reader resumes in any format at any point.
+formatter from ``ssegate.llm.formats``. The first event rendered from a stored
+event carries its id (``_with_id``), so a reader resumes in any format at any point.
 
 Formatters keep state (OpenAI's ``role`` goes in the first delta only, the AI
 SDK opens and closes blocks), so a reader that resumes first feeds the
@@ -82,8 +82,18 @@ _new = tuple.__new__
 
 
 def _with_id(events: list[Event], event_id: str | None) -> bytes:
+    """The events rendered from one stored event, its id on the first of them only.
+
+    A client's last-event-ID persists across events, so the rest of the group
+    (an error chunk's ``[DONE]``, a finish chunk's usage) is read with that id
+    in force all the same: what clients see is unchanged, and no id goes on
+    the wire twice.
+    """
     # Formatters make valid events and the store's ids are valid: no checks again.
-    return b"".join(encode(_new(Event, (e.data, e.event, event_id, e.retry))) for e in events)
+    return b"".join(
+        encode(_new(Event, (e.data, e.event, event_id if i == 0 else None, e.retry)))
+        for i, e in enumerate(events)
+    )
 
 
 async def _skip_seen(gateway: Gateway, stream: str, after: str, renderer: Renderer) -> None:

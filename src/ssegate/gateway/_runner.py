@@ -71,6 +71,10 @@ class Generation:
     model: str
     key_id: str
     started_at: float
+    #: What the per-key limit counts it in (``Principal.bucket``).
+    bucket: str = ""
+    #: Its model's name in metrics (``Route.label``).
+    label: str = ""
     accepted: anyio.Event = dataclasses.field(default_factory=anyio.Event)
     finished: anyio.Event = dataclasses.field(default_factory=anyio.Event)
     #: The provider's refusal, when it refused before its first event.
@@ -141,9 +145,9 @@ class Runner:
 
     # -- what routes ask ----------------------------------------------------
 
-    def running(self, key_id: str) -> int:
-        """How many generations ``key_id`` runs now."""
-        return self._per_key[key_id]
+    def running(self, bucket: str) -> int:
+        """How many generations run now in ``bucket`` (a key id, or an anonymous address)."""
+        return self._per_key[bucket]
 
     def now(self) -> float:
         """The runner's clock (what ``metrics.live`` is recorded in)."""
@@ -151,22 +155,31 @@ class Runner:
 
     def by_model(self) -> Counter[str]:
         """How many generations run here now, per model."""
-        return Counter(generation.model for generation in self._running.values())
+        return Counter(g.label or g.model for g in self._running.values())
 
     def get(self, stream: str) -> Generation | None:
         """The generation producing ``stream`` here, if this process runs it."""
         return self._running.get(stream)
 
     async def start(
-        self, stream: str, route: Route, request: ChatRequest, *, key_id: str
+        self,
+        stream: str,
+        route: Route,
+        request: ChatRequest,
+        *,
+        key_id: str,
+        bucket: str | None = None,
     ) -> Generation:
-        """Start a generation into ``stream`` (which exists once this returns)."""
+        """Start a generation into ``stream`` (which exists once this returns);
+        ``running(bucket)`` counts it (``bucket`` defaults to ``key_id``)."""
         if self._tasks is None:
             raise RuntimeError("the runner is not running")
         await self.store.acquire_lease(stream, self.lease_ttl)
-        generation = Generation(stream, route.model, key_id, self._clock())
+        generation = Generation(
+            stream, route.model, key_id, self._clock(), bucket or key_id, label=route.label
+        )
         self._running[stream] = generation
-        self._per_key[key_id] += 1
+        self._per_key[generation.bucket] += 1
         self.metrics.active_streams.inc()
         upstream = dataclasses.replace(request, model=route.upstream_model)
         self._tasks.start_soon(self._run, generation, route, upstream, name=f"ssegate-{stream}")
@@ -274,9 +287,9 @@ class Runner:
             generation.accepted.set()
             generation.finished.set()
             del self._running[generation.id]
-            self._per_key[generation.key_id] -= 1
-            if not self._per_key[generation.key_id]:
-                del self._per_key[generation.key_id]
+            self._per_key[generation.bucket] -= 1
+            if not self._per_key[generation.bucket]:
+                del self._per_key[generation.bucket]
             self.metrics.active_streams.dec()
             self._log(generation)
 
@@ -284,7 +297,7 @@ class Runner:
         """Relay the provider's events into the store; the stream's outcome."""
         store, stream, metrics = self.store, generation.id, self.metrics
         live = metrics.live
-        model = generation.model
+        model = generation.label or generation.model
         last_token: float | None = None
         usage: Usage | None = None
         outcome = CANCELLED
@@ -316,11 +329,14 @@ class Runner:
                             elif kind is Error:
                                 outcome = ERROR
                                 generation.end_reason = "upstream_error"
-                                metrics.upstream_errors.labels(model, event.code).inc()  # type: ignore[union-attr]
+                                code = metrics.error_code(event.code)  # type: ignore[union-attr]
+                                metrics.upstream_errors.labels(model, code).inc()
             except ProviderError as exc:
                 generation.refused = exc
                 generation.end_reason = "refused"
-                metrics.upstream_errors.labels(model, exc.code or "refused").inc()
+                metrics.upstream_errors.labels(
+                    model, metrics.error_code(exc.code or "refused")
+                ).inc()
                 outcome = await self._fail(stream, _refusal(exc))
             except (StreamEnded, StoreUnavailable):
                 raise

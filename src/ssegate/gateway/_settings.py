@@ -96,6 +96,10 @@ class ProviderSettings(_Strict):
     timeout: float = Field(default=600.0, gt=0)
     #: Seconds to connect (TCP, proxy tunnel and TLS) before giving up.
     connect_timeout: float = Field(default=10.0, gt=0)
+    #: Largest event (or NDJSON line) of its answers accepted, in bytes: a bigger
+    #: one, or a line that never ends, ends the stream with a ``protocol_error``
+    #: (a token is a few bytes; this bounds what a broken upstream makes us hold).
+    max_event_bytes: int = Field(default=1024 * 1024, gt=0)
     #: Models listed on ``GET /v1/models`` as ``<provider>/<model>``; any
     #: ``<provider>/<name>`` routes whether listed or not.
     models: list[str] = Field(default_factory=list)
@@ -175,8 +179,11 @@ class Limits(_Strict):
 
     #: Largest request body accepted (413 beyond it).
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    #: Generations one key (or, with auth off, everybody) may run at once (429 beyond).
+    #: Generations one key (with auth off: one client address) may run at once (429 beyond).
     max_streams_per_key: int = Field(default=64, gt=0)
+    #: Topics one key (auth off: one client address) may create (429 beyond);
+    #: a topic is kept until the store forgets it, so this bounds their memory.
+    max_topics_per_key: int = Field(default=1000, gt=0)
 
 
 class LocalSettings(_Strict):

@@ -4,6 +4,11 @@ A topic is a stream that never ends, kept to the retention limit. Subscribers
 resume after ``Last-Event-ID``; one whose id is older than what is kept gets a
 ``gap`` event saying how many events it missed, never a silent skip. Topic
 names are paths (``prices/eurusd``), which ``subscribe:<pattern>`` scopes match.
+
+A topic is kept until the process (memory store) or Redis forgets it, so the
+topics one key may create are counted (``_quota.TopicQuota``): past
+``limits.max_topics_per_key`` a publish to a new topic is a 429; publishing to
+topics that exist is never refused.
 """
 
 from __future__ import annotations
@@ -31,17 +36,19 @@ __all__ = ["router"]
 router = APIRouter(tags=["topics"])
 
 _TOPIC = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+=-]{0,150}\Z")
-_EVENT = re.compile(r"[^\r\n]{1,64}\Z")
+_EVENT = re.compile(r"[^\x00-\x1f\x7f]{1,64}\Z")  # no CR, LF, NUL or other controls
 
 TopicName = Annotated[str, Path(description="e.g. prices/eurusd")]
 
 
 def _stream(topic: str) -> str:
-    if not _TOPIC.match(topic):
+    # Segments that are empty, "." or ".." are refused: a name is the same string
+    # to the gateway, to a proxy that normalises paths, and to a scope's pattern.
+    if not _TOPIC.match(topic) or {"", ".", ".."} & set(topic.split("/")):
         raise ApiError(
             422,
             "topic: 1-151 characters of letters, digits and _ . : / @ + = -, "
-            "not starting with punctuation",
+            "not starting with punctuation, with no empty, '.' or '..' segment",
             code="invalid_topic",
             param="topic",
         )
@@ -69,7 +76,7 @@ class Publish(BaseModel):
     @classmethod
     def _event(cls, value: str) -> str:
         if not _EVENT.match(value):
-            raise ValueError("1-64 characters without CR or LF")
+            raise ValueError("1-64 characters without CR, LF, NUL or other control characters")
         return value
 
 
@@ -85,6 +92,7 @@ async def publish(
     data = body.data if isinstance(body.data, str) else json.dumps(body.data)
     event = Event(data, event=body.event)
     try:
+        await gw.topics.admit(gw.store, who, topic, stream)
         if body.id is None:
             published = Published(await gw.store.append(stream, event), duplicate=False)
         else:

@@ -120,6 +120,10 @@ class FrameParser(ABC):
     def end_of_body(self, out: list[LLMEvent]) -> None:  # noqa: B027  (optional hook)
         """Hook: the body ended; a parser may flush or finish here."""
 
+    def limit(self, max_event_size: int) -> None:  # noqa: B027  (optional hook)
+        """Hook: refuse (``protocol_error``) any event or line over ``max_event_size``
+        bytes. Called before the first ``feed``."""
+
     def fail(self, code: str, message: str, *, retryable: bool) -> list[LLMEvent]:
         """End the stream with an error from outside (a broken connection)."""
         out: list[LLMEvent] = []
@@ -174,20 +178,25 @@ class SSEFrameParser(FrameParser):
         super().__init__(provider, model)
         self.decoder = Decoder()
 
+    def limit(self, max_event_size: int) -> None:
+        self.decoder = Decoder(max_event_size=max_event_size)
+
     def feed(self, chunk: bytes) -> list[LLMEvent]:
         out: list[LLMEvent] = []
         if self.done:
             return out
+        failure: ProtocolError | None = None
         try:
             events = self.decoder.feed(chunk)
-        except ProtocolError as exc:
-            self.error(out, "protocol_error", str(exc))
-            return out
+        except ProtocolError as exc:  # the events before the bad input still count
+            events, failure = exc.events, exc
         event = self.event
         for ev in events:
             event(ev, out)
             if self.is_done():
-                break
+                return out
+        if failure is not None:
+            self.error(out, "protocol_error", str(failure))
         return out
 
     def close(self) -> list[LLMEvent]:
@@ -209,19 +218,24 @@ class NDJSONFrameParser(FrameParser):
         super().__init__(provider, model)
         self.decoder = NDJSONDecoder()
 
+    def limit(self, max_event_size: int) -> None:
+        self.decoder = NDJSONDecoder(max_line_size=max_event_size)
+
     def feed(self, chunk: bytes) -> list[LLMEvent]:
         out: list[LLMEvent] = []
         if self.done:
             return out
+        failure: ProtocolError | None = None
         try:
             values = self.decoder.feed(chunk)
-        except ProtocolError as exc:
-            self.error(out, "protocol_error", str(exc))
-            return out
+        except ProtocolError as exc:  # the lines before the bad one still count
+            values, failure = exc.events, exc
         for value in values:
             self.value(value, out)
             if self.is_done():
-                break
+                return out
+        if failure is not None:
+            self.error(out, "protocol_error", str(failure))
         return out
 
     def close(self) -> list[LLMEvent]:
@@ -383,6 +397,9 @@ async def drive_batches(
                     raise _not_a_stream(name, status, ctype, response.headers, body, where)
                 raise adapter.error_from_response(status, response.headers, body, url=where)
             parser = adapter.parser(request)
+            max_event_size = getattr(adapter, "max_event_size", None)
+            if max_event_size is not None:
+                parser.limit(max_event_size)
             feed = parser.feed
             tail: list[LLMEvent]
             try:

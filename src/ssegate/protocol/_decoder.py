@@ -266,7 +266,11 @@ class Decoder:
             else:
                 events = self._blocks(text)
         if self._tail_len > self._fold_at:
-            events += self._fold()
+            try:
+                events += self._fold()
+            except ProtocolError as exc:
+                exc.events[:0] = events  # completed before the bad line: not lost
+                raise
         return events
 
     def close(self) -> list[Event]:
@@ -326,20 +330,24 @@ class Decoder:
     def _blocks(self, text: str) -> list[Event]:
         """Events from complete blocks: ``text`` is blocks joined by blank lines."""
         out: list[Event] = []
-        if len(text) > _SPLIT_MAX:
-            # Large text (big events): walk the lines with memchr instead.
-            self._lines(_iter_lines(text), out)
-            self._dispatch(out)
-            return out
-        small = len(text) <= self._max_small  # then no block can break a limit
-        for b in text.split("\n\n"):
-            if not small or self._carry:
-                self._lines(b.split("\n"), out)
+        try:
+            if len(text) > _SPLIT_MAX:
+                # Large text (big events): walk the lines with memchr instead.
+                self._lines(_iter_lines(text), out)
                 self._dispatch(out)
-            elif b[:6] == "data: " and "\n" not in b:
-                out.append(_new(Event, (b[6:], "message", self._last_id, None)))
-            else:
-                self._block(b, out)
+                return out
+            small = len(text) <= self._max_small  # then no block can break a limit
+            for b in text.split("\n\n"):
+                if not small or self._carry:
+                    self._lines(b.split("\n"), out)
+                    self._dispatch(out)
+                elif b[:6] == "data: " and "\n" not in b:
+                    out.append(_new(Event, (b[6:], "message", self._last_id, None)))
+                else:
+                    self._block(b, out)
+        except ProtocolError as exc:
+            exc.events[:0] = out
+            raise
         return out
 
     def _block(self, block: str, out: list[Event]) -> None:
@@ -460,13 +468,17 @@ class Decoder:
         out: list[Event] = []
         last = buf.rfind(b"\n")
         prev = buf.rfind(b"\n", 0, last) if last > 0 else -1
-        if prev >= 0:
-            self._lines(_iter_lines(buf[:prev].decode("utf-8", "replace")), out)
-            buf = buf[prev + 1 :]
-            last -= prev + 1
-        partial = len(buf) - last - 1
-        if partial > self._max_line or last > self._max_line:
-            raise self._line_too_long()
+        try:
+            if prev >= 0:
+                self._lines(_iter_lines(buf[:prev].decode("utf-8", "replace")), out)
+                buf = buf[prev + 1 :]
+                last -= prev + 1
+            partial = len(buf) - last - 1
+            if partial > self._max_line or last > self._max_line:
+                raise self._line_too_long()
+        except ProtocolError as exc:
+            exc.events[:0] = out
+            raise
         self._tail = [buf]
         self._held_end = last + 1
         self._tail_len = len(buf)

@@ -54,8 +54,16 @@ class NDJSONDecoder:
         rest = buf[end + 1 :]
         self._tail = [rest] if rest else []
         self._tail_len = len(rest)
-        self._check_tail()
-        return [self._parse(line) for line in buf[:end].split(b"\n") if line.strip()]
+        values: list[Any] = []
+        try:
+            for line in buf[:end].split(b"\n"):
+                if line.strip():
+                    values.append(self._parse(line))
+            self._check_tail()
+        except ProtocolError as exc:
+            exc.events = values  # the lines before the bad one: not lost with it
+            raise
+        return values
 
     def close(self) -> list[Any]:
         """End of stream: a last line without its LF still counts."""

@@ -130,7 +130,9 @@ FAILED = "failed"  # the producer's lease ran out
 # Stream names end up in Redis keys and URLs: keep them to a safe alphabet
 # (no braces, which are Redis Cluster hash tags; no spaces or control characters).
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+=-]{0,199}\Z")
-_ID = re.compile(rf"([0-9a-f]{{{EPOCH_WIDTH}}})-([0-9]{{{ID_WIDTH},}})\Z")
+# At most 19 digits: every number a store issues (Redis's are 64-bit) and never
+# a digit string too long for int() (4 300 digits raise).
+_ID = re.compile(rf"([0-9a-f]{{{EPOCH_WIDTH}}})-([0-9]{{{ID_WIDTH},19}})\Z")
 _EXAMPLE_ID = "9f3c01ab-" + "42".zfill(ID_WIDTH)
 _OUTCOME = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
 
@@ -225,9 +227,15 @@ def parse_id(event_id: str | None) -> EventId | None:
         raise TypeError(f"an event id must be str or None, not {type(event_id).__name__}")
     match = _ID.match(event_id)
     if match is None:
+        # A client's garbage is quoted back, but no more than a line of it.
+        shown = (
+            repr(event_id)
+            if len(event_id) <= 64
+            else f"{event_id[:48]!r}... ({len(event_id)} characters)"
+        )
         raise UnknownEventId(
-            f"{event_id!r} is not an id of this store (ids look like {_EXAMPLE_ID!r}: "
-            f"{EPOCH_WIDTH} hex digits of epoch, '-', {ID_WIDTH} or more digits)"
+            f"{shown} is not an id of this store (ids look like {_EXAMPLE_ID!r}: "
+            f"{EPOCH_WIDTH} hex digits of epoch, '-', {ID_WIDTH} to 19 digits)"
         )
     return EventId(match[1], int(match[2]))
 

@@ -107,13 +107,24 @@ class HTTPProvider(_Adapter):
     the ``gateway`` extra), ``default_http_client()`` (httpx) on trio or without
     aiohttp. Both take proxies and CAs from the environment; pass
     ``HTTPClient(trust_env=False)`` to ignore it, an httpx client for HTTP/2.
+
+    ``max_event_size``: the largest event (SSE) or line (NDJSON) of an answer's
+    body accepted, in bytes; a body that sends a bigger one, or a line that does
+    not end within it, ends the stream with a ``protocol_error`` ``Error``
+    (default: the decoder's ``MAX_EVENT_SIZE``).
     """
 
     name: str = "http"
 
-    def __init__(self, *, client: HTTPClient | httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        client: HTTPClient | httpx.AsyncClient | None = None,
+        max_event_size: int | None = None,
+    ) -> None:
         self._client = client
         self._own_client = client is None
+        self.max_event_size = max_event_size
 
     @property
     def client(self) -> HTTPClient | httpx.AsyncClient:

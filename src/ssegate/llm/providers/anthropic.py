@@ -248,8 +248,9 @@ class AnthropicProvider(HTTPProvider):
         beta: tuple[str, ...] = (),
         headers: Mapping[str, str] | None = None,
         client: HTTPClient | httpx.AsyncClient | None = None,
+        max_event_size: int | None = None,
     ) -> None:
-        super().__init__(client=client)
+        super().__init__(client=client, max_event_size=max_event_size)
         self.url = endpoint(base_url, "/v1/messages")
         # ANTHROPIC_API_KEY, as the SDK reads it (for Anthropic's own server only)
         self.key_variable: str | None = None

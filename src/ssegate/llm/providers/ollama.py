@@ -139,8 +139,9 @@ class OllamaProvider(HTTPProvider):
         *,
         headers: Mapping[str, str] | None = None,
         client: HTTPClient | httpx.AsyncClient | None = None,
+        max_event_size: int | None = None,
     ) -> None:
-        super().__init__(client=client)
+        super().__init__(client=client, max_event_size=max_event_size)
         self.url = endpoint(base_url, "/api/chat")
         self.api_key = api_key
         self.extra_headers = dict(headers or {})

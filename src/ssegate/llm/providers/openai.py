@@ -361,10 +361,11 @@ class OpenAIProvider(HTTPProvider):
         glm_auth: Literal["key", "jwt"] = "key",
         stream_options: bool = True,
         client: HTTPClient | httpx.AsyncClient | None = None,
+        max_event_size: int | None = None,
         clock: Callable[[], float] = time.time,
         name: str | None = None,
     ) -> None:
-        super().__init__(client=client)
+        super().__init__(client=client, max_event_size=max_event_size)
         if vendor not in VENDORS:
             raise ValueError(f"unknown vendor {vendor!r}; choose one of {', '.join(VENDORS)}")
         base = base_url or VENDORS[vendor]
