@@ -13,7 +13,7 @@ import pytest
 from ssegate.llm import ChatRequest, TextDelta
 from ssegate.llm.providers import create_provider
 from ssegate.local import LocalEngine
-from ssegate.local._model import Segment
+from ssegate.local._model import Segment, _tiled, _tiles
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 OTHERS = [
@@ -63,7 +63,7 @@ def test_a_decode_rows_logits_do_not_depend_on_the_batch(engine: LocalEngine) ->
     model = engine.model
     ids = engine.encode_chat(QUESTION)
     results = []
-    for extra in (0, 1, 2, 7, 8, 12):
+    for extra in (0, 1, 3, 5, 7, 8, 12):  # tiles of 2, 2, 4, 6, 8, 8+2, 8+6 rows
         cache = model.new_cache(128)
         model.forward_batch([Segment(ids, cache, logits=False)])
         others = []
@@ -76,6 +76,19 @@ def test_a_decode_rows_logits_do_not_depend_on_the_batch(engine: LocalEngine) ->
         results.append(logits)
     for got in results[1:]:
         assert np.array_equal(got, results[0])
+
+
+def test_a_pass_is_cut_in_tiles_of_2_to_8_rows() -> None:
+    """A lone row is a 2-row tile (never the matrix-vector kernel); then even counts."""
+    cuts = {n: [(t.start, t.stop) for t in _tiles(_tiled(n))] for n in (1, 2, 3, 8, 9, 17)}
+    assert cuts == {
+        1: [(0, 2)],
+        2: [(0, 2)],
+        3: [(0, 4)],
+        8: [(0, 8)],
+        9: [(0, 8), (8, 10)],
+        17: [(0, 8), (8, 16), (16, 18)],
+    }
 
 
 async def _answer(provider: object, messages: list[dict[str, str]], max_tokens: int) -> str:

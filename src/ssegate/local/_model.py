@@ -38,9 +38,13 @@ benchmarks/local_model.py):
   them first and 8 rows cost 3-6x one row instead of ~1x (measured here,
   SkylakeX kernels).
 - Greedy answers do not depend on the batch: every matmul with a weight matrix
-  takes exactly ``TILE`` rows (the pass is padded to whole tiles), since BLAS
-  picks its kernel by shape (matrix-vector for one row, small-matrix up to
-  ~1e6 multiply-adds, packed GEMM beyond) and each rounds differently; and
+  takes a tile of 2 to ``TILE`` rows (an even count: the pass is padded), since
+  BLAS picks its kernel by shape (matrix-vector for one row, small-matrix up to
+  ~1e6 multiply-adds, packed GEMM beyond) and each rounds differently, while
+  the small-matrix kernel gives a row the same bits in a tile of any 2 to 16
+  rows (measured on every matrix; the determinism tests hold it). A lone answer
+  thus costs one 2-row tile (no slower than the matrix-vector product it
+  replaces: ``TILE`` rows for one cost it a fifth more per token); and
   attention runs row by row with one arithmetic for prompts and answers, so a
   position's keys and values do not depend on how its prompt was chunked (the
   prefill budget, prefix reuse). A near-tie then cannot flip with the batch.
@@ -84,13 +88,16 @@ F32 = npt.NDArray[np.float32]
 PREFILL_CHUNK = 128
 # Weight matrices are stored in column blocks of this many columns (see the doc).
 BLOCK = 64
-# Rows go through every weight matrix in tiles of exactly this many (the last one
-# padded): BLAS picks its kernel by the matrix shapes (OpenBLAS: matrix-vector for
-# one row, its small-matrix kernel up to ~1e6 multiply-adds, packed GEMM beyond),
-# and each kernel rounds differently. With one shape for every call, a row's
-# result does not depend on how many rows share the pass: a sequence decodes to
-# the same tokens alone or in any batch (and eight rows cost about one).
+# Rows go through every weight matrix in tiles of at most this many, and at least
+# MIN_TILE (the pass is padded to an even count): BLAS picks its kernel by the
+# matrix shapes (OpenBLAS: matrix-vector for one row, its small-matrix kernel up
+# to ~1e6 multiply-adds, packed GEMM beyond), and each kernel rounds differently.
+# The small-matrix kernel computes a row alike in a tile of 2 to 16 rows (up to
+# its bound: 8 rows of the widest matrix, 1536 inputs by 64, stay below it), so a
+# row's result does not depend on how many rows share the pass: a sequence
+# decodes to the same tokens alone or in any batch.
 TILE = 8
+MIN_TILE = 2
 _LOAD_THREADS = 2
 
 
@@ -383,7 +390,7 @@ class _Plan:
             positions.extend(range(start, start + t))
             if seg.logits:
                 self.want.append(row + t - 1)
-        # the rows fill whole tiles (``TILE``): the padding rows are copies of the
+        # the rows fill whole tiles (``_tiled``): a padding row is a copy of the
         # first, which no segment reads
         pad = _tiled(len(self.tokens)) - len(self.tokens)
         self.tokens.extend([self.tokens[0]] * pad)
@@ -416,24 +423,29 @@ def _blocked_out(out: F32, w: F32) -> F32:
 
 
 def _tiled(n: int) -> int:
-    """``n`` rows rounded up to whole tiles (at least one)."""
-    return max(-(-n // TILE), 1) * TILE
+    """``n`` rows padded to an even count of at least ``MIN_TILE``."""
+    return max(n + n % 2, MIN_TILE)
 
 
-def _tile_outs(out: F32, w: F32) -> list[F32]:
-    """``_blocked_out`` views of each ``TILE`` rows of ``out`` (whole tiles)."""
-    return [_blocked_out(out[i : i + TILE], w) for i in range(0, out.shape[0], TILE)]
+def _tiles(rows: int) -> list[slice]:
+    """A padded pass's rows (``_tiled``) in tiles: ``TILE`` rows each, the last 2 to ``TILE``."""
+    return [slice(i, min(i + TILE, rows)) for i in range(0, rows, TILE)]
 
 
-def _tile_matmul(x: F32, w: F32, outs: list[F32]) -> None:
-    """``x @ W`` into ``outs`` (``_tile_outs``), one BLAS call of ``TILE`` rows per tile."""
-    for i, out in enumerate(outs):
-        np.matmul(x[i * TILE : (i + 1) * TILE], w, out=out)
+def _tile_outs(out: F32, w: F32) -> list[tuple[slice, F32]]:
+    """Each tile of ``out``'s rows and its ``_blocked_out`` view."""
+    return [(tile, _blocked_out(out[tile], w)) for tile in _tiles(out.shape[0])]
+
+
+def _tile_matmul(x: F32, w: F32, outs: list[tuple[slice, F32]]) -> None:
+    """``x @ W`` into ``outs`` (``_tile_outs``), one BLAS call per tile."""
+    for tile, out in outs:
+        np.matmul(x[tile], w, out=out)
 
 
 def _matmul(x: F32, w: F32) -> F32:
     """``x @ W`` for a blocked ``w`` (``_blocked``): a (rows, out) array, computed in
-    whole tiles of ``TILE`` rows (``x`` is padded with zero rows if need be)."""
+    tiles (``x`` is padded with a zero row if need be)."""
     n = x.shape[0]
     rows = _tiled(n)
     if rows != n:
