@@ -79,29 +79,34 @@ def test_a_decode_rows_logits_do_not_depend_on_the_batch(engine: LocalEngine) ->
 
 
 def test_a_segments_rows_attend_at_once_as_each_would_alone(engine: LocalEngine) -> None:
-    """``_attend_rows`` (a prompt's chunk) gives every row the bits ``_attend_one`` does,
-    at the start of a context and deep into it."""
+    """``_attend_rows`` (a prompt's chunk) gives every row the bits ``_attend_singles``
+    does (an answer's token), at the start of a context and deep into it."""
     model = engine.model
     rng = np.random.default_rng(7)
     for start, t in [(0, 2), (0, 64), (37, 13), (500, 64), (1980, 64)]:
         for s, shard in enumerate(model.layers[0].shards):
-            caches = [model.new_cache(2048) for _ in range(2)]
-            for cache in caches[1:]:
-                for theirs, mine in ((caches[0].k, cache.k), (caches[0].v, cache.v)):
-                    theirs[s][0, :, :start] = rng.standard_normal(theirs[s][0, :, :start].shape)
-                    mine[s][0, :, :start] = theirs[s][0, :, :start]
+            caches = [model.new_cache(2048) for _ in range(3)]
+            past = rng.standard_normal((2, *caches[0].k[s][0, :, :start].shape))
+            for cache in caches:  # the same keys and values before ``start``
+                cache.k[s][0, :, :start] = past[0]
+                cache.v[s][0, :, :start] = past[1]
             together = _Rows(model.config, shard, [(0, t, start)])
             apart = _Rows(model.config, shard, [(r, 1, start + r) for r in range(t)])
-            assert together.one == [[]]
             together.qkv[:] = rng.standard_normal(together.qkv.shape)
             apart.qkv[:] = together.qkv
-            a, b = caches[0], caches[1]
+            at_once = _Rows(model.config, shard, [(r, 1, start + r) for r in range(t)])
+            at_once.qkv[:] = together.qkv
+            a, b, c = caches
             LlamaModel._attend_rows(shard, together, 0, t, start, a.k[s][0], a.v[s][0])
-            for r in range(t):
-                LlamaModel._attend_one(shard, apart.one[r][0], start + r, b.k[s][0], b.v[s][0])
-            assert np.array_equal(together.heads, apart.heads), (start, t, s)
-            assert np.array_equal(a.k[s][0, :, : start + t], b.k[s][0, :, : start + t])
-            assert np.array_equal(a.v[s][0, :, : start + t], b.v[s][0, :, : start + t])
+            for r in range(t):  # one call each
+                LlamaModel._attend_singles(shard, apart, [(r, start + r, b.k[s][0], b.v[s][0])])
+            # one call for all (rows of different lengths)
+            singles = [(r, start + r, c.k[s][0], c.v[s][0]) for r in range(t)]
+            LlamaModel._attend_singles(shard, at_once, singles)
+            for other, cache in ((apart, b), (at_once, c)):
+                assert np.array_equal(together.heads, other.heads), (start, t, s)
+                assert np.array_equal(a.k[s][0, :, : start + t], cache.k[s][0, :, : start + t])
+                assert np.array_equal(a.v[s][0, :, : start + t], cache.v[s][0, :, : start + t])
 
 
 def test_a_pass_is_cut_in_tiles_of_2_to_8_rows() -> None:

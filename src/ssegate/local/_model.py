@@ -48,12 +48,14 @@ benchmarks/local_model.py):
   attention has one arithmetic for prompts and answers, so a position's keys
   and values do not depend on how its prompt was chunked (the prefill budget,
   prefix reuse): each row's scores are its own product with the keys up to it
-  (the kernel rounds them by their count), the rest of a prompt chunk's
-  attention runs for all its rows at once, padded where that leaves every row's
-  bits as they are alone (``_attend_rows``; a sixth less CPU per prompt token
-  than row by row). A near-tie then cannot flip with the batch.
-- A pass works in buffers and views allocated once per pass (``_Rows``): per
-  layer it costs numpy calls only for the arithmetic. Python overhead is
+  (the kernel rounds them by their count), and the rest runs for many rows at
+  once, padded where that leaves every row's bits as they are alone: a prompt
+  chunk's rows (``_attend_rows``), the answers' tokens of a pass
+  (``_attend_singles``); a sixth less CPU per prompt token and a fifth less
+  attention for 8 answers than row by row. A near-tie then cannot flip with
+  the batch.
+- A pass works in buffers allocated once per pass (``_Rows``): per layer it
+  costs numpy calls only for the arithmetic. Python overhead is
   otherwise a sizeable share of a 30 ms token.
 - The embedding rows are read from the head's columns instead of keeping a
   second 113 MB copy of the matrix.
@@ -316,17 +318,16 @@ class Segment:
     logits: bool = True
 
 
-# the views of one single-token segment's row in a shard's buffers:
-# (k_new, v_new, q_heads, q_rows, q_flat, attn, attn_rows, heads_rows)
-_OneRow = tuple[F32, F32, F32, F32, F32, F32, F32, F32]
+# a row that attends on its own: (its row in the pass, its position, the keys and
+# values of its layer and shard)
+_Single = tuple[int, int, F32, F32]
 
 
 class _Rows:
     """One shard's buffers for the rows of one forward pass, and views into them.
 
     Every layer writes its intermediates into these (QKV, the attention heads,
-    gate/up, the activation), so a step costs numpy calls only for arithmetic:
-    the views of each single-token segment are made once per pass, not per layer.
+    gate/up, the activation), so a step costs numpy calls only for arithmetic.
     """
 
     def __init__(self, config: LlamaConfig, shard: _Shard, spans: list[tuple[int, int, int]]):
@@ -344,39 +345,6 @@ class _Rows:
         self.act: F32 = np.empty((rows, shard.ffn), dtype=np.float32)
         self.qkv_out = _tile_outs(self.qkv, shard.wqkv)
         self.gu_out = _tile_outs(self.gu, shard.wgu)
-        # the views of every row of a segment that attends row by row (``_attend_one``;
-        # a segment of several rows attends at once, ``_attend_rows``: no views)
-        self.one: list[list[_OneRow]] = []
-        for first, t, start in spans:
-            rows_one = _by_rows(shard, config.head_dim, t, start)
-            self.one.append([self._one(r, shard) for r in range(first, first + t) if rows_one])
-
-    def _one(self, row: int, shard: _Shard) -> _OneRow:
-        """The views of ``row`` that ``LlamaModel._attend_one`` works in."""
-        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
-        qk = self.qk[row]
-        hd = qk.shape[-1]
-        q_rows: F32 = (
-            qk[:n_q].reshape(n_kv, group, hd)
-            if shard.q_index is None
-            else np.empty((n_kv, group, hd), dtype=np.float32)
-        )
-        heads = self.heads[row]
-        attn: F32 = (
-            heads.reshape(n_kv, group, hd)
-            if shard.out_index is None
-            else np.empty((n_kv, group, hd), dtype=np.float32)
-        )
-        return (
-            qk[n_q:],
-            self.qkv[row, (n_q + n_kv) * hd :].reshape(n_kv, hd),
-            qk[:n_q],
-            q_rows,
-            q_rows.reshape(n_kv * group, hd),
-            attn,
-            attn.reshape(n_kv * group, hd),
-            heads.reshape(n_q, hd),
-        )
 
 
 class _Plan:
@@ -436,7 +404,7 @@ _ATTEND_LIMIT = 500_000
 
 
 def _by_rows(shard: _Shard, head_dim: int, t: int, start: int) -> bool:
-    """Whether a segment of ``t`` rows from ``start`` attends row by row."""
+    """Whether a segment of ``t`` rows from ``start`` attends with the single rows."""
     return t == 1 or shard.group * head_dim * (start + t) > _ATTEND_LIMIT
 
 
@@ -746,6 +714,8 @@ class LlamaModel:
         """This shard's heads for every row: QKV, RoPE, the caches, attention; its partial sum."""
         _tile_matmul(h, shard.wqkv, rows.qkv_out)
         rows.rotate *= plan.rot
+        singles: list[_Single] = []
+        hd = self.config.head_dim
         for i, seg in enumerate(plan.segments):
             keys = seg.cache.k[s][li]  # (kv, n_ctx, hd)
             values = seg.cache.v[s][li]
@@ -753,18 +723,19 @@ class LlamaModel:
             # one arithmetic for a prompt's rows and an answer's: a position's keys,
             # values and output do not depend on how its prompt was cut in chunks
             # (prefix reuse, the batch's prefill budget)
-            if rows.one[i]:
-                for offset, one in enumerate(rows.one[i]):
-                    self._attend_one(shard, one, start + offset, keys, values)
+            if _by_rows(shard, hd, t, start):
+                singles.extend((first + r, start + r, keys, values) for r in range(t))
             else:
                 self._attend_rows(shard, rows, first, t, start, keys, values)
+        if singles:
+            self._attend_singles(shard, rows, singles)
         return _matmul(rows.heads, shard.wo)
 
     @staticmethod
     def _attend_rows(
         shard: _Shard, rows: _Rows, first: int, t: int, start: int, keys: F32, values: F32
     ) -> None:
-        """``_attend_one`` for the ``t`` rows of a segment at once, to the same bits.
+        """Attention of the ``t`` rows of a segment, to the bits each has alone.
 
         Each row's scores are its own product with the keys up to its position (the
         BLAS kernel rounds them by their length), in a (t, kv, group, t + start)
@@ -802,21 +773,42 @@ class LlamaModel:
             np.take(attn.reshape(t, n_kv * group, hd), shard.out_index, axis=1, out=heads)
 
     @staticmethod
-    def _attend_one(shard: _Shard, one: _OneRow, pos: int, keys: F32, values: F32) -> None:
-        """Attention of one token at ``pos``, in its row's views (into ``_Rows.heads``)."""
-        k_new, v_new, q_heads, q_rows, q_flat, attn, attn_rows, heads_rows = one
-        keys[:, pos] = k_new
-        values[:, pos] = v_new
+    def _attend_singles(shard: _Shard, rows: _Rows, singles: list[_Single]) -> None:
+        """Attention of single rows, each at its position over its own cache (answers'
+        tokens, a long prompt's rows), to the bits of ``_attend_rows``.
+
+        Each row's scores, its product with its values and its sum are its own
+        calls, over its own length; the rest runs once for all, padded as there.
+        """
+        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
+        hd = rows.qk.shape[-1]
+        index = [row for row, _, _, _ in singles]
+        n = len(index)
+        for row, pos, keys, values in singles:
+            keys[:, pos] = rows.qk[row, n_q:]
+            values[:, pos] = rows.qkv[row, (n_q + n_kv) * hd :].reshape(n_kv, hd)
+        q_heads = rows.qk[index, :n_q]  # (n, q heads, hd)
         if shard.q_index is not None:
-            np.take(q_heads, shard.q_index, axis=0, out=q_flat)
-        end = pos + 1
-        scores = q_rows @ keys[:, :end].transpose(0, 2, 1)  # (kv, group, end)
-        scores -= scores.max(axis=-1, keepdims=True)
+            q_heads = np.take(q_heads, shard.q_index, axis=1)
+        q = q_heads.reshape(n, n_kv, group, hd)
+        end = max(pos for _, pos, _, _ in singles) + 1
+        scores = np.full((n, n_kv, group, end), -np.inf, dtype=np.float32)
+        for r, (_, pos, keys, _) in enumerate(singles):
+            keys_t = keys.transpose(0, 2, 1)
+            np.matmul(q[r], keys_t[:, :, : pos + 1], out=scores[r, :, :, : pos + 1])
+        np.subtract(scores, np.maximum.reduce(scores, axis=-1, keepdims=True), out=scores)
         np.exp(scores, out=scores)
-        np.matmul(scores, values[:, :end], out=attn)
-        attn /= scores.sum(axis=-1, keepdims=True)
+        attn = np.empty((n, n_kv, group, hd), dtype=np.float32)
+        sums = np.empty((n, n_kv, group, 1), dtype=np.float32)
+        for r, (_, pos, _, values) in enumerate(singles):
+            weights = scores[r, :, :, : pos + 1]
+            np.matmul(weights, values[:, : pos + 1], out=attn[r])
+            np.add.reduce(weights, axis=-1, keepdims=True, out=sums[r])
+        attn /= sums
+        heads = attn.reshape(n, n_kv * group, hd)
         if shard.out_index is not None:
-            np.take(attn_rows, shard.out_index, axis=0, out=heads_rows)
+            heads = np.take(heads, shard.out_index, axis=1)
+        rows.heads[index] = heads.reshape(n, n_q * hd)
 
     @staticmethod
     def _ffn(shard: _Shard, h: F32, rows: _Rows) -> F32:
