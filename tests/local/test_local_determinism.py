@@ -13,7 +13,7 @@ import pytest
 from ssegate.llm import ChatRequest, TextDelta
 from ssegate.llm.providers import create_provider
 from ssegate.local import LocalEngine
-from ssegate.local._model import Segment
+from ssegate.local._model import LlamaModel, Segment, _Rows, _tiled, _tiles
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 OTHERS = [
@@ -63,7 +63,7 @@ def test_a_decode_rows_logits_do_not_depend_on_the_batch(engine: LocalEngine) ->
     model = engine.model
     ids = engine.encode_chat(QUESTION)
     results = []
-    for extra in (0, 1, 2, 7, 8, 12):
+    for extra in (0, 1, 3, 5, 7, 8, 12):  # tiles of 2, 2, 4, 6, 8, 8+2, 8+6 rows
         cache = model.new_cache(128)
         model.forward_batch([Segment(ids, cache, logits=False)])
         others = []
@@ -76,6 +76,50 @@ def test_a_decode_rows_logits_do_not_depend_on_the_batch(engine: LocalEngine) ->
         results.append(logits)
     for got in results[1:]:
         assert np.array_equal(got, results[0])
+
+
+def test_a_segments_rows_attend_at_once_as_each_would_alone(engine: LocalEngine) -> None:
+    """``_attend_rows`` (a prompt's chunk) gives every row the bits ``_attend_singles``
+    does (an answer's token), at the start of a context and deep into it."""
+    model = engine.model
+    rng = np.random.default_rng(7)
+    for start, t in [(0, 2), (0, 64), (37, 13), (500, 64), (1980, 64)]:
+        for s, shard in enumerate(model.layers[0].shards):
+            caches = [model.new_cache(2048) for _ in range(3)]
+            past = rng.standard_normal((2, *caches[0].k[s][0, :, :start].shape))
+            for cache in caches:  # the same keys and values before ``start``
+                cache.k[s][0, :, :start] = past[0]
+                cache.v[s][0, :, :start] = past[1]
+            together = _Rows(model.config, shard, [(0, t, start)])
+            apart = _Rows(model.config, shard, [(r, 1, start + r) for r in range(t)])
+            together.qkv[:] = rng.standard_normal(together.qkv.shape)
+            apart.qkv[:] = together.qkv
+            at_once = _Rows(model.config, shard, [(r, 1, start + r) for r in range(t)])
+            at_once.qkv[:] = together.qkv
+            a, b, c = caches
+            LlamaModel._attend_rows(shard, together, 0, t, start, a.k[s][0], a.v[s][0])
+            for r in range(t):  # one call each
+                LlamaModel._attend_singles(shard, apart, [(r, start + r, b.k[s][0], b.v[s][0])])
+            # one call for all (rows of different lengths)
+            singles = [(r, start + r, c.k[s][0], c.v[s][0]) for r in range(t)]
+            LlamaModel._attend_singles(shard, at_once, singles)
+            for other, cache in ((apart, b), (at_once, c)):
+                assert np.array_equal(together.heads, other.heads), (start, t, s)
+                assert np.array_equal(a.k[s][0, :, : start + t], cache.k[s][0, :, : start + t])
+                assert np.array_equal(a.v[s][0, :, : start + t], cache.v[s][0, :, : start + t])
+
+
+def test_a_pass_is_cut_in_tiles_of_2_to_8_rows() -> None:
+    """A lone row is a 2-row tile (never the matrix-vector kernel); then even counts."""
+    cuts = {n: [(t.start, t.stop) for t in _tiles(_tiled(n))] for n in (1, 2, 3, 8, 9, 17)}
+    assert cuts == {
+        1: [(0, 2)],
+        2: [(0, 2)],
+        3: [(0, 4)],
+        8: [(0, 8)],
+        9: [(0, 8), (8, 10)],
+        17: [(0, 8), (8, 16), (16, 18)],
+    }
 
 
 async def _answer(provider: object, messages: list[dict[str, str]], max_tokens: int) -> str:

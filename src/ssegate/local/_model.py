@@ -38,14 +38,24 @@ benchmarks/local_model.py):
   them first and 8 rows cost 3-6x one row instead of ~1x (measured here,
   SkylakeX kernels).
 - Greedy answers do not depend on the batch: every matmul with a weight matrix
-  takes exactly ``TILE`` rows (the pass is padded to whole tiles), since BLAS
-  picks its kernel by shape (matrix-vector for one row, small-matrix up to
-  ~1e6 multiply-adds, packed GEMM beyond) and each rounds differently; and
-  attention runs row by row with one arithmetic for prompts and answers, so a
-  position's keys and values do not depend on how its prompt was chunked (the
-  prefill budget, prefix reuse). A near-tie then cannot flip with the batch.
-- A pass works in buffers and views allocated once per pass (``_Rows``): per
-  layer it costs numpy calls only for the arithmetic. Python overhead is
+  takes a tile of 2 to ``TILE`` rows (an even count: the pass is padded), since
+  BLAS picks its kernel by shape (matrix-vector for one row, small-matrix up to
+  ~1e6 multiply-adds, packed GEMM beyond) and each rounds differently, while
+  the small-matrix kernel gives a row the same bits in a tile of any 2 to 16
+  rows (measured on every matrix; the determinism tests hold it). A lone answer
+  thus costs one 2-row tile (no slower than the matrix-vector product it
+  replaces: ``TILE`` rows for one cost it a fifth more per token); and
+  attention has one arithmetic for prompts and answers, so a position's keys
+  and values do not depend on how its prompt was chunked (the prefill budget,
+  prefix reuse): each row's scores are its own product with the keys up to it
+  (the kernel rounds them by their count), and the rest runs for many rows at
+  once, padded where that leaves every row's bits as they are alone: a prompt
+  chunk's rows (``_attend_rows``), the answers' tokens of a pass
+  (``_attend_singles``); a sixth less CPU per prompt token and a fifth less
+  attention for 8 answers than row by row. A near-tie then cannot flip with
+  the batch.
+- A pass works in buffers allocated once per pass (``_Rows``): per layer it
+  costs numpy calls only for the arithmetic. Python overhead is
   otherwise a sizeable share of a 30 ms token.
 - The embedding rows are read from the head's columns instead of keeping a
   second 113 MB copy of the matrix.
@@ -84,13 +94,16 @@ F32 = npt.NDArray[np.float32]
 PREFILL_CHUNK = 128
 # Weight matrices are stored in column blocks of this many columns (see the doc).
 BLOCK = 64
-# Rows go through every weight matrix in tiles of exactly this many (the last one
-# padded): BLAS picks its kernel by the matrix shapes (OpenBLAS: matrix-vector for
-# one row, its small-matrix kernel up to ~1e6 multiply-adds, packed GEMM beyond),
-# and each kernel rounds differently. With one shape for every call, a row's
-# result does not depend on how many rows share the pass: a sequence decodes to
-# the same tokens alone or in any batch (and eight rows cost about one).
+# Rows go through every weight matrix in tiles of at most this many, and at least
+# MIN_TILE (the pass is padded to an even count): BLAS picks its kernel by the
+# matrix shapes (OpenBLAS: matrix-vector for one row, its small-matrix kernel up
+# to ~1e6 multiply-adds, packed GEMM beyond), and each kernel rounds differently.
+# The small-matrix kernel computes a row alike in a tile of 2 to 16 rows (up to
+# its bound: 8 rows of the widest matrix, 1536 inputs by 64, stay below it), so a
+# row's result does not depend on how many rows share the pass: a sequence
+# decodes to the same tokens alone or in any batch.
 TILE = 8
+MIN_TILE = 2
 _LOAD_THREADS = 2
 
 
@@ -305,17 +318,16 @@ class Segment:
     logits: bool = True
 
 
-# the views of one single-token segment's row in a shard's buffers:
-# (k_new, v_new, q_heads, q_rows, q_flat, attn, attn_rows, heads_rows)
-_OneRow = tuple[F32, F32, F32, F32, F32, F32, F32, F32]
+# a row that attends on its own: (its row in the pass, its position, the keys and
+# values of its layer and shard)
+_Single = tuple[int, int, F32, F32]
 
 
 class _Rows:
     """One shard's buffers for the rows of one forward pass, and views into them.
 
     Every layer writes its intermediates into these (QKV, the attention heads,
-    gate/up, the activation), so a step costs numpy calls only for arithmetic:
-    the views of each single-token segment are made once per pass, not per layer.
+    gate/up, the activation), so a step costs numpy calls only for arithmetic.
     """
 
     def __init__(self, config: LlamaConfig, shard: _Shard, spans: list[tuple[int, int, int]]):
@@ -333,37 +345,6 @@ class _Rows:
         self.act: F32 = np.empty((rows, shard.ffn), dtype=np.float32)
         self.qkv_out = _tile_outs(self.qkv, shard.wqkv)
         self.gu_out = _tile_outs(self.gu, shard.wgu)
-        # every row's views, by segment: each row attends on its own (``_attend_one``)
-        self.one: list[list[_OneRow]] = []
-        for first, t, _ in spans:
-            self.one.append([self._one(row, shard) for row in range(first, first + t)])
-
-    def _one(self, row: int, shard: _Shard) -> _OneRow:
-        """The views of ``row`` that ``LlamaModel._attend_one`` works in."""
-        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
-        qk = self.qk[row]
-        hd = qk.shape[-1]
-        q_rows: F32 = (
-            qk[:n_q].reshape(n_kv, group, hd)
-            if shard.q_index is None
-            else np.empty((n_kv, group, hd), dtype=np.float32)
-        )
-        heads = self.heads[row]
-        attn: F32 = (
-            heads.reshape(n_kv, group, hd)
-            if shard.out_index is None
-            else np.empty((n_kv, group, hd), dtype=np.float32)
-        )
-        return (
-            qk[n_q:],
-            self.qkv[row, (n_q + n_kv) * hd :].reshape(n_kv, hd),
-            qk[:n_q],
-            q_rows,
-            q_rows.reshape(n_kv * group, hd),
-            attn,
-            attn.reshape(n_kv * group, hd),
-            heads.reshape(n_q, hd),
-        )
 
 
 class _Plan:
@@ -383,7 +364,7 @@ class _Plan:
             positions.extend(range(start, start + t))
             if seg.logits:
                 self.want.append(row + t - 1)
-        # the rows fill whole tiles (``TILE``): the padding rows are copies of the
+        # the rows fill whole tiles (``_tiled``): a padding row is a copy of the
         # first, which no segment reads
         pad = _tiled(len(self.tokens)) - len(self.tokens)
         self.tokens.extend([self.tokens[0]] * pad)
@@ -415,25 +396,42 @@ def _blocked_out(out: F32, w: F32) -> F32:
     return view
 
 
+# A segment's rows attend in one go when its scores padded to its last row's
+# length stay within OpenBLAS's small-matrix kernel for the product with the
+# values (multiply-adds per kv head: group x head_dim x length): the zero
+# weights of the padding then leave each row's sums as they are alone.
+_ATTEND_LIMIT = 500_000
+
+
+def _by_rows(shard: _Shard, head_dim: int, t: int, start: int) -> bool:
+    """Whether a segment of ``t`` rows from ``start`` attends with the single rows."""
+    return t == 1 or shard.group * head_dim * (start + t) > _ATTEND_LIMIT
+
+
 def _tiled(n: int) -> int:
-    """``n`` rows rounded up to whole tiles (at least one)."""
-    return max(-(-n // TILE), 1) * TILE
+    """``n`` rows padded to an even count of at least ``MIN_TILE``."""
+    return max(n + n % 2, MIN_TILE)
 
 
-def _tile_outs(out: F32, w: F32) -> list[F32]:
-    """``_blocked_out`` views of each ``TILE`` rows of ``out`` (whole tiles)."""
-    return [_blocked_out(out[i : i + TILE], w) for i in range(0, out.shape[0], TILE)]
+def _tiles(rows: int) -> list[slice]:
+    """A padded pass's rows (``_tiled``) in tiles: ``TILE`` rows each, the last 2 to ``TILE``."""
+    return [slice(i, min(i + TILE, rows)) for i in range(0, rows, TILE)]
 
 
-def _tile_matmul(x: F32, w: F32, outs: list[F32]) -> None:
-    """``x @ W`` into ``outs`` (``_tile_outs``), one BLAS call of ``TILE`` rows per tile."""
-    for i, out in enumerate(outs):
-        np.matmul(x[i * TILE : (i + 1) * TILE], w, out=out)
+def _tile_outs(out: F32, w: F32) -> list[tuple[slice, F32]]:
+    """Each tile of ``out``'s rows and its ``_blocked_out`` view."""
+    return [(tile, _blocked_out(out[tile], w)) for tile in _tiles(out.shape[0])]
+
+
+def _tile_matmul(x: F32, w: F32, outs: list[tuple[slice, F32]]) -> None:
+    """``x @ W`` into ``outs`` (``_tile_outs``), one BLAS call per tile."""
+    for tile, out in outs:
+        np.matmul(x[tile], w, out=out)
 
 
 def _matmul(x: F32, w: F32) -> F32:
     """``x @ W`` for a blocked ``w`` (``_blocked``): a (rows, out) array, computed in
-    whole tiles of ``TILE`` rows (``x`` is padded with zero rows if need be)."""
+    tiles (``x`` is padded with a zero row if need be)."""
     n = x.shape[0]
     rows = _tiled(n)
     if rows != n:
@@ -716,34 +714,101 @@ class LlamaModel:
         """This shard's heads for every row: QKV, RoPE, the caches, attention; its partial sum."""
         _tile_matmul(h, shard.wqkv, rows.qkv_out)
         rows.rotate *= plan.rot
+        singles: list[_Single] = []
+        hd = self.config.head_dim
         for i, seg in enumerate(plan.segments):
             keys = seg.cache.k[s][li]  # (kv, n_ctx, hd)
             values = seg.cache.v[s][li]
-            start = plan.spans[i][2]
-            # row by row, in order (each sees the keys up to its own), with one
-            # arithmetic for a prompt's rows and an answer's: a position's keys,
+            first, t, start = plan.spans[i]
+            # one arithmetic for a prompt's rows and an answer's: a position's keys,
             # values and output do not depend on how its prompt was cut in chunks
             # (prefix reuse, the batch's prefill budget)
-            for offset, one in enumerate(rows.one[i]):
-                self._attend_one(shard, one, start + offset, keys, values)
+            if _by_rows(shard, hd, t, start):
+                singles.extend((first + r, start + r, keys, values) for r in range(t))
+            else:
+                self._attend_rows(shard, rows, first, t, start, keys, values)
+        if singles:
+            self._attend_singles(shard, rows, singles)
         return _matmul(rows.heads, shard.wo)
 
     @staticmethod
-    def _attend_one(shard: _Shard, one: _OneRow, pos: int, keys: F32, values: F32) -> None:
-        """Attention of one token at ``pos``, in its row's views (into ``_Rows.heads``)."""
-        k_new, v_new, q_heads, q_rows, q_flat, attn, attn_rows, heads_rows = one
-        keys[:, pos] = k_new
-        values[:, pos] = v_new
+    def _attend_rows(
+        shard: _Shard, rows: _Rows, first: int, t: int, start: int, keys: F32, values: F32
+    ) -> None:
+        """Attention of the ``t`` rows of a segment, to the bits each has alone.
+
+        Each row's scores are its own product with the keys up to its position (the
+        BLAS kernel rounds them by their length), in a (t, kv, group, t + start)
+        array padded with -inf; the maximum, the exponential, the product with the
+        values (the padding's zero weights add exact zeros) and the division then
+        run once for all rows; each row's sum is over its own length (numpy's
+        pairwise sum groups the terms by the count).
+        """
+        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
+        qk = rows.qk[first : first + t]  # (t, q + kv heads, hd)
+        hd = qk.shape[-1]
+        end = start + t
+        keys[:, start:end] = qk[:, n_q:].transpose(1, 0, 2)
+        new_values = rows.qkv[first : first + t, (n_q + n_kv) * hd :]
+        values[:, start:end] = new_values.reshape(t, n_kv, hd).transpose(1, 0, 2)
+        q_heads = qk[:, :n_q]
         if shard.q_index is not None:
-            np.take(q_heads, shard.q_index, axis=0, out=q_flat)
-        end = pos + 1
-        scores = q_rows @ keys[:, :end].transpose(0, 2, 1)  # (kv, group, end)
-        scores -= scores.max(axis=-1, keepdims=True)
+            q_heads = np.take(q_heads, shard.q_index, axis=1)
+        q = q_heads.reshape(t, n_kv, group, hd)
+        scores = np.full((t, n_kv, group, end), -np.inf, dtype=np.float32)
+        keys_t = keys.transpose(0, 2, 1)
+        for r in range(t):
+            np.matmul(q[r], keys_t[:, :, : start + r + 1], out=scores[r, :, :, : start + r + 1])
+        np.subtract(scores, np.maximum.reduce(scores, axis=-1, keepdims=True), out=scores)
         np.exp(scores, out=scores)
-        np.matmul(scores, values[:, :end], out=attn)
-        attn /= scores.sum(axis=-1, keepdims=True)
+        attn = np.matmul(scores, values[:, :end])  # (t, kv, group, hd)
+        sums = np.empty((t, n_kv, group, 1), dtype=np.float32)
+        for r in range(t):
+            np.add.reduce(scores[r, :, :, : start + r + 1], axis=-1, keepdims=True, out=sums[r])
+        attn /= sums
+        heads = rows.heads[first : first + t].reshape(t, n_q, hd)
+        if shard.out_index is None:
+            heads[...] = attn.reshape(t, n_q, hd)
+        else:
+            np.take(attn.reshape(t, n_kv * group, hd), shard.out_index, axis=1, out=heads)
+
+    @staticmethod
+    def _attend_singles(shard: _Shard, rows: _Rows, singles: list[_Single]) -> None:
+        """Attention of single rows, each at its position over its own cache (answers'
+        tokens, a long prompt's rows), to the bits of ``_attend_rows``.
+
+        Each row's scores, its product with its values and its sum are its own
+        calls, over its own length; the rest runs once for all, padded as there.
+        """
+        n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
+        hd = rows.qk.shape[-1]
+        index = [row for row, _, _, _ in singles]
+        n = len(index)
+        for row, pos, keys, values in singles:
+            keys[:, pos] = rows.qk[row, n_q:]
+            values[:, pos] = rows.qkv[row, (n_q + n_kv) * hd :].reshape(n_kv, hd)
+        q_heads = rows.qk[index, :n_q]  # (n, q heads, hd)
+        if shard.q_index is not None:
+            q_heads = np.take(q_heads, shard.q_index, axis=1)
+        q = q_heads.reshape(n, n_kv, group, hd)
+        end = max(pos for _, pos, _, _ in singles) + 1
+        scores = np.full((n, n_kv, group, end), -np.inf, dtype=np.float32)
+        for r, (_, pos, keys, _) in enumerate(singles):
+            keys_t = keys.transpose(0, 2, 1)
+            np.matmul(q[r], keys_t[:, :, : pos + 1], out=scores[r, :, :, : pos + 1])
+        np.subtract(scores, np.maximum.reduce(scores, axis=-1, keepdims=True), out=scores)
+        np.exp(scores, out=scores)
+        attn = np.empty((n, n_kv, group, hd), dtype=np.float32)
+        sums = np.empty((n, n_kv, group, 1), dtype=np.float32)
+        for r, (_, pos, _, values) in enumerate(singles):
+            weights = scores[r, :, :, : pos + 1]
+            np.matmul(weights, values[:, : pos + 1], out=attn[r])
+            np.add.reduce(weights, axis=-1, keepdims=True, out=sums[r])
+        attn /= sums
+        heads = attn.reshape(n, n_kv * group, hd)
         if shard.out_index is not None:
-            np.take(attn_rows, shard.out_index, axis=0, out=heads_rows)
+            heads = np.take(heads, shard.out_index, axis=1)
+        rows.heads[index] = heads.reshape(n, n_q * hd)
 
     @staticmethod
     def _ffn(shard: _Shard, h: F32, rows: _Rows) -> F32:
