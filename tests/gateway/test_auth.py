@@ -15,10 +15,12 @@ from ssegate.gateway import create_app
 CHAT = "chat-key-0123456789abcdef"
 PUB = "pub-key-0123456789abcdef"
 SUB = "sub-key-0123456789abcdef"
+OPS = "ops-key-0123456789abcdef"
 KEYS = [
     {"id": "chat", "key": CHAT, "scopes": ["chat"]},
     {"id": "pub", "key": PUB, "scopes": ["publish"]},
     {"id": "sub", "key": SUB, "scopes": ["subscribe:prices/*"]},
+    {"id": "ops", "key": OPS, "scopes": ["ops"]},
 ]
 ORIGIN = "https://app.example.com"
 BODY = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
@@ -57,8 +59,8 @@ def stream_id(url: str) -> str:
     return str(response.json()["id"])
 
 
-#: Routes anyone may call: operations, the API's own description, the chat page
-#: and its script (issue 14). Every other route of the app must be in ``GUARDED``.
+#: Routes anyone may call: operations, the API's own description, the pages and
+#: their files (issue 14). Every other route of the app must be in ``GUARDED``.
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -70,6 +72,10 @@ PUBLIC = {
     ("GET", "/"),
     ("GET", "/ssegate.js"),
     ("GET", "/ssegate.d.ts"),
+    ("GET", "/topics"),
+    ("GET", "/dashboard"),
+    ("GET", "/static/{name}"),
+    ("GET", "/favicon.ico"),
 }
 #: (method, path template) -> (a body, the key that may) for every guarded route.
 GUARDED: dict[tuple[str, str], tuple[Any, str]] = {
@@ -80,6 +86,7 @@ GUARDED: dict[tuple[str, str], tuple[Any, str]] = {
     ("DELETE", "/v1/streams/{stream}"): (None, CHAT),
     ("POST", "/v1/topics/{topic}"): ({"data": "1.1"}, PUB),
     ("GET", "/v1/topics/{topic}"): (None, SUB),
+    ("GET", "/v1/dashboard/events"): (None, OPS),
 }
 
 
@@ -123,7 +130,17 @@ def routes(url: str) -> list[tuple[str, str, Any, str]]:
 
 
 def call(url: str, method: str, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
-    return httpx.request(method, url + path, json=body, headers=headers, timeout=10)
+    """The response, its body read unless it is an event stream (the dashboard's
+    feed never ends): what these tests look at is the status and the headers."""
+    with httpx.Client(timeout=10) as client:
+        request = client.build_request(method, url + path, json=body, headers=headers)
+        response = client.send(request, stream=True)
+        try:
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                response.read()
+        finally:
+            response.close()
+    return response
 
 
 def test_every_route_needs_a_key_with_its_scope(server: tuple[str, Records]) -> None:
@@ -138,7 +155,7 @@ def test_every_route_needs_a_key_with_its_scope(server: tuple[str, Records]) -> 
         assert wrong.json()["error"]["code"] == "invalid_api_key"
         basic = call(url, method, path, body, {"Authorization": "Basic dXNlcjpwdw=="})
         assert basic.status_code == 401, path
-        for key in (CHAT, PUB, SUB):
+        for key in (CHAT, PUB, SUB, OPS):
             response = call(url, method, path, body, {"Authorization": f"Bearer {key}"})
             if key == allowed:
                 assert response.status_code not in (401, 403), path
