@@ -112,6 +112,7 @@ async def stream_response(
     headers: Mapping[str, str] | None = None,
     retry: int | None = None,
     send_timeout: float | None = None,
+    after: str | None = None,
 ) -> Response:
     """Answer ``request`` with ``stream`` read from ``source`` (a store, or a running ``Hub``).
 
@@ -120,10 +121,12 @@ async def stream_response(
     have no side effects: for a finished stream with nothing after the id it is
     also asked, before answering, whether the ``End`` has anything to say (if
     not: 204). ``missing_ok`` lets a client wait for a topic nobody has
-    published to yet.
+    published to yet. ``after`` replaces the id the request names (a caller
+    that read it, and resumes from an id of its own making).
     """
     store = source.store if isinstance(source, Hub) else source
-    after = last_event_id(request)
+    if after is None:
+        after = last_event_id(request)
     # Decide the status from the store's summary, not by waiting for a first
     # event: the headers (and keep-alives) must go out at once even when the
     # first token is a minute away.
