@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench setup clean
+.PHONY: run test test-js lint typecheck pytest bench setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,11 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+test: lint typecheck pytest test-js
+
+# ssegate.js, and third-party npm clients against `ssegate serve`, under Node's test runner.
+test-js: $(STAMP)
+	scripts/ensure-node-deps && node --test --test-reporter=spec tests/js/
 
 # Every benchmark, each comparing ssegate with its peers in one run.
 # `make bench BENCH_ARGS=--quick` for a short pass.

@@ -1,17 +1,24 @@
 """The decoder against the rules of HTML § 9.2.5-9.2.6, written from the spec.
 
-Every case is fed three ways: whole, one byte at a time, and split in two at
-every position. Each must give exactly the same events, last event id and
-retry.
+The cases live in tests/data/sse_spec_cases.json, which the Node tests of
+ssegate.js read too: both decoders pass the same cases. Every case is fed
+three ways: whole, one byte at a time, and split in two at every position.
+Each must give exactly the same events, last event id and retry.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from ssegate import Decoder, Event
+
+#: The cases, shared with the Node tests of ssegate.js (tests/js/decoder.test.mjs).
+SPEC_CASES = Path(__file__).parent.parent / "data" / "sse_spec_cases.json"
 
 
 @dataclass(frozen=True)
@@ -28,131 +35,26 @@ def ev(data: str, event: str = "message", id: str = "", retry: int | None = None
     return Event(data, event, id, retry)
 
 
-CASES = [
-    # -- dispatch ------------------------------------------------------------
-    Case("one event", b"data: hello\n\n", [ev("hello")]),
-    Case("two events", b"data: a\n\ndata: b\n\n", [ev("a"), ev("b")]),
-    Case("unfinished event at EOF is dropped", b"data: a\n\ndata: b\n", [ev("a")]),
-    Case("unfinished event without line end dropped", b"data: a\n\ndata: b", [ev("a")]),
-    Case("no blank line, nothing dispatched", b"data: a\n", []),
-    Case("blank lines alone dispatch nothing", b"\n\n\n\n", []),
-    Case("extra blank lines between events", b"data: a\n\n\n\ndata: b\n\n\n", [ev("a"), ev("b")]),
-    Case("blank line first", b"\ndata: a\n\n", [ev("a")]),
-    # -- data ----------------------------------------------------------------
-    Case("data lines join with LF", b"data: a\ndata: b\ndata: c\n\n", [ev("a\nb\nc")]),
-    Case("empty data value dispatches empty string", b"data:\n\n", [ev("")]),
-    Case("data with only space", b"data: \n\n", [ev("")]),
-    Case("two empty data lines give one LF", b"data:\ndata:\n\n", [ev("\n")]),
-    Case("trailing empty data line kept", b"data: a\ndata:\n\n", [ev("a\n")]),
-    Case("only one leading space removed", b"data:  two\n\n", [ev(" two")]),
-    Case("no space after colon", b"data:x\n\n", [ev("x")]),
-    Case("tab is not stripped", b"data:\tx\n\n", [ev("\tx")]),
-    Case("trailing spaces kept", b"data: x  \n\n", [ev("x  ")]),
-    Case("colon inside value kept", b"data: a: b: c\n\n", [ev("a: b: c")]),
-    Case("field without colon is field with empty value", b"data\n\n", [ev("")]),
-    Case("field without colon then more data", b"data\ndata: x\n\n", [ev("\nx")]),
-    Case("JSON data", b'data: {"a": [1, 2]}\n\n', [ev('{"a": [1, 2]}')]),
-    # -- line ends -------------------------------------------------------------
-    Case("CRLF line ends", b"data: a\r\ndata: b\r\n\r\n", [ev("a\nb")]),
-    Case("lone CR line ends", b"data: a\rdata: b\r\r", [ev("a\nb")]),
-    Case("mixed line ends", b"data: a\r\n\ndata: b\r\rdata: c\n\r\n", [ev("a"), ev("b"), ev("c")]),
-    Case("CR CR LF is two line ends", b"data: a\r\r\ndata: b\n\n", [ev("a"), ev("b")]),
-    Case("LF CR is two line ends", b"data: a\n\rdata: b\n\n", [ev("a"), ev("b")]),
-    Case(
-        "U+2028, U+2029 and NEL are data",
-        "data: a\u2028b\u2029c\x85d\x0be\x0cf\n\n".encode(),
-        [ev("a\u2028b\u2029c\x85d\x0be\x0cf")],
-    ),
-    # -- comments ---------------------------------------------------------------
-    Case("comment ignored", b": hello\ndata: a\n\n", [ev("a")]),
-    Case("comment-only block dispatches nothing", b": ping\n\n: ping\n\n", []),
-    Case("empty comment", b":\ndata: a\n\n", [ev("a")]),
-    Case("comment between data lines", b"data: a\n: c\ndata: b\n\n", [ev("a\nb")]),
-    # -- event type ------------------------------------------------------------
-    Case("event type", b"event: add\ndata: 1\n\n", [ev("1", "add")]),
-    Case(
-        "event type resets after dispatch",
-        b"event: add\ndata: 1\n\ndata: 2\n\n",
-        [
-            ev("1", "add"),
-            ev("2"),
-        ],
-    ),
-    Case("empty event type is message", b"event:\ndata: 1\n\n", [ev("1")]),
-    Case("event type of a data-less block resets", b"event: x\n\ndata: 1\n\n", [ev("1")]),
-    Case("last event field wins", b"event: a\nevent: b\ndata: 1\n\n", [ev("1", "b")]),
-    # -- id --------------------------------------------------------------------
-    Case("id", b"id: 1\ndata: a\n\n", [ev("a", id="1")], "1"),
-    Case("id persists", b"id: 1\ndata: a\n\ndata: b\n\n", [ev("a", id="1"), ev("b", id="1")], "1"),
-    Case("empty id resets", b"id: 1\ndata: a\n\nid\ndata: b\n\n", [ev("a", id="1"), ev("b")], ""),
-    Case(
-        "id with NUL ignored",
-        b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\n",
-        [
-            ev("a", id="1"),
-            ev("b", id="1"),
-        ],
-        "1",
-    ),
-    Case(
-        "id-only block sets last id without event", b"id: 7\n\ndata: a\n\n", [ev("a", id="7")], "7"
-    ),
-    Case("id in unfinished block is not applied", b"data: a\n\nid: 9\n", [ev("a")], ""),
-    Case("id after data in same block", b"data: a\nid: 3\n\n", [ev("a", id="3")], "3"),
-    Case("id with spaces kept", b"id:  x y \ndata: a\n\n", [ev("a", id=" x y ")], " x y "),
-    Case(
-        "heartbeat after id makes no event",
-        b"id: 5\ndata: a\n\n: keep-alive\n\n",
-        [ev("a", id="5")],
-        "5",
-    ),
-    # -- retry -----------------------------------------------------------------
-    Case("retry", b"retry: 1500\ndata: a\n\n", [ev("a", retry=1500)], retry=1500),
-    Case("retry-only block", b"retry: 10\n\n", [], retry=10),
-    Case(
-        "retry on next event only",
-        b"retry: 10\ndata: a\n\ndata: b\n\n",
-        [
-            ev("a", retry=10),
-            ev("b"),
-        ],
-        retry=10,
-    ),
-    Case("retry with leading space in value ignored", b"retry:  10\n\n", [], retry=None),
-    Case("retry with sign ignored", b"retry: +10\n\nretry: -1\n\n", [], retry=None),
-    Case("retry with Arabic-Indic digits ignored", "retry: ١٢\n\n".encode(), [], retry=None),
-    Case("retry with superscript ignored", "retry: ²\n\n".encode(), [], retry=None),
-    Case("retry float ignored", b"retry: 1.5\n\n", [], retry=None),
-    Case("retry empty ignored", b"retry:\n\nretry\n\n", [], retry=None),
-    Case("retry zero", b"retry: 0\n\n", [], retry=0),
-    Case("retry leading zeros", b"retry: 007\n\n", [], retry=7),
-    Case("invalid retry keeps the last valid one", b"retry: 5\n\nretry: x\n\n", [], retry=5),
-    Case("huge retry does not crash", b"retry: " + b"9" * 5000 + b"\n\n", [], retry=10**18 - 1),
-    Case(
-        "retry in unfinished block applies", b"data: a\n\nretry: 42\ndata: b\n", [ev("a")], retry=42
-    ),
-    # -- unknown fields, field names ---------------------------------------------
-    Case("unknown field ignored", b"foo: bar\ndata: a\n\n", [ev("a")]),
-    Case("field names are case-sensitive", b"Data: a\nDATA: b\ndata: c\n\n", [ev("c")]),
-    Case("field name with space is unknown", b"data : a\n\n", []),
-    Case("unknown-only block", b"foo: bar\n\n", []),
-    # -- encoding and BOM ----------------------------------------------------------
-    Case("BOM stripped", b"\xef\xbb\xbfdata: a\n\n", [ev("a")]),
-    Case("only one BOM stripped", b"\xef\xbb\xbf\xef\xbb\xbfdata: a\n\ndata: b\n\n", [ev("b")]),
-    Case("BOM later is data", b"data: \xef\xbb\xbfa\n\n", [ev("\ufeffa")]),
-    Case("UTF-8 multi-byte", "data: héllo 世界 🙂\n\n".encode(), [ev("héllo 世界 🙂")]),
-    Case("invalid UTF-8 replaced", b"data: a\xffb\n\n", [ev("a\ufffdb")]),
-    Case("truncated sequence at line end replaced", b"data: a\xe4\xb8\n\n", [ev("a\ufffd")]),
-    Case("charset is always UTF-8", b"data: \xe9\n\n", [ev("\ufffd")]),
-    Case("NUL in data kept", b"data: a\x00b\n\n", [ev("a\x00b")]),
-    Case(
-        "event and id together",
-        b'event: token\nid: 42\nretry: 100\ndata: {"t": 1}\n\n',
-        [ev('{"t": 1}', "token", "42", 100)],
-        "42",
-        100,
-    ),
-]
+def load_cases(path: Path) -> list[Case]:
+    """The cases of the shared data file (see its ``about``)."""
+    cases = []
+    for raw in json.loads(path.read_text(encoding="utf-8"))["cases"]:
+        if "stream_base64" in raw:
+            stream = base64.b64decode(raw["stream_base64"])
+        else:
+            stream = raw["stream"].encode()
+        events = [ev(e["data"], e["event"], e["id"], e["retry"]) for e in raw["events"]]
+        cases.append(Case(raw["name"], stream, events, raw["last_event_id"], raw["retry"]))
+    return cases
+
+
+CASES = load_cases(SPEC_CASES)
+
+
+def test_the_shared_cases_are_all_there() -> None:
+    names = [case.name for case in CASES]
+    assert len(names) == 72
+    assert len(set(names)) == len(names)
 
 
 def feed_whole(stream: bytes, **kwargs: object) -> tuple[list[Event], Decoder]:

@@ -23,7 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from ..llm.providers import Provider
 from ..streams import Hub, MemoryStore, StreamStore
-from . import _chat, _ops, _streams, _topics
+from . import _chat, _ops, _static, _streams, _topics
 from ._auth import ScrubToken
 from ._errors import install_error_handlers
 from ._gateway import Gateway
@@ -105,7 +105,7 @@ def create_app(
     )
     app.state.gateway = gw
     install_error_handlers(app)
-    for module in (_chat, _streams, _topics, _ops):
+    for module in (_chat, _streams, _topics, _ops, _static):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(
