@@ -7,7 +7,9 @@ is cut (``None``: never). With ``from_body=True`` the bytes are counted from
 the end of the first response head, so a cut never hides the head (a POST's
 ``Link`` to resume by must arrive). A cut closes both sides: the client with
 a FIN or, every other cut, an RST (``abort``), the server with a FIN, as a
-dropped mobile connection or a restarted balancer would.
+dropped mobile connection or a restarted balancer would. ``max_cuts`` caps the
+cuts per request target (method and path of a connection's first request):
+a stream's reader is cut that many times at most, then passes whole.
 
 It runs its own asyncio loop in a thread, so one proxy serves sync clients,
 async clients on another loop and other processes (Node) alike, and holds
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
 from types import TracebackType
@@ -38,10 +41,19 @@ _CHUNK = 65536
 class CuttingProxy:
     """A loopback TCP proxy cutting connections as ``plan`` says (a context manager)."""
 
-    def __init__(self, upstream_port: int, plan: Plan, *, from_body: bool = False) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        plan: Plan,
+        *,
+        from_body: bool = False,
+        max_cuts: int | None = None,
+    ) -> None:
         self.upstream_port = upstream_port
         self.plan = plan
         self.from_body = from_body
+        self.max_cuts = max_cuts
+        self._cut_targets: Counter[bytes] = Counter()
         self.connections = 0
         self.cuts = 0
         self.port = 0
@@ -101,10 +113,15 @@ class CuttingProxy:
         self.connections += 1
         limit = self.plan(n)
         try:
+            first = await client_r.readline()  # the request line: b"GET /path HTTP/1.1\r\n"
             server_r, server_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
             client_w.transport.abort()
             return
+        target = b" ".join(first.split(b" ")[:2])
+        if self.max_cuts is not None and self._cut_targets[target] >= self.max_cuts:
+            limit = None
+        server_w.write(first)
         transports = (client_w.transport, server_w.transport)
         self._transports.update(transports)
         up = asyncio.ensure_future(self._pump(client_r, server_w))
@@ -117,6 +134,7 @@ class CuttingProxy:
             self._transports.difference_update(transports)
         if cut:
             self.cuts += 1
+            self._cut_targets[target] += 1
             if self.cuts % 2:
                 client_w.close()
             else:

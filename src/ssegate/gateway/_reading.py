@@ -55,7 +55,12 @@ from ._errors import api_error
 from ._gateway import Gateway
 from ._records import from_record
 
-__all__ = ["Reader", "Renderer", "openai_error", "serve_generation"]
+__all__ = ["FAREWELL", "Reader", "Renderer", "openai_error", "serve_generation"]
+
+#: What every open stream gets when the gateway shuts down, before it closes:
+#: reconnect in a second (to another replica, behind a balancer), and why, as a
+#: comment; no event, so no client (the OpenAI SDK neither) sees anything else.
+FAREWELL = b"retry: 1000\n: the gateway is shutting down; reconnect to resume\n\n"
 
 
 class Renderer:
@@ -169,6 +174,8 @@ async def serve_generation(
         after=after,
         transform=renderer,
         ping=gateway.settings.keep_alive,
+        send_timeout=gateway.settings.send_timeout,
+        farewell=FAREWELL,
         headers={**renderer.headers, **(headers or {})},
     )
     if not isinstance(response, EventSourceResponse):

@@ -113,6 +113,7 @@ async def stream_response(
     retry: int | None = None,
     send_timeout: float | None = None,
     after: str | None = None,
+    farewell: Any = None,
 ) -> Response:
     """Answer ``request`` with ``stream`` read from ``source`` (a store, or a running ``Hub``).
 
@@ -122,7 +123,8 @@ async def stream_response(
     also asked, before answering, whether the ``End`` has anything to say (if
     not: 204). ``missing_ok`` lets a client wait for a topic nobody has
     published to yet. ``after`` replaces the id the request names (a caller
-    that read it, and resumes from an id of its own making).
+    that read it, and resumes from an id of its own making). ``farewell`` is
+    sent when the server shuts down (``EventSourceResponse``'s).
     """
     store = source.store if isinstance(source, Hub) else source
     if after is None:
@@ -161,6 +163,7 @@ async def stream_response(
         headers=headers,
         retry=retry,
         send_timeout=send_timeout,
+        farewell=farewell,
     )
 
 
