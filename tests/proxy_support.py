@@ -1,11 +1,13 @@
 """A TCP proxy on 127.0.0.1 that cuts connections: network blinks, on demand.
 
 ``CuttingProxy(upstream_port, plan)`` forwards every connection it accepts to
-``127.0.0.1:upstream_port``. ``plan(n)`` decides, for the ``n``-th connection
-(0-based, in the order accepted), after how many bytes of the *response* it
-is cut (``None``: never). With ``from_body=True`` the bytes are counted from
-the end of the first response head, so a cut never hides the head (a POST's
-``Link`` to resume by must arrive). A cut closes both sides: the client with
+``127.0.0.1:upstream_port`` (given several ports, to the first that accepts
+it: a balancer failing over when a replica stops listening). ``plan(n)``
+decides, for the ``n``-th connection (0-based, in the order accepted), after
+how many bytes of the *response* it is cut (``None``: never; the default).
+With ``from_body=True`` the bytes are counted from the end of the first
+response head, so a cut never hides the head (a POST's ``Link`` to resume by
+must arrive). A cut closes both sides: the client with
 a FIN or, every other cut, an RST (``abort``), the server with a FIN, as a
 dropped mobile connection or a restarted balancer would. ``max_cuts`` caps the
 cuts per request target (method and path of a connection's first request):
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from types import TracebackType
 
@@ -43,13 +45,13 @@ class CuttingProxy:
 
     def __init__(
         self,
-        upstream_port: int,
-        plan: Plan,
+        upstream_port: int | Sequence[int],
+        plan: Plan = lambda n: None,
         *,
         from_body: bool = False,
         max_cuts: int | None = None,
     ) -> None:
-        self.upstream_port = upstream_port
+        self.upstreams = [upstream_port] if isinstance(upstream_port, int) else list(upstream_port)
         self.plan = plan
         self.from_body = from_body
         self.max_cuts = max_cuts
@@ -114,7 +116,7 @@ class CuttingProxy:
         limit = self.plan(n)
         try:
             first = await client_r.readline()  # the request line: b"GET /path HTTP/1.1\r\n"
-            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            server_r, server_w = await self._connect()
         except OSError:
             client_w.transport.abort()
             return
@@ -142,6 +144,14 @@ class CuttingProxy:
         else:
             client_w.close()
         server_w.close()
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        for port in self.upstreams[:-1]:
+            try:
+                return await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                continue
+        return await asyncio.open_connection("127.0.0.1", self.upstreams[-1])
 
     @staticmethod
     async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

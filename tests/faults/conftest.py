@@ -20,6 +20,7 @@ def gateway() -> Gateway:
 
     @contextmanager
     def run(**values: Any) -> Iterator[str]:
+        values.setdefault("default_model", "echo")
         values.setdefault("echo_tokens_per_second", 0.0)
         values.setdefault("local", LocalSettings(preload=False))
         with serve(create_app(Settings.model_validate(values))) as server:

@@ -48,9 +48,11 @@ class Reassembly:
     end: str | None = None  # "done", "error" or "[DONE]"
     error: dict[str, object] | None = None
     connections: int = 0
+    last: Event | None = None  # the event that ended the stream
 
     def add(self, event: Event) -> bool:
         """Take one event; True once the stream's last event has come."""
+        self.last = event
         if self.format == "native":
             if event.event == "token":
                 self.ids.append(seq(event.id))
