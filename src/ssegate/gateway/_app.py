@@ -96,6 +96,7 @@ def create_app(
                     sleep=sleep,
                     clock=clock,
                     elsewhere=gw.presence.elsewhere,
+                    shutdown_wait=settings.shutdown_timeout,
                 )
             )
             yield

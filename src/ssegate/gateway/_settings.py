@@ -215,11 +215,11 @@ class Settings(BaseSettings):
     #: Seconds a reader may accept no byte before it is dropped (a client that
     #: stopped reading, a half-open socket): what it costs is bounded by then.
     send_timeout: float = Field(default=30.0, gt=0)
-    #: Seconds ``ssegate serve`` takes to stop after SIGTERM/SIGINT: every open
-    #: stream gets the farewell (``retry`` and a comment) at once and closes, so
-    #: its reader reconnects (to another replica behind a balancer); running
-    #: generations end with a retryable ``shutdown`` error; past this the
-    #: remaining connections are cut.
+    #: Seconds ``ssegate serve`` gives each step of stopping after SIGTERM/SIGINT:
+    #: every open stream gets the farewell (``retry`` and a comment) at once and
+    #: closes, so its reader reconnects (to another replica behind a balancer);
+    #: connections still open after this are cut; then running generations end
+    #: with a retryable ``shutdown`` error, within this again.
     shutdown_timeout: float = Field(default=10.0, gt=0)
     #: Seconds a generation goes on with no reader before it is cancelled.
     detach_grace: float = Field(default=30.0, ge=0)
