@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from gateway_support import free_port, ssegate_serve
 from typer.testing import CliRunner
 
+from serve_support import free_port, ssegate_serve
 from ssegate.cli import app
 
 runner = CliRunner()

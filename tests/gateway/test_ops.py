@@ -8,9 +8,9 @@ import logging
 
 import httpx
 import pytest
-from gateway_support import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
+from serve_support import free_port
 from ssegate.gateway import EchoProvider
 from ssegate.llm import ChatRequest, Finish, TextDelta, Usage
 from ssegate.streams.redis import RedisStore

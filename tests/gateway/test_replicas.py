@@ -15,8 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_support import events, seq, ssegate_serve
+from gateway_support import events, seq
 
+from serve_support import ssegate_serve
 from ssegate.testing import FakeUpstream, Reply
 
 pytestmark = pytest.mark.redis

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from streams_support import FakeClock
 
@@ -182,6 +182,9 @@ operations = st.lists(
 )
 
 
+# No deadline: on a 2-core machine shared with other builds one example took
+# 403 ms once (a timing flake, not a failure of the property).
+@settings(deadline=None)
 @given(operations, st.integers(1, 5))
 def test_every_append_is_taken_once_in_its_streams_order_unless_discarded(
     ops: list[tuple[str, int]], max_events: int

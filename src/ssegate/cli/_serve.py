@@ -138,7 +138,7 @@ def serve(
         "host": settings.host,
         "port": settings.port,
         "log_level": "info",
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
     }
     if settings.workers > 1:
         if config is not None:

@@ -3,8 +3,10 @@
 It only wires the parts together: the store (memory or Redis), one ``Hub``
 reading it for every local reader, the generation ``Runner``, the models, the
 metrics registry, and the middleware (in order from the outside: the query
-token scrubbed before anything logs, CORS, the body size limit). Each route
-lives in the module of its concern; the pages in ``_pages``.
+token scrubbed before anything logs, the graceful shutdown that tells every
+open stream to reconnect elsewhere when the process is asked to stop, CORS,
+the body size limit). Each route lives in the module of its concern; the pages
+in ``_pages``.
 
 At startup the process answers at once; the local model loads in the
 background (``/readyz`` says when it is ready). ``sleep`` and ``clock`` are
@@ -22,6 +24,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from ..llm.providers import Provider
+from ..server import GracefulShutdown
 from ..streams import Hub, MemoryStore, StreamStore
 from . import _chat, _dashboard, _ops, _pages, _static, _streams, _topics
 from ._auth import ScrubToken
@@ -93,6 +96,7 @@ def create_app(
                     sleep=sleep,
                     clock=clock,
                     elsewhere=gw.presence.elsewhere,
+                    shutdown_wait=settings.shutdown_timeout,
                 )
             )
             yield
@@ -116,5 +120,6 @@ def create_app(
         expose_headers=["X-Stream-Id", "Link", "Retry-After"],
         max_age=600,
     )
+    app.add_middleware(GracefulShutdown)
     app.add_middleware(ScrubToken)
     return app

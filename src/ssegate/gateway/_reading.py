@@ -3,13 +3,22 @@
 ``serve_generation()`` answers with ``stream_response`` over the process's
 ``Hub`` (replay after ``Last-Event-ID``, then live; 404/400/204/503 decided
 before the first byte) and renders each stored event (``_records``) with a
-formatter from ``ssegate.llm.formats``. The first event rendered from a stored
-event carries its id (``_with_id``), so a reader resumes in any format at any point.
+formatter from ``ssegate.llm.formats``. Every event rendered from a stored
+event carries an id (``_with_ids``), so a reader resumes in any format at any point.
 
 Formatters keep state (OpenAI's ``role`` goes in the first delta only, the AI
 SDK opens and closes blocks), so a reader that resumes first feeds the
 formatter, silently, the events it already has: what it then sends is exactly
 what it would have sent on the first connection.
+
+One stored event may become several on the wire (OpenAI's finish chunk and
+``[DONE]``, the AI SDK's ``text-start`` and first ``text-delta``). Only the
+last of them carries the stored event's id; the ones before it carry that id
+with the count sent so far (``<id>.1``, ``<id>.2``). A reader cut in between
+resumes after ``<id>.1``: the stored event is rendered again and its first
+part not re-sent. One id for all of them would lose the rest (``[DONE]``
+after a cut: the stream looks finished to the server) and no id on the first
+would repeat them.
 
 ``Reader`` wraps a response to count the reader while it streams: the runner's
 detach grace and the ``subscribers``/``disconnects`` metrics hear of it.
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping, MutableMapping
 from contextlib import aclosing
 from typing import Any
@@ -36,6 +46,7 @@ from ..streams import (
     Gap,
     StreamItem,
     default_transform,
+    format_id,
     last_event_id,
     parse_id,
     stream_response,
@@ -44,18 +55,25 @@ from ._errors import api_error
 from ._gateway import Gateway
 from ._records import from_record
 
-__all__ = ["Reader", "Renderer", "openai_error", "serve_generation"]
+__all__ = ["FAREWELL", "Reader", "Renderer", "openai_error", "serve_generation"]
+
+#: What every open stream gets when the gateway shuts down, before it closes:
+#: reconnect in a second (to another replica, behind a balancer), and why, as a
+#: comment; no event, so no client (the OpenAI SDK neither) sees anything else.
+FAREWELL = b"retry: 1000\n: the gateway is shutting down; reconnect to resume\n\n"
 
 
 class Renderer:
     """The ``transform`` of ``stream_response``: stored events -> one format's events."""
 
-    def __init__(self, name: str, *, include_usage: bool = False) -> None:
+    def __init__(self, name: str, *, include_usage: bool = False, sent_part: int = 0) -> None:
         options = {"include_usage": include_usage} if name == "openai" else {}
         self.format = name
         self.formatter: Formatter = create_formatter(name, **options)
         self.headers = dict(self.formatter.headers)
         self.sent = 0
+        #: Of the first stored event to render, how many wire events the reader has.
+        self.sent_part = sent_part
 
     def skip(self, record: Event) -> None:
         """Feed an event the reader already has (no output)."""
@@ -64,8 +82,9 @@ class Renderer:
     def __call__(self, item: StreamItem) -> bytes | Event | None:
         if isinstance(item, Event):
             out = self.formatter.format(from_record(item))
-            self.sent += len(out)
-            return _with_id(out, item.id) if out else None
+            skip, self.sent_part = self.sent_part, 0
+            self.sent += len(out) - min(skip, len(out))
+            return _with_ids(out, item.id, skip) if len(out) > skip else None
         if isinstance(item, Gap):
             return default_transform(item)  # type: ignore[no-any-return]
         if item.outcome == DONE or getattr(self.formatter, "done", False):
@@ -75,25 +94,40 @@ class Renderer:
         said = default_transform(item)
         error = json.loads(said.data)
         out = copy.copy(self.formatter).format(Error(error["code"], error["message"]))
-        return _with_id(out, item.id)
+        return _with_ids(out, item.id, self.sent_part) if len(out) > self.sent_part else None
 
 
 _new = tuple.__new__
 
 
-def _with_id(events: list[Event], event_id: str | None) -> bytes:
-    """The events rendered from one stored event, its id on the first of them only.
-
-    A client's last-event-ID persists across events, so the rest of the group
-    (an error chunk's ``[DONE]``, a finish chunk's usage) is read with that id
-    in force all the same: what clients see is unchanged, and no id goes on
-    the wire twice.
-    """
+def _with_ids(events: list[Event], event_id: str | None, skip: int = 0) -> bytes:
+    """``events`` (rendered from the stored event ``event_id``) from number ``skip``
+    on, the last with ``event_id``, each before it with ``<event_id>.<n>``."""
     # Formatters make valid events and the store's ids are valid: no checks again.
+    last = len(events) - 1
+    if last == 0:
+        e = events[0]
+        return encode(_new(Event, (e.data, e.event, event_id, e.retry)))
     return b"".join(
-        encode(_new(Event, (e.data, e.event, event_id if i == 0 else None, e.retry)))
-        for i, e in enumerate(events)
+        encode(
+            _new(
+                Event, (e.data, e.event, event_id if n == last else f"{event_id}.{n + 1}", e.retry)
+            )
+        )
+        for n, e in enumerate(events)
+        if n >= skip
     )
+
+
+_PART = re.compile(r"([0-9a-f]{8})-([0-9]{1,20})\.([0-9]{1,3})\Z")
+
+
+def _split_part(after: str) -> tuple[str, int]:
+    """A resume id ``<id>.<n>`` as (the id before ``<id>``, ``n``); others as they are."""
+    match = _PART.match(after)
+    if match is None or int(match[2]) == 0 or int(match[3]) == 0:
+        return after, 0
+    return format_id(match[1], int(match[2]) - 1), int(match[3])
 
 
 async def _skip_seen(gateway: Gateway, stream: str, after: str, renderer: Renderer) -> None:
@@ -128,8 +162,8 @@ async def serve_generation(
 
     ``attached``: the caller already counted this reader (``runner.attach``).
     """
-    renderer = Renderer(format, include_usage=include_usage)
-    after = last_event_id(request)
+    after, part = _split_part(last_event_id(request) or "")
+    renderer = Renderer(format, include_usage=include_usage, sent_part=part)
     if after:
         gateway.metrics.resumes.inc()
         await _skip_seen(gateway, stream, after, renderer)
@@ -137,8 +171,11 @@ async def serve_generation(
         gateway.hub,
         stream,
         request,
+        after=after,
         transform=renderer,
         ping=gateway.settings.keep_alive,
+        send_timeout=gateway.settings.send_timeout,
+        farewell=FAREWELL,
         headers={**renderer.headers, **(headers or {})},
     )
     if not isinstance(response, EventSourceResponse):

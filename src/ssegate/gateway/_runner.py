@@ -59,7 +59,8 @@ __all__ = ["Generation", "Runner"]
 
 log = logging.getLogger("ssegate.gateway.streams")
 
-#: How long leaving the runner waits for generations to write their last event.
+#: How long leaving the runner waits for generations to write their last event
+#: (the gateway passes its ``shutdown_timeout``).
 SHUTDOWN_WAIT_S = 5.0
 
 
@@ -102,6 +103,7 @@ class Runner:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.monotonic,
         elsewhere: Callable[[str], Awaitable[bool]] | None = None,
+        shutdown_wait: float = SHUTDOWN_WAIT_S,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -111,6 +113,7 @@ class Runner:
         self._sleep = sleep
         self._clock = clock
         self._elsewhere = elsewhere or _nobody
+        self.shutdown_wait = shutdown_wait
         self._running: dict[str, Generation] = {}
         self._per_key: Counter[str] = Counter()
         self._tasks: TaskGroup | None = None
@@ -137,7 +140,7 @@ class Runner:
         running = list(self._running.values())
         for generation in running:
             self._cancel(generation, "shutdown")
-        with anyio.move_on_after(SHUTDOWN_WAIT_S, shield=True):
+        with anyio.move_on_after(self.shutdown_wait, shield=True):
             for generation in running:
                 await generation.finished.wait()
         tasks.cancel_scope.cancel()

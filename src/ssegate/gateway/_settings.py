@@ -220,6 +220,15 @@ class Settings(BaseSettings):
     retention_seconds: float = Field(default=3600.0, gt=0)
     #: Seconds of silence before a keep-alive comment.
     keep_alive: float = Field(default=15.0, gt=0)
+    #: Seconds a reader may accept no byte before it is dropped (a client that
+    #: stopped reading, a half-open socket): what it costs is bounded by then.
+    send_timeout: float = Field(default=30.0, gt=0)
+    #: Seconds ``ssegate serve`` gives each step of stopping after SIGTERM/SIGINT:
+    #: every open stream gets the farewell (``retry`` and a comment) at once and
+    #: closes, so its reader reconnects (to another replica behind a balancer);
+    #: connections still open after this are cut; then running generations end
+    #: with a retryable ``shutdown`` error, within this again.
+    shutdown_timeout: float = Field(default=10.0, gt=0)
     #: Seconds a generation goes on with no reader before it is cancelled.
     detach_grace: float = Field(default=30.0, ge=0)
     #: A producer's lease: readers learn of a dead replica within ``lease_ttl``

@@ -29,7 +29,7 @@ from ._auth import Principal
 from ._errors import ApiError, store_unavailable
 from ._gateway import Gateway, gateway, principal
 from ._once import Published, Reused, publish_once
-from ._reading import Reader, openai_error
+from ._reading import FAREWELL, Reader, openai_error
 
 __all__ = ["router"]
 
@@ -122,7 +122,13 @@ async def subscribe(
     if last_event_id(request):
         gw.metrics.resumes.inc()
     response = await stream_response(
-        gw.hub, stream, request, missing_ok=True, ping=gw.settings.keep_alive
+        gw.hub,
+        stream,
+        request,
+        missing_ok=True,
+        ping=gw.settings.keep_alive,
+        send_timeout=gw.settings.send_timeout,
+        farewell=FAREWELL,
     )
     if not isinstance(response, EventSourceResponse):
         return openai_error(response)

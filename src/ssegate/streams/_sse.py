@@ -31,9 +31,11 @@ client's Last-Event-ID stays on the last real event.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -56,6 +58,12 @@ from ._store import (
 )
 
 __all__ = ["default_transform", "last_event_id", "stream_response"]
+
+log = logging.getLogger("ssegate.streams")
+
+#: A read that fails mid-stream is tried again this often, for this long.
+STORE_RETRY_DELAY_S = 0.5
+STORE_RETRY_S = 30.0
 
 Transform = Callable[[StreamItem], Any]
 
@@ -112,6 +120,8 @@ async def stream_response(
     headers: Mapping[str, str] | None = None,
     retry: int | None = None,
     send_timeout: float | None = None,
+    after: str | None = None,
+    farewell: Any = None,
 ) -> Response:
     """Answer ``request`` with ``stream`` read from ``source`` (a store, or a running ``Hub``).
 
@@ -120,10 +130,13 @@ async def stream_response(
     have no side effects: for a finished stream with nothing after the id it is
     also asked, before answering, whether the ``End`` has anything to say (if
     not: 204). ``missing_ok`` lets a client wait for a topic nobody has
-    published to yet.
+    published to yet. ``after`` replaces the id the request names (a caller
+    that read it, and resumes from an id of its own making). ``farewell`` is
+    sent when the server shuts down (``EventSourceResponse``'s).
     """
     store = source.store if isinstance(source, Hub) else source
-    after = last_event_id(request)
+    if after is None:
+        after = last_event_id(request)
     # Decide the status from the store's summary, not by waiting for a first
     # event: the headers (and keep-alives) must go out at once even when the
     # first token is a minute away.
@@ -153,11 +166,12 @@ async def stream_response(
         if transform(End(info.outcome, format_id(info.epoch, last + 1))) is None:
             return Response(status_code=204)
     return EventSourceResponse(
-        _send(source.read(stream, after, missing_ok=missing_ok), transform),
+        _send(source, stream, after, missing_ok, transform),
         ping=ping,
         headers=headers,
         retry=retry,
         send_timeout=send_timeout,
+        farewell=farewell,
     )
 
 
@@ -167,11 +181,38 @@ async def _close(items: AsyncIterator[StreamItem]) -> None:
         await aclose()
 
 
-async def _send(items: AsyncIterator[StreamItem], transform: Transform) -> AsyncIterator[Any]:
-    try:
-        async for item in items:
-            out = transform(item)
-            if out is not None:
-                yield out
-    finally:
-        await _close(items)
+async def _send(
+    source: StreamStore | Hub,
+    stream: str,
+    after: str | None,
+    missing_ok: bool,
+    transform: Transform,
+) -> AsyncIterator[Any]:
+    """Read and send; if the store fails mid-read, read again after the last
+    event sent (the client sees keep-alives meanwhile, nothing twice), for
+    ``STORE_RETRY_S`` at most, then end the response (the client reconnects).
+
+    Without this, the first read after Redis restarted (a pooled connection the
+    old server closed) ended the stream with an ``error`` event, which readers
+    take for the generation failing.
+    """
+    waited = 0.0
+    while True:
+        items = source.read(stream, after, missing_ok=missing_ok)
+        try:
+            async for item in items:
+                waited = 0.0
+                if isinstance(item, Event):
+                    after = item.id
+                out = transform(item)
+                if out is not None:
+                    yield out
+            return
+        except StoreUnavailable as exc:
+            if waited >= STORE_RETRY_S:
+                log.warning("stream %s: the store stayed unavailable; closing: %s", stream, exc)
+                return
+        finally:
+            await _close(items)
+        await anyio.sleep(STORE_RETRY_DELAY_S)
+        waited += STORE_RETRY_DELAY_S

@@ -13,7 +13,8 @@ and records what it saw:
   generation), and ``disconnected_at`` (``time.monotonic()``) when it did.
 
 ``Reply(hold=True)`` keeps the connection open after the last chunk, as a slow
-model would, until the client leaves; ``Reply(abort=True)`` drops the connection
+model would, until the client leaves; ``Reply(interval=0.1)`` waits that long
+before each chunk, as a model generating at its own pace; ``Reply(abort=True)`` drops the connection
 after the last chunk without ending the body, as a crashed upstream would.
 
     upstream = FakeUpstream()
@@ -48,6 +49,7 @@ class Reply:
     chunks: tuple[bytes, ...] = ()
     hold: bool = False
     abort: bool = False
+    interval: float = 0.0
 
     @property
     def body(self) -> bytes:
@@ -216,6 +218,8 @@ class FakeUpstream:
                 }
             )
             for chunk in reply.chunks:
+                if reply.interval:
+                    await anyio.sleep(reply.interval)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if reply.abort:
                 raise _Abort("the fake upstream drops the connection mid-body")
