@@ -10,8 +10,12 @@ from typing import Any
 import httpx
 
 from proxy_support import CuttingProxy
+from serve_support import free_port, ssegate_serve
 from ssegate import Decoder, Event
 from ssegate.gateway import LocalSettings, Settings
+
+# A real ``ssegate serve``, for the tests that import it from here.
+__all__ = ["cutting_proxy", "events", "free_port", "seq", "settings", "ssegate_serve"]
 
 
 def settings(**values: Any) -> Settings:

@@ -264,19 +264,22 @@ def test_the_providers_timeouts_reach_its_http_client() -> None:
     assert all(c._closed for c in clients.values())  # type: ignore[union-attr]
 
 
-def test_after_a_mid_stream_error_no_id_is_sent_twice(gateway, upstream) -> None:  # type: ignore[no-untyped-def]
+def test_after_a_mid_stream_error_every_wire_event_has_its_own_id(gateway, upstream) -> None:  # type: ignore[no-untyped-def]
     # One stored error event renders as several wire events (OpenAI: the error
-    # chunk and [DONE]; AI SDK: text-end, error, finish, [DONE]): its id goes on
-    # the first of them only (the client's last-event-ID stays on it for the
-    # rest). Exact bytes, the stream's random epoch put back.
+    # chunk and [DONE]; AI SDK: text-end, error, finish, [DONE]): the last has
+    # its id, each before it that id and ".n" (docs/RELIABILITY.md), so no id is
+    # sent twice and a cut inside the group resumes with exactly the rest.
+    # Exact bytes, the stream's random epoch put back.
     fake, url = upstream
     fake.add("/v1/chat/completions", Reply.load(CAPTURES / "openai_error_midstream.http"))
     with gateway(**provider(url)) as server:
         body = {"model": "fake/m1", "messages": MESSAGES, "stream": True}
         chat = httpx.post(server.url + "/v1/chat/completions", json=body)
         stream = chat.headers["x-stream-id"]
-        aisdk = httpx.get(f"{server.url}/v1/streams/{stream}?format=aisdk")
-    epoch = chat.text.split("\n", 1)[0].removeprefix("id: ")[:8]
+        follow = f"{server.url}/v1/streams/{stream}?format=aisdk"
+        aisdk = httpx.get(follow)
+        epoch = chat.text.split("\n", 1)[0].removeprefix("id: ")[:8]
+        after_part = httpx.get(follow, headers={"Last-Event-ID": f"{epoch}-000000000003.2"})
 
     def chunk(delta: str) -> str:
         return (
@@ -290,21 +293,20 @@ def test_after_a_mid_stream_error_no_id_is_sent_twice(gateway, upstream) -> None
         + chunk('{"role": "assistant", "content": ""}')
         + f"\nid: {epoch}-000000000002\n"
         + chunk('{"content":"Hel"}')
-        + f"\nid: {epoch}-000000000003\n"
+        + f"\nid: {epoch}-000000000003.1\n"
         'data: {"error": {"message": "upstream overloaded", "type": "server_error", '
         '"param": null, "code": "overloaded"}}\n\n'
-        "data: [DONE]\n\n"
+        f"id: {epoch}-000000000003\ndata: [DONE]\n\n"
     )
     assert aisdk.text == (
-        f'id: {epoch}-000000000001\ndata: {{"type": "start", "messageId": "chatcmpl-c3"}}\n\n'
-        'data: {"type": "start-step"}\n\n'
-        f'id: {epoch}-000000000002\ndata: {{"type": "text-start", "id": "t0"}}\n\n'
-        'data: {"type": "text-delta", "id": "t0", "delta": "Hel"}\n\n'
-        f'id: {epoch}-000000000003\ndata: {{"type": "text-end", "id": "t0"}}\n\n'
+        f'id: {epoch}-000000000001.1\ndata: {{"type": "start", "messageId": "chatcmpl-c3"}}\n\n'
+        f'id: {epoch}-000000000001\ndata: {{"type": "start-step"}}\n\n'
+        f'id: {epoch}-000000000002.1\ndata: {{"type": "text-start", "id": "t0"}}\n\n'
+        f'id: {epoch}-000000000002\ndata: {{"type": "text-delta", "id": "t0", "delta": "Hel"}}\n\n'
+        f'id: {epoch}-000000000003.1\ndata: {{"type": "text-end", "id": "t0"}}\n\n'
+        f"id: {epoch}-000000000003.2\n"
         'data: {"type": "error", "errorText": "upstream overloaded"}\n\n'
-        'data: {"type": "finish"}\n\n'
-        "data: [DONE]\n\n"
+        f'id: {epoch}-000000000003.3\ndata: {{"type": "finish"}}\n\n'
+        f"id: {epoch}-000000000003\ndata: [DONE]\n\n"
     )
-    # What a client reads is as before: every event with the id of its stored event.
-    decoded = [e.id.rpartition("-")[2][-1] for e in events(aisdk)]
-    assert decoded == ["1", "1", "2", "2", "3", "3", "3", "3"]
+    assert after_part.text == aisdk.text[aisdk.text.index(f"id: {epoch}-000000000003.3") :]
