@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 
@@ -9,6 +10,13 @@ import pytest
 import redis
 
 from ssegate.testing._redis import redis_url as find_redis
+
+# A shell starts a background job (`make test &`, a CI runner) with SIGINT
+# ignored, and every process it starts inherits that: the tests that press
+# Ctrl-C on an `ssegate` process would wait forever. Handled here, a child
+# starts with the default again (exec resets handled signals, not ignored ones).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -111,12 +111,27 @@ class CuttingProxy:
             await asyncio.sleep(0)  # let the aborted connections' tasks end
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        writers = [client_w]
+        try:
+            await self._relay(client_r, client_w, writers)
+        finally:  # whatever ended it (the proxy stopping cancels it mid-way): no socket left open
+            for writer in writers:
+                if not writer.transport.is_closing():
+                    writer.transport.abort()
+
+    async def _relay(
+        self,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        writers: list[asyncio.StreamWriter],
+    ) -> None:
         n = self.connections
         self.connections += 1
         limit = self.plan(n)
         try:
             first = await client_r.readline()  # the request line: b"GET /path HTTP/1.1\r\n"
             server_r, server_w = await self._connect()
+            writers.append(server_w)
         except OSError:
             client_w.transport.abort()
             return
