@@ -31,6 +31,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
+	scripts/ensure-infra
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
