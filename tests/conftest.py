@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from ssegate.testing._redis import LocalRedisCluster
 from ssegate.testing._redis import redis_url as find_redis
 
 
@@ -36,3 +37,10 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster of three masters of the session's own (``redis+cluster://``)."""
+    with LocalRedisCluster() as cluster:
+        yield cluster.url

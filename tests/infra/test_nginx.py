@@ -1,5 +1,6 @@
-"""Two gateway replicas sharing Redis behind a real nginx, configured exactly as
-the README says (its ``nginx`` snippet is the site this test runs, ports aside).
+"""Two gateway replicas behind a real nginx, configured exactly as the README
+says (its ``nginx`` snippet is the site this test runs, ports aside), sharing a
+Redis Cluster of three masters: the README's scale-out, whole.
 
 The echo model is paced at one token every 2.5 s, longer than the 2 s
 ``proxy_read_timeout`` this nginx is given (the README's users keep the 60 s
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from gateway_support import events, free_port, seq, ssegate_serve
 
 from ssegate import Decoder, Event
@@ -71,8 +71,10 @@ class Balanced:
 
 
 @pytest.fixture(scope="module")
-def balanced(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balanced]:
-    prefix = f"ssegate-test:{uuid.uuid4().hex[:12]}:"
+def balanced(
+    redis_cluster_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Balanced]:
+    prefix = f"ssegate-test:{uuid.uuid4().hex[:12]}:"  # the cluster is the session's
     config = tmp_path_factory.mktemp("nginx") / "replica.toml"
     config.write_text(
         f'default_model = "echo"\nredis_prefix = "{prefix}"\n'
@@ -82,19 +84,14 @@ def balanced(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     with ExitStack() as stack:
         # started side by side: each takes seconds to import and become ready
         with ThreadPoolExecutor(2) as pool:
-            serving = [ssegate_serve(str(config), "--redis-url", redis_url) for _ in range(2)]
+            serving = [
+                ssegate_serve(str(config), "--redis-url", redis_cluster_url) for _ in range(2)
+            ]
             replicas = [url for url, _ in pool.map(stack.enter_context, serving)]
         port = free_port()
         nginx = stack.enter_context(Nginx(site_for(replicas, port), port=port, extra=READ_TIMEOUT))
         yield Balanced(nginx.url, replicas, nginx)
         assert "upstream timed out" not in nginx.error_log()
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 def chat(words: str) -> dict[str, object]:

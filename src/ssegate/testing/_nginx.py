@@ -21,7 +21,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+
+from ._process import Started
 
 __all__ = ["INSTALL_HINT", "Nginx", "find_nginx"]
 
@@ -42,7 +43,7 @@ def find_nginx() -> str | None:
     return found
 
 
-class Nginx:
+class Nginx(Started):
     """An nginx process of our own serving ``site`` (a context manager)."""
 
     def __init__(self, site: str, *, port: int, extra: str = "", startup_timeout: float = 10.0):
@@ -138,15 +139,6 @@ http {{
         if process.stderr is not None:
             process.stderr.close()
 
-    def __enter__(self) -> Nginx:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()
         self._tmp.cleanup()
