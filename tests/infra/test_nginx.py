@@ -25,34 +25,20 @@ import pytest
 from gateway_support import events, free_port, seq, ssegate_serve
 
 from ssegate import Decoder, Event
-from ssegate.testing._nginx import Nginx
+from ssegate.testing._nginx import Nginx, readme_site
 
 pytestmark = pytest.mark.redis
 
 README = Path(__file__).parents[2] / "README.md"
-#: What the README's snippet names and the test replaces with its own ports.
-README_REPLICAS = ("127.0.0.1:8001", "127.0.0.1:8002")
-README_LISTEN = "listen 80;"
 #: The only setting the test adds: a read timeout shorter than the model's silence.
 READ_TIMEOUT = "proxy_read_timeout 2s;"
 PACE = 0.4  # tokens per second: 2.5 s of silence before each token
 KEEP_ALIVE = 0.25
 
 
-def readme_site() -> str:
-    blocks = re.findall(r"```nginx\n(.*?)```", README.read_text(), re.DOTALL)
-    assert len(blocks) == 1, "the README has one nginx snippet"
-    return str(blocks[0])
-
-
-def site_for(replicas: list[str], port: int) -> str:
-    """The README's snippet with the test's ports: nothing else changed."""
-    site = readme_site()
-    for placeholder, url in zip(README_REPLICAS, replicas, strict=True):
-        assert site.count(placeholder) == 1
-        site = site.replace(placeholder, url.removeprefix("http://"))
-    assert site.count(README_LISTEN) == 1
-    return site.replace(README_LISTEN, f"listen 127.0.0.1:{port};")
+def readme_snippet() -> str:
+    (block,) = re.findall(r"```nginx\n(.*?)```", README.read_text(), re.DOTALL)
+    return str(block)
 
 
 @dataclass
@@ -89,7 +75,9 @@ def balanced(
             ]
             replicas = [url for url, _ in pool.map(stack.enter_context, serving)]
         port = free_port()
-        nginx = stack.enter_context(Nginx(site_for(replicas, port), port=port, extra=READ_TIMEOUT))
+        nginx = stack.enter_context(
+            Nginx(readme_site(README.read_text(), replicas, port), port=port, extra=READ_TIMEOUT)
+        )
         yield Balanced(nginx.url, replicas, nginx)
         assert "upstream timed out" not in nginx.error_log()
 
@@ -101,7 +89,7 @@ def chat(words: str) -> dict[str, object]:
 def test_the_readme_snippet_adds_no_proxy_setting() -> None:
     # Buffering is turned off per response (X-Accel-Buffering: no) and the read
     # timeout left at its default: the snippet is a plain proxy_pass.
-    location = re.search(r"location / \{(.*?)\}", readme_site(), re.DOTALL)
+    location = re.search(r"location / \{(.*?)\}", readme_snippet(), re.DOTALL)
     assert location is not None
     assert location.group(1).split() == ["proxy_pass", "http://ssegate;"]
 

@@ -14,6 +14,7 @@ a connection reached. Stopped by its PID.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from ._process import Started
 
-__all__ = ["INSTALL_HINT", "Nginx", "find_nginx"]
+__all__ = ["INSTALL_HINT", "Nginx", "find_nginx", "readme_site"]
 
 INSTALL_HINT = (
     "no nginx found: run scripts/ensure-infra as root (Debian/Ubuntu: apt-get install "
@@ -33,6 +34,27 @@ INSTALL_HINT = (
 
 #: One access-log line per request: method, URI, the upstream that served it, status.
 LOG_FORMAT = "'$request_method $request_uri $upstream_addr $status'"
+
+
+#: What the README's nginx snippet names, replaced by the test's own addresses.
+README_REPLICAS = ("127.0.0.1:8001", "127.0.0.1:8002")
+README_LISTEN = "listen 80;"
+
+
+def readme_site(readme: str, replicas: list[str], port: int) -> str:
+    """The README's one ``nginx`` snippet with these replicas and listening port:
+    nothing else changed (what the tests and benchmarks run is what users read)."""
+    blocks = re.findall(r"```nginx\n(.*?)```", readme, re.DOTALL)
+    if len(blocks) != 1:
+        raise ValueError(f"the README has {len(blocks)} nginx snippets, not one")
+    site = str(blocks[0])
+    for placeholder, url in zip(README_REPLICAS, replicas, strict=True):
+        if site.count(placeholder) != 1:
+            raise ValueError(f"the README's nginx snippet names {placeholder} once")
+        site = site.replace(placeholder, url.removeprefix("http://"))
+    if site.count(README_LISTEN) != 1:
+        raise ValueError(f"the README's nginx snippet has one {README_LISTEN!r}")
+    return site.replace(README_LISTEN, f"listen 127.0.0.1:{port};")
 
 
 def find_nginx() -> str | None:
