@@ -1,18 +1,24 @@
 """Soak: 10 000 concurrent ``echo`` streams on one gateway process, for minutes.
 
-    .venv/bin/python benchmarks/soak.py            # 10 000 streams, 240 s
-    .venv/bin/python benchmarks/soak.py --quick    # 1 000 streams, 40 s
+    .venv/bin/python benchmarks/soak.py            # 10 000 streams, 300 s
+    .venv/bin/python benchmarks/soak.py --quick    # 1 000 streams, 60 s
 
 The gateway runs as users run it (``python -m ssegate serve --config FILE``: one
 process, the memory store, auth off, ``limits.max_streams_per_key`` raised, a
 finished stream kept ``retention_seconds`` = 30 s). The load generator runs in
 ``--generators`` processes of its own (raw asyncio sockets on uvloop, HTTP/1.1
-with a chunked-body and SSE decoder), each slot of it a client that, until the
-load phase ends, starts a generation (``POST /v1/streams``, the echo model paced
-at ``--pace`` tokens/s, ``--tokens`` tokens long) and follows it (``GET``) to its
-``done``, then starts the next: ``--streams`` generations run at once. Each
-minute a tenth of the slots (``--reconnect``) drops its connection at a moment
-of that minute and resumes with ``Last-Event-ID``.
+with a chunked-body and SSE decoder). Each of its ``--streams`` slots is a
+client, started over ``--ramp`` seconds, that starts a generation (``POST
+/v1/streams``, the echo model paced at ``--pace`` tokens/s, ``--tokens`` tokens
+long: by default as long as the load phase, so every slot holds one stream
+throughout) and follows it (``GET``) to its ``done``, then starts the next
+while one still fits in the load phase. Each minute a tenth of the slots
+(``--reconnect``) drops its connection at a moment of that minute and resumes
+with ``Last-Event-ID``. A connection refused, reset or dropped by the server is
+tried again, backing off, resuming after the last id (as ``EventSource`` does),
+and counted. The pace is low (a token every 2 s): the soak is about holding
+10 000 streams for minutes on a 2-core machine shared with the load generator;
+``benchmarks/gateway.py`` measures throughput.
 
 Every token is checked: its id must follow the previous one (else tokens were
 lost or repeated) and its text must be the echo's token at that position.
@@ -39,6 +45,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import random
 import resource
 import signal
 import subprocess
@@ -56,6 +63,15 @@ PROMPT = "go"
 #: Lateness histogram: 1 ms bins up to 10 s.
 BINS = 10_000
 WINDOW = 5.0  # seconds per point of the over-time series
+#: What a client does when a connection is refused, reset or dropped: try again
+#: (resuming after its Last-Event-ID), up to RETRIES times, backing off.
+DROPS = (OSError, TimeoutError, asyncio.IncompleteReadError)
+RETRIES = 8
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before the next try: 0.5, 1, 2, 4 ... up to 10, with jitter."""
+    return min(10.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
 
 
 def echo_tokens(n: int) -> list[str]:
@@ -109,6 +125,7 @@ class Stats:
         self.repeated = 0
         self.wrong = 0
         self.reconnects = 0
+        self.retries = 0  # connections refused, reset or dropped, and tried again
         self.errors: list[str] = []
         self.posts: list[float] = []  # seconds from connecting to the POST's answer
         self.lateness = array.array("q", bytes(8 * BINS))
@@ -158,12 +175,20 @@ def run_generator(
 
     async def start() -> str | None:
         sent = time.monotonic()
-        reader, writer, head = await request(post)
+        for attempt in range(RETRIES):
+            try:
+                reader, writer, head = await request(post)
+                try:
+                    rest = await asyncio.wait_for(reader.read(), 60)
+                finally:
+                    writer.close()
+                break
+            except DROPS:  # refused or reset (the listen queue overflowed): back off, retry
+                stats.retries += 1
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(backoff(attempt))
         stats.posts.append(time.monotonic() - sent)
-        try:
-            rest = await asyncio.wait_for(reader.read(), 60)
-        finally:
-            writer.close()
         if head[9:12] != b"201":
             stats.errors.append(f"POST: {head[:12]!r} {rest[:200]!r}")
             return None
@@ -177,12 +202,21 @@ def run_generator(
         last_id = ""
         last = 0  # the number of the last event received (0: none yet)
         n = 0  # tokens received, each once
+        drops = 0
         while True:
             extra = f"last-event-id: {last_id}\r\n" if last_id else ""
             raw = (
                 f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{extra}connection: close\r\n\r\n"
             ).encode()
-            reader, writer, head = await request(raw)
+            try:
+                reader, writer, head = await request(raw)
+            except DROPS:
+                stats.retries += 1
+                drops += 1
+                if drops == RETRIES:
+                    raise
+                await asyncio.sleep(backoff(drops))
+                continue
             try:
                 if head[9:12] != b"200":
                     stats.errors.append(f"GET: {head[:12]!r}")
@@ -190,10 +224,17 @@ def run_generator(
                 chunked, decoder = Chunked(), Decoder()
                 previous: float | None = None  # the last token's arrival on this connection
                 while True:
-                    data = await asyncio.wait_for(reader.read(65536), 60)
-                    if not data:
-                        stats.errors.append("GET: the connection closed before done")
-                        return
+                    try:
+                        data = await asyncio.wait_for(reader.read(65536), 60)
+                    except DROPS:
+                        data = b""
+                    if not data:  # dropped by the server (or the network): resume, as a client
+                        stats.retries += 1
+                        drops += 1
+                        if drops == RETRIES:
+                            raise ConnectionError("dropped too often")
+                        await asyncio.sleep(backoff(drops))
+                        break
                     now = time.monotonic()
                     for event in decoder.feed(chunked.feed(data)):
                         number = int(event.id.rpartition("-")[2])
@@ -235,7 +276,9 @@ def run_generator(
             for minute in range(int(args["duration"] // 60) + 1)
             if share and slot % share == minute % share
         ]
-        while time.monotonic() + length * interval <= end_load + interval:
+        first = True  # every slot runs one generation; more while they end in the load phase
+        while first or time.monotonic() + length * interval <= end_load + interval:
+            first = False
             stats.generations += 1
             try:
                 path = await start()
@@ -270,6 +313,7 @@ def run_generator(
         "repeated": stats.repeated,
         "wrong": stats.wrong,
         "reconnects": stats.reconnects,
+        "retries": stats.retries,
         "errors": len(stats.errors),
         "error_samples": stats.errors[:5],
         "posts": sorted(stats.posts)[:: max(1, len(stats.posts) // 1000)],
@@ -299,16 +343,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 000 streams for 40 s")
     parser.add_argument("--streams", type=int, default=10_000)
-    parser.add_argument("--duration", type=float, default=240.0, help="load phase, seconds")
-    parser.add_argument("--ramp", type=float, default=40.0, help="seconds to start every slot")
-    parser.add_argument("--pace", type=float, default=1.0, help="echo tokens/s per stream")
-    parser.add_argument("--tokens", type=int, default=60, help="tokens per generation")
+    parser.add_argument("--duration", type=float, default=300.0, help="load phase, seconds")
+    parser.add_argument("--ramp", type=float, default=120.0, help="seconds to start every slot")
+    parser.add_argument("--pace", type=float, default=0.5, help="echo tokens/s per stream")
+    parser.add_argument(
+        "--tokens", type=int, default=0, help="tokens per generation (0: pace x duration)"
+    )
     parser.add_argument("--reconnect", type=float, default=0.10, help="share dropping each minute")
     parser.add_argument("--generators", type=int, default=2, help="load-generator processes")
     parser.add_argument("--out", default="benchmarks/out/soak")
     args = parser.parse_args()
     if args.quick:
-        args.streams, args.duration, args.ramp, args.tokens = 1000, 40.0, 5.0, 15
+        args.streams, args.duration, args.ramp = 1000, 60.0, 10.0
+    if not args.tokens:
+        args.tokens = max(1, round(args.pace * args.duration))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -404,7 +452,7 @@ def report(
 ) -> None:
     parts = [json.loads(f.read_text()) for f in files]
     total = {k: sum(p[k] for p in parts) for k in
-             ("generations", "served", "tokens", "lost", "repeated", "wrong", "reconnects", "errors", "cpu")}  # fmt: skip
+             ("generations", "served", "tokens", "lost", "repeated", "wrong", "reconnects", "retries", "errors", "cpu")}  # fmt: skip
     lateness = [sum(p["lateness"][b] for p in parts) for b in range(BINS)]
     windows: dict[int, list[Any]] = {}
     for p in parts:
@@ -437,7 +485,8 @@ def report(
     rss = [s["rss_mb"] for s in samples] or [0.0]
     print(
         f"served        {total['served']} of {total['generations']} generations "
-        f"({args.streams} at once), {total['reconnects']} resumed with Last-Event-ID"
+        f"({args.streams} at once); {total['reconnects']} dropped on purpose and resumed with "
+        f"Last-Event-ID, {total['retries']} connections refused, reset or dropped and tried again"
     )
     print(
         f"tokens        {total['tokens']} ({total['tokens'] / span:.0f}/s over {span:.0f} s), "
