@@ -8,11 +8,12 @@ process, the memory store, auth off, ``limits.max_streams_per_key`` raised, a
 finished stream kept ``retention_seconds`` = 30 s). The load generator runs in
 ``--generators`` processes of its own (raw asyncio sockets on uvloop, HTTP/1.1
 with a chunked-body and SSE decoder). Each of its ``--streams`` slots is a
-client, started over ``--ramp`` seconds, that starts a generation (``POST
-/v1/streams``, the echo model paced at ``--pace`` tokens/s, ``--tokens`` tokens
-long: by default as long as the load phase, so every slot holds one stream
-throughout) and follows it (``GET``) to its ``done``, then starts the next
-while one still fits in the load phase. Each minute a tenth of the slots
+client, started over ``--ramp`` seconds, that streams a chat completion
+(``POST /v1/chat/completions``, ``stream``: the echo model paced at ``--pace``
+tokens/s, ``--tokens`` tokens long: by default as long as the load phase, so
+every slot holds one stream throughout) to its ``[DONE]``, then starts the next
+while one still fits in the load phase. A dropped stream is resumed by ``GET``
+on the answer's ``Link`` after ``Last-Event-ID``. Each minute a tenth of the slots
 (``--reconnect``) drops its connection at a moment of that minute and resumes
 with ``Last-Event-ID``. A connection refused, reset or dropped by the server is
 tried again, backing off, resuming after the last id (as ``EventSource`` does),
@@ -46,6 +47,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import resource
 import signal
 import subprocess
@@ -63,6 +65,7 @@ PROMPT = "go"
 #: Lateness histogram: 1 ms bins up to 10 s.
 BINS = 10_000
 WINDOW = 5.0  # seconds per point of the over-time series
+LINK = re.compile(rb"(?im)^link: <([^>]+)>")
 #: What a client does when a connection is refused, reset or dropped: try again
 #: (resuming after its Last-Event-ID), up to RETRIES times, backing off.
 DROPS = (OSError, TimeoutError, asyncio.IncompleteReadError)
@@ -127,7 +130,7 @@ class Stats:
         self.reconnects = 0
         self.retries = 0  # connections refused, reset or dropped, and tried again
         self.errors: list[str] = []
-        self.posts: list[float] = []  # seconds from connecting to the POST's answer
+        self.posts: list[float] = []  # seconds from the POST to its answer's head
         self.lateness = array.array("q", bytes(8 * BINS))
         self.windows: dict[int, list[Any]] = {}  # index -> [tokens, lateness histogram]
 
@@ -159,58 +162,50 @@ def run_generator(
     stats = Stats(began)
     end_load = began + args["duration"]
     body = json.dumps(
-        {"model": "echo", "max_tokens": length, "messages": [{"role": "user", "content": PROMPT}]}
+        {
+            "model": "echo",
+            "stream": True,
+            "max_tokens": length,
+            "messages": [{"role": "user", "content": PROMPT}],
+        }
     ).encode()
     post = (
-        b"POST /v1/streams HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        b"content-type: application/json\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n" % len(body) + body
     )
 
     async def request(raw: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-        """Send ``raw``; the reader, writer, status and what followed the head."""
+        """Send ``raw``; the reader, writer and the response's head."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
         writer.write(raw)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
         return reader, writer, head
 
-    async def start() -> str | None:
-        sent = time.monotonic()
-        for attempt in range(RETRIES):
-            try:
-                reader, writer, head = await request(post)
-                try:
-                    rest = await asyncio.wait_for(reader.read(), 60)
-                finally:
-                    writer.close()
-                break
-            except DROPS:  # refused or reset (the listen queue overflowed): back off, retry
-                stats.retries += 1
-                if attempt == RETRIES - 1:
-                    raise
-                await asyncio.sleep(backoff(attempt))
-        stats.posts.append(time.monotonic() - sent)
-        if head[9:12] != b"201":
-            stats.errors.append(f"POST: {head[:12]!r} {rest[:200]!r}")
-            return None
-        # identity body (connection: close): the JSON, possibly chunked
-        if b"chunked" in head.lower():
-            rest = Chunked().feed(rest)
-        return str(json.loads(rest)["events_url"])
-
-    async def follow(path: str, reconnect_at: list[float]) -> None:
-        """Read one generation to its end, resuming after each drop; check every token."""
-        last_id = ""
+    async def generation(reconnect_at: list[float]) -> None:
+        """A streaming chat completion read to ``[DONE]``, resumed (``GET`` its ``Link``
+        after ``Last-Event-ID``) after each drop; every token checked."""
+        path: bytes | None = None  # where to resume, once the answer named it
+        last_id = b""
         last = 0  # the number of the last event received (0: none yet)
         n = 0  # tokens received, each once
         drops = 0
+        sent = time.monotonic()
         while True:
-            extra = f"last-event-id: {last_id}\r\n" if last_id else ""
-            raw = (
-                f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{extra}connection: close\r\n\r\n"
-            ).encode()
+            if path is None:
+                raw = post
+            else:
+                raw = (
+                    b"GET %s HTTP/1.1\r\nhost: 127.0.0.1\r\nlast-event-id: %s\r\n"
+                    % (
+                        path,
+                        last_id,
+                    )
+                    + b"connection: close\r\n\r\n"
+                )
             try:
                 reader, writer, head = await request(raw)
-            except DROPS:
+            except DROPS:  # refused or reset (the listen queue overflowed): back off, retry
                 stats.retries += 1
                 drops += 1
                 if drops == RETRIES:
@@ -219,8 +214,15 @@ def run_generator(
                 continue
             try:
                 if head[9:12] != b"200":
-                    stats.errors.append(f"GET: {head[:12]!r}")
+                    stats.errors.append(f"{raw[:4]!r}: {head[:12]!r}")
                     return
+                if path is None:
+                    stats.posts.append(time.monotonic() - sent)
+                    link = LINK.search(head)
+                    if link is None:
+                        stats.errors.append(f"no Link in {head!r}")
+                        return
+                    path = link.group(1)
                 chunked, decoder = Chunked(), Decoder()
                 previous: float | None = None  # the last token's arrival on this connection
                 while True:
@@ -237,29 +239,30 @@ def run_generator(
                         break
                     now = time.monotonic()
                     for event in decoder.feed(chunked.feed(data)):
+                        if event.data == "[DONE]":  # (it carries the last event's id)
+                            # a token missing mid-stream shows as wrong text after it too
+                            stats.lost += max(0, len(expected) - n)
+                            stats.served += 1
+                            return
                         number = int(event.id.rpartition("-")[2])
                         if number <= last:
-                            stats.repeated += event.event == "token"
+                            stats.repeated += 1
                             continue
-                        if last and number > last + 1:
-                            stats.lost += number - last - 1  # events, counted as tokens
-                        last, last_id = number, event.id
-                        if event.event == "token":
-                            text = json.loads(event.data)["text"]
+                        # (numbers may skip: the usage event has no OpenAI chunk)
+                        last, last_id = number, event.id.encode()
+                        chunk = json.loads(event.data)
+                        if "error" in chunk:
+                            stats.errors.append(f"error chunk: {event.data[:200]}")
+                            return
+                        choices = chunk["choices"]
+                        text = choices[0]["delta"].get("content") if choices else None
+                        if text:  # a token (the first chunk's content is "")
                             if n >= len(expected) or text != expected[n]:
                                 stats.wrong += 1
                             n += 1
                             late = None if previous is None else max(0.0, now - previous - interval)
                             previous = now
                             stats.token(now, late)
-                        elif event.event == "error":
-                            stats.errors.append(f"error event: {event.data[:200]}")
-                            return
-                        elif event.event == "done":
-                            if n != len(expected):
-                                stats.errors.append(f"done after {n} of {len(expected)} tokens")
-                            stats.served += 1
-                            return
                     if reconnect_at and now >= reconnect_at[0]:
                         reconnect_at.pop(0)
                         stats.reconnects += 1
@@ -281,9 +284,7 @@ def run_generator(
             first = False
             stats.generations += 1
             try:
-                path = await start()
-                if path is not None:
-                    await follow(path, reconnect_at)
+                await generation(reconnect_at)
             except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 stats.errors.append(f"{type(exc).__name__}: {exc}")
             while reconnect_at and reconnect_at[0] < time.monotonic():
@@ -385,6 +386,7 @@ def main() -> None:
         stderr=subprocess.STDOUT,
     )
     samples: list[dict[str, float]] = []
+    generators: list[multiprocessing.process.BaseProcess] = []
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", gateway, 60)
         proc = psutil.Process(gateway.pid)
@@ -397,7 +399,7 @@ def main() -> None:
         began = time.monotonic() + 2.0  # the generators' common start
         ctx = multiprocessing.get_context("spawn")
         files = [out / f"generator{i}.json" for i in range(args.generators)]
-        generators = [
+        generators += [
             ctx.Process(
                 target=run_generator,
                 args=(
@@ -433,6 +435,9 @@ def main() -> None:
         time.sleep(3.0)  # connections closed by now
         fds_after = proc.num_fds()
     finally:
+        for g in generators:  # interrupted: stop them too
+            if g.is_alive():
+                g.terminate()
         gateway.send_signal(signal.SIGINT)
         try:
             gateway.wait(30)
@@ -495,7 +500,7 @@ def report(
     posts = sorted(x for p in parts for x in p["posts"])
     if posts:
         print(
-            f"POST answered p50 {posts[len(posts) // 2] * 1000:.0f} ms, "
+            f"answer head   p50 {posts[len(posts) // 2] * 1000:.0f} ms, "
             f"p99 {posts[int(len(posts) * 0.99)] * 1000:.0f} ms"
         )
     print(f"lateness      p50 {p50:.0f} ms, p99 {p99:.0f} ms (after the pace, token to token)")
