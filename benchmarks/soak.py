@@ -325,6 +325,14 @@ def run_generator(
     Path(out).write_text(json.dumps(result))
 
 
+def run_queue_wait(pid: int) -> float:
+    """Seconds the process spent ready to run but waiting for a core (Linux schedstat)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def percentile(histogram: list[int] | dict[int, int], q: float) -> float:
     """The q-quantile of a 1 ms histogram, in ms."""
     items = sorted(histogram.items()) if isinstance(histogram, dict) else enumerate(histogram)
@@ -425,6 +433,7 @@ def main() -> None:
                         "rss_mb": proc.memory_info().rss / 2**20,
                         "fds": proc.num_fds(),
                         "gateway_cpu": cpu_of(gateway.pid),
+                        "gateway_waited": run_queue_wait(gateway.pid),
                         "generators_cpu": sum(
                             sum(p.cpu_times()[:2]) for p in gens if p.is_running()
                         ),
@@ -518,7 +527,11 @@ def report(
         f"errors        {total['errors']}"
         + "".join(f"\n  {e}" for p in parts for e in p["error_samples"][:2])
     )
-    print(f"load average  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    waited = samples[-1]["gateway_waited"] - samples[0]["gateway_waited"] if samples else 0.0
+    print(
+        f"machine       load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; the "
+        f"gateway, ready to run, waited for a core {waited / span:.0%} of the time"
+    )
     met = {
         "every stream served": total["served"] == total["generations"] and total["errors"] == 0,
         "0 lost, 0 repeated": total["lost"] == 0 and total["repeated"] == 0 and total["wrong"] == 0,
