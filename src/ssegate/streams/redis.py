@@ -489,6 +489,7 @@ class RedisStore(StreamStore):
         self.cluster = isinstance(self.redis, RedisCluster)
         # How many per-slot calls one write or read sends at once.
         self._fan_out = asyncio.Semaphore(max(max_connections // 2, 1))
+        self._announcing: set[asyncio.Task[None]] = set()
         self._append_script = self.redis.register_script(_APPEND_MANY)
         self._create_script = self.redis.register_script(_CREATE)
         self._end_script = self.redis.register_script(_END)
@@ -519,6 +520,8 @@ class RedisStore(StreamStore):
                 await asyncio.shield(self._flusher)
             else:
                 break
+        if self._announcing:  # the notifications of what was written
+            await asyncio.gather(*self._announcing, return_exceptions=True)
         if self._owns:
             if isinstance(self.redis, RedisCluster):
                 await self.redis.aclose()
@@ -580,6 +583,20 @@ class RedisStore(StreamStore):
                     return exc
 
         return list(await asyncio.gather(*(call(keys, args) for keys, args in calls)))
+
+    def _announce_soon(self, advanced: Sequence[tuple[str, int]], writer: bytes) -> None:
+        """``_announce_many`` in a task of its own: the write's caller does not wait
+        for a second round trip (to another master). Failing, the sweep finds them."""
+        if not advanced:
+            return
+        task = asyncio.get_running_loop().create_task(self._announce_many(advanced, writer))
+        self._announcing.add(task)
+        task.add_done_callback(self._announced)
+
+    def _announced(self, task: asyncio.Task[None]) -> None:
+        self._announcing.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: StoreUnavailable leaves it to the sweep
 
     async def _announce_many(self, advanced: Sequence[tuple[str, int]], writer: bytes) -> None:
         """Redis Cluster: tell the hubs which streams advanced, after the writes.
@@ -767,8 +784,7 @@ class RedisStore(StreamStore):
         for part, reply in zip(parts, replies, strict=True):
             advanced += self._settle(part, reply)
         if self.cluster and advanced:
-            with contextlib.suppress(StoreUnavailable):  # the hubs' sweep finds them
-                await self._announce_many(advanced, self._id)
+            self._announce_soon(advanced, self._id)
 
     def _split(self, batch: Batch[asyncio.Future[str]]) -> list[Batch[asyncio.Future[str]]]:
         """A batch's runs grouped by hash slot (Redis Cluster), each group a batch."""
@@ -863,7 +879,7 @@ class RedisStore(StreamStore):
         async with self._errors(stream):
             await self._end_script(keys=self._script_keys(stream), args=[self._ttl_ms, outcome])
         if self.cluster:
-            await self._announce_many([(stream, _ANY)], b"-")
+            self._announce_soon([(stream, _ANY)], b"-")
 
     async def _info(self, stream: str) -> StreamInfo:
         log, meta = self._keys(stream)
@@ -1077,7 +1093,7 @@ class RedisStore(StreamStore):
                 )
         except StreamEnded:
             if self.cluster:  # maybe just now, its lease having run out
-                await self._announce_many([(stream, _ANY)], b"-")
+                self._announce_soon([(stream, _ANY)], b"-")
             raise
 
     async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]:
@@ -1102,7 +1118,7 @@ class RedisStore(StreamStore):
                         raise results
                     expired += [s for s, ended in zip(group, results, strict=True) if ended]
         if self.cluster:
-            await self._announce_many([(stream, _ANY) for stream in expired], b"-")
+            self._announce_soon([(stream, _ANY) for stream in expired], b"-")
         return expired
 
     def _waker(self) -> Waker:
