@@ -43,6 +43,7 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	scripts/ensure-chromium
+	scripts/ensure-infra
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest test-js docs

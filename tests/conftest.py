@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from ssegate.testing._redis import LocalRedisCluster
 from ssegate.testing._redis import redis_url as find_redis
 
 # A shell starts a background job (`make test &`, a CI runner) with SIGINT
@@ -44,3 +45,10 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster of three masters of the session's own (``redis+cluster://``)."""
+    with LocalRedisCluster() as cluster:
+        yield cluster.url

@@ -48,7 +48,9 @@ def worker_app() -> Any:
 def _check_redis(url: str) -> None:
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    # Redis Cluster: the node named answers for itself (the store finds the others).
+    node = url.replace("+cluster://", "://", 1)
+    client = redis.Redis.from_url(node, socket_connect_timeout=3, socket_timeout=3)
     try:
         client.ping()
     except redis.RedisError as exc:

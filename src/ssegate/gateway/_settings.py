@@ -212,7 +212,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
-    #: ``memory`` (one process) or a Redis URL (replicas and ``--workers``).
+    #: ``memory`` (one process) or a Redis URL (replicas and ``--workers``);
+    #: ``redis+cluster://`` and any node's address for Redis Cluster.
     store: str = "memory"
     redis_prefix: str = "ssegate:"
     #: Events kept per stream or topic; seconds a finished stream stays readable.
@@ -250,8 +251,12 @@ class Settings(BaseSettings):
     @field_validator("store")
     @classmethod
     def _store(cls, store: str) -> str:
-        if store != "memory" and not store.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"use 'memory' or a Redis URL (redis://host:6379/0), not {store!r}")
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if store != "memory" and not store.startswith(schemes):
+            raise ValueError(
+                "use 'memory' or a Redis URL (redis://host:6379/0, or redis+cluster://host:7000 "
+                f"for Redis Cluster), not {store!r}"
+            )
         return store
 
     @field_validator("providers")

@@ -5,6 +5,14 @@ was created with (see "Ids" in ``_store``); readers wait on
 an ``anyio.Event`` that the next append or end sets. Time (lease deadlines and
 the time to live of ended streams) comes from an injectable ``clock`` so tests
 can move it instead of sleeping.
+
+A hub, which follows thousands of streams, does not register with each of them
+nor look at each of them per wake-up: every append or end adds its stream to
+each hub's set of changed streams (and wakes the hub), and the hub's wait reads
+just those, plus any stream it newly follows. (Registering its event with every
+followed stream and scanning them all, per wake-up, cost O(streams) each time a
+token was written: with 10 000 streams it took most of the gateway's CPU in the
+soak, benchmarks/soak.py.)
 """
 
 from __future__ import annotations
@@ -41,16 +49,24 @@ class _Stream:
 
 
 class _MemoryWaker(Waker):
-    __slots__ = ("event", "pending")
+    __slots__ = ("changed", "event", "known", "pending", "store")
 
-    def __init__(self) -> None:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
         self.pending = False
         self.event: anyio.Event | None = None
+        #: Streams appended to or ended since the hub's last look.
+        self.changed: set[str] = set()
+        #: The streams the hub followed at its last wait (any other is new: look at it).
+        self.known: set[str] = set()
 
     async def wake(self) -> None:
         self.pending = True
         if self.event is not None:
             self.event.set()
+
+    async def aclose(self) -> None:
+        self.store._hubs.discard(self)
 
 
 class MemoryStore(StreamStore):
@@ -78,6 +94,7 @@ class MemoryStore(StreamStore):
         # can wait for a topic nobody has published to yet.
         self._waiters: dict[str, set[anyio.Event]] = {}
         self._expiry: list[tuple[float, str]] = []  # heap of (expires_at, stream)
+        self._hubs: set[_MemoryWaker] = set()
 
     # -- helpers ----------------------------------------------------------
 
@@ -101,6 +118,10 @@ class MemoryStore(StreamStore):
         if waiters:
             for waiter in waiters:
                 waiter.set()
+        for hub in self._hubs:
+            hub.changed.add(stream)
+            if hub.event is not None:
+                hub.event.set()
 
     def _lease_ran_out(self, state: _Stream) -> bool:
         return state.lease_until is not None and state.lease_until <= self._clock()
@@ -185,28 +206,59 @@ class MemoryStore(StreamStore):
                 pages[stream] = self._page_of(state, cursor, self.batch)
         return pages
 
+    def _hub_ready(self, cursors: Mapping[str, int], waker: _MemoryWaker) -> dict[str, Page]:
+        """Pages of the streams changed since the hub's last look, or newly followed."""
+        new = cursors.keys() - waker.known
+        if new or len(waker.known) != len(cursors):
+            waker.known = set(cursors)
+        look, waker.changed = waker.changed, set()
+        look |= new
+        pages: dict[str, Page] = {}
+        streams = self._streams
+        for stream in look:
+            cursor = cursors.get(stream)
+            state = streams.get(stream)
+            if cursor is None or state is None:
+                continue
+            if state.last_seq > cursor or state.outcome is not None:
+                page = pages[stream] = self._page_of(state, cursor, self.batch)
+                if page.first_seq + len(page.events) <= state.last_seq:
+                    waker.changed.add(stream)  # a full page: more follows
+        return pages
+
+    async def _hub_wait(
+        self, cursors: Mapping[str, int], max_wait: float, waker: _MemoryWaker
+    ) -> dict[str, Page]:
+        pages = self._hub_ready(cursors, waker)
+        if pages or waker.pending:
+            waker.pending = False
+            return pages
+        waker.event = event = anyio.Event()
+        try:
+            with anyio.move_on_after(max_wait):
+                await event.wait()
+        finally:
+            waker.event = None
+            waker.pending = False
+        return self._hub_ready(cursors, waker)
+
     async def _wait(
         self, cursors: Mapping[str, int], max_wait: float, waker: Waker | None
     ) -> dict[str, Page]:
         assert waker is None or isinstance(waker, _MemoryWaker)
         self._purge()
+        if waker is not None:
+            return await self._hub_wait(cursors, max_wait, waker)
         pages = self._ready(cursors)
-        if pages or (waker is not None and waker.pending):
-            if waker is not None:
-                waker.pending = False
+        if pages:
             return pages
         event = anyio.Event()
         for stream in cursors:
             self._waiters.setdefault(stream, set()).add(event)
-        if waker is not None:
-            waker.event = event
         try:
             with anyio.move_on_after(max_wait):
                 await event.wait()
         finally:
-            if waker is not None:
-                waker.event = None
-                waker.pending = False
             for stream in cursors:
                 waiters = self._waiters.get(stream)
                 if waiters is not None:
@@ -229,4 +281,6 @@ class MemoryStore(StreamStore):
         return expired
 
     def _waker(self) -> Waker:
-        return _MemoryWaker()
+        waker = _MemoryWaker(self)
+        self._hubs.add(waker)
+        return waker

@@ -30,8 +30,8 @@ calls. The call has six arguments whatever it carries: the batch is one string
 (``Batch.blob()``) and the script makes the streams' keys from their names
 (redis-py's cost is per argument; the client's CPU per append fell about 3x
 when the batch stopped being three arguments per event and two keys per stream).
-That is fine for one Redis (with or without replicas, Sentinel); Redis Cluster
-would need the batch split by hash slot. Each ``append()`` still returns
+On Redis Cluster the batch is split by hash slot, one call per slot naming its
+streams' keys (the script still reads the batch string). Each ``append()`` still returns
 its own event's id once Redis has it, or raises its own error: a stream that
 has ended fails only its own appends, Redis going away fails the appends of
 the call in flight (and of later calls while it is away). An appender
@@ -60,6 +60,17 @@ notifications its own store signed. A write the hub is behind on (another
 replica wrote the events before it, and they are not read yet), or whose reply
 was lost, has the hub read its streams at once.
 
+Redis Cluster (a ``redis+cluster://`` URL naming any node, or a
+``redis.asyncio.cluster.RedisCluster``): a stream's keys share its name as their
+hash tag, so every script about one stream stays in one slot; a write (or a
+hub's read, or a lease check) of many streams becomes one call per slot, sent
+side by side, each stream's appends still in one call. The notification stream
+(``<prefix>{notify}``, with the hubs' wake-up keys in its slot) lives on one
+master: as no script may name it beside a stream's keys, the client announces
+what a write advanced right after it, and a process that dies in between
+leaves that write to the hubs' sweep (``poll_interval``), as a trimmed
+notification would.
+
 Redis errors are translated at this edge: cannot connect, timeouts and refusals
 to write become ``StoreUnavailable``. The client this store creates does not
 retry commands by itself: retrying an append whose reply was lost could store
@@ -78,7 +89,7 @@ from typing import Any, ClassVar
 from .._exceptions import StoreUnavailable, StreamEnded, StreamNotFound
 from .._extras import require
 from ..protocol import Event
-from ._batch import Batch, GroupCommit, encode_append
+from ._batch import Batch, GroupCommit, StreamRun, encode_append
 from ._store import (
     EPOCH_WIDTH,
     ID_WIDTH,
@@ -93,8 +104,11 @@ from ._store import (
 require("redis", "ssegate.streams.redis")
 
 from redis.asyncio import BlockingConnectionPool, Redis  # noqa: E402
+from redis.asyncio.cluster import RedisCluster  # noqa: E402
 from redis.asyncio.retry import Retry  # noqa: E402
 from redis.backoff import NoBackoff  # noqa: E402
+from redis.commands.core import AsyncScript  # noqa: E402
+from redis.crc import key_slot  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 from redis.exceptions import ResponseError as RedisResponseError  # noqa: E402
 
@@ -106,8 +120,10 @@ __all__ = ["RedisStore"]
 NOTIFY_LEN = 4096
 
 _LIB = """
--- every script names the store's notification stream last (see _announce)
-local notify = KEYS[#KEYS]
+-- every script names the log and meta of its streams, then the store's
+-- notification stream, except on Redis Cluster, where a script names one
+-- stream's keys (one hash slot) and the client announces (see _announce_many)
+local notify = (#KEYS % 2 == 1) and KEYS[#KEYS]
 local now
 -- Redis's clock in ms (read once per script: it is one atomic step anyway)
 local function now_ms()
@@ -135,6 +151,7 @@ end
 -- (no spaces in any), so a hub parses one string per write. The writer is the
 -- appending store's id ('-' for the other scripts): its own hubs skip the entry
 local function announce(advanced, ttl)
+  if not notify then return end
   redis.call('XADD', notify, 'MAXLEN', '~', NOTIFY_LEN, '*', 's', table.concat(advanced, ' '))
   redis.call('PEXPIRE', notify, ttl)
 end
@@ -352,6 +369,13 @@ _AFTER = b"-18446744073709551615"
 #: Notifications a hub takes per read (each lists the streams one write advanced).
 NOTIFY_BATCH = 256
 
+#: Where an announcement's number is unknown (an end, told by the client): any
+#: hub following the stream reads it.
+_ANY = 1 << 62
+
+#: URL schemes of a Redis Cluster (any one node's address).
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
 #: Connections a store made from a URL may open; the pool waits for a free one
 #: beyond that, so load never multiplies connections (a Hub needs one or two).
 DEFAULT_MAX_CONNECTIONS = 32
@@ -362,7 +386,8 @@ class _RedisWaker(Waker):
 
     def __init__(self, store: RedisStore) -> None:
         self.store = store
-        self.key = f"{store.prefix}hub:{uuid.uuid4().hex}"
+        # On Redis Cluster in the notification stream's slot: one XREAD names both.
+        self.key = f"{store._notify}hub:{uuid.uuid4().hex}"
         self.last_id: bytes | str = "0-0"
         #: The last notification read (None: not positioned yet).
         self.notify_id: bytes | None = None
@@ -412,7 +437,7 @@ class RedisStore(StreamStore):
 
     def __init__(
         self,
-        redis: Redis | str = "redis://127.0.0.1:6379/0",
+        redis: Redis | RedisCluster | str = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "ssegate:",
         max_len: int = 10_000,
@@ -433,9 +458,23 @@ class RedisStore(StreamStore):
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ValueError(f"prefix must be a str without braces, not {prefix!r}")
         self.prefix = prefix
-        if isinstance(redis, str):
+        self.redis: Redis | RedisCluster
+        if isinstance(redis, str) and redis.startswith(CLUSTER_SCHEMES):
+            # Any one node's address: the client learns the others from it.
+            self.redis = RedisCluster.from_url(
+                redis.replace("+cluster://", "://", 1),
+                max_connections=4 * max_connections,  # per node, and it fails beyond
+                socket_timeout=poll_interval + 10.0,
+                socket_connect_timeout=5.0,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._owns = True
+        elif isinstance(redis, str):
             if not redis.startswith(("redis://", "rediss://", "unix://")):
-                raise ValueError(f"not a Redis URL: {redis!r} (try redis://host:6379/0)")
+                raise ValueError(
+                    f"not a Redis URL: {redis!r} (try redis://host:6379/0, or "
+                    "redis+cluster://host:7000 for Redis Cluster)"
+                )
             pool = BlockingConnectionPool.from_url(
                 redis,
                 max_connections=max_connections,
@@ -444,15 +483,28 @@ class RedisStore(StreamStore):
                 socket_connect_timeout=5.0,
                 retry=Retry(NoBackoff(), 0),
             )
-            self.redis: Redis = Redis(connection_pool=pool)
+            self.redis = Redis(connection_pool=pool)
             self._owns = True
         elif isinstance(redis, Redis):
             if redis.connection_pool.connection_kwargs.get("decode_responses"):
                 raise ValueError("give RedisStore a client without decode_responses=True")
             self.redis = redis
             self._owns = False
+        elif isinstance(redis, RedisCluster):
+            if redis.get_encoder().decode_responses:
+                raise ValueError("give RedisStore a client without decode_responses=True")
+            self.redis = redis
+            self._owns = False
         else:
-            raise TypeError(f"redis must be a URL or a redis.asyncio.Redis, not {redis!r}")
+            raise TypeError(
+                f"redis must be a URL or a redis.asyncio.Redis (or RedisCluster), not {redis!r}"
+            )
+        #: Redis Cluster: every script names one stream's keys (one hash slot),
+        #: a write of many streams is a call per slot, and the client announces.
+        self.cluster = isinstance(self.redis, RedisCluster)
+        # How many per-slot calls one write or read sends at once.
+        self._fan_out = asyncio.Semaphore(max(max_connections // 2, 1))
+        self._announcing: set[asyncio.Task[None]] = set()
         self._append_script = self.redis.register_script(_APPEND_MANY)
         self._create_script = self.redis.register_script(_CREATE)
         self._end_script = self.redis.register_script(_END)
@@ -460,7 +512,9 @@ class RedisStore(StreamStore):
         self._expire_script = self.redis.register_script(_EXPIRE)
         self._read_script = self.redis.register_script(_READ)
         self._ttl_ms = max(int(self.ttl * 1000), 1)
-        self._notify = f"{prefix}notify"  # no braces: no stream's key looks like it
+        # No stream's key looks like it: theirs end in "}:log" or "}:meta". On
+        # Redis Cluster its braces pin it (and the hubs' wake-up keys) to one slot.
+        self._notify = f"{prefix}{{notify}}" if self.cluster else f"{prefix}notify"
         self._notify_key = self._notify.encode()
         self._prefix = prefix.encode()
         #: The hubs on this store: each write hands them what it stored, and
@@ -483,8 +537,13 @@ class RedisStore(StreamStore):
                 await asyncio.shield(self._flusher)
             else:
                 break
+        if self._announcing:  # the notifications of what was written
+            await asyncio.gather(*self._announcing, return_exceptions=True)
         if self._owns:
-            await self.redis.aclose(close_connection_pool=True)
+            if isinstance(self.redis, RedisCluster):
+                await self.redis.aclose()
+            else:
+                await self.redis.aclose(close_connection_pool=True)
 
     # -- helpers ----------------------------------------------------------
 
@@ -493,11 +552,15 @@ class RedisStore(StreamStore):
         return [base + ":log", base + ":meta"]
 
     def _script_keys(self, stream: str) -> list[str]:
-        """The keys of a script about one stream: its log and meta, then the notifications."""
+        """The keys of a script about one stream: its log and meta, then the notifications
+        (not on Redis Cluster: see ``_announce_many``)."""
+        if self.cluster:
+            return self._keys(stream)
         return [*self._keys(stream), self._notify]
 
     def _many_keys(self, streams: Sequence[str]) -> list[bytes]:
-        """The keys of a script about many streams: log and meta of each, then notify.
+        """The keys of a script about many streams: log and meta of each, then notify
+        (not on Redis Cluster, where the streams share a slot the notifications may not).
 
         Bytes, for calls naming hundreds of streams: redis-py packs bytes without its
         per-value type checks, most of the client's cost for such a call.
@@ -507,8 +570,67 @@ class RedisStore(StreamStore):
         for stream in streams:
             key = b"%s{%s}" % (base, stream.encode())
             keys += (key + b":log", key + b":meta")
-        keys.append(self._notify.encode())
+        if not self.cluster:
+            keys.append(self._notify.encode())
         return keys
+
+    def _slot(self, stream: str) -> int:
+        """The Redis Cluster hash slot of a stream's keys (its name is their hash tag)."""
+        return key_slot(b"%s{%s}:log" % (self.prefix.encode(), stream.encode()))
+
+    def _by_slot(self, streams: Iterable[str]) -> list[list[str]]:
+        """``streams`` grouped by hash slot (one group, all of them, off Redis Cluster)."""
+        if not self.cluster:
+            return [list(streams)]
+        groups: dict[int, list[str]] = {}
+        for stream in streams:
+            groups.setdefault(self._slot(stream), []).append(stream)
+        return list(groups.values())
+
+    async def _call_each(
+        self, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]:
+        """Each (keys, args) call of ``script``, side by side: its reply or its exception."""
+
+        async def call(keys: Sequence[Any], args: Sequence[Any]) -> Any:
+            async with self._fan_out:
+                try:
+                    return await script(keys=keys, args=args)
+                except Exception as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(call(keys, args) for keys, args in calls)))
+
+    def _announce_soon(self, advanced: Sequence[tuple[str, int]], writer: bytes) -> None:
+        """``_announce_many`` in a task of its own: the write's caller does not wait
+        for a second round trip (to another master). Failing, the sweep finds them."""
+        if not advanced:
+            return
+        task = asyncio.get_running_loop().create_task(self._announce_many(advanced, writer))
+        self._announcing.add(task)
+        task.add_done_callback(self._announced)
+
+    def _announced(self, task: asyncio.Task[None]) -> None:
+        self._announcing.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: StoreUnavailable leaves it to the sweep
+
+    async def _announce_many(self, advanced: Sequence[tuple[str, int]], writer: bytes) -> None:
+        """Redis Cluster: tell the hubs which streams advanced, after the writes.
+
+        (Elsewhere each script announces its own writes, in the same step.) A
+        process gone between a write and its notification delays what it wrote
+        until the hubs' next sweep, as a trimmed notification does.
+        """
+        if not advanced:
+            return
+        parts = [writer]
+        for stream, number in advanced:
+            parts += (stream.encode(), b"%d" % number)
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self._notify, {"s": b" ".join(parts)}, maxlen=NOTIFY_LEN, approximate=True)
+            pipe.pexpire(self._notify, self._ttl_ms)
+            await pipe.execute()
 
     @asynccontextmanager
     async def _errors(self, stream: str | None = None) -> AsyncIterator[None]:
@@ -653,35 +775,74 @@ class RedisStore(StreamStore):
 
     async def _write(self, batch: Batch[asyncio.Future[str]]) -> None:
         """One Lua call for the batch, of six arguments whatever its size (the
-        batch is one of them); each waiter gets its own id or error."""
-        keys = [self._notify_key]
-        args: list[bytes | int] = [
-            self._ttl_ms,
-            self.max_len,
-            self._id,
-            _epoch_bytes(),
-            self._prefix,
-            batch.blob(),
+        batch is one of them); on Redis Cluster one per hash slot, naming its
+        streams' keys. Each waiter gets its own id or error."""
+        parts = [batch] if not self.cluster else self._split(batch)
+        calls: list[tuple[list[bytes], list[Any]]] = [
+            (
+                self._many_keys(part.streams) if self.cluster else [self._notify_key],
+                [
+                    self._ttl_ms,
+                    self.max_len,
+                    self._id,
+                    _epoch_bytes(),
+                    self._prefix,
+                    part.blob(),
+                ],
+            )
+            for part in parts
         ]
-        outcomes: list[tuple[asyncio.Future[str], str | BaseException]]
-        written: Sequence[Any] = ()  # the reply, once checked
         try:
-            reply = await self._append_script(keys=keys, args=args)
-            outcomes = list(batch.outcomes(reply, _refused))
-            written = reply
-        except RedisResponseError as exc:  # the whole call was refused: nothing ran
-            message = str(exc)
-            outcomes = [(w, _refused(r.stream, message)) for r in batch.runs for w in r.waiters]
-        except RedisError as exc:
-            outcomes = [(w, _unreachable(exc)) for w in batch.waiters()]
-            self._read_back(batch)
-        except Exception as exc:  # not Redis's doing (an unexpected reply): still each one's own
-            text = f"the append failed: {exc!r}"
-            outcomes = [(w, _unavailable(text, exc)) for w in batch.waiters()]
-            self._read_back(batch)
+            if len(calls) == 1:
+                try:
+                    replies: list[Any] = [
+                        await self._append_script(keys=calls[0][0], args=calls[0][1])
+                    ]
+                except Exception as exc:  # settled below, each waiter its own
+                    replies = [exc]
+            else:
+                replies = await self._call_each(self._append_script, calls)
         except asyncio.CancelledError:  # the appender writing its own, mid-call
             self._read_back(batch)
             raise
+        advanced: list[tuple[str, int]] = []
+        for part, reply in zip(parts, replies, strict=True):
+            advanced += self._settle(part, reply)
+        if self.cluster and advanced:
+            self._announce_soon(advanced, self._id)
+
+    def _split(self, batch: Batch[asyncio.Future[str]]) -> list[Batch[asyncio.Future[str]]]:
+        """A batch's runs grouped by hash slot (Redis Cluster), each group a batch."""
+        groups: dict[int, list[StreamRun[asyncio.Future[str]]]] = {}
+        for run in batch.runs:
+            groups.setdefault(self._slot(run.stream), []).append(run)
+        return [Batch(runs, sum(len(r.wires) for r in runs)) for runs in groups.values()]
+
+    def _settle(self, batch: Batch[asyncio.Future[str]], reply: Any) -> list[tuple[str, int]]:
+        """Each waiter's outcome from the write's reply (or its RedisError), the
+        hubs handed what it stored; what advanced (or ended), with its new last number."""
+        outcomes: list[tuple[asyncio.Future[str], str | BaseException]]
+        written: Sequence[Any] = ()  # the reply, once checked
+        if isinstance(reply, RedisResponseError):  # the whole call was refused: nothing ran
+            message = str(reply)
+            outcomes = [(w, _refused(r.stream, message)) for r in batch.runs for w in r.waiters]
+        elif isinstance(reply, RedisError):
+            outcomes = [(w, _unreachable(reply)) for w in batch.waiters()]
+            self._read_back(batch)
+        elif isinstance(reply, Exception):  # not Redis's doing
+            text = f"the append failed: {reply!r}"
+            outcomes = [(w, _unavailable(text, reply)) for w in batch.waiters()]
+            self._read_back(batch)
+        else:
+            try:
+                outcomes = list(batch.outcomes(reply, _refused))
+                written = reply
+            except (
+                Exception
+            ) as exc:  # not Redis's doing (an unexpected reply): still each one's own
+                text = f"the append failed: {exc!r}"
+                outcomes = [(w, _unavailable(text, exc)) for w in batch.waiters()]
+                self._read_back(batch)
         for waiter, outcome in outcomes:
             if waiter.done():  # its appender was cancelled meanwhile
                 continue
@@ -689,8 +850,20 @@ class RedisStore(StreamStore):
                 waiter.set_result(outcome)
             else:
                 waiter.set_exception(outcome)
-        if written and self._hubs:
+        if not written:
+            return []
+        if self._hubs:
             self._hand_over(batch, written)
+        if not self.cluster:
+            return []  # the script announced them
+        advanced = []
+        for i, run in enumerate(batch.runs):
+            first, count, _, message = written[4 * i : 4 * i + 4]
+            if count:
+                advanced.append((run.stream, first + count - 1))
+            elif bytes(message).startswith(b"SSEGATE_ENDED"):  # maybe just now (lease ran out)
+                advanced.append((run.stream, _ANY))
+        return advanced
 
     def _hand_over(self, batch: Batch[asyncio.Future[str]], reply: Sequence[Any]) -> None:
         """Give this process's hubs what the write stored (checked by ``outcomes()``).
@@ -735,6 +908,8 @@ class RedisStore(StreamStore):
     async def _end(self, stream: str, outcome: str) -> None:
         async with self._errors(stream):
             await self._end_script(keys=self._script_keys(stream), args=[self._ttl_ms, outcome])
+        if self.cluster:
+            self._announce_soon([(stream, _ANY)], b"-")
 
     async def _info(self, stream: str) -> StreamInfo:
         log, meta = self._keys(stream)
@@ -883,20 +1058,44 @@ class RedisStore(StreamStore):
     async def _read_many(
         self, cursors: Mapping[str, int], streams: Iterable[str], waker: _RedisWaker
     ) -> dict[str, Page]:
-        """What follows the cursors of ``streams``, in one call (``_READ``), without waiting.
+        """What follows the cursors of ``streams``, in one call (``_READ``; one per
+        hash slot on Redis Cluster), without waiting.
 
         Streams whose page was full go to ``waker.pending`` (more may follow).
         """
         names = list(streams)
         # Read now; what a write finds its hub behind on meanwhile stays pending.
         waker.pending.difference_update(names)
+        groups = self._by_slot(names)
+        calls = [self._read_call(group, cursors) for group in groups]
+        async with self._errors():
+            if len(calls) == 1:
+                replies: list[Any] = [await self._read_script(keys=calls[0][0], args=calls[0][1])]
+            else:
+                replies = await self._call_each(self._read_script, calls)
+                for reply in replies:
+                    if isinstance(reply, BaseException):
+                        raise reply
+        pages: dict[str, Page] = {}
+        pending: set[str] = set()
+        for group, reply in zip(groups, replies, strict=True):
+            self._parse_read(group, reply, pages, pending)
+        waker.pending |= pending
+        return pages
+
+    def _read_call(
+        self, names: Sequence[str], cursors: Mapping[str, int]
+    ) -> tuple[list[bytes], list[Any]]:
+        """The keys and args of a ``_READ`` of ``names`` after their cursors."""
         base = self.prefix.encode()
         keys = [b"%s{%s}:log" % (base, stream.encode()) for stream in names]
         starts = b" ".join([b"%d" % (cursors[stream] + 1) for stream in names])
-        async with self._errors():
-            reply: Any = await self._read_script(keys=keys, args=[self.batch, starts])
-        pages: dict[str, Page] = {}
-        pending: set[str] = set()
+        return keys, [self.batch, starts]
+
+    def _parse_read(
+        self, names: Sequence[str], reply: Any, pages: dict[str, Page], pending: set[str]
+    ) -> None:
+        """A ``_READ`` reply's pages (into ``pages``; full ones' streams into ``pending``)."""
         i, size = 0, len(reply)
         while i < size:
             k, first_part, epoch_part, read, n, outcome = reply[i : i + 6]
@@ -914,15 +1113,18 @@ class RedisStore(StreamStore):
             )
             if read >= self.batch:
                 pending.add(stream)
-        waker.pending |= pending
-        return pages
 
     async def _lease(self, stream: str, ttl: float) -> None:
-        async with self._errors(stream):
-            await self._lease_script(
-                keys=self._script_keys(stream),
-                args=[self._ttl_ms, max(int(ttl * 1000), 1), _epoch_arg()],
-            )
+        try:
+            async with self._errors(stream):
+                await self._lease_script(
+                    keys=self._script_keys(stream),
+                    args=[self._ttl_ms, max(int(ttl * 1000), 1), _epoch_arg()],
+                )
+        except StreamEnded:
+            if self.cluster:  # maybe just now, its lease having run out
+                self._announce_soon([(stream, _ANY)], b"-")
+            raise
 
     async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]:
         async with self._errors():
@@ -934,14 +1136,19 @@ class RedisStore(StreamStore):
                     found.append(name)
                 streams = found
             expired = []
-            # One call per few hundred streams: a hub checks every stream it
-            # follows once per poll_interval.
+            # One call per few hundred streams (per hash slot on Redis Cluster):
+            # a hub checks every stream it follows once per poll_interval.
             for start in range(0, len(streams), 500):
-                chunk = streams[start : start + 500]
-                results = await self._expire_script(
-                    keys=self._many_keys(chunk), args=[self._ttl_ms]
+                groups = self._by_slot(streams[start : start + 500])
+                replies = await self._call_each(
+                    self._expire_script, [(self._many_keys(g), [self._ttl_ms]) for g in groups]
                 )
-                expired += [stream for stream, ended in zip(chunk, results, strict=True) if ended]
+                for group, results in zip(groups, replies, strict=True):
+                    if isinstance(results, BaseException):
+                        raise results
+                    expired += [s for s, ended in zip(group, results, strict=True) if ended]
+        if self.cluster:
+            self._announce_soon([(stream, _ANY) for stream in expired], b"-")
         return expired
 
     def _waker(self) -> Waker:
