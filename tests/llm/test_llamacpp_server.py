@@ -41,20 +41,25 @@ CAPITAL = (
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, str]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """``python -m llama_cpp.server`` on a free port: its base URL and its model's id."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "llama_cpp.server", "--model", default_model_path()]
     command += ["--n_ctx", "2048", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # llama.cpp logs ~200 kB while it loads: to a file, not a pipe nobody reads
+    # (the server would block on a full pipe before it listens).
+    log = tmp_path_factory.mktemp("llamacpp") / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {process.stderr.read()!r}")  # type: ignore[union-attr]
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"llama_cpp.server exited: {tail}")
             try:
                 models = httpx.get(f"{url}/models", timeout=2).json()
                 break
