@@ -30,7 +30,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from types import TracebackType
+
+from ssegate.testing._process import Started
 
 __all__ = ["CuttingProxy", "Plan"]
 
@@ -40,7 +41,7 @@ Plan = Callable[[int], "int | None"]
 _CHUNK = 65536
 
 
-class CuttingProxy:
+class CuttingProxy(Started):
     """A loopback TCP proxy cutting connections as ``plan`` says (a context manager)."""
 
     def __init__(
@@ -70,20 +71,14 @@ class CuttingProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> CuttingProxy:
+    def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="cutting-proxy", daemon=True)
         self._thread.start()
         self._ready.wait(10)
         if self._error is not None:
             raise self._error
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         assert self._loop is not None
         assert self._thread is not None
         assert self._stop is not None

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
 
 __all__ = ["Started"]
 
 
-class Started:
+class Started(ABC):
     """``with Thing() as thing:`` starts it, and closes it (stops it, cleans up) after."""
 
+    @abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Start the process; return once it serves."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Stop the process and remove what it left."""
 
     def __enter__(self) -> Self:
         self.start()
