@@ -109,6 +109,7 @@ from redis.asyncio.retry import Retry  # noqa: E402
 from redis.backoff import NoBackoff  # noqa: E402
 from redis.commands.core import AsyncScript  # noqa: E402
 from redis.crc import key_slot  # noqa: E402
+from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 from redis.exceptions import ResponseError as RedisResponseError  # noqa: E402
 
@@ -640,7 +641,18 @@ class RedisStore(StreamStore):
         except RedisResponseError as exc:
             raise _refused(stream, str(exc)) from None
         except RedisError as exc:
+            if isinstance(exc, RedisConnectionError):
+                await self._forget_idle_connections()
             raise _unreachable(exc) from exc
+
+    async def _forget_idle_connections(self) -> None:
+        """Redis went away: the pool's idle connections are all to the server
+        that went (a restarted one never saw them). Closed now, each reconnects
+        on its next use, instead of failing one request each after Redis is back."""
+        pool = getattr(self.redis, "connection_pool", None)  # RedisCluster: per node
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.disconnect(inuse_connections=False)
 
     @staticmethod
     def _values(event: Event) -> tuple[bytes, bytes, bytes]:
@@ -808,6 +820,8 @@ class RedisStore(StreamStore):
         advanced: list[tuple[str, int]] = []
         for part, reply in zip(parts, replies, strict=True):
             advanced += self._settle(part, reply)
+        if any(isinstance(reply, RedisConnectionError) for reply in replies):
+            await self._forget_idle_connections()
         if self.cluster and advanced:
             self._announce_soon(advanced, self._id)
 
