@@ -13,7 +13,7 @@ import httpx
 import pytest
 from browser_support import CHAT_KEY, OPS_KEY, SeveringProxy, screenshot
 from gateway_support import events
-from playwright.sync_api import BrowserContext, Page, Request, expect
+from playwright.sync_api import BrowserContext, Page, Request, Route, expect
 
 pytestmark = pytest.mark.browser
 
@@ -61,7 +61,8 @@ def wait_state(page: Page, state: str) -> None:
 
 
 def posts(requests: list[Request]) -> list[Request]:
-    return [r for r in requests if r.method == "POST" and r.url.endswith("/v1/chat/completions")]
+    """The requests that started a generation (the page starts each by POST /v1/streams)."""
+    return [r for r in requests if r.method == "POST" and r.url.endswith("/v1/streams")]
 
 
 @pytest.fixture
@@ -101,9 +102,9 @@ def test_an_answer_streams_in_with_its_figures(
 
 def test_stop_stops_the_generation_upstream(context: BrowserContext, echo_gateway: str) -> None:
     page = open_chat(context, echo_gateway)
-    with page.expect_response(re.compile(r"/v1/chat/completions$")) as answered:
+    with page.expect_response(re.compile(r"/v1/streams$")) as answered:
         ask(page, LONG)
-    stream = answered.value.headers["x-stream-id"]
+    stream = answered.value.json()["id"]
     wait_words(page, 3)
     with page.expect_request(lambda r: r.method == "DELETE") as stopping:
         page.click("#stop")
@@ -134,11 +135,12 @@ def test_a_cut_connection_resumes_with_the_exact_text(
         assert proxy.sever() >= 1  # the streaming connection, closed mid-answer
         wait_state(page, "done")
         assert last_answer(page) == ANSWER
-        assert len(proxy.seen("POST", "/v1/chat/completions")) == 1  # never sent again
-        resumed = proxy.seen("GET", "/v1/streams/")
-        assert resumed, proxy.requests
-        assert resumed[0].path.endswith("?format=openai&include_usage=true")
-        assert re.fullmatch(r"\w+-\d+", resumed[0].headers["last-event-id"])
+        assert len(proxy.seen("POST", "/v1/streams")) == 1  # never sent again
+        reads = proxy.seen("GET", "/v1/streams/")
+        assert len(reads) >= 2, proxy.requests  # the first read, then the resume
+        assert all(r.path.endswith("?format=openai&include_usage=true") for r in reads)
+        assert "last-event-id" not in reads[0].headers
+        assert re.fullmatch(r"\w+-\d+", reads[1].headers["last-event-id"])
 
 
 def test_a_reload_mid_answer_picks_the_stream_up(
@@ -152,9 +154,33 @@ def test_a_reload_mid_answer_picks_the_stream_up(
     assert last_answer(page) == ANSWER
     assert page.locator(".msg.user .bubble").inner_text() == ANSWER
     assert len(posts(requests)) == 1
-    resumed = [r for r in requests if "/v1/streams/" in r.url and r.method == "GET"]
-    assert len(resumed) == 1
-    assert resumed[0].all_headers()["last-event-id"]
+    reads = [r for r in requests if "/v1/streams/" in r.url and r.method == "GET"]
+    assert len(reads) == 2  # the first page's read, the reloaded page's resume
+    assert "last-event-id" not in reads[0].all_headers()
+    assert reads[1].all_headers()["last-event-id"]
+
+
+def test_a_reload_before_the_first_token_picks_the_stream_up(
+    context: BrowserContext, echo_gateway: str, requests: list[Request]
+) -> None:
+    # The generation is named by its POST at once; its first read is held here
+    # (no token reaches the page) and the page reloads: the reloaded page reads
+    # the stream from its start, and the model was asked once.
+    page = open_chat(context, echo_gateway)
+    reads = re.compile(r"/v1/streams/gen_[0-9a-f]+\?")
+    held: list[Route] = []
+    page.route(reads, lambda route: held.append(route))
+    with page.expect_request(reads):
+        ask(page, ANSWER)
+    page.unroute_all(behavior="ignoreErrors")
+    assert len(held) == 1
+    page.reload()
+    wait_state(page, "done")
+    assert last_answer(page) == ANSWER
+    assert len(posts(requests)) == 1
+    gets = [r for r in requests if reads.search(r.url) and r.method == "GET"]
+    assert len(gets) == 2
+    assert "last-event-id" not in gets[1].all_headers()  # nothing was received: from the start
 
 
 def test_hostile_output_is_shown_as_text(context: BrowserContext, echo_gateway: str) -> None:

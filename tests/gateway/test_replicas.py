@@ -77,8 +77,16 @@ def test_a_topic_reaches_subscribers_on_every_replica(replica_a, replica_b: str)
     for url in (url_a, replica_b):
         with httpx.stream("GET", url + "/v1/topics/alerts?last_event_id=") as response:
             lines = response.iter_lines()
-            got = [next(lines) for _ in range(6)]
-        assert got == [f"id: {first}", "data: one", "", f"id: {second}", "data: two", ""]
+            got = [next(lines) for _ in range(7)]
+        assert got == [
+            "retry: 1000",  # a browser's EventSource reconnects after 1 s
+            f"id: {first}",
+            "data: one",
+            "",
+            f"id: {second}",
+            "data: two",
+            "",
+        ]
 
 
 def test_a_killed_replica_leaves_its_readers_an_error_event(replica_a, replica_b: str) -> None:  # type: ignore[no-untyped-def]

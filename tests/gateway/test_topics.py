@@ -51,9 +51,10 @@ def test_a_subscriber_older_than_the_history_gets_a_gap(gateway) -> None:  # typ
             "GET", server.url + "/v1/topics/news", headers={"Last-Event-ID": ids[0]}
         ) as response:
             lines = response.iter_lines()
-            head = [next(lines) for _ in range(9)]
+            head = [next(lines) for _ in range(10)]
     epoch = ids[0].split("-")[0]
     assert head == [
+        "retry: 1000",  # a browser's EventSource reconnects after 1 s
         "event: gap",
         f'data: {{"after":"{ids[0]}","first_id":"{ids[3]}","missed":2}}',
         "",

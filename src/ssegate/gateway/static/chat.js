@@ -1,7 +1,8 @@
-// The chat page: POST /v1/chat/completions streamed with ssegate.js.
+// The chat page: a generation started by POST /v1/streams, read with ssegate.js.
 //
-// - A dropped connection resumes by GET on the stream's events URL (ssegate.js
-//   does it: the POST is never sent again).
+// - The POST answers with the stream's id at once (before the model's first
+//   token), and the answer is read by GET: a dropped connection resumes with
+//   Last-Event-ID (ssegate.js does it) and the POST is never sent again.
 // - The conversation and the answer under way (stream id, text received, last
 //   event id) are written to sessionStorage at every event, in one item: a
 //   reload resumes from exactly what was kept, so no text is lost or repeated.
@@ -245,51 +246,61 @@ function generate(model) {
   };
   save();
   render();
-  const body = { model, messages, stream: true, stream_options: { include_usage: true } };
-  follow("/v1/chat/completions", { method: "POST", body });
+  // The generation is started by POST /v1/streams, which names its stream at
+  // once; the answer is then read by GET. A reload at any moment after that
+  // resumes it (the id is in sessionStorage before a token is generated).
+  const body = { model, messages };
+  follow(async (pending) => {
+    const started = await api("/v1/streams", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    pending.streamId = started.id;
+    save();
+  });
 }
 
 function resume() {
   const pending = state.pending;
   render();
   if (!pending.streamId) {
-    // Reloaded before the gateway named the stream: nothing to resume.
+    // Reloaded while POST /v1/streams was under way: its answer (the id) is lost.
     end({ state: "error", notice: "The page was reloaded before the answer started. Retry to ask again." });
     return;
   }
-  const url = `/v1/streams/${encodeURIComponent(pending.streamId)}?format=openai&include_usage=true`;
-  follow(url, { method: "GET", lastEventId: pending.lastEventId });
+  follow(null, pending.lastEventId);
 }
 
-async function follow(url, { method, body, lastEventId }) {
+function eventsUrl(streamId) {
+  return `/v1/streams/${encodeURIComponent(streamId)}?format=openai&include_usage=true`;
+}
+
+/** Start the generation with `start` (when given), then read its stream to the end. */
+async function follow(start, lastEventId) {
   const pending = state.pending;
   const view = conversation.lastElementChild;
   const typewriter = new Typewriter(view, pending.text.length);
   typewriter.update(pending.text);
   busy(true);
-  const es = stream(url, {
-    method,
-    body,
-    headers: authHeaders(),
-    lastEventId: lastEventId || undefined,
-    untilDone: true,
-    retry: { initialDelayMs: 1000, maxAttempts: 8 }, // a chat resumes sooner than 3 s
-    onOpen: () => {
-      if (!pending.streamId && es.streamId) {
-        pending.streamId = es.streamId;
-        save();
-        if (run.stopping) stop();
-      }
-      setStatus(status, "");
-    },
-    onRetry: (info) => {
-      setStatus(status, `Connection lost; resuming (attempt ${info.attempt})…`, "warn");
-    },
-  });
-  const run = { pending, view, stream: es, stopping: false, closing: false, typewriter };
+  const run = { pending, view, stream: null, stopping: false, closing: false, typewriter };
   current = run;
   const meta = view.querySelector(".meta");
   try {
+    if (start) await start(pending);
+    if (run.closing) return;
+    if (run.stopping) stop(); // Stop was pressed before the stream was named
+    const es = stream(eventsUrl(pending.streamId), {
+      headers: authHeaders(),
+      lastEventId: lastEventId || undefined,
+      untilDone: true,
+      retry: { initialDelayMs: 1000, maxAttempts: 8 }, // a chat resumes sooner than 3 s
+      onOpen: () => setStatus(status, ""),
+      onRetry: (info) => {
+        setStatus(status, `Connection lost; resuming (attempt ${info.attempt})…`, "warn");
+      },
+    });
+    run.stream = es;
     for await (const ev of es) {
       accept(pending, ev);
       pending.lastEventId = ev.id;
@@ -310,7 +321,8 @@ async function follow(url, { method, body, lastEventId }) {
     }
   } catch (error) {
     if (run.closing) return;
-    const message = error.status ? errorMessage(error.status, error.body) : error.message;
+    // ssegate.js's HTTPError carries the body; api()'s errors carry its message.
+    const message = error.body !== undefined ? errorMessage(error.status, error.body) : error.message;
     const hint = error.status === 401 ? " Type your API key at the top right." : "";
     end({ state: "error", notice: message + hint });
   }
@@ -365,7 +377,7 @@ async function stop() {
   current.stopping = true;
   stopButton.disabled = true;
   const id = current.pending.streamId;
-  if (!id) return; // onOpen stops it as soon as the gateway names it
+  if (!id) return; // stopped as soon as the gateway names the stream
   try {
     await api(`/v1/streams/${encodeURIComponent(id)}`, { method: "DELETE" });
     setStatus(status, "Stopped: the model was told to stop.", "ok");
@@ -388,7 +400,7 @@ function newChat() {
   if (current) {
     stop();
     current.closing = true;
-    current.stream.close();
+    if (current.stream) current.stream.close();
     current = null;
   }
   state = { messages: [], pending: null };
