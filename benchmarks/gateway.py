@@ -36,6 +36,11 @@ streams.
 Then the built-in ``echo`` model (20 tokens/s per stream, no upstream) at
 ``--echo-streams`` streams: tokens/s delivered and CPU per token.
 
+``--baseline TREE`` runs a second ssegate gateway beside, from another source
+tree (``TREE/src`` first on its ``PYTHONPATH``; e.g. ``git worktree add`` of an
+older commit), as the column ``baseline``, with its own CPU split: a change's
+effect measured side by side, under the same load, in one run.
+
 The peer. Where LiteLLM's proxy is importable (``pip install 'litellm[proxy]'``
 into the same venv; it is not one of ssegate's dependencies), it runs beside
 the gateway, one worker, routing ``m`` to the same upstream
@@ -287,7 +292,9 @@ def measure(
     target: str, port: int, pid: int | None, streams: int, tokens: int, ramp: float, limit: float
 ) -> dict[str, float]:
     echo = target == "echo"
-    model = {"direct": "m", "litellm": "m", "ssegate": "up/m", "echo": "echo"}[target]
+    model = {"direct": "m", "litellm": "m", "ssegate": "up/m", "baseline": "up/m", "echo": "echo"}[
+        target
+    ]
     text = " ".join(["tok"] * tokens) if echo else "go"
     body = {
         "model": model,
@@ -318,7 +325,7 @@ def measure(
 class Servers:
     """The upstream, the gateway and (if installed) LiteLLM, for one run."""
 
-    def __init__(self, tokens: int, echo_rate: float, litellm: bool):
+    def __init__(self, tokens: int, echo_rate: float, litellm: bool, baseline: str = ""):
         self.dir = tempfile.mkdtemp(prefix="ssegate-bench-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.up_port = free_port()
@@ -341,6 +348,16 @@ class Servers:
         gateway_config(cfg, upstream, echo_rate)
         serve = [sys.executable, "-m", "ssegate", "serve", "--port", str(self.gw_port)]
         self.gw = self.spawn("gateway", [*serve, "--config", cfg])
+        # Another ssegate's gateway (its source tree's src/ first on the path), same config.
+        self.base: subprocess.Popen[bytes] | None = None
+        self.base_port = free_port()
+        if baseline:
+            src = os.path.join(os.path.abspath(baseline), "src")
+            self.base = self.spawn(
+                "baseline",
+                [*serve[:-1], str(self.base_port), "--config", cfg],
+                {"PYTHONPATH": src},
+            )
         self.ll: subprocess.Popen[bytes] | None = None
         self.ll_port = free_port()
         if litellm:
@@ -353,6 +370,8 @@ class Servers:
             )
         self.wait_port(self.up_port, up)
         wait_ready(f"http://127.0.0.1:{self.gw_port}/readyz", self.gw, 60)
+        if self.base is not None:
+            wait_ready(f"http://127.0.0.1:{self.base_port}/readyz", self.base, 60)
         if self.ll is not None:
             try:
                 wait_ready(f"http://127.0.0.1:{self.ll_port}/health/liveliness", self.ll, 120)
@@ -361,11 +380,13 @@ class Servers:
                 self.stop(self.ll)
                 self.ll = None
 
-    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, cmd: list[str], extra: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(os.path.join(self.dir, f"{name}.log"), "wb")  # noqa: SIM115
         # No fetch of LiteLLM's price list from the internet at start (it retries for 8 s).
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        env = {k: v for k, v in env.items() if not k.startswith("SSEGATE_")}
+        env = {k: v for k, v in env.items() if not k.startswith("SSEGATE_")} | (extra or {})
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
         return p
@@ -423,6 +444,12 @@ def main() -> None:
         default=None,
         help="run LiteLLM's proxy beside (default: where installed, except with --quick)",
     )
+    ap.add_argument(
+        "--baseline",
+        default="",
+        metavar="TREE",
+        help="also run the gateway of another ssegate source tree (TREE/src), column 'baseline'",
+    )
     ap.add_argument("--profile", default=None, help="py-spy the gateway's busiest run into FILE")
     args = ap.parse_args()
     if args.role == "upstream":
@@ -455,9 +482,11 @@ def main() -> None:
     )
     if wanted and not litellm:
         print("LiteLLM not run: pip install 'litellm[proxy]' into this venv to compare")
-    servers = Servers(tokens, RATE, litellm)
+    servers = Servers(tokens, RATE, litellm, args.baseline)
     try:
         idle = {"ssegate": servers.gw.pid} | ({"litellm": servers.ll.pid} if servers.ll else {})
+        if servers.base is not None:
+            idle["baseline"] = servers.base.pid
         before = {t: cpu_of(pid) for t, pid in idle.items()}
         idle_s = 1.0 if args.quick else 2.0
         time.sleep(idle_s)
@@ -469,6 +498,8 @@ def main() -> None:
             )
         )
         ports = {"direct": (servers.up_port, None), "ssegate": (servers.gw_port, servers.gw.pid)}
+        if servers.base is not None:
+            ports["baseline"] = (servers.base_port, servers.base.pid)
         if servers.ll is not None:
             ports["litellm"] = (servers.ll_port, servers.ll.pid)
         for t, (port, pid) in ports.items():  # warm up: first-request imports and caches
@@ -513,7 +544,18 @@ def main() -> None:
                 targets(med)
         if not args.quick:
             split = 100 if 100 in counts else max(counts)
-            cpu_split(servers, split, tokens, args.ramp, limit, repeats)
+            cpu_split(servers.gw_port, servers.gw.pid, split, tokens, args.ramp, limit, repeats)
+            if servers.base is not None:
+                cpu_split(
+                    servers.base_port,
+                    servers.base.pid,
+                    split,
+                    tokens,
+                    args.ramp,
+                    limit,
+                    repeats,
+                    "baseline",
+                )
         echo = measure(
             "echo", servers.gw_port, servers.gw.pid, args.echo_streams, tokens, args.ramp, limit
         )
@@ -532,24 +574,30 @@ def main() -> None:
 
 
 def cpu_split(
-    servers: Servers, streams: int, tokens: int, ramp: float, limit: float, repeats: int
+    port: int,
+    pid: int,
+    streams: int,
+    tokens: int,
+    ramp: float,
+    limit: float,
+    repeats: int,
+    name: str = "gateway",
 ) -> None:
     """The gateway's CPU per stream as ``a + b * tokens``: a stream's own cost, a token's.
 
     From runs of ``tokens`` and ``3 * tokens`` per stream, ``repeats`` pairs, medians.
     """
-    pid = servers.gw.pid
     per_token: list[float] = []
     per_stream: list[float] = []
     for _ in range(repeats):
         short, long = (
-            measure("ssegate", servers.gw_port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
+            measure("ssegate", port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
             for n in (tokens, 3 * tokens)
         )
         per_token.append((long - short) / (streams * 2 * tokens))
         per_stream.append(short / streams - per_token[-1] * tokens)
     print(
-        f"\ngateway CPU at {streams} streams, {tokens} then {3 * tokens} tokens each "
+        f"\n{name} CPU at {streams} streams, {tokens} then {3 * tokens} tokens each "
         f"(median of {repeats}): {statistics.median(per_stream) * 1e3:.2f} ms per stream "
         f"(request, upstream call, setup) + {statistics.median(per_token) * 1e6:.0f} us "
         "per relayed token"
