@@ -55,7 +55,11 @@ from ._errors import api_error
 from ._gateway import Gateway
 from ._records import from_record
 
-__all__ = ["FAREWELL", "Reader", "Renderer", "openai_error", "serve_generation"]
+__all__ = ["FAREWELL", "RAW_SEND_KEY", "Reader", "Renderer", "openai_error", "serve_generation"]
+
+#: Where the app leaves the ``send`` it was called with, when its middleware
+#: leaves body messages alone (``_app._GatewayApp``): a stream's body goes there.
+RAW_SEND_KEY = "ssegate.raw_send"
 
 #: What every open stream gets when the gateway shuts down, before it closes:
 #: reconnect in a second (to another replica, behind a balancer), and why, as a
@@ -230,8 +234,9 @@ class Reader(Response):
         kind = "topic" if stream is None else "stream"
         metrics.subscribers.inc()
         metrics.live.readers[kind] += 1
+        raw = scope.get(RAW_SEND_KEY)
         try:
-            await self.inner(scope, receive, send)
+            await self.inner(scope, receive, send if raw is None else _BodyStraight(send, raw))
         finally:
             metrics.subscribers.dec()
             metrics.live.readers[kind] -= 1
@@ -245,3 +250,24 @@ class Reader(Response):
                 metrics.events_sent.labels(renderer.format).inc(renderer.sent)
         if self.background is not None:
             await self.background()
+
+
+class _BodyStraight:
+    """A ``send`` passing ``http.response.start`` through the middleware
+    (``through``) and body messages straight to the server's ``send``: the
+    middleware only looks at the start (see ``_app._GatewayApp``).
+
+    Not a coroutine function: it returns the coroutine of the ``send`` it
+    picks, so a body message costs one call and no frame of its own.
+    """
+
+    __slots__ = ("raw", "through")
+
+    def __init__(self, through: Any, raw: Any) -> None:
+        self.through = through
+        self.raw = raw
+
+    def __call__(self, message: MutableMapping[str, Any]) -> Any:
+        if message["type"] == "http.response.body":
+            return self.raw(message)
+        return self.through(message)

@@ -301,15 +301,22 @@ class Runner:
         store, stream, metrics = self.store, generation.id, self.metrics
         live = metrics.live
         model = generation.label or generation.model
+        # The model's series, looked up once per generation, not once per token.
+        inter_token = metrics.inter_token.labels(model).observe
+        append = store.append
+        clock = self._clock
         last_token: float | None = None
         usage: Usage | None = None
         outcome = CANCELLED
+        accepted = False
         with generation.scope:
             try:
                 async with aclosing(stream_batches(route.provider, request)) as batches:  # type: ignore[type-var]
                     async for batch in batches:
-                        generation.accepted.set()
-                        now = self._clock()
+                        if not accepted:
+                            accepted = True
+                            generation.accepted.set()
+                        now = clock()
                         for event in batch:
                             kind = type(event)
                             if kind is TextDelta or kind is ReasoningDelta or kind is ToolCallStart:
@@ -320,12 +327,12 @@ class Runner:
                                     metrics.ttft.labels(model).observe(ttft)
                                     live.token(model, now, ttft=ttft)
                                 else:
-                                    metrics.inter_token.labels(model).observe(now - last_token)
+                                    inter_token(now - last_token)
                                     live.token(model, now, gap=now - last_token)
                                 last_token = now
                             elif kind is Usage:
                                 usage = event  # type: ignore[assignment]
-                            await store.append(stream, to_record(event))
+                            await append(stream, to_record(event))
                             if kind is Finish:
                                 outcome = DONE
                                 generation.end_reason = event.reason  # type: ignore[union-attr]
