@@ -5,7 +5,10 @@ Three processes besides this one, each its own:
 - a fake OpenAI-compatible upstream (``benchmarks/fake_upstream.py``, shared
   with the relay benchmark: raw asyncio on uvloop, pre-encoded SSE chunks): each stream gets its first token at once, stamped with the
   ``time.monotonic()`` at which it was written, then one token every 50 ms
-  (20 tokens/s), each stamped with the time it was due;
+  (20 tokens/s), each stamped with the time it was due; like providers' servers
+  it keeps connections open between answers (chunked bodies), so the gateway's
+  connection pool reuses them (``--no-upstream-keep-alive``: every answer closes
+  its connection, and every stream pays a new connection);
 - the gateway, exactly as users run it: ``python -m ssegate serve --config FILE``
   (one process, uvicorn with uvloop and httptools, the memory store, auth off),
   with the upstream configured as an ``openai`` provider (``up/m``) and
@@ -325,7 +328,14 @@ def measure(
 class Servers:
     """The upstream, the gateway and (if installed) LiteLLM, for one run."""
 
-    def __init__(self, tokens: int, echo_rate: float, litellm: bool, baseline: str = ""):
+    def __init__(
+        self,
+        tokens: int,
+        echo_rate: float,
+        litellm: bool,
+        baseline: str = "",
+        keep_alive: bool = True,
+    ):
         self.dir = tempfile.mkdtemp(prefix="ssegate-bench-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.up_port = free_port()
@@ -340,6 +350,7 @@ class Servers:
                 str(self.up_port),
                 "--tokens",
                 str(tokens),
+                "--upstream-keep-alive" if keep_alive else "--no-upstream-keep-alive",
             ],
         )
         upstream = f"http://127.0.0.1:{self.up_port}"
@@ -445,6 +456,13 @@ def main() -> None:
         help="run LiteLLM's proxy beside (default: where installed, except with --quick)",
     )
     ap.add_argument(
+        "--upstream-keep-alive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the upstream keeps connections open between answers, as providers do "
+        "(--no-upstream-keep-alive: it closes each, and every stream connects anew)",
+    )
+    ap.add_argument(
         "--baseline",
         default="",
         metavar="TREE",
@@ -453,7 +471,7 @@ def main() -> None:
     ap.add_argument("--profile", default=None, help="py-spy the gateway's busiest run into FILE")
     args = ap.parse_args()
     if args.role == "upstream":
-        run_upstream(args.port, args.tokens or 50)
+        run_upstream(args.port, args.tokens or 50, keep_alive=args.upstream_keep_alive)
         return
     if args.role == "load":
         run_load(
@@ -477,12 +495,13 @@ def main() -> None:
     litellm = wanted and litellm_available()
     print(
         f"gateway benchmark: {tokens} tokens/stream at {RATE:.0f} tokens/s, starts spread over "
-        f"{args.ramp:g} s, {repeats} repeat(s), {os.cpu_count()} CPUs, load average "
+        f"{args.ramp:g} s, {repeats} repeat(s), upstream keep-alive "
+        f"{'on' if args.upstream_keep_alive else 'off'}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f} (a shared machine: compare the columns of this run)"
     )
     if wanted and not litellm:
         print("LiteLLM not run: pip install 'litellm[proxy]' into this venv to compare")
-    servers = Servers(tokens, RATE, litellm, args.baseline)
+    servers = Servers(tokens, RATE, litellm, args.baseline, args.upstream_keep_alive)
     try:
         idle = {"ssegate": servers.gw.pid} | ({"litellm": servers.ll.pid} if servers.ll else {})
         if servers.base is not None:
