@@ -86,11 +86,13 @@ def run_upstream(port: int, tokens: int, certdir: str = "", keep_alive: bool = F
             self.buf = body[length:]
             chunked = keep_alive and not re.search(rb"(?i)\r\nconnection: *close", headers)
             first = role + head + b"%.6f " % time.monotonic() + tail  # the first token: at once
+            if chunked:
+                rest = b"transfer-encoding: chunked\r\n\r\n" + _framed(first)
+            else:
+                rest = b"connection: close\r\n\r\n" + first
             self.transport.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-                + (b"transfer-encoding: chunked\r\n\r\n" + _framed(first))
-                if chunked
-                else b"connection: close\r\n\r\n" + first
+                + rest
             )
             # The next tokens on the first slot a period from now, round-robin.
             loop = asyncio.get_running_loop()

@@ -46,7 +46,6 @@ import importlib.util
 import os
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
 from importlib import import_module
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
