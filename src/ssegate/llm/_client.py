@@ -72,7 +72,7 @@ import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
@@ -278,14 +278,18 @@ class HTTPClient:
             connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
             timeout = not connecting and isinstance(exc, TimeoutError)
             raise _failed(exc, url, timeout=timeout) from exc
-        body = _body(
-            resp.content.iter_any(),
-            resp.headers,
-            url,
-            TimeoutError,
-            aiohttp.ClientError,
-            read_timeout=self.read_timeout,
-        )
+        body: AsyncIterator[bytes]
+        if _decoder(resp.headers) is None:  # the usual body: each read as it comes
+            body = _Reads(resp.content.readany, aiohttp.ClientError, url, self.read_timeout)
+        else:
+            body = _body(
+                resp.content.iter_any(),
+                resp.headers,
+                url,
+                TimeoutError,
+                aiohttp.ClientError,
+                read_timeout=self.read_timeout,
+            )
         try:
             yield Response(resp.status, resp.headers, body)
         finally:
@@ -329,6 +333,48 @@ def _failed(exc: BaseException, url: str, *, timeout: bool) -> TransportError:
     return TransportError(f"request to {_origin(url)} failed: {type(exc).__name__}: {exc}")
 
 
+def _read_timeout(url: str, read_timeout: float | None) -> ReadTimeout:
+    waited = "too long" if read_timeout is None else f"{read_timeout:g} s (the read timeout)"
+    return ReadTimeout(f"no data from {_origin(url)} for {waited}")
+
+
+def _read_failed(url: str, exc: BaseException) -> TransportError:
+    return TransportError(f"reading from {_origin(url)} failed: {type(exc).__name__}: {exc}")
+
+
+class _Reads:
+    """An uncompressed aiohttp body, read by read, with ssegate's errors: what
+    ``_body`` does, as one coroutine per read where ``_body`` over ``iter_any``
+    stacks two more (every token of every stream passes here)."""
+
+    __slots__ = ("failures", "read", "read_timeout", "url")
+
+    def __init__(
+        self, read: Any, failures: type[BaseException], url: str, read_timeout: float | None
+    ) -> None:
+        self.read = read
+        self.failures = failures
+        self.url = url
+        self.read_timeout = read_timeout
+
+    def __aiter__(self) -> _Reads:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            data: bytes = await self.read()
+        except TimeoutError as exc:
+            raise _read_timeout(self.url, self.read_timeout) from exc
+        except self.failures as exc:
+            raise _read_failed(self.url, exc) from exc
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+    async def aclose(self) -> None:
+        """Nothing to release: leaving ``HTTPClient.stream`` closes the connection."""
+
+
 async def _body(
     raw: AsyncIterator[bytes],
     headers: Mapping[str, str],
@@ -350,12 +396,9 @@ async def _body(
         if decoder is not None:
             decoder.close()
     except timeouts as exc:
-        waited = "too long" if read_timeout is None else f"{read_timeout:g} s (the read timeout)"
-        raise ReadTimeout(f"no data from {_origin(url)} for {waited}") from exc
+        raise _read_timeout(url, read_timeout) from exc
     except failures as exc:
-        raise TransportError(
-            f"reading from {_origin(url)} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise _read_failed(url, exc) from exc
 
 
 @asynccontextmanager
