@@ -43,6 +43,11 @@ _FINISH = {"other": "stop", "tool_calls": "tool_calls"}
 
 T = TypeVar("T")
 
+#: How long a streaming request waits for the provider's answer before it also
+#: watches for its client leaving (a timer is cheaper than a task; a client that
+#: leaves is then noticed this much later, well within the grace period).
+WATCH_AFTER_S = 0.25
+
 
 @router.post(
     "/v1/chat/completions",
@@ -112,10 +117,11 @@ class _Reading:
 async def _accepted_unless_gone(request: Request, generation: Generation, reader: _Reading) -> bool:
     """Wait until the provider accepted or refused; ``False`` if the client left first.
 
-    A client that leaves stops being a reader at once (the grace period
-    starts). On asyncio one plain task watches it while the route waits on for
-    the provider (the generation ends with the grace period at the latest):
-    a task group would cost every stream a cancel scope and a cancellation too.
+    A client that leaves stops being a reader (the grace period starts). On
+    asyncio, if the provider has not answered within ``WATCH_AFTER_S``, one
+    plain task watches the client while the route waits on for the provider
+    (the generation ends with the grace period at the latest): a task group
+    would cost every stream a cancel scope and a cancellation too.
     """
     try:
         loop = asyncio.get_running_loop()
@@ -135,11 +141,20 @@ async def _accepted_unless_gone(request: Request, generation: Generation, reader
             pass
         reader.leave()
 
-    watcher = loop.create_task(watch())
+    watcher: asyncio.Task[None] | None = None
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    # Most providers answer sooner than that: then no task at all, only a timer.
+    timer = loop.call_later(WATCH_AFTER_S, start_watching)
     try:
         await generation.accepted.wait()
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
     return reader.reading
 
 
