@@ -9,14 +9,16 @@ Redis stop the command with a message saying what to change (exit status 2),
 an unreachable Redis with exit status 1.
 
 The collector. A gateway is a long-lived process holding thousands of streams,
-each a few dozen tracked objects; CPython's default thresholds (a collection
-every 700 new objects, a full one every 100) then walk the whole heap, start-up
-objects (FastAPI's routes, pydantic's models: ~60 000) included, many times a
-second under load. Once the app has started, ``serve`` collects, freezes what
-is alive (``ssegate.server.freeze_startup_objects``: no later collection walks
-it) and raises the thresholds to ``GC_THRESHOLDS`` (a young collection every
-50 000 new objects). Streams leave no cycles (see ``ssegate.server``), so what
-the collector finds is rare; measured in docs/gateway.md ("The collector").
+each a few dozen tracked objects; with CPython's default thresholds (a young
+collection every 700 new objects, a full one after a hundred of those) it
+collected several times a second under load, and each full collection walked
+the whole heap, start-up objects (FastAPI's routes, pydantic's models: ~100 000)
+included, with every stream stopped. Once the app has started, ``serve``
+collects, freezes what is alive (``ssegate.server.freeze_startup_objects``: no
+later collection walks it) and raises the thresholds to ``GC_THRESHOLDS`` (a
+young collection every 50 000 new objects). Streams leave no cycles (see
+``ssegate.server``), so the collector finds little; measured in docs/gateway.md
+("The collector").
 """
 
 from __future__ import annotations
