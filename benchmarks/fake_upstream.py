@@ -15,6 +15,12 @@ Streams are spread over the period by a ticker that wakes every ``TICK``
 seconds and writes the tokens of the streams in that slot, so 1 000 streams
 cost 200 wake-ups a second, not 20 000 timers. With ``certdir`` (a
 ``cert.pem`` and ``key.pem``) it serves HTTPS.
+
+With ``keep_alive`` it behaves as real providers' servers do: a request that
+does not say ``Connection: close`` gets its answer in chunked encoding, the
+connection stays open for the next request (a client's pool reuses it), and
+the last chunk (``[DONE]``) and the body's end go in one write. Without it
+every answer ends by closing the connection.
 """
 
 from __future__ import annotations
@@ -44,7 +50,12 @@ def chunk(delta: bytes, finish: bytes = b"null") -> bytes:
     )
 
 
-def run_upstream(port: int, tokens: int, certdir: str = "") -> None:
+def _framed(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def run_upstream(port: int, tokens: int, certdir: str = "", keep_alive: bool = False) -> None:
     """Serve on 127.0.0.1:``port`` until killed."""
     import ssl
 
@@ -54,7 +65,8 @@ def run_upstream(port: int, tokens: int, certdir: str = "") -> None:
     role = chunk(b'{"role":"assistant","content":""}')
     last = chunk(b"{}", b'"stop"') + b"data: [DONE]\n\n"
     period = round(1 / RATE / TICK)  # ticks between two tokens of one stream
-    slots: list[list[Any]] = [[] for _ in range(period)]  # phase -> [transport, sent, due]
+    # phase -> [transport, sent, due, chunked]
+    slots: list[list[Any]] = [[] for _ in range(period)]
 
     class Proto(asyncio.Protocol):
         def connection_made(self, transport: Any) -> None:
@@ -67,22 +79,25 @@ def run_upstream(port: int, tokens: int, certdir: str = "") -> None:
             if not sep:
                 return
             m = re.search(rb"(?i)content-length: *(\d+)", headers)
-            if m and len(body) < int(m.group(1)):
+            length = int(m.group(1)) if m else 0
+            if len(body) < length:
                 return
-            asked = re.search(rb'"max_(?:completion_)?tokens": *(\d+)', body)
-            self.buf = b""
+            asked = re.search(rb'"max_(?:completion_)?tokens": *(\d+)', body[:length])
+            self.buf = body[length:]
+            chunked = keep_alive and not re.search(rb"(?i)\r\nconnection: *close", headers)
+            first = role + head + b"%.6f " % time.monotonic() + tail  # the first token: at once
+            if chunked:
+                rest = b"transfer-encoding: chunked\r\n\r\n" + _framed(first)
+            else:
+                rest = b"connection: close\r\n\r\n" + first
             self.transport.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"cache-control: no-cache\r\nconnection: close\r\n\r\n"
-                + role
-                + head
-                + b"%.6f " % time.monotonic()  # the first token: at once
-                + tail
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+                + rest
             )
             # The next tokens on the first slot a period from now, round-robin.
             loop = asyncio.get_running_loop()
             phase = (round(loop.time() / TICK) + period) % period
-            slots[phase].append([self.transport, 1, int(asked[1]) if asked else tokens])
+            slots[phase].append([self.transport, 1, int(asked[1]) if asked else tokens, chunked])
 
     async def ticker() -> None:
         loop = asyncio.get_running_loop()
@@ -100,11 +115,14 @@ def run_upstream(port: int, tokens: int, certdir: str = "") -> None:
                 if tr.is_closing():
                     continue
                 if item[1] >= item[2]:
-                    tr.write(last)
-                    tr.close()
+                    if item[3]:
+                        tr.write(_framed(last) + b"0\r\n\r\n")  # the connection stays
+                    else:
+                        tr.write(last)
+                        tr.close()
                     continue
                 item[1] += 1
-                tr.write(head + due + tail)
+                tr.write(_framed(head + due + tail) if item[3] else head + due + tail)
                 keep.append(item)
             slot[:] = keep
 

@@ -5,7 +5,10 @@ Three processes besides this one, each its own:
 - a fake OpenAI-compatible upstream (``benchmarks/fake_upstream.py``, shared
   with the relay benchmark: raw asyncio on uvloop, pre-encoded SSE chunks): each stream gets its first token at once, stamped with the
   ``time.monotonic()`` at which it was written, then one token every 50 ms
-  (20 tokens/s), each stamped with the time it was due;
+  (20 tokens/s), each stamped with the time it was due; like providers' servers
+  it keeps connections open between answers (chunked bodies), so the gateway's
+  connection pool reuses them (``--no-upstream-keep-alive``: every answer closes
+  its connection, and every stream pays a new connection);
 - the gateway, exactly as users run it: ``python -m ssegate serve --config FILE``
   (one process, uvicorn with uvloop and httptools, the memory store, auth off),
   with the upstream configured as an ``openai`` provider (``up/m``) and
@@ -35,6 +38,11 @@ streams.
 
 Then the built-in ``echo`` model (20 tokens/s per stream, no upstream) at
 ``--echo-streams`` streams: tokens/s delivered and CPU per token.
+
+``--baseline TREE`` runs a second ssegate gateway beside, from another source
+tree (``TREE/src`` first on its ``PYTHONPATH``; e.g. ``git worktree add`` of an
+older commit), as the column ``baseline``, with its own CPU split: a change's
+effect measured side by side, under the same load, in one run.
 
 The peer. Where LiteLLM's proxy is importable (``pip install 'litellm[proxy]'``
 into the same venv; it is not one of ssegate's dependencies), it runs beside
@@ -287,7 +295,9 @@ def measure(
     target: str, port: int, pid: int | None, streams: int, tokens: int, ramp: float, limit: float
 ) -> dict[str, float]:
     echo = target == "echo"
-    model = {"direct": "m", "litellm": "m", "ssegate": "up/m", "echo": "echo"}[target]
+    model = {"direct": "m", "litellm": "m", "ssegate": "up/m", "baseline": "up/m", "echo": "echo"}[
+        target
+    ]
     text = " ".join(["tok"] * tokens) if echo else "go"
     body = {
         "model": model,
@@ -318,7 +328,14 @@ def measure(
 class Servers:
     """The upstream, the gateway and (if installed) LiteLLM, for one run."""
 
-    def __init__(self, tokens: int, echo_rate: float, litellm: bool):
+    def __init__(
+        self,
+        tokens: int,
+        echo_rate: float,
+        litellm: bool,
+        baseline: str = "",
+        keep_alive: bool = True,
+    ):
         self.dir = tempfile.mkdtemp(prefix="ssegate-bench-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.up_port = free_port()
@@ -333,6 +350,7 @@ class Servers:
                 str(self.up_port),
                 "--tokens",
                 str(tokens),
+                "--upstream-keep-alive" if keep_alive else "--no-upstream-keep-alive",
             ],
         )
         upstream = f"http://127.0.0.1:{self.up_port}"
@@ -341,6 +359,16 @@ class Servers:
         gateway_config(cfg, upstream, echo_rate)
         serve = [sys.executable, "-m", "ssegate", "serve", "--port", str(self.gw_port)]
         self.gw = self.spawn("gateway", [*serve, "--config", cfg])
+        # Another ssegate's gateway (its source tree's src/ first on the path), same config.
+        self.base: subprocess.Popen[bytes] | None = None
+        self.base_port = free_port()
+        if baseline:
+            src = os.path.join(os.path.abspath(baseline), "src")
+            self.base = self.spawn(
+                "baseline",
+                [*serve[:-1], str(self.base_port), "--config", cfg],
+                {"PYTHONPATH": src},
+            )
         self.ll: subprocess.Popen[bytes] | None = None
         self.ll_port = free_port()
         if litellm:
@@ -353,6 +381,8 @@ class Servers:
             )
         self.wait_port(self.up_port, up)
         wait_ready(f"http://127.0.0.1:{self.gw_port}/readyz", self.gw, 60)
+        if self.base is not None:
+            wait_ready(f"http://127.0.0.1:{self.base_port}/readyz", self.base, 60)
         if self.ll is not None:
             try:
                 wait_ready(f"http://127.0.0.1:{self.ll_port}/health/liveliness", self.ll, 120)
@@ -361,11 +391,13 @@ class Servers:
                 self.stop(self.ll)
                 self.ll = None
 
-    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, cmd: list[str], extra: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(os.path.join(self.dir, f"{name}.log"), "wb")  # noqa: SIM115
         # No fetch of LiteLLM's price list from the internet at start (it retries for 8 s).
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        env = {k: v for k, v in env.items() if not k.startswith("SSEGATE_")}
+        env = {k: v for k, v in env.items() if not k.startswith("SSEGATE_")} | (extra or {})
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
         return p
@@ -423,10 +455,23 @@ def main() -> None:
         default=None,
         help="run LiteLLM's proxy beside (default: where installed, except with --quick)",
     )
+    ap.add_argument(
+        "--upstream-keep-alive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the upstream keeps connections open between answers, as providers do "
+        "(--no-upstream-keep-alive: it closes each, and every stream connects anew)",
+    )
+    ap.add_argument(
+        "--baseline",
+        default="",
+        metavar="TREE",
+        help="also run the gateway of another ssegate source tree (TREE/src), column 'baseline'",
+    )
     ap.add_argument("--profile", default=None, help="py-spy the gateway's busiest run into FILE")
     args = ap.parse_args()
     if args.role == "upstream":
-        run_upstream(args.port, args.tokens or 50)
+        run_upstream(args.port, args.tokens or 50, keep_alive=args.upstream_keep_alive)
         return
     if args.role == "load":
         run_load(
@@ -450,14 +495,17 @@ def main() -> None:
     litellm = wanted and litellm_available()
     print(
         f"gateway benchmark: {tokens} tokens/stream at {RATE:.0f} tokens/s, starts spread over "
-        f"{args.ramp:g} s, {repeats} repeat(s), {os.cpu_count()} CPUs, load average "
+        f"{args.ramp:g} s, {repeats} repeat(s), upstream keep-alive "
+        f"{'on' if args.upstream_keep_alive else 'off'}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f} (a shared machine: compare the columns of this run)"
     )
     if wanted and not litellm:
         print("LiteLLM not run: pip install 'litellm[proxy]' into this venv to compare")
-    servers = Servers(tokens, RATE, litellm)
+    servers = Servers(tokens, RATE, litellm, args.baseline, args.upstream_keep_alive)
     try:
         idle = {"ssegate": servers.gw.pid} | ({"litellm": servers.ll.pid} if servers.ll else {})
+        if servers.base is not None:
+            idle["baseline"] = servers.base.pid
         before = {t: cpu_of(pid) for t, pid in idle.items()}
         idle_s = 1.0 if args.quick else 2.0
         time.sleep(idle_s)
@@ -469,6 +517,8 @@ def main() -> None:
             )
         )
         ports = {"direct": (servers.up_port, None), "ssegate": (servers.gw_port, servers.gw.pid)}
+        if servers.base is not None:
+            ports["baseline"] = (servers.base_port, servers.base.pid)
         if servers.ll is not None:
             ports["litellm"] = (servers.ll_port, servers.ll.pid)
         for t, (port, pid) in ports.items():  # warm up: first-request imports and caches
@@ -513,7 +563,18 @@ def main() -> None:
                 targets(med)
         if not args.quick:
             split = 100 if 100 in counts else max(counts)
-            cpu_split(servers, split, tokens, args.ramp, limit, repeats)
+            cpu_split(servers.gw_port, servers.gw.pid, split, tokens, args.ramp, limit, repeats)
+            if servers.base is not None:
+                cpu_split(
+                    servers.base_port,
+                    servers.base.pid,
+                    split,
+                    tokens,
+                    args.ramp,
+                    limit,
+                    repeats,
+                    "baseline",
+                )
         echo = measure(
             "echo", servers.gw_port, servers.gw.pid, args.echo_streams, tokens, args.ramp, limit
         )
@@ -532,24 +593,30 @@ def main() -> None:
 
 
 def cpu_split(
-    servers: Servers, streams: int, tokens: int, ramp: float, limit: float, repeats: int
+    port: int,
+    pid: int,
+    streams: int,
+    tokens: int,
+    ramp: float,
+    limit: float,
+    repeats: int,
+    name: str = "gateway",
 ) -> None:
     """The gateway's CPU per stream as ``a + b * tokens``: a stream's own cost, a token's.
 
     From runs of ``tokens`` and ``3 * tokens`` per stream, ``repeats`` pairs, medians.
     """
-    pid = servers.gw.pid
     per_token: list[float] = []
     per_stream: list[float] = []
     for _ in range(repeats):
         short, long = (
-            measure("ssegate", servers.gw_port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
+            measure("ssegate", port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
             for n in (tokens, 3 * tokens)
         )
         per_token.append((long - short) / (streams * 2 * tokens))
         per_stream.append(short / streams - per_token[-1] * tokens)
     print(
-        f"\ngateway CPU at {streams} streams, {tokens} then {3 * tokens} tokens each "
+        f"\n{name} CPU at {streams} streams, {tokens} then {3 * tokens} tokens each "
         f"(median of {repeats}): {statistics.median(per_stream) * 1e3:.2f} ms per stream "
         f"(request, upstream call, setup) + {statistics.median(per_token) * 1e6:.0f} us "
         "per relayed token"

@@ -55,3 +55,25 @@ def test_every_kind_round_trips() -> None:
         assert "\n" not in record.data
         assert "\r" not in record.data
         assert from_record(record) == event
+
+
+@given(st.lists(st.text(), min_size=1, max_size=4), st.sampled_from(["openai", "native", "aisdk"]))
+def test_readers_render_text_records_as_the_general_path_does(texts: list[str], fmt: str) -> None:
+    """The reader's shortcut for text records (the text's JSON taken as it is)
+    sends the very bytes of decoding the record and formatting the delta."""
+    from ssegate.gateway._reading import Renderer, _with_ids
+    from ssegate.llm.formats import create_formatter
+
+    options = {"include_usage": True} if fmt == "openai" else {}
+    events = [Start(model="m", provider="p", id="c", created=1), *map(TextDelta, texts)]
+    events.append(Finish("stop"))
+    renderer = Renderer(fmt, include_usage=fmt == "openai")
+    general = create_formatter(fmt, **options)
+    sent = 0
+    for seq, event in enumerate(events, 1):
+        record = to_record(event)
+        stored = Event(record.data, record.event, f"00000001-{seq}")
+        out = general.format(event)
+        sent += len(out)
+        assert renderer(stored) == (_with_ids(out, stored.id) if out else None)
+    assert renderer.sent == sent

@@ -284,6 +284,25 @@ async def test_silent_upstream_times_out_as_an_error_event(kind: str) -> None:
     assert (last.code, last.retryable, len(events)) == ("timeout", True, 3)
 
 
+@pytest.mark.anyio
+async def test_silence_on_a_reused_connection_times_out_too() -> None:
+    """The body's read timeout is kept by the client's one watcher, not a timer
+    per read: a whole answer, then a silent one on the same pooled connection."""
+    reply = capture("openai_text.http")
+    silent = replace(reply, chunks=reply.chunks[:2], hold=True)
+    fake = FakeUpstream().add("/v1/chat/completions", reply, silent)
+    client = HTTPClient(read_timeout=0.3)
+    with fake.run() as url:
+        async with OpenAIProvider(url + "/v1", "k", client=client) as provider:
+            whole = await collect(provider, REQUEST)
+            cut = await collect(provider, REQUEST)
+        assert len(client._silences.bodies) == 0
+        await client.aclose()
+    assert isinstance(whole[-1], Finish)
+    assert isinstance(cut[-1], Error)
+    assert (cut[-1].code, cut[1]) == ("timeout", TextDelta("Bon"))
+
+
 def test_reply_from_http_parses_crlf_and_lf_heads() -> None:
     crlf = Reply.from_http(b"HTTP/1.1 201 Created\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nhi")
     lf = Reply.from_http(b"HTTP/1.1 201 Created\nX-A: 1\n\nhi")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -33,10 +34,32 @@ from ._gateway import Gateway, principal
 from ._limits import BodyLimit
 from ._metrics import Metrics
 from ._models import Models
+from ._reading import RAW_SEND_KEY
 from ._runner import Runner
 from ._settings import Settings
 
 __all__ = ["create_app"]
+
+
+class _GatewayApp(FastAPI):
+    """FastAPI, handing event streams the ``send`` it was called with.
+
+    Every message a response sends passes through each middleware's ``send``
+    wrapper (Starlette's error middleware, its exception handler, CORS): four
+    coroutines per token per stream. They only look at ``http.response.start``
+    (CORS adds its headers there, the others note that the response started),
+    so an event stream sends its start through them and its body messages
+    straight to this ``send`` (``Reader``). Only while the middleware is the
+    gateway's own: one added later may change bodies, and then every message
+    goes the whole way.
+    """
+
+    own_middleware = -1
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if len(self.user_middleware) == self.own_middleware:
+            scope[RAW_SEND_KEY] = send
+        await super().__call__(scope, receive, send)
 
 
 def _store(settings: Settings) -> StreamStore:
@@ -101,7 +124,7 @@ def create_app(
             )
             yield
 
-    app = FastAPI(
+    app = _GatewayApp(
         title="ssegate",
         summary="An LLM streaming gateway: OpenAI-compatible, resumable, stoppable SSE.",
         version="0.1.0",
@@ -122,4 +145,5 @@ def create_app(
     )
     app.add_middleware(GracefulShutdown)
     app.add_middleware(ScrubToken)
+    app.own_middleware = len(app.user_middleware)
     return app

@@ -64,6 +64,9 @@ class Principal:
 
 ANONYMOUS = Principal("anonymous", frozenset({"*"}))
 
+#: Client addresses whose anonymous principal is kept (then the cache starts over).
+_ANONYMOUS_KEPT = 4096
+
 
 class Auth:
     """The configured keys; ``authenticate`` maps a request's token to a ``Principal``."""
@@ -74,6 +77,7 @@ class Auth:
             for key in keys
             if key.key is not None
         ]
+        self._anonymous: dict[str, Principal] = {}
 
     @property
     def enabled(self) -> bool:
@@ -86,7 +90,13 @@ class Auth:
         if not self._keys:
             if client is None:
                 return ANONYMOUS
-            return Principal(ANONYMOUS.key_id, ANONYMOUS.scopes, f"anonymous@{client}")
+            anonymous = self._anonymous.get(client)
+            if anonymous is None:  # one per address, made once (a request's cost otherwise)
+                if len(self._anonymous) >= _ANONYMOUS_KEPT:
+                    self._anonymous.clear()
+                anonymous = Principal(ANONYMOUS.key_id, ANONYMOUS.scopes, f"anonymous@{client}")
+                self._anonymous[client] = anonymous
+            return anonymous
         token: str | None = None
         if authorization:
             scheme, _, value = authorization.partition(" ")

@@ -13,6 +13,7 @@ connection alive with comments until the first token.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -32,6 +33,7 @@ from ._errors import ApiError
 from ._gateway import Gateway, gateway, principal
 from ._reading import serve_generation
 from ._records import from_record
+from ._runner import Generation, Runner
 
 __all__ = ["router"]
 
@@ -40,6 +42,11 @@ router = APIRouter(tags=["chat"])
 _FINISH = {"other": "stop", "tool_calls": "tool_calls"}
 
 T = TypeVar("T")
+
+#: How long a streaming request waits for the provider's answer before it also
+#: watches for its client leaving (a timer is cheaper than a task; a client that
+#: leaves is then noticed this much later, well within the grace period).
+WATCH_AFTER_S = 0.25
 
 
 @router.post(
@@ -50,34 +57,31 @@ T = TypeVar("T")
 async def chat_completions(
     body: ChatCompletionBody,
     request: Request,
-    gw: Annotated[Gateway, Depends(gateway)],
     who: Annotated[Principal, Depends(principal)],
 ) -> Response:
+    # The gateway straight from the app, not as a dependency: FastAPI's solving
+    # of each dependency costs every request more than the lookup itself.
+    gw: Gateway = request.app.state.gateway
     started = await begin(gw, who, body)
     stream, generation = started.stream, started.generation
-    gw.runner.attach(stream)  # this request reads it (before any await: no grace timer fires)
+    # This request reads it (before any await: no grace timer fires).
+    reader = _Reading(gw.runner, stream)
     if not body.stream:
         try:
             answer = await _unless_gone(request, lambda: _complete(gw, started))
             return answer if answer is not None else Response(status_code=204)
         finally:
-            gw.runner.detach(stream)
+            reader.leave()
     try:
         if gw.models.ready(started.route.model):
-
-            async def accepted() -> bool:
-                await generation.accepted.wait()
-                return True
-
-            if await _unless_gone(request, accepted) is None:
-                gw.runner.detach(stream)  # gone before the first byte: the grace period starts
+            if not await _accepted_unless_gone(request, generation, reader):
                 return Response(status_code=204)  # to nobody
         else:  # the local model is loading: answer now, keep-alives until it is ready
             gw.models.want_local()
         if generation.refused is not None:
             raise refusal(generation.refused)
     except BaseException:
-        gw.runner.detach(stream)
+        reader.leave()
         raise
     link = f"/v1/streams/{stream}?format=openai"
     if started.chat.include_usage:
@@ -91,6 +95,67 @@ async def chat_completions(
         headers={"X-Stream-Id": stream, "Link": f'<{link}>; rel="events"'},
         attached=True,
     )
+
+
+class _Reading:
+    """The request counted as a reader of ``stream`` until ``leave()`` (once)."""
+
+    __slots__ = ("reading", "runner", "stream")
+
+    def __init__(self, runner: Runner, stream: str) -> None:
+        self.runner = runner
+        self.stream = stream
+        self.reading = True
+        runner.attach(stream)
+
+    def leave(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.runner.detach(self.stream)
+
+
+async def _accepted_unless_gone(request: Request, generation: Generation, reader: _Reading) -> bool:
+    """Wait until the provider accepted or refused; ``False`` if the client left first.
+
+    A client that leaves stops being a reader (the grace period starts). On
+    asyncio, if the provider has not answered within ``WATCH_AFTER_S``, one
+    plain task watches the client while the route waits on for the provider
+    (the generation ends with the grace period at the latest): a task group
+    would cost every stream a cancel scope and a cancellation too.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (trio)
+
+        async def accepted() -> bool:
+            await generation.accepted.wait()
+            return True
+
+        if await _unless_gone(request, accepted) is None:
+            reader.leave()
+            return False
+        return True
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        reader.leave()
+
+    watcher: asyncio.Task[None] | None = None
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    # Most providers answer sooner than that: then no task at all, only a timer.
+    timer = loop.call_later(WATCH_AFTER_S, start_watching)
+    try:
+        await generation.accepted.wait()
+    finally:
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
+    return reader.reading
 
 
 async def _unless_gone(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:

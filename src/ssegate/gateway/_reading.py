@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from contextlib import aclosing
 from typing import Any
 
@@ -53,9 +53,13 @@ from ..streams import (
 )
 from ._errors import api_error
 from ._gateway import Gateway
-from ._records import from_record
+from ._records import TEXT_HEAD, TEXT_RECORD, from_record
 
-__all__ = ["FAREWELL", "Reader", "Renderer", "openai_error", "serve_generation"]
+__all__ = ["FAREWELL", "RAW_SEND_KEY", "Reader", "Renderer", "openai_error", "serve_generation"]
+
+#: Where the app leaves the ``send`` it was called with, when its middleware
+#: leaves body messages alone (``_app._GatewayApp``): a stream's body goes there.
+RAW_SEND_KEY = "ssegate.raw_send"
 
 #: What every open stream gets when the gateway shuts down, before it closes:
 #: reconnect in a second (to another replica, behind a balancer), and why, as a
@@ -70,6 +74,10 @@ class Renderer:
         options = {"include_usage": include_usage} if name == "openai" else {}
         self.format = name
         self.formatter: Formatter = create_formatter(name, **options)
+        #: The formatter's shortcut for text deltas, where it has one.
+        self._text: Callable[[str], Event | None] | None = getattr(
+            self.formatter, "text_event", None
+        )
         self.headers = dict(self.formatter.headers)
         self.sent = 0
         #: Of the first stored event to render, how many wire events the reader has.
@@ -81,6 +89,16 @@ class Renderer:
 
     def __call__(self, item: StreamItem) -> bytes | Event | None:
         if isinstance(item, Event):
+            text = self._text
+            if text is not None and item.event == TEXT_RECORD and not self.sent_part:
+                # Nearly every event: the text goes from the record's JSON to the
+                # format's as it is, never decoded and encoded again.
+                data = item.data
+                if data.startswith(TEXT_HEAD):
+                    event = text(data[len(TEXT_HEAD) : -1])
+                    if event is not None:
+                        self.sent += 1
+                        return _with_id(event, item.id)  # type: ignore[arg-type]
             out = self.formatter.format(from_record(item))
             skip, self.sent_part = self.sent_part, 0
             self.sent += len(out) - min(skip, len(out))
@@ -98,6 +116,14 @@ class Renderer:
 
 
 _new = tuple.__new__
+
+
+def _with_id(event: Event, event_id: str) -> bytes:
+    """``encode(event)`` with ``event_id`` as its id; ``event`` has one line of data
+    and no id or retry (what ``text_event`` gives)."""
+    kind = event.event
+    head = "id: " if kind == "message" else "event: " + kind + "\nid: "
+    return (head + event_id + "\ndata: " + event.data + "\n\n").encode()
 
 
 def _with_ids(events: list[Event], event_id: str | None, skip: int = 0) -> bytes:
@@ -230,8 +256,9 @@ class Reader(Response):
         kind = "topic" if stream is None else "stream"
         metrics.subscribers.inc()
         metrics.live.readers[kind] += 1
+        raw = scope.get(RAW_SEND_KEY)
         try:
-            await self.inner(scope, receive, send)
+            await self.inner(scope, receive, send if raw is None else _BodyStraight(send, raw))
         finally:
             metrics.subscribers.dec()
             metrics.live.readers[kind] -= 1
@@ -245,3 +272,24 @@ class Reader(Response):
                 metrics.events_sent.labels(renderer.format).inc(renderer.sent)
         if self.background is not None:
             await self.background()
+
+
+class _BodyStraight:
+    """A ``send`` passing ``http.response.start`` through the middleware
+    (``through``) and body messages straight to the server's ``send``: the
+    middleware only looks at the start (see ``_app._GatewayApp``).
+
+    Not a coroutine function: it returns the coroutine of the ``send`` it
+    picks, so a body message costs one call and no frame of its own.
+    """
+
+    __slots__ = ("raw", "through")
+
+    def __init__(self, through: Any, raw: Any) -> None:
+        self.through = through
+        self.raw = raw
+
+    def __call__(self, message: MutableMapping[str, Any]) -> Any:
+        if message["type"] == "http.response.body":
+            return self.raw(message)
+        return self.through(message)

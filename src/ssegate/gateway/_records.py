@@ -19,10 +19,14 @@ from json.encoder import encode_basestring as _string  # what dumps(ensure_ascii
 from ..llm import LLMEvent, TextDelta, event_from_dict
 from ..protocol import Event
 
-__all__ = ["from_record", "to_record"]
+__all__ = ["TEXT_HEAD", "TEXT_RECORD", "from_record", "to_record"]
 
 _new = tuple.__new__
 _TEXT = TextDelta.type
+#: A text delta's record: its event type, and how its data starts (the text,
+#: JSON-encoded, follows, then ``}``): readers may take the text's JSON as it is.
+TEXT_RECORD = _TEXT
+TEXT_HEAD = '{"type":"text","text":'
 _loads = json.loads
 
 
@@ -30,7 +34,7 @@ def to_record(event: LLMEvent) -> Event:
     """The stored form of ``event`` (its id is given by the store)."""
     if type(event) is TextDelta:
         # JSON text has no CR or LF and the type is a constant: a valid Event as is.
-        data = '{"type":"text","text":' + _string(event.text) + "}"
+        data = TEXT_HEAD + _string(event.text) + "}"
         record: Event = _new(Event, (data, _TEXT, None, None))
         return record
     data = json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)

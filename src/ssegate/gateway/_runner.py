@@ -27,6 +27,7 @@ model, key id, time to first token, tokens, duration and why it ended.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -117,6 +118,7 @@ class Runner:
         self._running: dict[str, Generation] = {}
         self._per_key: Counter[str] = Counter()
         self._tasks: TaskGroup | None = None
+        self._own: set[asyncio.Task[None]] = set()  # the generations' tasks, on asyncio
         # The grace timers, all run by one task (_reap): (deadline, stream, the
         # generation's _idle when it started). One grace period for all, so
         # deadlines come in the order they are added.
@@ -124,6 +126,12 @@ class Runner:
         self._timer_added: anyio.Event | None = None
 
     async def __aenter__(self) -> Runner:
+        # On asyncio generations are plain tasks: an anyio task costs each a
+        # handle and a frame more, which every token's resumption passes through.
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio): the task group runs them
+            self._loop = None
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         self._tasks.start_soon(self._reap, name="ssegate-grace-timers")
@@ -143,6 +151,12 @@ class Runner:
         with anyio.move_on_after(self.shutdown_wait, shield=True):
             for generation in running:
                 await generation.finished.wait()
+        if self._own:
+            own = list(self._own)
+            for task in own:
+                task.cancel()
+            with anyio.move_on_after(self.shutdown_wait, shield=True):
+                await asyncio.wait(own)
         tasks.cancel_scope.cancel()
         return await tasks.__aexit__(exc_type, exc, tb)
 
@@ -185,7 +199,14 @@ class Runner:
         self._per_key[generation.bucket] += 1
         self.metrics.active_streams.inc()
         upstream = dataclasses.replace(request, model=route.upstream_model)
-        self._tasks.start_soon(self._run, generation, route, upstream, name=f"ssegate-{stream}")
+        if self._loop is not None:
+            task = self._loop.create_task(
+                self._run(generation, route, upstream), name=f"ssegate-{stream}"
+            )
+            self._own.add(task)
+            task.add_done_callback(self._own.discard)
+        else:
+            self._tasks.start_soon(self._run, generation, route, upstream, name=f"ssegate-{stream}")
         self._idle(generation)
         return generation
 
@@ -301,15 +322,22 @@ class Runner:
         store, stream, metrics = self.store, generation.id, self.metrics
         live = metrics.live
         model = generation.label or generation.model
+        # The model's series, looked up once per generation, not once per token.
+        inter_token = metrics.inter_token.labels(model).observe
+        append = store.append
+        clock = self._clock
         last_token: float | None = None
         usage: Usage | None = None
         outcome = CANCELLED
+        accepted = False
         with generation.scope:
             try:
                 async with aclosing(stream_batches(route.provider, request)) as batches:  # type: ignore[type-var]
                     async for batch in batches:
-                        generation.accepted.set()
-                        now = self._clock()
+                        if not accepted:
+                            accepted = True
+                            generation.accepted.set()
+                        now = clock()
                         for event in batch:
                             kind = type(event)
                             if kind is TextDelta or kind is ReasoningDelta or kind is ToolCallStart:
@@ -320,12 +348,12 @@ class Runner:
                                     metrics.ttft.labels(model).observe(ttft)
                                     live.token(model, now, ttft=ttft)
                                 else:
-                                    metrics.inter_token.labels(model).observe(now - last_token)
+                                    inter_token(now - last_token)
                                     live.token(model, now, gap=now - last_token)
                                 last_token = now
                             elif kind is Usage:
                                 usage = event  # type: ignore[assignment]
-                            await store.append(stream, to_record(event))
+                            await append(stream, to_record(event))
                             if kind is Finish:
                                 outcome = DONE
                                 generation.end_reason = event.reason  # type: ignore[union-attr]

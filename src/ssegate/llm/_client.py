@@ -66,13 +66,14 @@ provider's host would then clash with its API key).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
@@ -219,6 +220,7 @@ class HTTPClient:
         self._proxies = urllib.request.getproxies_environment() if trust_env else {}
         self._proxy_for: dict[tuple[str, str], str | None] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._silences = _Silences(read_timeout or 0.0)
         self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
@@ -278,17 +280,26 @@ class HTTPClient:
             connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
             timeout = not connecting and isinstance(exc, TimeoutError)
             raise _failed(exc, url, timeout=timeout) from exc
-        body = _body(
-            resp.content.iter_any(),
-            resp.headers,
-            url,
-            TimeoutError,
-            aiohttp.ClientError,
-            read_timeout=self.read_timeout,
-        )
+        body: AsyncIterator[bytes]
+        reads: _Reads | None = None
+        if _decoder(resp.headers) is None:  # the usual body: each read as it comes
+            body = reads = _Reads(resp.content, aiohttp.ClientError, url, self.read_timeout)
+            if self.read_timeout is not None:
+                self._silences.watch(resp, reads)  # one timer for all bodies
+        else:
+            body = _body(
+                resp.content.iter_any(),
+                resp.headers,
+                url,
+                TimeoutError,
+                aiohttp.ClientError,
+                read_timeout=self.read_timeout,
+            )
         try:
             yield Response(resp.status, resp.headers, body)
         finally:
+            if reads is not None:
+                self._silences.forget(reads)
             if resp.content.is_eof():  # the whole body came: the connection can serve again
                 resp.release()
             else:
@@ -312,6 +323,7 @@ class HTTPClient:
 
     async def aclose(self) -> None:
         self._closed = True
+        self._silences.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -327,6 +339,119 @@ def _failed(exc: BaseException, url: str, *, timeout: bool) -> TransportError:
     if timeout:
         return ReadTimeout(f"no answer from {_origin(url)} in time: {exc}")
     return TransportError(f"request to {_origin(url)} failed: {type(exc).__name__}: {exc}")
+
+
+def _read_timeout(url: str, read_timeout: float | None) -> ReadTimeout:
+    waited = "too long" if read_timeout is None else f"{read_timeout:g} s (the read timeout)"
+    return ReadTimeout(f"no data from {_origin(url)} for {waited}")
+
+
+def _read_failed(url: str, exc: BaseException) -> TransportError:
+    return TransportError(f"reading from {_origin(url)} failed: {type(exc).__name__}: {exc}")
+
+
+class _Reads:
+    """An uncompressed aiohttp body, read by read, with ssegate's errors: what
+    ``_body`` does, as one coroutine per read where ``_body`` over ``iter_any``
+    stacks two more (every token of every stream passes here).
+
+    ``since``: when the read under way started waiting (``None`` between reads),
+    for ``_Silences``; ``clock`` is the event loop's, once one watches it.
+    """
+
+    __slots__ = ("clock", "content", "failures", "read", "read_timeout", "since", "url")
+
+    def __init__(
+        self, content: Any, failures: type[BaseException], url: str, read_timeout: float | None
+    ) -> None:
+        self.content = content
+        self.read = content.readany
+        self.failures = failures
+        self.url = url
+        self.read_timeout = read_timeout
+        self.clock: Any = None
+        self.since: float | None = None
+
+    def __aiter__(self) -> _Reads:
+        return self
+
+    async def __anext__(self) -> bytes:
+        clock = self.clock
+        if clock is not None:
+            self.since = clock()
+        try:
+            data: bytes = await self.read()
+        except TimeoutError as exc:
+            raise _read_timeout(self.url, self.read_timeout) from exc
+        except self.failures as exc:
+            raise _read_failed(self.url, exc) from exc
+        finally:
+            self.since = None
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+    async def aclose(self) -> None:
+        """Nothing to release: leaving ``HTTPClient.stream`` closes the connection."""
+
+
+class _Silences:
+    """The read timeout of every body of one ``HTTPClient``, kept by one task.
+
+    aiohttp keeps a read timeout by cancelling and scheduling a timer on every
+    read of every body: with 1 000 streams at 20 tokens/s, 20 000 timers a
+    second. Here a body only notes when its read started waiting (``_Reads``),
+    and one task looks every ``timeout / 4`` seconds (at most 1 s) for a read
+    waiting longer than ``timeout``, which it ends with aiohttp's own timeout
+    error (so a read times out after ``timeout`` to ``1.25 * timeout``).
+    aiohttp's timer still covers the wait for the response head.
+    """
+
+    __slots__ = ("bodies", "task", "timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.bodies: dict[_Reads, None] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def watch(self, resp: Any, reads: _Reads) -> bool:
+        """Watch ``reads`` (the body of ``resp``) instead of aiohttp's timer, where
+        aiohttp lets its timer be turned off; whether it does."""
+        connection = resp.connection
+        protocol = connection.protocol if connection is not None else None
+        if protocol is None:
+            return False
+        drop = getattr(protocol, "_drop_timeout", None)
+        if drop is None or not isinstance(getattr(type(protocol), "read_timeout", None), property):
+            return False
+        protocol.read_timeout = None
+        drop()
+        loop = asyncio.get_running_loop()
+        reads.clock = loop.time
+        self.bodies[reads] = None
+        if self.task is None:
+            self.task = loop.create_task(self._run(loop))
+        return True
+
+    def forget(self, reads: _Reads) -> None:
+        self.bodies.pop(reads, None)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        from aiohttp import SocketTimeoutError
+
+        try:
+            while self.bodies:
+                await asyncio.sleep(min(1.0, self.timeout / 4))
+                due = loop.time() - self.timeout
+                for reads in [r for r in self.bodies if r.since is not None and r.since <= due]:
+                    self.bodies.pop(reads, None)
+                    reads.content.set_exception(SocketTimeoutError("no data for the read timeout"))
+        finally:
+            self.task = None
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 async def _body(
@@ -350,12 +475,9 @@ async def _body(
         if decoder is not None:
             decoder.close()
     except timeouts as exc:
-        waited = "too long" if read_timeout is None else f"{read_timeout:g} s (the read timeout)"
-        raise ReadTimeout(f"no data from {_origin(url)} for {waited}") from exc
+        raise _read_timeout(url, read_timeout) from exc
     except failures as exc:
-        raise TransportError(
-            f"reading from {_origin(url)} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise _read_failed(url, exc) from exc
 
 
 @asynccontextmanager

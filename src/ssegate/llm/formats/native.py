@@ -70,6 +70,14 @@ class NativeFormatter:
     def __init__(self) -> None:
         self.done = False
 
+    def text_event(self, text_json: str) -> Event | None:
+        """What ``format(TextDelta(text))`` gives, from ``text`` already JSON-encoded
+        (as ``json.dumps(text, ensure_ascii=False)``), when it is one event; else
+        ``None``."""
+        if self.done:
+            return None
+        return _new(Event, ('{"text": ' + text_json + "}", "token", None, None))
+
     def format(self, event: LLMEvent) -> list[Event]:
         if self.done:
             return []

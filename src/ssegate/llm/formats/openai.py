@@ -121,6 +121,15 @@ class OpenAIFormatter:
     def _delta(self, delta: dict[str, Any]) -> Event:
         return _data(self._head + dumps(delta, ensure_ascii=False) + self._tail)
 
+    def text_event(self, text_json: str) -> Event | None:
+        """What ``format(TextDelta(text))`` gives, from ``text`` already JSON-encoded
+        (as ``json.dumps(text, ensure_ascii=False)``), when it is one event; else
+        ``None`` (then call ``format``). A relay holding the encoded text spares
+        decoding and encoding it again."""
+        if not self.started or self.done:
+            return None
+        return _data(self._head + '{"content":' + text_json + "}" + self._tail)
+
     def format(self, event: LLMEvent) -> list[Event]:
         if self.done:
             return []

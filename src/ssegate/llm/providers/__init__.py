@@ -46,7 +46,6 @@ import importlib.util
 import os
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
 from importlib import import_module
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -205,20 +204,24 @@ def missing_key(provider: str, variable: str) -> AuthenticationError:
     )
 
 
-async def stream_batches(provider: Provider, request: ChatRequest) -> AsyncIterator[list[LLMEvent]]:
+def stream_batches(provider: Provider, request: ChatRequest) -> AsyncIterator[list[LLMEvent]]:
     """A provider's events in lists, one per upstream read where it can say so.
 
     Relays (the gateway) should write each list with one ``send``: one syscall per
     upstream read instead of per token, and a relay that fell behind catches up.
-    Providers with a ``stream_batches`` method (the HTTP ones) give real batches;
-    for the others every event is its own list.
+    Providers with a ``stream_batches`` method (the HTTP ones) give real batches,
+    from that method's own iterator (no layer in between: it is every chunk's
+    path); for the others every event is its own list. Close it when done
+    (``aclosing``), as any provider stream.
     """
     method = getattr(provider, "stream_batches", None)
     if method is not None:
-        async with aclosing(method(request)) as batches:
-            async for batch in batches:
-                yield batch
-        return
+        batches: AsyncIterator[list[LLMEvent]] = method(request)
+        return batches
+    return _one_by_one(provider, request)
+
+
+async def _one_by_one(provider: Provider, request: ChatRequest) -> AsyncIterator[list[LLMEvent]]:
     events = provider.stream(request)
     try:
         async for event in events:
