@@ -295,6 +295,35 @@ return 1
 """
 )
 
+# KEYS: notify (on Redis Cluster instead: log and meta of each stream, all in one
+# slot); ARGV: ttl_ms, lease_ms, the epoch for the streams this call creates,
+# the key prefix, the streams' names (one string, space-separated: redis-py's
+# cost is per argument) -> the positions (1-based) of the streams that have
+# ended (or just ended as failed): their leases are not renewed.
+# Each stream as _LEASE, in two commands (HMGET, HSET) when it exists.
+_LEASE_MANY = (
+    _LIB
+    + """
+local ttl, epoch, prefix = ARGV[1], ARGV[3], ARGV[4]
+local deadline = now_ms() + tonumber(ARGV[2])
+local reply = {}
+local k = 0
+for name in string.gmatch(ARGV[5], '%S+') do
+  k = k + 1
+  local key = prefix .. '{' .. name .. '}'
+  local log, meta = key .. ':log', key .. ':meta'
+  local m = redis.call('HMGET', meta, 'outcome', 'lease', 'last')
+  if ended_as(log, meta, m[1], m[2], ttl) then
+    reply[#reply + 1] = k
+  else
+    if not m[3] then create(meta, epoch) end
+    redis.call('HSET', meta, 'lease', deadline)
+  end
+end
+return reply
+"""
+)
+
 # KEYS: log and meta of each stream, then notify; ARGV: ttl_ms -> per stream, 1 if this call
 # ended it as failed (its lease ran out), else 0
 _EXPIRE = (
@@ -373,6 +402,10 @@ NOTIFY_BATCH = 256
 #: Where an announcement's number is unknown (an end, told by the client): any
 #: hub following the stream reads it.
 _ANY = 1 << 62
+
+#: Streams per lease renewal call (the script blocks Redis while it runs: a
+#: few hundred streams take about a millisecond).
+LEASE_BATCH = 500
 
 #: URL schemes of a Redis Cluster (any one node's address).
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
@@ -510,6 +543,7 @@ class RedisStore(StreamStore):
         self._create_script = self.redis.register_script(_CREATE)
         self._end_script = self.redis.register_script(_END)
         self._lease_script = self.redis.register_script(_LEASE)
+        self._lease_many_script = self.redis.register_script(_LEASE_MANY)
         self._expire_script = self.redis.register_script(_EXPIRE)
         self._read_script = self.redis.register_script(_READ)
         self._ttl_ms = max(int(self.ttl * 1000), 1)
@@ -1139,6 +1173,35 @@ class RedisStore(StreamStore):
             if self.cluster:  # maybe just now, its lease having run out
                 self._announce_soon([(stream, _ANY)], b"-")
             raise
+
+    async def _renew_leases(self, streams: Sequence[str], ttl: float) -> list[str]:
+        """One script call per ``LEASE_BATCH`` streams (per hash slot on Redis
+        Cluster), sent side by side: a replica's every lease in one round trip."""
+        groups: list[list[str]] = []
+        for start in range(0, len(streams), LEASE_BATCH):
+            groups += self._by_slot(streams[start : start + LEASE_BATCH])
+        common: list[Any] = [self._ttl_ms, max(int(ttl * 1000), 1), _epoch_bytes(), self._prefix]
+        calls: list[tuple[list[bytes] | list[str], list[Any]]] = [
+            (
+                self._many_keys(group) if self.cluster else [self._notify_key],
+                [*common, " ".join(group).encode()],
+            )
+            for group in groups
+        ]
+        async with self._errors():
+            if len(calls) == 1:
+                replies: list[Any] = [
+                    await self._lease_many_script(keys=calls[0][0], args=calls[0][1])
+                ]
+            else:
+                replies = await self._call_each(self._lease_many_script, calls)
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
+        ended = [group[k - 1] for group, reply in zip(groups, replies, strict=True) for k in reply]
+        if self.cluster:  # maybe just now, their leases having run out
+            self._announce_soon([(stream, _ANY) for stream in ended], b"-")
+        return ended
 
     async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]:
         async with self._errors():
