@@ -48,6 +48,10 @@ W = TypeVar("W", bound=Hashable)
 
 _length = struct.Struct(">I").pack
 _stream_head = struct.Struct(">II").pack
+#: An event's number in its id (format_id(), inlined: this is once per token).
+_SEQ = f"%0{ID_WIDTH}d"
+#: The ids of a run before its reply (shared: never appended to).
+_NO_IDS: list[str] = []
 #: The lengths of an empty event type and an empty retry (the common case).
 _NO_TYPE_NO_RETRY = bytes(8)
 
@@ -67,12 +71,13 @@ class StreamRun(Generic[W]):
 
     __slots__ = ("ids", "items", "stream", "waiters", "wires")
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, waiter: W, wire: bytes, item: Any) -> None:
+        """A run of one append (``take()`` adds the stream's next ones)."""
         self.stream = stream
-        self.waiters: list[W] = []
-        self.wires: list[bytes] = []
-        self.items: list[Any] = []
-        self.ids: list[str] = []
+        self.waiters: list[W] = [waiter]
+        self.wires: list[bytes] = [wire]
+        self.items: list[Any] = [item]
+        self.ids: list[str] = _NO_IDS
 
 
 class Batch(Generic[W]):
@@ -107,7 +112,7 @@ class Batch(Generic[W]):
         self,
         reply: Sequence[object],
         error: Callable[[str, str], BaseException],
-    ) -> Iterator[tuple[W, str | BaseException]]:
+    ) -> list[tuple[W, str | BaseException]]:
         """Each waiter's id or exception, from a reply of four values per stream.
 
         Per stream the reply holds the number of its first appended event, how
@@ -119,21 +124,28 @@ class Batch(Generic[W]):
             raise ValueError(
                 f"a batch of {len(self.runs)} streams got a reply of {len(reply)} values"
             )
-        for i, run in enumerate(self.runs):
-            first, written, epoch_part, message = reply[4 * i : 4 * i + 4]
-            if not isinstance(first, int) or not isinstance(written, int):
+        out: list[tuple[W, str | BaseException]] = []
+        # Once per token: the common run (one append, written) takes the short way.
+        for run, first, written, epoch_part, message in zip(
+            self.runs, reply[0::4], reply[1::4], reply[2::4], reply[3::4], strict=True
+        ):
+            if type(first) is not int or type(written) is not int:
                 raise ValueError(f"not numbers: {first!r}, {written!r}")
+            waiters = run.waiters
             if written:
                 prefix = _epoch_prefix(epoch_part)
-                # format_id(), inlined: this is once per token.
-                run.ids = ids = [
-                    f"{prefix}{seq:0{ID_WIDTH}d}" for seq in range(first, first + written)
-                ]
-                yield from zip(run.waiters, ids, strict=False)  # the written ones
-            if written < len(run.waiters):
+                if written == 1:
+                    run.ids = ids = [prefix + _SEQ % first]
+                    out.append((waiters[0], ids[0]))
+                else:
+                    # format_id(), inlined
+                    run.ids = ids = [prefix + _SEQ % seq for seq in range(first, first + written)]
+                    out += zip(waiters, ids, strict=False)  # the written ones
+            if written < len(waiters):
                 text = message.decode() if isinstance(message, bytes) else str(message)
-                for waiter in run.waiters[written:]:
-                    yield waiter, error(run.stream, text)
+                for waiter in waiters[written:]:
+                    out.append((waiter, error(run.stream, text)))
+        return out
 
 
 class GroupCommit(Generic[W]):
@@ -192,28 +204,42 @@ class GroupCommit(Generic[W]):
     def take(self) -> Batch[W]:
         """The next write's appends, removed from the queue (at least one if any is queued)."""
         runs: dict[str, StreamRun[W]] = {}
+        get = runs.get
+        queue = self._queue
+        if len(queue) <= self.max_events and self._bytes < self.max_bytes:
+            # All of it (the common case): no limit to check per append.
+            for waiter, (stream, wire, item) in queue.items():
+                run = get(stream)
+                if run is None:
+                    runs[stream] = StreamRun(stream, waiter, wire, item)
+                else:
+                    run.waiters.append(waiter)
+                    run.wires.append(wire)
+                    run.items.append(item)
+            count = len(queue)
+            self._queue = {}
+            self._bytes = 0
+            self._since = None
+            return Batch(list(runs.values()), count)
         taken: list[W] = []
         size = 0
-        for waiter, (stream, wire, item) in self._queue.items():
+        for waiter, (stream, wire, item) in queue.items():
             if taken and (len(taken) >= self.max_events or size >= self.max_bytes):
                 break
-            run = runs.get(stream)
+            run = get(stream)
             if run is None:
-                run = runs[stream] = StreamRun(stream)
-            run.waiters.append(waiter)
-            run.wires.append(wire)
-            run.items.append(item)
+                runs[stream] = StreamRun(stream, waiter, wire, item)
+            else:
+                run.waiters.append(waiter)
+                run.wires.append(wire)
+                run.items.append(item)
             taken.append(waiter)
             size += len(wire)
-        if len(taken) == len(self._queue):
-            self._queue.clear()
-            self._since = None
-        else:
-            # What is left has waited as long as what was taken: it is due at
-            # once, with the next write (no new window).
-            for waiter in taken:
-                del self._queue[waiter]
-            self._since = float("-inf")
+        # What is left has waited as long as what was taken: it is due at
+        # once, with the next write (no new window).
+        for waiter in taken:
+            del queue[waiter]
+        self._since = float("-inf") if queue else None
         self._bytes -= size
         return Batch(list(runs.values()), len(taken))
 

@@ -883,7 +883,7 @@ class RedisStore(StreamStore):
             self._read_back(batch)
         else:
             try:
-                outcomes = list(batch.outcomes(reply, _refused))
+                outcomes = batch.outcomes(reply, _refused)
                 written = reply
             except (
                 Exception
@@ -918,24 +918,30 @@ class RedisStore(StreamStore):
 
         Their subscribers get it now, without the round trips of a read.
         """
+        hubs = [(waker, waker.deliver) for waker in self._hubs if waker.deliver is not None]
+        if not hubs:
+            return
         new = tuple.__new__
-        for i, run in enumerate(batch.runs):
-            first = reply[4 * i]
+        for run, first in zip(batch.runs, reply[0::4], strict=True):
             if not (ids := run.ids):
                 continue
-            # The appended events, with the ids outcomes() made for their appenders.
-            events = [
-                new(Event, (event.data, event.event, id_, event.retry))
-                for event, id_ in zip(run.items, ids, strict=False)  # the written ones
-            ]
-            page = Page(first, events, epoch=ids[0][:EPOCH_WIDTH])
-            for waker in self._hubs:
-                if waker.deliver is None:
-                    continue
-                if not waker.deliver(run.stream, page) and run.stream not in waker.pending:
+            # The appended events, with the ids outcomes() made for their appenders
+            # (an Event is the tuple (data, event, id, retry)).
+            if len(ids) == 1:
+                data, kind, _, retry = run.items[0]
+                events = [new(Event, (data, kind, ids[0], retry))]
+            else:
+                events = [
+                    new(Event, (event[0], event[1], id_, event[3]))
+                    for event, id_ in zip(run.items, ids, strict=False)  # the written ones
+                ]
+            page = new(Page, (first, events, None, 0, True, ids[0][:EPOCH_WIDTH]))
+            stream = run.stream
+            for waker, deliver in hubs:
+                if not deliver(stream, page) and stream not in waker.pending:
                     # Its hub is behind on the stream (and skips this write's
                     # notification): it reads it at once.
-                    waker.pending.add(run.stream)
+                    waker.pending.add(stream)
                     self._wake_soon(waker)
 
     def _read_back(self, batch: Batch[asyncio.Future[str]]) -> None:
@@ -1088,10 +1094,12 @@ class RedisStore(StreamStore):
                     continue
                 if key == notify:
                     waker.notify_id = entries[-1][0]
+                    own = self._id + b" "
                     for _, fields in entries:
-                        announced = fields[b"s"].split()
-                        if announced[0] == self._id:
-                            continue  # handed over (see _hand_over)
+                        text = fields[b"s"]
+                        if text.startswith(own):
+                            continue  # handed over (see _hand_over); not split
+                        announced = text.split()
                         for i in range(1, len(announced), 2):
                             stream = announced[i].decode()
                             cursor = cursors.get(stream)
