@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from itertools import islice
 from typing import Any, Generic, TypeVar
 
 from ._store import EPOCH_WIDTH, ID_WIDTH
@@ -206,25 +207,11 @@ class GroupCommit(Generic[W]):
         runs: dict[str, StreamRun[W]] = {}
         get = runs.get
         queue = self._queue
-        if len(queue) <= self.max_events and self._bytes < self.max_bytes:
-            # All of it (the common case): no limit to check per append.
-            for waiter, (stream, wire, item) in queue.items():
-                run = get(stream)
-                if run is None:
-                    runs[stream] = StreamRun(stream, waiter, wire, item)
-                else:
-                    run.waiters.append(waiter)
-                    run.wires.append(wire)
-                    run.items.append(item)
-            count = len(queue)
-            self._queue = {}
-            self._bytes = 0
-            self._since = None
-            return Batch(list(runs.values()), count)
-        taken: list[W] = []
-        size = 0
+        # All of it, the common case: then no limit is checked per append.
+        whole = len(queue) <= self.max_events and self._bytes < self.max_bytes
+        taken = size = 0
         for waiter, (stream, wire, item) in queue.items():
-            if taken and (len(taken) >= self.max_events or size >= self.max_bytes):
+            if not whole and taken and (taken >= self.max_events or size >= self.max_bytes):
                 break
             run = get(stream)
             if run is None:
@@ -233,15 +220,18 @@ class GroupCommit(Generic[W]):
                 run.waiters.append(waiter)
                 run.wires.append(wire)
                 run.items.append(item)
-            taken.append(waiter)
+            taken += 1
             size += len(wire)
+        if whole:
+            self._queue = {}
+        else:
+            for waiter in list(islice(queue, taken)):
+                del queue[waiter]
         # What is left has waited as long as what was taken: it is due at
         # once, with the next write (no new window).
-        for waiter in taken:
-            del queue[waiter]
-        self._since = float("-inf") if queue else None
+        self._since = float("-inf") if self._queue else None
         self._bytes -= size
-        return Batch(list(runs.values()), len(taken))
+        return Batch(list(runs.values()), taken)
 
 
 #: Epochs seen in replies (a few per process: one per batch that created streams).
