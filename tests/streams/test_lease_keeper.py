@@ -17,8 +17,7 @@ from ssegate.gateway._metrics import Metrics
 from ssegate.gateway._models import Route
 from ssegate.gateway._runner import Runner
 from ssegate.llm import ChatRequest
-from ssegate.streams import CANCELLED, FAILED, MemoryStore, hold_lease
-from ssegate.streams._lease import Lease, LeaseKeeper
+from ssegate.streams import CANCELLED, FAILED, Lease, LeaseKeeper, MemoryStore, hold_lease
 from ssegate.streams.redis import LEASE_BATCH, RedisStore
 
 pytestmark = pytest.mark.anyio

@@ -51,8 +51,7 @@ from ..llm import (
     Usage,
 )
 from ..llm.providers import stream_batches
-from ..streams import CANCELLED, DONE, ERROR, StreamStore
-from ..streams._lease import LeaseKeeper
+from ..streams import CANCELLED, DONE, ERROR, LeaseKeeper, StreamStore
 from ._metrics import Metrics
 from ._models import Route
 from ._records import to_record
