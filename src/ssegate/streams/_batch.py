@@ -39,7 +39,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from itertools import islice
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from ._store import EPOCH_WIDTH, ID_WIDTH
 
@@ -66,19 +66,34 @@ def encode_append(data: bytes, event: bytes = b"", retry: bytes = b"") -> bytes:
     )
 
 
+#: A queued append: its waiter, stream, wire form and item (one tuple from
+#: ``add()`` to the reply: the collector counts objects that live across its
+#: runs, and a write is in flight for a round trip).
+Entry: TypeAlias = tuple[W, str, bytes, Any]
+
+
 class StreamRun(Generic[W]):
-    """The appends of one stream in a batch, in queue order; once the reply is
-    in, the ids of those written (``ids``)."""
+    """The appends of one stream in a batch (``entries``), in queue order; once
+    the reply is in, the ids of those written (``ids``)."""
 
-    __slots__ = ("ids", "items", "stream", "waiters", "wires")
+    __slots__ = ("entries", "ids", "stream")
 
-    def __init__(self, stream: str, waiter: W, wire: bytes, item: Any) -> None:
-        """A run of one append (``take()`` adds the stream's next ones)."""
+    def __init__(self, stream: str, entries: list[Entry[W]]) -> None:
         self.stream = stream
-        self.waiters: list[W] = [waiter]
-        self.wires: list[bytes] = [wire]
-        self.items: list[Any] = [item]
+        self.entries = entries
         self.ids: list[str] = _NO_IDS
+
+    @property
+    def waiters(self) -> list[W]:
+        return [entry[0] for entry in self.entries]
+
+    @property
+    def wires(self) -> list[bytes]:
+        return [entry[2] for entry in self.entries]
+
+    @property
+    def items(self) -> list[Any]:
+        return [entry[3] for entry in self.entries]
 
 
 class Batch(Generic[W]):
@@ -96,7 +111,8 @@ class Batch(Generic[W]):
 
     def waiters(self) -> Iterator[W]:
         for run in self.runs:
-            yield from run.waiters
+            for entry in run.entries:
+                yield entry[0]
 
     def blob(self) -> bytes:
         """The whole batch as one string: per stream, its name after its length,
@@ -105,47 +121,48 @@ class Batch(Generic[W]):
         parts: list[bytes] = []
         for run in self.runs:
             name = run.stream.encode()
-            wires = b"".join(run.wires)
-            parts += (_length(len(name)), name, _stream_head(len(run.wires), len(wires)), wires)
+            entries = run.entries
+            wires = entries[0][2] if len(entries) == 1 else b"".join(run.wires)
+            parts += (_length(len(name)), name, _stream_head(len(entries), len(wires)), wires)
         return b"".join(parts)
 
     def outcomes(
         self,
         reply: Sequence[object],
         error: Callable[[str, str], BaseException],
-    ) -> list[tuple[W, str | BaseException]]:
-        """Each waiter's id or exception, from a reply of four values per stream.
+    ) -> list[str | BaseException]:
+        """Each waiter's id or exception, in the order of ``waiters()``, from a
+        reply of four values per stream.
 
         Per stream the reply holds the number of its first appended event, how
         many of its appends were written, its epoch as the entry ids carry it
         (decimal), and an error message for the appends not written (``""``
         when all were). ``error(stream, message)`` makes the exception.
+        (No pair per waiter: a write's outcomes are made at once, and the
+        collector runs when enough objects are made and alive.)
         """
         if len(reply) != 4 * len(self.runs):
             raise ValueError(
                 f"a batch of {len(self.runs)} streams got a reply of {len(reply)} values"
             )
-        out: list[tuple[W, str | BaseException]] = []
+        out: list[str | BaseException] = []
         # Once per token: the common run (one append, written) takes the short way.
         for run, first, written, epoch_part, message in zip(
             self.runs, reply[0::4], reply[1::4], reply[2::4], reply[3::4], strict=True
         ):
             if type(first) is not int or type(written) is not int:
                 raise ValueError(f"not numbers: {first!r}, {written!r}")
-            waiters = run.waiters
             if written:
                 prefix = _epoch_prefix(epoch_part)
                 if written == 1:
                     run.ids = ids = [prefix + _SEQ % first]
-                    out.append((waiters[0], ids[0]))
                 else:
                     # format_id(), inlined
                     run.ids = ids = [prefix + _SEQ % seq for seq in range(first, first + written)]
-                    out += zip(waiters, ids, strict=False)  # the written ones
-            if written < len(waiters):
+                out += ids[: len(run.entries)]  # the written ones
+            if written < len(run.entries):
                 text = message.decode() if isinstance(message, bytes) else str(message)
-                for waiter in waiters[written:]:
-                    out.append((waiter, error(run.stream, text)))
+                out += [error(run.stream, text) for _ in run.entries[written:]]
         return out
 
 
@@ -163,7 +180,7 @@ class GroupCommit(Generic[W]):
         self.max_events = max_events
         self.max_bytes = max_bytes
         # Insertion-ordered: the queue, with O(1) discard of a cancelled append.
-        self._queue: dict[W, tuple[str, bytes, Any]] = {}
+        self._queue: dict[W, Entry[W]] = {}
         self._bytes = 0
         self._since: float | None = None
         self._draining = False
@@ -175,7 +192,7 @@ class GroupCommit(Generic[W]):
         """Queue an append (``wire``: ``encode_append()``); ``item`` rides along."""
         if waiter in self._queue:
             raise ValueError("this waiter is already queued")
-        self._queue[waiter] = (stream, wire, item)
+        self._queue[waiter] = (waiter, stream, wire, item)
         self._bytes += len(wire)
         if self._since is None:
             self._since = now
@@ -185,7 +202,7 @@ class GroupCommit(Generic[W]):
         found = self._queue.pop(waiter, None)
         if found is None:
             return False
-        self._bytes -= len(found[1])
+        self._bytes -= len(found[2])
         if not self._queue:
             self._since = None
         return True
@@ -210,18 +227,17 @@ class GroupCommit(Generic[W]):
         # All of it, the common case: then no limit is checked per append.
         whole = len(queue) <= self.max_events and self._bytes < self.max_bytes
         taken = size = 0
-        for waiter, (stream, wire, item) in queue.items():
+        for entry in queue.values():
             if not whole and taken and (taken >= self.max_events or size >= self.max_bytes):
                 break
+            stream = entry[1]
             run = get(stream)
             if run is None:
-                runs[stream] = StreamRun(stream, waiter, wire, item)
+                runs[stream] = StreamRun(stream, [entry])
             else:
-                run.waiters.append(waiter)
-                run.wires.append(wire)
-                run.items.append(item)
+                run.entries.append(entry)
             taken += 1
-            size += len(wire)
+            size += len(entry[2])
         if whole:
             self._queue = {}
         else:

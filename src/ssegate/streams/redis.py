@@ -864,22 +864,22 @@ class RedisStore(StreamStore):
         groups: dict[int, list[StreamRun[asyncio.Future[str]]]] = {}
         for run in batch.runs:
             groups.setdefault(self._slot(run.stream), []).append(run)
-        return [Batch(runs, sum(len(r.wires) for r in runs)) for runs in groups.values()]
+        return [Batch(runs, sum(len(r.entries) for r in runs)) for runs in groups.values()]
 
     def _settle(self, batch: Batch[asyncio.Future[str]], reply: Any) -> list[tuple[str, int]]:
         """Each waiter's outcome from the write's reply (or its RedisError), the
         hubs handed what it stored; what advanced (or ended), with its new last number."""
-        outcomes: list[tuple[asyncio.Future[str], str | BaseException]]
+        outcomes: list[str | BaseException]  # in the order of batch.waiters()
         written: Sequence[Any] = ()  # the reply, once checked
         if isinstance(reply, RedisResponseError):  # the whole call was refused: nothing ran
             message = str(reply)
-            outcomes = [(w, _refused(r.stream, message)) for r in batch.runs for w in r.waiters]
+            outcomes = [_refused(r.stream, message) for r in batch.runs for _ in r.entries]
         elif isinstance(reply, RedisError):
-            outcomes = [(w, _unreachable(reply)) for w in batch.waiters()]
+            outcomes = [_unreachable(reply) for _ in batch.waiters()]
             self._read_back(batch)
         elif isinstance(reply, Exception):  # not Redis's doing
             text = f"the append failed: {reply!r}"
-            outcomes = [(w, _unavailable(text, reply)) for w in batch.waiters()]
+            outcomes = [_unavailable(text, reply) for _ in batch.waiters()]
             self._read_back(batch)
         else:
             try:
@@ -889,9 +889,9 @@ class RedisStore(StreamStore):
                 Exception
             ) as exc:  # not Redis's doing (an unexpected reply): still each one's own
                 text = f"the append failed: {exc!r}"
-                outcomes = [(w, _unavailable(text, exc)) for w in batch.waiters()]
+                outcomes = [_unavailable(text, exc) for _ in batch.waiters()]
                 self._read_back(batch)
-        for waiter, outcome in outcomes:
+        for waiter, outcome in zip(batch.waiters(), outcomes, strict=True):
             if waiter.done():  # its appender was cancelled meanwhile
                 continue
             if isinstance(outcome, str):
@@ -928,7 +928,7 @@ class RedisStore(StreamStore):
             # The appended events, with the ids outcomes() made for their appenders
             # (an Event is the tuple (data, event, id, retry)).
             if len(ids) == 1:
-                data, kind, _, retry = run.items[0]
+                data, kind, _, retry = run.entries[0][3]
                 events = [new(Event, (data, kind, ids[0], retry))]
             else:
                 events = [
