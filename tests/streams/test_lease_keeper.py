@@ -173,6 +173,30 @@ async def test_the_keeper_of_one_owner_renews_in_its_task() -> None:
     assert not y.lost
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_loop_moves_to_the_next_holder_on_asyncio_too() -> None:
+    store = CountingStore()
+    entered, leave = anyio.Event(), anyio.Event()
+
+    async def first() -> None:
+        async with hold_lease(store, "a", ttl=5, renew_every=0.01):
+            entered.set()
+            await leave.wait()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)  # its task group runs the keeper's loop
+            await entered.wait()
+            async with hold_lease(store, "b", ttl=5, renew_every=0.01) as b:
+                leave.set()  # the first leaves: its task group is left at once
+                # and "b" goes on being renewed, by the loop in this holder's task group
+                while [s for _, s in store.renewals[-3:]] != [["b"]] * 3:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                await b.end()
+    assert not b.lost
+    assert store._lease_keepers == {}
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_redis_renews_a_thousand_leases_in_one_round_of_calls(
