@@ -33,6 +33,7 @@ shared and noisy: read the ratios (the load average is printed).
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -251,10 +252,11 @@ async def target(
                     warm.start_soon(store.append, f"g{s}", Event("warm-up"))
             await wait_until(lambda: hub is None or joined == streams)
             cpu = time.process_time()
-            async with anyio.create_task_group() as producers:
-                start = time.perf_counter() + 0.05
-                for s in range(streams):
-                    producers.start_soon(produce, s, start)
+            with GcPauses() as pauses:
+                async with anyio.create_task_group() as producers:
+                    start = time.perf_counter() + 0.05
+                    for s in range(streams):
+                        producers.start_soon(produce, s, start)
         cpu = time.process_time() - cpu
     if isinstance(store, RedisStore):
         await delete_prefix(url, prefix)
@@ -267,7 +269,37 @@ async def target(
         "p50": pct(latencies, 0.5),
         "p99": pct(latencies, 0.99),
         "cpu_us": cpu / expected * 1e6,
+        "gc_full": pauses.full,
+        "gc_max_ms": pauses.longest * 1e3,
     }
+
+
+class GcPauses:
+    """The cyclic collector's pauses while measuring (``gc.callbacks``).
+
+    A full collection walks every tracked object in the process, the hub's
+    rings (up to ``queue_size`` events per stream, each in a page) included,
+    and stops the event loop, every stream on it, while it runs.
+    """
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.longest = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.longest = max(self.longest, time.perf_counter() - self._started)
+        self.full += info["generation"] == 2
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -383,7 +415,7 @@ async def target_table(
     )
     print(
         f"{'':30} {'delivered':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/token':>13} "
-        f"{'added by Redis':>15}"
+        f"{'added by Redis':>15} {'full GCs':>9} {'longest GC ms':>14}"
     )
     rows = []
     designs = [
@@ -399,7 +431,8 @@ async def target_table(
         added = r["cpu_us"] - rows[0]["cpu_us"]
         print(
             f"{label:30} {r['delivered']:9.1f}% {r['p50'] * 1e3:8.1f} {r['p99'] * 1e3:8.1f} "
-            f"{r['cpu_us']:13.1f} {added if rows[1:] else 0:15.1f}"
+            f"{r['cpu_us']:13.1f} {added if rows[1:] else 0:15.1f} {r['gc_full']:9.0f} "
+            f"{r['gc_max_ms']:14.1f}"
         )
     args.charts.table(
         f"{streams} streams read through a Hub: per-token p99",

@@ -135,7 +135,11 @@ def test_outcomes_give_each_waiter_its_own_id_or_error(clock: FakeClock) -> None
         1, 0, None, b"SSEGATE_ENDED done",  # b: ended
         3, 1, b"4294967295", b"WRONGTYPE x",  # c: one written, then an error
     ]  # fmt: skip
-    got = {w: o if isinstance(o, str) else repr(o) for w, o in batch.outcomes(reply, error)}
+    outcomes = batch.outcomes(reply, error)
+    got = {
+        w: o if isinstance(o, str) else repr(o)
+        for w, o in zip(batch.waiters(), outcomes, strict=True)
+    }
     assert got == {
         "a1": "00000010-000000000007",
         "a2": "00000010-000000000008",

@@ -20,6 +20,7 @@ PUBLIC = [
     "Gap",
     "Hub",
     "Lease",
+    "LeaseKeeper",
     "MemoryStore",
     "RedisStore",
     "StreamInfo",

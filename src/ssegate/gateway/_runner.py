@@ -15,7 +15,8 @@ stream with its outcome. Readers, on this replica or another, follow the store.
   lease renewal (every ``lease_renew`` seconds) notices and cancels its task.
   Cancelling closes the provider's stream, which closes the upstream connection.
 - **Leases.** The producing task holds a lease on its stream: if the process
-  dies, readers everywhere get an ``error`` event when it runs out.
+  dies, readers everywhere get an ``error`` event when it runs out. One
+  ``LeaseKeeper`` task renews all of them in one store call per tick.
 - **Shutdown.** Leaving the runner ends each running generation with an
   ``error`` event (``shutdown``, retryable) rather than leaving readers waiting
   for the lease to run out.
@@ -51,7 +52,7 @@ from ..llm import (
     Usage,
 )
 from ..llm.providers import stream_batches
-from ..streams import CANCELLED, DONE, ERROR, StreamStore, hold_lease
+from ..streams import CANCELLED, DONE, ERROR, LeaseKeeper, StreamStore
 from ._metrics import Metrics
 from ._models import Route
 from ._records import to_record
@@ -111,6 +112,9 @@ class Runner:
         self.grace = grace
         self.lease_ttl = lease_ttl
         self.lease_renew = min(lease_renew, lease_ttl / 2)
+        self._leases = LeaseKeeper(
+            store, lease_ttl, renew_every=self.lease_renew, sleep=sleep, clock=clock
+        )
         self._sleep = sleep
         self._clock = clock
         self._elsewhere = elsewhere or _nobody
@@ -135,6 +139,7 @@ class Runner:
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         self._tasks.start_soon(self._reap, name="ssegate-grace-timers")
+        self._tasks.start_soon(self._leases.run, name="ssegate-leases")
         return self
 
     async def __aexit__(
@@ -293,9 +298,8 @@ class Runner:
 
     async def _run(self, generation: Generation, route: Route, request: ChatRequest) -> None:
         try:
-            async with hold_lease(
-                self.store, generation.id, self.lease_ttl, renew_every=self.lease_renew
-            ) as lease:
+            # acquired by start()
+            async with self._leases.hold(generation.id, acquire=False) as lease:
                 outcome = await self._produce(generation, route, request)
                 await lease.end(outcome)
             if lease.lost:  # ended elsewhere: a stop from another replica

@@ -7,6 +7,8 @@ subscriber from one reader per process; ``stream_response()`` serves a read as
 an ``EventSourceResponse`` that honours ``Last-Event-ID`` (``last_event_id()``
 reads it from a request); ``default_transform`` is what that response sends for
 each stored item, for a ``transform`` that changes only some of them.
+``hold_lease()`` keeps a producer's lease alive (a ``LeaseKeeper`` renews many
+in one store call per tick).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._hub import Hub
-from ._lease import Lease, hold_lease
+from ._lease import Lease, LeaseKeeper, hold_lease
 from ._memory import MemoryStore
 from ._store import (
     CANCELLED,
@@ -49,6 +51,7 @@ __all__ = [
     "Gap",
     "Hub",
     "Lease",
+    "LeaseKeeper",
     "MemoryStore",
     "RedisStore",
     "StreamInfo",

@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from itertools import islice
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from ._store import EPOCH_WIDTH, ID_WIDTH
 
@@ -48,6 +49,10 @@ W = TypeVar("W", bound=Hashable)
 
 _length = struct.Struct(">I").pack
 _stream_head = struct.Struct(">II").pack
+#: An event's number in its id (format_id(), inlined: this is once per token).
+_SEQ = f"%0{ID_WIDTH}d"
+#: The ids of a run before its reply (shared: never appended to).
+_NO_IDS: list[str] = []
 #: The lengths of an empty event type and an empty retry (the common case).
 _NO_TYPE_NO_RETRY = bytes(8)
 
@@ -61,18 +66,34 @@ def encode_append(data: bytes, event: bytes = b"", retry: bytes = b"") -> bytes:
     )
 
 
+#: A queued append: its waiter, stream, wire form and item (one tuple from
+#: ``add()`` to the reply: the collector counts objects that live across its
+#: runs, and a write is in flight for a round trip).
+Entry: TypeAlias = tuple[W, str, bytes, Any]
+
+
 class StreamRun(Generic[W]):
-    """The appends of one stream in a batch, in queue order; once the reply is
-    in, the ids of those written (``ids``)."""
+    """The appends of one stream in a batch (``entries``), in queue order; once
+    the reply is in, the ids of those written (``ids``)."""
 
-    __slots__ = ("ids", "items", "stream", "waiters", "wires")
+    __slots__ = ("entries", "ids", "stream")
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, entries: list[Entry[W]]) -> None:
         self.stream = stream
-        self.waiters: list[W] = []
-        self.wires: list[bytes] = []
-        self.items: list[Any] = []
-        self.ids: list[str] = []
+        self.entries = entries
+        self.ids: list[str] = _NO_IDS
+
+    @property
+    def waiters(self) -> list[W]:
+        return [entry[0] for entry in self.entries]
+
+    @property
+    def wires(self) -> list[bytes]:
+        return [entry[2] for entry in self.entries]
+
+    @property
+    def items(self) -> list[Any]:
+        return [entry[3] for entry in self.entries]
 
 
 class Batch(Generic[W]):
@@ -90,7 +111,8 @@ class Batch(Generic[W]):
 
     def waiters(self) -> Iterator[W]:
         for run in self.runs:
-            yield from run.waiters
+            for entry in run.entries:
+                yield entry[0]
 
     def blob(self) -> bytes:
         """The whole batch as one string: per stream, its name after its length,
@@ -99,41 +121,49 @@ class Batch(Generic[W]):
         parts: list[bytes] = []
         for run in self.runs:
             name = run.stream.encode()
-            wires = b"".join(run.wires)
-            parts += (_length(len(name)), name, _stream_head(len(run.wires), len(wires)), wires)
+            entries = run.entries
+            wires = entries[0][2] if len(entries) == 1 else b"".join(run.wires)
+            parts += (_length(len(name)), name, _stream_head(len(entries), len(wires)), wires)
         return b"".join(parts)
 
     def outcomes(
         self,
         reply: Sequence[object],
         error: Callable[[str, str], BaseException],
-    ) -> Iterator[tuple[W, str | BaseException]]:
-        """Each waiter's id or exception, from a reply of four values per stream.
+    ) -> list[str | BaseException]:
+        """Each waiter's id or exception, in the order of ``waiters()``, from a
+        reply of four values per stream.
 
         Per stream the reply holds the number of its first appended event, how
         many of its appends were written, its epoch as the entry ids carry it
         (decimal), and an error message for the appends not written (``""``
         when all were). ``error(stream, message)`` makes the exception.
+        (No pair per waiter: a write's outcomes are made at once, and the
+        collector runs when enough objects are made and alive.)
         """
         if len(reply) != 4 * len(self.runs):
             raise ValueError(
                 f"a batch of {len(self.runs)} streams got a reply of {len(reply)} values"
             )
-        for i, run in enumerate(self.runs):
-            first, written, epoch_part, message = reply[4 * i : 4 * i + 4]
-            if not isinstance(first, int) or not isinstance(written, int):
+        out: list[str | BaseException] = []
+        # Once per token: the common run (one append, written) takes the short way.
+        for run, first, written, epoch_part, message in zip(
+            self.runs, reply[0::4], reply[1::4], reply[2::4], reply[3::4], strict=True
+        ):
+            if type(first) is not int or type(written) is not int:
                 raise ValueError(f"not numbers: {first!r}, {written!r}")
             if written:
                 prefix = _epoch_prefix(epoch_part)
-                # format_id(), inlined: this is once per token.
-                run.ids = ids = [
-                    f"{prefix}{seq:0{ID_WIDTH}d}" for seq in range(first, first + written)
-                ]
-                yield from zip(run.waiters, ids, strict=False)  # the written ones
-            if written < len(run.waiters):
+                if written == 1:
+                    run.ids = ids = [prefix + _SEQ % first]
+                else:
+                    # format_id(), inlined
+                    run.ids = ids = [prefix + _SEQ % seq for seq in range(first, first + written)]
+                out += ids[: len(run.entries)]  # the written ones
+            if written < len(run.entries):
                 text = message.decode() if isinstance(message, bytes) else str(message)
-                for waiter in run.waiters[written:]:
-                    yield waiter, error(run.stream, text)
+                out += [error(run.stream, text) for _ in run.entries[written:]]
+        return out
 
 
 class GroupCommit(Generic[W]):
@@ -150,7 +180,7 @@ class GroupCommit(Generic[W]):
         self.max_events = max_events
         self.max_bytes = max_bytes
         # Insertion-ordered: the queue, with O(1) discard of a cancelled append.
-        self._queue: dict[W, tuple[str, bytes, Any]] = {}
+        self._queue: dict[W, Entry[W]] = {}
         self._bytes = 0
         self._since: float | None = None
         self._draining = False
@@ -162,7 +192,7 @@ class GroupCommit(Generic[W]):
         """Queue an append (``wire``: ``encode_append()``); ``item`` rides along."""
         if waiter in self._queue:
             raise ValueError("this waiter is already queued")
-        self._queue[waiter] = (stream, wire, item)
+        self._queue[waiter] = (waiter, stream, wire, item)
         self._bytes += len(wire)
         if self._since is None:
             self._since = now
@@ -172,7 +202,7 @@ class GroupCommit(Generic[W]):
         found = self._queue.pop(waiter, None)
         if found is None:
             return False
-        self._bytes -= len(found[1])
+        self._bytes -= len(found[2])
         if not self._queue:
             self._since = None
         return True
@@ -192,30 +222,32 @@ class GroupCommit(Generic[W]):
     def take(self) -> Batch[W]:
         """The next write's appends, removed from the queue (at least one if any is queued)."""
         runs: dict[str, StreamRun[W]] = {}
-        taken: list[W] = []
-        size = 0
-        for waiter, (stream, wire, item) in self._queue.items():
-            if taken and (len(taken) >= self.max_events or size >= self.max_bytes):
+        get = runs.get
+        queue = self._queue
+        # All of it, the common case: then no limit is checked per append.
+        whole = len(queue) <= self.max_events and self._bytes < self.max_bytes
+        taken = size = 0
+        for entry in queue.values():
+            if not whole and taken and (taken >= self.max_events or size >= self.max_bytes):
                 break
-            run = runs.get(stream)
+            stream = entry[1]
+            run = get(stream)
             if run is None:
-                run = runs[stream] = StreamRun(stream)
-            run.waiters.append(waiter)
-            run.wires.append(wire)
-            run.items.append(item)
-            taken.append(waiter)
-            size += len(wire)
-        if len(taken) == len(self._queue):
-            self._queue.clear()
-            self._since = None
+                runs[stream] = StreamRun(stream, [entry])
+            else:
+                run.entries.append(entry)
+            taken += 1
+            size += len(entry[2])
+        if whole:
+            self._queue = {}
         else:
-            # What is left has waited as long as what was taken: it is due at
-            # once, with the next write (no new window).
-            for waiter in taken:
-                del self._queue[waiter]
-            self._since = float("-inf")
+            for waiter in list(islice(queue, taken)):
+                del queue[waiter]
+        # What is left has waited as long as what was taken: it is due at
+        # once, with the next write (no new window).
+        self._since = float("-inf") if self._queue else None
         self._bytes -= size
-        return Batch(list(runs.values()), len(taken))
+        return Batch(list(runs.values()), taken)
 
 
 #: Epochs seen in replies (a few per process: one per batch that created streams).

@@ -270,6 +270,16 @@ class MemoryStore(StreamStore):
     async def _lease(self, stream: str, ttl: float) -> None:
         self._writable(stream).lease_until = self._clock() + ttl
 
+    async def _renew_leases(self, streams: Sequence[str], ttl: float) -> list[str]:
+        ended = []
+        until = self._clock() + ttl
+        for stream in streams:
+            try:
+                self._writable(stream).lease_until = until
+            except StreamEnded:
+                ended.append(stream)
+        return ended
+
     async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]:
         names = list(self._streams) if streams is None else streams
         expired = []

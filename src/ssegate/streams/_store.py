@@ -44,7 +44,10 @@ Producer leases: ``acquire_lease(stream, ttl)`` (which creates the stream) and
 within ``ttl`` seconds. If the lease runs out (the producer's process died) the
 stream ends with outcome ``"failed"``: readers anywhere get ``End("failed")``
 instead of waiting forever, and the late producer's appends raise
-``StreamEnded``. ``hold_lease()`` renews one in the background.
+``StreamEnded``. ``renew_leases(streams, ttl)`` renews many in one call (a
+backend makes it one round trip; the default renews one by one) and returns
+those that have ended. ``hold_lease()`` renews one in the background, every
+lease of the process in one ``renew_leases`` per tick (``LeaseKeeper``).
 
 Retention: at most ``max_len`` events per stream (older ones are trimmed), and
 the stream is deleted ``ttl`` seconds after it ends.
@@ -86,10 +89,13 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple, Self, TypeAlias
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Self, TypeAlias
 
-from .._exceptions import StreamNotFound, UnknownEventId
+from .._exceptions import StreamEnded, StreamNotFound, UnknownEventId
 from ..protocol import Event
+
+if TYPE_CHECKING:
+    from ._lease import LeaseKeeper
 
 __all__ = [
     "CANCELLED",
@@ -345,6 +351,8 @@ class StreamStore(abc.ABC):
         self.max_len = max_len
         self.ttl = float(ttl)
         self.poll_interval = float(poll_interval)
+        #: The keepers ``hold_lease()`` shares, per (ttl, interval) (see ``_lease``).
+        self._lease_keepers: dict[tuple[float, float], LeaseKeeper] = {}
 
     # -- the contract -----------------------------------------------------
 
@@ -399,6 +407,17 @@ class StreamStore(abc.ABC):
     async def renew_lease(self, stream: str, ttl: float) -> None:
         """Extend the lease; ``StreamEnded`` if the stream ended (or its lease ran out)."""
         await self._lease(check_stream_name(stream), _check_ttl(ttl))
+
+    async def renew_leases(self, streams: Sequence[str], ttl: float) -> list[str]:
+        """Renew the leases of ``streams`` together, each as ``renew_lease`` would;
+        the streams that have ended (their lease not renewed) are returned.
+
+        ``StoreUnavailable`` if the store cannot be reached: some may have been
+        renewed, renew them all again.
+        """
+        for stream in streams:
+            check_stream_name(stream)
+        return await self._renew_leases(streams, _check_ttl(ttl))
 
     async def expire_leases(self, streams: Sequence[str] | None = None) -> list[str]:
         """End (as ``"failed"``) those of ``streams`` (default: all) whose lease ran out."""
@@ -481,6 +500,17 @@ class StreamStore(abc.ABC):
 
     @abc.abstractmethod
     async def _lease(self, stream: str, ttl: float) -> None: ...
+
+    async def _renew_leases(self, streams: Sequence[str], ttl: float) -> list[str]:
+        """``renew_leases`` without the checks: backends make it one round trip;
+        this default, for stores that do not, renews one lease at a time."""
+        ended = []
+        for stream in streams:
+            try:
+                await self._lease(stream, ttl)
+            except StreamEnded:
+                ended.append(stream)
+        return ended
 
     @abc.abstractmethod
     async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]: ...

@@ -295,6 +295,35 @@ return 1
 """
 )
 
+# KEYS: notify (on Redis Cluster instead: log and meta of each stream, all in one
+# slot); ARGV: ttl_ms, lease_ms, the epoch for the streams this call creates,
+# the key prefix, the streams' names (one string, space-separated: redis-py's
+# cost is per argument) -> the positions (1-based) of the streams that have
+# ended (or just ended as failed): their leases are not renewed.
+# Each stream as _LEASE, in two commands (HMGET, HSET) when it exists.
+_LEASE_MANY = (
+    _LIB
+    + """
+local ttl, epoch, prefix = ARGV[1], ARGV[3], ARGV[4]
+local deadline = now_ms() + tonumber(ARGV[2])
+local reply = {}
+local k = 0
+for name in string.gmatch(ARGV[5], '%S+') do
+  k = k + 1
+  local key = prefix .. '{' .. name .. '}'
+  local log, meta = key .. ':log', key .. ':meta'
+  local m = redis.call('HMGET', meta, 'outcome', 'lease', 'last')
+  if ended_as(log, meta, m[1], m[2], ttl) then
+    reply[#reply + 1] = k
+  else
+    if not m[3] then create(meta, epoch) end
+    redis.call('HSET', meta, 'lease', deadline)
+  end
+end
+return reply
+"""
+)
+
 # KEYS: log and meta of each stream, then notify; ARGV: ttl_ms -> per stream, 1 if this call
 # ended it as failed (its lease ran out), else 0
 _EXPIRE = (
@@ -373,6 +402,10 @@ NOTIFY_BATCH = 256
 #: Where an announcement's number is unknown (an end, told by the client): any
 #: hub following the stream reads it.
 _ANY = 1 << 62
+
+#: Streams per lease renewal call (the script blocks Redis while it runs: a
+#: few hundred streams take about a millisecond).
+LEASE_BATCH = 500
 
 #: URL schemes of a Redis Cluster (any one node's address).
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
@@ -510,6 +543,7 @@ class RedisStore(StreamStore):
         self._create_script = self.redis.register_script(_CREATE)
         self._end_script = self.redis.register_script(_END)
         self._lease_script = self.redis.register_script(_LEASE)
+        self._lease_many_script = self.redis.register_script(_LEASE_MANY)
         self._expire_script = self.redis.register_script(_EXPIRE)
         self._read_script = self.redis.register_script(_READ)
         self._ttl_ms = max(int(self.ttl * 1000), 1)
@@ -830,34 +864,34 @@ class RedisStore(StreamStore):
         groups: dict[int, list[StreamRun[asyncio.Future[str]]]] = {}
         for run in batch.runs:
             groups.setdefault(self._slot(run.stream), []).append(run)
-        return [Batch(runs, sum(len(r.wires) for r in runs)) for runs in groups.values()]
+        return [Batch(runs, sum(len(r.entries) for r in runs)) for runs in groups.values()]
 
     def _settle(self, batch: Batch[asyncio.Future[str]], reply: Any) -> list[tuple[str, int]]:
         """Each waiter's outcome from the write's reply (or its RedisError), the
         hubs handed what it stored; what advanced (or ended), with its new last number."""
-        outcomes: list[tuple[asyncio.Future[str], str | BaseException]]
+        outcomes: list[str | BaseException]  # in the order of batch.waiters()
         written: Sequence[Any] = ()  # the reply, once checked
         if isinstance(reply, RedisResponseError):  # the whole call was refused: nothing ran
             message = str(reply)
-            outcomes = [(w, _refused(r.stream, message)) for r in batch.runs for w in r.waiters]
+            outcomes = [_refused(r.stream, message) for r in batch.runs for _ in r.entries]
         elif isinstance(reply, RedisError):
-            outcomes = [(w, _unreachable(reply)) for w in batch.waiters()]
+            outcomes = [_unreachable(reply) for _ in batch.waiters()]
             self._read_back(batch)
         elif isinstance(reply, Exception):  # not Redis's doing
             text = f"the append failed: {reply!r}"
-            outcomes = [(w, _unavailable(text, reply)) for w in batch.waiters()]
+            outcomes = [_unavailable(text, reply) for _ in batch.waiters()]
             self._read_back(batch)
         else:
             try:
-                outcomes = list(batch.outcomes(reply, _refused))
+                outcomes = batch.outcomes(reply, _refused)
                 written = reply
             except (
                 Exception
             ) as exc:  # not Redis's doing (an unexpected reply): still each one's own
                 text = f"the append failed: {exc!r}"
-                outcomes = [(w, _unavailable(text, exc)) for w in batch.waiters()]
+                outcomes = [_unavailable(text, exc) for _ in batch.waiters()]
                 self._read_back(batch)
-        for waiter, outcome in outcomes:
+        for waiter, outcome in zip(batch.waiters(), outcomes, strict=True):
             if waiter.done():  # its appender was cancelled meanwhile
                 continue
             if isinstance(outcome, str):
@@ -884,24 +918,30 @@ class RedisStore(StreamStore):
 
         Their subscribers get it now, without the round trips of a read.
         """
+        hubs = [(waker, waker.deliver) for waker in self._hubs if waker.deliver is not None]
+        if not hubs:
+            return
         new = tuple.__new__
-        for i, run in enumerate(batch.runs):
-            first = reply[4 * i]
+        for run, first in zip(batch.runs, reply[0::4], strict=True):
             if not (ids := run.ids):
                 continue
-            # The appended events, with the ids outcomes() made for their appenders.
-            events = [
-                new(Event, (event.data, event.event, id_, event.retry))
-                for event, id_ in zip(run.items, ids, strict=False)  # the written ones
-            ]
-            page = Page(first, events, epoch=ids[0][:EPOCH_WIDTH])
-            for waker in self._hubs:
-                if waker.deliver is None:
-                    continue
-                if not waker.deliver(run.stream, page) and run.stream not in waker.pending:
+            # The appended events, with the ids outcomes() made for their appenders
+            # (an Event is the tuple (data, event, id, retry)).
+            if len(ids) == 1:
+                data, kind, _, retry = run.entries[0][3]
+                events = [new(Event, (data, kind, ids[0], retry))]
+            else:
+                events = [
+                    new(Event, (event[0], event[1], id_, event[3]))
+                    for event, id_ in zip(run.items, ids, strict=False)  # the written ones
+                ]
+            page = new(Page, (first, events, None, 0, True, ids[0][:EPOCH_WIDTH]))
+            stream = run.stream
+            for waker, deliver in hubs:
+                if not deliver(stream, page) and stream not in waker.pending:
                     # Its hub is behind on the stream (and skips this write's
                     # notification): it reads it at once.
-                    waker.pending.add(run.stream)
+                    waker.pending.add(stream)
                     self._wake_soon(waker)
 
     def _read_back(self, batch: Batch[asyncio.Future[str]]) -> None:
@@ -1054,10 +1094,12 @@ class RedisStore(StreamStore):
                     continue
                 if key == notify:
                     waker.notify_id = entries[-1][0]
+                    own = self._id + b" "
                     for _, fields in entries:
-                        announced = fields[b"s"].split()
-                        if announced[0] == self._id:
-                            continue  # handed over (see _hand_over)
+                        text = fields[b"s"]
+                        if text.startswith(own):
+                            continue  # handed over (see _hand_over); not split
+                        announced = text.split()
                         for i in range(1, len(announced), 2):
                             stream = announced[i].decode()
                             cursor = cursors.get(stream)
@@ -1139,6 +1181,35 @@ class RedisStore(StreamStore):
             if self.cluster:  # maybe just now, its lease having run out
                 self._announce_soon([(stream, _ANY)], b"-")
             raise
+
+    async def _renew_leases(self, streams: Sequence[str], ttl: float) -> list[str]:
+        """One script call per ``LEASE_BATCH`` streams (per hash slot on Redis
+        Cluster), sent side by side: a replica's every lease in one round trip."""
+        groups: list[list[str]] = []
+        for start in range(0, len(streams), LEASE_BATCH):
+            groups += self._by_slot(streams[start : start + LEASE_BATCH])
+        common: list[Any] = [self._ttl_ms, max(int(ttl * 1000), 1), _epoch_bytes(), self._prefix]
+        calls: list[tuple[list[bytes] | list[str], list[Any]]] = [
+            (
+                self._many_keys(group) if self.cluster else [self._notify_key],
+                [*common, " ".join(group).encode()],
+            )
+            for group in groups
+        ]
+        async with self._errors():
+            if len(calls) == 1:
+                replies: list[Any] = [
+                    await self._lease_many_script(keys=calls[0][0], args=calls[0][1])
+                ]
+            else:
+                replies = await self._call_each(self._lease_many_script, calls)
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
+        ended = [group[k - 1] for group, reply in zip(groups, replies, strict=True) for k in reply]
+        if self.cluster:  # maybe just now, their leases having run out
+            self._announce_soon([(stream, _ANY) for stream in ended], b"-")
+        return ended
 
     async def _expire_leases(self, streams: Sequence[str] | None) -> list[str]:
         async with self._errors():

@@ -445,6 +445,35 @@ async def check_lease(suite: _Suite, store: StreamStore, read: Reader) -> None:
     _eq((await store.info("held")).ended, False, "the other stream is untouched")
 
 
+async def check_renew_leases(suite: _Suite, store: StreamStore, read: Reader) -> None:
+    # Many names: on Redis Cluster they span hash slots (the call is split per slot).
+    names = [f"batch-{n}" for n in range(24)]
+    lease = 0.3
+    await store.acquire_lease("not-renewed", lease)
+    await store.acquire_lease("canary", lease)
+    for name in names:
+        await store.acquire_lease(name, lease)
+    await store.end(names[5], "cancelled")  # stopped elsewhere
+    _eq(await store.renew_leases([], 60), [], "renew_leases of no stream")
+    await _raises(ValueError, store.renew_leases(["no spaces"], 60))
+    await _raises(ValueError, store.renew_leases(names, 0))
+    ended = await store.renew_leases(names, 60)
+    _eq(ended, [names[5]], "renew_leases returns the streams that have ended")
+
+    async def canary_failed() -> bool:
+        return await store.expire_leases(["canary"]) == ["canary"]
+
+    await suite.pass_time(lease + 0.01, canary_failed)
+    _eq(await store.expire_leases(names), [], "the renewed leases outlive their first ttl")
+    # A lease that ran out is found by the renewal, which ends the stream as failed.
+    ended = await store.renew_leases(["not-renewed", names[0]], 60)
+    _eq(ended, ["not-renewed"], "renew_leases after a lease ran out")
+    _eq((await store.info("not-renewed")).outcome, FAILED, "a lease that ran out")
+    _eq((await store.info(names[5])).outcome, "cancelled", "the first outcome stands")
+    _eq((await store.info(names[0])).ended, False, "a renewed stream goes on")
+    await store.append(names[0], Event("still producing"))
+
+
 _READ_CHECKS = [
     check_append_and_read,
     check_epochs,
@@ -458,7 +487,7 @@ _READ_CHECKS = [
     check_lease,
     check_retention_gap,
 ]
-_OTHER_CHECKS = [check_concurrent_appends, check_info]
+_OTHER_CHECKS = [check_concurrent_appends, check_info, check_renew_leases]
 _OPTIONS: dict[Any, dict[str, Any]] = {
     check_info: {"max_len": 3},
     check_retention_gap: {"max_len": 3},
