@@ -66,7 +66,11 @@ def test_a_real_ssegate_serve_process(tmp_path: Path) -> None:
             "GET", base + "/v1/topics/news", params={"last_event_id": ""}
         ) as response:
             lines = response.iter_lines()
-            assert [next(lines) for _ in range(2)] == [f"id: {event_id}", 'data: {"a": 1}']
+            assert [next(lines) for _ in range(3)] == [
+                "retry: 1000",
+                f"id: {event_id}",
+                'data: {"a": 1}',
+            ]
     output, _ = process.communicate(timeout=30)
     text = output.decode()
     assert f"API {base}/v1  docs {base}/docs" in text

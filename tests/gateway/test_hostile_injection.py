@@ -118,7 +118,7 @@ def test_data_that_looks_like_fields_stays_data(server: UvicornThread) -> None:
     first, second = kept.split(b"\n\n")[:2]
     ids = [line for line in kept.split(b"\n") if line.startswith(b"id: ")]
     assert first == (
-        ids[0] + b"\ndata: a\ndata: id: 999\ndata: event: admin\ndata: \n"
+        b"retry: 1000\n" + ids[0] + b"\ndata: a\ndata: id: 999\ndata: event: admin\ndata: \n"
         b"data: retry: 1\ndata: \ndata: data: forged\xe2\x80\xa8\xc2\x85 z"
     )
     assert second == ids[1] + b"\ndata: end"
