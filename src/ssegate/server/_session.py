@@ -21,8 +21,9 @@ to the task, and every value, exception and cancellation back down, exactly as
 else in the same task (trio and anyio tie waiters and cancel scopes to the
 task), which is why the collected batch is sent by the aside task.
 
-Keep-alive and shutdown grace are timers (callbacks, no task), and a keep-alive
-comment is sent by an aside task like a hand-over. There is no lock: the pump
+Keep-alive and shutdown grace are timers (callbacks, no task; on asyncio the
+keep-alives of all streams share one loop timer, ``_keepalive``), and a
+keep-alive comment is sent by an aside task like a hand-over. There is no lock: the pump
 waits for a running aside task before it sends, and pings are skipped while the
 pump is sending (bytes are on their way anyway).
 
@@ -226,7 +227,7 @@ class Session(ABC):
         self.quiet_since = self.now()
         ping = self.options.ping
         if ping is not None:
-            self.timer = self.call_at(self.quiet_since + ping, self._ping_due)
+            self.schedule_ping(self.quiet_since + ping, ping)
         if self.shutdown is not None:
             self.unsubscribe = self.shutdown.subscribe(self._on_shutdown)
 
@@ -234,7 +235,8 @@ class Session(ABC):
         """Stop the timers, stop listening for shutdown, tell ``on_close``."""
         self.finished = True
         self.closed = True
-        for timer in (self.timer, self.grace_timer, self.hard_timer):
+        self.stop_pings()
+        for timer in (self.grace_timer, self.hard_timer):
             if timer is not None:
                 timer.cancel()
         if self.unsubscribe is not None:
@@ -464,7 +466,16 @@ class Session(ABC):
             if done is not None:
                 done.set()
 
-    def _ping_due(self) -> None:
+    def schedule_ping(self, when: float, interval: float) -> None:
+        """Have ``ping_due`` called at ``when`` (a timer of the stream's own)."""
+        self.timer = self.call_at(when, self.ping_due)
+
+    def stop_pings(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def ping_due(self) -> None:
         self.timer = None
         ping = self.options.ping
         if self.finished or ping is None:
@@ -475,7 +486,7 @@ class Session(ABC):
                 self.hand_over(PING)
             # else bytes are already on their way (or stuck, for send_timeout)
             self.quiet_since = now
-        self.timer = self.call_at(self.quiet_since + ping, self._ping_due)
+        self.schedule_ping(self.quiet_since + ping, ping)
 
     def gone(self, reason: CloseReason) -> None:
         if self.cut is None:
