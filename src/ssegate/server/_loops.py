@@ -149,6 +149,7 @@ class AsyncioSession(Session):
         self.task = task = asyncio.current_task()
         try:
             await self.open(status, headers)
+            del headers  # not kept for the stream's life
             watcher = self.start_watch()
             ended = CloseReason.COMPLETED
             tail = b""

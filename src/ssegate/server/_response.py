@@ -178,11 +178,7 @@ class EventSourceResponse(Response):
             )
         self.status_code = status_code
         self.background = background
-        if headers is None and type(self) is EventSourceResponse:
-            # What the general path below makes, without making it again for
-            # every stream: the pairs are shared, the list is the response's own.
-            self.raw_headers = list(_RAW_SSE_HEADERS)
-        else:
+        if headers is not None or type(self) is not EventSourceResponse:
             self.init_headers(headers)
             present = {name for name, _ in self.raw_headers}
             self.raw_headers += [pair for pair in _RAW_SSE_HEADERS if pair[0] not in present]
@@ -197,7 +193,25 @@ class EventSourceResponse(Response):
         if scope.get("method") == "HEAD":
             return self._head(send)
         session = open_session(scope, receive, send, self.content, self.options)
-        return session.run(self.status_code, self.raw_headers, self)
+        headers = self._raw_headers
+        if headers is None:  # a list only for the start message, not kept
+            headers = list(_RAW_SSE_HEADERS)
+        return session.run(self.status_code, headers, self)
+
+    # The header pairs: made on first use. With no headers given, a stream
+    # keeps no list of its own for its whole life (only its start message had one).
+    _raw_headers: list[tuple[bytes, bytes]] | None = None
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        headers = self._raw_headers
+        if headers is None:
+            headers = self._raw_headers = list(_RAW_SSE_HEADERS)
+        return headers
+
+    @raw_headers.setter
+    def raw_headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        self._raw_headers = value
 
     async def finished(self, reason: CloseReason) -> None:
         """Called by the session once the stream has ended (not if cancelled)."""

@@ -299,8 +299,9 @@ class Session(ABC):
         send = self.send
         untimed = self.options.send_timeout is None
         # A bytearray, not a list of parts: it is not tracked by the cyclic
-        # collector, and a stream keeps it for as long as it lives.
-        batch = bytearray()
+        # collector; made when an item comes ready and dropped once sent, so a
+        # stream whose items come after waits (or not at all) keeps none.
+        batch: bytearray | None = None
         try:
             while True:
                 if self.stop:
@@ -311,10 +312,13 @@ class Session(ABC):
                 except StopIteration as ready:
                     # Ready without waiting: more may be, so collect them.
                     data = encode_item(ready.value)
-                    batch += data
+                    if batch is None:
+                        batch = bytearray(data)
+                    else:
+                        batch += data
                     if len(batch) >= MAX_BATCH_SIZE:
                         data = bytes(batch)
-                        batch.clear()
+                        batch = None
                         yield from self.send_body(data)
                         # A producer that never waits would otherwise keep the
                         # event loop (and every other stream) until backpressure.
@@ -323,9 +327,9 @@ class Session(ABC):
                 except StopAsyncIteration:
                     break
                 # The producer waits: what was collected goes now, aside.
-                if batch:
+                if batch is not None:
                     data = bytes(batch)
-                    batch.clear()
+                    batch = None
                     if not (untimed and self.aside_done is None and self.send_now(data)):
                         self.hand_over(data)
                 try:
@@ -377,9 +381,9 @@ class Session(ABC):
                 else:
                     yield from self.send_body(data)
         except BaseException:
-            self.unsent = bytes(batch)
+            self.unsent = b"" if batch is None else bytes(batch)
             raise
-        return bytes(batch)
+        return b"" if batch is None else bytes(batch)
 
     async def send_body(self, data: bytes) -> None:
         """The pump's own send, after any aside send (order is kept)."""

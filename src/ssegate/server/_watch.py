@@ -4,11 +4,12 @@ A stream must learn that its client left while its producer is quiet, so
 something waits on ``receive()`` for the stream's whole life. uvicorn's
 ``receive`` awaits its request cycle's ``message_event`` (a plain
 ``asyncio.Event``) and nothing else: no ``current_task()``, no cancel scope.
-So instead of a task, the watcher puts a future of its own among the event's
-waiters, as ``Event.wait()`` would, and calls ``receive()`` only once the event
-is set, when it returns at once. An idle stream then keeps no watcher task (its
-coroutine, context and weak reference), no ``receive()`` coroutine and no
-``Event.wait()`` coroutine: one future and this object (measured in
+So instead of a task, the watcher puts itself among the event's waiters,
+where ``Event.wait()`` puts a future (``Event.set()`` calls only ``done()``
+and ``set_result()`` on each), and calls ``receive()`` only once the event is
+set, when it returns at once. An idle stream then keeps no watcher task (its
+coroutine, context and weak reference), no ``receive()`` coroutine, no
+``Event.wait()`` coroutine and no future: this one small object (measured in
 ``benchmarks/server.py``'s memory rows; see ``_response.py``).
 
 If the request cycle is not shaped as expected (another uvicorn version), the
@@ -69,13 +70,15 @@ class Watch:
     """The watcher of one stream (see the module docstring). Its callbacks run
     in the session's context; during them ``asyncio.current_task()`` is ``None``."""
 
-    __slots__ = ("cycle", "session", "step", "stopped", "waiting")
+    __slots__ = ("cycle", "listening", "session", "step", "stopped", "waiting", "woken")
 
     def __init__(self, session: AsyncioSession) -> None:
         self.session = session
         self.cycle = _cycle_of(session.receive)
         self.step: Any = None  # a receive() coroutine being stepped
-        self.waiting: asyncio.Future[Any] | None = None
+        self.waiting: asyncio.Future[Any] | None = None  # one receive() waits on
+        self.listening = False  # among the message event's waiters
+        self.woken = False  # and the event was set since
         self.stopped = False
 
     def start(self) -> Watch:
@@ -117,7 +120,7 @@ class Watch:
 
     def wait_for_message(self) -> bool:
         """If ``receive()`` would wait now, wait as it would, without calling it:
-        a future of ours among the message event's waiters. Says whether it does."""
+        this object among the message event's waiters. Says whether it does."""
         cycle = self.cycle
         if (
             cycle is None
@@ -128,20 +131,30 @@ class Watch:
         ):
             return False
         cycle.flow.resume_reading()  # as receive() does before it waits
-        waiting = self.session.loop.create_future()
-        cycle.message_event._waiters.append(waiting)
-        waiting.add_done_callback(self.resume, context=self.session.context)
-        self.waiting = waiting
+        cycle.message_event._waiters.append(self)
+        self.listening = True
         return True
 
+    # What ``asyncio.Event.set()`` calls on each of its waiters, which
+    # ``Event.wait()`` makes futures: this object stands in for one.
+
+    def done(self) -> bool:
+        return self.woken or not self.listening
+
+    def set_result(self, _result: object) -> None:
+        # Later, as a future's callback would run: the event is iterating its
+        # waiters now, so this one cannot leave them yet.
+        self.woken = True
+        self.session.loop.call_soon(self.resume, None, context=self.session.context)
+
     def forget_waiting(self) -> None:
-        waiting, self.waiting = self.waiting, None
-        if waiting is None:
-            return
-        waiting.remove_done_callback(self.resume)
-        if self.step is None and self.cycle is not None:  # ours, not receive()'s
+        if self.listening:
+            self.listening = self.woken = False
             with contextlib.suppress(ValueError):
-                self.cycle.message_event._waiters.remove(waiting)
+                self.cycle.message_event._waiters.remove(self)
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None:
+            waiting.remove_done_callback(self.resume)
 
     def cancel(self) -> None:
         self.stopped = True
