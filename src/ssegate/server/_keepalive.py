@@ -71,6 +71,12 @@ class KeepAliveWheel:
             bucket.discard(stream)
             if not bucket:
                 del self.buckets[moment]
+                if not self.buckets:  # the last stream left: no timer either
+                    self.moments.clear()
+                    if self.handle is not None:
+                        self.handle.cancel()
+                        self.handle = None
+                        self.handle_at = math.inf
 
     def schedule(self, moment: float) -> None:
         if self.handle is not None:
@@ -80,7 +86,7 @@ class KeepAliveWheel:
 
     def fire(self) -> None:
         self.handle = None
-        self.handle_at = math.inf
+        self.handle_at = -math.inf  # streams added meanwhile: scheduled below
         now = self.loop.time()
         moments = self.moments
         due: list[set[Pinged]] = []
@@ -96,9 +102,10 @@ class KeepAliveWheel:
                     stream.context.run(stream.ping_due)
                 except Exception:
                     logger.exception("event stream keep-alive failed")
+        self.handle_at = math.inf
         while moments and moments[0] not in self.buckets:
             heapq.heappop(moments)
-        if moments and self.handle is None:
+        if moments:
             self.schedule(moments[0])
 
 

@@ -248,11 +248,13 @@ class _Timer:
 class AnyioSession(Session):
     """Task groups and cancel scopes from anyio: any backend (trio in practice)."""
 
-    __slots__ = ("pump_scope", "tasks")
+    __slots__ = ("pump_scope", "sender_wakeup", "tasks")
 
     def init_loop(self) -> AnyioSession:
         self.pump_scope = anyio.CancelScope()
         self.tasks: anyio.abc.TaskGroup | None = None
+        # Set to wake the stream's sender task, once it has started.
+        self.sender_wakeup: anyio.Event | None = None
         return self
 
     def now(self) -> float:
@@ -274,8 +276,24 @@ class AnyioSession(Session):
         return anyio.Event()
 
     def spawn_aside(self) -> None:
+        wakeup = self.sender_wakeup
+        if wakeup is not None:
+            wakeup.set()
+            return
         assert self.tasks is not None
-        self.tasks.start_soon(self.aside)
+        self.sender_wakeup = anyio.Event()
+        self.tasks.start_soon(self.sender)
+
+    async def sender(self) -> None:
+        """Send each hand-over (``aside``), one after another: one task for
+        the stream's life, started at its first hand-over, where asyncio (whose
+        waits any task may finish) starts one only for a send that must wait."""
+        while True:
+            await self.aside()
+            # No checkpoint since aside() ended: no hand-over can come before
+            # this event exists, and each one after it sets it.
+            wakeup = self.sender_wakeup = anyio.Event()
+            await wakeup.wait()
 
     def cancel_pump(self) -> None:
         self.pump_scope.cancel()

@@ -6,11 +6,13 @@ Per stream there is the request's own task, the *pump*, and one *watcher*:
   ready together (the producer did not wait between them) leave in one
   ``http.response.body`` message of up to ``MAX_BATCH_SIZE``; an item that came
   after a wait is sent at once. Nothing is held back for a later item: when the
-  producer starts to wait, what was collected is handed to a short-lived
-  *aside* task to send;
+  producer starts to wait, what was collected is sent *aside*: on asyncio by
+  the pump itself when the send needs no waiting, else by a short-lived task
+  that finishes it; on trio by the stream's one sender task;
 * the watcher only waits on ``receive()`` for ``http.disconnect``: a task of its
-  own, except on asyncio under uvicorn, whose ``receive`` awaits plain futures,
-  so the watcher steps it from their callbacks with no task at all (``_loops``).
+  own, except on asyncio under uvicorn, whose ``receive`` awaits a plain
+  ``asyncio.Event``: there the watcher waits on that event with no task and no
+  coroutine at all (``_watch``).
 
 How the pump knows an item is ready: Python offers no ``ready()`` on an async
 iterator, but a coroutine answers the question when it is stepped once: it
@@ -23,8 +25,8 @@ task), which is why the collected batch is sent by the aside task.
 
 Keep-alive and shutdown grace are timers (callbacks, no task; on asyncio the
 keep-alives of all streams share one loop timer, ``_keepalive``), and a
-keep-alive comment is sent by an aside task like a hand-over. There is no lock: the pump
-waits for a running aside task before it sends, and pings are skipped while the
+keep-alive comment is handed over like a batch. There is no lock: the pump
+waits for a running aside send before it sends, and pings are skipped while the
 pump is sending (bytes are on their way anyway).
 
 Whatever ends the stream (the producer finishing or failing, the client leaving,
