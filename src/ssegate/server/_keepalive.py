@@ -9,6 +9,12 @@ a set; the buckets' moments are in a heap and one loop timer waits for the
 earliest. A stream costs its entry in one set. A keep-alive leaves at most
 ``RESOLUTION_S`` (or ``ping / 8``) later than it would on its own timer, never
 earlier. Streams that end leave their bucket at once (nothing of them is kept).
+
+Measured in one uvicorn process (uvloop) holding 5 000 idle streams on a
+Starlette ``Route`` with ``ping=1``, server CPU over 10 s, two runs on a
+shared 2-core machine (load average ~5): 2.46 and 2.16 s with a timer per
+stream, 1.89 and 1.48 s with the wheel (most of what is left is sending the
+comments).
 """
 
 from __future__ import annotations
