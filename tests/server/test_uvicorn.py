@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -327,13 +328,18 @@ def test_an_open_stream_waits_for_the_client_to_leave_without_a_task(
 ) -> None:
     tasks: list[str] = []
 
+    waiters: list[str] = []
+
     async def idle(request: Request) -> EventSourceResponse:
         async def gen() -> AsyncIterator[str]:
             try:
                 yield "first"
                 # The stream is open and waits for its client to leave: every
-                # task now running, by what it runs.
+                # task now running, by what it runs, and what waits on the
+                # request cycle's message event.
                 tasks.extend(sorted(t.get_coro().__qualname__ for t in asyncio.all_tasks()))
+                cycle = request.receive.__self__  # type: ignore[attr-defined]
+                waiters.extend(type(w).__name__ for w in cycle.message_event._waiters)
                 await anyio.sleep_forever()
                 yield "never"
             finally:
@@ -350,6 +356,47 @@ def test_an_open_stream_waits_for_the_client_to_leave_without_a_task(
         # uvicorn's own task and the request's: the stream has none (a watcher
         # task per stream would cost every idle stream ~600 bytes)
         assert tasks == ["RequestResponseCycle.run_asgi", "Server.serve"]
+        # and no receive() coroutine with a future: the watcher itself waits
+        assert waiters == ["Watch"]
+        assert probe.finally_ran.wait(WAIT)
+        assert probe.closed.wait(WAIT)
+    assert probe.reasons == [CloseReason.CLIENT_GONE]
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_request_body_parts_are_read_while_the_stream_is_open(http: str, probe: Probe) -> None:
+    """The rest of a request body arrives while the stream is open: the watcher
+    reads it (receive() returns http.request), waits again, and still hears
+    the client leave."""
+    waiters: list[str] = []
+
+    async def upload(request: Request) -> EventSourceResponse:
+        async def gen() -> AsyncIterator[str]:
+            try:
+                yield "first"
+                cycle = request.receive.__self__  # type: ignore[attr-defined]
+                await cycle.message_event.wait()  # set by the rest of the body
+                await anyio.lowlevel.checkpoint()
+                waiters.extend(type(w).__name__ for w in cycle.message_event._waiters)
+                yield "second"
+                await anyio.sleep_forever()
+                yield "never"
+            finally:
+                probe.finally_ran.set()
+
+        return EventSourceResponse(gen(), on_close=probe.on_close)
+
+    app = Starlette(routes=[Route("/upload", upload, methods=["POST"])])
+    with serve(app, http=http, lifespan="off") as server:
+        with socket.create_connection((server.host, server.port), timeout=WAIT) as sock:
+            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nhello")
+            received = b""
+            while b"data: first\n\n" not in received:
+                received += sock.recv(65536)
+            sock.sendall(b"world")
+            while b"data: second\n\n" not in received:
+                received += sock.recv(65536)
+        assert waiters == ["Watch"]  # the body part was read, and it waits again
         assert probe.finally_ran.wait(WAIT)
         assert probe.closed.wait(WAIT)
     assert probe.reasons == [CloseReason.CLIENT_GONE]

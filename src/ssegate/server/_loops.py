@@ -1,8 +1,8 @@
 """The event-loop specific halves of a stream session: native asyncio, and anyio.
 
-uvicorn runs asyncio, where a stream costs a timer handle and, unless the
-receive callable is uvicorn's own (then it is waited on without a task), one
-extra task;
+uvicorn runs asyncio, where a stream costs an entry in the loop's keep-alive
+wheel and, unless the receive callable is uvicorn's own (then it is waited on
+without a task), one extra task;
 anyio's task groups and cancel scopes cost several times more per stream (each
 cancellation formats the repr of a task), so they are used only on other
 backends (trio), where correctness matters more than the last microsecond.
@@ -20,8 +20,10 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from ._keepalive import keepalive_wheel
 from ._options import CLOSE_TIMEOUT_S, CloseReason
 from ._session import After, Cancellable, Cut, Message, Session, Signal
+from ._watch import Watch, plain_receive
 
 __all__ = ["AnyioSession", "AsyncioSession"]
 
@@ -31,10 +33,11 @@ logger = logging.getLogger("ssegate.server")
 class AsyncioSession(Session):
     """Tasks, timers and cancellation straight from asyncio."""
 
-    __slots__ = ("context", "loop", "pump_active", "pump_cancelled", "task")
+    __slots__ = ("context", "loop", "ping_at", "pump_active", "pump_cancelled", "task")
 
     def init_loop(self, loop: asyncio.AbstractEventLoop) -> AsyncioSession:
         self.loop = loop
+        self.ping_at: float | None = None  # the keep-alive wheel's moment this stream is in
         self.task: asyncio.Task[Any] | None = None
         self.pump_active = False
         self.pump_cancelled = False
@@ -50,6 +53,14 @@ class AsyncioSession(Session):
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
         return self.loop.call_at(when, callback, context=self.context)
+
+    def schedule_ping(self, when: float, interval: float) -> None:
+        self.ping_at = keepalive_wheel(self.loop).add(self, when, interval)
+
+    def stop_pings(self) -> None:
+        if self.ping_at is not None:
+            keepalive_wheel(self.loop).discard(self, self.ping_at)
+            self.ping_at = None
 
     def new_signal(self) -> Signal:
         return _Done(self.loop.create_future())
@@ -100,8 +111,8 @@ class AsyncioSession(Session):
     def start_watch(self) -> Cancellable:
         """Wait for ``http.disconnect``: without a task where ``receive`` is known
         to wait on plain asyncio futures only (uvicorn's), else in a task."""
-        if _plain(self.receive):
-            return _Watch(self).start()
+        if plain_receive(self.receive):
+            return Watch(self).start()
         return self.loop.create_task(self.watch(), context=self.context)
 
     def cancel_pump(self) -> None:
@@ -138,6 +149,7 @@ class AsyncioSession(Session):
         self.task = task = asyncio.current_task()
         try:
             await self.open(status, headers)
+            del headers  # not kept for the stream's life
             watcher = self.start_watch()
             ended = CloseReason.COMPLETED
             tail = b""
@@ -197,80 +209,6 @@ class AsyncioSession(Session):
         await self.call_on_close(reason)
 
 
-#: uvicorn's ``receive`` functions (module, qualified name): they await an
-#: ``asyncio.Event`` and nothing else (no ``current_task()``, no cancel scope),
-#: so a stream can wait on them without a task of its own (``_Watch``).
-_PLAIN_RECEIVES = {
-    ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle.receive"),
-    ("uvicorn.protocols.http.h11_impl", "RequestResponseCycle.receive"),
-}
-
-
-def _plain(receive: object) -> bool:
-    function = getattr(receive, "__func__", None)
-    name = (getattr(function, "__module__", None), getattr(function, "__qualname__", None))
-    return name in _PLAIN_RECEIVES
-
-
-class _Watch:
-    """The watcher without a task: steps ``receive()``'s coroutine from the
-    done-callback of each future it waits on, as a task would, until it returns
-    ``http.disconnect``. An idle stream then costs no task, no task registry
-    entry and no ``watch()`` frame (about 600 bytes less per stream). Only used
-    with a ``receive`` that awaits plain futures (``_PLAIN_RECEIVES``): during a
-    step ``asyncio.current_task()`` is ``None``."""
-
-    __slots__ = ("session", "step", "waiting")
-
-    def __init__(self, session: AsyncioSession) -> None:
-        self.session = session
-        self.step: Any = None
-        self.waiting: asyncio.Future[Any] | None = None
-
-    def start(self) -> _Watch:
-        self.step = self.session.receive()
-        self.session.context.run(self.resume, None)
-        return self
-
-    def resume(self, _done: object) -> None:
-        """Step ``receive()`` until it waits (called in the session's context)."""
-        self.waiting = None
-        session = self.session
-        while True:
-            step = self.step
-            if step is None:  # cancelled
-                return
-            try:
-                yielded = step.send(None)
-            except StopIteration as done:
-                if done.value["type"] == "http.disconnect":
-                    self.step = None
-                    session.gone(CloseReason.CLIENT_GONE)
-                    return
-                self.step = session.receive()  # a request body part: read on
-                continue
-            except Exception:
-                self.step = None
-                logger.exception("event stream watcher failed; closing the stream")
-                session.gone(CloseReason.CLIENT_GONE)
-                return
-            if getattr(yielded, "_asyncio_future_blocking", False):
-                yielded._asyncio_future_blocking = False
-                self.waiting = yielded
-                yielded.add_done_callback(self.resume, context=session.context)
-            else:  # a bare yield (sleep(0)): step again on the loop's next turn
-                session.loop.call_soon(self.resume, None, context=session.context)
-            return
-
-    def cancel(self) -> None:
-        waiting, self.waiting = self.waiting, None
-        if waiting is not None:
-            waiting.remove_done_callback(self.resume)
-        step, self.step = self.step, None
-        if step is not None:
-            step.close()
-
-
 class _Done:
     """A one-shot signal with one waiter at a time (the pump): a bare future,
     where ``asyncio.Event`` allocates a waiter deque and a coroutine and a
@@ -310,11 +248,13 @@ class _Timer:
 class AnyioSession(Session):
     """Task groups and cancel scopes from anyio: any backend (trio in practice)."""
 
-    __slots__ = ("pump_scope", "tasks")
+    __slots__ = ("pump_scope", "sender_wakeup", "tasks")
 
     def init_loop(self) -> AnyioSession:
         self.pump_scope = anyio.CancelScope()
         self.tasks: anyio.abc.TaskGroup | None = None
+        # Set to wake the stream's sender task, once it has started.
+        self.sender_wakeup: anyio.Event | None = None
         return self
 
     def now(self) -> float:
@@ -336,8 +276,24 @@ class AnyioSession(Session):
         return anyio.Event()
 
     def spawn_aside(self) -> None:
+        wakeup = self.sender_wakeup
+        if wakeup is not None:
+            wakeup.set()
+            return
         assert self.tasks is not None
-        self.tasks.start_soon(self.aside)
+        self.sender_wakeup = anyio.Event()
+        self.tasks.start_soon(self.sender)
+
+    async def sender(self) -> None:
+        """Send each hand-over (``aside``), one after another: one task for
+        the stream's life, started at its first hand-over, where asyncio (whose
+        waits any task may finish) starts one only for a send that must wait."""
+        while True:
+            await self.aside()
+            # No checkpoint since aside() ended: no hand-over can come before
+            # this event exists, and each one after it sets it.
+            wakeup = self.sender_wakeup = anyio.Event()
+            await wakeup.wait()
 
     def cancel_pump(self) -> None:
         self.pump_scope.cancel()

@@ -28,17 +28,38 @@ server, ``gc.get_objects()`` counted by type per open stream and
   included (~28 000 in a Starlette app, ~55 000 in FastAPI), and stopped the
   loop for 35-150 ms at 300-1 000 streams on the benchmark machine. So each
   object a stream keeps costs in how often and how long the loop stops.
-* Per stream, ssegate's own share was 26 tracked objects and is 17 (pinned in
-  the test): a finished aside task was kept with its coroutine, context and
-  weak reference; every task and timer copied the context; a bound clock, a
-  bound ``__anext__``, a list for the batch and this response's own
-  ``__call__`` frame were kept for the stream's life. Now the watcher and the
-  timers share one context, the batch is a ``bytearray`` (not tracked),
-  and ``__call__`` returns the session's coroutine. Under uvicorn the watcher
-  is no task at all (it steps ``receive()`` from its futures' callbacks):
-  measured with ``tracemalloc`` in one uvicorn process holding 1 000 idle
-  streams on a ``Route``, 19.2 -> 18.5 KB per stream (sse-starlette 41.0; a
-  raw ASGI app 9.3, the ``Route`` and its Starlette frames ~5.3 of the rest).
+* Per stream, ssegate's own share was 26 tracked objects, then 17, and is 14
+  (pinned in the test): a finished aside task was kept with its coroutine,
+  context and weak reference; every task and timer copied the context; a
+  bound clock, a bound ``__anext__``, a list for the batch and this response's
+  own ``__call__`` frame were kept for the stream's life. Now the watcher and
+  the timers share one context, the batch is a ``bytearray`` (not tracked)
+  made only while items come ready, ``__call__`` returns the session's
+  coroutine, and a response with the default headers keeps no header list.
+  The keep-alives of all streams on a loop share one loop timer
+  (``_keepalive``: a set entry per stream where a ``TimerHandle``, a libuv
+  timer and a bound method were ~410 bytes). Under uvicorn the watcher is no
+  task and runs no coroutine: it waits among the request cycle's message event
+  waiters (``_watch``), where a ``receive()`` and an ``Event.wait()``
+  coroutine with a future were ~650 bytes.
+* What an idle stream on a Starlette ``Route`` keeps, measured in one uvicorn
+  process holding 2 000 of them (RSS growth per stream; ``tracemalloc`` by
+  line and ``gc.get_objects()`` by type for the attribution): ssegate 16.6 KiB
+  (was 17.8), sse-starlette 40.4, ``StreamingResponse`` 23.4. Of ssegate's,
+  9.1 KiB is uvicorn's connection (a raw ASGI app holding the connection
+  open: 9.1), 5.3 the ``Route`` and its Starlette frames, closures and two
+  ``Request`` objects (the same raw app returned from a route: 14.5), ~1.6
+  the benchmark's idle producer (its frames, ``asyncio.sleep``'s future and
+  timer). A hand-written response that only awaits the producer and sends
+  (no disconnect watch, no keep-alive) holds 16.4 KiB on that route: 0.41x
+  sse-starlette, so ssegate's own objects (the session, its ``run`` and pump
+  frames, the watcher, a context, its wheel entry, the response: ~1.1 KB)
+  cost 0.2 KiB more than no library at all, and 0.40x is below what any
+  response on that route can reach with this producer. ``benchmarks/server.py``
+  has that response as its ``hand-written@route`` row: in one run (1 000 and
+  10 000 streams, load average 5-9 on 2 cores) it held 17.8 and 16.8 KiB per
+  stream, ssegate 17.5 and 17.6 (was 18.7 and 18.9), sse-starlette 41.9 and
+  42.2.
 * Per event, an item was made into a validated ``Event`` before encoding:
   1.5 us of ~3.8 us per event. ``str`` and ``dict`` items are now encoded
   directly (0.2 us). In-process, 200 streams x 200 events that each come after
@@ -53,7 +74,10 @@ server, ``gc.get_objects()`` counted by type per open stream and
   middleware's, unless the socket is full); a task only finishes a send that
   must wait. In-process, 300 streams, bursts of 3 ready items on a ``Route``:
   117 collections and 0.26 s of CPU before, 36 and 0.15 s after
-  (``StreamingResponse``: 54, 0.12 s).
+  (``StreamingResponse``: 54, 0.12 s). On trio a wait cannot change tasks,
+  so a task must send while the pump waits on the producer: the stream
+  starts one sender task at its first hand-over and keeps it for every later
+  one (and for keep-alives), where it started a task per batch.
 * Reference cycles: none on asyncio, on any path, before or after. On trio, a
   stream cancelled (client gone, shutdown) left one: the pump's frame held the
   ``Outcome`` trio sent in, whose exception's traceback held the frame
@@ -178,11 +202,7 @@ class EventSourceResponse(Response):
             )
         self.status_code = status_code
         self.background = background
-        if headers is None and type(self) is EventSourceResponse:
-            # What the general path below makes, without making it again for
-            # every stream: the pairs are shared, the list is the response's own.
-            self.raw_headers = list(_RAW_SSE_HEADERS)
-        else:
+        if headers is not None or type(self) is not EventSourceResponse:
             self.init_headers(headers)
             present = {name for name, _ in self.raw_headers}
             self.raw_headers += [pair for pair in _RAW_SSE_HEADERS if pair[0] not in present]
@@ -197,7 +217,25 @@ class EventSourceResponse(Response):
         if scope.get("method") == "HEAD":
             return self._head(send)
         session = open_session(scope, receive, send, self.content, self.options)
-        return session.run(self.status_code, self.raw_headers, self)
+        headers = self._raw_headers
+        if headers is None:  # a list only for the start message, not kept
+            headers = list(_RAW_SSE_HEADERS)
+        return session.run(self.status_code, headers, self)
+
+    # The header pairs: made on first use. With no headers given, a stream
+    # keeps no list of its own for its whole life (only its start message had one).
+    _raw_headers: list[tuple[bytes, bytes]] | None = None
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        headers = self._raw_headers
+        if headers is None:
+            headers = self._raw_headers = list(_RAW_SSE_HEADERS)
+        return headers
+
+    @raw_headers.setter
+    def raw_headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        self._raw_headers = value
 
     async def finished(self, reason: CloseReason) -> None:
         """Called by the session once the stream has ended (not if cancelled)."""

@@ -6,11 +6,13 @@ Per stream there is the request's own task, the *pump*, and one *watcher*:
   ready together (the producer did not wait between them) leave in one
   ``http.response.body`` message of up to ``MAX_BATCH_SIZE``; an item that came
   after a wait is sent at once. Nothing is held back for a later item: when the
-  producer starts to wait, what was collected is handed to a short-lived
-  *aside* task to send;
+  producer starts to wait, what was collected is sent *aside*: on asyncio by
+  the pump itself when the send needs no waiting, else by a short-lived task
+  that finishes it; on trio by the stream's one sender task;
 * the watcher only waits on ``receive()`` for ``http.disconnect``: a task of its
-  own, except on asyncio under uvicorn, whose ``receive`` awaits plain futures,
-  so the watcher steps it from their callbacks with no task at all (``_loops``).
+  own, except on asyncio under uvicorn, whose ``receive`` awaits a plain
+  ``asyncio.Event``: there the watcher waits on that event with no task and no
+  coroutine at all (``_watch``).
 
 How the pump knows an item is ready: Python offers no ``ready()`` on an async
 iterator, but a coroutine answers the question when it is stepped once: it
@@ -21,9 +23,10 @@ to the task, and every value, exception and cancellation back down, exactly as
 else in the same task (trio and anyio tie waiters and cancel scopes to the
 task), which is why the collected batch is sent by the aside task.
 
-Keep-alive and shutdown grace are timers (callbacks, no task), and a keep-alive
-comment is sent by an aside task like a hand-over. There is no lock: the pump
-waits for a running aside task before it sends, and pings are skipped while the
+Keep-alive and shutdown grace are timers (callbacks, no task; on asyncio the
+keep-alives of all streams share one loop timer, ``_keepalive``), and a
+keep-alive comment is handed over like a batch. There is no lock: the pump
+waits for a running aside send before it sends, and pings are skipped while the
 pump is sending (bytes are on their way anyway).
 
 Whatever ends the stream (the producer finishing or failing, the client leaving,
@@ -226,7 +229,7 @@ class Session(ABC):
         self.quiet_since = self.now()
         ping = self.options.ping
         if ping is not None:
-            self.timer = self.call_at(self.quiet_since + ping, self._ping_due)
+            self.schedule_ping(self.quiet_since + ping, ping)
         if self.shutdown is not None:
             self.unsubscribe = self.shutdown.subscribe(self._on_shutdown)
 
@@ -234,7 +237,8 @@ class Session(ABC):
         """Stop the timers, stop listening for shutdown, tell ``on_close``."""
         self.finished = True
         self.closed = True
-        for timer in (self.timer, self.grace_timer, self.hard_timer):
+        self.stop_pings()
+        for timer in (self.grace_timer, self.hard_timer):
             if timer is not None:
                 timer.cancel()
         if self.unsubscribe is not None:
@@ -297,8 +301,9 @@ class Session(ABC):
         send = self.send
         untimed = self.options.send_timeout is None
         # A bytearray, not a list of parts: it is not tracked by the cyclic
-        # collector, and a stream keeps it for as long as it lives.
-        batch = bytearray()
+        # collector; made when an item comes ready and dropped once sent, so a
+        # stream whose items come after waits (or not at all) keeps none.
+        batch: bytearray | None = None
         try:
             while True:
                 if self.stop:
@@ -309,10 +314,13 @@ class Session(ABC):
                 except StopIteration as ready:
                     # Ready without waiting: more may be, so collect them.
                     data = encode_item(ready.value)
-                    batch += data
+                    if batch is None:
+                        batch = bytearray(data)
+                    else:
+                        batch += data
                     if len(batch) >= MAX_BATCH_SIZE:
                         data = bytes(batch)
-                        batch.clear()
+                        batch = None
                         yield from self.send_body(data)
                         # A producer that never waits would otherwise keep the
                         # event loop (and every other stream) until backpressure.
@@ -321,9 +329,9 @@ class Session(ABC):
                 except StopAsyncIteration:
                     break
                 # The producer waits: what was collected goes now, aside.
-                if batch:
+                if batch is not None:
                     data = bytes(batch)
-                    batch.clear()
+                    batch = None
                     if not (untimed and self.aside_done is None and self.send_now(data)):
                         self.hand_over(data)
                 try:
@@ -375,9 +383,9 @@ class Session(ABC):
                 else:
                     yield from self.send_body(data)
         except BaseException:
-            self.unsent = bytes(batch)
+            self.unsent = b"" if batch is None else bytes(batch)
             raise
-        return bytes(batch)
+        return b"" if batch is None else bytes(batch)
 
     async def send_body(self, data: bytes) -> None:
         """The pump's own send, after any aside send (order is kept)."""
@@ -464,7 +472,16 @@ class Session(ABC):
             if done is not None:
                 done.set()
 
-    def _ping_due(self) -> None:
+    def schedule_ping(self, when: float, interval: float) -> None:
+        """Have ``ping_due`` called at ``when`` (a timer of the stream's own)."""
+        self.timer = self.call_at(when, self.ping_due)
+
+    def stop_pings(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def ping_due(self) -> None:
         self.timer = None
         ping = self.options.ping
         if self.finished or ping is None:
@@ -475,7 +492,7 @@ class Session(ABC):
                 self.hand_over(PING)
             # else bytes are already on their way (or stuck, for send_timeout)
             self.quiet_since = now
-        self.timer = self.call_at(self.quiet_since + ping, self._ping_due)
+        self.schedule_ping(self.quiet_since + ping, ping)
 
     def gone(self, reason: CloseReason) -> None:
         if self.cut is None:

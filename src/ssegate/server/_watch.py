@@ -1,0 +1,164 @@
+"""Waiting for ``http.disconnect`` under uvicorn without a task (asyncio only).
+
+A stream must learn that its client left while its producer is quiet, so
+something waits on ``receive()`` for the stream's whole life. uvicorn's
+``receive`` awaits its request cycle's ``message_event`` (a plain
+``asyncio.Event``) and nothing else: no ``current_task()``, no cancel scope.
+So instead of a task, the watcher puts itself among the event's waiters,
+where ``Event.wait()`` puts a future (``Event.set()`` calls only ``done()``
+and ``set_result()`` on each), and calls ``receive()`` only once the event is
+set, when it returns at once. An idle stream then keeps no watcher task (its
+coroutine, context and weak reference), no ``receive()`` coroutine, no
+``Event.wait()`` coroutine and no future: this one small object (measured in
+``benchmarks/server.py``'s memory rows; see ``_response.py``).
+
+If the request cycle is not shaped as expected (another uvicorn version), the
+watcher steps ``receive()``'s coroutine from the callbacks of the futures it
+waits on instead: still no task, but with its coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._options import CloseReason
+
+if TYPE_CHECKING:
+    from ._loops import AsyncioSession
+
+__all__ = ["Watch", "plain_receive"]
+
+logger = logging.getLogger("ssegate.server")
+
+#: uvicorn's ``receive`` functions (module, qualified name): they await an
+#: ``asyncio.Event`` and nothing else (no ``current_task()``, no cancel scope),
+#: so a stream can wait on them without a task of its own.
+_PLAIN_RECEIVES = {
+    ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle.receive"),
+    ("uvicorn.protocols.http.h11_impl", "RequestResponseCycle.receive"),
+}
+
+#: What ``receive()`` reads of its request cycle before it waits.
+_CYCLE_FIELDS = ("disconnected", "response_complete", "waiting_for_100_continue", "flow")
+
+
+def plain_receive(receive: object) -> bool:
+    function = getattr(receive, "__func__", None)
+    name = (getattr(function, "__module__", None), getattr(function, "__qualname__", None))
+    return name in _PLAIN_RECEIVES
+
+
+def _cycle_of(receive: Callable[[], Any]) -> Any:
+    """uvicorn's request cycle behind ``receive``, if it is shaped as expected."""
+    cycle: Any = getattr(receive, "__self__", None)
+    event = getattr(cycle, "message_event", None)
+    if (
+        type(event) is asyncio.Event
+        and hasattr(event, "_waiters")
+        and all(hasattr(cycle, name) for name in _CYCLE_FIELDS)
+        and callable(getattr(cycle.flow, "resume_reading", None))
+    ):
+        return cycle
+    return None
+
+
+class Watch:
+    """The watcher of one stream (see the module docstring). Its callbacks run
+    in the session's context; during them ``asyncio.current_task()`` is ``None``."""
+
+    __slots__ = ("cycle", "listening", "session", "step", "stopped", "waiting", "woken")
+
+    def __init__(self, session: AsyncioSession) -> None:
+        self.session = session
+        self.cycle = _cycle_of(session.receive)
+        self.step: Any = None  # a receive() coroutine being stepped
+        self.waiting: asyncio.Future[Any] | None = None  # one receive() waits on
+        self.listening = False  # among the message event's waiters
+        self.woken = False  # and the event was set since
+        self.stopped = False
+
+    def start(self) -> Watch:
+        self.session.context.run(self.resume, None)
+        return self
+
+    def resume(self, _done: object) -> None:
+        """Read messages until one must be waited for (or the client is gone)."""
+        self.forget_waiting()
+        session = self.session
+        while not self.stopped:
+            step = self.step
+            if step is None:
+                if self.wait_for_message():
+                    return
+                self.step = step = session.receive()
+            try:
+                yielded = step.send(None)
+            except StopIteration as done:
+                self.step = None
+                if done.value["type"] == "http.disconnect":
+                    self.stopped = True
+                    session.gone(CloseReason.CLIENT_GONE)
+                    return
+                continue  # a request body part: read on
+            except Exception:
+                self.step = None
+                self.stopped = True
+                logger.exception("event stream watcher failed; closing the stream")
+                session.gone(CloseReason.CLIENT_GONE)
+                return
+            if getattr(yielded, "_asyncio_future_blocking", False):
+                yielded._asyncio_future_blocking = False
+                self.waiting = yielded
+                yielded.add_done_callback(self.resume, context=session.context)
+            else:  # a bare yield (sleep(0)): step again on the loop's next turn
+                session.loop.call_soon(self.resume, None, context=session.context)
+            return
+
+    def wait_for_message(self) -> bool:
+        """If ``receive()`` would wait now, wait as it would, without calling it:
+        this object among the message event's waiters. Says whether it does."""
+        cycle = self.cycle
+        if (
+            cycle is None
+            or cycle.disconnected
+            or cycle.response_complete
+            or cycle.waiting_for_100_continue
+            or cycle.message_event.is_set()
+        ):
+            return False
+        cycle.flow.resume_reading()  # as receive() does before it waits
+        cycle.message_event._waiters.append(self)
+        self.listening = True
+        return True
+
+    # What ``asyncio.Event.set()`` calls on each of its waiters, which
+    # ``Event.wait()`` makes futures: this object stands in for one.
+
+    def done(self) -> bool:
+        return self.woken or not self.listening
+
+    def set_result(self, _result: object) -> None:
+        # Later, as a future's callback would run: the event is iterating its
+        # waiters now, so this one cannot leave them yet.
+        self.woken = True
+        self.session.loop.call_soon(self.resume, None, context=self.session.context)
+
+    def forget_waiting(self) -> None:
+        if self.listening:
+            self.listening = self.woken = False
+            with contextlib.suppress(ValueError):
+                self.cycle.message_event._waiters.remove(self)
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None:
+            waiting.remove_done_callback(self.resume)
+
+    def cancel(self) -> None:
+        self.stopped = True
+        self.forget_waiting()
+        step, self.step = self.step, None
+        if step is not None:
+            step.close()
