@@ -38,14 +38,15 @@ benchmarks/local_model.py):
   them first and 8 rows cost 3-6x one row instead of ~1x (measured here,
   SkylakeX kernels).
 - Greedy answers do not depend on the batch: every matmul with a weight matrix
-  takes a tile of 2 to ``TILE`` rows (an even count: the pass is padded), since
-  BLAS picks its kernel by shape (matrix-vector for one row, small-matrix up to
-  ~1e6 multiply-adds, packed GEMM beyond) and each rounds differently, while
-  the small-matrix kernel gives a row the same bits in a tile of any 2 to 16
-  rows (measured on every matrix; the determinism tests hold it). A lone answer
-  thus costs one 2-row tile (no slower than the matrix-vector product it
-  replaces: ``TILE`` rows for one cost it a fifth more per token); and
-  attention has one arithmetic for prompts and answers, so a position's keys
+  takes a tile of exactly ``TILE`` rows (the pass is padded), since BLAS picks
+  its kernel by shape (matrix-vector for one row, small-matrix up to ~1e6
+  multiply-adds, packed GEMM beyond) and each rounds differently. With one
+  shape, a row gets the same bits at any place in the tile and beside any other
+  rows (measured on OpenBLAS's SkylakeX and Haswell kernels; the determinism
+  tests hold it). Tiles of 2 to 16 rows gave the same bits on SkylakeX but not
+  on Haswell (there only 2 and 3 rows agree), so no other count is trusted. A
+  lone answer thus pays for a tile of ``TILE`` rows (a fifth more per token than
+  2 rows on SkylakeX); and attention has one arithmetic for prompts and answers, so a position's keys
   and values do not depend on how its prompt was chunked (the prefill budget,
   prefix reuse): each row's scores are its own product with the keys up to it
   (the kernel rounds them by their count), and the rest runs for many rows at
@@ -94,16 +95,15 @@ F32 = npt.NDArray[np.float32]
 PREFILL_CHUNK = 128
 # Weight matrices are stored in column blocks of this many columns (see the doc).
 BLOCK = 64
-# Rows go through every weight matrix in tiles of at most this many, and at least
-# MIN_TILE (the pass is padded to an even count): BLAS picks its kernel by the
-# matrix shapes (OpenBLAS: matrix-vector for one row, its small-matrix kernel up
-# to ~1e6 multiply-adds, packed GEMM beyond), and each kernel rounds differently.
-# The small-matrix kernel computes a row alike in a tile of 2 to 16 rows (up to
-# its bound: 8 rows of the widest matrix, 1536 inputs by 64, stay below it), so a
-# row's result does not depend on how many rows share the pass: a sequence
-# decodes to the same tokens alone or in any batch.
+# Rows go through every weight matrix in tiles of exactly this many (the pass is
+# padded): BLAS picks its kernel by the matrix shapes (OpenBLAS: matrix-vector
+# for one row, its small-matrix kernel up to ~1e6 multiply-adds, packed GEMM
+# beyond; on some CPUs, other row counts within the small-matrix kernel), and
+# each rounds differently. One shape computes a row alike wherever it sits in
+# the tile (8 rows of the widest matrix, 1536 inputs by 64, stay within the
+# small-matrix kernel), so a row's result does not depend on how many rows
+# share the pass: a sequence decodes to the same tokens alone or in any batch.
 TILE = 8
-MIN_TILE = 2
 _LOAD_THREADS = 2
 
 
@@ -409,13 +409,13 @@ def _by_rows(shard: _Shard, head_dim: int, t: int, start: int) -> bool:
 
 
 def _tiled(n: int) -> int:
-    """``n`` rows padded to an even count of at least ``MIN_TILE``."""
-    return max(n + n % 2, MIN_TILE)
+    """``n`` rows padded to whole tiles of ``TILE`` rows."""
+    return max(-(-n // TILE), 1) * TILE
 
 
 def _tiles(rows: int) -> list[slice]:
-    """A padded pass's rows (``_tiled``) in tiles: ``TILE`` rows each, the last 2 to ``TILE``."""
-    return [slice(i, min(i + TILE, rows)) for i in range(0, rows, TILE)]
+    """A padded pass's rows (``_tiled``) in tiles of ``TILE`` rows."""
+    return [slice(i, i + TILE) for i in range(0, rows, TILE)]
 
 
 def _tile_outs(out: F32, w: F32) -> list[tuple[slice, F32]]:
@@ -739,10 +739,9 @@ class LlamaModel:
 
         Each row's scores are its own product with the keys up to its position (the
         BLAS kernel rounds them by their length), in a (t, kv, group, t + start)
-        array padded with -inf; the maximum, the exponential, the product with the
-        values (the padding's zero weights add exact zeros) and the division then
-        run once for all rows; each row's sum is over its own length (numpy's
-        pairwise sum groups the terms by the count).
+        array padded with -inf; the maximum, the exponential and the division run
+        once for all rows; each row's product with the values and its sum are over
+        its own length (BLAS and numpy's pairwise sum group the terms by the count).
         """
         n_q, n_kv, group = shard.q_heads, shard.kv_heads, shard.group
         qk = rows.qk[first : first + t]  # (t, q + kv heads, hd)
@@ -761,10 +760,15 @@ class LlamaModel:
             np.matmul(q[r], keys_t[:, :, : start + r + 1], out=scores[r, :, :, : start + r + 1])
         np.subtract(scores, np.maximum.reduce(scores, axis=-1, keepdims=True), out=scores)
         np.exp(scores, out=scores)
-        attn = np.matmul(scores, values[:, :end])  # (t, kv, group, hd)
+        attn = np.empty((t, n_kv, group, hd), dtype=np.float32)
         sums = np.empty((t, n_kv, group, 1), dtype=np.float32)
         for r in range(t):
-            np.add.reduce(scores[r, :, :, : start + r + 1], axis=-1, keepdims=True, out=sums[r])
+            # Its own length, not the padded one: how BLAS splits the sum over
+            # the positions depends on their count on some kernels (OpenBLAS's
+            # Haswell ones), so zeros added to it could change the bits.
+            weights = scores[r, :, :, : start + r + 1]
+            np.matmul(weights, values[:, : start + r + 1], out=attn[r])
+            np.add.reduce(weights, axis=-1, keepdims=True, out=sums[r])
         attn /= sums
         heads = rows.heads[first : first + t].reshape(t, n_q, hd)
         if shard.out_index is None:
