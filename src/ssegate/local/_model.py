@@ -46,8 +46,8 @@ benchmarks/local_model.py):
   tests hold it). Tiles of 2 to 16 rows gave the same bits on SkylakeX but not
   on Haswell (there only 2 and 3 rows agree), so no other count is trusted. A
   lone answer thus pays for a tile of ``TILE`` rows (a fifth more per token than
-  2 rows on SkylakeX); and attention has one arithmetic for prompts and answers, so a position's keys
-  and values do not depend on how its prompt was chunked (the prefill budget,
+  2 rows on SkylakeX); and attention has one arithmetic for prompts and
+  answers, so a position's keys and values do not depend on how its prompt was chunked (the prefill budget,
   prefix reuse): each row's scores are its own product with the keys up to it
   (the kernel rounds them by their count), and the rest runs for many rows at
   once, padded where that leaves every row's bits as they are alone: a prompt
