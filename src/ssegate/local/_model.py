@@ -47,14 +47,14 @@ benchmarks/local_model.py):
   on Haswell (there only 2 and 3 rows agree), so no other count is trusted. A
   lone answer thus pays for a tile of ``TILE`` rows (a fifth more per token than
   2 rows on SkylakeX); and attention has one arithmetic for prompts and
-  answers, so a position's keys and values do not depend on how its prompt was chunked (the prefill budget,
-  prefix reuse): each row's scores are its own product with the keys up to it
-  (the kernel rounds them by their count), and the rest runs for many rows at
-  once, padded where that leaves every row's bits as they are alone: a prompt
-  chunk's rows (``_attend_rows``), the answers' tokens of a pass
-  (``_attend_singles``); a sixth less CPU per prompt token and a fifth less
-  attention for 8 answers than row by row. A near-tie then cannot flip with
-  the batch.
+  answers, so a position's keys and values do not depend on how its prompt was
+  chunked (the prefill budget, prefix reuse): each row's scores are its own
+  product with the keys up to it (the kernel rounds them by their count), and
+  so are its product with the values and its sum; the rest (maximum,
+  exponential, division) runs for many rows at once, padded where that leaves
+  every row's bits as they are alone: a prompt chunk's rows (``_attend_rows``),
+  the answers' tokens of a pass (``_attend_singles``). A near-tie then cannot
+  flip with the batch.
 - A pass works in buffers allocated once per pass (``_Rows``): per layer it
   costs numpy calls only for the arithmetic. Python overhead is
   otherwise a sizeable share of a 30 ms token.
