@@ -77,6 +77,14 @@ def backoff(attempt: int) -> float:
     return min(10.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
 
 
+def position(event_id: str) -> tuple[int, int]:
+    """Where an event id stands in its stream: (number, part). A stored event that
+    renders as several wire events gives them ``<id>.1``, ``<id>.2`` ... and the
+    last the bare ``<id>`` (gateway/_reading.py), so a bare id is its event's last part."""
+    number, _, part = event_id.rpartition("-")[2].partition(".")
+    return int(number), int(part) if part else 1 << 30
+
+
 def echo_tokens(n: int) -> list[str]:
     """The echo model's answer to PROMPT with ``max_tokens`` = n (see gateway/_echo.py)."""
     tokens = words(PROMPT)
@@ -130,9 +138,13 @@ class Stats:
         self.reconnects = 0
         self.retries = 0  # connections refused, reset or dropped, and tried again
         self.errors: list[str] = []
+        self.kinds: dict[str, int] = {}  # what each retry and error was, counted
         self.posts: list[float] = []  # seconds from the POST to its answer's head
         self.lateness = array.array("q", bytes(8 * BINS))
         self.windows: dict[int, list[Any]] = {}  # index -> [tokens, lateness histogram]
+
+    def kind(self, what: str) -> None:
+        self.kinds[what] = self.kinds.get(what, 0) + 1
 
     def token(self, now: float, late: float | None) -> None:
         self.tokens += 1
@@ -187,7 +199,7 @@ def run_generator(
         after ``Last-Event-ID``) after each drop; every token checked."""
         path: bytes | None = None  # where to resume, once the answer named it
         last_id = b""
-        last = 0  # the number of the last event received (0: none yet)
+        last = (0, 0)  # the position of the last event received ((0, 0): none yet)
         n = 0  # tokens received, each once
         drops = 0
         sent = time.monotonic()
@@ -205,7 +217,8 @@ def run_generator(
                 )
             try:
                 reader, writer, head = await request(raw)
-            except DROPS:  # refused or reset (the listen queue overflowed): back off, retry
+            except DROPS as exc:  # refused or reset (the listen queue overflowed): back off, retry
+                stats.kind(f"retry {raw[:3].decode()} head: {type(exc).__name__}")
                 stats.retries += 1
                 drops += 1
                 if drops == RETRIES:
@@ -214,6 +227,7 @@ def run_generator(
                 continue
             try:
                 if head[9:12] != b"200":
+                    stats.kind(f"error {raw[:3].decode()}: HTTP {head[9:12].decode()}")
                     stats.errors.append(f"{raw[:4]!r}: {head[:12]!r}")
                     return
                 if path is None:
@@ -228,8 +242,12 @@ def run_generator(
                 while True:
                     try:
                         data = await asyncio.wait_for(reader.read(65536), 60)
-                    except DROPS:
+                    except DROPS as exc:
+                        stats.kind(f"retry body: {type(exc).__name__}")
                         data = b""
+                    else:
+                        if not data:
+                            stats.kind("retry body: closed by the server")
                     if not data:  # dropped by the server (or the network): resume, as a client
                         stats.retries += 1
                         drops += 1
@@ -244,7 +262,7 @@ def run_generator(
                             stats.lost += max(0, len(expected) - n)
                             stats.served += 1
                             return
-                        number = int(event.id.rpartition("-")[2])
+                        number = position(event.id)
                         if number <= last:
                             stats.repeated += 1
                             continue
@@ -252,6 +270,7 @@ def run_generator(
                         last, last_id = number, event.id.encode()
                         chunk = json.loads(event.data)
                         if "error" in chunk:
+                            stats.kind(f"error chunk: {chunk['error'].get('code')}")
                             stats.errors.append(f"error chunk: {event.data[:200]}")
                             return
                         choices = chunk["choices"]
@@ -285,7 +304,8 @@ def run_generator(
             stats.generations += 1
             try:
                 await generation(reconnect_at)
-            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+            except Exception as exc:  # given up, or a surprise: counted, never silent
+                stats.kind(f"error gave up: {type(exc).__name__}")
                 stats.errors.append(f"{type(exc).__name__}: {exc}")
             while reconnect_at and reconnect_at[0] < time.monotonic():
                 reconnect_at.pop(0)  # missed between generations: not counted
@@ -317,6 +337,7 @@ def run_generator(
         "retries": stats.retries,
         "errors": len(stats.errors),
         "error_samples": stats.errors[:5],
+        "kinds": stats.kinds,
         "posts": sorted(stats.posts)[:: max(1, len(stats.posts) // 1000)],
         "lateness": list(stats.lateness),
         "windows": {w: [c, h] for w, (c, h) in stats.windows.items()},
@@ -331,6 +352,19 @@ def run_queue_wait(pid: int) -> float:
         return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def listen_overflows() -> int:
+    """The machine's count of connections dropped for a full listen queue (Linux)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(table.get("ListenOverflows", 0))
+    return 0
 
 
 def percentile(histogram: list[int] | dict[int, int], q: float) -> float:
@@ -434,9 +468,13 @@ def main() -> None:
                         "fds": proc.num_fds(),
                         "gateway_cpu": cpu_of(gateway.pid),
                         "gateway_waited": run_queue_wait(gateway.pid),
+                        "overflows": listen_overflows(),
                         "generators_cpu": sum(
                             sum(p.cpu_times()[:2]) for p in gens if p.is_running()
                         ),
+                        "generator_cpus": [
+                            sum(p.cpu_times()[:2]) if p.is_running() else 0.0 for p in gens
+                        ],
                     }
                 )
         for g in generators:
@@ -523,10 +561,20 @@ def report(
         f"{total['cpu'] / span:.0%} of a core ({total['cpu'] / max(total['tokens'], 1) * 1e6:.0f} "
         f"µs per token)"
     )
+    kinds: dict[str, int] = {}
+    for p in parts:
+        for k, c in p["kinds"].items():
+            kinds[k] = kinds.get(k, 0) + c
     print(
         f"errors        {total['errors']}"
+        + "".join(f"\n  {c:6d} {k}" for k, c in sorted(kinds.items()))
         + "".join(f"\n  {e}" for p in parts for e in p["error_samples"][:2])
     )
+    if samples:
+        print(
+            f"listen queue  {samples[-1]['overflows'] - samples[0]['overflows']} connections "
+            "dropped for a full listen queue (the machine's TcpExt ListenOverflows)"
+        )
     waited = samples[-1]["gateway_waited"] - samples[0]["gateway_waited"] if samples else 0.0
     print(
         f"machine       load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; the "
