@@ -6,6 +6,10 @@ subscribers watch at once (the store's ``_wait`` over every cursor; on Redis, a
 blocking read of the store's notification stream, then one read of the streams
 that advanced) and hands each page of events to every subscriber of that
 stream, so Redis sees one reader per process whatever the number of clients.
+The reader's cursors are kept as streams are followed, advance and end, and a
+newly followed stream is named to the store (``Waker.follow``): a wait costs
+what changed, not the number of streams followed (rebuilt per wait, with a set
+difference in the memory store, they cost ~5 ms a wait at 10 000 streams).
 
 Each followed stream keeps its recent pages in one shared ring, bounded to
 ``queue_size`` events; every subscriber is just a position in that ring.
