@@ -11,10 +11,10 @@ Front-end work, demos and load tests use it: the stream looks like a model's
 and nothing is computed. ``sleep`` is injected so tests pace it in virtual time.
 
 Pacing is what it costs, so on asyncio with the real clock (the default
-``sleep``) every echo stream of the event loop shares one ticker: token k of a
-stream is due k intervals after its start (a late one does not push the rest
-back, as a model's own pace would not), rounded to a ``TICK``, and the streams
-due in the same tick are woken by one timer, each from a bare future. 10 000
+``sleep``) every echo stream of the event loop shares one ticker: a token is due
+an interval after the one before it was taken (as a sleep would have it, so a
+loaded gateway gets no bursts of catching up), rounded to a ``TICK``, and the
+streams due in the same tick are woken by one timer, each from a bare future. 10 000
 streams at 0.5 tokens/s are 100 timers a second, not 5 000 sleeps each with
 its own timer, and the tokens of a tick reach the store together (one wake-up
 of the hub's reader for all of them). Elsewhere (trio, an injected ``sleep``)
@@ -116,9 +116,7 @@ class EchoProvider:
         ticker = self._ticker
         if ticker is None or ticker.loop is not loop:
             ticker = self._ticker = _Ticker(loop)
-        start = loop.time()
-        count = itertools.count(1)
-        return lambda: ticker.wait(start + next(count) * interval)
+        return lambda: ticker.wait(loop.time() + interval)
 
 
 class _Ticker:
