@@ -10,9 +10,12 @@ finished stream kept ``retention_seconds`` = 30 s). The load generator runs in
 with a chunked-body and SSE decoder). Each of its ``--streams`` slots is a
 client, started over ``--ramp`` seconds, that streams a chat completion
 (``POST /v1/chat/completions``, ``stream``: the echo model paced at ``--pace``
-tokens/s, ``--tokens`` tokens long: by default as long as the load phase, so
-every slot holds one stream throughout) to its ``[DONE]``, then starts the next
-while one still fits in the load phase. A dropped stream is resumed by ``GET``
+tokens/s, ``--tokens`` tokens long: by default a minute's worth) to its
+``[DONE]``, then starts the next while one still fits in the load phase: every
+slot holds a stream throughout, and finished streams come and go (each kept 30
+s), so the gateway's memory reaches a steady state that the RSS target checks.
+(A generation as long as the load phase, the old default, grows every stream's
+history to the end: RSS then grows with the data held, whatever the gateway.) A dropped stream is resumed by ``GET``
 on the answer's ``Link`` after ``Last-Event-ID``. Each minute a tenth of the slots
 (``--reconnect``) drops its connection at a moment of that minute and resumes
 with ``Last-Event-ID``. A connection refused, reset or dropped by the server is
@@ -23,11 +26,15 @@ and counted. The pace is low (a token every 2 s): the soak is about holding
 
 Every token is checked: its id must follow the previous one (else tokens were
 lost or repeated) and its text must be the echo's token at that position.
-Reported: streams served, tokens/s, lateness (how much later than its pace a
+The generators freeze their start-up objects and collect rarely (a full
+collection over their 5 000 clients' objects stalled one 1.5 s, its tokens all
+counted late). Reported: streams served, tokens/s, lateness (how much later than its pace a
 token arrived after the one before it on the same connection: the jitter the
 gateway and the machine add) p50/p99 overall and over time, the gateway's RSS and
 open file descriptors over time (sampled every second), its CPU and the
-generators' CPU (what the load itself costs on this 2-core machine), errors.
+generators' CPU (what the load itself costs on this 2-core machine), errors and
+retries by kind (HTTP status, error code, exception: what failed where), and the
+connections the machine dropped for a full listen queue.
 Targets: every stream served with 0 lost and 0 repeated tokens, lateness p99
 <= 100 ms, RSS flat after warm-up (<= 5 % growth over the second half of the
 load phase). RSS and lateness over time are plotted to ``--out``/soak.png
@@ -42,6 +49,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import multiprocessing
@@ -70,11 +78,21 @@ LINK = re.compile(rb"(?im)^link: <([^>]+)>")
 #: (resuming after its Last-Event-ID), up to RETRIES times, backing off.
 DROPS = (OSError, TimeoutError, asyncio.IncompleteReadError)
 RETRIES = 8
+#: The load generators' young-collection threshold (see run_generator).
+GC_YOUNG = 50_000
 
 
 def backoff(attempt: int) -> float:
     """Seconds before the next try: 0.5, 1, 2, 4 ... up to 10, with jitter."""
     return min(10.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def position(event_id: str) -> tuple[int, int]:
+    """Where an event id stands in its stream: (number, part). A stored event that
+    renders as several wire events gives them ``<id>.1``, ``<id>.2`` ... and the
+    last the bare ``<id>`` (gateway/_reading.py), so a bare id is its event's last part."""
+    number, _, part = event_id.rpartition("-")[2].partition(".")
+    return int(number), int(part) if part else 1 << 30
 
 
 def echo_tokens(n: int) -> list[str]:
@@ -130,9 +148,13 @@ class Stats:
         self.reconnects = 0
         self.retries = 0  # connections refused, reset or dropped, and tried again
         self.errors: list[str] = []
+        self.kinds: dict[str, int] = {}  # what each retry and error was, counted
         self.posts: list[float] = []  # seconds from the POST to its answer's head
         self.lateness = array.array("q", bytes(8 * BINS))
         self.windows: dict[int, list[Any]] = {}  # index -> [tokens, lateness histogram]
+
+    def kind(self, what: str) -> None:
+        self.kinds[what] = self.kinds.get(what, 0) + 1
 
     def token(self, now: float, late: float | None) -> None:
         self.tokens += 1
@@ -156,6 +178,13 @@ def run_generator(
     with contextlib.suppress(ValueError, OSError):
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # The generator's own collector must not stall it: a full collection over
+    # 5 000 clients' objects took up to 1.5 s, every token read meanwhile
+    # counted late against the gateway. What start-up made is frozen, and the
+    # young collections come every GC_YOUNG new objects instead of 700.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, 1000, 1000)
     pace, length = args["pace"], args["tokens"]
     interval = 1 / pace
     expected = echo_tokens(length)
@@ -187,7 +216,7 @@ def run_generator(
         after ``Last-Event-ID``) after each drop; every token checked."""
         path: bytes | None = None  # where to resume, once the answer named it
         last_id = b""
-        last = 0  # the number of the last event received (0: none yet)
+        last = (0, 0)  # the position of the last event received ((0, 0): none yet)
         n = 0  # tokens received, each once
         drops = 0
         sent = time.monotonic()
@@ -205,7 +234,8 @@ def run_generator(
                 )
             try:
                 reader, writer, head = await request(raw)
-            except DROPS:  # refused or reset (the listen queue overflowed): back off, retry
+            except DROPS as exc:  # refused or reset (the listen queue overflowed): back off, retry
+                stats.kind(f"retry {raw[:3].decode()} head: {type(exc).__name__}")
                 stats.retries += 1
                 drops += 1
                 if drops == RETRIES:
@@ -214,6 +244,7 @@ def run_generator(
                 continue
             try:
                 if head[9:12] != b"200":
+                    stats.kind(f"error {raw[:3].decode()}: HTTP {head[9:12].decode()}")
                     stats.errors.append(f"{raw[:4]!r}: {head[:12]!r}")
                     return
                 if path is None:
@@ -228,8 +259,12 @@ def run_generator(
                 while True:
                     try:
                         data = await asyncio.wait_for(reader.read(65536), 60)
-                    except DROPS:
+                    except DROPS as exc:
+                        stats.kind(f"retry body: {type(exc).__name__}")
                         data = b""
+                    else:
+                        if not data:
+                            stats.kind("retry body: closed by the server")
                     if not data:  # dropped by the server (or the network): resume, as a client
                         stats.retries += 1
                         drops += 1
@@ -244,7 +279,7 @@ def run_generator(
                             stats.lost += max(0, len(expected) - n)
                             stats.served += 1
                             return
-                        number = int(event.id.rpartition("-")[2])
+                        number = position(event.id)
                         if number <= last:
                             stats.repeated += 1
                             continue
@@ -252,6 +287,7 @@ def run_generator(
                         last, last_id = number, event.id.encode()
                         chunk = json.loads(event.data)
                         if "error" in chunk:
+                            stats.kind(f"error chunk: {chunk['error'].get('code')}")
                             stats.errors.append(f"error chunk: {event.data[:200]}")
                             return
                         choices = chunk["choices"]
@@ -285,7 +321,8 @@ def run_generator(
             stats.generations += 1
             try:
                 await generation(reconnect_at)
-            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+            except Exception as exc:  # given up, or a surprise: counted, never silent
+                stats.kind(f"error gave up: {type(exc).__name__}")
                 stats.errors.append(f"{type(exc).__name__}: {exc}")
             while reconnect_at and reconnect_at[0] < time.monotonic():
                 reconnect_at.pop(0)  # missed between generations: not counted
@@ -317,6 +354,7 @@ def run_generator(
         "retries": stats.retries,
         "errors": len(stats.errors),
         "error_samples": stats.errors[:5],
+        "kinds": stats.kinds,
         "posts": sorted(stats.posts)[:: max(1, len(stats.posts) // 1000)],
         "lateness": list(stats.lateness),
         "windows": {w: [c, h] for w, (c, h) in stats.windows.items()},
@@ -331,6 +369,19 @@ def run_queue_wait(pid: int) -> float:
         return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def listen_overflows() -> int:
+    """The machine's count of connections dropped for a full listen queue (Linux)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(table.get("ListenOverflows", 0))
+    return 0
 
 
 def percentile(histogram: list[int] | dict[int, int], q: float) -> float:
@@ -356,7 +407,7 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=120.0, help="seconds to start every slot")
     parser.add_argument("--pace", type=float, default=0.5, help="echo tokens/s per stream")
     parser.add_argument(
-        "--tokens", type=int, default=0, help="tokens per generation (0: pace x duration)"
+        "--tokens", type=int, default=0, help="tokens per generation (0: a minute's worth)"
     )
     parser.add_argument("--reconnect", type=float, default=0.10, help="share dropping each minute")
     parser.add_argument("--generators", type=int, default=2, help="load-generator processes")
@@ -365,7 +416,7 @@ def main() -> None:
     if args.quick:
         args.streams, args.duration, args.ramp = 1000, 60.0, 10.0
     if not args.tokens:
-        args.tokens = max(1, round(args.pace * args.duration))
+        args.tokens = max(1, round(args.pace * min(60.0, args.duration)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -434,9 +485,13 @@ def main() -> None:
                         "fds": proc.num_fds(),
                         "gateway_cpu": cpu_of(gateway.pid),
                         "gateway_waited": run_queue_wait(gateway.pid),
+                        "overflows": listen_overflows(),
                         "generators_cpu": sum(
                             sum(p.cpu_times()[:2]) for p in gens if p.is_running()
                         ),
+                        "generator_cpus": [
+                            sum(p.cpu_times()[:2]) if p.is_running() else 0.0 for p in gens
+                        ],
                     }
                 )
         for g in generators:
@@ -523,10 +578,20 @@ def report(
         f"{total['cpu'] / span:.0%} of a core ({total['cpu'] / max(total['tokens'], 1) * 1e6:.0f} "
         f"µs per token)"
     )
+    kinds: dict[str, int] = {}
+    for p in parts:
+        for k, c in p["kinds"].items():
+            kinds[k] = kinds.get(k, 0) + c
     print(
         f"errors        {total['errors']}"
+        + "".join(f"\n  {c:6d} {k}" for k, c in sorted(kinds.items()))
         + "".join(f"\n  {e}" for p in parts for e in p["error_samples"][:2])
     )
+    if samples:
+        print(
+            f"listen queue  {samples[-1]['overflows'] - samples[0]['overflows']} connections "
+            "dropped for a full listen queue (the machine's TcpExt ListenOverflows)"
+        )
     waited = samples[-1]["gateway_waited"] - samples[0]["gateway_waited"] if samples else 0.0
     print(
         f"machine       load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; the "

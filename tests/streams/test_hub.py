@@ -66,6 +66,7 @@ async def test_many_subscribers_get_every_event_once(
             assert items == [*expected, End(DONE, _id(31))]
         assert hub.streams == 0
         assert hub.subscribers == 0
+        assert hub._cursors == {}  # what the reader follows is kept as it changes, not rebuilt
 
 
 async def test_a_slow_subscriber_is_cut_loose_and_catches_up_from_the_store(

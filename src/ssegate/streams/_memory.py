@@ -49,16 +49,17 @@ class _Stream:
 
 
 class _MemoryWaker(Waker):
-    __slots__ = ("changed", "event", "known", "pending", "store")
+    __slots__ = ("changed", "event", "pending", "store")
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
         self.pending = False
         self.event: anyio.Event | None = None
-        #: Streams appended to or ended since the hub's last look.
+        #: Streams appended to, ended or newly followed since the hub's last look.
         self.changed: set[str] = set()
-        #: The streams the hub followed at its last wait (any other is new: look at it).
-        self.known: set[str] = set()
+
+    def follow(self, stream: str) -> None:
+        self.changed.add(stream)
 
     async def wake(self) -> None:
         self.pending = True
@@ -207,12 +208,9 @@ class MemoryStore(StreamStore):
         return pages
 
     def _hub_ready(self, cursors: Mapping[str, int], waker: _MemoryWaker) -> dict[str, Page]:
-        """Pages of the streams changed since the hub's last look, or newly followed."""
-        new = cursors.keys() - waker.known
-        if new or len(waker.known) != len(cursors):
-            waker.known = set(cursors)
+        """Pages of the streams changed since the hub's last look, or newly followed
+        (``follow``): O(changes), whatever the number of streams followed."""
         look, waker.changed = waker.changed, set()
-        look |= new
         pages: dict[str, Page] = {}
         streams = self._streams
         for stream in look:

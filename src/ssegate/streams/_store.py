@@ -331,6 +331,10 @@ class Waker(abc.ABC):
     @abc.abstractmethod
     async def wake(self) -> None: ...
 
+    def follow(self, stream: str) -> None:  # noqa: B027 - optional hook
+        """The hub follows ``stream`` from now on: a store that reads only what
+        changed looks at it in the next wait (what it wrote before may have gone by)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the waker holds."""
 
