@@ -245,6 +245,10 @@ async def cyclic_garbage(run: Callable[[], Any]) -> list[Any]:
     gc.collect()
     enabled = gc.isenabled()
     gc.disable()
+    # Held while measuring: what existed before cannot become garbage during
+    # ``run()`` (an earlier test's event loop, which the test runner lets go of
+    # when the backend changes, is not this run's garbage).
+    before = gc.get_objects()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
         await run()
@@ -255,6 +259,7 @@ async def cyclic_garbage(run: Callable[[], Any]) -> list[Any]:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+        del before
         if enabled:
             gc.enable()
 
