@@ -184,3 +184,20 @@ async def test_a_reader_stalled_past_the_ttl_does_not_run_into_the_next_stream(
         await store.append("s", Event("new 2"))
         with pytest.raises(StreamNotFound, match="a new stream took its name"):
             await items.__anext__()
+
+
+async def test_a_stream_followed_during_a_wait_is_looked_at_in_the_next() -> None:
+    # The hub names a newly followed stream to the waker while a wait runs with
+    # the cursors taken before: that wait has no cursor for it, the next one
+    # must look at it even if it never changes again (it has ended).
+    store = MemoryStore()
+    await store.append("s", Event("a"))
+    await store.end("s")
+    waker = store._waker()
+    waker.follow("s")  # type: ignore[attr-defined]
+    assert await store._hub_wait({}, 0.01, waker) == {}  # type: ignore[attr-defined]
+    pages = await store._hub_wait({"s": 0}, 0.01, waker)  # type: ignore[attr-defined]
+    assert list(pages) == ["s"]
+    assert [e.data for e in pages["s"].events] == ["a"]
+    assert pages["s"].outcome == "done"
+    assert await store._hub_wait({"s": 1}, 0.01, waker) == {}  # type: ignore[attr-defined]

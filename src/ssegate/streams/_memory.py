@@ -49,7 +49,7 @@ class _Stream:
 
 
 class _MemoryWaker(Waker):
-    __slots__ = ("changed", "event", "pending", "store")
+    __slots__ = ("changed", "event", "followed", "pending", "store")
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
@@ -57,9 +57,12 @@ class _MemoryWaker(Waker):
         self.event: anyio.Event | None = None
         #: Streams appended to, ended or newly followed since the hub's last look.
         self.changed: set[str] = set()
+        #: Streams newly followed that no look has had a cursor for yet.
+        self.followed: set[str] = set()
 
     def follow(self, stream: str) -> None:
         self.changed.add(stream)
+        self.followed.add(stream)
 
     async def wake(self) -> None:
         self.pending = True
@@ -216,7 +219,15 @@ class MemoryStore(StreamStore):
         for stream in look:
             cursor = cursors.get(stream)
             state = streams.get(stream)
-            if cursor is None or state is None:
+            if cursor is None:
+                # Followed after the cursors of this wait were taken: looked at
+                # in the next one (dropped, it would wait for its next change,
+                # for ever if it has ended).
+                if stream in waker.followed and state is not None:
+                    waker.changed.add(stream)
+                continue
+            waker.followed.discard(stream)
+            if state is None:
                 continue
             if state.last_seq > cursor or state.outcome is not None:
                 page = pages[stream] = self._page_of(state, cursor, self.batch)
