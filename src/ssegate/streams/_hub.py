@@ -24,9 +24,9 @@ subscriber that lags gets its events made again. A full collection walks every
 tracked object in the process while the event loop, every stream on it, waits:
 kept as they came, pages cost three tracked objects per kept event (the page,
 its list, the event), up to ``queue_size`` events per stream, and at 1 000
-streams those walks were most of the per-token p99 on Redis. Now 0.02 per kept
-event, and nothing measurable per kept event in a full collection (was ~170
-ns; ``benchmarks/redis_store.py --parts kept``).
+streams those walks were most of the per-token p99 on Redis. Now none per
+kept event, and a full collection costs 6 ns per kept event, was 241 ns
+(``benchmarks/redis_store.py --parts kept --baseline TREE``).
 
 Waking them is the one cost that grows with their number, so it is kept to the
 bone: on asyncio a waiting subscriber parks on a bare future of its own (one per
