@@ -29,7 +29,8 @@ else a redis-server of our own), from one process, as a gateway replica would.
 4. What a Hub keeps per event, for subscribers that lag (``--parts kept``):
    tracked objects per kept event (``gc.get_objects()``) and what a full
    collection costs per kept event (the fastest of 7 ``gc.collect()``), 200
-   streams x 200 events.
+   streams x 200 events; and the cyclic garbage per event the appends and the
+   hub leave (what only the collector frees: found with it disabled meanwhile).
 
 ``--baseline TREE`` (another source tree, e.g. ``git worktree add`` of main)
 runs parts 3 and 4 side by side with that tree's RedisStore and Hub, each
@@ -330,16 +331,21 @@ async def kept(url: str, make: Factory, streams: int = 200, events: int = 200) -
             await append_all("warm-up")
             await wait_until(lambda: got == streams)
             objects, empty = len(gc.get_objects()), fastest_collection()
-            for n in range(events):
-                await append_all(f"token {n}")
-            await wait_until(lambda: got == streams * (events + 1))
-            gc.collect()
+            gc.disable()  # what the appends leave for the collector alone to free
+            try:
+                for n in range(events):
+                    await append_all(f"token {n}")
+                await wait_until(lambda: got == streams * (events + 1))
+            finally:
+                gc.enable()
+            garbage = gc.collect()
             more, full = len(gc.get_objects()) - objects, fastest_collection()
             tg.cancel_scope.cancel()
     if isinstance(store, RedisStore):
         await delete_prefix(url, prefix)
     total = streams * events
     return {
+        "garbage": garbage / total,
         "tracked": more / total,
         "collect_ns": (full - empty) / total * 1e9,
         "full_ms": full * 1e3,
@@ -431,7 +437,8 @@ async def main(args: argparse.Namespace) -> None:
             r = await median_of(args.repeats, partial(kept, url, group))
             print(
                 f"\nkept per event by a Hub on Redis, 200 streams x 200 events: "
-                f"{r['tracked']:.2f} tracked objects, {r['collect_ns']:.0f} ns per full collection"
+                f"{r['tracked']:.2f} tracked objects, {r['collect_ns']:.0f} ns per full collection, "
+                f"{r['garbage']:.3f} objects of cyclic garbage"
             )
     args.charts.save()
     print(f"\nload average at the end: {load()}")
@@ -577,13 +584,16 @@ def side_by_side(args: argparse.Namespace, url: str) -> None:
     print(f"\nside by side with the baseline {base} (each figure a fresh process, interleaved)")
     if "kept" in args.parts:
         print(f"\nkept per event by a Hub, 200 streams x 200 events, median of {args.repeats}")
-        print(f"{'':20} {'tracked objects':>16} {'full GC ns':>11} {'full GC ms':>11}")
+        print(
+            f"{'':20} {'tracked objects':>16} {'full GC ns':>11} {'full GC ms':>11} "
+            f"{'cyclic garbage':>15}"
+        )
         for label, design, tree in runs[1:]:
             rs = [measure_apart(args, url, "kept", design, tree=tree) for _ in range(args.repeats)]
             med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
             print(
                 f"{label:20} {med['tracked']:16.2f} {med['collect_ns']:11.0f} "
-                f"{med['full_ms']:11.1f}"
+                f"{med['full_ms']:11.1f} {med['garbage']:15.3f}"
             )
     if "target" not in args.parts:
         return
