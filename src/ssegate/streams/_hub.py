@@ -125,7 +125,7 @@ def _hot(cold: _Cold) -> Page:
 
 def _size(slot: Page | _Cold) -> int:
     """How many events a page of the ring holds, hot or cold."""
-    return len(slot.events) if type(slot) is Page else (len(slot) - 3) // 4
+    return len(slot.events) if isinstance(slot, Page) else (len(slot) - 3) // 4
 
 
 class _Follow:
@@ -156,7 +156,7 @@ class _Follow:
         pages = self.pages
         if pages:
             newest = pages[-1]
-            if type(newest) is Page:
+            if isinstance(newest, Page):  # as it came (cold ones are plain tuples)
                 pages[-1] = _cold(newest)
         pages.append(page)
         self.held += len(page.events)
@@ -334,7 +334,7 @@ class Hub:
                     if offset < len(pages):
                         position += 1
                         slot = pages[offset]
-                        page = slot if type(slot) is Page else _hot(slot)
+                        page = slot if isinstance(slot, Page) else _hot(slot)
                         if page.first_seq == cursor + 1 and page.outcome is None:
                             # The usual page: right after our cursor, no end. As it is.
                             cursor += len(page.events)
