@@ -60,6 +60,7 @@ its busiest run and prints its hottest functions: where the CPU goes.
     .venv/bin/python benchmarks/gateway.py            # C = 1, 100, 1000; 50 tokens; 3 repeats
     .venv/bin/python benchmarks/gateway.py --quick    # 10 tokens, 1 repeat, no LiteLLM
     .venv/bin/python benchmarks/gateway.py --streams 1000 --repeats 1 --profile /tmp/gw.raw
+    .venv/bin/python benchmarks/gateway.py --redis-url redis://127.0.0.1:6379/0  # on Redis
 """
 
 from __future__ import annotations
@@ -214,6 +215,43 @@ def litellm_available() -> bool:
 
 
 # -- orchestration --------------------------------------------------------------------
+
+
+class RedisMode:
+    """``--redis-url URL``: every gateway of the run (``ssegate``, ``baseline``) keeps its
+    streams in that Redis (``store`` = URL), the way replicas do, each under a key
+    prefix of its own for this run (``redis_prefix``), deleted at the end: runs and
+    gateways never see each other's keys. Off (the memory store) by default."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.run = f"ssegate-bench-{os.getpid()}-{int(time.time())}"
+
+    def use(self, url: str, say: bool) -> None:
+        self.url = url
+        if url and say:
+            print(f"store: Redis at {url}, keys under {self.run}:<gateway>: (deleted at the end)")
+
+    def env(self, name: str) -> dict[str, str]:
+        if not self.url or name not in ("gateway", "baseline"):
+            return {}
+        return {"SSEGATE_STORE": self.url, "SSEGATE_REDIS_PREFIX": f"{self.run}:{name}:"}
+
+    def flush(self) -> None:
+        if not self.url:
+            return
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            keys = list(client.scan_iter(match=f"{self.run}:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start : start + 1000])
+        finally:
+            client.close()
+
+
+REDIS = RedisMode()
 
 
 def free_port() -> int:
@@ -398,6 +436,7 @@ class Servers:
         # No fetch of LiteLLM's price list from the internet at start (it retries for 8 s).
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         env = {k: v for k, v in env.items() if not k.startswith("SSEGATE_")} | (extra or {})
+        env |= REDIS.env(name)
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
         return p
@@ -469,7 +508,9 @@ def main() -> None:
         help="also run the gateway of another ssegate source tree (TREE/src), column 'baseline'",
     )
     ap.add_argument("--profile", default=None, help="py-spy the gateway's busiest run into FILE")
+    ap.add_argument("--redis-url", default="", help="the gateways' store: this Redis (see REDIS)")
     args = ap.parse_args()
+    REDIS.use(args.redis_url, args.role == "bench")
     if args.role == "upstream":
         run_upstream(args.port, args.tokens or 50, keep_alive=args.upstream_keep_alive)
         return
@@ -587,6 +628,7 @@ def main() -> None:
         charts.save()
     finally:
         servers.close()
+        REDIS.flush()
     print(f"load average after: {os.getloadavg()[0]:.1f}; server logs in {servers.dir}")
     if args.profile:
         summarize_profile(args.profile)

@@ -26,6 +26,22 @@ else a redis-server of our own), from one process, as a gateway replica would.
 
     .venv/bin/python benchmarks/redis_store.py --parts target   # that table alone
 
+4. What a Hub keeps per event, for subscribers that lag (``--parts kept``):
+   tracked objects per kept event (``gc.get_objects()``) and what a full
+   collection costs per kept event (the fastest of 7 ``gc.collect()``), 200
+   streams x 200 events; and the cyclic garbage per event the appends and the
+   hub leave (what only the collector frees: found with it disabled meanwhile).
+
+``--baseline TREE`` (another source tree, e.g. ``git worktree add`` of main)
+runs parts 3 and 4 side by side with that tree's RedisStore and Hub, each
+measurement in a fresh process of its own (``TREE/src`` first on the baseline's
+``PYTHONPATH``), interleaved, at ``--side-streams`` streams (default 100 and
+1 000): the MemoryStore floor, the baseline and this tree, under the same load.
+Those processes set the collector up as ``ssegate serve`` does (start-up
+objects frozen, its thresholds; ``--gc default``: Python's own).
+
+    .venv/bin/python benchmarks/redis_store.py --parts target kept --baseline ../main
+
 Figures are medians of ``--repeats`` runs (1 with ``--quick``). The machine is
 shared and noisy: read the ratios (the load average is printed).
 """
@@ -34,6 +50,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -274,6 +295,63 @@ async def target(
     }
 
 
+async def kept(url: str, make: Factory, streams: int = 200, events: int = 200) -> dict[str, float]:
+    """What a Hub keeps per event for its subscribers: tracked objects, full-collection time.
+
+    ``streams`` streams of ``events`` events each, every stream followed by one
+    subscriber that keeps up (the hub's ring holds the events for those that lag).
+    """
+    prefix = f"ssegate-bench:{uuid.uuid4().hex[:8]}:"
+    got = 0
+
+    def fastest_collection() -> float:
+        times = []
+        for _ in range(7):
+            started = time.perf_counter()
+            gc.collect()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    async with make(prefix) as store, Hub(store, queue_size=1024) as hub:
+
+        async def follow(stream: str) -> None:
+            nonlocal got
+            async for _ in hub.read(stream, missing_ok=True):
+                got += 1
+
+        async def append_all(data: str) -> None:
+            async with anyio.create_task_group() as tg:
+                for s in range(streams):
+                    tg.start_soon(store.append, f"k{s}", Event(data, event="token"))
+
+        async with anyio.create_task_group() as tg:
+            for s in range(streams):
+                tg.start_soon(follow, f"k{s}")
+            await wait_until(lambda: hub.subscribers == streams)
+            await append_all("warm-up")
+            await wait_until(lambda: got == streams)
+            objects, empty = len(gc.get_objects()), fastest_collection()
+            gc.disable()  # what the appends leave for the collector alone to free
+            try:
+                for n in range(events):
+                    await append_all(f"token {n}")
+                await wait_until(lambda: got == streams * (events + 1))
+            finally:
+                gc.enable()
+            garbage = gc.collect()
+            more, full = len(gc.get_objects()) - objects, fastest_collection()
+            tg.cancel_scope.cancel()
+    if isinstance(store, RedisStore):
+        await delete_prefix(url, prefix)
+    total = streams * events
+    return {
+        "garbage": garbage / total,
+        "tracked": more / total,
+        "collect_ns": (full - empty) / total * 1e9,
+        "full_ms": full * 1e3,
+    }
+
+
 class GcPauses:
     """The cyclic collector's pauses while measuring (``gc.callbacks``).
 
@@ -323,6 +401,20 @@ async def main(args: argparse.Namespace) -> None:
     def no_hand_over(prefix: str) -> RedisStore:
         return NoHandOverRedisStore(url, prefix=prefix)
 
+    if args.one:  # one measurement for --baseline's side by side, as JSON
+        make = {"memory": memory, "group": group}[args.design]
+        if args.gc == "gateway":  # as `ssegate serve` runs: start-up frozen, its thresholds
+            from ssegate.cli._serve import GC_THRESHOLDS
+            from ssegate.server import freeze_startup_objects
+
+            freeze_startup_objects()
+            gc.set_threshold(*GC_THRESHOLDS)
+        if args.one == "kept":
+            result = await kept(url, make)
+        else:
+            result = await target(url, make, args.streams, 20.0, args.target_seconds)
+        print(json.dumps(result))
+        return
     print(
         f"RedisStore, median of {args.repeats} (loop: {args.loop}; Redis {url}; "
         f"shared noisy machine, load average {load()})"
@@ -334,8 +426,20 @@ async def main(args: argparse.Namespace) -> None:
         await writers_table(args, url, per_event, group)
     if "alone" in args.parts:
         await alone_table(args, url, memory, per_event, group)
-    if "target" in args.parts:
-        await target_table(args, url, memory, all_streams_read, no_hand_over, group, group_window)
+    if args.baseline:
+        side_by_side(args, url)
+    else:
+        if "target" in args.parts:
+            await target_table(
+                args, url, memory, all_streams_read, no_hand_over, group, group_window
+            )
+        if "kept" in args.parts:
+            r = await median_of(args.repeats, partial(kept, url, group))
+            print(
+                f"\nkept per event by a Hub on Redis, 200 streams x 200 events: "
+                f"{r['tracked']:.2f} tracked objects, {r['collect_ns']:.0f} ns per full collection, "
+                f"{r['garbage']:.3f} objects of cyclic garbage"
+            )
     args.charts.save()
     print(f"\nload average at the end: {load()}")
 
@@ -452,6 +556,83 @@ async def target_table(
     )
 
 
+def measure_apart(args: argparse.Namespace, url: str, what: str, design: str, **more: Any) -> Any:
+    """One measurement in a process of its own, of this tree or (``tree``) another."""
+    tree = more.pop("tree", None)
+    env = dict(os.environ)
+    if tree:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [os.path.join(os.path.abspath(tree), "src"), env.get("PYTHONPATH", "")]
+        )
+    command = [sys.executable, os.path.abspath(__file__), "--one", what, "--design", design]
+    command += ["--redis-url", url, "--streams", str(more.get("streams", args.streams))]
+    command += ["--target-seconds", str(args.target_seconds)]
+    command += ["--gc", args.gc, *(["--no-uvloop"] if args.no_uvloop else [])]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode:
+        raise RuntimeError(f"{what} {design} ({tree or 'this tree'}) failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def side_by_side(args: argparse.Namespace, url: str) -> None:
+    """Parts 3 and 4, this tree beside ``--baseline``'s, each run in a fresh process."""
+    base = args.baseline
+    runs = [("floor: MemoryStore", "memory", None), ("baseline", "group", base)]
+    runs.append(("this tree", "group", None))
+    print(f"\nside by side with the baseline {base} (each figure a fresh process, interleaved)")
+    if "kept" in args.parts:
+        print(f"\nkept per event by a Hub, 200 streams x 200 events, median of {args.repeats}")
+        print(
+            f"{'':20} {'tracked objects':>16} {'full GC ns':>11} {'full GC ms':>11} "
+            f"{'cyclic garbage':>15}"
+        )
+        for label, design, tree in runs[1:]:
+            rs = [measure_apart(args, url, "kept", design, tree=tree) for _ in range(args.repeats)]
+            med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            print(
+                f"{label:20} {med['tracked']:16.2f} {med['collect_ns']:11.0f} "
+                f"{med['full_ms']:11.1f} {med['garbage']:15.3f}"
+            )
+    if "target" not in args.parts:
+        return
+    for streams in args.side_streams:
+        results: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in runs}
+        for _ in range(args.repeats):  # interleaved: drifting load hits all alike
+            for label, design, tree in runs:
+                results[label].append(
+                    measure_apart(args, url, "target", design, tree=tree, streams=streams)
+                )
+        med = {
+            label: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            for label, rs in results.items()
+        }
+        floor = med["floor: MemoryStore"]
+        print(
+            f"\n{streams} streams x 20 tokens/s for {args.target_seconds:g} s, each read "
+            f"through a Hub, median of {args.repeats} (load average {load()})"
+        )
+        print(
+            f"{'':20} {'delivered':>10} {'p50 ms':>8} {'p99 ms':>8} {'p99 over floor':>15} "
+            f"{'CPU µs/token':>13} {'full GCs':>9} {'longest GC ms':>14}"
+        )
+        for label, r in med.items():
+            print(
+                f"{label:20} {r['delivered']:9.1f}% {r['p50'] * 1e3:8.1f} {r['p99'] * 1e3:8.1f} "
+                f"{(r['p99'] - floor['p99']) * 1e3:+15.1f} {r['cpu_us']:13.1f} "
+                f"{r['gc_full']:9.0f} {r['gc_max_ms']:14.1f}"
+            )
+        ours, before = med["this tree"], med["baseline"]
+        met = ours["delivered"] == 100.0 and ours["p99"] - floor["p99"] <= 0.020
+        print(
+            f"baseline / this tree: p99 {before['p99'] / ours['p99']:.2f}x, longest collection "
+            f"{before['gc_max_ms'] / max(ours['gc_max_ms'], 0.1):.1f}x, CPU per token "
+            f"{before['cpu_us'] / ours['cpu_us']:.2f}x; target (100 % delivered, "
+            f"p99 <= floor + 20 ms) {'met' if met else 'MISSED'}"
+        )
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (about 30 s)")
@@ -465,10 +646,26 @@ def cli() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        choices=["writers", "alone", "target"],
+        choices=["writers", "alone", "target", "kept"],
         default=["writers", "alone", "target"],
         help="which tables to run",
     )
+    parser.add_argument(
+        "--baseline",
+        default="",
+        metavar="TREE",
+        help="run parts target and kept beside another ssegate source tree's (TREE/src)",
+    )
+    parser.add_argument("--side-streams", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument(
+        "--gc",
+        choices=["gateway", "default"],
+        default="gateway",
+        help="with --baseline: the collector as `ssegate serve` sets it (start-up objects "
+        "frozen, its thresholds; the default) or Python's defaults",
+    )
+    parser.add_argument("--one", choices=["target", "kept"], help=argparse.SUPPRESS)
+    parser.add_argument("--design", choices=["memory", "group"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.target_seconds, args.repeats = 1.0, 3.0, 1

@@ -71,6 +71,40 @@ async def test_redis_going_away_gives_clear_errors_and_loses_nothing_acknowledge
             assert await collect(store.read("s")) == [*events(_id, range(1, 7)), End(DONE, _id(7))]
 
 
+async def every_kind_of_request(store: RedisStore, n: int) -> None:
+    """Appends, reads and info at once, each on a pooled connection of its own."""
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(store.append, f"s{i}", Event("e"))
+            tg.start_soon(store.info, "s")
+        tg.start_soon(collect, store.read("s", missing_ok=True))
+
+
+@needs_redis_server
+@pytest.mark.parametrize("outage", ["client kill", "restart"])
+async def test_a_connection_closed_while_idle_in_the_pool_is_opened_again(outage: str) -> None:
+    # Our own server: it is killed (what it acknowledged kept on disk), or all its clients are.
+    with RedisServer(appendonly=True) as server:
+        store = RedisStore(server.url)
+        async with store:
+            await store.append("s", Event("e1"))
+            await store.end("s")
+            await every_kind_of_request(store, 4)  # several connections, all idle now
+            if outage == "restart":
+                server.stop(kill=True)
+                server.start()
+            async with aioredis.Redis.from_url(server.url) as admin:
+                if outage == "client kill":
+                    assert len(await admin.client_list(_type="normal")) > 4  # the store's too
+                    await admin.client_kill_filter(_type="normal", skipme=True)
+                with anyio.fail_after(10):  # none left but this one, on the server's side
+                    while len(await admin.client_list(_type="normal")) > 1:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+            # Redis is back: not one request fails (each idle connection failed one).
+            await every_kind_of_request(store, 4)
+            assert (await store.info("s0")).length == 2
+
+
 async def test_constructor_errors() -> None:
     with pytest.raises(ValueError, match="Redis URL"):
         RedisStore("http://localhost:6379")

@@ -113,6 +113,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E4
 from redis.exceptions import RedisError  # noqa: E402
 from redis.exceptions import ResponseError as RedisResponseError  # noqa: E402
 
+try:  # redis-py >= 7
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # pragma: no cover - older redis-py checks idle connections anyway
+    MaintNotificationsConfig = None  # type: ignore[assignment,misc]
+
 __all__ = ["RedisStore"]
 
 #: Entries kept on a store's notification stream (about: trimmed by whole
@@ -410,6 +415,18 @@ LEASE_BATCH = 500
 #: URL schemes of a Redis Cluster (any one node's address).
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
+#: What makes redis-py's pool look at an idle connection before lending it:
+#: one the server closed (Redis restarted, ``CLIENT KILL``, its idle timeout)
+#: is opened again instead of failing the request it is lent for. redis-py 8
+#: skips that look when "maintenance notifications" are on, which they are by
+#: default on RESP3 ("auto"): off, as they are for Redis Enterprise's
+#: failovers only. (Commands themselves are never retried: see the module doc.)
+_CHECKED_ON_CHECKOUT: dict[str, Any] = (
+    {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+    if MaintNotificationsConfig is not None
+    else {}
+)
+
 #: Connections a store made from a URL may open; the pool waits for a free one
 #: beyond that, so load never multiplies connections (a Hub needs one or two).
 DEFAULT_MAX_CONNECTIONS = 32
@@ -516,6 +533,7 @@ class RedisStore(StreamStore):
                 socket_timeout=poll_interval + 10.0,
                 socket_connect_timeout=5.0,
                 retry=Retry(NoBackoff(), 0),
+                **_CHECKED_ON_CHECKOUT,
             )
             self.redis = Redis(connection_pool=pool)
             self._owns = True
