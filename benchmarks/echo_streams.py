@@ -29,6 +29,16 @@ import time
 from typing import Any
 
 
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each figure over ``runs`` (one tree's)."""
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def baseline_ratio(results: dict[str, list[dict[str, float]]], key: str) -> float:
+    """This tree's median of ``key`` over the baseline's (both in ``results``)."""
+    return medians(results["this tree"])[key] / medians(results["baseline"])[key]
+
+
 def measure(streams: int, pace: float, seconds: float, ramp: float, default_gc: bool) -> dict:
     import anyio
     import uvloop
@@ -135,16 +145,14 @@ def main() -> None:
             out = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
             results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
     for name, runs in results.items():
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        med = medians(runs)
         print(
             f"{name:10s} {med['cpu_us']:6.1f} µs CPU per item (collector {med['gc_us']:.1f}), "
             f"{med['items_per_s']:.0f} items/s, {med['core']:.0%} of a core "
             f"(medians of {len(runs)})"
         )
     if args.baseline:
-        ratio = statistics.median(r["cpu_us"] for r in results["this tree"]) / statistics.median(
-            r["cpu_us"] for r in results["baseline"]
-        )
+        ratio = baseline_ratio(results, "cpu_us")
         print(f"ratio      {ratio:.2f} x the baseline's CPU per item")
     print(f"machine    load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

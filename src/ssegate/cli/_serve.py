@@ -15,10 +15,26 @@ collected several times a second under load, and each full collection walked
 the whole heap, start-up objects (FastAPI's routes, pydantic's models: ~100 000)
 included, with every stream stopped. Once the app has started, ``serve``
 collects, freezes what is alive (``ssegate.server.freeze_startup_objects``: no
-later collection walks it) and raises the thresholds to ``GC_THRESHOLDS`` (a
-young collection every 50 000 new objects). Streams leave no cycles (see
-``ssegate.server``), so the collector finds little; measured in docs/gateway.md
-("The collector").
+later collection walks it) and sets the thresholds to ``GC_THRESHOLDS``.
+Streams leave no cycles (see ``ssegate.server``), so the collector finds little,
+and what it costs is its pauses: each collection stops every stream for as long
+as it walks its generations. An open stream holds ~170 to 220 tracked objects, so a
+gateway ramping up to 5 000 streams adds a young generation's worth every
+fraction of a second. With a young collection every 50 000 new objects (and a
+middle one every 20 of those) the soak's gateway stopped 30 to 200 ms at each
+young collection and 1.6 s at a middle one (walking a million objects); with
+``(10 000, 4, 2 500)`` no collection took 20 ms (``gc.callbacks`` timing each,
+5 000 streams, docs/RELIABILITY.md). The objects walk the same generations
+either way, in smaller steps; a full collection still comes about as rarely
+(every ~100 million new objects, and only when the old generation has grown by
+a quarter). Measured in docs/gateway.md ("The collector").
+
+The listen queue. uvicorn's default backlog (2 048) is less than the clients of
+one replica that died reconnecting to another at once, or the starts waiting
+while a gateway catches up (the soak counted 200 000 SYNs dropped, and every
+dropped client tries again later): the kernel drops what overflows. ``serve``
+asks for ``BACKLOG``, which the kernel caps at its own limit
+(``net.core.somaxconn``: 4 096 on Linux since 5.4).
 """
 
 from __future__ import annotations
@@ -49,7 +65,11 @@ _FLAG_ENV = {
 
 
 #: The collector's thresholds once the gateway has started (see the module docstring).
-GC_THRESHOLDS = (50_000, 20, 100)
+GC_THRESHOLDS = (10_000, 4, 2_500)
+
+#: The listen queue ``serve`` asks for (see the module docstring): as long as the
+#: system allows (``listen()`` caps it at ``net.core.somaxconn`` silently).
+BACKLOG = 65_535
 
 
 def tuned_for_serving(app: Any) -> Any:
@@ -178,6 +198,7 @@ def serve(
         "port": settings.port,
         "log_level": "info",
         "timeout_graceful_shutdown": settings.shutdown_timeout,
+        "backlog": BACKLOG,
     }
     if settings.workers > 1:
         if config is not None:

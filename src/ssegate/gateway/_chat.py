@@ -73,7 +73,7 @@ async def chat_completions(
         finally:
             reader.leave()
     try:
-        if gw.models.ready(started.route.model):
+        if gw.models.answers_now(started.route):
             if not await _accepted_unless_gone(request, generation, reader):
                 return Response(status_code=204)  # to nobody
         else:  # the local model is loading: answer now, keep-alives until it is ready
