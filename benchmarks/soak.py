@@ -279,6 +279,10 @@ def run_generator(
                             stats.lost += max(0, len(expected) - n)
                             stats.served += 1
                             return
+                        if not event.id:  # every event of a generation has one
+                            stats.kind("error event without an id")
+                            stats.errors.append(f"event without an id: {event.data[:200]}")
+                            return
                         number = position(event.id)
                         if number <= last:
                             stats.repeated += 1
