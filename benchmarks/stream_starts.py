@@ -25,11 +25,14 @@ machine is shared: compare the columns of one run; the load average is printed.
 and prints where its samples went.
 
 Then what an open stream holds: each tree's app in a process of its own
-(``create_app`` under uvicorn, as ``serve`` runs it, collector tuned the same),
-``--held`` streams opened by a client process and held (the echo at a token a
-minute), and the objects the collector tracks counted (``gc.get_objects()``)
-before and while they are held: the objects per open stream, which every
-collection walks (the soak's 10 000 streams hold millions).
+(``create_app`` under uvicorn, as ``serve`` runs it, collector tuned the same,
+no access log), ``--held`` streams opened by a client process and held (the
+echo at a token a minute), and the objects the collector tracks counted
+(``gc.get_objects()``) before and while they are held: the objects per open
+stream, which every collection walks (the soak's 10 000 streams hold millions).
+While they open, ``sys.setprofile`` counts the server thread's calls: Python
+calls (each coroutine resumption is one too) and C calls per start, from the
+connection to the first event.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from echo_streams import baseline_ratio, medians
 
@@ -124,10 +128,13 @@ def hold(port: int, streams: int) -> None:
     asyncio.run(main())
 
 
-def held_objects(streams: int) -> float:
-    """Objects the collector tracks per open stream, in this process's gateway."""
+def held_objects(streams: int) -> dict[str, float]:
+    """Per stream, in this process's gateway: the objects the collector tracks
+    while it is open, and the Python calls (with coroutine resumptions) and C
+    calls its start made (``sys.setprofile`` in the server's thread)."""
     import gc
     import threading
+    from collections import Counter
 
     import uvicorn
 
@@ -147,6 +154,14 @@ def held_objects(streams: int) -> float:
         tuned_for_serving(create_app(settings)), port=port, log_level="warning", backlog=4096
     )
     server = uvicorn.Server(config)
+    calls: Counter[str] = Counter()
+    counting = [False]
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if counting[0]:
+            calls[event] += 1
+
+    threading.setprofile(profile)  # the threads started from now on: the server's
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -164,16 +179,22 @@ def held_objects(streams: int) -> float:
     warm.wait()
     time.sleep(1.0)
     before = tracked()
+    counting[0] = True
     client = subprocess.Popen([*hold, f"--held={streams}"], stdout=subprocess.PIPE)
     assert client.stdout is not None
     client.stdout.readline()
     time.sleep(0.5)
+    counting[0] = False
     during = tracked()
     client.kill()
     client.wait()
     server.should_exit = True
     thread.join(30)
-    return (during - before) / streams
+    return {
+        "objects": (during - before) / streams,
+        "calls": calls["call"] / streams,
+        "c_calls": calls["c_call"] / streams,
+    }
 
 
 class Gateway:
@@ -272,8 +293,12 @@ def main() -> None:
             env = {**os.environ, "PYTHONPATH": src} if src else dict(os.environ)
             child = [sys.executable, __file__, "--held-child", f"--held={args.held}"]
             out = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
-            count = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{name:10s} {count:5.0f} objects tracked by the collector per open stream")
+            held = json.loads(out.stdout.strip().splitlines()[-1])
+            print(
+                f"{name:10s} {held['objects']:5.0f} objects tracked by the collector per open "
+                f"stream; its start (to the first event): {held['calls']:.0f} Python calls and "
+                f"resumptions, {held['c_calls']:.0f} C calls"
+            )
     print(f"machine    load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.profile:
         summarize_profile(args.profile, top=40)
