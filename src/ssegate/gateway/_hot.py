@@ -8,8 +8,8 @@ the dependencies solved, and two exit stacks and an exception wrapper entered
 that stay open, with their closures, frames and coroutines, for as long as the
 stream runs (the response is sent from inside them). Measured in
 ``benchmarks/stream_starts.py`` against the tree before (docs/gateway.md, with
-the routes made once per model name): a stream's CPU 0.86 against 0.97 ms, its
-start 564 Python calls against 787, and an open stream 171 objects for the
+the routes made once per model name): a stream's CPU 0.79 against 0.93 ms, its
+start 590 Python calls against 808, and an open stream 172 objects for the
 collector to walk against 217.
 
 ``HotRoutes`` sits between the app's exception middleware and its router. A
