@@ -8,12 +8,12 @@ What the soak (benchmarks/soak.py) drives through HTTP, without the HTTP: N
 generations of the ``echo`` model run by the gateway's ``Runner`` (each with its
 lease) into a ``MemoryStore``, each read by one subscriber of a ``Hub``, started
 over ``--ramp`` seconds. Measured once they all run: CPU (user + system) per
-item delivered to a subscriber, and the collector's share of it. The collector
-is set as ``ssegate serve`` sets it (start-up objects frozen, a young collection
-every 50 000 new objects) unless ``--default-gc``, so what is measured is the
-path itself. ``--baseline TREE`` runs the same in a child process importing
-TREE/src (e.g. a ``git archive main src`` of the main branch), alternating with
-this tree's, ``--repeats`` times: compare the medians of one run.
+item delivered to a subscriber, the collector's share of it and its longest
+pause. The collector is set as the tree's ``ssegate serve`` sets it (start-up
+objects frozen, its ``GC_THRESHOLDS``) unless ``--default-gc``.
+``--baseline TREE`` runs the same in a child process importing TREE/src (e.g. a
+``git archive main src`` of the main branch), alternating with this tree's,
+``--repeats`` times: compare the medians of one run.
 """
 
 from __future__ import annotations
@@ -29,10 +29,21 @@ import time
 from typing import Any
 
 
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each figure over ``runs`` (one tree's)."""
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def baseline_ratio(results: dict[str, list[dict[str, float]]], key: str) -> float:
+    """This tree's median of ``key`` over the baseline's (both in ``results``)."""
+    return medians(results["this tree"])[key] / medians(results["baseline"])[key]
+
+
 def measure(streams: int, pace: float, seconds: float, ramp: float, default_gc: bool) -> dict:
     import anyio
     import uvloop
 
+    from ssegate.cli._serve import GC_THRESHOLDS
     from ssegate.gateway._echo import EchoProvider
     from ssegate.gateway._metrics import Metrics
     from ssegate.gateway._models import Route
@@ -40,19 +51,21 @@ def measure(streams: int, pace: float, seconds: float, ramp: float, default_gc: 
     from ssegate.llm import ChatRequest
     from ssegate.streams import End, Hub, MemoryStore
 
-    collecting = [0.0, 0.0]  # CPU seconds in the collector; when the current one began
+    # CPU seconds in the collector; when the current one began (CPU, wall); the longest (wall)
+    collecting = [0.0, 0.0, 0.0, 0.0]
 
     def timed(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            collecting[1] = time.process_time()
+            collecting[1], collecting[2] = time.process_time(), time.perf_counter()
         else:
             collecting[0] += time.process_time() - collecting[1]
+            collecting[3] = max(collecting[3], time.perf_counter() - collecting[2])
 
     gc.callbacks.append(timed)
-    if not default_gc:
+    if not default_gc:  # as the tree's serve sets it
         gc.collect()
         gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        gc.set_threshold(*GC_THRESHOLDS)
     tokens = int(pace * (ramp + seconds)) + 4  # still running when the measure ends
     request = ChatRequest(
         model="echo", messages=[{"role": "user", "content": "go"}], max_tokens=tokens
@@ -78,6 +91,7 @@ def measure(streams: int, pace: float, seconds: float, ramp: float, default_gc: 
                 for n in range(streams):
                     tg.start_soon(follow, n)
                 await anyio.sleep(ramp + 2)
+                collecting[3] = 0.0  # the longest collection once they all run
                 before = time.process_time(), collecting[0], received[0], time.monotonic()
                 await anyio.sleep(seconds)
                 after = time.process_time(), collecting[0], received[0], time.monotonic()
@@ -88,6 +102,7 @@ def measure(streams: int, pace: float, seconds: float, ramp: float, default_gc: 
             "cpu_us": (after[0] - before[0]) / max(items, 1) * 1e6,
             "gc_us": (after[1] - before[1]) / max(items, 1) * 1e6,
             "core": (after[0] - before[0]) / (after[3] - before[3]),
+            "gc_longest_ms": collecting[3] * 1e3,
         }
 
     return uvloop.run(main())
@@ -135,16 +150,15 @@ def main() -> None:
             out = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
             results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
     for name, runs in results.items():
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        med = medians(runs)
         print(
-            f"{name:10s} {med['cpu_us']:6.1f} µs CPU per item (collector {med['gc_us']:.1f}), "
+            f"{name:10s} {med['cpu_us']:6.1f} µs CPU per item (collector {med['gc_us']:.1f}, "
+            f"longest collection {med['gc_longest_ms']:.0f} ms), "
             f"{med['items_per_s']:.0f} items/s, {med['core']:.0%} of a core "
             f"(medians of {len(runs)})"
         )
     if args.baseline:
-        ratio = statistics.median(r["cpu_us"] for r in results["this tree"]) / statistics.median(
-            r["cpu_us"] for r in results["baseline"]
-        )
+        ratio = baseline_ratio(results, "cpu_us")
         print(f"ratio      {ratio:.2f} x the baseline's CPU per item")
     print(f"machine    load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -65,7 +65,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway import cpu_of, free_port, wait_ready
+from gateway import cpu_of, free_port, py_spy, summarize_profile, wait_ready
 from ssegate import Decoder
 from ssegate.gateway._echo import LOREM, words
 
@@ -279,6 +279,10 @@ def run_generator(
                             stats.lost += max(0, len(expected) - n)
                             stats.served += 1
                             return
+                        if not event.id:  # every event of a generation has one
+                            stats.kind("error event without an id")
+                            stats.errors.append(f"event without an id: {event.data[:200]}")
+                            return
                         number = position(event.id)
                         if number <= last:
                             stats.repeated += 1
@@ -412,6 +416,7 @@ def main() -> None:
     parser.add_argument("--reconnect", type=float, default=0.10, help="share dropping each minute")
     parser.add_argument("--generators", type=int, default=2, help="load-generator processes")
     parser.add_argument("--out", default="benchmarks/out/soak")
+    parser.add_argument("--profile", help="py-spy the gateway through the load phase (raw, FILE)")
     args = parser.parse_args()
     if args.quick:
         args.streams, args.duration, args.ramp = 1000, 60.0, 10.0
@@ -472,6 +477,7 @@ def main() -> None:
             )
             for i, f in enumerate(files)
         ]
+        spy = py_spy(gateway.pid, args.profile) if args.profile else None
         for g in generators:
             g.start()
         gens = [psutil.Process(g.pid) for g in generators]
@@ -496,6 +502,9 @@ def main() -> None:
                 )
         for g in generators:
             g.join()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         time.sleep(3.0)  # connections closed by now
         fds_after = proc.num_fds()
     finally:
@@ -509,6 +518,8 @@ def main() -> None:
             gateway.kill()
         log.close()
     report(args, out, files, samples, fds_idle, fds_after)
+    if args.profile:
+        summarize_profile(args.profile, top=30)
 
 
 def report(

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from serve_support import free_port, ssegate_serve
 from ssegate.cli import app
+from ssegate.cli._serve import BACKLOG
 
 runner = CliRunner()
 
@@ -54,6 +55,7 @@ def test_a_real_ssegate_serve_process(tmp_path: Path) -> None:
         'default_model = "echo"\necho_tokens_per_second = 0\n[local]\npreload = false\n'
     )
     with ssegate_serve(str(config), output=subprocess.PIPE) as (base, process):
+        assert listen_queue(int(base.rpartition(":")[2])) == min(BACKLOG, somaxconn())
         sdk = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
         chunks = sdk.chat.completions.create(
             model="echo", messages=[{"role": "user", "content": "over the wire"}], stream=True
@@ -91,3 +93,17 @@ def test_publish_refused_says_why(gateway, key: str | None) -> None:  # type: ig
     assert result.stderr.startswith("ssegate publish: 401: ")
     assert ok.exit_code == 0
     assert ok.stdout.strip().endswith("-000000000001")
+
+
+def somaxconn() -> int:
+    """The kernel's cap on a listen queue (Linux)."""
+    return int(Path("/proc/sys/net/core/somaxconn").read_text())
+
+
+def listen_queue(port: int) -> int:
+    """The listen queue of the socket listening on ``port``, as the kernel has it
+    (``ss``: a listening socket's Send-Q is its backlog)."""
+    out = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return int(out.split()[2])

@@ -17,7 +17,7 @@ import pytest
 from gateway_support import events
 from gateway_support import settings as make
 
-from ssegate.gateway._models import Models
+from ssegate.gateway._models import Models, UnknownModel
 from ssegate.llm import ChatRequest, LLMEvent, Start
 from ssegate.testing import FakeUpstream, Reply
 
@@ -310,3 +310,25 @@ def test_after_a_mid_stream_error_every_wire_event_has_its_own_id(gateway, upstr
         f"id: {epoch}-000000000003\ndata: [DONE]\n\n"
     )
     assert after_part.text == aisdk.text[aisdk.text.index(f"id: {epoch}-000000000003.3") :]
+
+
+def test_routes_of_the_names_the_settings_fix_are_made_once() -> None:
+    settings = make(
+        aliases={"fast": "fake/small", "mirror": "echo"},
+        providers={"fake": {"kind": "openai", "api_key": "k", "models": ["small"]}},
+    )
+    models = Models(settings, local=Thinking())
+    for name in ("echo", "local", "fast", "mirror", "fake/small"):
+        assert models.route(name) is models.route(name)
+    # Any <provider>/<model> routes, but a name the client chose is not kept.
+    chosen = models.route("fake/anything")
+    assert (chosen.upstream_model, chosen.label) == ("anything", "fake/*")
+    assert models.route("fake/anything") is not chosen
+    assert set(models._routes) == {"echo", "local", "fast", "mirror", "fake/small"}
+    fast = models.route("fast")
+    assert (fast.model, fast.upstream_model, fast.label) == ("fast", "small", "fast")
+    assert models.route("mirror").provider is models.echo
+    with pytest.raises(UnknownModel):
+        models.route("nobody/x")
+    assert "nobody/x" not in models._routes
+    anyio.run(models.aclose)

@@ -6,7 +6,9 @@ metrics registry, and the middleware (in order from the outside: the query
 token scrubbed before anything logs, the graceful shutdown that tells every
 open stream to reconnect elsewhere when the process is asked to stop, CORS,
 the body size limit). Each route lives in the module of its concern; the pages
-in ``_pages``.
+in ``_pages``. The request every stream starts with (``POST
+/v1/chat/completions``) is answered without FastAPI's per-request work when its
+body is ordinary (``_hot``).
 
 At startup the process answers at once; the local model loads in the
 background (``/readyz`` says when it is ready). ``sleep`` and ``clock`` are
@@ -23,14 +25,17 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 
 from ..llm.providers import Provider
 from ..server import GracefulShutdown
 from ..streams import Hub, MemoryStore, StreamStore
 from . import _chat, _dashboard, _ops, _pages, _static, _streams, _topics
 from ._auth import ScrubToken
+from ._begin import ChatCompletionBody
 from ._errors import install_error_handlers
 from ._gateway import Gateway, principal
+from ._hot import HotRoute, HotRoutes
 from ._limits import BodyLimit
 from ._metrics import Metrics
 from ._models import Models
@@ -51,10 +56,29 @@ class _GatewayApp(FastAPI):
     so an event stream sends its start through them and its body messages
     straight to this ``send`` (``Reader``). Only while the middleware is the
     gateway's own: one added later may change bodies, and then every message
-    goes the whole way.
+    goes the whole way. And the hot routes (``_hot``) answered inside its
+    exception middleware.
     """
 
     own_middleware = -1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: Routes answered without FastAPI's per-request work (``_hot``); set by
+        #: ``create_app``, read when the middleware stack is built (the first request).
+        self.hot_routes: dict[tuple[str, str], HotRoute] = {}
+        super().__init__(*args, **kwargs)
+
+    def build_middleware_stack(self) -> Any:
+        # The hot routes go right inside the exception middleware, so that what
+        # they raise is answered by the app's handlers, as a route's would be.
+        stack: Any = super().build_middleware_stack()
+        outer = stack
+        while getattr(outer, "app", None) is not None:
+            if isinstance(outer, ExceptionMiddleware):
+                outer.app = HotRoutes(outer.app, self.hot_routes, self)
+                break
+            outer = outer.app
+        return stack
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if len(self.user_middleware) == self.own_middleware:
@@ -134,6 +158,11 @@ def create_app(
     install_error_handlers(app, principal)
     for module in (_chat, _streams, _topics, _ops, _static, _dashboard, _pages):
         app.include_router(module.router)
+    app.hot_routes = {
+        ("POST", "/v1/chat/completions"): HotRoute(
+            ChatCompletionBody, _chat.chat_completions, principal
+        ),
+    }
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,

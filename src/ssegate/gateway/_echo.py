@@ -54,6 +54,11 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
+#: What a long answer goes on with: after the message's words, and alone.
+_LOREM_AFTER = tuple(words(" " + LOREM))
+_LOREM_ALONE = tuple(words(LOREM))
+
+
 class EchoProvider:
     """A provider (``name``, ``stream``, ``aclose``) that echoes, paced, for free."""
 
@@ -81,7 +86,7 @@ class EchoProvider:
         if limit is None:
             return tokens, False
         if limit > len(tokens):
-            lorem = itertools.cycle(words(" " + LOREM) if tokens else words(LOREM))
+            lorem = itertools.cycle(_LOREM_AFTER if tokens else _LOREM_ALONE)
             tokens += list(itertools.islice(lorem, limit - len(tokens)))
         return tokens[:limit], True
 

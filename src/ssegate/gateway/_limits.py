@@ -11,7 +11,7 @@ from typing import Any
 
 from ._errors import api_error
 
-__all__ = ["BodyLimit"]
+__all__ = ["BodyLimit", "Replay"]
 
 
 class BodyLimit:
@@ -43,17 +43,7 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, Replay(b"".join(chunks), receive), send)
 
     async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
         response = api_error(
@@ -63,3 +53,24 @@ class BodyLimit:
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+class Replay:
+    """A ``receive`` that gives ``body`` (whole) first, then what ``receive`` gives.
+
+    An object, not a closure: it lives as long as the request (a stream's), and
+    is one object where a closure is a function and a cell per variable.
+    """
+
+    __slots__ = ("body", "receive")
+
+    def __init__(self, body: bytes, receive: Any) -> None:
+        self.body: bytes | None = body
+        self.receive = receive
+
+    async def __call__(self) -> Any:
+        body = self.body
+        if body is None:
+            return await self.receive()
+        self.body = None
+        return {"type": "http.request", "body": body, "more_body": False}

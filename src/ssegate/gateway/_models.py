@@ -109,6 +109,8 @@ class Models:
         self.loader: TaskGroup | None = None
         self._loading = False
         self.upstreams: dict[str, Provider] = {}
+        #: The routes made so far of names the settings fix (see ``route``).
+        self._routes: dict[str, Route] = {}
         #: One HTTP client per provider, with its timeouts (closed in ``aclose``).
         self._clients: list[HTTPClient] = []
         for name, config in settings.providers.items():
@@ -134,18 +136,31 @@ class Models:
         return names
 
     def route(self, model: str) -> Route:
-        """The route of ``model``; ``UnknownModel`` when there is none."""
+        """The route of ``model``; ``UnknownModel`` when there is none.
+
+        The routes of the names the settings fix (``local``, ``echo``, the
+        aliases) are made once: every request asks for one.
+        """
+        route = self._routes.get(model)
+        if route is not None:
+            return route
         target = self.settings.aliases.get(model, model)
         if target == "local":
-            return Route(model, self.local, "local")
-        if target == "echo":
-            return Route(model, self.echo, "echo")
-        provider, slash, name = target.partition("/")
-        upstream = self.upstreams.get(provider) if slash and name else None
-        if upstream is None:
-            raise UnknownModel(model)
-        listed = model in self.settings.aliases or name in self.settings.providers[provider].models
-        return Route(model, upstream, name, model if listed else f"{provider}/*")
+            route = Route(model, self.local, "local")
+        elif target == "echo":
+            route = Route(model, self.echo, "echo")
+        else:
+            provider, slash, name = target.partition("/")
+            upstream = self.upstreams.get(provider) if slash and name else None
+            if upstream is None:
+                raise UnknownModel(model)
+            config = self.settings.providers[provider]
+            listed = model in self.settings.aliases or name in config.models
+            route = Route(model, upstream, name, model if listed else f"{provider}/*")
+            if not listed:  # a name the client chose: not kept (their number is not bounded)
+                return route
+        self._routes[model] = route
+        return route
 
     def ready(self, model: str) -> bool:
         """Whether ``model`` can answer now (only the local model takes time to load)."""
@@ -153,6 +168,10 @@ class Models:
             route = self.route(model)
         except UnknownModel:
             return False
+        return self.answers_now(route)
+
+    def answers_now(self, route: Route) -> bool:
+        """Whether ``route``'s provider can answer now (the local model once loaded)."""
         return route.provider is not self.local or self.local_ready.is_set()
 
     def want_local(self) -> None:

@@ -1,0 +1,308 @@
+"""Stream starts: the gateway's CPU per streaming chat completion, start to ``[DONE]``.
+
+    .venv/bin/python benchmarks/stream_starts.py                    # this tree
+    .venv/bin/python benchmarks/stream_starts.py --baseline TREE    # and TREE/src's, side by side
+    .venv/bin/python benchmarks/stream_starts.py --profile /tmp/starts.raw
+
+What limits the soak (benchmarks/soak.py): with 10 000 slots of one-minute
+streams the gateway starts ~170 streams a second, and each start is a whole
+request: a new connection, ``POST /v1/chat/completions`` (body parsing and
+validation, auth, limits, model routing, the store's stream and lease, the
+generation's task, the response and its reader), then the stream's few events,
+``[DONE]`` and the connection's close. Here the ``echo`` model answers at once
+(``echo_tokens_per_second = 0``, ``max_tokens`` 1: a start event, one token, usage,
+finish), so what is measured is that fixed cost, not the per-token one.
+
+Each tree runs its own ``python -m ssegate serve --config FILE`` (``TREE/src``
+first on its ``PYTHONPATH``; memory store, auth off, access log as ``serve``
+has it); one load generator (raw asyncio sockets on uvloop, HTTP/1.1,
+``connection: close`` as in the soak) keeps ``--concurrency`` requests in flight
+to one gateway at a time, ``--requests`` in all, every answer read to
+``[DONE]``; the trees take turns, ``--repeats`` times. Reported, medians: the
+gateway's CPU (user + system) per stream, and streams per second. The
+machine is shared: compare the columns of one run; the load average is printed.
+``--profile FILE`` records this tree's gateway with py-spy during its last run
+and prints where its samples went.
+
+Then what an open stream holds: each tree's app in a process of its own
+(``create_app`` under uvicorn, as ``serve`` runs it, collector tuned the same,
+no access log), ``--held`` streams opened by a client process and held (the
+echo at a token a minute), and the objects the collector tracks counted
+(``gc.get_objects()``) before and while they are held: the objects per open
+stream, which every collection walks (the soak's 10 000 streams hold millions).
+While they open, ``sys.setprofile`` counts the server thread's calls: Python
+calls (each coroutine resumption is one too) and C calls per start, from the
+connection to the first event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from echo_streams import baseline_ratio, medians
+
+from gateway import cpu_of, free_port, py_spy, summarize_profile, wait_ready
+
+BODY = json.dumps(
+    {
+        "model": "echo",
+        "stream": True,
+        "max_tokens": 1,
+        "messages": [{"role": "user", "content": "go"}],
+    }
+).encode()
+POST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+    b"content-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n" % len(BODY) + BODY
+)
+
+
+async def _one(port: int) -> bool:
+    """One streaming request read to its end; whether it ended with ``[DONE]``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(POST)
+        data = await reader.read()  # the server closes: connection: close
+    finally:
+        writer.close()
+    return data.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in data
+
+
+def drive(port: int, requests: int, concurrency: int) -> tuple[int, float]:
+    """``requests`` streams, ``concurrency`` at a time; (how many ended well, seconds)."""
+    import uvloop
+
+    async def main() -> tuple[int, float]:
+        left = requests
+        good = 0
+
+        async def worker() -> None:
+            nonlocal left, good
+            while left > 0:
+                left -= 1
+                try:
+                    ended = await _one(port)
+                except OSError:
+                    continue
+                good += ended  # (not `good += await ...`: that reads good before the await)
+
+        began = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return good, time.monotonic() - began
+
+    return uvloop.run(main())
+
+
+def hold(port: int, streams: int) -> None:
+    """Open ``streams`` streams (each a token a minute), say ``held``, and hold them."""
+    body = BODY.replace(b'"max_tokens": 1', b'"max_tokens": 9')
+    post = POST.replace(b"connection: close\r\n", b"").replace(BODY, body)
+    post = post.replace(b"content-length: %d" % len(BODY), b"content-length: %d" % len(body))
+
+    async def one(held: list[asyncio.StreamWriter]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post)
+        await reader.readuntil(b"\r\n\r\n")
+        held.append(writer)
+        await asyncio.sleep(3600)
+
+    async def main() -> None:
+        held: list[asyncio.StreamWriter] = []
+        tasks = [asyncio.ensure_future(one(held)) for _ in range(streams)]
+        while len(held) < streams:  # noqa: ASYNC110 (a benchmark's client, polling)
+            await asyncio.sleep(0.05)
+        print("held", flush=True)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+
+
+def held_objects(streams: int) -> dict[str, float]:
+    """Per stream, in this process's gateway: the objects the collector tracks
+    while it is open, and the Python calls (with coroutine resumptions) and C
+    calls its start made (``sys.setprofile`` in the server's thread)."""
+    import gc
+    import threading
+    from collections import Counter
+
+    import uvicorn
+
+    from ssegate.cli._serve import tuned_for_serving
+    from ssegate.gateway import Settings, create_app
+
+    settings = Settings.model_validate(
+        {
+            "default_model": "echo",
+            "echo_tokens_per_second": 1 / 60,
+            "limits": {"max_streams_per_key": streams * 2},
+            "local": {"preload": False},
+        }
+    )
+    port = free_port()
+    config = uvicorn.Config(
+        tuned_for_serving(create_app(settings)), port=port, log_level="warning", backlog=4096
+    )
+    server = uvicorn.Server(config)
+    calls: Counter[str] = Counter()
+    counting = [False]
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if counting[0]:
+            calls[event] += 1
+
+    threading.setprofile(profile)  # the threads started from now on: the server's
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    hold = [sys.executable, __file__, "--hold-client", str(port)]
+
+    def tracked() -> int:
+        gc.collect()
+        return len(gc.get_objects())
+
+    warm = subprocess.Popen([*hold, "--held=20"], stdout=subprocess.PIPE)
+    assert warm.stdout is not None
+    warm.stdout.readline()  # warm-up: first-request caches are not counted
+    warm.kill()
+    warm.wait()
+    time.sleep(1.0)
+    before = tracked()
+    counting[0] = True
+    client = subprocess.Popen([*hold, f"--held={streams}"], stdout=subprocess.PIPE)
+    assert client.stdout is not None
+    client.stdout.readline()
+    time.sleep(0.5)
+    counting[0] = False
+    during = tracked()
+    client.kill()
+    client.wait()
+    server.should_exit = True
+    thread.join(30)
+    return {
+        "objects": (during - before) / streams,
+        "calls": calls["call"] / streams,
+        "c_calls": calls["c_call"] / streams,
+    }
+
+
+class Gateway:
+    """``ssegate serve`` from a source tree (``None``: this one), on a port of its own."""
+
+    def __init__(self, name: str, src: str | None, config: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        env = {**os.environ, "SSEGATE_PORT": str(self.port)}
+        if src is not None:
+            env["PYTHONPATH"] = src
+        self.log = open(config.with_name(f"{name.replace(' ', '_')}.log"), "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ssegate", "serve", "--config", str(config)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_ready(f"http://127.0.0.1:{self.port}/readyz", self.proc, 60)
+
+    def run(self, requests: int, concurrency: int) -> dict[str, float]:
+        before = cpu_of(self.proc.pid)
+        good, seconds = drive(self.port, requests, concurrency)
+        cpu = cpu_of(self.proc.pid) - before
+        return {"ok": good / requests, "cpu_ms": cpu / requests * 1e3, "per_s": requests / seconds}
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="streams per run")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline", help="another source tree, run from TREE/src")
+    parser.add_argument("--profile", help="py-spy this tree's gateway in its last run (raw)")
+    parser.add_argument("--held", type=int, default=500, help="streams held for the count")
+    parser.add_argument("--held-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--hold-client", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.hold_client:
+        hold(args.hold_client, args.held)
+        return
+    if args.held_child:
+        print(json.dumps(held_objects(args.held)))
+        return
+    config = Path(tempfile.mkdtemp(prefix="ssegate-starts-")) / "starts.toml"
+    config.write_text(
+        'default_model = "echo"\necho_tokens_per_second = 0\n'
+        "[limits]\nmax_streams_per_key = 100000\n[local]\npreload = false\n"
+    )
+    trees: dict[str, str | None] = {"this tree": None}
+    if args.baseline:
+        trees["baseline"] = os.path.join(os.path.abspath(args.baseline), "src")
+    loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"stream starts: {args.requests} streaming echo completions per run, "
+        f"{args.concurrency} in flight, {args.repeats} repeats; load average {loadavg}"
+    )
+    gateways = [Gateway(name, src, config) for name, src in trees.items()]
+    results: dict[str, list[dict[str, float]]] = {g.name: [] for g in gateways}
+    try:
+        for g in gateways:  # warm-up: imports and first-request caches are not measured
+            g.run(100, args.concurrency)
+        for repeat in range(args.repeats):
+            for g in gateways:
+                spy = None
+                if args.profile and g.name == "this tree" and repeat == args.repeats - 1:
+                    spy = py_spy(g.proc.pid, args.profile)
+                results[g.name].append(g.run(args.requests, args.concurrency))
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(30)
+    finally:
+        for g in gateways:
+            g.stop()
+    for name, runs in results.items():
+        med = medians(runs)
+        spread = ", ".join(f"{r['cpu_ms']:.2f}" for r in runs)
+        print(
+            f"{name:10s} {med['cpu_ms']:5.2f} ms gateway CPU per stream ({spread}), "
+            f"{med['per_s']:.0f} streams/s, {med['ok']:.1%} ended with [DONE] "
+            f"(medians of {len(runs)})"
+        )
+    if args.baseline:
+        ratio = baseline_ratio(results, "cpu_ms")
+        print(f"ratio      {ratio:.2f} x the baseline's CPU per stream")
+    if args.held:
+        for name, src in trees.items():
+            env = {**os.environ, "PYTHONPATH": src} if src else dict(os.environ)
+            child = [sys.executable, __file__, "--held-child", f"--held={args.held}"]
+            out = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
+            held = json.loads(out.stdout.strip().splitlines()[-1])
+            print(
+                f"{name:10s} {held['objects']:5.0f} objects tracked by the collector per open "
+                f"stream; its start (to the first event): {held['calls']:.0f} Python calls and "
+                f"resumptions, {held['c_calls']:.0f} C calls"
+            )
+    print(f"machine    load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.profile:
+        summarize_profile(args.profile, top=40)
+
+
+if __name__ == "__main__":
+    main()
