@@ -231,3 +231,22 @@ async def test_an_append_is_handed_to_the_hub_as_it_is() -> None:
     assert waker.changed == {"s"}  # type: ignore[attr-defined]
     pages = await store._hub_wait({"s": 1}, 0.01, waker)  # type: ignore[attr-defined]
     assert pages["s"].events == [Event("b", id=second)]
+
+
+async def test_appends_to_a_held_stream_are_checked_as_any_append() -> None:
+    # The per-token shortcut (a stream held here, ASCII text) skips only what
+    # holds already: anything else still meets StreamStore.append's checks.
+    store = MemoryStore()
+    first = await store.append("s", Event("a"))
+    with pytest.raises(ValueError, match="lone surrogates"):
+        await store.append("s", Event("\ud800"))
+    with pytest.raises(ValueError, match="the store assigns ids"):
+        await store.append("s", Event("b", id="x"))
+    with pytest.raises(TypeError, match="takes an Event"):
+        await store.append("s", "c")  # type: ignore[arg-type]
+    second = await store.append("s", Event("é", event="ü"))
+    async with aclosing(store.read("s")) as items:
+        assert [await items.__anext__() for _ in range(2)] == [
+            Event("a", id=first),
+            Event("é", event="ü", id=second),
+        ]
