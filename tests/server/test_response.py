@@ -372,6 +372,17 @@ def test_generator_function_instead_of_generator() -> None:
         EventSourceResponse(gen)  # type: ignore[arg-type]
 
 
+async def bursts() -> AsyncIterator[str]:
+    """Two ready items, a wait, two more, a wait, one."""
+    yield "a"
+    yield "b"
+    await anyio.lowlevel.checkpoint()
+    yield "c"
+    yield "d"
+    await anyio.lowlevel.checkpoint()
+    yield "e"
+
+
 class WaitingPeer(Peer):
     """A peer whose every send waits once (a server whose socket buffer is full)."""
 
@@ -388,17 +399,8 @@ async def test_batches_keep_their_order_whether_the_send_waits_or_not(
     that send begins in the request task and, if it must wait, an aside task
     finishes it while the pump waits for the producer. Order is kept either way."""
 
-    async def producer() -> AsyncIterator[str]:
-        yield "a"
-        yield "b"
-        await anyio.lowlevel.checkpoint()
-        yield "c"
-        yield "d"
-        await anyio.lowlevel.checkpoint()
-        yield "e"
-
     peer = peer_kind()
-    response = EventSourceResponse(producer(), ping=None)
+    response = EventSourceResponse(bursts(), ping=None)
     await response(peer.scope, peer.receive, peer.send)
     assert [(body, more) for _, body, more in peer.bodies()] == [
         (b"", True),
@@ -508,22 +510,13 @@ async def test_timed_sends_that_need_no_wait_stay_in_the_request_task() -> None:
     request task (the gateway, which sets a send timeout, sends every token so)."""
     import asyncio
 
-    async def producer() -> AsyncIterator[str]:
-        yield "a"
-        yield "b"
-        await anyio.lowlevel.checkpoint()
-        yield "c"
-        yield "d"
-        await anyio.lowlevel.checkpoint()
-        yield "e"
-
     peer = TaskPeer()
     request_task = None
 
     async def app() -> None:
         nonlocal request_task
         request_task = asyncio.current_task()
-        await EventSourceResponse(producer(), ping=None, send_timeout=30)(
+        await EventSourceResponse(bursts(), ping=None, send_timeout=30)(
             peer.scope, peer.receive, peer.send
         )
 
