@@ -28,7 +28,9 @@ Reported, medians of the repeats:
 - per-token lateness p50/p99: arrival minus the upstream's schedule (tokens
   after the first); "added" as for TTFT;
 - CPU: the gateway process's user+system time (psutil) over the run, divided by
-  the tokens it relayed (its idle CPU is printed first; it is in that figure).
+  the tokens it relayed (its idle CPU is printed first; it is in that figure),
+  and the system (kernel) part of it: socket reads and writes and polling, the
+  floor that no change to Python code moves.
 
 Every server gets a few warm-up streams first (imports and caches of a first
 request are not what is measured). Then the targets of issue 12 at 1 000
@@ -55,7 +57,8 @@ after its last token was due counts as what it delivered by then).
 
 The machine is shared and noisy: compare the columns of one run, not runs.
 ``--profile FILE`` records the gateway with py-spy (``pip install py-spy``) during
-its busiest run and prints its hottest functions: where the CPU goes.
+its busiest run (``--profile-at C``: the run of C streams) and prints its hottest
+functions: where the CPU goes.
 
     .venv/bin/python benchmarks/gateway.py            # C = 1, 100, 1000; 50 tokens; 3 repeats
     .venv/bin/python benchmarks/gateway.py --quick    # 10 tokens, 1 repeat, no LiteLLM
