@@ -28,7 +28,9 @@ Reported, medians of the repeats:
 - per-token lateness p50/p99: arrival minus the upstream's schedule (tokens
   after the first); "added" as for TTFT;
 - CPU: the gateway process's user+system time (psutil) over the run, divided by
-  the tokens it relayed (its idle CPU is printed first; it is in that figure).
+  the tokens it relayed (its idle CPU is printed first; it is in that figure),
+  and the system (kernel) part of it: socket reads and writes and polling, the
+  floor that no change to Python code moves.
 
 Every server gets a few warm-up streams first (imports and caches of a first
 request are not what is measured). Then the targets of issue 12 at 1 000
@@ -55,7 +57,8 @@ after its last token was due counts as what it delivered by then).
 
 The machine is shared and noisy: compare the columns of one run, not runs.
 ``--profile FILE`` records the gateway with py-spy (``pip install py-spy``) during
-its busiest run and prints its hottest functions: where the CPU goes.
+its busiest run (``--profile-at C``: the run of C streams) and prints its hottest
+functions: where the CPU goes.
 
     .venv/bin/python benchmarks/gateway.py            # C = 1, 100, 1000; 50 tokens; 3 repeats
     .venv/bin/python benchmarks/gateway.py --quick    # 10 tokens, 1 repeat, no LiteLLM
@@ -282,7 +285,8 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def cpu_of(pid: int) -> float:
+def cpu_of(pid: int, kernel: bool = False) -> float:
+    """The CPU seconds ``pid`` (and its children) used; ``kernel``: system time only."""
     import psutil
 
     proc = psutil.Process(pid)
@@ -290,7 +294,7 @@ def cpu_of(pid: int) -> float:
     for p in [proc, *proc.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
-            total += t.user + t.system
+            total += t.system if kernel else t.user + t.system
     return total
 
 
@@ -345,8 +349,10 @@ def measure(
     }
     key = LITELLM_KEY if target == "litellm" else "sk-none"
     before = cpu_of(pid) if pid else 0.0
+    before_sys = cpu_of(pid, kernel=True) if pid else 0.0
     r = load(port, streams, body, key, echo, ramp, limit)
     cpu = cpu_of(pid) - before if pid else float("nan")
+    cpu_sys = cpu_of(pid, kernel=True) - before_sys if pid else float("nan")
     if r["failures"]:
         print(f"  {target} x{streams}: {r['failures']} failed, e.g. {r['failed'][0]!r}")
     return {
@@ -357,6 +363,7 @@ def measure(
         "late50": pct(r["lateness"], 0.50) * 1000,
         "late99": pct(r["lateness"], 0.99) * 1000,
         "cpu_us": cpu / max(1, r["tokens"]) * 1e6,
+        "sys_us": cpu_sys / max(1, r["tokens"]) * 1e6,
         "tokens_s": r["tokens"] / r["wall"],
         "cpu_share": cpu / r["wall"],
         "cpu_s": cpu,
@@ -509,6 +516,13 @@ def main() -> None:
     )
     ap.add_argument("--profile", default=None, help="py-spy the gateway's busiest run into FILE")
     ap.add_argument("--redis-url", default="", help="the gateways' store: this Redis (see REDIS)")
+    ap.add_argument(
+        "--profile-at",
+        type=int,
+        default=0,
+        metavar="C",
+        help="profile the run of C streams instead of the busiest",
+    )
     args = ap.parse_args()
     REDIS.use(args.redis_url, args.role == "bench")
     if args.role == "upstream":
@@ -573,7 +587,8 @@ def main() -> None:
                     if t == "litellm" and streams > 100 and n:
                         continue  # saturated: once is enough to show it, and it takes long
                     spy = None
-                    if args.profile and t == "ssegate" and streams == max(counts) and not n:
+                    profiled = args.profile_at or max(counts)
+                    if args.profile and t == "ssegate" and streams == profiled and not n:
                         spy = py_spy(servers.gw.pid, args.profile)
                     results[t].append(measure(t, port, pid, streams, tokens, args.ramp, limit))
                     if spy is not None:
@@ -753,7 +768,8 @@ def report(streams: int, med: dict[str, dict[str, float]]) -> None:
     print(f"\n{streams} concurrent streams ({streams * RATE:.0f} tokens/s due)")
     print(
         f"{'':9}{'delivered':>10}{'TTFT p50':>9}{'p99':>9}{'+p50':>9}{'+p99':>9}"
-        f"{'late p50':>9}{'p99':>9}{'+p50':>9}{'+p99':>9}{'CPU us/tok':>11}{'CPU ratio':>10}"
+        f"{'late p50':>9}{'p99':>9}{'+p50':>9}{'+p99':>9}{'CPU us/tok':>11}{'of it sys':>10}"
+        f"{'CPU ratio':>10}"
     )
     ours = med["ssegate"]["cpu_us"]
     for t, m in med.items():
@@ -769,10 +785,14 @@ def report(streams: int, med: dict[str, dict[str, float]]) -> None:
             f"{m['late50'] - d['late50']:>+9.1f}" if added else f"{'':>9}",
             f"{m['late99'] - d['late99']:>+9.1f}" if added else f"{'':>9}",
             f"{m['cpu_us']:>11.1f}" if added else f"{'-':>11}",
+            f"{m['sys_us']:>10.1f}" if added else f"{'-':>10}",
             f"{m['cpu_us'] / ours:>9.1f}x" if added else f"{'':>10}",
         ]
         print(f"{t:9}" + "".join(cols))
-    print("(ms; '+' = added over direct; CPU ratio = CPU per token / ssegate's)")
+    print(
+        "(ms; '+' = added over direct; 'of it sys': the kernel's part (socket reads and "
+        "writes, polling); CPU ratio = CPU per token / ssegate's)"
+    )
 
 
 if __name__ == "__main__":

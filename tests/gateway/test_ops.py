@@ -110,3 +110,38 @@ async def test_echo_paces_word_tokens_with_the_injected_sleep() -> None:
         Finish("length"),
     ]
     assert slept == [0.25, 0.25, 0.25, 0.25]
+
+
+def test_the_inter_token_histogram_exports_what_prometheus_histogram_does() -> None:
+    # Observed once per token, it is the gateway's own (a bisect, no lock); its
+    # exposition must not tell: same families, samples and values.
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from ssegate.gateway._metrics import _ITL_BUCKETS, TokenHistogram
+
+    theirs = CollectorRegistry(auto_describe=True)
+    reference = Histogram("gaps", "doc", ["model"], buckets=_ITL_BUCKETS, registry=theirs)
+    ours = CollectorRegistry(auto_describe=True)
+    histogram = TokenHistogram("gaps", "doc", _ITL_BUCKETS)
+    ours.register(histogram)
+    # On a bound, between, beyond the last, zero; two models.
+    for model, value in [
+        ("a", 0.001),
+        ("a", 0.0015),
+        ("a", 0.0),
+        ("b", 7.5),
+        ("a", 5),
+        ("b", 0.05),
+    ]:
+        reference.labels(model).observe(value)
+        histogram.labels(model).observe(value)
+
+    def exposition(registry: CollectorRegistry) -> list[str]:
+        return [
+            line
+            for line in generate_latest(registry).decode().splitlines()
+            if "_created{" not in line
+        ]
+
+    assert exposition(ours) == exposition(theirs)
+    assert sum("_created{" in line for line in generate_latest(ours).decode().splitlines()) == 2

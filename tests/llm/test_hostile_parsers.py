@@ -187,3 +187,35 @@ def test_events_before_bad_input_in_the_same_read_are_kept(kind: str, bad: str) 
     assert texts == ["Hi"]
     assert isinstance(events[-1], Error)
     assert events[-1].code == "protocol_error"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+            ),
+            max_leaves=8,
+        ).map(lambda value: json.dumps(value, ensure_ascii=False)),
+    ),
+    st.sampled_from(["", " ", "\n", " x", "{}", "\t\r\n"]),
+    st.sampled_from(["", " ", "\n"]),
+)
+def test_frame_json_is_json_loads(text: str, after: str, before: str) -> None:
+    # The parsers' per-token JSON (the C scanner, called directly) answers
+    # exactly what json.loads answers: the same value, or a ValueError.
+    from ssegate.llm._drive import frame_json
+
+    frame = before + text + after
+    try:
+        expected: Any = json.loads(frame)
+    except json.JSONDecodeError:
+        with pytest.raises(json.JSONDecodeError):
+            frame_json(frame)
+        return
+    got = frame_json(frame)
+    assert json.dumps(got) == json.dumps(expected)  # NaN != NaN: compare as text

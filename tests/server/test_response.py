@@ -372,6 +372,17 @@ def test_generator_function_instead_of_generator() -> None:
         EventSourceResponse(gen)  # type: ignore[arg-type]
 
 
+async def bursts() -> AsyncIterator[str]:
+    """Two ready items, a wait, two more, a wait, one."""
+    yield "a"
+    yield "b"
+    await anyio.lowlevel.checkpoint()
+    yield "c"
+    yield "d"
+    await anyio.lowlevel.checkpoint()
+    yield "e"
+
+
 class WaitingPeer(Peer):
     """A peer whose every send waits once (a server whose socket buffer is full)."""
 
@@ -388,17 +399,8 @@ async def test_batches_keep_their_order_whether_the_send_waits_or_not(
     that send begins in the request task and, if it must wait, an aside task
     finishes it while the pump waits for the producer. Order is kept either way."""
 
-    async def producer() -> AsyncIterator[str]:
-        yield "a"
-        yield "b"
-        await anyio.lowlevel.checkpoint()
-        yield "c"
-        yield "d"
-        await anyio.lowlevel.checkpoint()
-        yield "e"
-
     peer = peer_kind()
-    response = EventSourceResponse(producer(), ping=None)
+    response = EventSourceResponse(bursts(), ping=None)
     await response(peer.scope, peer.receive, peer.send)
     assert [(body, more) for _, body, more in peer.bodies()] == [
         (b"", True),
@@ -484,3 +486,65 @@ async def test_a_send_that_waits_keeps_its_context_across_the_hand_over() -> Non
     ]
     assert response.close_reason is CloseReason.COMPLETED
     assert peer.var.get("unset") == "unset"  # nothing leaked into the request's context
+
+
+class TaskPeer(Peer):
+    """A peer that notes which task sends each body message."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.senders: list[object] = []
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        import asyncio
+
+        if message["type"] == "http.response.body":
+            self.senders.append(asyncio.current_task())
+        await super().send(message)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_timed_sends_that_need_no_wait_stay_in_the_request_task() -> None:
+    """With ``send_timeout`` a send that completes at its first step needs no
+    timer and no task: ready batches and lone items alike leave from the
+    request task (the gateway, which sets a send timeout, sends every token so)."""
+    import asyncio
+
+    peer = TaskPeer()
+    request_task = None
+
+    async def app() -> None:
+        nonlocal request_task
+        request_task = asyncio.current_task()
+        await EventSourceResponse(bursts(), ping=None, send_timeout=30)(
+            peer.scope, peer.receive, peer.send
+        )
+
+    await app()
+    assert [(body, more) for _, body, more in peer.bodies()] == [
+        (b"", True),
+        (b"data: a\n\ndata: b\n\n", True),
+        (b"data: c\n\n", True),
+        (b"data: d\n\n", True),
+        (b"data: e\n\n", True),
+        (b"", False),
+    ]
+    assert peer.senders == [request_task] * 6
+
+
+async def test_a_batch_send_that_never_completes_times_out() -> None:
+    """A ready batch whose send must wait is finished aside, under ``send_timeout``:
+    a client that stopped reading is dropped, never waited on for ever."""
+
+    async def producer() -> AsyncIterator[str]:
+        yield "a"
+        yield "b"
+        await anyio.sleep_forever()
+        yield "never"
+
+    peer = Peer(block_body_after=1)  # takes the headers' empty body, then stops reading
+    response = EventSourceResponse(producer(), ping=None, send_timeout=0.05)
+    with anyio.fail_after(10):
+        await response(peer.scope, peer.receive, peer.send)
+    assert response.close_reason is CloseReason.SEND_TIMEOUT
+    assert [(body, more) for _, body, more in peer.bodies()] == [(b"", True)]

@@ -10,6 +10,7 @@ from streams_support import FakeClock, Ids, ids_of
 
 from ssegate import Event, StreamEnded, StreamNotFound, UnknownEventId
 from ssegate.streams import FAILED, End, Gap, MemoryStore, StreamInfo, hold_lease
+from ssegate.streams._store import Page
 
 pytestmark = pytest.mark.anyio
 
@@ -201,3 +202,51 @@ async def test_a_stream_followed_during_a_wait_is_looked_at_in_the_next() -> Non
     assert [e.data for e in pages["s"].events] == ["a"]
     assert pages["s"].outcome == "done"
     assert await store._hub_wait({"s": 1}, 0.01, waker) == {}  # type: ignore[attr-defined]
+
+
+async def test_an_append_is_handed_to_the_hub_as_it_is() -> None:
+    # A hub that takes the appended page (``Waker.deliver``) is not woken to read
+    # it back: its subscribers get it from the append itself. One that cannot
+    # take it (it is behind on the stream) is told the stream changed, as before.
+    store = MemoryStore()
+    await store.create("s")
+    waker = store._waker()
+    taken: list[tuple[str, Page]] = []
+    answer = True
+
+    def deliver(stream: str, page: Page) -> bool:
+        taken.append((stream, page))
+        return answer
+
+    waker.deliver = deliver
+    first = await store.append("s", Event("a"))
+    assert [(s, p.first_seq, p.events, p.outcome) for s, p in taken] == [
+        ("s", 1, [Event("a", id=first)], None)
+    ]
+    assert waker.changed == set()  # type: ignore[attr-defined]
+    assert await store._hub_wait({"s": 1}, 0.01, waker) == {}  # type: ignore[attr-defined]
+    answer = False
+    second = await store.append("s", Event("b"))
+    assert taken[-1][1].events == [Event("b", id=second)]
+    assert waker.changed == {"s"}  # type: ignore[attr-defined]
+    pages = await store._hub_wait({"s": 1}, 0.01, waker)  # type: ignore[attr-defined]
+    assert pages["s"].events == [Event("b", id=second)]
+
+
+async def test_appends_to_a_held_stream_are_checked_as_any_append() -> None:
+    # The per-token shortcut (a stream held here, ASCII text) skips only what
+    # holds already: anything else still meets StreamStore.append's checks.
+    store = MemoryStore()
+    first = await store.append("s", Event("a"))
+    with pytest.raises(ValueError, match="lone surrogates"):
+        await store.append("s", Event("\ud800"))
+    with pytest.raises(ValueError, match="the store assigns ids"):
+        await store.append("s", Event("b", id="x"))
+    with pytest.raises(TypeError, match="takes an Event"):
+        await store.append("s", "c")  # type: ignore[arg-type]
+    second = await store.append("s", Event("é", event="ü"))
+    async with aclosing(store.read("s")) as items:
+        assert [await items.__anext__() for _ in range(2)] == [
+            Event("a", id=first),
+            Event("é", event="ü", id=second),
+        ]

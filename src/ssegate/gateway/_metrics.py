@@ -13,12 +13,19 @@ so neither a client nor an upstream decides how many series there are.
 from __future__ import annotations
 
 import re
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import accumulate
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ._stats import LiveStats
 
-__all__ = ["MAX_ERROR_CODES", "Metrics"]
+__all__ = ["MAX_ERROR_CODES", "Metrics", "TokenHistogram"]
 
 #: Distinct upstream error codes given a series of their own.
 MAX_ERROR_CODES = 64
@@ -49,13 +56,12 @@ class Metrics:
             buckets=_TTFT_BUCKETS,
             registry=registry,
         )
-        self.inter_token = Histogram(
+        self.inter_token = TokenHistogram(
             "ssegate_inter_token_seconds",
             "Between consecutive tokens of a generation",
-            ["model"],
-            buckets=_ITL_BUCKETS,
-            registry=registry,
+            _ITL_BUCKETS,
         )
+        registry.register(self.inter_token)
         self.tokens = Counter(
             "ssegate_tokens_out", "Tokens generated", ["model"], registry=registry
         )
@@ -95,3 +101,59 @@ class Metrics:
     def export(self) -> bytes:
         """The text exposition format of every metric."""
         return generate_latest(self.registry)
+
+
+class _Series:
+    """One model's counts: per bucket (not cumulative; the last is +Inf) and the sum."""
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        # A value on a bound belongs to it (le): bisect_left.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class TokenHistogram(Collector):
+    """A histogram labelled by model, exported as prometheus-client's ``Histogram``
+    is (same samples, ``_created`` included), for what is observed once per token.
+
+    ``Histogram.observe`` takes a lock and walks the buckets in Python, two
+    locked increments per value: ~2.4 µs a token on the benchmark machine, where
+    this is a ``bisect`` and two additions. The gateway observes from its event
+    loop only; a scrape from another thread reads counts that may be one value
+    apart from the sum, as a scrape racing any observation may.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = tuple(float(b) for b in buckets)
+        self._les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        self._series: dict[str, _Series] = {}
+
+    def labels(self, model: str) -> _Series:
+        series = self._series.get(model)
+        if series is None:
+            series = self._series[model] = _Series(self.bounds)
+        return series
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=["model"])
+        created = GaugeMetricFamily(self.name + "_created", self.documentation, labels=["model"])
+        for model, series in list(self._series.items()):
+            family.add_metric(
+                [model], list(zip(self._les, accumulate(series.counts), strict=True)), series.sum
+            )
+            created.add_metric([model], series.created)
+        yield family
+        yield created
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=["model"])

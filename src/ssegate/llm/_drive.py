@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +55,7 @@ __all__ = [
     "drive",
     "drive_batches",
     "error_details",
+    "frame_json",
     "is_retryable",
     "provider_error",
 ]
@@ -62,6 +63,27 @@ __all__ = [
 #: How much of an error response's body is read and kept: enough for any JSON
 #: error object, not enough for a misconfigured proxy to make us buffer megabytes.
 MAX_ERROR_BODY = 64 * 1024
+
+#: The standard library's C scanner, the one under ``json.loads``.
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def frame_json(text: str) -> Any:
+    """``json.loads(text)`` for a stream's frame, a JSON value with nothing around it.
+
+    Once per token of every stream: the scanner called directly spares ``loads``'
+    layers of Python and its two whitespace searches (a 170-byte chunk: 1.5-1.8
+    against 2.8-3.1 µs on the benchmark machine). Anything else (whitespace
+    around the value, extra data) goes through ``json.loads``, which decides;
+    malformed JSON raises ``ValueError`` either way.
+    """
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 @dataclass(frozen=True, slots=True)

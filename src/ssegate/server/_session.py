@@ -194,6 +194,12 @@ class Session(ABC):
     def abort(self) -> None:
         """Cancel everything the stream still waits for (it then ends as SHUTDOWN)."""
 
+    async def carry_on_timed(self, step: Any, yielded: Any) -> bool:
+        """Finish a send ``send_now`` began; ``False`` if it did not complete within
+        ``send_timeout`` seconds. (Only asyncio begins sends that way.)"""
+        await _carry_on(step, yielded)
+        return True
+
     @abstractmethod
     async def send_timed(self, message: Message) -> bool:
         """Send; ``False`` if it did not complete within ``send_timeout`` seconds."""
@@ -332,7 +338,7 @@ class Session(ABC):
                 if batch is not None:
                     data = bytes(batch)
                     batch = None
-                    if not (untimed and self.aside_done is None and self.send_now(data)):
+                    if not (self.aside_done is None and self.send_now(data)):
                         self.hand_over(data)
                 try:
                     while True:  # wait for it, exactly as `await` would
@@ -440,13 +446,16 @@ class Session(ABC):
         try:
             if started is not None:
                 try:
-                    await _carry_on(started, yielded)
+                    finished = await self.carry_on_timed(started, yielded)
                 except OSError:
                     self.gone(CloseReason.CLIENT_GONE)
                     return
                 except Exception:
                     logger.exception("event stream send failed; closing the stream")
                     self.gone(CloseReason.CLIENT_GONE)
+                    return
+                if not finished:
+                    self.gone(CloseReason.SEND_TIMEOUT)
                     return
                 self.quiet_since = self.now()
             while (data := self.pending) is not None:

@@ -31,6 +31,8 @@ from ._store import FAILED, Page, StreamInfo, StreamStore, Waker, format_id, new
 
 __all__ = ["MemoryStore"]
 
+_new = tuple.__new__
+
 
 class _Stream:
     __slots__ = ("epoch", "events", "expires_at", "last_seq", "lease_until", "outcome")
@@ -117,12 +119,17 @@ class MemoryStore(StreamStore):
                 if state is not None and state.expires_at is not None and state.expires_at <= now:
                     del self._streams[name]
 
-    def _notify(self, stream: str) -> None:
+    def _notify(self, stream: str, page: Page | None = None) -> None:
+        """Wake the readers of ``stream``; ``page``: what was just appended, which
+        a hub takes as it is (``Waker.deliver``) instead of reading it back."""
         waiters = self._waiters.pop(stream, None)
         if waiters:
             for waiter in waiters:
                 waiter.set()
         for hub in self._hubs:
+            deliver = hub.deliver
+            if page is not None and deliver is not None and deliver(stream, page):
+                continue
             hub.changed.add(stream)
             if hub.event is not None:
                 hub.event.set()
@@ -159,12 +166,35 @@ class MemoryStore(StreamStore):
 
     # -- primitives -------------------------------------------------------
 
+    async def append(self, stream: str, event: Event) -> str:
+        # ``StreamStore.append``'s checks, cheaper for what a producer appends
+        # once per token: a stream held here had its name checked when it was
+        # made, and ASCII text needs no Unicode check. One coroutine, not two.
+        if (
+            type(event) is Event
+            and event[2] is None
+            and stream in self._streams
+            and event[0].isascii()
+            and event[1].isascii()
+        ):
+            return self._append_now(stream, event)
+        return await super().append(stream, event)
+
     async def _append(self, stream: str, event: Event) -> str:
+        return self._append_now(stream, event)
+
+    def _append_now(self, stream: str, event: Event) -> str:
         state = self._writable(stream)
-        state.last_seq += 1
-        event_id = format_id(state.epoch, state.last_seq)
-        state.events.append(event.replace(id=event_id))
-        self._notify(stream)
+        seq = state.last_seq = state.last_seq + 1
+        event_id = format_id(state.epoch, seq)
+        # ``event.replace(id=...)`` without checking again what append() checked
+        # and the id format_id() made (an Event is the tuple (data, event, id, retry)).
+        stored: Event = _new(Event, (event[0], event[1], event_id, event[3]))
+        state.events.append(stored)
+        if self._hubs:
+            self._notify(stream, _new(Page, (seq, [stored], None, seq, True, state.epoch)))
+        else:
+            self._notify(stream)
         return event_id
 
     async def _create(self, stream: str) -> None:

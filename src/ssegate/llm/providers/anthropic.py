@@ -25,7 +25,7 @@ import httpx
 
 from ...protocol import Event
 from .._client import HTTPClient
-from .._drive import FrameParser, HTTPRequest, SSEFrameParser, is_retryable
+from .._drive import FrameParser, HTTPRequest, SSEFrameParser, frame_json, is_retryable
 from .._events import (
     FinishReason,
     LLMEvent,
@@ -95,7 +95,7 @@ class AnthropicParser(SSEFrameParser):
 
     def event(self, ev: Event, out: list[LLMEvent]) -> None:
         try:
-            obj = json.loads(ev.data)
+            obj = frame_json(ev.data)
         except ValueError:
             self.error(out, "protocol_error", f"{self.provider} sent a frame that is not JSON")
             return

@@ -40,6 +40,7 @@ from .._drive import (
     HTTPRequest,
     SSEFrameParser,
     error_details,
+    frame_json,
     is_retryable,
 )
 from .._events import (
@@ -216,7 +217,7 @@ class OpenAIChunkParser(SSEFrameParser):
             self._end(out, "[DONE]")
             return
         try:
-            obj = json.loads(data)
+            obj = frame_json(data)
         except ValueError:
             self.error(out, "protocol_error", f"{self.provider} sent a frame that is not JSON")
             return
