@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from ._keepalive import keepalive_wheel
+from ._keepalive import Bucket, keepalive_wheel
 from ._options import CLOSE_TIMEOUT_S, CloseReason
 from ._session import After, Cancellable, Cut, Message, Session, Signal
 from ._watch import Watch, plain_receive
@@ -33,11 +33,11 @@ logger = logging.getLogger("ssegate.server")
 class AsyncioSession(Session):
     """Tasks, timers and cancellation straight from asyncio."""
 
-    __slots__ = ("context", "loop", "ping_at", "pump_active", "pump_cancelled", "task")
+    __slots__ = ("context", "loop", "ping_bucket", "pump_active", "pump_cancelled", "task")
 
     def init_loop(self, loop: asyncio.AbstractEventLoop) -> AsyncioSession:
         self.loop = loop
-        self.ping_at: float | None = None  # the keep-alive wheel's moment this stream is in
+        self.ping_bucket: Bucket | None = None  # the keep-alive wheel's bucket this stream is in
         self.task: asyncio.Task[Any] | None = None
         self.pump_active = False
         self.pump_cancelled = False
@@ -55,12 +55,12 @@ class AsyncioSession(Session):
         return self.loop.call_at(when, callback, context=self.context)
 
     def schedule_ping(self, when: float, interval: float) -> None:
-        self.ping_at = keepalive_wheel(self.loop).add(self, when, interval)
+        self.ping_bucket = keepalive_wheel(self.loop).add(self, when, interval)
 
     def stop_pings(self) -> None:
-        if self.ping_at is not None:
-            keepalive_wheel(self.loop).discard(self, self.ping_at)
-            self.ping_at = None
+        if self.ping_bucket is not None:
+            keepalive_wheel(self.loop).discard(self, self.ping_bucket)
+            self.ping_bucket = None
 
     def new_signal(self) -> Signal:
         return _Done(self.loop.create_future())
