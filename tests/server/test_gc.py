@@ -355,7 +355,9 @@ async def test_tracked_objects_per_live_stream() -> None:
     with its coroutine, context and weak reference; a context per task and per
     timer; a bound clock and ``__anext__``; a list for the batch; the
     response's own ``__call__`` frame), 17 after them, and keeps 14 more now:
-    the response, the session, its ``run`` and pump frames, the watcher task
+    the response, the session, its ``Stages`` (which took the place of the
+    ``run`` coroutine's frame: 56 bytes where it was 296) and the pump's
+    frame, the watcher task
     (its coroutine, context, weak reference, and the receive it waits in; under
     uvicorn there is none of these, see ``test_uvicorn.py``). The keep-alive is
     an entry in the loop's wheel (no timer handle, no bound method) and the

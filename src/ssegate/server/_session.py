@@ -43,7 +43,7 @@ import inspect
 import logging
 import types
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, MutableMapping
 from types import AsyncGeneratorType, CoroutineType
 from typing import Any, Protocol
 
@@ -74,7 +74,7 @@ class Signal(Protocol):
 
 class After(Protocol):
     """Told how the stream ended, once it has (the response, for its
-    ``close_reason`` and background task: called from ``run`` itself, so a
+    ``close_reason`` and background task: called by the session itself, so a
     stream has no frame of the response's own while it runs)."""
 
     async def finished(self, reason: CloseReason) -> None: ...
@@ -202,9 +202,9 @@ class Session(ABC):
     async def checkpoint(self) -> None: ...
 
     @abstractmethod
-    async def run(
+    def run(
         self, status: int, headers: list[tuple[bytes, bytes]], after: After | None = None
-    ) -> CloseReason:
+    ) -> Coroutine[Any, Any, CloseReason]:
         """Serve the stream: ``open``, watcher, pump, ``complete``; always ``close``;
         then, unless cancelled, ``after.finished(reason)``."""
 
