@@ -49,11 +49,11 @@ class Stages(Coroutine[Any, Any, CloseReason]):
     def __await__(self) -> Generator[Any, Any, CloseReason]:
         return self  # type: ignore[return-value]  # an iterator with send and throw
 
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def send(self, value: Any) -> Any:
-        self.starting()
+    def send(self, value: Any = None) -> Any:
+        # Every resumption of an idle stream's producer passes through here:
+        # one comparison before the pump's own step.
+        if self.stage != _PUMP:
+            self.starting()
         try:
             return self.step.send(value)
         except StopIteration as done:
@@ -62,7 +62,8 @@ class Stages(Coroutine[Any, Any, CloseReason]):
             return self.advance(None, exc)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        self.starting()
+        if self.stage != _PUMP:
+            self.starting()
         try:
             if val is None and tb is None:
                 return self.step.throw(typ)
@@ -76,7 +77,11 @@ class Stages(Coroutine[Any, Any, CloseReason]):
             # otherwise stay in this frame, which its traceback holds: a cycle.
             typ = val = tb = None
 
+    # A value of None is sent down an await chain by calling __next__.
+    __next__ = send
+
     def starting(self) -> None:
+        """Before a step that is not the pump's."""
         if self.stage == _NEW:
             self.stage = _BEGIN
         elif self.stage == _DONE:
