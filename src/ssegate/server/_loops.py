@@ -20,10 +20,10 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from ._awaitable import GeneratorCoroutine
 from ._keepalive import Bucket, keepalive_wheel
 from ._options import CLOSE_TIMEOUT_S, CloseReason
 from ._session import After, Cancellable, Cut, Message, Session, Signal
-from ._stages import Stages
 from ._watch import Watch, plain_receive
 
 __all__ = ["AnyioSession", "AsyncioSession"]
@@ -154,10 +154,11 @@ class AsyncioSession(Session):
     def run(
         self, status: int, headers: list[tuple[bytes, bytes]], after: After | None = None
     ) -> Coroutine[Any, Any, CloseReason]:
-        # Stages, not a coroutine awaiting the pump: while the pump runs, the
-        # stream keeps no frame but the pump's (see _stages).
+        # The pump as the stream's whole life, not a coroutine awaiting it: while
+        # it runs, the stream keeps no frame but the pump's (see _awaitable).
         self.after = after
-        return Stages(self, self.begin(status, headers))
+        begin = self.begin(status, headers)
+        return GeneratorCoroutine(self.pump(begin), begin)
 
     async def begin(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Before the pump: send the headers, start watching for the client leaving."""
@@ -357,7 +358,7 @@ class AnyioSession(Session):
                     tail = b""
                     with self.pump_scope:
                         try:
-                            tail = await self.pump()
+                            tail = await GeneratorCoroutine(self.pump())
                         except Cut as cut:
                             ended, tail = self.stopped(cut.reason, self.unsent)
                         except Exception as exc:

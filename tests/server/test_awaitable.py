@@ -1,10 +1,11 @@
-"""The asyncio stream's coroutine (``_stages.Stages``) behaves as a coroutine would.
+"""The asyncio stream's coroutine (``_awaitable.GeneratorCoroutine``) behaves as a coroutine would.
 
 What ``EventSourceResponse(...)(scope, receive, send)`` returns on asyncio is
-not a native coroutine but an object awaiting three stages in turn (so an idle
-stream keeps no frame of its own but the pump's). Everything a caller may do
-with a coroutine must work the same: ``await`` it, make it a task, throw into
-it, close it before or while it runs.
+not a native coroutine but the session's one generator (``pump(begin)``, the
+stream's whole life, so an idle stream keeps no frame of its own but the
+pump's) dressed as one. Everything a caller may do with a coroutine must work
+the same: ``await`` it, make it a task, throw into it, close it before or
+while it runs; and awaiting it hands over the generator itself.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ssegate.server import CloseReason, EventSourceResponse
-from ssegate.server._stages import Stages
+from ssegate.server._awaitable import GeneratorCoroutine
 
 from .conftest import Peer
 
@@ -51,7 +52,7 @@ class Held:
 async def test_is_a_coroutine_a_task_can_run() -> None:
     held, peer = Held(), Peer()
     coro = held.response()(peer.scope, peer.receive, peer.send)
-    assert isinstance(coro, Stages)
+    assert isinstance(coro, GeneratorCoroutine)
     assert asyncio.iscoroutine(coro)
     assert inspect.isawaitable(coro)
     task = asyncio.get_running_loop().create_task(coro)
@@ -83,8 +84,6 @@ async def test_closed_while_the_producer_waits_closes_the_stream() -> None:
     coro.close()
     assert held.reasons == [CloseReason.CANCELLED]
     assert peer.body == b"data: first\n\n"  # nothing more was sent
-    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
-        coro.send(None)
 
 
 async def test_thrown_into_the_waiting_producer_is_its_error() -> None:
@@ -112,4 +111,20 @@ async def test_a_cancellation_from_outside_goes_on_up() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert held.finally_ran
+    assert held.reasons == [CloseReason.CANCELLED]
+
+
+async def test_awaiting_it_awaits_the_one_generator() -> None:
+    """``await`` gets the pump's generator itself: no frame or object of ours
+    sits between the awaiting frame and the pump; a second await is refused."""
+    held, peer = Held(), Peer()
+    coro = held.response()(peer.scope, peer.receive, peer.send)
+    life = coro.__await__()
+    assert inspect.isgenerator(life)
+    assert life.gi_code.co_name == "pump"
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        coro.__await__()
+    life.send(None)  # as the await does: the stream runs until its producer waits
+    assert peer.body == b"data: first\n\n"
+    life.close()
     assert held.reasons == [CloseReason.CANCELLED]
