@@ -47,10 +47,11 @@ async def test_streams_due_together_share_one_bucket_and_one_loop_timer() -> Non
     assert keepalive_wheel(loop) is wheel
     streams = [Stream(wheel) for _ in range(4)]
     # due at 15.0, 15.1, 15.2 (one bucket: 15.25) and 16.0 (its own)
-    moments = [
+    buckets = [
         wheel.add(s, when, 15.0) for s, when in zip(streams, [15.0, 15.1, 15.2, 16.0], strict=True)
     ]
-    assert moments == [15.0, 15.25, 15.25, 16.0]
+    assert [b.moment for b in buckets] == [15.0, 15.25, 15.25, 16.0]
+    assert buckets[1] is buckets[2]  # one bucket, held by both streams
     assert {m: len(b) for m, b in wheel.buckets.items()} == {15.0: 1, 15.25: 2, 16.0: 1}
     assert wheel.handle_at == 15.0  # one loop timer, for the earliest
     await anyio.sleep(20)
@@ -63,17 +64,17 @@ async def test_a_short_interval_rounds_finer() -> None:
     wheel = keepalive_wheel(asyncio.get_running_loop())
     stream = Stream(wheel)
     # ping=0.5: rounded to 1/16 s, not RESOLUTION_S
-    assert wheel.add(stream, 0.53, 0.5) == 0.5625
-    assert wheel.add(Stream(wheel), 0.53, 15.0) == RESOLUTION_S * 3
+    assert wheel.add(stream, 0.53, 0.5).moment == 0.5625
+    assert wheel.add(Stream(wheel), 0.53, 15.0).moment == RESOLUTION_S * 3
 
 
 async def test_a_discarded_stream_is_not_told_and_not_kept() -> None:
     wheel = keepalive_wheel(asyncio.get_running_loop())
     kept, dropped = Stream(wheel), Stream(wheel)
-    moment = wheel.add(kept, 5.0, 15.0)
+    bucket = wheel.add(kept, 5.0, 15.0)
     wheel.discard(dropped, wheel.add(dropped, 5.0, 15.0))
-    assert wheel.buckets == {moment: {kept}}
-    wheel.discard(kept, moment)
+    assert wheel.buckets == {bucket.moment: {kept}}
+    wheel.discard(kept, bucket)
     assert wheel.buckets == {}  # the heap may keep the moment; its bucket is gone
     await anyio.sleep(10)
     assert kept.told == dropped.told == []

@@ -186,13 +186,18 @@ def test_client_gone_before_the_first_item(server: Any, probe: Probe) -> None:
     assert probe.reasons == [CloseReason.CLIENT_GONE]
 
 
-def test_send_timeout_drops_a_client_that_stops_reading(server: Any, probe: Probe) -> None:
+def slow_reader(server: Any, path: str) -> socket.socket:
+    """A connection that asked for ``path`` and takes bytes in 4 KiB at most."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    with sock:
-        sock.settimeout(WAIT)
-        sock.connect((server.host, server.port))
-        sock.sendall(b"GET /firehose HTTP/1.1\r\nHost: test\r\n\r\n")
+    sock.settimeout(WAIT)
+    sock.connect((server.host, server.port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    return sock
+
+
+def test_send_timeout_drops_a_client_that_stops_reading(server: Any, probe: Probe) -> None:
+    with slow_reader(server, "/firehose"):
         # never read: the kernel buffers fill, then uvicorn's, then send() stalls
         assert probe.closed.wait(WAIT)
     assert probe.reasons == [CloseReason.SEND_TIMEOUT]
@@ -329,6 +334,7 @@ def test_an_open_stream_waits_for_the_client_to_leave_without_a_task(
     tasks: list[str] = []
 
     waiters: list[str] = []
+    containers: list[str] = []
 
     async def idle(request: Request) -> EventSourceResponse:
         async def gen() -> AsyncIterator[str]:
@@ -340,6 +346,10 @@ def test_an_open_stream_waits_for_the_client_to_leave_without_a_task(
                 tasks.extend(sorted(t.get_coro().__qualname__ for t in asyncio.all_tasks()))
                 cycle = request.receive.__self__  # type: ignore[attr-defined]
                 waiters.extend(type(w).__name__ for w in cycle.message_event._waiters)
+                flow_event = cycle.flow._is_writable_event
+                containers.extend(
+                    type(e._waiters).__name__ for e in (cycle.message_event, flow_event)
+                )
                 await anyio.sleep_forever()
                 yield "never"
             finally:
@@ -358,6 +368,8 @@ def test_an_open_stream_waits_for_the_client_to_leave_without_a_task(
         assert tasks == ["RequestResponseCycle.run_asgi", "Server.serve"]
         # and no receive() coroutine with a future: the watcher itself waits
         assert waiters == ["Watch"]
+        # in a list, as the flow control's send does: no 760-byte deques
+        assert containers == ["list", "list"]
         assert probe.finally_ran.wait(WAIT)
         assert probe.closed.wait(WAIT)
     assert probe.reasons == [CloseReason.CLIENT_GONE]
@@ -400,3 +412,36 @@ def test_request_body_parts_are_read_while_the_stream_is_open(http: str, probe: 
         assert probe.finally_ran.wait(WAIT)
         assert probe.closed.wait(WAIT)
     assert probe.reasons == [CloseReason.CLIENT_GONE]
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_a_slow_reader_gets_every_byte(http: str, probe: Probe) -> None:
+    """A client that reads slowly pauses uvicorn's writes: each send then waits
+    on the flow control's event (whose waiters are a list, see ``_watch``)
+    until the client has read enough, and the whole stream arrives."""
+    chunk = b"data: " + b"z" * 16_000 + b"\n\n"
+    chunks = 400  # 6.4 MB: far more than the socket buffers of both ends
+    paused: list[bool] = []
+
+    async def firehose(request: Request) -> EventSourceResponse:
+        async def gen() -> AsyncIterator[bytes]:
+            flow = request.receive.__self__.flow  # type: ignore[attr-defined]
+            for _ in range(chunks):
+                paused.append(flow.write_paused)
+                yield chunk
+                await anyio.lowlevel.checkpoint()  # one send each
+
+        return EventSourceResponse(gen(), ping=None, on_close=probe.on_close)
+
+    app = Starlette(routes=[Route("/firehose", firehose)])
+    with serve(app, http=http, lifespan="off") as server:
+        with slow_reader(server, "/firehose") as sock:
+            received = bytearray()
+            while not received.endswith(b"0\r\n\r\n"):  # the last chunk
+                part = sock.recv(4096)
+                assert part, "connection closed early"
+                received += part
+        assert probe.closed.wait(WAIT)
+    assert probe.reasons == [CloseReason.COMPLETED]
+    assert received.count(chunk) == chunks
+    assert any(paused)  # the writes were paused, so sends waited on the flow's event

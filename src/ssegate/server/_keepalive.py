@@ -9,6 +9,9 @@ a set; the buckets' moments are in a heap and one loop timer waits for the
 earliest. A stream costs its entry in one set. A keep-alive leaves at most
 ``RESOLUTION_S`` (or ``ping / 8``) later than it would on its own timer, never
 earlier. Streams that end leave their bucket at once (nothing of them is kept).
+A stream holds its bucket (which knows its moment) to leave it: shared by
+every stream in it, where a moment of its own was a float (24 bytes) per
+stream.
 
 Measured in one uvicorn process (uvloop) holding 5 000 idle streams on a
 Starlette ``Route`` with ``ping=1``, server CPU over 10 s, two runs on a
@@ -27,7 +30,7 @@ import math
 import weakref
 from typing import Protocol
 
-__all__ = ["KeepAliveWheel", "keepalive_wheel"]
+__all__ = ["Bucket", "KeepAliveWheel", "keepalive_wheel"]
 
 logger = logging.getLogger("ssegate.server")
 
@@ -44,6 +47,16 @@ class Pinged(Protocol):
     def ping_due(self) -> None: ...
 
 
+class Bucket(set[Pinged]):
+    """The streams due at one moment."""
+
+    __slots__ = ("moment",)
+
+    def __init__(self, moment: float) -> None:
+        super().__init__()
+        self.moment = moment
+
+
 class KeepAliveWheel:
     """The keep-alive timers of one event loop (see the module docstring)."""
 
@@ -51,38 +64,38 @@ class KeepAliveWheel:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.buckets: dict[float, set[Pinged]] = {}
+        self.buckets: dict[float, Bucket] = {}
         self.moments: list[float] = []  # a heap; may hold moments whose bucket is gone
         self.handle: asyncio.TimerHandle | None = None
         self.handle_at = math.inf
         self.context = contextvars.Context()  # the loop timer's own (streams run in theirs)
 
-    def add(self, stream: Pinged, when: float, interval: float) -> float:
+    def add(self, stream: Pinged, when: float, interval: float) -> Bucket:
         """Call ``stream.ping_due()`` (in its context) at ``when`` or a little
-        after; returns the moment to pass to ``discard``."""
+        after; returns the bucket to pass to ``discard``."""
         step = min(RESOLUTION_S, interval / 8)
         moment = math.ceil(when / step) * step
         bucket = self.buckets.get(moment)
         if bucket is None:
-            self.buckets[moment] = bucket = set()
+            self.buckets[moment] = bucket = Bucket(moment)
             heapq.heappush(self.moments, moment)
             if moment < self.handle_at:
                 self.schedule(moment)
         bucket.add(stream)
-        return moment
+        return bucket
 
-    def discard(self, stream: Pinged, moment: float) -> None:
-        bucket = self.buckets.get(moment)
-        if bucket is not None:
-            bucket.discard(stream)
-            if not bucket:
-                del self.buckets[moment]
-                if not self.buckets:  # the last stream left: no timer either
-                    self.moments.clear()
-                    if self.handle is not None:
-                        self.handle.cancel()
-                        self.handle = None
-                        self.handle_at = math.inf
+    def discard(self, stream: Pinged, bucket: Bucket) -> None:
+        if self.buckets.get(bucket.moment) is not bucket:
+            return  # it fired: out of the wheel, its streams were told (or are being)
+        bucket.discard(stream)
+        if not bucket:
+            del self.buckets[bucket.moment]
+            if not self.buckets:  # the last stream left: no timer either
+                self.moments.clear()
+                if self.handle is not None:
+                    self.handle.cancel()
+                    self.handle = None
+                    self.handle_at = math.inf
 
     def schedule(self, moment: float) -> None:
         if self.handle is not None:
@@ -95,7 +108,7 @@ class KeepAliveWheel:
         self.handle_at = -math.inf  # streams added meanwhile: scheduled below
         now = self.loop.time()
         moments = self.moments
-        due: list[set[Pinged]] = []
+        due: list[Bucket] = []
         # Take every due bucket first: a stream told early (a timer may fire a
         # little before its moment) adds itself again, to a bucket for later.
         while moments and moments[0] <= now:

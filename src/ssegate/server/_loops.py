@@ -20,7 +20,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from ._keepalive import keepalive_wheel
+from ._awaitable import GeneratorCoroutine
+from ._keepalive import Bucket, keepalive_wheel
 from ._options import CLOSE_TIMEOUT_S, CloseReason
 from ._session import After, Cancellable, Cut, Message, Session, Signal, _carry_on
 from ._watch import Watch, plain_receive
@@ -33,12 +34,23 @@ logger = logging.getLogger("ssegate.server")
 class AsyncioSession(Session):
     """Tasks, timers and cancellation straight from asyncio."""
 
-    __slots__ = ("context", "loop", "ping_at", "pump_active", "pump_cancelled", "task")
+    __slots__ = (
+        "after",
+        "context",
+        "loop",
+        "ping_bucket",
+        "pump_active",
+        "pump_cancelled",
+        "task",
+        "watcher",
+    )
 
     def init_loop(self, loop: asyncio.AbstractEventLoop) -> AsyncioSession:
         self.loop = loop
-        self.ping_at: float | None = None  # the keep-alive wheel's moment this stream is in
+        self.ping_bucket: Bucket | None = None  # the keep-alive wheel's bucket this stream is in
         self.task: asyncio.Task[Any] | None = None
+        self.watcher: Cancellable | None = None
+        self.after: After | None = None
         self.pump_active = False
         self.pump_cancelled = False
         # One copy of the request's context for the watcher task and every
@@ -55,12 +67,12 @@ class AsyncioSession(Session):
         return self.loop.call_at(when, callback, context=self.context)
 
     def schedule_ping(self, when: float, interval: float) -> None:
-        self.ping_at = keepalive_wheel(self.loop).add(self, when, interval)
+        self.ping_bucket = keepalive_wheel(self.loop).add(self, when, interval)
 
     def stop_pings(self) -> None:
-        if self.ping_at is not None:
-            keepalive_wheel(self.loop).discard(self, self.ping_at)
-            self.ping_at = None
+        if self.ping_bucket is not None:
+            keepalive_wheel(self.loop).discard(self, self.ping_bucket)
+            self.ping_bucket = None
 
     def new_signal(self) -> Signal:
         return _Done(self.loop.create_future())
@@ -155,23 +167,36 @@ class AsyncioSession(Session):
     async def checkpoint(self) -> None:
         await asyncio.sleep(0)
 
-    async def run(
+    def run(
         self, status: int, headers: list[tuple[bytes, bytes]], after: After | None = None
-    ) -> CloseReason:
-        # One coroutine from the response down to the pump: every resumption of
-        # the producer passes through each frame of this chain.
+    ) -> Coroutine[Any, Any, CloseReason]:
+        # The pump as the stream's whole life, not a coroutine awaiting it: while
+        # it runs, the stream keeps no frame but the pump's (see _awaitable).
+        self.after = after
+        begin = self.begin(status, headers)
+        return GeneratorCoroutine(self.pump(begin), begin)
+
+    async def begin(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Before the pump: send the headers, start watching for the client leaving."""
+        self.task = asyncio.current_task()
+        await self.open(status, headers)
+        self.watcher = self.start_watch()
+        self.pump_active = True
+
+    async def end(self, tail: bytes, error: BaseException | None) -> CloseReason:
+        """After the pump returned ``tail`` or raised ``error`` (or ``begin``
+        raised it, and the pump never ran): end the response, always ``close``,
+        then, unless cancelled, ``after.finished(reason)``. An error that is not
+        the stream's own way of ending (a cancellation from outside) goes on up."""
         reason = CloseReason.CANCELLED
-        watcher: Cancellable | None = None
-        self.task = task = asyncio.current_task()
+        task = self.task
         try:
-            await self.open(status, headers)
-            del headers  # not kept for the stream's life
-            watcher = self.start_watch()
+            if error is not None and not self.pump_active:
+                raise error  # from begin
             ended = CloseReason.COMPLETED
-            tail = b""
-            self.pump_active = True
             try:
-                tail = await self.pump()
+                if error is not None:
+                    raise error
             except Cut as cut:
                 ended, tail = self.stopped(cut.reason, self.unsent)
             except asyncio.CancelledError:
@@ -184,6 +209,7 @@ class AsyncioSession(Session):
             except Exception as exc:
                 ended, tail = self.failed(exc)
             finally:
+                error = None  # raised on, or handled: no cycle through its traceback
                 self.pump_active = False
                 if self.pump_cancelled and task is not None:
                     # the producer swallowed our CancelledError
@@ -198,12 +224,15 @@ class AsyncioSession(Session):
                 raise
             reason = CloseReason.SHUTDOWN  # cut off after the grace period
         finally:
+            error = None
             self.finished = True
+            watcher, self.watcher = self.watcher, None
             if watcher is not None:
                 watcher.cancel()
             if self.aside_task is not None:
                 self.aside_task.cancel()
             await self.close(reason)
+        after, self.after = self.after, None
         if after is not None:
             await after.finished(reason)
         return reason
@@ -345,7 +374,7 @@ class AnyioSession(Session):
                     tail = b""
                     with self.pump_scope:
                         try:
-                            tail = await self.pump()
+                            tail = await GeneratorCoroutine(self.pump())
                         except Cut as cut:
                             ended, tail = self.stopped(cut.reason, self.unsent)
                         except Exception as exc:

@@ -28,14 +28,16 @@ server, ``gc.get_objects()`` counted by type per open stream and
   included (~28 000 in a Starlette app, ~55 000 in FastAPI), and stopped the
   loop for 35-150 ms at 300-1 000 streams on the benchmark machine. So each
   object a stream keeps costs in how often and how long the loop stops.
-* Per stream, ssegate's own share was 26 tracked objects, then 17, and is 14
-  (pinned in the test): a finished aside task was kept with its coroutine,
-  context and weak reference; every task and timer copied the context; a
-  bound clock, a bound ``__anext__``, a list for the batch and this response's
-  own ``__call__`` frame were kept for the stream's life. Now the watcher and
-  the timers share one context, the batch is a ``bytearray`` (not tracked)
-  made only while items come ready, ``__call__`` returns the session's
-  coroutine, and a response with the default headers keeps no header list.
+* Per stream, ssegate's own share was 26 tracked objects, then 17, then 14,
+  and is 13 (pinned in the test): a finished aside task was kept with its
+  coroutine, context and weak reference; every task and timer copied the
+  context; a bound clock, a bound ``__anext__``, a list for the batch, this
+  response's own ``__call__`` frame and the session's ``run`` frame were kept
+  for the stream's life. Now the watcher and the timers share one context,
+  the batch is a ``bytearray`` (not tracked) made only while items come
+  ready, ``__call__`` returns the session's coroutine, on asyncio the pump's
+  generator (``_awaitable``), and a response with the default headers keeps
+  no header list.
   The keep-alives of all streams on a loop share one loop timer
   (``_keepalive``: a set entry per stream where a ``TimerHandle``, a libuv
   timer and a bound method were ~410 bytes). Under uvicorn the watcher is no
@@ -43,23 +45,27 @@ server, ``gc.get_objects()`` counted by type per open stream and
   waiters (``_watch``), where a ``receive()`` and an ``Event.wait()``
   coroutine with a future were ~650 bytes.
 * What an idle stream on a Starlette ``Route`` keeps, measured in one uvicorn
-  process holding 2 000 of them (RSS growth per stream; ``tracemalloc`` by
-  line and ``gc.get_objects()`` by type for the attribution): ssegate 16.6 KiB
-  (was 17.8), sse-starlette 40.4, ``StreamingResponse`` 23.4. Of ssegate's,
-  9.1 KiB is uvicorn's connection (a raw ASGI app holding the connection
-  open: 9.1), 5.3 the ``Route`` and its Starlette frames, closures and two
-  ``Request`` objects (the same raw app returned from a route: 14.5), ~1.6
-  the benchmark's idle producer (its frames, ``asyncio.sleep``'s future and
+  process holding 1 000 of them (``tracemalloc`` grouped by traceback and
+  ``gc.get_objects()`` by type for the attribution, RSS growth per stream in
+  ``benchmarks/server.py --only memory``): 9.1 KiB is uvicorn's connection (a
+  raw ASGI app holding the connection open: 9.1), 5.3 the ``Route`` and its
+  Starlette frames, closures and two ``Request`` objects, ~1.6 the
+  benchmark's idle producer (its frames, ``asyncio.sleep``'s future and
   timer). A hand-written response that only awaits the producer and sends
-  (no disconnect watch, no keep-alive) holds 16.4 KiB on that route: 0.41x
-  sse-starlette, so ssegate's own objects (the session, its ``run`` and pump
-  frames, the watcher, a context, its wheel entry, the response: ~1.1 KB)
-  cost 0.2 KiB more than no library at all, and 0.40x is below what any
-  response on that route can reach with this producer. ``benchmarks/server.py``
-  has that response as its ``hand-written@route`` row: in one run (1 000 and
-  10 000 streams, load average 5-9 on 2 cores) it held 17.8 and 16.8 KiB per
-  stream, ssegate 17.5 and 17.6 (was 18.7 and 18.9), sse-starlette 41.9 and
-  42.2.
+  (no disconnect watch, no keep-alive; the ``hand-written@route`` row) holds
+  16.8-17.8 KiB: 0.40x sse-starlette. ssegate held 17.4-17.6 (0.42x), ~0.9 KB
+  (traced) above that floor: its session, its ``run`` coroutine and the
+  pump's frame, the watcher, a context, its wheel entry. Three cuts took it
+  below the floor: uvicorn's request cycle and flow control each keep an
+  ``asyncio.Event`` whose waiters are a 760-byte ``deque``, which the watcher
+  replaces with a list (``_watch``; ~1.4 KB); the pump's generator is the
+  stream's whole life on asyncio, with no ``run`` coroutine awaiting it (its
+  frame was 296 bytes; ``_awaitable``), and the wheel entry keeps no float of
+  its own. Traced per stream: 17 190 bytes before, 15 520 after (the
+  hand-written response: 16 320). In one run (1 000 and 10 000 streams,
+  medians of 3 and 1, load average ~6 on 2 cores) ssegate held 15.7 and 15.9
+  KiB per stream, sse-starlette 41.8 and 41.8, the hand-written response 17.8
+  and 16.8: 0.38x sse-starlette (was 0.42x), below the hand-written response.
 * Per event, an item was made into a validated ``Event`` before encoding:
   1.5 us of ~3.8 us per event. ``str`` and ``dict`` items are now encoded
   directly (0.2 us). In-process, 200 streams x 200 events that each come after
@@ -211,9 +217,10 @@ class EventSourceResponse(Response):
     def __call__(
         self, scope: MutableMapping[str, Any], receive: Receive, send: Send
     ) -> Coroutine[Any, Any, Any]:
-        # Not a coroutine function: it returns the session's own coroutine, so a
-        # stream keeps one frame less alive and every resumption of the producer
-        # passes through one frame less (see the module docstring).
+        # Not a coroutine function: it returns the session's own coroutine (on
+        # asyncio, the pump's generator, the stream's whole life), so a stream
+        # keeps no frame of the response's alive and every resumption of the
+        # producer passes through fewer frames (see the module docstring).
         if scope.get("method") == "HEAD":
             return self._head(send)
         session = open_session(scope, receive, send, self.content, self.options)

@@ -43,9 +43,9 @@ import inspect
 import logging
 import types
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
-from types import AsyncGeneratorType, CoroutineType
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, MutableMapping
+from types import AsyncGeneratorType
+from typing import Any, Protocol, cast
 
 from ssegate.protocol import encode_retry
 
@@ -53,7 +53,7 @@ from ._items import encode_item
 from ._options import MAX_BATCH_SIZE, PING, SHUTDOWN_SEND_S, CloseReason, StreamOptions
 from ._shutdown import Shutdown
 
-__all__ = ["After", "Cut", "Receive", "Send", "Session"]
+__all__ = ["After", "Cut", "Ends", "Receive", "Send", "Session"]
 
 logger = logging.getLogger("ssegate.server")
 
@@ -74,10 +74,16 @@ class Signal(Protocol):
 
 class After(Protocol):
     """Told how the stream ended, once it has (the response, for its
-    ``close_reason`` and background task: called from ``run`` itself, so a
+    ``close_reason`` and background task: called by the session itself, so a
     stream has no frame of the response's own while it runs)."""
 
     async def finished(self, reason: CloseReason) -> None: ...
+
+
+class Ends(Protocol):
+    """A session whose pump is its whole life (``pump(begin)``) ends it here."""
+
+    def end(self, tail: bytes, error: BaseException | None) -> Coroutine[Any, Any, CloseReason]: ...
 
 
 class Cut(Exception):
@@ -208,9 +214,9 @@ class Session(ABC):
     async def checkpoint(self) -> None: ...
 
     @abstractmethod
-    async def run(
+    def run(
         self, status: int, headers: list[tuple[bytes, bytes]], after: After | None = None
-    ) -> CloseReason:
+    ) -> Coroutine[Any, Any, CloseReason]:
         """Serve the stream: ``open``, watcher, pump, ``complete``; always ``close``;
         then, unless cancelled, ``after.finished(reason)``."""
 
@@ -291,16 +297,36 @@ class Session(ABC):
                 logger.exception("error_event failed; no error event sent")
         return CloseReason.ERROR, self.unsent + error
 
-    @types.coroutine
-    def pump(self) -> Generator[Any, Any, bytes]:
+    def pump(self, begin: Coroutine[Any, Any, None] | None = None) -> Generator[Any, Any, Any]:
         """Move items from the producer to the client; returns the unsent last batch.
 
-        A generator-based coroutine: it takes the first step of each
+        A generator, awaited through ``GeneratorCoroutine`` (``_awaitable``;
+        a plain generator, not a generator-based coroutine, which ``__await__``
+        may not return; so it awaits coroutines through their ``__await__``):
+        it takes the first step of each
         ``__anext__`` by hand to learn whether the item is ready (see the module
         docstring), and when it is not, passes what the producer yields up to
         the event loop and what comes back down itself, as ``await`` would, with
         no extra frame per resumption (this is the hot path of every stream).
+
+        With ``begin`` (asyncio, see ``_awaitable``), this is the stream's whole
+        life in one frame: it awaits ``begin`` first and, once the loop has
+        returned or raised, hands that to the session's ``end`` and returns
+        what ``end`` returns. No coroutine awaiting the pump stays alive for
+        the stream's life (that frame was 296 bytes of each idle stream).
         """
+        whole = begin is not None
+        error: BaseException | None = None
+        if begin is not None:
+            try:
+                yield from begin.__await__()
+            except BaseException as exc:
+                error = exc
+            begin = None  # finished: not kept for the stream's life
+            if error is not None:
+                ending = cast("Ends", self).end(b"", error)
+                error = None  # handed on: no cycle through its traceback and this frame
+                return (yield from ending.__await__())
         producer = self.producer
         # An async generator's asend object is its own iterator; others need __await__.
         native = type(producer) is AsyncGeneratorType
@@ -327,10 +353,10 @@ class Session(ABC):
                     if len(batch) >= MAX_BATCH_SIZE:
                         data = bytes(batch)
                         batch = None
-                        yield from self.send_body(data)
+                        yield from self.send_body(data).__await__()
                         # A producer that never waits would otherwise keep the
                         # event loop (and every other stream) until backpressure.
-                        yield from self.checkpoint()
+                        yield from self.checkpoint().__await__()
                     continue
                 except StopAsyncIteration:
                     break
@@ -374,24 +400,25 @@ class Session(ABC):
                     self.pump_busy = True  # the common case of send_body, inlined
                     message = {"type": "http.response.body", "body": data, "more_body": True}
                     try:
-                        sending: Any = send(message)
-                        # A coroutine is delegated to directly (this generator is
-                        # a coroutine for `yield from`); any other awaitable
-                        # through its __await__.
-                        if type(sending) is not CoroutineType:
-                            sending = sending.__await__()
-                        yield from sending
+                        yield from send(message).__await__()
                     except OSError:
                         raise Cut(CloseReason.CLIENT_GONE) from None
                     finally:
                         self.pump_busy = False
                     self.quiet_since = self.now()
                 else:
-                    yield from self.send_body(data)
-        except BaseException:
+                    yield from self.send_body(data).__await__()
+        except BaseException as exc:
             self.unsent = b"" if batch is None else bytes(batch)
-            raise
-        return b"" if batch is None else bytes(batch)
+            if not whole:
+                raise
+            error = exc
+        tail = b"" if batch is None else bytes(batch)
+        if not whole:
+            return tail
+        ending = cast("Ends", self).end(tail, error)
+        error = None  # handed on: no cycle through its traceback and this frame
+        return (yield from ending.__await__())
 
     async def send_body(self, data: bytes) -> None:
         """The pump's own send, after any aside send (order is kept)."""
