@@ -1,8 +1,13 @@
 """``MemoryStore``: the embedded default, one process, no dependencies.
 
-Each stream is a ``deque`` capped at ``max_len``, a counter and the epoch it
-was created with (see "Ids" in ``_store``); readers wait on
-an ``anyio.Event`` that the next append or end sets. Time (lease deadlines and
+Each stream is its last ``max_len`` events, a counter and the epoch it was
+created with (see "Ids" in ``_store``); readers wait on an ``anyio.Event`` that
+the next append or end sets. What a stream keeps stays out of the cyclic
+collector's sight, as the hub's ring does (``_flat``): only the newest event is
+kept as it came, older ones as plain tuples of str and int, which CPython stops
+tracking at its next collection. Kept as ``Event``s (which it never stops
+tracking), every token of every stream was walked by each collection that
+reached it, while every stream waited. Time (lease deadlines and
 the time to live of ended streams) comes from an injectable ``clock`` so tests
 can move it instead of sleeping.
 
