@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import aclosing
 
 import anyio
@@ -9,7 +10,7 @@ import pytest
 from streams_support import FakeClock, Ids, ids_of
 
 from ssegate import Event, StreamEnded, StreamNotFound, UnknownEventId
-from ssegate.streams import FAILED, End, Gap, MemoryStore, StreamInfo, hold_lease
+from ssegate.streams import DONE, FAILED, End, Gap, MemoryStore, StreamInfo, hold_lease
 from ssegate.streams._store import Page
 
 pytestmark = pytest.mark.anyio
@@ -250,3 +251,44 @@ async def test_appends_to_a_held_stream_are_checked_as_any_append() -> None:
             Event("a", id=first),
             Event("é", event="ü", id=second),
         ]
+
+
+async def test_kept_history_stays_out_of_the_collectors_sight() -> None:
+    """Kept events are plain tuples of str and int (one flat tuple per CHUNK of
+    them), which the cyclic collector stops tracking: a collection walks none of
+    them (an ``Event`` it walked for as long as it was kept). Only the newest is
+    kept as it came, and a reader that keeps up takes it as it is; history
+    reads get exact events back, whatever their type, id, retry and data."""
+    store = MemoryStore(max_len=100)
+    kinds = [
+        Event("a", event="token", retry=250),
+        Event("b"),
+        Event("two\nlines\n", event="token"),
+        Event("", event="ping"),
+        Event("é", retry=0),
+    ]
+    sent = [kinds[n % len(kinds)] for n in range(250)]
+    ids = [await store.append("s", event) for event in sent]
+    kept = [Event(e.data, e.event, i, e.retry) for e, i in zip(sent, ids, strict=True)][-100:]
+    state = store._streams["s"]
+    gc.collect()
+    slots = [*state.cold, *state.recent]
+    assert [gc.is_tracked(slot) for slot in slots] == [False] * (len(slots) - 1) + [True]
+    assert len(state.cold) >= 2  # several flat tuples, one of them trimmed at its front
+    # A reader that keeps up gets the event appended as it is, not one made again.
+    async with aclosing(store.read("s", ids[-2])) as items:
+        assert await items.__anext__() is state.recent[-1]
+    # Resuming from any id still kept: exactly the events after it, as sent.
+    for after in range(150, 250, 7):
+        async with aclosing(store.read("s", ids[after - 1])) as items:
+            read = [await items.__anext__() for _ in range(250 - after)]
+        assert read == kept[after - 150 :]
+        assert all(type(item) is Event for item in read)
+    # Older than what is kept: a gap, then all of it.
+    await store.end("s")
+    async with aclosing(store.read("s", ids[10])) as items:
+        rest = [item async for item in items]
+    assert rest[0] == Gap(ids[10], ids[150], 139)
+    _id = await ids_of(store, "s")
+    assert rest[1:] == [*kept, End(DONE, _id(251))]
+    assert (await store.info("s")).length == 100

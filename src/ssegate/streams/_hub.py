@@ -64,15 +64,13 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from itertools import chain
 from types import TracebackType
-from typing import TypeAlias
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .._exceptions import StoreUnavailable, StreamNotFound
-from ..protocol import Event
+from ._flat import FIELDS, Flat, events_of, flatten
 from ._store import (
     End,
     EventId,
@@ -100,32 +98,22 @@ class _Flight:
         self.page: Page | None = None
 
 
-#: A page as the ring keeps it once it is history: one plain tuple, its first
-#: number, outcome and epoch, then the data, event, id and retry of each event.
-_Cold: TypeAlias = tuple[object, ...]
-
-
-def _cold(page: Page) -> _Cold:
+def _cold(page: Page) -> Flat:
     """``page`` as one tuple of str and int only, which the collector stops
-    tracking at its next pass: history out of its sight (see the module doc).
-
-    One tuple, not nested ones: a pass that finds a tuple holding a tuple it
-    has not untracked yet keeps it tracked, one level of nesting per pass.
-    """
-    return (page.first_seq, page.outcome, page.epoch, *chain.from_iterable(page.events))
+    tracking at its next pass: history out of its sight (see the module doc):
+    its first number, outcome and epoch, then its events (``flatten``)."""
+    return flatten(page.events, page.first_seq, page.outcome, page.epoch)
 
 
-def _hot(cold: _Cold) -> Page:
+def _hot(cold: Flat) -> Page:
     """A page of history as readers take it, its events made again."""
-    new = tuple.__new__
     first, outcome, epoch = cold[:3]
-    events = [new(Event, cold[i : i + 4]) for i in range(3, len(cold), 4)]
-    return Page(first, events, outcome, 0, True, epoch)  # type: ignore[arg-type]
+    return Page(first, events_of(cold, 3, len(cold)), outcome, 0, True, epoch)  # type: ignore[arg-type]
 
 
-def _size(slot: Page | _Cold) -> int:
+def _size(slot: Page | Flat) -> int:
     """How many events a page of the ring holds, hot or cold."""
-    return len(slot.events) if isinstance(slot, Page) else (len(slot) - 3) // 4
+    return len(slot.events) if isinstance(slot, Page) else (len(slot) - 3) // FIELDS
 
 
 class _Follow:
@@ -139,7 +127,7 @@ class _Follow:
         self.subscribers = 0
         # The newest page as it came (its events handed out as they are), the
         # older ones cold (``_cold``).
-        self.pages: deque[Page | _Cold] = deque()
+        self.pages: deque[Page | Flat] = deque()
         self.base = 0  # ring position of pages[0]
         self.held = 0  # events in pages
         # On asyncio: the futures of waiting subscribers (a dict: ordered, O(1)

@@ -1,8 +1,13 @@
 """``MemoryStore``: the embedded default, one process, no dependencies.
 
-Each stream is a ``deque`` capped at ``max_len``, a counter and the epoch it
-was created with (see "Ids" in ``_store``); readers wait on
-an ``anyio.Event`` that the next append or end sets. Time (lease deadlines and
+Each stream is its last ``max_len`` events, a counter and the epoch it was
+created with (see "Ids" in ``_store``); readers wait on an ``anyio.Event`` that
+the next append or end sets. What a stream keeps stays out of the cyclic
+collector's sight, as the hub's ring does (``_flat``): only the newest event is
+kept as it came, older ones as plain tuples of str and int, which CPython stops
+tracking at its next collection. Kept as ``Event``s (which it never stops
+tracking), every token of every stream was walked by each collection that
+reached it, while every stream waited. Time (lease deadlines and
 the time to live of ended streams) comes from an injectable ``clock`` so tests
 can move it instead of sleeping.
 
@@ -21,12 +26,12 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from itertools import islice
 
 import anyio
 
 from .._exceptions import StreamEnded, StreamNotFound
 from ..protocol import Event
+from ._flat import FIELDS, Flat, events_of, flatten
 from ._store import FAILED, Page, StreamInfo, StreamStore, Waker, format_id, new_epoch
 
 __all__ = ["MemoryStore"]
@@ -34,12 +39,41 @@ __all__ = ["MemoryStore"]
 _new = tuple.__new__
 
 
+#: Events per flat tuple of a stream's history (``_Stream.cold``).
+CHUNK = 32
+
+
 class _Stream:
-    __slots__ = ("epoch", "events", "expires_at", "last_seq", "lease_until", "outcome")
+    """One stream: its counter, outcome, lease and the events it keeps.
+
+    Kept out of the collector's sight (``_flat``): only the newest event is
+    kept as it came (a reader that keeps up takes it as it is); the ones before
+    it are plain tuples of their fields (``recent``), and every ``CHUNK`` of
+    those become one flat tuple (``cold``), the first ``skip`` events of the
+    oldest one trimmed off already. A reader that lags gets its events made again.
+    """
+
+    __slots__ = (
+        "cold",
+        "epoch",
+        "expires_at",
+        "last_seq",
+        "lease_until",
+        "length",
+        "max_len",
+        "outcome",
+        "recent",
+        "skip",
+    )
 
     def __init__(self, max_len: int) -> None:
         self.epoch = new_epoch()
-        self.events: deque[Event] = deque(maxlen=max_len)
+        self.max_len = max_len
+        self.cold: deque[Flat] = deque()
+        self.skip = 0
+        #: The newest events: plain tuples of their fields, then the newest ``Event``.
+        self.recent: list[tuple[object, ...]] = []
+        self.length = 0  # events kept
         self.last_seq = 0
         self.outcome: str | None = None
         self.lease_until: float | None = None
@@ -47,7 +81,46 @@ class _Stream:
 
     @property
     def first_seq(self) -> int:
-        return self.last_seq - len(self.events) + 1
+        return self.last_seq - self.length + 1
+
+    def keep(self, event: Event) -> None:
+        """Keep ``event`` (numbered ``last_seq``), dropping the oldest beyond ``max_len``."""
+        recent = self.recent
+        if recent:
+            recent[-1] = tuple(recent[-1])  # a plain tuple, untracked at the next collection
+        recent.append(event)
+        if len(recent) > CHUNK:
+            self.cold.append(flatten(recent[:CHUNK]))
+            del recent[:CHUNK]
+        if self.length < self.max_len:
+            self.length += 1
+        elif self.cold:
+            self.skip += 1
+            if self.skip == CHUNK:
+                self.cold.popleft()
+                self.skip = 0
+        else:
+            del recent[0]
+
+    def events(self, start: int, stop: int) -> list[Event]:
+        """The kept events from the ``start``-th to before the ``stop``-th (0: the oldest)."""
+        start += self.skip
+        stop += self.skip
+        cold = self.cold
+        held = len(cold) * CHUNK
+        events: list[Event] = []
+        for n in range(start // CHUNK, min(stop, held) // CHUNK + 1):
+            if n < len(cold):
+                begin = max(start - n * CHUNK, 0)
+                end = min(stop - n * CHUNK, CHUNK)
+                if begin < end:
+                    events += events_of(cold[n], begin * FIELDS, end * FIELDS)
+        if stop > held:
+            events += [
+                item if type(item) is Event else _new(Event, item)
+                for item in self.recent[max(start - held, 0) : stop - held]
+            ]
+        return events
 
 
 class _MemoryWaker(Waker):
@@ -158,8 +231,8 @@ class MemoryStore(StreamStore):
         first = state.first_seq
         # From the event after ``after`` (the oldest retained one if it is gone),
         # at most up to the end (a reader after the end's id gets just the end).
-        start = min(max(after + 1 - first, 0), len(state.events))
-        events = list(islice(state.events, start, start + limit))
+        start = min(max(after + 1 - first, 0), state.length)
+        events = state.events(start, min(start + limit, state.length))
         first += start
         outcome = state.outcome if first + len(events) > state.last_seq else None
         return Page(first, events, outcome, state.last_seq, True, state.epoch)
@@ -190,7 +263,7 @@ class MemoryStore(StreamStore):
         # ``event.replace(id=...)`` without checking again what append() checked
         # and the id format_id() made (an Event is the tuple (data, event, id, retry)).
         stored: Event = _new(Event, (event[0], event[1], event_id, event[3]))
-        state.events.append(stored)
+        state.keep(stored)
         if self._hubs:
             self._notify(stream, _new(Page, (seq, [stored], None, seq, True, state.epoch)))
         else:
@@ -219,9 +292,9 @@ class MemoryStore(StreamStore):
             exists=True,
             ended=state.outcome is not None,
             outcome=state.outcome,
-            first_id=format_id(state.epoch, state.first_seq) if state.events else None,
+            first_id=format_id(state.epoch, state.first_seq) if state.length else None,
             last_id=format_id(state.epoch, state.last_seq) if state.last_seq else None,
-            length=len(state.events),
+            length=state.length,
             epoch=state.epoch,
         )
 
