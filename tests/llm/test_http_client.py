@@ -184,6 +184,34 @@ async def test_framing_headers_are_not_duplicated_and_userinfo_never_reaches_hos
     )
 
 
+async def test_a_provider_s_changed_headers_are_checked_and_sent() -> None:
+    """The aiohttp client builds a provider's URL and headers once and reuses
+    them; a changed key or header is still checked and sent as it is now."""
+
+    def handler(conn: Conn) -> None:
+        while conn.read_request() is not None:
+            conn.send(response(sse_answer("a", "ok")))
+
+    server = RawServer(handler)
+    with server.run() as url:
+        client = HTTPClient()
+        provider = OpenAIProvider(url + "/v1", "k1", vendor="generic", client=client, name="openai")
+        for key in ("k1", "k1", "k2"):
+            provider.api_key = key
+            assert await collect(provider, REQUEST) == answer_events("a", "ok")
+        provider.api_key = "k3\r\nX-Injected: yes"
+        with pytest.raises(ValueError, match="header 'authorization'"):
+            await collect(provider, REQUEST)
+        await client.aclose()
+    assert [r.header_values("authorization") for r in server.requests] == [
+        ["Bearer k1"],
+        ["Bearer k1"],
+        ["Bearer k2"],
+    ]
+    assert [r.request_line for r in server.requests] == ["POST /v1/chat/completions HTTP/1.1"] * 3
+    assert server.connections == 1
+
+
 # -- 3. a POST is never sent twice --------------------------------------------------
 
 

@@ -108,6 +108,27 @@ def test_chat_request_from_openai() -> None:
     assert request.extra == {"seed": 3}
 
 
+def test_chat_request_with_model_is_replace_without_rechecking() -> None:
+    request = ChatRequest.from_openai(
+        {
+            "model": "alias",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "stop": "x",
+            "top_p": 0.5,
+            "max_tokens": 3,
+        }
+    )
+    renamed = request.with_model("upstream-model")
+    assert renamed == replace(request, model="upstream-model")
+    assert renamed.messages is request.messages
+    assert renamed.extra == request.extra
+    assert renamed.extra is not request.extra
+    assert request.model == "alias"
+    assert request.with_model("alias") is request
+    with pytest.raises(ValueError, match="'model' must be a non-empty string"):
+        request.with_model("")
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

@@ -369,6 +369,44 @@ def test_glm_auth_modes() -> None:
         create_provider("glm", api_key="bad", glm_auth="jwt")
 
 
+def test_headers_built_once_still_follow_the_provider() -> None:
+    now = [1_700_000_000.0]
+    provider = OpenAIProvider(
+        "http://up.test/v1", "k1", vendor="generic", headers={"X-Org": "a"}, clock=lambda: now[0]
+    )
+    first = provider.build_request(REQUEST)
+    first.headers["x-mine"] = "changed by a caller"  # type: ignore[index]
+    provider.api_key = "k2"
+    provider.extra_headers["X-Org"] = "b"
+    second = provider.build_request(REQUEST)
+    assert dict(second.headers) == {
+        "content-type": "application/json",
+        "accept": "text/event-stream",
+        "accept-encoding": "identity",
+        "authorization": "Bearer k2",
+        "X-Org": "b",
+    }
+    assert (
+        second.content
+        == first.content
+        == (
+            b'{"model":"m1","messages":[{"role":"user","content":"Hi"}],"stream":true,'
+            b'"stream_options":{"include_usage":true}}'
+        )
+    )
+    jwt = OpenAIProvider(
+        "http://up.test/v1", "id.secret", vendor="glm", glm_auth="jwt", clock=lambda: now[0]
+    )
+    tokens = []
+    for at in (1_700_000_000.0, 1_700_000_001.0):
+        now[0] = at
+        tokens.append(jwt.build_request(REQUEST).headers["authorization"])
+    assert tokens == [
+        f"Bearer {glm_jwt('id.secret', now_ms=1_700_000_000_000)}",
+        f"Bearer {glm_jwt('id.secret', now_ms=1_700_000_001_000)}",
+    ]
+
+
 def test_vendor_defaults() -> None:
     urls = {
         name: create_provider(name, api_key="k").build_request(REQUEST).url  # type: ignore[attr-defined]

@@ -203,7 +203,7 @@ class Runner:
         self._running[stream] = generation
         self._per_key[generation.bucket] += 1
         self.metrics.active_streams.inc()
-        upstream = dataclasses.replace(request, model=route.upstream_model)
+        upstream = request.with_model(route.upstream_model)
         if self._loop is not None:
             task = self._loop.create_task(
                 self._run(generation, route, upstream), name=f"ssegate-{stream}"

@@ -219,6 +219,7 @@ class HTTPClient:
         self._keepalive = keepalive_timeout
         self._proxies = urllib.request.getproxies_environment() if trust_env else {}
         self._proxy_for: dict[tuple[str, str], str | None] = {}
+        self._targets: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
         self._session: aiohttp.ClientSession | None = None
         self._silences = _Silences(read_timeout or 0.0)
         self._closed = False
@@ -264,17 +265,17 @@ class HTTPClient:
 
         if self._closed:
             raise RuntimeError("the HTTPClient is closed")
-        url, sent = _prepare(url, headers or {})
+        target, url, sent, proxy = self._target(url, headers)
         if self._session is None:
             self._session = self._open()
         try:
             resp = await self._session.request(
                 method,
-                url,
+                target,
                 headers=sent,
                 data=content,
                 allow_redirects=False,
-                proxy=self._proxy(url),
+                proxy=proxy,
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
@@ -304,6 +305,25 @@ class HTTPClient:
                 resp.release()
             else:
                 resp.close()  # unread body: closing is what tells the server to stop
+
+    def _target(
+        self, url: str, headers: Mapping[str, str] | None
+    ) -> tuple[Any, str, Any, str | None]:
+        """The URL (yarl's, and as text), headers (aiohttp's mapping) and proxy of a request:
+        checked and built the first time a provider sends them, then reused (a
+        provider sends the same URL and headers with every request)."""
+        key = (url, tuple(headers.items()) if headers else ())
+        found = self._targets.get(key)
+        if found is None:
+            from multidict import CIMultiDict
+            from yarl import URL
+
+            url, sent = _prepare(url, headers or {})
+            found = (URL(url), url, CIMultiDict(sent), self._proxy(url))
+            if len(self._targets) >= 256:  # bounded: a per-request header (a JWT)
+                self._targets.clear()
+            self._targets[key] = found
+        return found
 
     def _proxy(self, url: str) -> str | None:
         """The proxy for ``url`` from the environment (None: connect directly)."""

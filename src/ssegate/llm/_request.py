@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeAlias
 
 __all__ = ["ROLES", "ChatRequest", "Message", "Role", "Tool", "ToolCall"]
@@ -151,6 +151,21 @@ class ChatRequest:
         if not isinstance(self.include_usage, bool):
             raise ValueError("'include_usage' must be true or false")
 
+    def with_model(self, model: str) -> ChatRequest:
+        """This request for another model: ``dataclasses.replace`` without checking
+        the rest again (it was checked when made; the gateway's route renames the
+        model of every request it relays)."""
+        if model == self.model:
+            return self
+        if not isinstance(model, str) or not model:
+            raise ValueError("'model' must be a non-empty string")
+        other: ChatRequest = object.__new__(ChatRequest)
+        for name in _FIELDS:
+            object.__setattr__(other, name, getattr(self, name))
+        object.__setattr__(other, "model", model)
+        object.__setattr__(other, "extra", dict(self.extra))  # as __post_init__ copies it
+        return other
+
     @property
     def message_list(self) -> tuple[Message, ...]:
         """``messages``, typed as the ``Message`` objects they have become."""
@@ -205,6 +220,10 @@ class ChatRequest:
             extra=extra,
             include_usage=bool(usage),
         )
+
+
+#: ChatRequest's fields, in order (what ``with_model`` copies).
+_FIELDS = tuple(f.name for f in fields(ChatRequest))
 
 
 def _short(value: Any) -> str:

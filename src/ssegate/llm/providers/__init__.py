@@ -43,6 +43,7 @@ vendor's defaults (base URL, quirks); keyword options go to its constructor.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping
@@ -66,6 +67,7 @@ __all__ = [
     "create_provider",
     "default_http_client",
     "endpoint",
+    "json_body",
     "key_from_env",
     "missing_key",
     "stream_batches",
@@ -169,6 +171,15 @@ class HTTPProvider(_Adapter):
         whose provider words errors differently override it. ``url`` is the
         address asked, without credentials or query (named in the message)."""
         return provider_error(self.name, status, headers, body, url=url)
+
+
+#: ``json.dumps(value, separators=(",", ":"))`` without building an encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def json_body(value: Any) -> bytes:
+    """A request body: ``value`` as compact JSON (ASCII), encoded."""
+    return _compact(value).encode()
 
 
 def endpoint(base_url: str, path: str) -> str:

@@ -38,7 +38,7 @@ from .._events import (
     Usage,
 )
 from .._request import ChatRequest
-from . import HTTPProvider, endpoint, key_from_env, missing_key
+from . import HTTPProvider, endpoint, json_body, key_from_env, missing_key
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicParser", "AnthropicProvider"]
 
@@ -326,9 +326,7 @@ class AnthropicProvider(HTTPProvider):
         if self.beta:
             headers["anthropic-beta"] = ",".join(self.beta)
         headers.update(self.extra_headers)
-        return HTTPRequest(
-            "POST", self.url, headers, json.dumps(body, separators=(",", ":")).encode()
-        )
+        return HTTPRequest("POST", self.url, headers, json_body(body))
 
     not_a_stream = ("text/html", "application/json")
 

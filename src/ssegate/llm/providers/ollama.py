@@ -32,7 +32,7 @@ from .._events import (
     Usage,
 )
 from .._request import ChatRequest
-from . import HTTPProvider, endpoint
+from . import HTTPProvider, endpoint, json_body
 
 __all__ = ["OllamaParser", "OllamaProvider"]
 
@@ -176,9 +176,7 @@ class OllamaProvider(HTTPProvider):
         if self.api_key is not None:
             headers["authorization"] = f"Bearer {self.api_key}"
         headers.update(self.extra_headers)
-        return HTTPRequest(
-            "POST", self.url, headers, json.dumps(body, separators=(",", ":")).encode()
-        )
+        return HTTPRequest("POST", self.url, headers, json_body(body))
 
     def parser(self, request: ChatRequest) -> FrameParser:
         return OllamaParser(self.name, request.model)

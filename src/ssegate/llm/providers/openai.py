@@ -55,7 +55,7 @@ from .._events import (
     Usage,
 )
 from .._request import ChatRequest, Message
-from . import HTTPProvider, endpoint, key_from_env, missing_key
+from . import HTTPProvider, endpoint, json_body, key_from_env, missing_key
 
 __all__ = [
     "VENDORS",
@@ -391,6 +391,8 @@ class OpenAIProvider(HTTPProvider):
         self.stream_options = stream_options
         self.extra_headers = dict(headers or {})
         self._clock = clock
+        # ((api_key, extra_headers) they were built from, headers): see _headers
+        self._built_headers: tuple[tuple[str | None, dict[str, str]], dict[str, str]] | None = None
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
         if self.api_key is None and self.key_variable is not None:
@@ -413,20 +415,29 @@ class OpenAIProvider(HTTPProvider):
         if request.stop:
             body["stop"] = list(request.stop)
         body.update(request.extra)
-        headers = {
-            "content-type": "application/json",
-            "accept": "text/event-stream",
-            "accept-encoding": "identity",
-        }
-        if self.api_key is not None:
-            token = self.api_key
-            if self.vendor == "glm" and self.glm_auth == "jwt":
-                token = glm_jwt(self.api_key, now_ms=int(self._clock() * 1000))
+        headers = self._headers
+        if self.api_key is not None and self.glm_auth == "jwt" and self.vendor == "glm":
+            # a fresh token per request; the other headers stay
+            token = glm_jwt(self.api_key, now_ms=int(self._clock() * 1000))
             headers["authorization"] = f"Bearer {token}"
-        headers.update(self.extra_headers)
-        return HTTPRequest(
-            "POST", self.url, headers, json.dumps(body, separators=(",", ":")).encode()
-        )
+            headers.update(self.extra_headers)
+        return HTTPRequest("POST", self.url, headers, json_body(body))
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        """The request headers, built once (a copy each time: callers may change it)."""
+        built = self._built_headers
+        if built is None or built[0] != (self.api_key, self.extra_headers):
+            headers = {
+                "content-type": "application/json",
+                "accept": "text/event-stream",
+                "accept-encoding": "identity",
+            }
+            if self.api_key is not None:
+                headers["authorization"] = f"Bearer {self.api_key}"
+            headers.update(self.extra_headers)
+            built = self._built_headers = ((self.api_key, dict(self.extra_headers)), headers)
+        return dict(built[1])
 
     not_a_stream = ("text/html", "application/json")
 
