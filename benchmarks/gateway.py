@@ -3,9 +3,9 @@
 Three processes besides this one, each its own:
 
 - a fake OpenAI-compatible upstream (``benchmarks/fake_upstream.py``, shared
-  with the relay benchmark: raw asyncio on uvloop, pre-encoded SSE chunks): each stream gets its first token at once, stamped with the
-  ``time.monotonic()`` at which it was written, then one token every 50 ms
-  (20 tokens/s), each stamped with the time it was due; like providers' servers
+  with the relay benchmark: raw asyncio on uvloop, pre-encoded SSE chunks): each
+  stream gets its first token at once, stamped with the ``time.monotonic()`` at
+  which it was written, then one token every 50 ms (20 tokens/s), each stamped with the time it was due; like providers' servers
   it keeps connections open between answers (chunked bodies), so the gateway's
   connection pool reuses them (``--no-upstream-keep-alive``: every answer closes
   its connection, and every stream pays a new connection); and like providers it
@@ -30,10 +30,12 @@ For C concurrent streams the same load generator reads the same upstream
 Reported, medians of the repeats:
 
 - delivered: tokens received / tokens due (a stream ends at ``[DONE]``);
-- TTFT p50/p99: from connecting to the first token (over TLS, ``direct``'s
-  own handshake left out: the gateway's clients speak plain HTTP to it, and a
-  handshake is not what the gateway adds or saves); "added" is the gateway's
-  percentile minus direct's;
+- TTFT p50/p99: from connecting to the first token (over TLS, ``direct``
+  opens all its connections, handshakes done, before the first request, and
+  counts from writing it: the gateway's clients speak plain HTTP to it and its
+  pool holds the upstream's connections open, so the floor is the upstream
+  streaming over open TLS connections); "added" is the gateway's percentile
+  minus direct's;
 - per-token lateness p50/p99: arrival minus the upstream's schedule (tokens
   after the first); "added" as for TTFT;
 - CPU: the gateway process's user+system time (psutil) over the run, divided by
@@ -120,7 +122,9 @@ def run_load(
 ) -> None:
     """Read ``streams`` streams from ``port``; write the raw figures to ``out`` (JSON).
 
-    With ``cafile`` over TLS, trusting that CA (the upstream read ``direct``).
+    With ``cafile`` over TLS, trusting that CA (the upstream read ``direct``): every
+    connection is opened (handshake done) before the first request, so the floor is
+    the upstream streaming over open connections, as the gateway's pool holds them.
     """
     import ssl
 
@@ -139,17 +143,17 @@ def run_load(
         b"connection: close\r\ncontent-length: %d\r\n\r\n" % (key.encode(), len(body)) + body
     )
 
-    async def one(delay: float) -> None:
+    Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+    async def one(delay: float, opened: Conn | BaseException | None) -> None:
         await asyncio.sleep(delay)
         got = 0
         writer = None
         try:
+            if isinstance(opened, BaseException):
+                raise opened
             began = time.monotonic()
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            if ctx is not None:  # the handshake is not the TTFT: the gateway's clients pay none
-                shaking = time.monotonic()
-                await writer.start_tls(ctx, server_hostname="127.0.0.1")
-                began += time.monotonic() - shaking
+            reader, writer = opened or await asyncio.open_connection("127.0.0.1", port)
             writer.write(request)
             tail = b""
             status = b""
@@ -190,8 +194,14 @@ def run_load(
             counts.append(got)
 
     async def main() -> float:
+        opened: list[Any] = [None] * streams
+        if ctx is not None:  # the handshakes first: not what a stream of the gateway pays
+            opened = await asyncio.gather(
+                *(asyncio.open_connection("127.0.0.1", port, ssl=ctx) for _ in range(streams)),
+                return_exceptions=True,
+            )
         began = time.monotonic()
-        tasks = [asyncio.ensure_future(one(i * ramp / streams)) for i in range(streams)]
+        tasks = [asyncio.ensure_future(one(i * ramp / streams, opened[i])) for i in range(streams)]
         _, pending = await asyncio.wait(tasks, timeout=limit)
         for t in pending:
             t.cancel()
