@@ -5,17 +5,19 @@ Three processes besides this one, each its own:
 - a fake OpenAI-compatible upstream (``benchmarks/fake_upstream.py``, shared
   with the relay benchmark: raw asyncio on uvloop, pre-encoded SSE chunks): each
   stream gets its first token at once, stamped with the ``time.monotonic()`` at
-  which it was written, then one token every 50 ms (20 tokens/s), each stamped with the time it was due; like providers' servers
-  it keeps connections open between answers (chunked bodies), so the gateway's
-  connection pool reuses them (``--no-upstream-keep-alive``: every answer closes
-  its connection, and every stream pays a new connection); and like providers it
-  serves HTTPS (``--no-upstream-tls``: plain HTTP), with a certificate for
-  127.0.0.1 from a private CA made at start (``trustme``, in the ``bench``
-  extra) that every client of the upstream trusts, none skipping verification:
-  the load generator reading it ``direct`` by an ``ssl`` context, the gateways
-  (ssegate's and ``--baseline``'s) and LiteLLM by ``SSL_CERT_FILE`` (and
+  which it was written, then one token every 50 ms (20 tokens/s), each stamped
+  with the time it was due; like providers' servers it keeps connections open
+  between answers (chunked bodies), so the gateway's connection pool reuses them
+  (``--no-upstream-keep-alive``: every answer closes its connection, and every
+  stream pays a new connection); and like providers it serves HTTPS
+  (``--no-upstream-tls``: plain HTTP), with a certificate for 127.0.0.1 from a
+  private CA made at start (``trustme``, in the ``bench`` extra) that every
+  client of the upstream trusts, none skipping verification: the load generator
+  reading it ``direct`` by an ``ssl`` context, the gateways (ssegate's and
+  ``--baseline``'s) and LiteLLM by ``SSL_CERT_FILE`` (and
   ``REQUESTS_CA_BUNDLE``), the way a deployment trusts a private CA. With
-  keep-alive a TLS handshake is paid per new upstream connection, not per stream;
+  keep-alive a TLS handshake is paid per new upstream connection, not per
+  stream;
 - the gateway, exactly as users run it: ``python -m ssegate serve --config FILE``
   (one process, uvicorn with uvloop and httptools, the memory store, auth off),
   with the upstream configured as an ``openai`` provider (``up/m``) and
