@@ -14,7 +14,9 @@ it was written), so a reader computes its lateness from the bytes alone.
 Streams are spread over the period by a ticker that wakes every ``TICK``
 seconds and writes the tokens of the streams in that slot, so 1 000 streams
 cost 200 wake-ups a second, not 20 000 timers. With ``certdir`` (a
-``cert.pem`` and ``key.pem``) it serves HTTPS.
+``cert.pem`` and ``key.pem``) it serves HTTPS: ``make_certificate`` writes them
+there, issued for 127.0.0.1 by a private CA (``trustme``) whose certificate,
+``ca.pem``, its clients trust (``SSL_CERT_FILE``, or an ``ssl`` context).
 
 With ``keep_alive`` it behaves as real providers' servers do: a request that
 does not say ``Connection: close`` gets its answer in chunked encoding, the
@@ -31,7 +33,7 @@ import re
 import time
 from typing import Any
 
-__all__ = ["RATE", "STAMP", "TICK", "run_upstream"]
+__all__ = ["RATE", "STAMP", "TICK", "make_certificate", "run_upstream"]
 
 RATE = 20.0  # tokens per second per stream
 TICK = 0.005  # the upstream's scheduler tick; streams are spread over the 50 ms period
@@ -53,6 +55,21 @@ def chunk(delta: bytes, finish: bytes = b"null") -> bytes:
 def _framed(data: bytes) -> bytes:
     """``data`` as one chunk of a chunked body."""
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def make_certificate(certdir: str) -> str:
+    """``cert.pem`` and ``key.pem`` for 127.0.0.1 in ``certdir``, from a private CA
+    (``trustme``); returns the path of the CA's certificate, ``ca.pem``, to trust."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    with open(os.path.join(certdir, "cert.pem"), "wb") as f:
+        f.writelines(blob.bytes() for blob in cert.cert_chain_pems)
+    cert.private_key_pem.write_to_path(os.path.join(certdir, "key.pem"))
+    path = os.path.join(certdir, "ca.pem")
+    ca.cert_pem.write_to_path(path)
+    return path
 
 
 def run_upstream(port: int, tokens: int, certdir: str = "", keep_alive: bool = False) -> None:

@@ -3,12 +3,21 @@
 Three processes besides this one, each its own:
 
 - a fake OpenAI-compatible upstream (``benchmarks/fake_upstream.py``, shared
-  with the relay benchmark: raw asyncio on uvloop, pre-encoded SSE chunks): each stream gets its first token at once, stamped with the
-  ``time.monotonic()`` at which it was written, then one token every 50 ms
-  (20 tokens/s), each stamped with the time it was due; like providers' servers
-  it keeps connections open between answers (chunked bodies), so the gateway's
-  connection pool reuses them (``--no-upstream-keep-alive``: every answer closes
-  its connection, and every stream pays a new connection);
+  with the relay benchmark: raw asyncio on uvloop, pre-encoded SSE chunks): each
+  stream gets its first token at once, stamped with the ``time.monotonic()`` at
+  which it was written, then one token every 50 ms (20 tokens/s), each stamped
+  with the time it was due; like providers' servers it keeps connections open
+  between answers (chunked bodies), so the gateway's connection pool reuses them
+  (``--no-upstream-keep-alive``: every answer closes its connection, and every
+  stream pays a new connection); and like providers it serves HTTPS
+  (``--no-upstream-tls``: plain HTTP), with a certificate for 127.0.0.1 from a
+  private CA made at start (``trustme``, in the ``bench`` extra) that every
+  client of the upstream trusts, none skipping verification: the load generator
+  reading it ``direct`` by an ``ssl`` context, the gateways (ssegate's and
+  ``--baseline``'s) and LiteLLM by ``SSL_CERT_FILE`` (and
+  ``REQUESTS_CA_BUNDLE``), the way a deployment trusts a private CA. With
+  keep-alive a TLS handshake is paid per new upstream connection, not per
+  stream;
 - the gateway, exactly as users run it: ``python -m ssegate serve --config FILE``
   (one process, uvicorn with uvloop and httptools, the memory store, auth off),
   with the upstream configured as an ``openai`` provider (``up/m``) and
@@ -23,8 +32,12 @@ For C concurrent streams the same load generator reads the same upstream
 Reported, medians of the repeats:
 
 - delivered: tokens received / tokens due (a stream ends at ``[DONE]``);
-- TTFT p50/p99: from writing the request to the first token; "added" is the
-  gateway's percentile minus direct's;
+- TTFT p50/p99: from connecting to the first token (over TLS, ``direct``
+  opens all its connections, handshakes done, before the first request, and
+  counts from writing it: the gateway's clients speak plain HTTP to it and its
+  pool holds the upstream's connections open, so the floor is the upstream
+  streaming over open TLS connections); "added" is the gateway's percentile
+  minus direct's;
 - per-token lateness p50/p99: arrival minus the upstream's schedule (tokens
   after the first); "added" as for TTFT;
 - CPU: the gateway process's user+system time (psutil) over the run, divided by
@@ -87,7 +100,7 @@ import urllib.request
 from typing import Any
 
 from _report import Report
-from fake_upstream import RATE, STAMP, run_upstream  # benchmarks/ is on sys.path
+from fake_upstream import RATE, STAMP, make_certificate, run_upstream  # benchmarks/ is on sys.path
 
 HERE = os.path.abspath(__file__)
 LITELLM_KEY = "sk-bench-7f3a9c2e41d84b0a9e5f6c7d8e9fa0b1"  # its proxy refuses to start without
@@ -99,10 +112,27 @@ ECHO_TOKEN = re.compile(rb'"content": ?" ?tok"')
 
 
 def run_load(
-    port: int, streams: int, body: bytes, key: str, echo: bool, ramp: float, limit: float, out: str
+    port: int,
+    streams: int,
+    body: bytes,
+    key: str,
+    echo: bool,
+    ramp: float,
+    limit: float,
+    out: str,
+    cafile: str = "",
 ) -> None:
-    """Read ``streams`` streams from ``port``; write the raw figures to ``out`` (JSON)."""
+    """Read ``streams`` streams from ``port``; write the raw figures to ``out`` (JSON).
+
+    With ``cafile`` over TLS, trusting that CA (the upstream read ``direct``): every
+    connection is opened (handshake done) before the first request, so the floor is
+    the upstream streaming over open connections, as the gateway's pool holds them.
+    """
+    import ssl
+
     import uvloop
+
+    ctx = ssl.create_default_context(cafile=cafile) if cafile else None
 
     ttft: list[float] = []
     lateness: list[float] = []
@@ -115,13 +145,17 @@ def run_load(
         b"connection: close\r\ncontent-length: %d\r\n\r\n" % (key.encode(), len(body)) + body
     )
 
-    async def one(delay: float) -> None:
+    Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+    async def one(delay: float, opened: Conn | BaseException | None) -> None:
         await asyncio.sleep(delay)
         got = 0
         writer = None
         try:
+            if isinstance(opened, BaseException):
+                raise opened
             began = time.monotonic()
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = opened or await asyncio.open_connection("127.0.0.1", port)
             writer.write(request)
             tail = b""
             status = b""
@@ -162,8 +196,14 @@ def run_load(
             counts.append(got)
 
     async def main() -> float:
+        opened: list[Any] = [None] * streams
+        if ctx is not None:  # the handshakes first: not what a stream of the gateway pays
+            opened = await asyncio.gather(
+                *(asyncio.open_connection("127.0.0.1", port, ssl=ctx) for _ in range(streams)),
+                return_exceptions=True,
+            )
         began = time.monotonic()
-        tasks = [asyncio.ensure_future(one(i * ramp / streams)) for i in range(streams)]
+        tasks = [asyncio.ensure_future(one(i * ramp / streams, opened[i])) for i in range(streams)]
         _, pending = await asyncio.wait(tasks, timeout=limit)
         for t in pending:
             t.cancel()
@@ -299,7 +339,14 @@ def cpu_of(pid: int, kernel: bool = False) -> float:
 
 
 def load(
-    port: int, streams: int, body: dict[str, Any], key: str, echo: bool, ramp: float, limit: float
+    port: int,
+    streams: int,
+    body: dict[str, Any],
+    key: str,
+    echo: bool,
+    ramp: float,
+    limit: float,
+    cafile: str = "",
 ) -> dict[str, Any]:
     out = os.path.join(tempfile.gettempdir(), f"ssegate-bench-load-{os.getpid()}.json")
     subprocess.run(
@@ -323,6 +370,7 @@ def load(
             "--out",
             out,
             *(["--echo"] if echo else []),
+            *(["--cafile", cafile] if cafile else []),
         ],
         timeout=limit + 30,
         check=True,
@@ -334,8 +382,16 @@ def load(
 
 
 def measure(
-    target: str, port: int, pid: int | None, streams: int, tokens: int, ramp: float, limit: float
+    target: str,
+    port: int,
+    pid: int | None,
+    streams: int,
+    tokens: int,
+    ramp: float,
+    limit: float,
+    cafile: str = "",
 ) -> dict[str, float]:
+    """One run of the load generator against ``target``; ``cafile``: over TLS."""
     echo = target == "echo"
     model = {"direct": "m", "litellm": "m", "ssegate": "up/m", "baseline": "up/m", "echo": "echo"}[
         target
@@ -350,7 +406,7 @@ def measure(
     key = LITELLM_KEY if target == "litellm" else "sk-none"
     before = cpu_of(pid) if pid else 0.0
     before_sys = cpu_of(pid, kernel=True) if pid else 0.0
-    r = load(port, streams, body, key, echo, ramp, limit)
+    r = load(port, streams, body, key, echo, ramp, limit, cafile)
     cpu = cpu_of(pid) - before if pid else float("nan")
     cpu_sys = cpu_of(pid, kernel=True) - before_sys if pid else float("nan")
     if r["failures"]:
@@ -380,10 +436,17 @@ class Servers:
         litellm: bool,
         baseline: str = "",
         keep_alive: bool = True,
+        tls: bool = True,
     ):
         self.dir = tempfile.mkdtemp(prefix="ssegate-bench-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.up_port = free_port()
+        # Over TLS every client of the upstream trusts its private CA: the load
+        # generator by an ssl context, the gateways and LiteLLM by the environment.
+        self.cafile = make_certificate(self.dir) if tls else ""
+        self.trust = (
+            {"SSL_CERT_FILE": self.cafile, "REQUESTS_CA_BUNDLE": self.cafile} if tls else {}
+        )
         up = self.spawn(
             "upstream",
             [
@@ -396,9 +459,10 @@ class Servers:
                 "--tokens",
                 str(tokens),
                 "--upstream-keep-alive" if keep_alive else "--no-upstream-keep-alive",
+                *(["--certdir", self.dir] if tls else []),
             ],
         )
-        upstream = f"http://127.0.0.1:{self.up_port}"
+        upstream = f"{'https' if tls else 'http'}://127.0.0.1:{self.up_port}"
         self.gw_port = free_port()
         cfg = os.path.join(self.dir, "gateway.toml")
         gateway_config(cfg, upstream, echo_rate)
@@ -443,6 +507,7 @@ class Servers:
         # No fetch of LiteLLM's price list from the internet at start (it retries for 8 s).
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         env = {k: v for k, v in env.items() if not k.startswith("SSEGATE_")} | (extra or {})
+        env |= self.trust
         env |= REDIS.env(name)
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
@@ -509,6 +574,15 @@ def main() -> None:
         "(--no-upstream-keep-alive: it closes each, and every stream connects anew)",
     )
     ap.add_argument(
+        "--upstream-tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the upstream serves HTTPS (a private CA's certificate, trusted by every client), "
+        "as providers do (--no-upstream-tls: plain HTTP)",
+    )
+    ap.add_argument("--certdir", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--cafile", default="", help=argparse.SUPPRESS)
+    ap.add_argument(
         "--baseline",
         default="",
         metavar="TREE",
@@ -526,7 +600,7 @@ def main() -> None:
     args = ap.parse_args()
     REDIS.use(args.redis_url, args.role == "bench")
     if args.role == "upstream":
-        run_upstream(args.port, args.tokens or 50, keep_alive=args.upstream_keep_alive)
+        run_upstream(args.port, args.tokens or 50, args.certdir, args.upstream_keep_alive)
         return
     if args.role == "load":
         run_load(
@@ -538,6 +612,7 @@ def main() -> None:
             args.ramp,
             args.limit,
             args.out,
+            args.cafile,
         )
         return
 
@@ -550,13 +625,16 @@ def main() -> None:
     litellm = wanted and litellm_available()
     print(
         f"gateway benchmark: {tokens} tokens/stream at {RATE:.0f} tokens/s, starts spread over "
-        f"{args.ramp:g} s, {repeats} repeat(s), upstream keep-alive "
+        f"{args.ramp:g} s, {repeats} repeat(s), upstream over "
+        f"{'HTTPS' if args.upstream_tls else 'plain HTTP'}, keep-alive "
         f"{'on' if args.upstream_keep_alive else 'off'}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f} (a shared machine: compare the columns of this run)"
     )
     if wanted and not litellm:
         print("LiteLLM not run: pip install 'litellm[proxy]' into this venv to compare")
-    servers = Servers(tokens, RATE, litellm, args.baseline, args.upstream_keep_alive)
+    servers = Servers(
+        tokens, RATE, litellm, args.baseline, args.upstream_keep_alive, args.upstream_tls
+    )
     try:
         idle = {"ssegate": servers.gw.pid} | ({"litellm": servers.ll.pid} if servers.ll else {})
         if servers.base is not None:
@@ -571,26 +649,30 @@ def main() -> None:
                 for t, p in idle.items()
             )
         )
-        ports = {"direct": (servers.up_port, None), "ssegate": (servers.gw_port, servers.gw.pid)}
+        # target -> (port, pid, CA file): only ``direct`` reads the upstream itself.
+        ports = {
+            "direct": (servers.up_port, None, servers.cafile),
+            "ssegate": (servers.gw_port, servers.gw.pid, ""),
+        }
         if servers.base is not None:
-            ports["baseline"] = (servers.base_port, servers.base.pid)
+            ports["baseline"] = (servers.base_port, servers.base.pid, "")
         if servers.ll is not None:
-            ports["litellm"] = (servers.ll_port, servers.ll.pid)
-        for t, (port, pid) in ports.items():  # warm up: first-request imports and caches
-            measure(t, port, pid, 2, 2, 0.0, 30.0)
+            ports["litellm"] = (servers.ll_port, servers.ll.pid, "")
+        for t, (port, pid, ca) in ports.items():  # warm up: first-request imports and caches
+            measure(t, port, pid, 2, 2, 0.0, 30.0, ca)
         measure("echo", servers.gw_port, servers.gw.pid, 2, 2, 0.0, 30.0)
         charts = Report("gateway", "The gateway relaying a provider's stream, beside its peers.")
         for streams in counts:
             results: dict[str, list[dict[str, float]]] = {t: [] for t in ports}
             for n in range(repeats):
-                for t, (port, pid) in ports.items():  # interleaved: drifting load hits all
+                for t, (port, pid, ca) in ports.items():  # interleaved: drifting load hits all
                     if t == "litellm" and streams > 100 and n:
                         continue  # saturated: once is enough to show it, and it takes long
                     spy = None
                     profiled = args.profile_at or max(counts)
                     if args.profile and t == "ssegate" and streams == profiled and not n:
                         spy = py_spy(servers.gw.pid, args.profile)
-                    results[t].append(measure(t, port, pid, streams, tokens, args.ramp, limit))
+                    results[t].append(measure(t, port, pid, streams, tokens, args.ramp, limit, ca))
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(30)

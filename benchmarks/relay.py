@@ -18,8 +18,8 @@ asyncio sockets, so it costs little) reads N concurrent streams either
 
 Every size runs over plain HTTP and over TLS (``--transports``; over TLS only the
 columns comparing HTTP clients, ``--tls-impls``): for ``tls`` the
-upstream serves HTTPS with a self-signed certificate for 127.0.0.1 made at bench
-time (the ``openssl`` command), which the relays trust through ``SSL_CERT_FILE``
+upstream serves HTTPS with a certificate for 127.0.0.1 from a private CA made at
+bench time (``trustme``), which the relays trust through ``SSL_CERT_FILE``
 (the environment, as a deployment behind a corporate CA would); the relays still
 serve their clients plain HTTP (TLS is terminated in front of them).
 
@@ -54,7 +54,7 @@ import time
 from typing import Any
 
 from _report import Report
-from fake_upstream import RATE, run_upstream  # benchmarks/ is on sys.path
+from fake_upstream import RATE, make_certificate, run_upstream  # benchmarks/ is on sys.path
 
 HERE = os.path.abspath(__file__)
 
@@ -267,18 +267,6 @@ def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[byt
     return subprocess.Popen([sys.executable, HERE, *args], env=env)
 
 
-def make_certificate(certdir: str) -> None:
-    """A self-signed key and certificate for 127.0.0.1 (the ``openssl`` command)."""
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", os.path.join(certdir, "key.pem"), "-out", os.path.join(certdir, "cert.pem")],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-
-
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -301,7 +289,7 @@ def measure(impl: str, streams: int, tokens: int, certdir: str = "") -> dict[str
     env = dict(os.environ)
     ctx = None
     if certdir:  # the relays trust the certificate through the environment
-        env["SSL_CERT_FILE"] = os.path.join(certdir, "cert.pem")
+        env["SSL_CERT_FILE"] = os.path.join(certdir, "ca.pem")
         ctx = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
     relay = None
     try:

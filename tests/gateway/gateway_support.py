@@ -15,7 +15,29 @@ from ssegate import Decoder, Event
 from ssegate.gateway import LocalSettings, Settings
 
 # A real ``ssegate serve``, for the tests that import it from here.
-__all__ = ["cutting_proxy", "events", "free_port", "seq", "settings", "ssegate_serve"]
+__all__ = [
+    "cutting_proxy",
+    "events",
+    "free_port",
+    "provider",
+    "seq",
+    "settings",
+    "ssegate_serve",
+]
+
+
+def provider(url: str) -> dict[str, object]:
+    """Settings routing ``fake/m1`` to an OpenAI-compatible upstream at ``url``."""
+    return {
+        "providers": {
+            "fake": {
+                "kind": "openai",
+                "base_url": url + "/v1",
+                "api_key": "sk-up",
+                "models": ["m1"],
+            }
+        }
+    }
 
 
 def settings(**values: Any) -> Settings:

@@ -14,7 +14,7 @@ import anyio
 import httpx
 import openai
 import pytest
-from gateway_support import events
+from gateway_support import events, provider
 from gateway_support import settings as make
 
 from ssegate.gateway._models import Models, UnknownModel
@@ -30,19 +30,6 @@ def upstream() -> Iterator[tuple[FakeUpstream, str]]:
     fake = FakeUpstream()
     with fake.run() as url:
         yield fake, url
-
-
-def provider(url: str) -> dict[str, object]:
-    return {
-        "providers": {
-            "fake": {
-                "kind": "openai",
-                "base_url": url + "/v1",
-                "api_key": "sk-up",
-                "models": ["m1"],
-            }
-        }
-    }
 
 
 def sdk(url: str) -> openai.OpenAI:
