@@ -10,7 +10,7 @@ import pytest
 from streams_support import FakeClock, Ids, ids_of
 
 from ssegate import Event, StreamEnded, StreamNotFound, UnknownEventId
-from ssegate.streams import DONE, FAILED, End, Gap, MemoryStore, StreamInfo, hold_lease
+from ssegate.streams import DONE, FAILED, End, Gap, Hub, MemoryStore, StreamInfo, hold_lease
 from ssegate.streams._store import Page
 
 pytestmark = pytest.mark.anyio
@@ -203,6 +203,27 @@ async def test_a_stream_followed_during_a_wait_is_looked_at_in_the_next() -> Non
     assert [e.data for e in pages["s"].events] == ["a"]
     assert pages["s"].outcome == "done"
     assert await store._hub_wait({"s": 1}, 0.01, waker) == {}  # type: ignore[attr-defined]
+
+
+async def test_a_stream_left_before_the_hubs_look_is_forgotten() -> None:
+    # Readers that follow a stream and leave before the hub's next wait: that
+    # wait has no cursor for it, and it must not keep the name for the next
+    # waits (it did: every later wait walked every such stream again, for ever,
+    # ~40 % of a busy gateway's CPU).
+    store = MemoryStore()
+    names = [f"s{n}" for n in range(20)]
+    for name in names:
+        await store.append(name, Event("a"))
+    async with Hub(store) as hub:
+        for name in names:
+            async with aclosing(hub.read(name)) as items:
+                assert (await items.__anext__()).data == "a"
+        waker = next(iter(store._hubs))
+        assert waker.followed == set()  # type: ignore[attr-defined]
+        assert hub.streams == 0
+        # The hub's next look (no cursors: it follows nothing) drops them for good.
+        assert store._hub_ready({}, waker) == {}  # type: ignore[arg-type]
+        assert waker.changed == set()  # type: ignore[attr-defined]
 
 
 async def test_an_append_is_handed_to_the_hub_as_it_is() -> None:

@@ -390,6 +390,8 @@ class Hub:
         if not follow.subscribers and self._follows.get(stream) is follow:
             del self._follows[stream]
             self._cursors.pop(stream, None)
+            if self._waker is not None:
+                self._waker.unfollow(stream)
 
     def _track(self, stream: str, follow: _Follow) -> None:
         """Keep ``_cursors`` in step with ``follow``, the stream's current follow."""

@@ -139,6 +139,11 @@ class _MemoryWaker(Waker):
         self.changed.add(stream)
         self.followed.add(stream)
 
+    def unfollow(self, stream: str) -> None:
+        # Left before a look had its cursor: else every look would put it back
+        # into ``changed`` (for a cursor that never comes) and walk it again.
+        self.followed.discard(stream)
+
     async def wake(self) -> None:
         self.pending = True
         if self.event is not None:

@@ -335,6 +335,10 @@ class Waker(abc.ABC):
         """The hub follows ``stream`` from now on: a store that reads only what
         changed looks at it in the next wait (what it wrote before may have gone by)."""
 
+    def unfollow(self, stream: str) -> None:  # noqa: B027 - optional hook
+        """The hub no longer follows ``stream`` (its last reader left): a store
+        that remembered it for the next wait (``follow``) forgets it."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the waker holds."""
 
