@@ -81,9 +81,18 @@ class _GatewayApp(FastAPI):
         return stack
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if len(self.user_middleware) == self.own_middleware:
-            scope[RAW_SEND_KEY] = send
-        await super().__call__(scope, receive, send)
+        if len(self.user_middleware) != self.own_middleware:
+            await super().__call__(scope, receive, send)
+            return
+        # The server's send is a bound method of its request cycle, which holds
+        # the scope: taken out again at the end, or every connection would stay
+        # in a reference cycle (cycle -> scope -> send -> cycle) until a full
+        # collection, with its transport and buffers.
+        scope[RAW_SEND_KEY] = send
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            del scope[RAW_SEND_KEY]
 
 
 def _store(settings: Settings) -> StreamStore:
