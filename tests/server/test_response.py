@@ -383,6 +383,17 @@ async def bursts() -> AsyncIterator[str]:
     yield "e"
 
 
+#: What ``bursts()`` sends, body by body: "a" and "b" were ready together.
+BURST_BODIES = [
+    (b"", True),
+    (b"data: a\n\ndata: b\n\n", True),
+    (b"data: c\n\n", True),
+    (b"data: d\n\n", True),
+    (b"data: e\n\n", True),
+    (b"", False),
+]
+
+
 class WaitingPeer(Peer):
     """A peer whose every send waits once (a server whose socket buffer is full)."""
 
@@ -402,14 +413,7 @@ async def test_batches_keep_their_order_whether_the_send_waits_or_not(
     peer = peer_kind()
     response = EventSourceResponse(bursts(), ping=None)
     await response(peer.scope, peer.receive, peer.send)
-    assert [(body, more) for _, body, more in peer.bodies()] == [
-        (b"", True),
-        (b"data: a\n\ndata: b\n\n", True),
-        (b"data: c\n\n", True),
-        (b"data: d\n\n", True),
-        (b"data: e\n\n", True),
-        (b"", False),
-    ]
+    assert [(body, more) for _, body, more in peer.bodies()] == BURST_BODIES
     assert response.close_reason is CloseReason.COMPLETED
 
 
@@ -521,14 +525,7 @@ async def test_timed_sends_that_need_no_wait_stay_in_the_request_task() -> None:
         )
 
     await app()
-    assert [(body, more) for _, body, more in peer.bodies()] == [
-        (b"", True),
-        (b"data: a\n\ndata: b\n\n", True),
-        (b"data: c\n\n", True),
-        (b"data: d\n\n", True),
-        (b"data: e\n\n", True),
-        (b"", False),
-    ]
+    assert [(body, more) for _, body, more in peer.bodies()] == BURST_BODIES
     assert peer.senders == [request_task] * 6
 
 
