@@ -45,6 +45,7 @@ asks for ``BACKLOG``, which the kernel caps at its own limit
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -80,17 +81,24 @@ BACKLOG = 65_535
 
 def tuned_for_serving(app: Any) -> Any:
     """``app`` (a Starlette/FastAPI app), which once its start-up is over
-    freezes the objects alive and raises the collector's thresholds."""
+    freezes the objects alive, raises the collector's thresholds and collects
+    the young generation on a clock (``ssegate.server.pace_collections``)."""
     inner = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
         async with inner(app) as state:
-            from ..server import freeze_startup_objects
+            from ..server import freeze_startup_objects, pace_collections
 
             freeze_startup_objects()
             gc.set_threshold(*GC_THRESHOLDS)
-            yield state
+            pacing = asyncio.get_running_loop().create_task(
+                pace_collections(), name="ssegate: paced collections"
+            )
+            try:
+                yield state
+            finally:
+                pacing.cancel()
 
     app.router.lifespan_context = lifespan
     return app
