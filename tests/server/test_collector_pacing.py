@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
+from ssegate.cli._serve import GC_THRESHOLDS
 from ssegate.server import pace_collections
 from ssegate.server._gc import PACE_INTERVAL_S, PACE_MIDDLE_EVERY, CollectorPacer
 
 #: ``ssegate serve``'s thresholds (a young collection each 2 000 new objects).
-THRESHOLDS = (2_000, 10, 2_500)
+THRESHOLDS = GC_THRESHOLDS
 
 
 class Stream:
@@ -147,7 +148,8 @@ def test_paced_collections_bound_the_young_generation(
         pacing.close()
     # What 1 000 new streams track between two ticks, and nothing older.
     assert max(walked) <= 1_000 * per_stream + 50
-    assert collections == [0] * 9 + [1] + [0] * 9 + [1]
+    every = PACE_MIDDLE_EVERY
+    assert collections == ([0] * (every - 1) + [1]) * (20 // every)
     assert clock.asked == [PACE_INTERVAL_S] * 21
 
 

@@ -46,7 +46,7 @@ __all__ = ["CollectorPacer", "freeze_startup_objects", "pace_collections"]
 #: ``pace_collections()``'s defaults: seconds between young collections, and
 #: every how many of them the middle generation is collected too.
 PACE_INTERVAL_S = 0.1
-PACE_MIDDLE_EVERY = 10
+PACE_MIDDLE_EVERY = 2
 
 
 def freeze_startup_objects() -> int:
