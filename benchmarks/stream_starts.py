@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -57,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,87 @@ def drive(port: int, requests: int, concurrency: int, post: bytes) -> tuple[int,
         return good, time.monotonic() - began
 
     return uvloop.run(main())
+
+
+def accept_queue(port: int) -> int:
+    """How many connections wait in the kernel's accept queue of ``port``'s listening
+    sockets (``/proc/net/tcp``: a listening socket's ``rx_queue``), or -1 unknown."""
+    total, found = 0, False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                total += int(fields[4].split(":")[1], 16)
+                found = True
+    return total if found else -1
+
+
+def burst(port: int, streams: int, ramp: float, post: bytes) -> dict[str, float]:
+    """``streams`` streams started over ``ramp`` seconds (not waiting for each other),
+    each read to its end: time to the first event (p50, p99, ms), the fraction that
+    ended with ``[DONE]``, and the deepest accept queue seen (sampled every 10 ms)."""
+    import threading
+
+    import uvloop
+
+    deepest = [0]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            deepest[0] = max(deepest[0], accept_queue(port))
+            time.sleep(0.01)
+
+    async def one(delay: float, firsts: list[float]) -> bool:
+        await asyncio.sleep(delay)
+        began = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(post)
+            data = b""
+            while b"\ndata: " not in data:
+                got = await reader.read(65536)
+                if not got:
+                    return False
+                data += got
+            firsts.append(time.monotonic() - began)
+            while b"data: [DONE]" not in data:
+                got = await reader.read(65536)
+                if not got:
+                    return False
+                data = data[-16:] + got
+            return True
+        finally:
+            writer.close()
+
+    async def main() -> dict[str, float]:
+        firsts: list[float] = []
+        ended = await asyncio.gather(
+            *(one(i * ramp / streams, firsts) for i in range(streams)), return_exceptions=True
+        )
+        firsts.sort()
+        return {
+            "ok": sum(e is True for e in ended) / streams,
+            "ttft50": firsts[len(firsts) // 2] * 1e3 if firsts else float("nan"),
+            "ttft99": firsts[min(len(firsts) - 1, int(len(firsts) * 0.99))] * 1e3
+            if firsts
+            else float("nan"),
+        }
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out = uvloop.run(main())
+    finally:
+        sampling.set()
+        sampler.join()
+    out["queue"] = deepest[0]
+    return out
 
 
 def hold(port: int, streams: int) -> None:
@@ -242,22 +325,34 @@ class Gateway:
         before = cpu_of(self.proc.pid)
         good, seconds = drive(self.port, requests, concurrency, self.post)
         cpu = cpu_of(self.proc.pid) - before
-        return {"ok": good / requests, "cpu_ms": cpu / requests * 1e3, "per_s": requests / seconds}
+        return {
+            "ok": good / requests,
+            "cpu_ms": cpu / requests * 1e3,
+            "per_s": requests / seconds,
+            "starts": requests,
+        }
+
+    def burst(self, streams: int, ramp: float) -> dict[str, float]:
+        before = cpu_of(self.proc.pid)
+        out = burst(self.port, streams, ramp, self.post)
+        out["cpu_ms"] = (cpu_of(self.proc.pid) - before) / streams * 1e3
+        out["starts"] = streams
+        return out
 
     def counted(
-        self, upstream: Upstream | None, requests: int, concurrency: int
+        self, upstream: Upstream | None, run: Callable[[], dict[str, float]]
     ) -> dict[str, float]:
-        """``run``, with the upstream's new connections and resumed TLS sessions per start."""
+        """``run()``, with the upstream's new connections and resumed TLS sessions per start."""
         if upstream is None:
-            return self.run(requests, concurrency)
+            return run()
         before = upstream.stats() or {}
-        out = self.run(requests, concurrency)
+        out = run()
         after = upstream.stats() or {}
+        starts = out["starts"]
         for name in ("connections", "resumed"):
             # stats() itself is one connection more each time
-            out[name] = (
-                after.get(name, 0) - before.get(name, 0) - 1 * (name == "connections")
-            ) / requests
+            extra = 1 if name == "connections" else 0
+            out[name] = (after.get(name, 0) - before.get(name, 0) - extra) / starts
         return out
 
     def stop(self) -> None:
@@ -331,6 +426,13 @@ def main() -> None:
         default=True,
         help="the upstream keeps connections open between answers (default)",
     )
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        help="instead: BURST streams started over --ramp seconds, per tree and repeat",
+    )
+    parser.add_argument("--ramp", type=float, default=1.0, help="seconds a --burst starts over")
     parser.add_argument("--held-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--hold-client", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -363,10 +465,13 @@ def main() -> None:
     if args.baseline:
         trees["baseline"] = os.path.join(os.path.abspath(args.baseline), "src")
     loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(
-        f"stream starts: {args.requests} streaming {what} completions per run, "
-        f"{args.concurrency} in flight, {args.repeats} repeats; load average {loadavg}"
-    )
+    if args.burst:
+        shape = f"a burst of {args.burst} streaming {what} completions over {args.ramp:g} s"
+    else:
+        shape = (
+            f"{args.requests} streaming {what} completions per run, {args.concurrency} in flight"
+        )
+    print(f"stream starts: {shape}, {args.repeats} repeats; load average {loadavg}")
     gateways = [Gateway(name, src, config, env, post) for name, src in trees.items()]
     results: dict[str, list[dict[str, float]]] = {g.name: [] for g in gateways}
     try:
@@ -377,7 +482,13 @@ def main() -> None:
                 spy = None
                 if args.profile and g.name == "this tree" and repeat == args.repeats - 1:
                     spy = py_spy(g.proc.pid, args.profile)
-                results[g.name].append(g.counted(upstream, args.requests, args.concurrency))
+                if args.burst:
+                    run = functools.partial(g.burst, args.burst, args.ramp)
+                else:
+                    run = functools.partial(g.run, args.requests, args.concurrency)
+                results[g.name].append(g.counted(upstream, run))
+                if args.burst:
+                    time.sleep(1.0)  # the burst's connections closed, the gateway idle again
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(30)
@@ -390,11 +501,19 @@ def main() -> None:
     for name, runs in results.items():
         med = medians(runs)
         spread = ", ".join(f"{r['cpu_ms']:.2f}" for r in runs)
-        print(
-            f"{name:10s} {med['cpu_ms']:5.2f} ms gateway CPU per stream ({spread}), "
-            f"{med['per_s']:.0f} streams/s, {med['ok']:.1%} ended with [DONE] "
-            f"(medians of {len(runs)})"
-        )
+        if args.burst:
+            print(
+                f"{name:10s} {med['cpu_ms']:5.2f} ms gateway CPU per stream ({spread}); first "
+                f"event p50 {med['ttft50']:.1f} ms, p99 {med['ttft99']:.1f} ms; deepest accept "
+                f"queue {med['queue']:.0f}; {med['ok']:.1%} ended with [DONE] "
+                f"(medians of {len(runs)})"
+            )
+        else:
+            print(
+                f"{name:10s} {med['cpu_ms']:5.2f} ms gateway CPU per stream ({spread}), "
+                f"{med['per_s']:.0f} streams/s, {med['ok']:.1%} ended with [DONE] "
+                f"(medians of {len(runs)})"
+            )
         if upstream is not None:
             print(
                 f"{'':10s} per start: {med['connections']:.3f} new upstream connections, "
@@ -402,7 +521,10 @@ def main() -> None:
             )
     if args.baseline:
         ratio = baseline_ratio(results, "cpu_ms")
-        print(f"ratio      {ratio:.2f} x the baseline's CPU per stream")
+        print(f"ratio      {ratio:.2f} x the baseline's CPU per stream", end="")
+        if args.burst:
+            print(f", {baseline_ratio(results, 'ttft50'):.2f} x its first-event p50", end="")
+        print()
     if args.held:
         for name, src in trees.items():
             env = {**os.environ, "PYTHONPATH": src} if src else dict(os.environ)
