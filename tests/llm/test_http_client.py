@@ -650,3 +650,46 @@ async def test_a_session_is_offered_only_to_the_name_it_was_verified_for(
     assert first == again == answer_events("r", "again")
     # "localhost" got a full handshake (and refused the certificate), no session of 127.0.0.1's
     assert server.resumed == [False, False, True]
+
+
+async def test_the_request_head_on_the_wire() -> None:
+    """What ``HTTPClient`` sends, header by header: ours (``Accept-Encoding``, ``User-Agent``)
+    once each unless the caller gave its own, aiohttp's ``Accept`` and framing."""
+
+    def handler(conn: Conn) -> None:
+        if conn.read_request() is not None:
+            conn.send(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
+
+    server = RawServer(handler)
+    given = [
+        {"Authorization": "Bearer k", "Content-Type": "application/json"},
+        {"User-Agent": "mine", "accept-encoding": "identity", "Accept": "text/event-stream"},
+    ]
+    with server.run() as url:
+        client = HTTPClient()
+        for headers in given:
+            async with open_stream(client, "POST", url + "/v1/x", headers, b"{}") as resp:
+                assert [chunk async for chunk in resp.aiter_bytes()] == [b"ok"]
+        await client.aclose()
+        host = url.removeprefix("http://")
+    assert [r.head.decode().split("\r\n") for r in server.requests] == [
+        [
+            "POST /v1/x HTTP/1.1",
+            f"Host: {host}",
+            "Authorization: Bearer k",
+            "Content-Type: application/json",
+            "Accept-Encoding: gzip, deflate",
+            "User-Agent: ssegate",
+            "Accept: */*",
+            "Content-Length: 2",
+        ],
+        [
+            "POST /v1/x HTTP/1.1",
+            f"Host: {host}",
+            "User-Agent: mine",
+            "accept-encoding: identity",
+            "Accept: text/event-stream",
+            "Content-Length: 2",
+            "Content-Type: application/octet-stream",
+        ],
+    ]
