@@ -20,7 +20,7 @@ has started, ``serve`` (``serving_collector``) collects and freezes what is aliv
 (``ssegate.server.pace_collections``: every 0.1 s, the middle one every other
 time). The clock is needed because CPython counts the young generation as new
 objects minus freed ones, old ones included: with streams ending as others
-start the count stays near its threshold's start while the young generation
+start the count stays below its threshold while the young generation
 grows to hold every stream opened since, and the collection that finally comes
 walks them all (in the 300 s soak at 10 000 streams, young and middle collections
 of 200 to 550 ms, freeing nothing). On the clock each collection walks a tenth of
