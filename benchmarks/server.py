@@ -810,16 +810,17 @@ def main() -> None:
                 f"events/s for {seconds:.0f} s"
             )
             print(
-                "lateness = arrival - schedule; TTFB = connect to first byte; GC = the server's "
-                "generation 1 and 2 collections during the run"
+                "lateness = arrival - schedule; TTFB = connect to first byte; GC runs = the "
+                "server's generation 1 and 2 collections during the run, full = generation 2, "
+                "max = the longest of any, ms = all of them"
             )
             print(
                 f"{'server':<{width}} | {'p50 ms':>6} | {'p99 ms':>6} | {'max ms':>6} | "
                 f"{'TTFB p99':>8} | {'deliv.':>6} | {'CPU s/100k':>10} | {'GC runs':>7} | "
-                f"{'GC max ms':>9} | {'p99/raw':>7} | {'p99/streaming':>13} | "
+                f"{'GC full':>7} | {'GC max ms':>9} | {'GC ms':>6} | {'p99/raw':>7} | {'p99/streaming':>13} | "
                 f"{'p99/sse-starlette':>17} | {'TTFB/raw':>8}"
             )
-            print("-" * (150 + width))
+            print("-" * (170 + width))
             runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
             # lateness tails are the noisiest figure on a shared machine: more repeats
             for _ in range(repeats if quick else max(repeats, 5)):
@@ -840,11 +841,21 @@ def main() -> None:
                 print(
                     f"{kind:<{width}} | {m['p50_ms']:>6.1f} | {m['p99_ms']:>6.1f} | "
                     f"{m['max_ms']:>6.1f} | {m['ttfb_p99_ms']:>8.1f} | {m['delivered']:>6.1%} | "
-                    f"{m['cpu_100k']:>10.2f} | {m['gc_runs']:>7.0f} | {m['gc_max_ms']:>9.1f} | "
+                    f"{m['cpu_100k']:>10.2f} | {m['gc_runs']:>7.0f} | {m['gc_full']:>7.0f} | "
+                    f"{m['gc_max_ms']:>9.1f} | {m['gc_total_ms']:>6.0f} | "
                     f"{ratio(p99[kind], p99['raw-asgi']):>7} | "
                     f"{versus(p99, kind, 'streaming'):>13} | "
                     f"{versus(p99, kind, 'sse-starlette'):>17} | "
                     f"{ratio(ttfb[kind], ttfb['raw-asgi']):>8}"
+                )
+            print("per repeat, in run order: lateness p99 ms (full collections, longest ms)")
+            for kind in kinds:
+                print(
+                    f"{kind:<{width}} | "
+                    + " ".join(
+                        f"{r['p99_ms']:.0f} ({r['gc_full']:.0f}, {r['gc_max_ms']:.0f})"
+                        for r in runs[kind]
+                    )
                 )
         if "throughput" in parts:
             kinds = tuple(k for k in kinds if k not in MEMORY_ONLY)
