@@ -59,9 +59,12 @@ class Gate:
         self.loop.call_soon_threadsafe(self.event.set)
 
 
-async def held(gate: Gate) -> AsyncIterator[str]:
-    """One item, then a wait (a model thinking) until the gate opens."""
-    yield "a"
+async def held(gate: Gate, events: int = 1) -> AsyncIterator[str]:
+    """``events`` items, each after a wait (the last is "a"), then a wait (a
+    model thinking) until the gate opens."""
+    for i in range(events - 1, -1, -1):
+        await asyncio.sleep(0)
+        yield "a" if i == 0 else f"a{i}"
     await gate.wait()
     yield "b"
 
@@ -115,10 +118,11 @@ def open_streams(port: int, count: int) -> list[socket.socket]:
     return socks
 
 
-def per_stream(kind: type[Response]) -> tuple[float, Counter[str]]:
-    """Tracked objects each open stream of ``kind`` keeps while its producer waits."""
+def per_stream(kind: type[Response], events: int = 1) -> tuple[float, Counter[str]]:
+    """Tracked objects each open stream of ``kind`` keeps while its producer
+    waits, after ``events`` events."""
     gate = Gate()
-    with serve(service(lambda: kind(held(gate))), lifespan="off") as server:
+    with serve(service(lambda: kind(held(gate, events))), lifespan="off") as server:
         # warm-up (imports, caches); they stay open, waiting, while counted
         warm = open_streams(server.port, 3)
         before = tracked()
@@ -148,6 +152,22 @@ def test_tracked_objects_per_open_stream_over_the_floor() -> None:
         floor,
         (kinds - floor_kinds).most_common(8),
         (floor_kinds - kinds).most_common(8),
+    )
+
+
+def test_nothing_per_event_outlives_its_event() -> None:
+    """What an open stream keeps while its producer waits is the same after 1
+    event as after 50, each sent after a wait: no object of an event (its
+    message, its send, the step of the producer that made it) lives on into
+    the wait, where a collection would promote it."""
+    per_stream(EventSourceResponse)  # the first server in the process: see above
+    one, one_kinds = per_stream(EventSourceResponse, 1)
+    many, many_kinds = per_stream(EventSourceResponse, 50)
+    assert round(many - one) == 0, (
+        one,
+        many,
+        (many_kinds - one_kinds).most_common(8),
+        (one_kinds - many_kinds).most_common(8),
     )
 
 

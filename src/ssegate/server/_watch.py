@@ -11,10 +11,10 @@ set, when it returns at once. An idle stream then keeps no watcher task (its
 coroutine, context and weak reference), no ``receive()`` coroutine, no
 ``Event.wait()`` coroutine and no future (measured in
 ``benchmarks/server.py``'s memory rows; see ``_response.py``), and no object
-of its own either: the waiter is the session itself (``Watching`` is its
-mixin, the state is in the session's slots), where a ``Watch`` object per
-stream was one more object for every collection of the older generations to
-walk (issue 10, a FastAPI endpoint: see ``_response.py``).
+of its own either: the waiter is the session itself (``Watching``, the
+asyncio session's base class, keeps its state in the session's slots), where
+a ``Watch`` object per stream was one more object for every collection of the
+older generations to walk (issue 10, a FastAPI endpoint: see ``_response.py``).
 
 Each ``asyncio.Event`` keeps its waiters in a ``collections.deque``, whose
 first block of 64 slots is allocated with it: 760 bytes, for the request
