@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import random
+import sys
 from collections.abc import Generator, Iterator
 from typing import Any
 
@@ -39,11 +40,14 @@ def streams(count: int) -> list[list[Stream]]:
 
 def tracked_per_stream() -> int:
     """How many objects the collector tracks for one stand-in stream."""
-    gc.collect()
-    made = streams(10)  # few enough that no collection runs meanwhile
-    count = len(gc.get_objects(0)) - 1  # ``made`` itself
-    assert count % len(made) == 0
-    return count // len(made)
+    seen: set[int] = set()
+    todo: list[object] = [streams(1)[0]]
+    while todo:
+        obj = todo.pop()
+        if gc.is_tracked(obj) and id(obj) not in seen:
+            seen.add(id(obj))
+            todo.extend(o for o in gc.get_referents(obj) if type(o) in (Stream, list, dict))
+    return len(seen)
 
 
 class _Yield:
@@ -84,12 +88,16 @@ def collections() -> Iterator[list[int]]:
 
 @pytest.fixture
 def serve_thresholds() -> Iterator[None]:
-    before = gc.get_threshold()
+    """``serve``'s thresholds, and this thread alone allocating (threads other tests
+    left running wait for the GIL: the churn below never releases it)."""
+    before, switch = gc.get_threshold(), sys.getswitchinterval()
     gc.collect()
     gc.set_threshold(*THRESHOLDS)
+    sys.setswitchinterval(60.0)
     try:
         yield
     finally:
+        sys.setswitchinterval(switch)
         gc.set_threshold(*before)
 
 
