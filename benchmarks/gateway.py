@@ -59,13 +59,17 @@ tree (``TREE/src`` first on its ``PYTHONPATH``; e.g. ``git worktree add`` of an
 older commit), as the column ``baseline``, with its own CPU split: a change's
 effect measured side by side, under the same load, in one run.
 
-The peer. Where LiteLLM's proxy is importable (``pip install 'litellm[proxy]'``
-into the same venv; it is not one of ssegate's dependencies), it runs beside
-the gateway, one worker, routing ``m`` to the same upstream
-(``litellm --config FILE --port P --num_workers 1``), and gets its own columns
-and ratios. ``--no-litellm`` leaves it out and ``--quick`` too (its start alone takes
-~20 s), unless given ``--litellm``. Saturated at C > 100 it runs once, not per
-repeat; every run is bounded (a stream not done ``--quick`` 20 s, else 30 s,
+The peer. LiteLLM's proxy is not one of ssegate's dependencies: ``make
+bench-peers`` (which ``make bench`` runs) installs ``litellm[proxy]``, pinned,
+into a venv of its own, ``.venv-litellm``, where its dependencies' versions do
+not touch ssegate's; the benchmark finds it there (``--litellm-python PATH``:
+another venv's Python; failing both, LiteLLM installed into this venv). It runs
+beside the gateway, one worker, routing ``m`` to the same upstream on 127.0.0.1,
+trusting its CA as above, and listening on 127.0.0.1 only (``litellm --config
+FILE --host 127.0.0.1 --port P --num_workers 1``); it gets its own columns and
+ratios. ``--no-litellm`` leaves it out and ``--quick`` too (its start alone
+takes ~20 s), unless given ``--litellm``. Saturated at C > 100 it runs once, not
+per repeat; every run is bounded (a stream not done ``--quick`` 20 s, else 30 s,
 after its last token was due counts as what it delivered by then).
 
 The machine is shared and noisy: compare the columns of one run, not runs.
@@ -84,7 +88,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -250,11 +253,25 @@ def litellm_config(path: str, upstream: str) -> None:
         )
 
 
-def litellm_available() -> bool:
-    return (
-        importlib.util.find_spec("litellm") is not None
-        and shutil.which("litellm", path=os.path.dirname(sys.executable)) is not None
-    )
+#: Where ``make bench-peers`` installs LiteLLM: a venv of its own, its dependencies' versions apart.
+LITELLM_VENV = os.path.join(os.path.dirname(os.path.dirname(HERE)), ".venv-litellm")
+
+
+def litellm_available(python: str = "") -> str:
+    """The ``litellm`` script beside the first of these Pythons that imports LiteLLM, or "".
+
+    ``python`` alone if given (``--litellm-python``), else ``.venv-litellm``'s, else this one's.
+    """
+    for py in [python] if python else [os.path.join(LITELLM_VENV, "bin", "python"), sys.executable]:
+        exe = os.path.join(os.path.dirname(os.path.abspath(py)), "litellm")
+        version = "import importlib.metadata as m; print(m.version('litellm'))"
+        if not os.access(exe, os.X_OK):
+            continue
+        found = subprocess.run([py, "-c", version], capture_output=True, text=True)
+        if found.returncode == 0:
+            print(f"LiteLLM {found.stdout.strip()}: {exe}")
+            return exe
+    return ""
 
 
 # -- orchestration --------------------------------------------------------------------
@@ -433,7 +450,7 @@ class Servers:
         self,
         tokens: int,
         echo_rate: float,
-        litellm: bool,
+        litellm: str,
         baseline: str = "",
         keep_alive: bool = True,
         tls: bool = True,
@@ -483,11 +500,10 @@ class Servers:
         if litellm:
             cfg = os.path.join(self.dir, "litellm.yaml")
             litellm_config(cfg, upstream)
-            exe = os.path.join(os.path.dirname(sys.executable), "litellm")
-            self.ll = self.spawn(
-                "litellm",
-                [exe, "--config", cfg, "--port", str(self.ll_port), "--num_workers", "1"],
-            )
+            # Its own venv's script; on loopback only. Its environment is the others':
+            # the upstream's CA trusted by SSL_CERT_FILE, no fetch of its price list (spawn).
+            host = ["--host", "127.0.0.1", "--port", str(self.ll_port)]
+            self.ll = self.spawn("litellm", [litellm, "--config", cfg, *host, "--num_workers", "1"])
         self.wait_port(self.up_port, up)
         wait_ready(f"http://127.0.0.1:{self.gw_port}/readyz", self.gw, 60)
         if self.base is not None:
@@ -567,6 +583,13 @@ def main() -> None:
         help="run LiteLLM's proxy beside (default: where installed, except with --quick)",
     )
     ap.add_argument(
+        "--litellm-python",
+        default="",
+        metavar="PATH",
+        help="the Python of the venv holding LiteLLM's proxy (default: .venv-litellm's, "
+        "made by `make bench-peers`, else this one)",
+    )
+    ap.add_argument(
         "--upstream-keep-alive",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -622,7 +645,7 @@ def main() -> None:
     slack = 20.0 if args.quick else 30.0  # a stream not done this long after its due end fails
     limit = args.ramp + tokens / RATE + slack
     wanted = args.litellm if args.litellm is not None else not args.quick
-    litellm = wanted and litellm_available()
+    litellm = litellm_available(args.litellm_python) if wanted else ""
     print(
         f"gateway benchmark: {tokens} tokens/stream at {RATE:.0f} tokens/s, starts spread over "
         f"{args.ramp:g} s, {repeats} repeat(s), upstream over "
@@ -631,7 +654,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} (a shared machine: compare the columns of this run)"
     )
     if wanted and not litellm:
-        print("LiteLLM not run: pip install 'litellm[proxy]' into this venv to compare")
+        print("LiteLLM not run: `make bench-peers` installs it (into .venv-litellm) to compare")
     servers = Servers(
         tokens, RATE, litellm, args.baseline, args.upstream_keep_alive, args.upstream_tls
     )
