@@ -88,4 +88,4 @@ test-llamacpp: $(STAMP)
 	SSEGATE_LLAMACPP=1 $(BIN)/python -m pytest tests/llm/test_llamacpp_server.py -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site benchmarks/results
+	rm -rf $(VENV) .venv-litellm .pytest_cache .mypy_cache .ruff_cache .hypothesis site benchmarks/results
