@@ -71,11 +71,15 @@ after its last token was due counts as what it delivered by then).
 The machine is shared and noisy: compare the columns of one run, not runs.
 ``--profile FILE`` records the gateway with py-spy (``pip install py-spy``) during
 its busiest run (``--profile-at C``: the run of C streams) and prints its hottest
-functions: where the CPU goes.
+functions: where the CPU goes. ``--profile-native`` samples C frames too
+(uvloop, TLS, the collector, the syscalls), which a Python-only profile lumps
+into the event loop's own line; its pauses slow the profiled run somewhat.
 
     .venv/bin/python benchmarks/gateway.py            # C = 1, 100, 1000; 50 tokens; 3 repeats
     .venv/bin/python benchmarks/gateway.py --quick    # 10 tokens, 1 repeat, no LiteLLM
     .venv/bin/python benchmarks/gateway.py --streams 1000 --repeats 1 --profile /tmp/gw.raw
+    .venv/bin/python benchmarks/gateway.py --streams 1000 --repeats 1 --tokens 150 \
+        --no-litellm --profile /tmp/gw.raw --profile-native       # per-token costs, C frames too
     .venv/bin/python benchmarks/gateway.py --redis-url redis://127.0.0.1:6379/0  # on Redis
 """
 
@@ -597,6 +601,11 @@ def main() -> None:
         metavar="C",
         help="profile the run of C streams instead of the busiest",
     )
+    ap.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="profile with py-spy --native: C frames too (uvloop, ssl, the parsers)",
+    )
     args = ap.parse_args()
     REDIS.use(args.redis_url, args.role == "bench")
     if args.role == "upstream":
@@ -671,11 +680,11 @@ def main() -> None:
                     spy = None
                     profiled = args.profile_at or max(counts)
                     if args.profile and t == "ssegate" and streams == profiled and not n:
-                        spy = py_spy(servers.gw.pid, args.profile)
+                        spy = py_spy(servers.gw.pid, args.profile, args.profile_native)
                     results[t].append(measure(t, port, pid, streams, tokens, args.ramp, limit, ca))
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
-                        spy.wait(30)
+                        spy.wait(120)  # --native: symbols resolved at the end
             med = {
                 t: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                 for t, rs in results.items()
@@ -762,14 +771,17 @@ def cpu_split(
     )
 
 
-def py_spy(pid: int, path: str) -> subprocess.Popen[bytes] | None:
+def py_spy(pid: int, path: str, native: bool = False) -> subprocess.Popen[bytes] | None:
     exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
     if exe is None:
         print("no profile: pip install py-spy into this venv")
         return None
     cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "--output", path]
+    # --native cannot sample without pausing the process (py-spy refuses
+    # --nonblocking with it): the pauses then slow the profiled run a little.
+    cmd += ["--native"] if native else ["--nonblocking"]
     spy = subprocess.Popen(
-        [*cmd, "--rate", "200", "--nonblocking"],
+        [*cmd, "--rate", "200"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -779,6 +791,11 @@ def py_spy(pid: int, path: str) -> subprocess.Popen[bytes] | None:
 
 #: Where a sample of the gateway belongs: the first of these its stack shows, else "other".
 STAGES = [
+    # Seen in --profile-native profiles only (C frames): the kernel's and the collector's part.
+    ("collector (gc)", r"gc_collect"),
+    ("kernel: socket writes (to clients)", r"(^|;)write \(libc"),
+    ("kernel: socket reads, polling", r"(^|;)(read|epoll_wait|epoll_pwait) \(libc"),
+    ("TLS (uvloop's sslproto, ssl)", r"SSLProtocol__do_read|SSLObject\.(read|write)|_ssl__"),
     (
         "worker threads (FastAPI runs sync dependencies there)",
         r"WorkerThread\.run|run_in_threadpool",
