@@ -162,6 +162,56 @@ async def test_the_ring_keeps_history_out_of_the_collectors_sight(
         assert all(type(item) is Event for item in rest[:-1])
 
 
+async def test_pages_every_subscriber_has_read_are_dropped_not_kept(
+    make_store: Callable[..., StreamStore],
+) -> None:
+    """While every subscriber waits at the end of the ring, a new page replaces
+    the ones before it (nobody reads them again: a joining subscriber replays
+    from the store); one that lags keeps them, and both get every event once."""
+    async with make_store() as store, Hub(store) as hub:
+        await store.append("s", Event("0"))
+        _id = await ids_of(store, "s")
+        got: list[list[StreamItem]] = [[], []]
+
+        async def keep_up(n: int) -> None:
+            async with aclosing(hub.read("s")) as items:  # type: ignore[type-var]
+                async for item in items:
+                    got[n].append(item)
+
+        async def parked(count: int) -> None:  # both have `count` items, and wait
+            while not (  # noqa: ASYNC110 (polls what the hub keeps)
+                len(got[0]) == len(got[1]) == count
+                and "s" in hub._follows
+                and len(hub._follows["s"].waiters) == 2
+            ):
+                await anyio.sleep(0.001)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(keep_up, 0)
+                tg.start_soon(keep_up, 1)
+                await parked(1)
+                for n in range(2, 6):
+                    await store.append("s", Event(str(n - 1)))
+                    await parked(n)
+                    follow = hub._follows["s"]
+                    assert len(follow.pages) == 1  # only the newest
+                    assert follow.pages[0].events == [Event(str(n - 1), id=_id(n))]
+                lagging = hub.read("s")
+                async with aclosing(lagging):  # type: ignore[type-var]
+                    assert await lagging.__anext__() == Event("0", id=_id(1))
+                    for n in range(6, 9):  # it does not wait: the pages stay for it
+                        await store.append("s", Event(str(n - 1)))
+                        while follow.cursor != n:  # noqa: ASYNC110 (one page per append)
+                            await anyio.sleep(0.001)
+                    assert len(follow.pages) >= 3
+                    await store.end("s")
+                    rest = await collect(lagging)
+        want = [Event(str(n - 1), id=_id(n)) for n in range(1, 9)]
+        assert rest == [*want[1:], End(DONE, _id(9))]
+        assert got[0] == got[1] == [*want, End(DONE, _id(9))]
+
+
 async def test_hub_must_be_running() -> None:
     hub = Hub(MemoryStore())
     with pytest.raises(RuntimeError, match="async with Hub"):

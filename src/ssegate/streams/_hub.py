@@ -14,7 +14,10 @@ difference in the memory store, they cost ~5 ms a wait at 10 000 streams).
 Each followed stream keeps its recent pages in one shared ring, bounded to
 ``queue_size`` events; every subscriber is just a position in that ring.
 Delivering a page to the ring costs the same whatever the number of
-subscribers, and memory per subscriber is a few hundred bytes.
+subscribers, and memory per subscriber is a few hundred bytes. While every
+subscriber waits at the end of the ring (readers that keep up: the usual case)
+a new page replaces the ones before it, which nobody will read again; the ring
+keeps history only for subscribers that lag.
 
 What the ring keeps stays out of the cyclic collector's sight. Only its newest
 page is kept as it came (caught-up subscribers get its events as they are);
@@ -102,7 +105,10 @@ def _cold(page: Page) -> Flat:
     """``page`` as one tuple of str and int only, which the collector stops
     tracking at its next pass: history out of its sight (see the module doc):
     its first number, outcome and epoch, then its events (``flatten``)."""
-    return flatten(page.events, page.first_seq, page.outcome, page.epoch)
+    events = page.events
+    if len(events) == 1:  # the usual page: one token
+        return (page[0], page[2], page[5], *events[0])
+    return flatten(events, page.first_seq, page.outcome, page.epoch)
 
 
 def _hot(cold: Flat) -> Page:
@@ -143,9 +149,17 @@ class _Follow:
     def push(self, page: Page, limit: int) -> None:
         pages = self.pages
         if pages:
-            newest = pages[-1]
-            if isinstance(newest, Page):  # as it came (cold ones are plain tuples)
-                pages[-1] = _cold(newest)
+            if len(self.waiters) == self.subscribers:
+                # Every subscriber waits at the end (on asyncio: the common case of
+                # readers that keep up): none will read these pages again, and a
+                # joining one replays from the store. Dropped, not made cold.
+                self.base += len(pages)
+                pages.clear()
+                self.held = 0
+            else:
+                newest = pages[-1]
+                if isinstance(newest, Page):  # as it came (cold ones are plain tuples)
+                    pages[-1] = _cold(newest)
         pages.append(page)
         self.held += len(page.events)
         while self.held > limit and len(pages) > 1:
