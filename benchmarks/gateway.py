@@ -52,12 +52,14 @@ a cost per stream and a cost per token, from runs of N and 3N tokens at 100
 streams.
 
 Then the built-in ``echo`` model (20 tokens/s per stream, no upstream) at
-``--echo-streams`` streams: tokens/s delivered and CPU per token.
+``--echo-streams`` streams: tokens/s delivered and CPU per token (medians of the
+repeats; with ``--baseline`` its gateway's too, the runs interleaved).
 
 ``--baseline TREE`` runs a second ssegate gateway beside, from another source
 tree (``TREE/src`` first on its ``PYTHONPATH``; e.g. ``git worktree add`` of an
-older commit), as the column ``baseline``, with its own CPU split: a change's
-effect measured side by side, under the same load, in one run.
+older commit), as the column ``baseline``, with its own CPU split and echo
+run (interleaved with the gateway's, and their ratios): a change's effect
+measured side by side, under the same load, in one run.
 
 The peer. Where LiteLLM's proxy is importable (``pip install 'litellm[proxy]'``
 into the same venv; it is not one of ssegate's dependencies), it runs beside
@@ -708,29 +710,34 @@ def main() -> None:
             )
             if streams == 1000:
                 targets(med)
+        gateways = {"gateway": (servers.gw_port, servers.gw.pid)}
+        if servers.base is not None:
+            gateways["baseline"] = (servers.base_port, servers.base.pid)
         if not args.quick:
             split = 100 if 100 in counts else max(counts)
-            cpu_split(servers.gw_port, servers.gw.pid, split, tokens, args.ramp, limit, repeats)
-            if servers.base is not None:
-                cpu_split(
-                    servers.base_port,
-                    servers.base.pid,
-                    split,
-                    tokens,
-                    args.ramp,
-                    limit,
-                    repeats,
-                    "baseline",
+            cpu_split(gateways, split, tokens, args.ramp, limit, repeats)
+        echo_runs: dict[str, list[dict[str, float]]] = {name: [] for name in gateways}
+        for _ in range(repeats):
+            for name, (port, pid) in gateways.items():  # interleaved, as above
+                echo_runs[name].append(
+                    measure("echo", port, pid, args.echo_streams, tokens, args.ramp, limit)
                 )
-        echo = measure(
-            "echo", servers.gw_port, servers.gw.pid, args.echo_streams, tokens, args.ramp, limit
-        )
         print(
-            f"\necho model, {args.echo_streams} streams x {tokens} tokens at {RATE:.0f}/s: "
-            f"{echo['delivered'] * 100:.1f}% delivered, {echo['tokens_s']:.0f} tokens/s, "
-            f"TTFT p50 {echo['ttft50']:.1f} ms p99 {echo['ttft99']:.1f} ms, "
-            f"gateway CPU {echo['cpu_us']:.1f} us/token ({echo['cpu_share'] * 100:.0f}% of a core)"
+            f"\necho model, {args.echo_streams} streams x {tokens} tokens at {RATE:.0f}/s "
+            f"(medians of {repeats}):"
         )
+        for name, runs in echo_runs.items():
+            echo = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            ratio = ""
+            if name != "gateway":
+                ours = statistics.median(r["cpu_us"] for r in echo_runs["gateway"])
+                ratio = f"; gateway's CPU/token {ours / echo['cpu_us']:.2f}x this"
+            print(
+                f"  {name}: {echo['delivered'] * 100:.1f}% delivered, "
+                f"{echo['tokens_s']:.0f} tokens/s, TTFT p50 {echo['ttft50']:.1f} ms "
+                f"p99 {echo['ttft99']:.1f} ms, CPU {echo['cpu_us']:.1f} us/token "
+                f"({echo['cpu_share'] * 100:.0f}% of a core){ratio}"
+            )
         charts.save()
     finally:
         servers.close()
@@ -741,34 +748,39 @@ def main() -> None:
 
 
 def cpu_split(
-    port: int,
-    pid: int,
+    gateways: dict[str, tuple[int, int]],
     streams: int,
     tokens: int,
     ramp: float,
     limit: float,
     repeats: int,
-    name: str = "gateway",
 ) -> None:
-    """The gateway's CPU per stream as ``a + b * tokens``: a stream's own cost, a token's.
+    """Each gateway's CPU per stream as ``a + b * tokens``: a stream's own cost, a token's.
 
-    From runs of ``tokens`` and ``3 * tokens`` per stream, ``repeats`` pairs, medians.
+    From runs of ``tokens`` and ``3 * tokens`` per stream, ``repeats`` pairs per
+    gateway (``name -> (port, pid)``), interleaved; medians, and ratios to ``gateway``.
     """
-    per_token: list[float] = []
-    per_stream: list[float] = []
+    split: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in gateways}
     for _ in range(repeats):
-        short, long = (
-            measure("ssegate", port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
-            for n in (tokens, 3 * tokens)
+        for name, (port, pid) in gateways.items():
+            per_stream, per_token = split[name]
+            short, long = (
+                measure("ssegate", port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
+                for n in (tokens, 3 * tokens)
+            )
+            per_token.append((long - short) / (streams * 2 * tokens))
+            per_stream.append(short / streams - per_token[-1] * tokens)
+    ours = [statistics.median(v) for v in split["gateway"]]
+    for name, (per_stream, per_token) in split.items():
+        stream_s, token_s = statistics.median(per_stream), statistics.median(per_token)
+        ratio = ""
+        if name != "gateway":
+            ratio = f" (gateway's: {ours[0] / stream_s:.2f}x, {ours[1] / token_s:.2f}x)"
+        print(
+            f"\n{name} CPU at {streams} streams, {tokens} then {3 * tokens} tokens each "
+            f"(median of {repeats}): {stream_s * 1e3:.2f} ms per stream "
+            f"(request, upstream call, setup) + {token_s * 1e6:.0f} us per relayed token{ratio}"
         )
-        per_token.append((long - short) / (streams * 2 * tokens))
-        per_stream.append(short / streams - per_token[-1] * tokens)
-    print(
-        f"\n{name} CPU at {streams} streams, {tokens} then {3 * tokens} tokens each "
-        f"(median of {repeats}): {statistics.median(per_stream) * 1e3:.2f} ms per stream "
-        f"(request, upstream call, setup) + {statistics.median(per_token) * 1e6:.0f} us "
-        "per relayed token"
-    )
 
 
 def py_spy(pid: int, path: str, native: bool = False) -> subprocess.Popen[bytes] | None:
