@@ -470,12 +470,21 @@ class Hub:
         need nothing: a joining subscriber's replay reads the store anyway.
         """
         follow = self._follows.get(stream)
-        if follow is None or follow.cursor is None or follow.ended:
+        if follow is None or follow.ended:
             return True
-        if page.first_seq > follow.cursor + 1:
+        cursor = follow.cursor
+        if cursor is None:
+            return True
+        first = page[0]
+        if first > cursor + 1:
             return False
-        if page.first_seq + len(page.events) - 1 > follow.cursor:
-            self._deliver(stream, page)
+        last = first + len(page[1]) - 1
+        if last > cursor:
+            if page[2] is None:  # the usual page: events right after the cursor, no end
+                follow.cursor = self._cursors[stream] = last  # what _deliver and _track do
+                follow.push(page, self.queue_size)
+            else:
+                self._deliver(stream, page)
         return True
 
     def _deliver(self, stream: str, page: Page) -> None:
