@@ -17,6 +17,7 @@ from streams_support import ids_of, seq
 
 from ssegate import Event, StoreUnavailable
 from ssegate.streams import DONE, End, Gap, Hub, MemoryStore, StreamItem, StreamStore
+from ssegate.streams._store import Page
 from ssegate.streams.redis import RedisStore
 
 pytestmark = pytest.mark.anyio
@@ -210,6 +211,25 @@ async def test_pages_every_subscriber_has_read_are_dropped_not_kept(
         want = [Event(str(n - 1), id=_id(n)) for n in range(1, 9)]
         assert rest == [*want[1:], End(DONE, _id(9))]
         assert got[0] == got[1] == [*want, End(DONE, _id(9))]
+
+
+async def test_a_page_read_back_with_nothing_new_is_not_kept_again() -> None:
+    """The hub's own reader may read, with a cursor from before, events the store
+    handed it already (a write from this process): nothing new, so no page."""
+    async with MemoryStore() as store, Hub(store) as hub:
+        await store.append("s", Event("0"))
+        _id = await ids_of(store, "s")
+        lagging = hub.read("s")
+        async with aclosing(lagging):  # type: ignore[type-var]
+            assert await lagging.__anext__() == Event("0", id=_id(1))
+            await store.append("s", Event("1"))
+            follow = hub._follows["s"]
+            assert (follow.cursor, len(follow.pages)) == (2, 1)
+            epoch = _id(1).partition("-")[0]
+            hub._deliver("s", Page(1, [Event("0", id=_id(1)), Event("1", id=_id(2))], epoch=epoch))
+            assert (follow.cursor, len(follow.pages)) == (2, 1)
+            await store.end("s")
+            assert await collect(lagging) == [Event("1", id=_id(2)), End(DONE, _id(3))]
 
 
 async def test_hub_must_be_running() -> None:

@@ -492,7 +492,12 @@ class Hub:
         if follow is None or follow.cursor is None:
             return
         if page.events:
-            follow.cursor = max(follow.cursor, page.first_seq + len(page.events) - 1)
+            last = page.first_seq + len(page.events) - 1
+            if last <= follow.cursor and page.outcome is None:
+                # Nothing new: read back with a cursor from before the store
+                # handed these events over (``_deliver_local``); the ring has them.
+                return
+            follow.cursor = max(follow.cursor, last)
         if page.outcome is not None:
             follow.ended = True
         self._track(stream, follow)
