@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import random
 import uuid
@@ -25,6 +26,16 @@ pytestmark = pytest.mark.anyio
 
 def ids(items: list[StreamItem]) -> list[int]:
     return [seq(item.id) for item in items if isinstance(item, Event)]
+
+
+@contextlib.asynccontextmanager
+async def lagging_after(hub: Hub, first: Event) -> AsyncIterator[AsyncIterator[StreamItem]]:
+    """A subscriber of ``s`` that has read its first item (``first``) and reads
+    no further until told: it lags from there."""
+    items = hub.read("s")
+    async with aclosing(items):  # type: ignore[type-var]
+        assert await items.__anext__() == first
+        yield items
 
 
 async def collect(items: AsyncIterator[StreamItem]) -> list[StreamItem]:
@@ -142,9 +153,7 @@ async def test_the_ring_keeps_history_out_of_the_collectors_sight(
     async with make_store() as store, Hub(store) as hub:
         await store.append("s", Event("0"))
         _id = await ids_of(store, "s")
-        lagging = hub.read("s")
-        async with aclosing(lagging):  # type: ignore[type-var]
-            assert await lagging.__anext__() == Event("0", id=_id(1))
+        async with lagging_after(hub, Event("0", id=_id(1))) as lagging:
             follow = hub._follows["s"]
             with anyio.fail_after(10):
                 for n, event in enumerate(sent, 2):
@@ -198,9 +207,7 @@ async def test_pages_every_subscriber_has_read_are_dropped_not_kept(
                     follow = hub._follows["s"]
                     assert len(follow.pages) == 1  # only the newest
                     assert follow.pages[0].events == [Event(str(n - 1), id=_id(n))]
-                lagging = hub.read("s")
-                async with aclosing(lagging):  # type: ignore[type-var]
-                    assert await lagging.__anext__() == Event("0", id=_id(1))
+                async with lagging_after(hub, Event("0", id=_id(1))) as lagging:
                     for n in range(6, 9):  # it does not wait: the pages stay for it
                         await store.append("s", Event(str(n - 1)))
                         while follow.cursor != n:  # noqa: ASYNC110 (one page per append)
@@ -219,9 +226,7 @@ async def test_a_page_read_back_with_nothing_new_is_not_kept_again() -> None:
     async with MemoryStore() as store, Hub(store) as hub:
         await store.append("s", Event("0"))
         _id = await ids_of(store, "s")
-        lagging = hub.read("s")
-        async with aclosing(lagging):  # type: ignore[type-var]
-            assert await lagging.__anext__() == Event("0", id=_id(1))
+        async with lagging_after(hub, Event("0", id=_id(1))) as lagging:
             await store.append("s", Event("1"))
             follow = hub._follows["s"]
             assert (follow.cursor, len(follow.pages)) == (2, 1)
