@@ -609,6 +609,9 @@ def main() -> None:
         help="profile with py-spy --native: C frames too (uvloop, ssl, the parsers)",
     )
     args = ap.parse_args()
+    if args.baseline and not os.path.isdir(os.path.join(args.baseline, "src", "ssegate")):
+        # Else its gateway imports this venv's ssegate: this tree, measured twice.
+        ap.error(f"--baseline {args.baseline}: no src/ssegate there")
     REDIS.use(args.redis_url, args.role == "bench")
     if args.role == "upstream":
         run_upstream(args.port, args.tokens or 50, args.certdir, args.upstream_keep_alive)
