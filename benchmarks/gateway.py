@@ -52,12 +52,14 @@ a cost per stream and a cost per token, from runs of N and 3N tokens at 100
 streams.
 
 Then the built-in ``echo`` model (20 tokens/s per stream, no upstream) at
-``--echo-streams`` streams: tokens/s delivered and CPU per token.
+``--echo-streams`` streams: tokens/s delivered and CPU per token (medians of the
+repeats; with ``--baseline`` its gateway's too, the runs interleaved).
 
 ``--baseline TREE`` runs a second ssegate gateway beside, from another source
 tree (``TREE/src`` first on its ``PYTHONPATH``; e.g. ``git worktree add`` of an
-older commit), as the column ``baseline``, with its own CPU split: a change's
-effect measured side by side, under the same load, in one run.
+older commit), as the column ``baseline``, with its own CPU split and echo
+run (interleaved with the gateway's, and their ratios): a change's effect
+measured side by side, under the same load, in one run.
 
 The peer. LiteLLM's proxy is not one of ssegate's dependencies: ``make
 bench-peers`` (which ``make bench`` runs) installs ``litellm[proxy]``, pinned,
@@ -75,11 +77,15 @@ after its last token was due counts as what it delivered by then).
 The machine is shared and noisy: compare the columns of one run, not runs.
 ``--profile FILE`` records the gateway with py-spy (``pip install py-spy``) during
 its busiest run (``--profile-at C``: the run of C streams) and prints its hottest
-functions: where the CPU goes.
+functions: where the CPU goes. ``--profile-native`` samples C frames too
+(uvloop, TLS, the collector, the syscalls), which a Python-only profile lumps
+into the event loop's own line; its pauses slow the profiled run somewhat.
 
     .venv/bin/python benchmarks/gateway.py            # C = 1, 100, 1000; 50 tokens; 3 repeats
     .venv/bin/python benchmarks/gateway.py --quick    # 10 tokens, 1 repeat, no LiteLLM
     .venv/bin/python benchmarks/gateway.py --streams 1000 --repeats 1 --profile /tmp/gw.raw
+    .venv/bin/python benchmarks/gateway.py --streams 1000 --repeats 1 --tokens 150 \
+        --no-litellm --profile /tmp/gw.raw --profile-native       # per-token costs, C frames too
     .venv/bin/python benchmarks/gateway.py --redis-url redis://127.0.0.1:6379/0  # on Redis
 """
 
@@ -620,7 +626,15 @@ def main() -> None:
         metavar="C",
         help="profile the run of C streams instead of the busiest",
     )
+    ap.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="profile with py-spy --native: C frames too (uvloop, ssl, the parsers)",
+    )
     args = ap.parse_args()
+    if args.baseline and not os.path.isdir(os.path.join(args.baseline, "src", "ssegate")):
+        # Else its gateway imports this venv's ssegate: this tree, measured twice.
+        ap.error(f"--baseline {args.baseline}: no src/ssegate there")
     REDIS.use(args.redis_url, args.role == "bench")
     if args.role == "upstream":
         run_upstream(args.port, args.tokens or 50, args.certdir, args.upstream_keep_alive)
@@ -694,11 +708,11 @@ def main() -> None:
                     spy = None
                     profiled = args.profile_at or max(counts)
                     if args.profile and t == "ssegate" and streams == profiled and not n:
-                        spy = py_spy(servers.gw.pid, args.profile)
+                        spy = py_spy(servers.gw.pid, args.profile, args.profile_native)
                     results[t].append(measure(t, port, pid, streams, tokens, args.ramp, limit, ca))
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
-                        spy.wait(30)
+                        spy.wait(120)  # --native: symbols resolved at the end
             med = {
                 t: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                 for t, rs in results.items()
@@ -722,29 +736,34 @@ def main() -> None:
             )
             if streams == 1000:
                 targets(med)
+        gateways = {"gateway": (servers.gw_port, servers.gw.pid)}
+        if servers.base is not None:
+            gateways["baseline"] = (servers.base_port, servers.base.pid)
         if not args.quick:
             split = 100 if 100 in counts else max(counts)
-            cpu_split(servers.gw_port, servers.gw.pid, split, tokens, args.ramp, limit, repeats)
-            if servers.base is not None:
-                cpu_split(
-                    servers.base_port,
-                    servers.base.pid,
-                    split,
-                    tokens,
-                    args.ramp,
-                    limit,
-                    repeats,
-                    "baseline",
+            cpu_split(gateways, split, tokens, args.ramp, limit, repeats)
+        echo_runs: dict[str, list[dict[str, float]]] = {name: [] for name in gateways}
+        for _ in range(repeats):
+            for name, (port, pid) in gateways.items():  # interleaved, as above
+                echo_runs[name].append(
+                    measure("echo", port, pid, args.echo_streams, tokens, args.ramp, limit)
                 )
-        echo = measure(
-            "echo", servers.gw_port, servers.gw.pid, args.echo_streams, tokens, args.ramp, limit
-        )
         print(
-            f"\necho model, {args.echo_streams} streams x {tokens} tokens at {RATE:.0f}/s: "
-            f"{echo['delivered'] * 100:.1f}% delivered, {echo['tokens_s']:.0f} tokens/s, "
-            f"TTFT p50 {echo['ttft50']:.1f} ms p99 {echo['ttft99']:.1f} ms, "
-            f"gateway CPU {echo['cpu_us']:.1f} us/token ({echo['cpu_share'] * 100:.0f}% of a core)"
+            f"\necho model, {args.echo_streams} streams x {tokens} tokens at {RATE:.0f}/s "
+            f"(medians of {repeats}):"
         )
+        for name, runs in echo_runs.items():
+            echo = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            ratio = ""
+            if name != "gateway":
+                ours = statistics.median(r["cpu_us"] for r in echo_runs["gateway"])
+                ratio = f"; gateway's CPU/token {ours / echo['cpu_us']:.2f}x this"
+            print(
+                f"  {name}: {echo['delivered'] * 100:.1f}% delivered, "
+                f"{echo['tokens_s']:.0f} tokens/s, TTFT p50 {echo['ttft50']:.1f} ms "
+                f"p99 {echo['ttft99']:.1f} ms, CPU {echo['cpu_us']:.1f} us/token "
+                f"({echo['cpu_share'] * 100:.0f}% of a core){ratio}"
+            )
         charts.save()
     finally:
         servers.close()
@@ -755,44 +774,52 @@ def main() -> None:
 
 
 def cpu_split(
-    port: int,
-    pid: int,
+    gateways: dict[str, tuple[int, int]],
     streams: int,
     tokens: int,
     ramp: float,
     limit: float,
     repeats: int,
-    name: str = "gateway",
 ) -> None:
-    """The gateway's CPU per stream as ``a + b * tokens``: a stream's own cost, a token's.
+    """Each gateway's CPU per stream as ``a + b * tokens``: a stream's own cost, a token's.
 
-    From runs of ``tokens`` and ``3 * tokens`` per stream, ``repeats`` pairs, medians.
+    From runs of ``tokens`` and ``3 * tokens`` per stream, ``repeats`` pairs per
+    gateway (``name -> (port, pid)``), interleaved; medians, and ratios to ``gateway``.
     """
-    per_token: list[float] = []
-    per_stream: list[float] = []
+    split: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in gateways}
     for _ in range(repeats):
-        short, long = (
-            measure("ssegate", port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
-            for n in (tokens, 3 * tokens)
+        for name, (port, pid) in gateways.items():
+            per_stream, per_token = split[name]
+            short, long = (
+                measure("ssegate", port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
+                for n in (tokens, 3 * tokens)
+            )
+            per_token.append((long - short) / (streams * 2 * tokens))
+            per_stream.append(short / streams - per_token[-1] * tokens)
+    ours = [statistics.median(v) for v in split["gateway"]]
+    for name, (per_stream, per_token) in split.items():
+        stream_s, token_s = statistics.median(per_stream), statistics.median(per_token)
+        ratio = ""
+        if name != "gateway":
+            ratio = f" (gateway's: {ours[0] / stream_s:.2f}x, {ours[1] / token_s:.2f}x)"
+        print(
+            f"\n{name} CPU at {streams} streams, {tokens} then {3 * tokens} tokens each "
+            f"(median of {repeats}): {stream_s * 1e3:.2f} ms per stream "
+            f"(request, upstream call, setup) + {token_s * 1e6:.0f} us per relayed token{ratio}"
         )
-        per_token.append((long - short) / (streams * 2 * tokens))
-        per_stream.append(short / streams - per_token[-1] * tokens)
-    print(
-        f"\n{name} CPU at {streams} streams, {tokens} then {3 * tokens} tokens each "
-        f"(median of {repeats}): {statistics.median(per_stream) * 1e3:.2f} ms per stream "
-        f"(request, upstream call, setup) + {statistics.median(per_token) * 1e6:.0f} us "
-        "per relayed token"
-    )
 
 
-def py_spy(pid: int, path: str) -> subprocess.Popen[bytes] | None:
+def py_spy(pid: int, path: str, native: bool = False) -> subprocess.Popen[bytes] | None:
     exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
     if exe is None:
         print("no profile: pip install py-spy into this venv")
         return None
     cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "--output", path]
+    # --native cannot sample without pausing the process (py-spy refuses
+    # --nonblocking with it): the pauses then slow the profiled run a little.
+    cmd += ["--native"] if native else ["--nonblocking"]
     spy = subprocess.Popen(
-        [*cmd, "--rate", "200", "--nonblocking"],
+        [*cmd, "--rate", "200"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -802,6 +829,11 @@ def py_spy(pid: int, path: str) -> subprocess.Popen[bytes] | None:
 
 #: Where a sample of the gateway belongs: the first of these its stack shows, else "other".
 STAGES = [
+    # Seen in --profile-native profiles only (C frames): the kernel's and the collector's part.
+    ("collector (gc)", r"gc_collect"),
+    ("kernel: socket writes (to clients)", r"(^|;)write \(libc"),
+    ("kernel: socket reads, polling", r"(^|;)(read|epoll_wait|epoll_pwait) \(libc"),
+    ("TLS (uvloop's sslproto, ssl)", r"SSLProtocol__do_read|SSLObject\.(read|write)|_ssl__"),
     (
         "worker threads (FastAPI runs sync dependencies there)",
         r"WorkerThread\.run|run_in_threadpool",
