@@ -63,6 +63,21 @@ bench: $(STAMP)
 		echo "== $$f"; $(BIN)/python $$f $(BENCH_ARGS) || exit 1; echo; \
 	done
 
+# The benchmarks' peer that needs a venv of its own: LiteLLM's proxy, which the gateway
+# benchmark runs beside `ssegate serve` (benchmarks/gateway.py finds it in .venv-litellm).
+# Its dependencies' versions are its own, not ssegate's; not in `make test`. ~750 MB, ~1 min.
+# Pinned: the version issue 12's peer figures were taken with; bump it on purpose.
+LITELLM_VERSION := 1.108.7
+PEERS_STAMP := .venv-litellm/.installed-$(LITELLM_VERSION)
+.PHONY: bench-peers
+bench-peers: $(PEERS_STAMP)
+bench: bench-peers
+$(PEERS_STAMP):
+	test -x .venv-litellm/bin/python || $(PYTHON) -m venv .venv-litellm
+	.venv-litellm/bin/python -m pip install --quiet --upgrade pip
+	.venv-litellm/bin/python -m pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
+
 # Optional (not in `make test`: the build takes ~10 minutes of both cores): the
 # OpenAI-compatible provider and `ssegate chat` against a real llama_cpp.server.
 # CPU flags: see src/ssegate/local/_llamacpp.py.
@@ -73,4 +88,4 @@ test-llamacpp: $(STAMP)
 	SSEGATE_LLAMACPP=1 $(BIN)/python -m pytest tests/llm/test_llamacpp_server.py -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site benchmarks/results
+	rm -rf $(VENV) .venv-litellm .pytest_cache .mypy_cache .ruff_cache .hypothesis site benchmarks/results

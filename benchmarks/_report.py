@@ -54,7 +54,8 @@ class Table:
         if ratio is None:
             return "n/a"
         good, bad = self.words
-        return f"ssegate {ratio:.2f}x {good}" if ratio >= 1 else f"ssegate {1 / ratio:.2f}x {bad}"
+        us = "ssegate" if self.ours.startswith("ssegate") else self.ours
+        return f"{us} {ratio:.2f}x {good}" if ratio >= 1 else f"{us} {1 / ratio:.2f}x {bad}"
 
 
 @dataclass
@@ -76,9 +77,13 @@ class Report:
         higher_is_better: bool,
         words: tuple[str, str] = ("faster", "slower"),
     ) -> Table:
-        """Record one table (the figures already printed), to chart and report."""
+        """Record one table (the figures already printed), to chart and report.
+
+        ``ours`` is ssegate's row: by default the first named "ssegate...", or the
+        first row when a run measured only peers (its ratios are then to that row).
+        """
         if ours is None:
-            ours = next(name for name in values if name.startswith("ssegate"))
+            ours = next((name for name in values if name.startswith("ssegate")), next(iter(values)))
         made = Table(title, unit, dict(values), ours, higher_is_better, words)
         self.tables.append(made)
         return made

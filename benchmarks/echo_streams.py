@@ -129,6 +129,9 @@ def main() -> None:
     trees = {"this tree": None}
     if args.baseline:
         trees["baseline"] = os.path.join(os.path.abspath(args.baseline), "src")
+        if not os.path.isdir(os.path.join(trees["baseline"], "ssegate")):
+            # Else the child imports this venv's ssegate: this tree, measured twice.
+            parser.error(f"--baseline {args.baseline}: no src/ssegate there")
     print(
         f"echo streams: {args.streams} x {args.pace} tokens/s, ramp {args.ramp:.0f} s, "
         f"{args.seconds:.0f} s measured, {'default' if args.default_gc else 'serve'} gc; "

@@ -23,11 +23,16 @@ does not say ``Connection: close`` gets its answer in chunked encoding, the
 connection stays open for the next request (a client's pool reuses it), and
 the last chunk (``[DONE]``) and the body's end go in one write. Without it
 every answer ends by closing the connection.
+
+``GET /stats`` answers (and closes) with the connections accepted so far and,
+over TLS, how many of them resumed a TLS session instead of a full handshake
+(JSON ``{"connections": N, "resumed": M}``): what a client's pool cost it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import time
@@ -84,16 +89,29 @@ def run_upstream(port: int, tokens: int, certdir: str = "", keep_alive: bool = F
     period = round(1 / RATE / TICK)  # ticks between two tokens of one stream
     # phase -> [transport, sent, due, chunked]
     slots: list[list[Any]] = [[] for _ in range(period)]
+    stats = {"connections": 0, "resumed": 0}
 
     class Proto(asyncio.Protocol):
         def connection_made(self, transport: Any) -> None:
             self.transport = transport
             self.buf = b""
+            stats["connections"] += 1
+            tls = transport.get_extra_info("ssl_object")  # handshake done (uvloop, asyncio)
+            if tls is not None and tls.session_reused:
+                stats["resumed"] += 1
 
         def data_received(self, data: bytes) -> None:
             self.buf += data
             headers, sep, body = self.buf.partition(b"\r\n\r\n")
             if not sep:
+                return
+            if headers.startswith(b"GET /stats "):
+                body = json.dumps(stats).encode()
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                self.transport.close()
                 return
             m = re.search(rb"(?i)content-length: *(\d+)", headers)
             length = int(m.group(1)) if m else 0

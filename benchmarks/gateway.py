@@ -52,30 +52,40 @@ a cost per stream and a cost per token, from runs of N and 3N tokens at 100
 streams.
 
 Then the built-in ``echo`` model (20 tokens/s per stream, no upstream) at
-``--echo-streams`` streams: tokens/s delivered and CPU per token.
+``--echo-streams`` streams: tokens/s delivered and CPU per token (medians of the
+repeats; with ``--baseline`` its gateway's too, the runs interleaved).
 
 ``--baseline TREE`` runs a second ssegate gateway beside, from another source
 tree (``TREE/src`` first on its ``PYTHONPATH``; e.g. ``git worktree add`` of an
-older commit), as the column ``baseline``, with its own CPU split: a change's
-effect measured side by side, under the same load, in one run.
+older commit), as the column ``baseline``, with its own CPU split and echo
+run (interleaved with the gateway's, and their ratios): a change's effect
+measured side by side, under the same load, in one run.
 
-The peer. Where LiteLLM's proxy is importable (``pip install 'litellm[proxy]'``
-into the same venv; it is not one of ssegate's dependencies), it runs beside
-the gateway, one worker, routing ``m`` to the same upstream
-(``litellm --config FILE --port P --num_workers 1``), and gets its own columns
-and ratios. ``--no-litellm`` leaves it out and ``--quick`` too (its start alone takes
-~20 s), unless given ``--litellm``. Saturated at C > 100 it runs once, not per
-repeat; every run is bounded (a stream not done ``--quick`` 20 s, else 30 s,
+The peer. LiteLLM's proxy is not one of ssegate's dependencies: ``make
+bench-peers`` (which ``make bench`` runs) installs ``litellm[proxy]``, pinned,
+into a venv of its own, ``.venv-litellm``, where its dependencies' versions do
+not touch ssegate's; the benchmark finds it there (``--litellm-python PATH``:
+another venv's Python; failing both, LiteLLM installed into this venv). It runs
+beside the gateway, one worker, routing ``m`` to the same upstream on 127.0.0.1,
+trusting its CA as above, and listening on 127.0.0.1 only (``litellm --config
+FILE --host 127.0.0.1 --port P --num_workers 1``); it gets its own columns and
+ratios. ``--no-litellm`` leaves it out and ``--quick`` too (its start alone
+takes ~20 s), unless given ``--litellm``. Saturated at C > 100 it runs once, not
+per repeat; every run is bounded (a stream not done ``--quick`` 20 s, else 30 s,
 after its last token was due counts as what it delivered by then).
 
 The machine is shared and noisy: compare the columns of one run, not runs.
 ``--profile FILE`` records the gateway with py-spy (``pip install py-spy``) during
 its busiest run (``--profile-at C``: the run of C streams) and prints its hottest
-functions: where the CPU goes.
+functions: where the CPU goes. ``--profile-native`` samples C frames too
+(uvloop, TLS, the collector, the syscalls), which a Python-only profile lumps
+into the event loop's own line; its pauses slow the profiled run somewhat.
 
     .venv/bin/python benchmarks/gateway.py            # C = 1, 100, 1000; 50 tokens; 3 repeats
     .venv/bin/python benchmarks/gateway.py --quick    # 10 tokens, 1 repeat, no LiteLLM
     .venv/bin/python benchmarks/gateway.py --streams 1000 --repeats 1 --profile /tmp/gw.raw
+    .venv/bin/python benchmarks/gateway.py --streams 1000 --repeats 1 --tokens 150 \
+        --no-litellm --profile /tmp/gw.raw --profile-native       # per-token costs, C frames too
     .venv/bin/python benchmarks/gateway.py --redis-url redis://127.0.0.1:6379/0  # on Redis
 """
 
@@ -84,7 +94,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -250,11 +259,25 @@ def litellm_config(path: str, upstream: str) -> None:
         )
 
 
-def litellm_available() -> bool:
-    return (
-        importlib.util.find_spec("litellm") is not None
-        and shutil.which("litellm", path=os.path.dirname(sys.executable)) is not None
-    )
+#: Where ``make bench-peers`` installs LiteLLM: a venv of its own, its dependencies' versions apart.
+LITELLM_VENV = os.path.join(os.path.dirname(os.path.dirname(HERE)), ".venv-litellm")
+
+
+def litellm_available(python: str = "") -> str:
+    """The ``litellm`` script beside the first of these Pythons that imports LiteLLM, or "".
+
+    ``python`` alone if given (``--litellm-python``), else ``.venv-litellm``'s, else this one's.
+    """
+    for py in [python] if python else [os.path.join(LITELLM_VENV, "bin", "python"), sys.executable]:
+        exe = os.path.join(os.path.dirname(os.path.abspath(py)), "litellm")
+        version = "import importlib.metadata as m; print(m.version('litellm'))"
+        if not os.access(exe, os.X_OK):
+            continue
+        found = subprocess.run([py, "-c", version], capture_output=True, text=True)
+        if found.returncode == 0:
+            print(f"LiteLLM {found.stdout.strip()}: {exe}")
+            return exe
+    return ""
 
 
 # -- orchestration --------------------------------------------------------------------
@@ -433,7 +456,7 @@ class Servers:
         self,
         tokens: int,
         echo_rate: float,
-        litellm: bool,
+        litellm: str,
         baseline: str = "",
         keep_alive: bool = True,
         tls: bool = True,
@@ -483,11 +506,10 @@ class Servers:
         if litellm:
             cfg = os.path.join(self.dir, "litellm.yaml")
             litellm_config(cfg, upstream)
-            exe = os.path.join(os.path.dirname(sys.executable), "litellm")
-            self.ll = self.spawn(
-                "litellm",
-                [exe, "--config", cfg, "--port", str(self.ll_port), "--num_workers", "1"],
-            )
+            # Its own venv's script; on loopback only. Its environment is the others':
+            # the upstream's CA trusted by SSL_CERT_FILE, no fetch of its price list (spawn).
+            host = ["--host", "127.0.0.1", "--port", str(self.ll_port)]
+            self.ll = self.spawn("litellm", [litellm, "--config", cfg, *host, "--num_workers", "1"])
         self.wait_port(self.up_port, up)
         wait_ready(f"http://127.0.0.1:{self.gw_port}/readyz", self.gw, 60)
         if self.base is not None:
@@ -567,6 +589,13 @@ def main() -> None:
         help="run LiteLLM's proxy beside (default: where installed, except with --quick)",
     )
     ap.add_argument(
+        "--litellm-python",
+        default="",
+        metavar="PATH",
+        help="the Python of the venv holding LiteLLM's proxy (default: .venv-litellm's, "
+        "made by `make bench-peers`, else this one)",
+    )
+    ap.add_argument(
         "--upstream-keep-alive",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -597,7 +626,15 @@ def main() -> None:
         metavar="C",
         help="profile the run of C streams instead of the busiest",
     )
+    ap.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="profile with py-spy --native: C frames too (uvloop, ssl, the parsers)",
+    )
     args = ap.parse_args()
+    if args.baseline and not os.path.isdir(os.path.join(args.baseline, "src", "ssegate")):
+        # Else its gateway imports this venv's ssegate: this tree, measured twice.
+        ap.error(f"--baseline {args.baseline}: no src/ssegate there")
     REDIS.use(args.redis_url, args.role == "bench")
     if args.role == "upstream":
         run_upstream(args.port, args.tokens or 50, args.certdir, args.upstream_keep_alive)
@@ -622,7 +659,7 @@ def main() -> None:
     slack = 20.0 if args.quick else 30.0  # a stream not done this long after its due end fails
     limit = args.ramp + tokens / RATE + slack
     wanted = args.litellm if args.litellm is not None else not args.quick
-    litellm = wanted and litellm_available()
+    litellm = litellm_available(args.litellm_python) if wanted else ""
     print(
         f"gateway benchmark: {tokens} tokens/stream at {RATE:.0f} tokens/s, starts spread over "
         f"{args.ramp:g} s, {repeats} repeat(s), upstream over "
@@ -631,7 +668,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} (a shared machine: compare the columns of this run)"
     )
     if wanted and not litellm:
-        print("LiteLLM not run: pip install 'litellm[proxy]' into this venv to compare")
+        print("LiteLLM not run: `make bench-peers` installs it (into .venv-litellm) to compare")
     servers = Servers(
         tokens, RATE, litellm, args.baseline, args.upstream_keep_alive, args.upstream_tls
     )
@@ -671,11 +708,11 @@ def main() -> None:
                     spy = None
                     profiled = args.profile_at or max(counts)
                     if args.profile and t == "ssegate" and streams == profiled and not n:
-                        spy = py_spy(servers.gw.pid, args.profile)
+                        spy = py_spy(servers.gw.pid, args.profile, args.profile_native)
                     results[t].append(measure(t, port, pid, streams, tokens, args.ramp, limit, ca))
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
-                        spy.wait(30)
+                        spy.wait(120)  # --native: symbols resolved at the end
             med = {
                 t: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                 for t, rs in results.items()
@@ -699,29 +736,34 @@ def main() -> None:
             )
             if streams == 1000:
                 targets(med)
+        gateways = {"gateway": (servers.gw_port, servers.gw.pid)}
+        if servers.base is not None:
+            gateways["baseline"] = (servers.base_port, servers.base.pid)
         if not args.quick:
             split = 100 if 100 in counts else max(counts)
-            cpu_split(servers.gw_port, servers.gw.pid, split, tokens, args.ramp, limit, repeats)
-            if servers.base is not None:
-                cpu_split(
-                    servers.base_port,
-                    servers.base.pid,
-                    split,
-                    tokens,
-                    args.ramp,
-                    limit,
-                    repeats,
-                    "baseline",
+            cpu_split(gateways, split, tokens, args.ramp, limit, repeats)
+        echo_runs: dict[str, list[dict[str, float]]] = {name: [] for name in gateways}
+        for _ in range(repeats):
+            for name, (port, pid) in gateways.items():  # interleaved, as above
+                echo_runs[name].append(
+                    measure("echo", port, pid, args.echo_streams, tokens, args.ramp, limit)
                 )
-        echo = measure(
-            "echo", servers.gw_port, servers.gw.pid, args.echo_streams, tokens, args.ramp, limit
-        )
         print(
-            f"\necho model, {args.echo_streams} streams x {tokens} tokens at {RATE:.0f}/s: "
-            f"{echo['delivered'] * 100:.1f}% delivered, {echo['tokens_s']:.0f} tokens/s, "
-            f"TTFT p50 {echo['ttft50']:.1f} ms p99 {echo['ttft99']:.1f} ms, "
-            f"gateway CPU {echo['cpu_us']:.1f} us/token ({echo['cpu_share'] * 100:.0f}% of a core)"
+            f"\necho model, {args.echo_streams} streams x {tokens} tokens at {RATE:.0f}/s "
+            f"(medians of {repeats}):"
         )
+        for name, runs in echo_runs.items():
+            echo = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            ratio = ""
+            if name != "gateway":
+                ours = statistics.median(r["cpu_us"] for r in echo_runs["gateway"])
+                ratio = f"; gateway's CPU/token {ours / echo['cpu_us']:.2f}x this"
+            print(
+                f"  {name}: {echo['delivered'] * 100:.1f}% delivered, "
+                f"{echo['tokens_s']:.0f} tokens/s, TTFT p50 {echo['ttft50']:.1f} ms "
+                f"p99 {echo['ttft99']:.1f} ms, CPU {echo['cpu_us']:.1f} us/token "
+                f"({echo['cpu_share'] * 100:.0f}% of a core){ratio}"
+            )
         charts.save()
     finally:
         servers.close()
@@ -732,44 +774,52 @@ def main() -> None:
 
 
 def cpu_split(
-    port: int,
-    pid: int,
+    gateways: dict[str, tuple[int, int]],
     streams: int,
     tokens: int,
     ramp: float,
     limit: float,
     repeats: int,
-    name: str = "gateway",
 ) -> None:
-    """The gateway's CPU per stream as ``a + b * tokens``: a stream's own cost, a token's.
+    """Each gateway's CPU per stream as ``a + b * tokens``: a stream's own cost, a token's.
 
-    From runs of ``tokens`` and ``3 * tokens`` per stream, ``repeats`` pairs, medians.
+    From runs of ``tokens`` and ``3 * tokens`` per stream, ``repeats`` pairs per
+    gateway (``name -> (port, pid)``), interleaved; medians, and ratios to ``gateway``.
     """
-    per_token: list[float] = []
-    per_stream: list[float] = []
+    split: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in gateways}
     for _ in range(repeats):
-        short, long = (
-            measure("ssegate", port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
-            for n in (tokens, 3 * tokens)
+        for name, (port, pid) in gateways.items():
+            per_stream, per_token = split[name]
+            short, long = (
+                measure("ssegate", port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
+                for n in (tokens, 3 * tokens)
+            )
+            per_token.append((long - short) / (streams * 2 * tokens))
+            per_stream.append(short / streams - per_token[-1] * tokens)
+    ours = [statistics.median(v) for v in split["gateway"]]
+    for name, (per_stream, per_token) in split.items():
+        stream_s, token_s = statistics.median(per_stream), statistics.median(per_token)
+        ratio = ""
+        if name != "gateway":
+            ratio = f" (gateway's: {ours[0] / stream_s:.2f}x, {ours[1] / token_s:.2f}x)"
+        print(
+            f"\n{name} CPU at {streams} streams, {tokens} then {3 * tokens} tokens each "
+            f"(median of {repeats}): {stream_s * 1e3:.2f} ms per stream "
+            f"(request, upstream call, setup) + {token_s * 1e6:.0f} us per relayed token{ratio}"
         )
-        per_token.append((long - short) / (streams * 2 * tokens))
-        per_stream.append(short / streams - per_token[-1] * tokens)
-    print(
-        f"\n{name} CPU at {streams} streams, {tokens} then {3 * tokens} tokens each "
-        f"(median of {repeats}): {statistics.median(per_stream) * 1e3:.2f} ms per stream "
-        f"(request, upstream call, setup) + {statistics.median(per_token) * 1e6:.0f} us "
-        "per relayed token"
-    )
 
 
-def py_spy(pid: int, path: str) -> subprocess.Popen[bytes] | None:
+def py_spy(pid: int, path: str, native: bool = False) -> subprocess.Popen[bytes] | None:
     exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
     if exe is None:
         print("no profile: pip install py-spy into this venv")
         return None
     cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "--output", path]
+    # --native cannot sample without pausing the process (py-spy refuses
+    # --nonblocking with it): the pauses then slow the profiled run a little.
+    cmd += ["--native"] if native else ["--nonblocking"]
     spy = subprocess.Popen(
-        [*cmd, "--rate", "200", "--nonblocking"],
+        [*cmd, "--rate", "200"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -779,6 +829,11 @@ def py_spy(pid: int, path: str) -> subprocess.Popen[bytes] | None:
 
 #: Where a sample of the gateway belongs: the first of these its stack shows, else "other".
 STAGES = [
+    # Seen in --profile-native profiles only (C frames): the kernel's and the collector's part.
+    ("collector (gc)", r"gc_collect"),
+    ("kernel: socket writes (to clients)", r"(^|;)write \(libc"),
+    ("kernel: socket reads, polling", r"(^|;)(read|epoll_wait|epoll_pwait) \(libc"),
+    ("TLS (uvloop's sslproto, ssl)", r"SSLProtocol__do_read|SSLObject\.(read|write)|_ssl__"),
     (
         "worker threads (FastAPI runs sync dependencies there)",
         r"WorkerThread\.run|run_in_threadpool",

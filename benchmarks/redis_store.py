@@ -49,6 +49,7 @@ shared and noisy: read the ratios (the load average is printed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -403,16 +404,23 @@ async def main(args: argparse.Namespace) -> None:
 
     if args.one:  # one measurement for --baseline's side by side, as JSON
         make = {"memory": memory, "group": group}[args.design]
-        if args.gc == "gateway":  # as `ssegate serve` runs: start-up frozen, its thresholds
-            from ssegate.cli._serve import GC_THRESHOLDS
-            from ssegate.server import freeze_startup_objects
+        collector: Any = contextlib.nullcontext()
+        if args.gc == "gateway":  # as the tree's `ssegate serve` runs it
+            try:
+                from ssegate.cli._serve import serving_collector
+            except ImportError:  # a tree from before the collector's clock
+                from ssegate.cli._serve import GC_THRESHOLDS
+                from ssegate.server import freeze_startup_objects
 
-            freeze_startup_objects()
-            gc.set_threshold(*GC_THRESHOLDS)
-        if args.one == "kept":
-            result = await kept(url, make)
-        else:
-            result = await target(url, make, args.streams, 20.0, args.target_seconds)
+                freeze_startup_objects()
+                gc.set_threshold(*GC_THRESHOLDS)
+            else:
+                collector = serving_collector()
+        async with collector:
+            if args.one == "kept":
+                result = await kept(url, make)
+            else:
+                result = await target(url, make, args.streams, 20.0, args.target_seconds)
         print(json.dumps(result))
         return
     print(

@@ -4,6 +4,7 @@ Starlette's StreamingResponse vs sse-starlette vs raw ASGI.
     .venv/bin/python benchmarks/server.py            # the full run (~20 minutes)
     .venv/bin/python benchmarks/server.py --quick    # a smoke run, under a minute
     .venv/bin/python benchmarks/server.py --only llm --kind ssegate@route  # one part, some rows
+    .venv/bin/python benchmarks/server.py --only llm --kind ssegate@fastapi --baseline ../main
 
 Every server runs under uvicorn (httptools + uvloop, one worker) in its own
 process on 127.0.0.1; the load generator runs in separate processes (asyncio +
@@ -21,10 +22,14 @@ streams the same async generator of ~150-byte events. The rows:
   ``sse-starlette`` (``sse_starlette.EventSourceResponse``);
 * ``ssegate@fastapi+frozen``: the same, the server having called
   ``ssegate.server.freeze_startup_objects()`` once started;
-* ``hand-written@route`` (memory only): a minimal ``Response`` that forwards the
-  producer's items and nothing else (no keep-alives, no disconnect detection):
-  what any response on that route holds at least, the part of a stream's
-  memory that is Starlette's, uvicorn's and the producer's.
+* ``hand-written@route`` and ``hand-written@fastapi`` (memory and LLM-like load
+  only): a minimal ``Response`` that forwards the producer's items and nothing
+  else (no keep-alives, no disconnect detection): what any response on that
+  mount holds at least, the part of a stream's memory (and of the collector's
+  work) that is Starlette's, FastAPI's, uvicorn's and the producer's;
+* ``--baseline TREE``: every ``ssegate`` row again, served from ``TREE/src``
+  (e.g. a ``git worktree`` of main), as ``ROW~base``, interleaved with this
+  tree's rows in the same run.
 
 Measured, all in one run, medians of several repeats, with ratios:
 
@@ -78,9 +83,13 @@ KINDS = (
     *(f"{r}@{m}" for m in MOUNTS for r in RESPONSES),
     "ssegate@fastapi+frozen",
     "hand-written@route",
+    "hand-written@fastapi",
 )
-# Rows measured for memory only: they cannot end a stream whose client left.
-MEMORY_ONLY = ("hand-written@route",)
+# Rows without burst throughput: they cannot end a stream whose client left
+# (the LLM-like load's streams end by completing).
+MEMORY_ONLY = ("hand-written@route", "hand-written@fastapi")
+# "ROW~base": the row served from --baseline's tree.
+BASE = "~base"
 FILLER = "x" * 130  # with the counter and framing, ~150 bytes per event
 HERE = os.path.abspath(__file__)
 
@@ -160,6 +169,8 @@ def hand_written_class() -> Any:
         """The least a streaming response on a route can hold: the producer, framed
         and forwarded; no keep-alives, no disconnect detection."""
 
+        background = None  # FastAPI sets a returned response's background tasks
+
         def __init__(self, content: Any) -> None:
             self.content = content
 
@@ -200,7 +211,7 @@ class Timing:
 def build_app(kind: str) -> Any:
     from urllib.parse import parse_qs
 
-    response, _, mount = kind.removesuffix("+frozen").partition("@")
+    response, _, mount = kind.removesuffix(BASE).removesuffix("+frozen").partition("@")
 
     if mount == "route":
         from starlette.applications import Starlette
@@ -328,7 +339,7 @@ def serve(kind: str, fd: int, stats_path: str) -> None:
         stats.reset()
 
     signal.signal(signal.SIGUSR1, dump)
-    if kind.endswith("+frozen"):
+    if kind.removesuffix(BASE).endswith("+frozen"):
         from ssegate.server import freeze_startup_objects
 
         # sent by the parent once the server answers: start-up is over
@@ -349,6 +360,9 @@ def serve(kind: str, fd: int, stats_path: str) -> None:
 class Server:
     """One server process for one app kind."""
 
+    #: --baseline's source tree (TREE/src), for the "~base" rows
+    baseline_src = ""
+
     def __init__(self, kind: str, *, wait: bool = True) -> None:
         import psutil
 
@@ -360,9 +374,16 @@ class Server:
         self.port = sock.getsockname()[1]
         fd, self.stats_path = tempfile.mkstemp(prefix="ssegate-bench-gc-", suffix=".json")
         os.close(fd)
+        env = None
+        if kind.endswith(BASE):
+            path = os.environ.get("PYTHONPATH")
+            env = os.environ | {
+                "PYTHONPATH": self.baseline_src + (os.pathsep + path if path else "")
+            }
         self.process = subprocess.Popen(
             [sys.executable, HERE, "_serve", kind, str(sock.fileno()), self.stats_path],
             pass_fds=(sock.fileno(),),
+            env=env,
         )
         sock.close()
         self.ps = psutil.Process(self.process.pid)
@@ -383,7 +404,7 @@ class Server:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError(f"{kind} server did not start")
             time.sleep(0.1)
-        if kind.endswith("+frozen"):
+        if kind.removesuffix(BASE).endswith("+frozen"):
             os.kill(self.process.pid, signal.SIGUSR2)
             time.sleep(0.2)
 
@@ -678,7 +699,7 @@ def ratio(a: float, b: float) -> str:
 
 def peer(kind: str, response: str) -> str:
     """The same mount with another response (``ssegate@route`` -> ``streaming@route``)."""
-    _, at, mount = kind.removesuffix("+frozen").partition("@")
+    _, at, mount = kind.removesuffix(BASE).removesuffix("+frozen").partition("@")
     return f"{response}@{mount}" if at else kind
 
 
@@ -704,12 +725,22 @@ def main() -> None:
     parser.add_argument(
         "--streams", type=int, default=None, help="streams of the LLM-like load (default 1000)"
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="TREE",
+        help="also serve every ssegate row from TREE/src (rows ROW~base), interleaved",
+    )
     args = parser.parse_args()
     raise_fd_limit()
     quick = args.quick
     repeats = args.repeats or (1 if quick else 3)
     parts = args.only or ["memory", "llm", "throughput"]
     kinds = KINDS if not args.kind else tuple(k for k in KINDS if k in args.kind or k == "raw-asgi")
+    if args.baseline:
+        Server.baseline_src = os.path.join(os.path.abspath(args.baseline), "src")
+        kinds = tuple(
+            row for k in kinds for row in ((k, k + BASE) if k.startswith("ssegate") else (k,))
+        )
     width = max(len(k) for k in kinds)
     print(
         f"# ssegate server benchmark ({'quick' if quick else 'full'}; {repeats} repeats; "
@@ -779,17 +810,17 @@ def main() -> None:
                 f"events/s for {seconds:.0f} s"
             )
             print(
-                "lateness = arrival - schedule; TTFB = connect to first byte; GC = the server's "
-                "generation 1 and 2 collections during the run"
+                "lateness = arrival - schedule; TTFB = connect to first byte; GC runs = the "
+                "server's generation 1 and 2 collections during the run, full = generation 2, "
+                "max = the longest of any, ms = all of them"
             )
             print(
                 f"{'server':<{width}} | {'p50 ms':>6} | {'p99 ms':>6} | {'max ms':>6} | "
                 f"{'TTFB p99':>8} | {'deliv.':>6} | {'CPU s/100k':>10} | {'GC runs':>7} | "
-                f"{'GC max ms':>9} | {'p99/raw':>7} | {'p99/streaming':>13} | "
+                f"{'GC full':>7} | {'GC max ms':>9} | {'GC ms':>6} | {'p99/raw':>7} | {'p99/streaming':>13} | "
                 f"{'p99/sse-starlette':>17} | {'TTFB/raw':>8}"
             )
-            print("-" * (150 + width))
-            kinds = tuple(k for k in kinds if k not in MEMORY_ONLY)
+            print("-" * (170 + width))
             runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
             # lateness tails are the noisiest figure on a shared machine: more repeats
             for _ in range(repeats if quick else max(repeats, 5)):
@@ -810,11 +841,21 @@ def main() -> None:
                 print(
                     f"{kind:<{width}} | {m['p50_ms']:>6.1f} | {m['p99_ms']:>6.1f} | "
                     f"{m['max_ms']:>6.1f} | {m['ttfb_p99_ms']:>8.1f} | {m['delivered']:>6.1%} | "
-                    f"{m['cpu_100k']:>10.2f} | {m['gc_runs']:>7.0f} | {m['gc_max_ms']:>9.1f} | "
+                    f"{m['cpu_100k']:>10.2f} | {m['gc_runs']:>7.0f} | {m['gc_full']:>7.0f} | "
+                    f"{m['gc_max_ms']:>9.1f} | {m['gc_total_ms']:>6.0f} | "
                     f"{ratio(p99[kind], p99['raw-asgi']):>7} | "
                     f"{versus(p99, kind, 'streaming'):>13} | "
                     f"{versus(p99, kind, 'sse-starlette'):>17} | "
                     f"{ratio(ttfb[kind], ttfb['raw-asgi']):>8}"
+                )
+            print("per repeat, in run order: lateness p99 ms (full collections, longest ms)")
+            for kind in kinds:
+                print(
+                    f"{kind:<{width}} | "
+                    + " ".join(
+                        f"{r['p99_ms']:.0f} ({r['gc_full']:.0f}, {r['gc_max_ms']:.0f})"
+                        for r in runs[kind]
+                    )
                 )
         if "throughput" in parts:
             kinds = tuple(k for k in kinds if k not in MEMORY_ONLY)

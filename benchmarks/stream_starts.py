@@ -33,12 +33,24 @@ stream, which every collection walks (the soak's 10 000 streams hold millions).
 While they open, ``sys.setprofile`` counts the server thread's calls: Python
 calls (each coroutine resumption is one too) and C calls per start, from the
 connection to the first event.
+
+``--upstream tls`` (or ``http``) measures a relayed start instead: the gateway's
+default model is an ``openai`` provider in front of the fake upstream of
+``benchmarks/gateway.py`` (``fake_upstream.py``, a process of its own; over TLS a
+private CA's certificate that the gateways trust by ``SSL_CERT_FILE``, never
+skipping verification; keep-alive on, as providers have it, or off with
+``--no-upstream-keep-alive``: every answer closes its connection and every start
+pays a new one). Each stream is the role chunk and one token at once, then
+``[DONE]`` 50 ms later: what differs from the ``echo`` run is what relaying costs a
+start. The upstream counts the connections it accepted and the TLS sessions
+resumed (``GET /stats``), reported per start for each tree.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -46,10 +58,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from echo_streams import baseline_ratio, medians
+from fake_upstream import make_certificate
 
 from gateway import cpu_of, free_port, py_spy, summarize_profile, wait_ready
 
@@ -61,25 +75,33 @@ BODY = json.dumps(
         "messages": [{"role": "user", "content": "go"}],
     }
 ).encode()
-POST = (
-    b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-    b"content-type: application/json\r\nconnection: close\r\n"
-    b"content-length: %d\r\n\r\n" % len(BODY) + BODY
-)
 
 
-async def _one(port: int) -> bool:
+def _post(body: bytes) -> bytes:
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        b"content-type: application/json\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n" % len(body) + body
+    )
+
+
+POST = _post(BODY)
+#: The relayed start (``--upstream``): the same request to the upstream's model.
+RELAYED = _post(BODY.replace(b'"echo"', b'"up/m"'))
+
+
+async def _one(port: int, post: bytes) -> bool:
     """One streaming request read to its end; whether it ended with ``[DONE]``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(POST)
+        writer.write(post)
         data = await reader.read()  # the server closes: connection: close
     finally:
         writer.close()
     return data.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in data
 
 
-def drive(port: int, requests: int, concurrency: int) -> tuple[int, float]:
+def drive(port: int, requests: int, concurrency: int, post: bytes) -> tuple[int, float]:
     """``requests`` streams, ``concurrency`` at a time; (how many ended well, seconds)."""
     import uvloop
 
@@ -92,7 +114,7 @@ def drive(port: int, requests: int, concurrency: int) -> tuple[int, float]:
             while left > 0:
                 left -= 1
                 try:
-                    ended = await _one(port)
+                    ended = await _one(port, post)
                 except OSError:
                     continue
                 good += ended  # (not `good += await ...`: that reads good before the await)
@@ -102,6 +124,87 @@ def drive(port: int, requests: int, concurrency: int) -> tuple[int, float]:
         return good, time.monotonic() - began
 
     return uvloop.run(main())
+
+
+def accept_queue(port: int) -> int:
+    """How many connections wait in the kernel's accept queue of ``port``'s listening
+    sockets (``/proc/net/tcp``: a listening socket's ``rx_queue``), or -1 unknown."""
+    total, found = 0, False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                total += int(fields[4].split(":")[1], 16)
+                found = True
+    return total if found else -1
+
+
+def burst(port: int, streams: int, ramp: float, post: bytes) -> dict[str, float]:
+    """``streams`` streams started over ``ramp`` seconds (not waiting for each other),
+    each read to its end: time to the first event (p50, p99, ms), the fraction that
+    ended with ``[DONE]``, and the deepest accept queue seen (sampled every 10 ms)."""
+    import threading
+
+    import uvloop
+
+    deepest = [0]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            deepest[0] = max(deepest[0], accept_queue(port))
+            time.sleep(0.01)
+
+    async def one(delay: float, firsts: list[float]) -> bool:
+        await asyncio.sleep(delay)
+        began = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(post)
+            data = b""
+            while b"\ndata: " not in data:
+                got = await reader.read(65536)
+                if not got:
+                    return False
+                data += got
+            firsts.append(time.monotonic() - began)
+            while b"data: [DONE]" not in data:
+                got = await reader.read(65536)
+                if not got:
+                    return False
+                data = data[-16:] + got
+            return True
+        finally:
+            writer.close()
+
+    async def main() -> dict[str, float]:
+        firsts: list[float] = []
+        ended = await asyncio.gather(
+            *(one(i * ramp / streams, firsts) for i in range(streams)), return_exceptions=True
+        )
+        firsts.sort()
+        return {
+            "ok": sum(e is True for e in ended) / streams,
+            "ttft50": firsts[len(firsts) // 2] * 1e3 if firsts else float("nan"),
+            "ttft99": firsts[min(len(firsts) - 1, int(len(firsts) * 0.99))] * 1e3
+            if firsts
+            else float("nan"),
+        }
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out = uvloop.run(main())
+    finally:
+        sampling.set()
+        sampler.join()
+    out["queue"] = deepest[0]
+    return out
 
 
 def hold(port: int, streams: int) -> None:
@@ -200,10 +303,13 @@ def held_objects(streams: int) -> dict[str, float]:
 class Gateway:
     """``ssegate serve`` from a source tree (``None``: this one), on a port of its own."""
 
-    def __init__(self, name: str, src: str | None, config: Path) -> None:
+    def __init__(
+        self, name: str, src: str | None, config: Path, env: dict[str, str], post: bytes
+    ) -> None:
         self.name = name
         self.port = free_port()
-        env = {**os.environ, "SSEGATE_PORT": str(self.port)}
+        self.post = post
+        env = {**os.environ, **env, "SSEGATE_PORT": str(self.port)}
         if src is not None:
             env["PYTHONPATH"] = src
         self.log = open(config.with_name(f"{name.replace(' ', '_')}.log"), "wb")  # noqa: SIM115
@@ -217,17 +323,88 @@ class Gateway:
 
     def run(self, requests: int, concurrency: int) -> dict[str, float]:
         before = cpu_of(self.proc.pid)
-        good, seconds = drive(self.port, requests, concurrency)
+        good, seconds = drive(self.port, requests, concurrency, self.post)
         cpu = cpu_of(self.proc.pid) - before
-        return {"ok": good / requests, "cpu_ms": cpu / requests * 1e3, "per_s": requests / seconds}
+        return {
+            "ok": good / requests,
+            "cpu_ms": cpu / requests * 1e3,
+            "per_s": requests / seconds,
+            "starts": requests,
+        }
+
+    def burst(self, streams: int, ramp: float) -> dict[str, float]:
+        before = cpu_of(self.proc.pid)
+        out = burst(self.port, streams, ramp, self.post)
+        out["cpu_ms"] = (cpu_of(self.proc.pid) - before) / streams * 1e3
+        out["starts"] = streams
+        return out
+
+    def counted(
+        self, upstream: Upstream | None, run: Callable[[], dict[str, float]]
+    ) -> dict[str, float]:
+        """``run()``, with the upstream's new connections and resumed TLS sessions per start."""
+        if upstream is None:
+            return run()
+        before = upstream.stats() or {}
+        out = run()
+        after = upstream.stats() or {}
+        starts = out["starts"]
+        for name in ("connections", "resumed"):
+            # stats() itself is one connection more each time
+            extra = 1 if name == "connections" else 0
+            out[name] = (after.get(name, 0) - before.get(name, 0) - extra) / starts
+        return out
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
         self.log.close()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+class Upstream:
+    """``--upstream``: the fake OpenAI-compatible upstream, a process of its own."""
+
+    def __init__(self, workdir: Path, tls: bool, keep_alive: bool) -> None:
+        self.port = free_port()
+        self.scheme = "https" if tls else "http"
+        self.cafile = make_certificate(str(workdir)) if tls else ""
+        bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gateway.py")
+        cmd = [sys.executable, bench, "--role", "upstream", "--port", str(self.port)]
+        cmd += [
+            "--tokens",
+            "1",
+            "--upstream-keep-alive" if keep_alive else "--no-upstream-keep-alive",
+        ]
+        cmd += ["--certdir", str(workdir)] if tls else []
+        self.proc = subprocess.Popen(cmd)
+        deadline = time.monotonic() + 20
+        while self.stats() is None:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("the fake upstream did not start")
+            time.sleep(0.1)
+
+    def stats(self) -> dict[str, int] | None:
+        """The upstream's counts (connections accepted, TLS sessions resumed)."""
+        import ssl
+        import urllib.request
+
+        ctx = ssl.create_default_context(cafile=self.cafile) if self.cafile else None
+        try:
+            url = f"{self.scheme}://127.0.0.1:{self.port}/stats"
+            with urllib.request.urlopen(url, timeout=5, context=ctx) as r:
+                found: dict[str, int] = json.loads(r.read())
+        except OSError:
+            return None
+        found["connections"] -= 1  # this request's own
+        return found
 
 
 def main() -> None:
@@ -238,6 +415,24 @@ def main() -> None:
     parser.add_argument("--baseline", help="another source tree, run from TREE/src")
     parser.add_argument("--profile", help="py-spy this tree's gateway in its last run (raw)")
     parser.add_argument("--held", type=int, default=500, help="streams held for the count")
+    parser.add_argument(
+        "--upstream",
+        choices=["tls", "http"],
+        help="relay an openai provider in front of the fake upstream instead of echo",
+    )
+    parser.add_argument(
+        "--upstream-keep-alive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the upstream keeps connections open between answers (default)",
+    )
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        help="instead: BURST streams started over --ramp seconds, per tree and repeat",
+    )
+    parser.add_argument("--ramp", type=float, default=1.0, help="seconds a --burst starts over")
     parser.add_argument("--held-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--hold-client", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -252,15 +447,32 @@ def main() -> None:
         'default_model = "echo"\necho_tokens_per_second = 0\n'
         "[limits]\nmax_streams_per_key = 100000\n[local]\npreload = false\n"
     )
+    upstream = None
+    env: dict[str, str] = {}
+    post = POST
+    what = "echo"
+    if args.upstream:
+        upstream = Upstream(config.parent, args.upstream == "tls", args.upstream_keep_alive)
+        url = f"{upstream.scheme}://127.0.0.1:{upstream.port}/v1"
+        with config.open("a") as f:
+            f.write(f'[providers.up]\nkind = "openai"\nbase_url = "{url}"\n')
+            f.write('api_key = "sk-upstream"\nmodels = ["m"]\n')
+        env = {"SSL_CERT_FILE": upstream.cafile} if upstream.cafile else {}
+        post = RELAYED
+        keep = "keep-alive" if args.upstream_keep_alive else "no keep-alive"
+        what = f"relayed ({args.upstream.upper()} upstream, {keep})"
     trees: dict[str, str | None] = {"this tree": None}
     if args.baseline:
         trees["baseline"] = os.path.join(os.path.abspath(args.baseline), "src")
     loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(
-        f"stream starts: {args.requests} streaming echo completions per run, "
-        f"{args.concurrency} in flight, {args.repeats} repeats; load average {loadavg}"
-    )
-    gateways = [Gateway(name, src, config) for name, src in trees.items()]
+    if args.burst:
+        shape = f"a burst of {args.burst} streaming {what} completions over {args.ramp:g} s"
+    else:
+        shape = (
+            f"{args.requests} streaming {what} completions per run, {args.concurrency} in flight"
+        )
+    print(f"stream starts: {shape}, {args.repeats} repeats; load average {loadavg}")
+    gateways = [Gateway(name, src, config, env, post) for name, src in trees.items()]
     results: dict[str, list[dict[str, float]]] = {g.name: [] for g in gateways}
     try:
         for g in gateways:  # warm-up: imports and first-request caches are not measured
@@ -270,24 +482,49 @@ def main() -> None:
                 spy = None
                 if args.profile and g.name == "this tree" and repeat == args.repeats - 1:
                     spy = py_spy(g.proc.pid, args.profile)
-                results[g.name].append(g.run(args.requests, args.concurrency))
+                if args.burst:
+                    run = functools.partial(g.burst, args.burst, args.ramp)
+                else:
+                    run = functools.partial(g.run, args.requests, args.concurrency)
+                results[g.name].append(g.counted(upstream, run))
+                if args.burst:
+                    time.sleep(1.0)  # the burst's connections closed, the gateway idle again
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(30)
     finally:
         for g in gateways:
             g.stop()
+        if upstream is not None:
+            upstream.proc.terminate()
+            upstream.proc.wait(10)
     for name, runs in results.items():
         med = medians(runs)
         spread = ", ".join(f"{r['cpu_ms']:.2f}" for r in runs)
-        print(
-            f"{name:10s} {med['cpu_ms']:5.2f} ms gateway CPU per stream ({spread}), "
-            f"{med['per_s']:.0f} streams/s, {med['ok']:.1%} ended with [DONE] "
-            f"(medians of {len(runs)})"
-        )
+        if args.burst:
+            print(
+                f"{name:10s} {med['cpu_ms']:5.2f} ms gateway CPU per stream ({spread}); first "
+                f"event p50 {med['ttft50']:.1f} ms, p99 {med['ttft99']:.1f} ms; deepest accept "
+                f"queue {med['queue']:.0f}; {med['ok']:.1%} ended with [DONE] "
+                f"(medians of {len(runs)})"
+            )
+        else:
+            print(
+                f"{name:10s} {med['cpu_ms']:5.2f} ms gateway CPU per stream ({spread}), "
+                f"{med['per_s']:.0f} streams/s, {med['ok']:.1%} ended with [DONE] "
+                f"(medians of {len(runs)})"
+            )
+        if upstream is not None:
+            print(
+                f"{'':10s} per start: {med['connections']:.3f} new upstream connections, "
+                f"{med['resumed']:.3f} of them resumed TLS sessions"
+            )
     if args.baseline:
         ratio = baseline_ratio(results, "cpu_ms")
-        print(f"ratio      {ratio:.2f} x the baseline's CPU per stream")
+        print(f"ratio      {ratio:.2f} x the baseline's CPU per stream", end="")
+        if args.burst:
+            print(f", {baseline_ratio(results, 'ttft50'):.2f} x its first-event p50", end="")
+        print()
     if args.held:
         for name, src in trees.items():
             env = {**os.environ, "PYTHONPATH": src} if src else dict(os.environ)

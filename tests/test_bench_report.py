@@ -71,3 +71,14 @@ def test_tables_become_charts_and_markdown(report_module: ModuleType, tmp_path: 
         "measured side by side in one run; on a shared machine compare ratios, not absolute "
         "figures.\n\n" + section.read_text()
     )
+
+
+def test_a_run_of_peers_only_is_reported_against_its_first_row(
+    report_module: ModuleType, tmp_path: Path
+) -> None:
+    report = report_module.Report("server", directory=tmp_path)
+    table = report.table(
+        "lateness p99", "ms", {"raw": 2.0, "sse-starlette@fastapi": 8.0}, higher_is_better=False
+    )
+    assert table.ours == "raw"
+    assert table.verdict("sse-starlette@fastapi") == "raw 4.00x faster"

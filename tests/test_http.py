@@ -271,3 +271,22 @@ def test_a_stream_compressed_event_by_event_is_not_a_bomb() -> None:
     data = b"".join(comp.compress(event) + comp.flush(zlib.Z_SYNC_FLUSH) for _ in range(50_000))
     data += comp.flush()
     assert inflate(Decompressor("gzip"), data, step=4096) == event * 50_000
+
+
+# -- TLS trust ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trust_env", [True, False])
+def test_the_default_context_verifies_as_the_standard_library_does(trust_env: bool) -> None:
+    import ssl
+
+    from ssegate._http import ResumingSSLContext, default_ssl_context
+
+    ours, stock = default_ssl_context(trust_env=trust_env), ssl.create_default_context()
+    assert isinstance(ours, ResumingSSLContext)
+    assert ours.verify_mode == stock.verify_mode == ssl.CERT_REQUIRED
+    assert ours.check_hostname is stock.check_hostname is True
+    assert ours.options == stock.options
+    assert ours.verify_flags == stock.verify_flags
+    assert ours.minimum_version == stock.minimum_version
+    assert ours.cert_store_stats()["x509_ca"] > 0

@@ -112,6 +112,38 @@ async def test_echo_paces_word_tokens_with_the_injected_sleep() -> None:
     assert slept == [0.25, 0.25, 0.25, 0.25]
 
 
+@pytest.mark.anyio
+async def test_echo_gives_the_runner_its_tokens_in_batches_one_per_tick() -> None:
+    """What the runner reads (``stream_batches``): the start, each token alone (one
+    per tick), usage and finish together; ``stream`` is the same events one by one."""
+    from ssegate.llm.providers import stream_batches
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    echo = EchoProvider(tokens_per_second=4.0, sleep=sleep, clock=lambda: 1700000000.0)
+    request = ChatRequest(
+        model="echo", messages=[{"role": "user", "content": "a b c"}], max_tokens=None
+    )
+    batches = [batch async for batch in stream_batches(echo, request)]
+    assert [[type(e).__name__ for e in batch] for batch in batches] == [
+        ["Start"],
+        ["TextDelta"],
+        ["TextDelta"],
+        ["TextDelta"],
+        ["Usage", "Finish"],
+    ]
+    assert batches[1:] == [
+        [TextDelta("a")],
+        [TextDelta(" b")],
+        [TextDelta(" c")],
+        [Usage(input_tokens=3, output_tokens=3), Finish("stop")],
+    ]
+    flat = [event async for event in echo.stream(request)]
+    assert flat[1:] == [event for batch in batches[1:] for event in batch]
+    assert flat[0].to_dict() | {"id": None} == batches[0][0].to_dict() | {"id": None}
+
+
 def test_the_inter_token_histogram_exports_what_prometheus_histogram_does() -> None:
     # Observed once per token, it is the gateway's own (a bisect, no lock); its
     # exposition must not tell: same families, samples and values.

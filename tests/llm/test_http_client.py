@@ -577,3 +577,119 @@ async def test_a_refused_connection_is_a_transport_error(kind: str) -> None:
         async with open_stream(client, "POST", "ftp://example.com/", {}, b""):
             pass
     await client.aclose()
+
+
+# -- TLS session resumption (ssegate._http.ResumingSSLContext) ---------------------------
+
+
+class TLSAnswers:
+    """A TLS server on 127.0.0.1 answering every request with ``sse_answer`` and
+    closing, noting per connection whether the client resumed a TLS session."""
+
+    def __init__(self, key: str, cert: str) -> None:
+        import ssl
+
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.resumed: list[bool] = []
+        self.raw = RawServer(self.handle)
+
+    def handle(self, conn: Conn) -> None:
+        import ssl
+
+        try:
+            tls = self.context.wrap_socket(conn.sock, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.resumed.append(False)  # the client refused the handshake
+            return
+        self.resumed.append(tls.session_reused)
+        secure = Conn(tls, self.raw)
+        if secure.read_request() is not None:
+            secure.send(response(sse_answer("r", "again"), "connection: close"))
+        tls.close()
+
+
+async def test_a_new_connection_resumes_the_tls_session_of_the_last_one(
+    kind: str, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, cert = certificate
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    server = TLSAnswers(key, cert)
+    with server.raw.run() as url:
+        https = url.replace("http://", "https://") + "/v1"
+        client = make_client(kind)  # default_ssl_context(): CAs from SSL_CERT_FILE
+        answers = [await collect(OpenAIProvider(https, "k", client=client), REQUEST)]
+        answers.append(await collect(OpenAIProvider(https, "k", client=client), REQUEST))
+        answers.append(await collect(OpenAIProvider(https, "k", client=client), REQUEST))
+        await client.aclose()
+    assert answers == [answer_events("r", "again")] * 3
+    # each answer closed its connection: a full handshake, then two resumed
+    assert server.resumed == [False, True, True]
+
+
+async def test_a_session_is_offered_only_to_the_name_it_was_verified_for(
+    kind: str, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, cert = certificate  # issued for IP:127.0.0.1, not for "localhost"
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    server = TLSAnswers(key, cert)
+    with server.raw.run() as url:
+        port = url.rsplit(":", 1)[1]
+        client = make_client(kind)
+        first = await collect(
+            OpenAIProvider(f"https://127.0.0.1:{port}/v1", "k", client=client), REQUEST
+        )
+        with pytest.raises(UpstreamUnavailable, match=r"(?i)mismatch|doesn't match|not valid for"):
+            await collect(
+                OpenAIProvider(f"https://localhost:{port}/v1", "k", client=client), REQUEST
+            )
+        again = await collect(
+            OpenAIProvider(f"https://127.0.0.1:{port}/v1", "k", client=client), REQUEST
+        )
+        await client.aclose()
+    assert first == again == answer_events("r", "again")
+    # "localhost" got a full handshake (and refused the certificate), no session of 127.0.0.1's
+    assert server.resumed == [False, False, True]
+
+
+async def test_the_request_head_on_the_wire() -> None:
+    """What ``HTTPClient`` sends, header by header: ours (``Accept-Encoding``, ``User-Agent``)
+    once each unless the caller gave its own, aiohttp's ``Accept`` and framing."""
+
+    def handler(conn: Conn) -> None:
+        if conn.read_request() is not None:
+            conn.send(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
+
+    server = RawServer(handler)
+    given = [
+        {"Authorization": "Bearer k", "Content-Type": "application/json"},
+        {"User-Agent": "mine", "accept-encoding": "identity", "Accept": "text/event-stream"},
+    ]
+    with server.run() as url:
+        client = HTTPClient()
+        for headers in given:
+            async with open_stream(client, "POST", url + "/v1/x", headers, b"{}") as resp:
+                assert [chunk async for chunk in resp.aiter_bytes()] == [b"ok"]
+        await client.aclose()
+        host = url.removeprefix("http://")
+    assert [r.head.decode().split("\r\n") for r in server.requests] == [
+        [
+            "POST /v1/x HTTP/1.1",
+            f"Host: {host}",
+            "Authorization: Bearer k",
+            "Content-Type: application/json",
+            "Accept-Encoding: gzip, deflate",
+            "User-Agent: ssegate",
+            "Accept: */*",
+            "Content-Length: 2",
+        ],
+        [
+            "POST /v1/x HTTP/1.1",
+            f"Host: {host}",
+            "User-Agent: mine",
+            "accept-encoding: identity",
+            "Accept: text/event-stream",
+            "Content-Length: 2",
+            "Content-Type: application/octet-stream",
+        ],
+    ]

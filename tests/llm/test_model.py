@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ from ssegate.llm import (
     Finish,
     LLMEvent,
     Message,
+    ReasoningDelta,
     ReasoningEnd,
     Start,
     TextDelta,
@@ -65,6 +66,22 @@ def test_event_validation() -> None:
         event_from_dict({"type": "text", "txt": "a"})
     assert Usage(3, None).total_tokens is None
     assert Usage(3, 4).total_tokens == 7
+
+
+@pytest.mark.parametrize("cls", [TextDelta, ReasoningDelta])
+def test_deltas_with_their_own_init_stay_frozen_values(cls: Any) -> None:
+    made = cls("héllo ")
+    assert made == cls(text="héllo ") != cls("other")
+    assert hash(made) == hash(cls(text="héllo "))
+    assert repr(made) == f"{cls.__name__}(text='héllo ')"
+    assert replace(made, text="b") == cls("b")
+    assert event_from_dict(made.to_dict()) == made
+    with pytest.raises(FrozenInstanceError):
+        made.text = "other"
+    with pytest.raises(TypeError, match=rf"{cls.__name__}\.text must be str, not bytes"):
+        cls(b"x")
+    with pytest.raises(TypeError):
+        cls()
 
 
 def test_chat_request_from_openai() -> None:

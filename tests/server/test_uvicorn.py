@@ -366,8 +366,8 @@ def test_an_open_stream_waits_for_the_client_to_leave_without_a_task(
         # uvicorn's own task and the request's: the stream has none (a watcher
         # task per stream would cost every idle stream ~600 bytes)
         assert tasks == ["RequestResponseCycle.run_asgi", "Server.serve"]
-        # and no receive() coroutine with a future: the watcher itself waits
-        assert waiters == ["Watch"]
+        # and no receive() coroutine with a future, no watcher object: the session itself waits
+        assert waiters == ["AsyncioSession"]
         # in a list, as the flow control's send does: no 760-byte deques
         assert containers == ["list", "list"]
         assert probe.finally_ran.wait(WAIT)
@@ -408,7 +408,7 @@ def test_request_body_parts_are_read_while_the_stream_is_open(http: str, probe: 
             sock.sendall(b"world")
             while b"data: second\n\n" not in received:
                 received += sock.recv(65536)
-        assert waiters == ["Watch"]  # the body part was read, and it waits again
+        assert waiters == ["AsyncioSession"]  # the body part was read, and it waits again
         assert probe.finally_ran.wait(WAIT)
         assert probe.closed.wait(WAIT)
     assert probe.reasons == [CloseReason.CLIENT_GONE]

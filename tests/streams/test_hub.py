@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import random
 import uuid
@@ -17,6 +18,7 @@ from streams_support import ids_of, seq
 
 from ssegate import Event, StoreUnavailable
 from ssegate.streams import DONE, End, Gap, Hub, MemoryStore, StreamItem, StreamStore
+from ssegate.streams._store import Page
 from ssegate.streams.redis import RedisStore
 
 pytestmark = pytest.mark.anyio
@@ -24,6 +26,16 @@ pytestmark = pytest.mark.anyio
 
 def ids(items: list[StreamItem]) -> list[int]:
     return [seq(item.id) for item in items if isinstance(item, Event)]
+
+
+@contextlib.asynccontextmanager
+async def lagging_after(hub: Hub, first: Event) -> AsyncIterator[AsyncIterator[StreamItem]]:
+    """A subscriber of ``s`` that has read its first item (``first``) and reads
+    no further until told: it lags from there."""
+    items = hub.read("s")
+    async with aclosing(items):  # type: ignore[type-var]
+        assert await items.__anext__() == first
+        yield items
 
 
 async def collect(items: AsyncIterator[StreamItem]) -> list[StreamItem]:
@@ -141,9 +153,7 @@ async def test_the_ring_keeps_history_out_of_the_collectors_sight(
     async with make_store() as store, Hub(store) as hub:
         await store.append("s", Event("0"))
         _id = await ids_of(store, "s")
-        lagging = hub.read("s")
-        async with aclosing(lagging):  # type: ignore[type-var]
-            assert await lagging.__anext__() == Event("0", id=_id(1))
+        async with lagging_after(hub, Event("0", id=_id(1))) as lagging:
             follow = hub._follows["s"]
             with anyio.fail_after(10):
                 for n, event in enumerate(sent, 2):
@@ -160,6 +170,71 @@ async def test_the_ring_keeps_history_out_of_the_collectors_sight(
             End(DONE, _id(6)),
         ]
         assert all(type(item) is Event for item in rest[:-1])
+
+
+async def test_pages_every_subscriber_has_read_are_dropped_not_kept(
+    make_store: Callable[..., StreamStore],
+) -> None:
+    """While every subscriber waits at the end of the ring, a new page replaces
+    the ones before it (nobody reads them again: a joining subscriber replays
+    from the store); one that lags keeps them, and both get every event once."""
+    async with make_store() as store, Hub(store) as hub:
+        await store.append("s", Event("0"))
+        _id = await ids_of(store, "s")
+        got: list[list[StreamItem]] = [[], []]
+
+        async def keep_up(n: int) -> None:
+            async with aclosing(hub.read("s")) as items:  # type: ignore[type-var]
+                async for item in items:
+                    got[n].append(item)
+
+        async def parked(count: int) -> None:  # both have `count` items, and wait
+            while not (  # noqa: ASYNC110 (polls what the hub keeps)
+                len(got[0]) == len(got[1]) == count
+                and "s" in hub._follows
+                and len(hub._follows["s"].waiters) == 2
+            ):
+                await anyio.sleep(0.001)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(keep_up, 0)
+                tg.start_soon(keep_up, 1)
+                await parked(1)
+                for n in range(2, 6):
+                    await store.append("s", Event(str(n - 1)))
+                    await parked(n)
+                    follow = hub._follows["s"]
+                    assert len(follow.pages) == 1  # only the newest
+                    assert follow.pages[0].events == [Event(str(n - 1), id=_id(n))]
+                async with lagging_after(hub, Event("0", id=_id(1))) as lagging:
+                    for n in range(6, 9):  # it does not wait: the pages stay for it
+                        await store.append("s", Event(str(n - 1)))
+                        while follow.cursor != n:  # noqa: ASYNC110 (one page per append)
+                            await anyio.sleep(0.001)
+                    assert len(follow.pages) >= 3
+                    await store.end("s")
+                    rest = await collect(lagging)
+        want = [Event(str(n - 1), id=_id(n)) for n in range(1, 9)]
+        assert rest == [*want[1:], End(DONE, _id(9))]
+        assert got[0] == got[1] == [*want, End(DONE, _id(9))]
+
+
+async def test_a_page_read_back_with_nothing_new_is_not_kept_again() -> None:
+    """The hub's own reader may read, with a cursor from before, events the store
+    handed it already (a write from this process): nothing new, so no page."""
+    async with MemoryStore() as store, Hub(store) as hub:
+        await store.append("s", Event("0"))
+        _id = await ids_of(store, "s")
+        async with lagging_after(hub, Event("0", id=_id(1))) as lagging:
+            await store.append("s", Event("1"))
+            follow = hub._follows["s"]
+            assert (follow.cursor, len(follow.pages)) == (2, 1)
+            epoch = _id(1).partition("-")[0]
+            hub._deliver("s", Page(1, [Event("0", id=_id(1)), Event("1", id=_id(2))], epoch=epoch))
+            assert (follow.cursor, len(follow.pages)) == (2, 1)
+            await store.end("s")
+            assert await collect(lagging) == [Event("1", id=_id(2)), End(DONE, _id(3))]
 
 
 async def test_hub_must_be_running() -> None:

@@ -9,30 +9,26 @@ Redis stop the command with a message saying what to change (exit status 2),
 an unreachable Redis with exit status 1.
 
 The collector. A gateway is a long-lived process holding thousands of streams,
-each ~170 to 220 objects the collector tracks; with CPython's default thresholds
-(a young collection every 700 new objects, a full one after a hundred of those)
-it collected several times a second under load, and each full collection walked
-the whole heap, start-up objects (FastAPI's routes, pydantic's models: ~100 000)
-included, with every stream stopped. Once the app has started, ``serve``
-collects, freezes what is alive (``ssegate.server.freeze_startup_objects``: no
-later collection walks it) and sets the thresholds to ``GC_THRESHOLDS``.
-Streams leave no cycles (see ``ssegate.server``), so the collector finds little,
-and what it costs is its pauses: each collection stops every stream for as long
-as it walks its generations. With a young collection every 50 000 new objects
-(and a middle one every 20 of those), a gateway ramping up to 5 000 streams
-stopped 30 to 200 ms at each young collection (one a second or so) and 1.6 s at
-a middle one (walking a million objects); with ``(10 000, 4, 2 500)`` no
-collection took 20 ms (``gc.callbacks`` timing each; at 10 000 streams on a
-loaded machine the longest took 492 ms against 1.6 s). At 10 000 streams on a
-quiet machine young and middle collections still took 200 to 550 ms each,
-freeing nothing (the streams' objects are alive; CPython counts a young
-generation's size as new objects minus any freed, so with streams ending as
-others start it holds far more than the threshold): ``(2 000, 10, 2 500)``
-collects in smaller steps, lateness p99 144 ms against 205 and 341 ms in the
-300 s soak (docs/RELIABILITY.md). The objects pass through
-the same generations either way, in smaller steps, for the same CPU; a full
-collection still comes about as rarely (every ~100 million new objects, and
-only when the old generation has grown by a quarter). Measured in
+each ~170 objects the collector tracks, and every token a stream waits for makes
+~20 more that live until it comes (the waits' futures, generators' steps, the
+page and event it brings). With CPython's defaults a full collection walked the
+whole heap several times a minute, every stream stopped meanwhile. Once the app
+has started, ``serve`` (``serving_collector``) collects and freezes what is alive
+(``ssegate.server.freeze_startup_objects``: FastAPI's routes, pydantic's models,
+~100 000 objects that no later collection walks), sets the thresholds to
+``GC_THRESHOLDS`` and collects the young generation on a clock
+(``ssegate.server.pace_collections``: every 0.1 s, the middle one every other
+time). The clock is needed because CPython counts the young generation as new
+objects minus freed ones, old ones included: with streams ending as others
+start the count stays below its threshold while the young generation
+grows to hold every stream opened since, and the collection that finally comes
+walks them all (in the 300 s soak at 10 000 streams, young and middle collections
+of 200 to 550 ms, freeing nothing). On the clock each collection walks a tenth of
+a second's objects. Objects surviving a middle collection reach the old
+generation, and a full collection comes once ``GC_THRESHOLDS[2]`` middle ones
+have run (at least ~33 minutes on the clock, and only if the old generation has
+grown by a quarter); streams leave no reference cycles (see ``ssegate.server``),
+so what waits for it is garbage of other libraries' making. Measured in
 docs/gateway.md ("The collector") and docs/RELIABILITY.md ("Soak").
 
 The listen queue. uvicorn's default backlog (2 048) is less than the clients of
@@ -45,6 +41,7 @@ asks for ``BACKLOG``, which the kernel caps at its own limit
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -70,26 +67,42 @@ _FLAG_ENV = {
 }
 
 
-#: The collector's thresholds once the gateway has started (see the module docstring).
-GC_THRESHOLDS = (2_000, 10, 2_500)
+#: The collector's thresholds once the gateway has started (see the module docstring):
+#: the young and middle generations are also collected on a clock.
+GC_THRESHOLDS = (2_000, 10, 10_000)
 
 #: The listen queue ``serve`` asks for (see the module docstring): as long as the
 #: system allows (``listen()`` caps it at ``net.core.somaxconn`` silently).
 BACKLOG = 65_535
 
 
+@asynccontextmanager
+async def serving_collector() -> AsyncIterator[None]:
+    """The collector as ``serve`` runs it, from entering until leaving: objects
+    alive now frozen, ``GC_THRESHOLDS``, the young generation collected on a clock
+    (``ssegate.server.pace_collections``). Enter it in the server's event loop once
+    start-up is over."""
+    from ..server import freeze_startup_objects, pace_collections
+
+    freeze_startup_objects()
+    gc.set_threshold(*GC_THRESHOLDS)
+    pacing = asyncio.get_running_loop().create_task(
+        pace_collections(), name="ssegate: paced collections"
+    )
+    try:
+        yield
+    finally:
+        pacing.cancel()
+
+
 def tuned_for_serving(app: Any) -> Any:
-    """``app`` (a Starlette/FastAPI app), which once its start-up is over
-    freezes the objects alive and raises the collector's thresholds."""
+    """``app`` (a Starlette/FastAPI app), which once its start-up is over runs the
+    collector as ``serve`` does (``serving_collector``)."""
     inner = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
-        async with inner(app) as state:
-            from ..server import freeze_startup_objects
-
-            freeze_startup_objects()
-            gc.set_threshold(*GC_THRESHOLDS)
+        async with inner(app) as state, serving_collector():
             yield state
 
     app.router.lifespan_context = lifespan

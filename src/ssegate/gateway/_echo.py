@@ -29,6 +29,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 
 import anyio
 
@@ -90,22 +91,37 @@ class EchoProvider:
             tokens += list(itertools.islice(lorem, limit - len(tokens)))
         return tokens[:limit], True
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+    async def stream_batches(self, request: ChatRequest) -> AsyncIterator[list[LLMEvent]]:
+        """The answer's events, one list per tick (what a relay writes at once):
+        ``Start``, each token, then ``Usage`` and ``Finish`` together. The runner
+        reads this (``providers.stream_batches``), one layer less per token than
+        ``stream`` wrapped."""
         tokens, limited = self.tokens(request)
         prompt = sum(len(words(m.content)) for m in request.message_list)
-        yield Start(
-            model=request.model,
-            provider="echo",
-            id=f"echo-{uuid.uuid4().hex}",
-            created=int(self._clock()),
-        )
+        yield [
+            Start(
+                model=request.model,
+                provider="echo",
+                id=f"echo-{uuid.uuid4().hex}",
+                created=int(self._clock()),
+            )
+        ]
         pace = self._pace()
         for token in tokens:
             if pace is not None:
                 await pace()
-            yield TextDelta(token)
-        yield Usage(input_tokens=prompt, output_tokens=len(tokens))
-        yield Finish("length" if limited else "stop")
+            yield [TextDelta(token)]
+        yield [
+            Usage(input_tokens=prompt, output_tokens=len(tokens)),
+            Finish("length" if limited else "stop"),
+        ]
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        """``stream_batches`` event by event."""
+        async with aclosing(self.stream_batches(request)) as batches:  # type: ignore[type-var]
+            async for batch in batches:
+                for event in batch:
+                    yield event
 
     async def aclose(self) -> None:
         """Nothing to release."""

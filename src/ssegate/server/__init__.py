@@ -4,7 +4,7 @@ ASGI underneath) and a WSGI helper for Django and Flask.
 Depends on ``protocol`` and Starlette only; importing it has no side effects.
 """
 
-from ._gc import freeze_startup_objects
+from ._gc import freeze_startup_objects, pace_collections
 from ._items import Item, encode_item
 from ._options import DEFAULT_PING_S, CloseReason, default_error_event
 from ._response import SSE_HEADERS, EventSourceResponse
@@ -23,5 +23,6 @@ __all__ = [
     "default_error_event",
     "encode_item",
     "freeze_startup_objects",
+    "pace_collections",
     "wsgi_stream",
 ]

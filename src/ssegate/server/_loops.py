@@ -24,15 +24,16 @@ from ._awaitable import GeneratorCoroutine
 from ._keepalive import Bucket, keepalive_wheel
 from ._options import CLOSE_TIMEOUT_S, CloseReason
 from ._session import After, Cancellable, Cut, Message, Session, Signal, _carry_on
-from ._watch import Watch, plain_receive
+from ._watch import Watching, plain_receive
 
 __all__ = ["AnyioSession", "AsyncioSession"]
 
 logger = logging.getLogger("ssegate.server")
 
 
-class AsyncioSession(Session):
-    """Tasks, timers and cancellation straight from asyncio."""
+class AsyncioSession(Watching):
+    """Tasks, timers and cancellation straight from asyncio; under uvicorn the
+    session is its own disconnect watcher (``Watching``, no object of its own)."""
 
     __slots__ = (
         "after",
@@ -49,7 +50,8 @@ class AsyncioSession(Session):
         self.loop = loop
         self.ping_bucket: Bucket | None = None  # the keep-alive wheel's bucket this stream is in
         self.task: asyncio.Task[Any] | None = None
-        self.watcher: Cancellable | None = None
+        self.watcher: Cancellable | None = None  # a watcher task, where one is needed
+        self.init_watch()
         self.after: After | None = None
         self.pump_active = False
         self.pump_cancelled = False
@@ -120,11 +122,13 @@ class AsyncioSession(Session):
         self.start_aside(self.aside(step, yielded), context)
         return True
 
-    def start_watch(self) -> Cancellable:
-        """Wait for ``http.disconnect``: without a task where ``receive`` is known
-        to wait on plain asyncio futures only (uvicorn's), else in a task."""
+    def start_watch(self) -> Cancellable | None:
+        """Wait for ``http.disconnect``: without a task (the session itself
+        waits, ``Watching``) where ``receive`` is known to wait on plain asyncio
+        futures only (uvicorn's), else in a task, which is returned."""
         if plain_receive(self.receive):
-            return Watch(self).start()
+            self.start_watching()
+            return None
         return self.loop.create_task(self.watch(), context=self.context)
 
     def cancel_pump(self) -> None:
@@ -229,6 +233,7 @@ class AsyncioSession(Session):
             watcher, self.watcher = self.watcher, None
             if watcher is not None:
                 watcher.cancel()
+            self.stop_watching()
             if self.aside_task is not None:
                 self.aside_task.cancel()
             await self.close(reason)

@@ -9,8 +9,12 @@ where ``Event.wait()`` puts a future (``Event.set()`` calls only ``done()``
 and ``set_result()`` on each), and calls ``receive()`` only once the event is
 set, when it returns at once. An idle stream then keeps no watcher task (its
 coroutine, context and weak reference), no ``receive()`` coroutine, no
-``Event.wait()`` coroutine and no future: this one small object (measured in
-``benchmarks/server.py``'s memory rows; see ``_response.py``).
+``Event.wait()`` coroutine and no future (measured in
+``benchmarks/server.py``'s memory rows; see ``_response.py``), and no object
+of its own either: the waiter is the session itself (``Watching``, the
+asyncio session's base class, keeps its state in the session's slots), where
+a ``Watch`` object per stream was one more object for every collection of the
+older generations to walk (issue 10, a FastAPI endpoint: see ``_response.py``).
 
 Each ``asyncio.Event`` keeps its waiters in a ``collections.deque``, whose
 first block of 64 slots is allocated with it: 760 bytes, for the request
@@ -33,16 +37,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._options import CloseReason
+from ._session import Session
 
-if TYPE_CHECKING:
-    from ._loops import AsyncioSession
-
-__all__ = ["Watch", "plain_receive"]
+__all__ = ["Watching", "plain_receive"]
 
 logger = logging.getLogger("ssegate.server")
 
@@ -87,65 +90,73 @@ def _list_waiters(event: object) -> None:
             event._waiters = []  # type: ignore[assignment]
 
 
-class Watch:
-    """The watcher of one stream (see the module docstring). Its callbacks run
-    in the session's context; during them ``asyncio.current_task()`` is ``None``."""
+class Watching(Session):
+    """A session that is its own disconnect watcher (see the module
+    docstring): the asyncio session's base. Its callbacks run in the
+    session's context; during them ``asyncio.current_task()`` is ``None``."""
 
-    __slots__ = ("cycle", "listening", "session", "step", "stopped", "waiting", "woken")
+    __slots__ = (
+        "watch_cycle",  # uvicorn's request cycle, if shaped as expected
+        "watch_listening",  # among the message event's waiters
+        "watch_step",  # a receive() coroutine being stepped
+        "watch_stopped",
+        "watch_waiting",  # a future receive() waits on
+        "watch_woken",  # the message event was set since it listened
+    )
 
-    def __init__(self, session: AsyncioSession) -> None:
-        self.session = session
-        self.cycle = cycle = _cycle_of(session.receive)
+    # the asyncio session's
+    context: contextvars.Context
+    loop: asyncio.AbstractEventLoop
+
+    def init_watch(self) -> None:
+        self.watch_cycle: Any = None
+        self.watch_step: Any = None
+        self.watch_waiting: asyncio.Future[Any] | None = None
+        self.watch_listening = self.watch_woken = self.watch_stopped = False
+
+    def start_watching(self) -> None:
+        self.watch_cycle = cycle = _cycle_of(self.receive)
         if cycle is not None:  # see the module docstring
             _list_waiters(cycle.message_event)
             _list_waiters(getattr(cycle.flow, "_is_writable_event", None))
-        self.step: Any = None  # a receive() coroutine being stepped
-        self.waiting: asyncio.Future[Any] | None = None  # one receive() waits on
-        self.listening = False  # among the message event's waiters
-        self.woken = False  # and the event was set since
-        self.stopped = False
+        self.context.run(self.resume_watching, None)
 
-    def start(self) -> Watch:
-        self.session.context.run(self.resume, None)
-        return self
-
-    def resume(self, _done: object) -> None:
+    def resume_watching(self, _done: object) -> None:
         """Read messages until one must be waited for (or the client is gone)."""
         self.forget_waiting()
-        session = self.session
-        while not self.stopped:
-            step = self.step
+        while not self.watch_stopped:
+            step = self.watch_step
             if step is None:
                 if self.wait_for_message():
                     return
-                self.step = step = session.receive()
+                self.watch_step = step = self.receive()
             try:
                 yielded = step.send(None)
             except StopIteration as done:
-                self.step = None
+                self.watch_step = None
                 if done.value["type"] == "http.disconnect":
-                    self.stopped = True
-                    session.gone(CloseReason.CLIENT_GONE)
+                    self.watch_stopped = True
+                    self.gone(CloseReason.CLIENT_GONE)
                     return
                 continue  # a request body part: read on
             except Exception:
-                self.step = None
-                self.stopped = True
+                self.watch_step = None
+                self.watch_stopped = True
                 logger.exception("event stream watcher failed; closing the stream")
-                session.gone(CloseReason.CLIENT_GONE)
+                self.gone(CloseReason.CLIENT_GONE)
                 return
             if getattr(yielded, "_asyncio_future_blocking", False):
                 yielded._asyncio_future_blocking = False
-                self.waiting = yielded
-                yielded.add_done_callback(self.resume, context=session.context)
+                self.watch_waiting = yielded
+                yielded.add_done_callback(self.resume_watching, context=self.context)
             else:  # a bare yield (sleep(0)): step again on the loop's next turn
-                session.loop.call_soon(self.resume, None, context=session.context)
+                self.loop.call_soon(self.resume_watching, None, context=self.context)
             return
 
     def wait_for_message(self) -> bool:
         """If ``receive()`` would wait now, wait as it would, without calling it:
-        this object among the message event's waiters. Says whether it does."""
-        cycle = self.cycle
+        this session among the message event's waiters. Says whether it does."""
+        cycle = self.watch_cycle
         if (
             cycle is None
             or cycle.disconnected
@@ -156,33 +167,34 @@ class Watch:
             return False
         cycle.flow.resume_reading()  # as receive() does before it waits
         cycle.message_event._waiters.append(self)
-        self.listening = True
+        self.watch_listening = True
         return True
 
     # What ``asyncio.Event.set()`` calls on each of its waiters, which
-    # ``Event.wait()`` makes futures: this object stands in for one.
+    # ``Event.wait()`` makes futures: the session stands in for one.
 
     def done(self) -> bool:
-        return self.woken or not self.listening
+        return self.watch_woken or not self.watch_listening
 
     def set_result(self, _result: object) -> None:
         # Later, as a future's callback would run: the event is iterating its
         # waiters now, so this one cannot leave them yet.
-        self.woken = True
-        self.session.loop.call_soon(self.resume, None, context=self.session.context)
+        self.watch_woken = True
+        self.loop.call_soon(self.resume_watching, None, context=self.context)
 
     def forget_waiting(self) -> None:
-        if self.listening:
-            self.listening = self.woken = False
+        if self.watch_listening:
+            self.watch_listening = self.watch_woken = False
             with contextlib.suppress(ValueError):
-                self.cycle.message_event._waiters.remove(self)
-        waiting, self.waiting = self.waiting, None
+                self.watch_cycle.message_event._waiters.remove(self)
+        waiting, self.watch_waiting = self.watch_waiting, None
         if waiting is not None:
-            waiting.remove_done_callback(self.resume)
+            waiting.remove_done_callback(self.resume_watching)
 
-    def cancel(self) -> None:
-        self.stopped = True
+    def stop_watching(self) -> None:
+        """Stop for good (once the stream ends); nothing if it never started."""
+        self.watch_stopped = True
         self.forget_waiting()
-        step, self.step = self.step, None
+        step, self.watch_step = self.watch_step, None
         if step is not None:
             step.close()

@@ -14,7 +14,10 @@ difference in the memory store, they cost ~5 ms a wait at 10 000 streams).
 Each followed stream keeps its recent pages in one shared ring, bounded to
 ``queue_size`` events; every subscriber is just a position in that ring.
 Delivering a page to the ring costs the same whatever the number of
-subscribers, and memory per subscriber is a few hundred bytes.
+subscribers, and memory per subscriber is a few hundred bytes. While every
+subscriber waits at the end of the ring (readers that keep up: the usual case)
+a new page replaces the ones before it, which nobody will read again; the ring
+keeps history only for subscribers that lag.
 
 What the ring keeps stays out of the cyclic collector's sight. Only its newest
 page is kept as it came (caught-up subscribers get its events as they are);
@@ -102,7 +105,10 @@ def _cold(page: Page) -> Flat:
     """``page`` as one tuple of str and int only, which the collector stops
     tracking at its next pass: history out of its sight (see the module doc):
     its first number, outcome and epoch, then its events (``flatten``)."""
-    return flatten(page.events, page.first_seq, page.outcome, page.epoch)
+    events = page.events
+    if len(events) == 1:  # the usual page: one token
+        return (page[0], page[2], page[5], *events[0])
+    return flatten(events, page.first_seq, page.outcome, page.epoch)
 
 
 def _hot(cold: Flat) -> Page:
@@ -143,9 +149,17 @@ class _Follow:
     def push(self, page: Page, limit: int) -> None:
         pages = self.pages
         if pages:
-            newest = pages[-1]
-            if isinstance(newest, Page):  # as it came (cold ones are plain tuples)
-                pages[-1] = _cold(newest)
+            if len(self.waiters) == self.subscribers:
+                # Every subscriber waits at the end (on asyncio: the common case of
+                # readers that keep up): none will read these pages again, and a
+                # joining one replays from the store. Dropped, not made cold.
+                self.base += len(pages)
+                pages.clear()
+                self.held = 0
+            else:
+                newest = pages[-1]
+                if isinstance(newest, Page):  # as it came (cold ones are plain tuples)
+                    pages[-1] = _cold(newest)
         pages.append(page)
         self.held += len(page.events)
         while self.held > limit and len(pages) > 1:
@@ -456,12 +470,21 @@ class Hub:
         need nothing: a joining subscriber's replay reads the store anyway.
         """
         follow = self._follows.get(stream)
-        if follow is None or follow.cursor is None or follow.ended:
+        if follow is None or follow.ended:
             return True
-        if page.first_seq > follow.cursor + 1:
+        cursor = follow.cursor
+        if cursor is None:
+            return True
+        first = page[0]
+        if first > cursor + 1:
             return False
-        if page.first_seq + len(page.events) - 1 > follow.cursor:
-            self._deliver(stream, page)
+        last = first + len(page[1]) - 1
+        if last > cursor:
+            if page[2] is None:  # the usual page: events right after the cursor, no end
+                follow.cursor = self._cursors[stream] = last  # what _deliver and _track do
+                follow.push(page, self.queue_size)
+            else:
+                self._deliver(stream, page)
         return True
 
     def _deliver(self, stream: str, page: Page) -> None:
@@ -469,7 +492,12 @@ class Hub:
         if follow is None or follow.cursor is None:
             return
         if page.events:
-            follow.cursor = max(follow.cursor, page.first_seq + len(page.events) - 1)
+            last = page.first_seq + len(page.events) - 1
+            if last <= follow.cursor and page.outcome is None:
+                # Nothing new: read back with a cursor from before the store
+                # handed these events over (``_deliver_local``); the ring has them.
+                return
+            follow.cursor = max(follow.cursor, last)
         if page.outcome is not None:
             follow.ended = True
         self._track(stream, follow)
