@@ -35,6 +35,8 @@ import sys
 import time
 from typing import Any
 
+from echo_streams import echo_slots  # benchmarks/ is on sys.path
+
 from ssegate.server._gc import PACE_MIDDLE_EVERY
 
 #: Each setting: its thresholds (``None``: this tree's serve's) and every how many
@@ -66,13 +68,7 @@ def measure(
     import uvloop
 
     from ssegate.cli._serve import GC_THRESHOLDS
-    from ssegate.gateway._echo import EchoProvider
-    from ssegate.gateway._metrics import Metrics
-    from ssegate.gateway._models import Route
-    from ssegate.gateway._runner import Runner
-    from ssegate.llm import ChatRequest
     from ssegate.server import pace_collections
-    from ssegate.streams import End, Hub, MemoryStore
 
     thresholds, middle_every = SETTINGS[setting]
     pauses: list[tuple[int, float]] = []  # (generation, CPU seconds)
@@ -88,11 +84,6 @@ def measure(
     gc.freeze()
     gc.set_threshold(*(thresholds or GC_THRESHOLDS))
     gc.callbacks.append(timed)
-    request = ChatRequest(
-        model="echo", messages=[{"role": "user", "content": "go"}], max_tokens=tokens
-    )
-    route = Route("echo", EchoProvider(tokens_per_second=pace), "echo")
-    received = [0]
 
     async def main() -> dict[str, Any]:
         pacing = None
@@ -100,30 +91,13 @@ def measure(
             pacing = asyncio.get_running_loop().create_task(
                 pace_collections(middle_every=middle_every)
             )
-        store = MemoryStore(ttl=30)
-        async with Hub(store) as hub, Runner(store, Metrics(), grace=60) as runner:
-
-            async def slot(n: int) -> None:
-                await anyio.sleep(n * ramp / streams)
-                for generation in range(1_000_000):
-                    name = f"gen_{n:06d}_{generation:06d}"
-                    await runner.start(name, route, request, key_id="k")
-                    runner.attach(name)
-                    async for item in hub.read(name):
-                        if type(item) is End:
-                            break
-                        received[0] += 1
-
-            async with anyio.create_task_group() as tg:
-                for n in range(streams):
-                    tg.start_soon(slot, n)
-                await anyio.sleep(ramp + 2)
-                del pauses[:]
-                before = time.process_time(), received[0], time.monotonic()
-                await anyio.sleep(seconds)
-                after = time.process_time(), received[0], time.monotonic()
-                seen = list(pauses)
-                tg.cancel_scope.cancel()
+        async with echo_slots(streams, pace, tokens, ramp, restart=True) as received:
+            await anyio.sleep(ramp + 2)
+            del pauses[:]
+            before = time.process_time(), received[0], time.monotonic()
+            await anyio.sleep(seconds)
+            after = time.process_time(), received[0], time.monotonic()
+            seen = list(pauses)
         if pacing is not None:
             pacing.cancel()
         wall = after[2] - before[2]

@@ -26,6 +26,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 
@@ -39,17 +41,54 @@ def baseline_ratio(results: dict[str, list[dict[str, float]]], key: str) -> floa
     return medians(results["this tree"])[key] / medians(results["baseline"])[key]
 
 
-def measure(streams: int, pace: float, seconds: float, ramp: float, default_gc: bool) -> dict:
+@asynccontextmanager
+async def echo_slots(
+    streams: int, pace: float, tokens: int, ramp: float, *, restart: bool
+) -> AsyncIterator[list[int]]:
+    """``streams`` slots, started over ``ramp`` seconds, each an ``echo`` generation of
+    ``tokens`` at ``pace`` run by the gateway's ``Runner`` into a ``MemoryStore`` and
+    read by one ``Hub`` subscriber (``restart``: a new one as each ends). Yields the
+    count of items delivered so far (one-item list); leaving stops them all."""
     import anyio
-    import uvloop
 
-    from ssegate.cli._serve import GC_THRESHOLDS
     from ssegate.gateway._echo import EchoProvider
     from ssegate.gateway._metrics import Metrics
     from ssegate.gateway._models import Route
     from ssegate.gateway._runner import Runner
     from ssegate.llm import ChatRequest
     from ssegate.streams import End, Hub, MemoryStore
+
+    request = ChatRequest(
+        model="echo", messages=[{"role": "user", "content": "go"}], max_tokens=tokens
+    )
+    route = Route("echo", EchoProvider(tokens_per_second=pace), "echo")
+    received = [0]
+    store = MemoryStore(ttl=30)
+    async with Hub(store) as hub, Runner(store, Metrics(), grace=60) as runner:
+
+        async def slot(n: int) -> None:
+            await anyio.sleep(n * ramp / streams)
+            for generation in range(1_000_000 if restart else 1):
+                name = f"gen_{n:06d}_{generation:06d}"
+                await runner.start(name, route, request, key_id="k")
+                runner.attach(name)
+                async for item in hub.read(name):
+                    if type(item) is End:
+                        break
+                    received[0] += 1
+
+        async with anyio.create_task_group() as tg:
+            for n in range(streams):
+                tg.start_soon(slot, n)
+            yield received
+            tg.cancel_scope.cancel()
+
+
+def measure(streams: int, pace: float, seconds: float, ramp: float, default_gc: bool) -> dict:
+    import anyio
+    import uvloop
+
+    from ssegate.cli._serve import GC_THRESHOLDS
 
     # CPU seconds in the collector; when the current one began (CPU, wall); the longest (wall)
     collecting = [0.0, 0.0, 0.0, 0.0]
@@ -67,35 +106,14 @@ def measure(streams: int, pace: float, seconds: float, ramp: float, default_gc: 
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
     tokens = int(pace * (ramp + seconds)) + 4  # still running when the measure ends
-    request = ChatRequest(
-        model="echo", messages=[{"role": "user", "content": "go"}], max_tokens=tokens
-    )
-    route = Route("echo", EchoProvider(tokens_per_second=pace), "echo")
-    received = [0]
 
     async def main() -> dict:
-        store = MemoryStore(ttl=30)
-        async with Hub(store) as hub, Runner(store, Metrics(), grace=60) as runner:
-
-            async def follow(n: int) -> None:
-                await anyio.sleep(n * ramp / streams)
-                name = f"gen_{n:08d}"
-                await runner.start(name, route, request, key_id="k")
-                runner.attach(name)
-                async for item in hub.read(name):
-                    if type(item) is End:
-                        break
-                    received[0] += 1
-
-            async with anyio.create_task_group() as tg:
-                for n in range(streams):
-                    tg.start_soon(follow, n)
-                await anyio.sleep(ramp + 2)
-                collecting[3] = 0.0  # the longest collection once they all run
-                before = time.process_time(), collecting[0], received[0], time.monotonic()
-                await anyio.sleep(seconds)
-                after = time.process_time(), collecting[0], received[0], time.monotonic()
-                tg.cancel_scope.cancel()
+        async with echo_slots(streams, pace, tokens, ramp, restart=False) as received:
+            await anyio.sleep(ramp + 2)
+            collecting[3] = 0.0  # the longest collection once they all run
+            before = time.process_time(), collecting[0], received[0], time.monotonic()
+            await anyio.sleep(seconds)
+            after = time.process_time(), collecting[0], received[0], time.monotonic()
         items = after[2] - before[2]
         return {
             "items_per_s": items / (after[3] - before[3]),
