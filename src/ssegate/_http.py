@@ -23,7 +23,7 @@ import ssl
 import sys
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import UTC
 from typing import Any
 
@@ -306,7 +306,10 @@ class ResumingSSLContext(ssl.SSLContext):
     is not read again.
     """
 
-    def __init__(self, protocol: int = ssl.PROTOCOL_TLS_CLIENT) -> None:
+    def __init__(
+        self, protocol: int = ssl.PROTOCOL_TLS_CLIENT, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._clock = clock  # Unix time, as a session's ``time`` (injected: tests)
         self._sessions: dict[str, ssl.SSLSession] = {}  # server name -> newest session
         self._pending: dict[str, list[ssl.SSLObject]] = {}  # newest connections, oldest first
 
@@ -337,7 +340,7 @@ class ResumingSSLContext(ssl.SSLContext):
 
     def _session(self, name: str, pending: list[ssl.SSLObject]) -> ssl.SSLSession | None:
         """The session to offer ``name``: the newest one with a ticket, while valid."""
-        now = time.time()
+        now = self._clock()
         kept = self._sessions.get(name)
         if kept is not None:
             age = now - kept.time

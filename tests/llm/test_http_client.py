@@ -13,8 +13,10 @@ import json
 import re
 import socket
 import threading
+import time
 import tracemalloc
 import zlib
+from collections.abc import Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -666,12 +668,12 @@ async def test_a_session_is_offered_only_to_the_name_it_was_verified_for(
     assert server.resumed == [False, False, True]
 
 
-def counting_context(reads: list[str]) -> Any:
-    """``default_ssl_context()`` whose connections note each read of their session
-    (``SSLContext.sslobject_class``): the server name, per read."""
+def counting_context(reads: list[str], cafile: str, clock: Callable[[], float]) -> Any:
+    """A ``ResumingSSLContext`` trusting ``cafile`` whose connections note each read of
+    their session (``SSLContext.sslobject_class``): the server name, per read."""
     import ssl
 
-    from ssegate._http import default_ssl_context
+    from ssegate._http import ResumingSSLContext
 
     class Counting(ssl.SSLObject):
         @property  # type: ignore[override]
@@ -679,24 +681,34 @@ def counting_context(reads: list[str]) -> Any:
             reads.append(str(self.server_hostname))
             return super().session
 
-    context = default_ssl_context()
+    context = ResumingSSLContext(ssl.PROTOCOL_TLS_CLIENT, clock=clock)
+    context.load_verify_locations(cafile=cafile)
     context.sslobject_class = Counting
     return context
 
 
 async def resumptions(
-    kind: str, server: TLSAnswers, *, count: int, rotate_after: int | None = None
+    kind: str,
+    server: TLSAnswers,
+    *,
+    count: int,
+    rotate_after: int | None = None,
+    later: dict[int, float] | None = None,
 ) -> tuple[list[bool], list[str]]:
     """``count`` answers from ``server``, each on a new connection (the server's keys
-    rotated after ``rotate_after`` of them): which connections resumed, and the
-    sessions read (``counting_context``)."""
+    rotated after ``rotate_after`` of them; the client's clock moved on by ``later[n]``
+    seconds before answer ``n``): which connections resumed, and the sessions read
+    (``counting_context``)."""
     reads: list[str] = []
+    ahead = [0.0]
+    context = counting_context(reads, server.cert, lambda: time.time() + ahead[0])
     with server.raw.run() as url:
         https = url.replace("http://", "https://") + "/v1"
-        client = make_client(kind, ssl_context=counting_context(reads))
+        client = make_client(kind, ssl_context=context)
         for n in range(count):
             if n == rotate_after:
                 server.rotate()
+            ahead[0] += (later or {}).get(n, 0.0)
             got = await collect(OpenAIProvider(https, "k", client=client), REQUEST)
             assert got == answer_events("r", "again")
         await client.aclose()
@@ -724,6 +736,20 @@ async def test_a_declined_session_makes_the_next_start_look_for_a_newer_one(
     # the third did a full handshake (a new ticket); the fourth saw that and took it
     assert resumed == [False, True, False, True, True]
     assert reads == ["127.0.0.1"] * 2
+
+
+async def test_a_stale_session_is_looked_for_again_and_an_expired_one_never_offered(
+    kind: str, certificate: tuple[str, str]
+) -> None:
+    from ssegate._http import FRESH_TLS_SESSION
+
+    key, cert = certificate
+    later = {2: FRESH_TLS_SESSION + 1, 3: 10**6}  # then stale, then long expired
+    resumed, reads = await resumptions(kind, TLSAnswers(key, cert), count=4, later=later)
+    # the third looked again (the second's session, newer); the fourth found only an
+    # expired session and offered none
+    assert resumed == [False, True, True, False]
+    assert reads == ["127.0.0.1"] * 3
 
 
 async def test_a_connection_without_a_ticket_is_read_once(
