@@ -15,6 +15,7 @@ the decisions around them that ssegate makes the same way on every path.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import os
 import re
@@ -22,7 +23,7 @@ import ssl
 import sys
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import UTC
 from typing import Any
 
@@ -263,6 +264,12 @@ MAX_TLS_SESSION_HOSTS = 256
 #: The newest connections per host a ``ResumingSSLContext`` looks at for a ticket.
 _PENDING = 8
 
+#: How long (seconds from its ticket) a session is offered without looking for a newer
+#: one, while the server accepts it: each look reads a connection's session, which
+#: CPython copies (its certificate encoded and parsed again: ~140 µs here, as long as
+#: the handshake it saves).
+FRESH_TLS_SESSION = 30.0
+
 
 class ResumingSSLContext(ssl.SSLContext):
     """A client ``SSLContext`` that resumes TLS sessions, per server name.
@@ -290,10 +297,19 @@ class ResumingSSLContext(ssl.SSLContext):
     connections to each host (``_PENDING``) are kept and looked at when the
     next one starts: the newest that finished its handshake and holds a ticket
     gives its session. (So the very first burst to a host, before any of its
-    connections finished, does full handshakes until one has.)
+    connections finished, does full handshakes until one has.) Reading a
+    connection's session costs as much as the handshake it saves (CPython
+    copies it), so it is read only when needed: not while the kept session is
+    younger than ``FRESH_TLS_SESSION`` and the newest finished connection
+    resumed it (a server that declined it, e.g. after rotating its ticket keys,
+    makes the next start look again), and a connection read without a ticket
+    is not read again.
     """
 
-    def __init__(self, protocol: int = ssl.PROTOCOL_TLS_CLIENT) -> None:
+    def __init__(
+        self, protocol: int = ssl.PROTOCOL_TLS_CLIENT, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._clock = clock  # Unix time, as a session's ``time`` (injected: tests)
         self._sessions: dict[str, ssl.SSLSession] = {}  # server name -> newest session
         self._pending: dict[str, list[ssl.SSLObject]] = {}  # newest connections, oldest first
 
@@ -324,23 +340,39 @@ class ResumingSSLContext(ssl.SSLContext):
 
     def _session(self, name: str, pending: list[ssl.SSLObject]) -> ssl.SSLSession | None:
         """The session to offer ``name``: the newest one with a ticket, while valid."""
+        now = self._clock()
         kept = self._sessions.get(name)
+        if kept is not None:
+            age = now - kept.time
+            if age < FRESH_TLS_SESSION and age < kept.timeout and _accepted(pending):
+                return kept  # no look: every read costs a copy of a session
         for obj in reversed(pending[:]):
             if obj.version() is None:  # its handshake is under way (or failed)
                 continue
             try:
                 found = obj.session
             except ValueError:  # pragma: no cover - "i2d() failed": not a whole session
-                continue
-            if found is not None and found.has_ticket:  # (the ticket may still be on its way)
+                found = None
+            if found is not None and found.has_ticket:
                 if kept is None or found.time >= kept.time:
                     self._sessions[name] = kept = found
                 pending.clear()
                 break
-        if kept is not None and time.time() >= kept.time + kept.timeout:
+            # No ticket (yet): never read again; the next connections will be.
+            with contextlib.suppress(ValueError):  # (another thread's trim took it)
+                pending.remove(obj)
+        if kept is not None and now >= kept.time + kept.timeout:  # (found on an old connection)
             self._sessions.pop(name, None)
             return None
         return kept
+
+
+def _accepted(pending: list[ssl.SSLObject]) -> bool:
+    """Whether the newest connection that finished its handshake (if any) resumed."""
+    for obj in reversed(pending[:]):
+        if obj.version() is not None:
+            return obj.session_reused
+    return True
 
 
 def _client_context() -> ssl.SSLContext:

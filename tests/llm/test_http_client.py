@@ -13,8 +13,10 @@ import json
 import re
 import socket
 import threading
+import time
 import tracemalloc
 import zlib
+from collections.abc import Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -584,15 +586,29 @@ async def test_a_refused_connection_is_a_transport_error(kind: str) -> None:
 
 class TLSAnswers:
     """A TLS server on 127.0.0.1 answering every request with ``sse_answer`` and
-    closing, noting per connection whether the client resumed a TLS session."""
+    closing, noting per connection whether the client resumed a TLS session.
+    ``tickets=False``: TLS 1.2 without session tickets (a session, never a ticket)."""
 
-    def __init__(self, key: str, cert: str) -> None:
-        import ssl
-
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(cert, key)
+    def __init__(self, key: str, cert: str, *, tickets: bool = True) -> None:
+        self.key, self.cert, self.tickets = key, cert, tickets
+        self.context = self.new_context()
         self.resumed: list[bool] = []
         self.raw = RawServer(self.handle)
+
+    def new_context(self) -> Any:
+        """A server context: its own ticket keys (so a new one declines old tickets)."""
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        if not self.tickets:
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+            context.options |= ssl.OP_NO_TICKET
+        return context
+
+    def rotate(self) -> None:
+        """New ticket keys, as servers rotate them: tickets issued before are declined."""
+        self.context = self.new_context()
 
     def handle(self, conn: Conn) -> None:
         import ssl
@@ -650,6 +666,100 @@ async def test_a_session_is_offered_only_to_the_name_it_was_verified_for(
     assert first == again == answer_events("r", "again")
     # "localhost" got a full handshake (and refused the certificate), no session of 127.0.0.1's
     assert server.resumed == [False, False, True]
+
+
+def counting_context(reads: list[str], cafile: str, clock: Callable[[], float]) -> Any:
+    """A ``ResumingSSLContext`` trusting ``cafile`` whose connections note each read of
+    their session (``SSLContext.sslobject_class``): the server name, per read."""
+    import ssl
+
+    from ssegate._http import ResumingSSLContext
+
+    class Counting(ssl.SSLObject):
+        @property  # type: ignore[override]
+        def session(self) -> ssl.SSLSession | None:
+            reads.append(str(self.server_hostname))
+            return super().session
+
+    context = ResumingSSLContext(ssl.PROTOCOL_TLS_CLIENT, clock=clock)
+    context.load_verify_locations(cafile=cafile)
+    context.sslobject_class = Counting
+    return context
+
+
+async def resumptions(
+    kind: str,
+    server: TLSAnswers,
+    *,
+    count: int,
+    rotate_after: int | None = None,
+    later: dict[int, float] | None = None,
+) -> tuple[list[bool], list[str]]:
+    """``count`` answers from ``server``, each on a new connection (the server's keys
+    rotated after ``rotate_after`` of them; the client's clock moved on by ``later[n]``
+    seconds before answer ``n``): which connections resumed, and the sessions read
+    (``counting_context``)."""
+    reads: list[str] = []
+    ahead = [0.0]
+    context = counting_context(reads, server.cert, lambda: time.time() + ahead[0])
+    with server.raw.run() as url:
+        https = url.replace("http://", "https://") + "/v1"
+        client = make_client(kind, ssl_context=context)
+        for n in range(count):
+            if n == rotate_after:
+                server.rotate()
+            ahead[0] += (later or {}).get(n, 0.0)
+            got = await collect(OpenAIProvider(https, "k", client=client), REQUEST)
+            assert got == answer_events("r", "again")
+        await client.aclose()
+    return server.resumed, reads
+
+
+async def test_a_fresh_session_is_offered_again_without_reading_another(
+    kind: str, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading a connection's session costs as much as the handshake it saves (CPython
+    copies it): once a session is kept, it is offered without reading the next ones."""
+    key, cert = certificate
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    resumed, reads = await resumptions(kind, TLSAnswers(key, cert), count=5)
+    assert resumed == [False, True, True, True, True]
+    assert reads == ["127.0.0.1"]  # the first connection's, when the second started
+
+
+async def test_a_declined_session_makes_the_next_start_look_for_a_newer_one(
+    kind: str, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, cert = certificate
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    resumed, reads = await resumptions(kind, TLSAnswers(key, cert), count=5, rotate_after=2)
+    # the third did a full handshake (a new ticket); the fourth saw that and took it
+    assert resumed == [False, True, False, True, True]
+    assert reads == ["127.0.0.1"] * 2
+
+
+async def test_a_stale_session_is_looked_for_again_and_an_expired_one_never_offered(
+    kind: str, certificate: tuple[str, str]
+) -> None:
+    from ssegate._http import FRESH_TLS_SESSION
+
+    key, cert = certificate
+    later = {2: FRESH_TLS_SESSION + 1, 3: 10**6}  # then stale, then long expired
+    resumed, reads = await resumptions(kind, TLSAnswers(key, cert), count=4, later=later)
+    # the third looked again (the second's session, newer); the fourth found only an
+    # expired session and offered none
+    assert resumed == [False, True, True, False]
+    assert reads == ["127.0.0.1"] * 3
+
+
+async def test_a_connection_without_a_ticket_is_read_once(
+    kind: str, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, cert = certificate
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    resumed, reads = await resumptions(kind, TLSAnswers(key, cert, tickets=False), count=5)
+    assert resumed == [False] * 5  # no ticket: nothing offered
+    assert reads == ["127.0.0.1"] * 4  # each earlier connection once, not each start all
 
 
 async def test_the_request_head_on_the_wire() -> None:
