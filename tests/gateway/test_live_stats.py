@@ -105,3 +105,18 @@ def test_readers_are_counted_per_kind() -> None:
 def test_rate_window_must_fit_the_window() -> None:
     with pytest.raises(ValueError, match="rate_window"):
         LiveStats(window=5, rate_window=6)
+
+
+def test_tokens_of_one_read_count_as_that_many_tokens_with_gaps_of_zero() -> None:
+    one, batched = LiveStats(window=10), LiveStats(window=10)
+    one.token("m", 5.25, ttft=0.25)
+    one.token("m", 5.25, gap=0.0)
+    one.token("m", 5.25, gap=0.0)
+    one.token("m", 6.5, gap=1.25)
+    one.token("m", 6.5, gap=0.0)
+    batched.tokens("m", 5.25, 3, ttft=0.25)
+    batched.tokens("m", 6.5, 2, gap=1.25)
+    assert batched.snapshot(7.0, {"m": 1}) == one.snapshot(7.0, {"m": 1})
+    (model,) = batched.snapshot(7.0, {"m": 1})["models"]
+    assert model["series"][-2:] == [3, 2]
+    assert model["itl_ms"] == {"n": 4, "p50": 0.0, "p90": 1250.0, "p99": 1250.0}

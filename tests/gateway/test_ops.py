@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serve_support import free_port
 from ssegate.gateway import EchoProvider
+from ssegate.gateway._metrics import Metrics
 from ssegate.llm import ChatRequest, Finish, TextDelta, Usage
 from ssegate.streams.redis import RedisStore
 
@@ -177,3 +178,24 @@ def test_the_inter_token_histogram_exports_what_prometheus_histogram_does() -> N
 
     assert exposition(ours) == exposition(theirs)
     assert sum("_created{" in line for line in generate_latest(ours).decode().splitlines()) == 2
+
+
+def test_gaps_of_zero_are_counted_as_observations_of_zero() -> None:
+    # The runner counts the tokens of one upstream read at once: their gaps
+    # after the first are 0, counted in one step; the exposition is the same.
+    one, batched = Metrics(), Metrics()
+    for value in (0.02, 0.0, 0.0, 0.0, 1.5):
+        one.inter_token.labels("m").observe(value)
+    series = batched.inter_token.labels("m")
+    series.observe(0.02)
+    series.observe_zeros(3)
+    series.observe(1.5)
+    exported = batched.export().decode()
+    assert _without_created(exported) == _without_created(one.export().decode())
+    assert 'ssegate_inter_token_seconds_bucket{le="0.001",model="m"} 3.0' in exported
+    assert 'ssegate_inter_token_seconds_count{model="m"} 5.0' in exported
+    assert 'ssegate_inter_token_seconds_sum{model="m"} 1.52' in exported
+
+
+def _without_created(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "_created" not in line]

@@ -173,3 +173,65 @@ async def test_grace_timers_are_not_tasks() -> None:
         # leases), however many grace timers run: they are entries of one queue.
         assert len(anyio.get_running_tasks()) - before == 21
         assert len(run._timers) == 21
+
+
+class Reads:
+    """Tokens that arrive several to a read, at known virtual times."""
+
+    name = "reads"
+
+    async def stream_batches(self, request: ChatRequest) -> AsyncIterator[list[LLMEvent]]:
+        await anyio.sleep(0.25)
+        yield [Start(model="r", provider="reads"), TextDelta("a"), TextDelta("b")]
+        await anyio.sleep(0.5)
+        yield [TextDelta("c")]
+        await anyio.sleep(2.0)
+        yield [TextDelta("d"), TextDelta("e"), Finish("stop")]
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        raise AssertionError("the runner reads batches")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_the_tokens_of_one_read_are_counted_as_one_at_a_time_would_be() -> None:
+    store = MemoryStore(clock=anyio.current_time)
+    metrics = Metrics()
+    run = Runner(store, metrics, grace=30.0, sleep=anyio.sleep, clock=anyio.current_time)
+    async with run:
+        t0 = anyio.current_time()
+        generation = await run.start("gen_r", Route("r", Reads(), "r"), LONG, key_id="k")  # type: ignore[arg-type]
+        run.attach("gen_r")
+        await generation.finished.wait()
+        # a second later: the seconds of every token are whole seconds past
+        snapshot = metrics.live.snapshot(anyio.current_time() + 1, {})
+    assert generation.tokens == 5
+    assert generation.first_token_at == t0 + 0.25
+    exported = metrics.export().decode().splitlines()
+    inter = [line for line in exported if line.startswith("ssegate_inter_token_seconds_")]
+    # gaps: 0 (b after a), 0.5 (c), 2.0 (d), 0 (e after d)
+    assert [line for line in inter if "_created" not in line] == [
+        'ssegate_inter_token_seconds_bucket{le="0.001",model="r"} 2.0',
+        'ssegate_inter_token_seconds_bucket{le="0.0025",model="r"} 2.0',
+        'ssegate_inter_token_seconds_bucket{le="0.005",model="r"} 2.0',
+        'ssegate_inter_token_seconds_bucket{le="0.01",model="r"} 2.0',
+        'ssegate_inter_token_seconds_bucket{le="0.025",model="r"} 2.0',
+        'ssegate_inter_token_seconds_bucket{le="0.05",model="r"} 2.0',
+        'ssegate_inter_token_seconds_bucket{le="0.1",model="r"} 2.0',
+        'ssegate_inter_token_seconds_bucket{le="0.25",model="r"} 2.0',
+        'ssegate_inter_token_seconds_bucket{le="0.5",model="r"} 3.0',
+        'ssegate_inter_token_seconds_bucket{le="1.0",model="r"} 3.0',
+        'ssegate_inter_token_seconds_bucket{le="2.5",model="r"} 4.0',
+        'ssegate_inter_token_seconds_bucket{le="5.0",model="r"} 4.0',
+        'ssegate_inter_token_seconds_bucket{le="+Inf",model="r"} 4.0',
+        'ssegate_inter_token_seconds_count{model="r"} 4.0',
+        'ssegate_inter_token_seconds_sum{model="r"} 2.5',
+    ]
+    assert 'ssegate_time_to_first_token_seconds_count{model="r"} 1.0' in exported
+    assert 'ssegate_time_to_first_token_seconds_sum{model="r"} 0.25' in exported
+    assert 'ssegate_tokens_out_total{model="r"} 5.0' in exported
+    (model,) = snapshot["models"]
+    assert model["tokens"] == 5
+    assert model["ttft_ms"] == {"n": 1, "p50": 250.0, "p90": 250.0, "p99": 250.0}
+    assert model["itl_ms"] == {"n": 4, "p50": 0.0, "p90": 2000.0, "p99": 2000.0}

@@ -119,6 +119,10 @@ class _Series:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def observe_zeros(self, times: int) -> None:
+        """``observe(0.0)`` ``times`` times: the gaps between tokens of one read."""
+        self.counts[bisect_left(self.bounds, 0.0)] += times
+
 
 class TokenHistogram(Collector):
     """A histogram labelled by model, exported as prometheus-client's ``Histogram``

@@ -327,7 +327,7 @@ class Runner:
         live = metrics.live
         model = generation.label or generation.model
         # The model's series, looked up once per generation, not once per token.
-        inter_token = metrics.inter_token.labels(model).observe
+        inter_token = metrics.inter_token.labels(model)
         append = store.append
         clock = self._clock
         last_token: float | None = None
@@ -338,24 +338,37 @@ class Runner:
             try:
                 async with aclosing(stream_batches(route.provider, request)) as batches:  # type: ignore[type-var]
                     async for batch in batches:
+                        if not batch:
+                            continue
                         if not accepted:
                             accepted = True
                             generation.accepted.set()
+                        # The tokens of one read are counted once: they came at
+                        # one time, so the gaps after the first are 0 (what a
+                        # token at a time recorded; tests hold the figures equal).
                         now = clock()
+                        tokens = 0
                         for event in batch:
                             kind = type(event)
                             if kind is TextDelta or kind is ReasoningDelta or kind is ToolCallStart:
-                                generation.tokens += 1
-                                if last_token is None:
-                                    generation.first_token_at = now
-                                    ttft = now - generation.started_at
-                                    metrics.ttft.labels(model).observe(ttft)
-                                    live.token(model, now, ttft=ttft)
-                                else:
-                                    inter_token(now - last_token)
-                                    live.token(model, now, gap=now - last_token)
-                                last_token = now
-                            elif kind is Usage:
+                                tokens += 1
+                        if tokens:
+                            generation.tokens += tokens
+                            if last_token is None:
+                                generation.first_token_at = now
+                                ttft = now - generation.started_at
+                                metrics.ttft.labels(model).observe(ttft)
+                                live.tokens(model, now, tokens, ttft=ttft)
+                            else:
+                                gap = now - last_token
+                                inter_token.observe(gap)
+                                live.tokens(model, now, tokens, gap=gap)
+                            if tokens > 1:
+                                inter_token.observe_zeros(tokens - 1)
+                            last_token = now
+                        for event in batch:
+                            kind = type(event)
+                            if kind is Usage:
                                 usage = event  # type: ignore[assignment]
                             await append(stream, to_record(event))
                             if kind is Finish:
@@ -366,6 +379,9 @@ class Runner:
                                 generation.end_reason = "upstream_error"
                                 code = metrics.error_code(event.code)  # type: ignore[union-attr]
                                 metrics.upstream_errors.labels(model, code).inc()
+                        # Nothing of this read is kept while the next is awaited:
+                        # each is an object the collector would walk (and promote).
+                        del batch, event
             except ProviderError as exc:
                 generation.refused = exc
                 generation.end_reason = "refused"

@@ -285,10 +285,12 @@ class HTTPClient:
             raise _failed(exc, url, timeout=timeout) from exc
         body: AsyncIterator[bytes]
         reads: _Reads | None = None
+        quiet: Any = None
         if _decoder(resp.headers) is None:  # the usual body: each read as it comes
             body = reads = _Reads(resp.content, aiohttp.ClientError, url, self.read_timeout)
             if self.read_timeout is not None:
                 self._silences.watch(resp, reads)  # one timer for all bodies
+            quiet = _quiet_resumes(resp)
         else:
             body = _body(
                 resp.content.iter_any(),
@@ -301,6 +303,8 @@ class HTTPClient:
         try:
             yield Response(resp.status, resp.headers, body)
         finally:
+            if quiet is not None:
+                _loud_resumes(quiet)
             if reads is not None:
                 self._silences.forget(reads)
             if resp.content.is_eof():  # the whole body came: the connection can serve again
@@ -415,6 +419,49 @@ class _Reads:
 
     async def aclose(self) -> None:
         """Nothing to release: leaving ``HTTPClient.stream`` closes the connection."""
+
+
+#: The flags of aiohttp's protocol that say its reading is held (flow control,
+#: a buffer it cannot drain yet); ``_quiet_resumes`` relies on them.
+_PAUSE_FLAGS = ("_reading_paused", "_buffer_paused")
+
+
+def _quiet_resumes(resp: Any) -> Any:
+    """Make ``resp``'s protocol skip the resumes of reading that was never paused;
+    the protocol changed (for ``_loud_resumes``), or None where aiohttp's
+    internals are not as expected (then nothing changes: aiohttp's own path).
+
+    aiohttp's body reader calls its protocol's ``resume_reading()`` after every
+    read that leaves its buffer below the low-water mark: every read of a token
+    stream. That re-enters the protocol (``data_received(b"")``, the HTTP parser
+    fed nothing) and the transport (``resume_reading``), four Python calls and
+    three C calls a token, for reading that was never paused (only a full buffer
+    or a held tail pauses it, and sets one of ``_PAUSE_FLAGS``). Here the
+    protocol's ``resume_reading`` goes through to aiohttp's only when a flag is set.
+    """
+    connection = resp.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is None:
+        return None
+    state = getattr(protocol, "__dict__", None)
+    if state is None or "resume_reading" in state:
+        return None
+    if not all(type(getattr(protocol, flag, None)) is bool for flag in _PAUSE_FLAGS):
+        return None
+    resume = protocol.resume_reading
+
+    def resume_reading(resume_parser: bool = True) -> None:
+        if protocol._reading_paused or protocol._buffer_paused:  # _PAUSE_FLAGS
+            resume(resume_parser)
+
+    state["resume_reading"] = resume_reading
+    return protocol
+
+
+def _loud_resumes(protocol: Any) -> None:
+    """Undo ``_quiet_resumes`` (the connection may serve another answer; and the
+    function and the protocol refer to each other: no cycle is left behind)."""
+    protocol.__dict__.pop("resume_reading", None)
 
 
 class _Silences:

@@ -429,6 +429,9 @@ async def drive_batches(
                     events = feed(chunk)
                     if events:
                         yield events
+                    # Not kept while the next read waits: the collector would
+                    # walk it (and what it holds) at every collection meanwhile.
+                    del events
                     if parser.done:
                         return
                 tail = parser.close()
