@@ -102,25 +102,33 @@ class AsyncioSession(Watching):
         # context it set it in, and nothing leaks into the request's context.
         # One difference remains: during the first step asyncio.current_task()
         # is the request task.
+        self.send_in(data, contextvars.copy_context())
+        return True
+
+    def send_aside(self, data: bytes) -> None:
+        # From the task that appended (the push path): the send runs in a copy of
+        # the stream's own context, not in the appender's.
+        self.send_in(data, self.context.copy())
+
+    def send_in(self, data: bytes, context: contextvars.Context) -> None:
+        """Send ``data`` in ``context``; if it must wait, an aside task finishes it."""
         message = {"type": "http.response.body", "body": data, "more_body": True}
-        context = contextvars.copy_context()
         try:
             sending: Any = context.run(self.send, message)
             step = sending if type(sending) is CoroutineType else sending.__await__()
             yielded = context.run(step.send, None)
         except StopIteration:
             self.quiet_since = self.loop.time()
-            return True
+            return
         except OSError:
             self.gone(CloseReason.CLIENT_GONE)  # cancels the pump at its next wait
-            return True
+            return
         except Exception:
             logger.exception("event stream send failed; closing the stream")
             self.gone(CloseReason.CLIENT_GONE)
-            return True
+            return
         self.aside_done = self.new_signal()
         self.start_aside(self.aside(step, yielded), context)
-        return True
 
     def start_watch(self) -> Cancellable | None:
         """Wait for ``http.disconnect``: without a task (the session itself
@@ -186,6 +194,8 @@ class AsyncioSession(Watching):
         await self.open(status, headers)
         self.watcher = self.start_watch()
         self.pump_active = True
+        if self.pusher is not None:
+            self.pusher.send = self.take  # unbound in close()
 
     async def end(self, tail: bytes, error: BaseException | None) -> CloseReason:
         """After the pump returned ``tail`` or raised ``error`` (or ``begin``

@@ -29,6 +29,16 @@ keep-alive comment is handed over like a batch. There is no lock: the pump
 waits for a running aside send before it sends, and pings are skipped while the
 pump is sending (bytes are on their way anyway).
 
+The push path: a producer read through a hub (``streams.stream_response``)
+may hand the session a live item from another task, the one that produced it
+(``take``, bound to the producer's ``Pusher`` while the stream runs, on
+asyncio). Taken only while the pump waits for the producer with nothing
+collected and no send of its own on its way (else the producer yields it
+as usual): then the item is rendered and sent there, as the pump would have
+after its wait, and the request task is not woken at all (per token, one task
+step, one future and the resumption of three frames less). Such a send that
+must wait is finished aside, as ``send_now``'s.
+
 Whatever ends the stream (the producer finishing or failing, the client leaving,
 a client that stopped reading for ``send_timeout`` seconds, a server shutdown),
 the producer is closed (``aclose``, so its ``finally`` runs) and ``on_close`` is
@@ -53,7 +63,7 @@ from ._items import encode_item
 from ._options import MAX_BATCH_SIZE, PING, SHUTDOWN_SEND_S, CloseReason, StreamOptions
 from ._shutdown import Shutdown
 
-__all__ = ["After", "Cut", "Ends", "Receive", "Send", "Session"]
+__all__ = ["After", "Cut", "Ends", "Pusher", "Receive", "Send", "Session"]
 
 logger = logging.getLogger("ssegate.server")
 
@@ -70,6 +80,13 @@ class Signal(Protocol):
     def set(self) -> Any: ...
 
     def wait(self) -> Awaitable[Any]: ...
+
+
+class Pusher(Protocol):
+    """A producer's push path: while the stream runs (on asyncio) its ``send``
+    is the session's ``take``, else ``None``."""
+
+    send: Callable[[Callable[[Any], object], Any], bool] | None
 
 
 class After(Protocol):
@@ -126,9 +143,11 @@ class Session(ABC):
         "hard_stopped",
         "hard_timer",
         "options",
+        "parked",
         "pending",
         "producer",
         "pump_busy",
+        "pusher",
         "quiet_since",
         "receive",
         "send",
@@ -158,6 +177,8 @@ class Session(ABC):
         self.aside_task: Cancellable | None = None  # the running one, where tasks are objects
         self.unsent = b""  # what the pump had collected when it was interrupted
         self.pump_busy = False
+        self.parked = False  # the pump waits for the producer, nothing collected
+        self.pusher: Pusher | None = None  # the producer's push path, if it has one
         self.cut: CloseReason | None = None  # client gone / send timeout
         self.stop = False  # the pump must stop now
         self.shutting_down = False
@@ -191,6 +212,25 @@ class Session(ABC):
         care of. Where the event loop allows it (asyncio), this spares the
         aside task (and the objects it allocates) in the common case."""
         return False
+
+    def take(self, render: Callable[[Any], object], item: Any) -> bool:
+        """The push path (see the module docstring): from another task, while
+        the pump waits for the producer with nothing to send, send what
+        ``render(item)`` makes, as the pump would once the producer gave it
+        ``render(item)``; ``False``, with nothing done, if the pump is not so
+        idle (the producer then yields ``item`` as usual). What ``render`` or
+        the encoding raise goes to the caller, nothing sent."""
+        if not self.parked or self.stop or self.aside_done is not None:
+            return False
+        out = render(item)
+        if out is not None:
+            self.send_aside(encode_item(out))
+        return True
+
+    def send_aside(self, data: bytes) -> None:
+        """From another task, while the pump waits: send ``data``, finishing in
+        an aside task if it must wait (only asyncio binds ``take``)."""
+        raise NotImplementedError
 
     @abstractmethod
     def cancel_pump(self) -> None:
@@ -249,6 +289,9 @@ class Session(ABC):
         """Stop the timers, stop listening for shutdown, tell ``on_close``."""
         self.finished = True
         self.closed = True
+        pusher = self.pusher
+        if pusher is not None:
+            pusher.send = None  # it and the session referred to each other
         self.stop_pings()
         for timer in (self.grace_timer, self.hard_timer):
             if timer is not None:
@@ -368,14 +411,18 @@ class Session(ABC):
                         self.hand_over(data)
                 try:
                     while True:  # wait for it, exactly as `await` would
+                        self.parked = True  # the push path may send meanwhile (``take``)
                         try:
                             sent = yield yielded
                         except GeneratorExit:
+                            self.parked = False
                             awaiting.close()
                             raise
                         except BaseException as exc:  # cancellation included
+                            self.parked = False
                             yielded = awaiting.throw(exc)
                         else:
+                            self.parked = False
                             try:
                                 yielded = awaiting.send(sent)
                             except StopIteration as done:
