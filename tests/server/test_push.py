@@ -138,6 +138,23 @@ async def test_an_idle_reader_takes_each_token_from_the_appender() -> None:
         assert hub.subscribers == 0
 
 
+async def test_tokens_taken_in_one_turn_of_the_loop_leave_in_one_message() -> None:
+    """Several tokens of one upstream read: one write, as the woken reader made."""
+    store = MemoryStore()
+    async with Hub(store) as hub:
+        reader = await follow(hub, "s")
+        await settle()
+        ids = [await store.append("s", Event(data)) for data in "ab"]
+        await anyio.sleep(1)
+        await store.end("s", "done")
+        assert await reader.bodies() == [
+            (0.0, b"", True),
+            (0.5, event(ids[0], "a") + event(ids[1], "b"), True),
+            (1.5, b"", False),
+        ]
+        assert reader.taken == 2
+
+
 async def test_a_send_that_must_wait_leaves_the_next_tokens_to_the_reader() -> None:
     """A full socket: the token being sent finishes aside; the next ones are read
     and sent by the reader in order, once it has gone; then the push path again."""
@@ -279,30 +296,27 @@ async def test_a_render_that_raises_ends_the_stream_as_when_the_reader_reads() -
         assert hub.subscribers == 0
 
 
-async def test_a_client_that_left_takes_nothing() -> None:
+@pytest.mark.parametrize(
+    ("peer", "sent"),
+    [
+        (Peer(disconnect_at=2.0), "ab"),  # gone while idle: c is not taken
+        (BrokenPeer(breaks_at=3), "a"),  # b is taken; its send fails: the stream ends
+    ],
+    ids=["disconnect", "broken-connection"],
+)
+async def test_a_client_that_leaves_takes_nothing_more(peer: Peer, sent: str) -> None:
     store = MemoryStore()
     async with Hub(store) as hub:
-        reader = await follow(hub, "s", Peer(disconnect_at=1.75))
+        reader = await follow(hub, "s", peer)
         await settle()
-        a = await store.append("s", Event("a"))
-        await anyio.sleep(1.5)
-        await store.append("s", Event("b"))
-        assert await reader.bodies() == [(0.0, b"", True), (0.5, event(a, "a"), True)]
-        assert reader.taken == 1
-        assert hub.subscribers == 0
-
-
-async def test_a_connection_that_breaks_on_a_pushed_token_ends_the_stream() -> None:
-    store = MemoryStore()
-    async with Hub(store) as hub:
-        reader = await follow(hub, "s", BrokenPeer(breaks_at=3))
-        await settle()
-        a = await store.append("s", Event("a"))
-        await anyio.sleep(1)
-        await store.append("s", Event("b"))  # taken; its send fails: the stream ends
-        await anyio.sleep(1)
-        await store.append("s", Event("c"))
-        assert await reader.bodies() == [(0.0, b"", True), (0.5, event(a, "a"), True)]
+        ids = []
+        for data in "abc":
+            ids.append(await store.append("s", Event(data)))
+            await anyio.sleep(1)
+        assert await reader.bodies() == [
+            (0.0, b"", True),
+            *((t, event(i, d), True) for t, i, d in zip([0.5, 1.5], ids, sent, strict=False)),
+        ]
         assert reader.taken == 2
         assert hub.subscribers == 0
 

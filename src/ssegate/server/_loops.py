@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import weakref
 from collections.abc import Callable, Coroutine
 from types import CoroutineType
 from typing import Any
@@ -21,7 +22,7 @@ import anyio
 import anyio.lowlevel
 
 from ._awaitable import GeneratorCoroutine
-from ._keepalive import Bucket, keepalive_wheel
+from ._keepalive import Bucket, keepalive_wheel, per_loop
 from ._options import CLOSE_TIMEOUT_S, CloseReason
 from ._session import After, Cancellable, Cut, Message, Session, Signal, _carry_on
 from ._watch import Watching, plain_receive
@@ -38,6 +39,7 @@ class AsyncioSession(Watching):
     __slots__ = (
         "after",
         "context",
+        "flusher",
         "loop",
         "ping_bucket",
         "pump_active",
@@ -55,6 +57,7 @@ class AsyncioSession(Watching):
         self.after: After | None = None
         self.pump_active = False
         self.pump_cancelled = False
+        self.flusher: Flusher | None = None  # the loop's, once a push was taken
         # One copy of the request's context for the watcher task and every
         # timer, where each would otherwise copy its own (one object less per
         # stream, none per keep-alive). Aside tasks copy their own: one may be
@@ -104,6 +107,12 @@ class AsyncioSession(Watching):
         # is the request task.
         self.send_in(data, contextvars.copy_context())
         return True
+
+    def flush_soon(self) -> None:
+        flusher = self.flusher
+        if flusher is None:
+            flusher = self.flusher = push_flusher(self.loop)
+        flusher.add(self)
 
     def send_aside(self, data: bytes) -> None:
         # From the task that appended (the push path): the send runs in a copy of
@@ -267,6 +276,45 @@ class AsyncioSession(Watching):
 
     async def notify(self, reason: CloseReason) -> None:
         await self.call_on_close(reason)
+
+
+class Flusher:
+    """Sends what the streams of one loop took on the push path (``Session.take``),
+    in one loop callback for all of them (see ``_session``)."""
+
+    __slots__ = ("__weakref__", "context", "loop", "scheduled", "streams")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.streams: list[Session] = []
+        self.scheduled = False
+        self.context = contextvars.Context()  # its own (each send runs in its stream's)
+
+    def add(self, stream: Session) -> None:
+        self.streams.append(stream)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush, context=self.context)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        streams, self.streams = self.streams, []
+        for stream in streams:
+            try:
+                stream.flush()
+            except Exception:
+                logger.exception("event stream send failed")
+
+
+# Weak both ways, as the keep-alive wheels (``_keepalive``).
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[Flusher]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def push_flusher(loop: asyncio.AbstractEventLoop) -> Flusher:
+    """The flusher of ``loop``: made on first use, gone when no stream holds it."""
+    return per_loop(_flushers, loop, Flusher)
 
 
 class _Done:

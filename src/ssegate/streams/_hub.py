@@ -43,6 +43,14 @@ stream does the job. A subscriber that wakes takes every page that arrived
 meanwhile, and a page that starts right after its cursor (the usual case) is
 handed out as it is, without a copy.
 
+Cheaper still is not waking them: a subscriber may bring a ``Tap`` (the push
+path, ``stream_response`` does on asyncio), and while it waits at the end of
+the ring a token right after its cursor is offered to it first, from the task
+that delivered the page (the appender's); what it takes it has, so its task
+stays asleep and its position and cursor move on (per token, one task step and
+one future less for each reader that keeps up). What it refuses, a page of
+several events and the end are read as above.
+
 A subscriber joins in three steps that leave no hole and no repeat: take a
 position at the end of the ring (from then on everything the hub reads after
 its cursor reaches it), replay the history from the store up to the hub's
