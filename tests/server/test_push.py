@@ -17,6 +17,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from starlette.requests import Request
 from trio.testing import MockClock
@@ -134,7 +135,7 @@ async def test_an_idle_reader_takes_each_token_from_the_appender() -> None:
             (3.5, b"", False),  # the end: read by the reader itself
         ]
         assert reader.taken == 3
-        assert reader.response.pusher.send is None  # type: ignore[union-attr]
+        assert reader.response.pusher.relay is None  # type: ignore[union-attr]
         assert hub.subscribers == 0
 
 
@@ -343,3 +344,49 @@ async def test_on_trio_the_reader_reads_every_token_itself() -> None:
         (2.5, b"", False),
     ]
     assert response.pusher.taken == 0  # type: ignore[union-attr,attr-defined]
+
+
+def step(life: Any) -> asyncio.Future[Any] | None:
+    """Run ``life`` (a coroutine) until it waits for a future (returned) or ends."""
+    try:
+        while (waiting := life.send(None)) is None:  # a bare yield: go on at once
+            pass
+    except StopIteration:
+        return None
+    assert isinstance(waiting, asyncio.Future)
+    return waiting
+
+
+async def test_a_pump_resumed_before_the_flush_sends_what_was_taken_first() -> None:
+    """Taken items go before anything the pump sends, whoever resumes it first.
+
+    On asyncio the flush is always called before the reader's task can wake
+    (``call_soon`` runs callbacks in order); here the test is the scheduler,
+    stepping the stream's coroutine by hand, and resumes it first.
+    """
+    store = MemoryStore()
+    async with Hub(store) as hub:
+        peer = Peer()
+        peer.scope["query_string"] = b""
+        response = await stream_response(hub, "s", Request(peer.scope), missing_ok=True, ping=None)
+        assert isinstance(response, EventSourceResponse)
+        life = response(peer.scope, peer.receive, peer.send)
+        waiting = step(life)  # headers sent; it waits for the first event
+        a = await store.append("s", Event("a"))  # taken; the flush is not called yet
+        assert peer.bodies() == [(0.0, b"", True)]
+        waiting.set_result(None)  # as if woken by the hub
+        waiting = step(life)  # resumed: a goes before anything else
+        assert peer.bodies() == [(0.0, b"", True), (0.0, event(a, "a"), True)]
+        b = await store.append("s", Event("b"))  # taken again: it waits, idle
+        await anyio.lowlevel.checkpoint()  # the flush
+        await store.end("s", "done")
+        assert waiting is not None
+        await asyncio.wait([waiting])  # the hub wakes it for the end
+        await asyncio.ensure_future(life)  # the rest of its life in a task
+        assert peer.bodies() == [
+            (0.0, b"", True),
+            (0.0, event(a, "a"), True),
+            (0.0, event(b, "b"), True),
+            (0.0, b"", False),
+        ]
+        assert response.pusher.taken == 2  # type: ignore[union-attr,attr-defined]

@@ -89,10 +89,10 @@ class Signal(Protocol):
 
 
 class Pusher(Protocol):
-    """A producer's push path: while the stream runs (on asyncio) its ``send``
+    """A producer's push path: while the stream runs (on asyncio) its ``relay``
     is the session's ``take``, else ``None``."""
 
-    send: Callable[[Callable[[Any], object], Any], bool] | None
+    relay: Callable[[Callable[[Any], object], Any], bool] | None
 
 
 class After(Protocol):
@@ -324,7 +324,7 @@ class Session(ABC):
         self.pushed = None
         pusher = self.pusher
         if pusher is not None:
-            pusher.send = None  # it and the session referred to each other
+            pusher.relay = None  # it and the session referred to each other
         self.stop_pings()
         for timer in (self.grace_timer, self.hard_timer):
             if timer is not None:
@@ -455,14 +455,12 @@ class Session(ABC):
                         except BaseException as exc:  # cancellation included
                             self.parked = False
                             if self.pushed is not None:  # taken, not sent yet: first
-                                batch = bytearray(self.pushed)
-                                self.pushed = None
+                                self.flush()
                             yielded = awaiting.throw(exc)
                         else:
                             self.parked = False
                             if self.pushed is not None:
-                                batch = bytearray(self.pushed)
-                                self.pushed = None
+                                self.flush()
                             try:
                                 yielded = awaiting.send(sent)
                             except StopIteration as done:
@@ -483,10 +481,6 @@ class Session(ABC):
                 # It came after a wait, so the next one probably will too: send
                 # it now rather than risk holding it while the producer waits.
                 data = encode_item(item)
-                if batch is not None:  # what was pushed meanwhile goes first
-                    batch += data
-                    data = bytes(batch)
-                    batch = None
                 if untimed and self.aside_done is None:
                     self.pump_busy = True  # the common case of send_body, inlined
                     message = {"type": "http.response.body", "body": data, "more_body": True}

@@ -190,27 +190,27 @@ async def stream_response(
 class _Live(Tap):
     """What a reader has sent, and its push path (the module docstring): an
     event the hub offers (``take``) is rendered and sent by the response's
-    session (``Session.take``, bound to ``send`` while the stream runs) if it
+    session (``Session.take``, bound to ``relay`` while the stream runs) if it
     is idle; else, or if rendering it raised (``failure``: raised by the read
     loop when the reader reads the event itself, as it would have been),
     the reader reads it."""
 
-    __slots__ = ("after", "failure", "send", "taken", "transform")
+    __slots__ = ("after", "failure", "relay", "taken", "transform")
 
     def __init__(self, transform: Transform, after: str | None) -> None:
         super().__init__()
         self.transform = transform
         self.after = after  # the last event sent (read again after it, see _send)
-        self.send: Callable[[Transform, Any], bool] | None = None
+        self.relay: Callable[[Transform, Any], bool] | None = None
         self.failure: Exception | None = None
         self.taken = 0  # events taken
 
     def take(self, event: Event) -> bool:
-        send = self.send
-        if send is None:
+        relay = self.relay
+        if relay is None:
             return False
         try:
-            if not send(self.transform, event):
+            if not relay(self.transform, event):
                 return False
         except Exception as exc:
             self.failure = exc
