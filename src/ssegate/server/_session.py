@@ -223,11 +223,11 @@ class Session(ABC):
 
     def take(self, render: Callable[[Any], object], item: Any) -> bool:
         """The push path (see the module docstring): from another task, while
-        the pump waits for the producer with nothing to send, send what
-        ``render(item)`` makes, as the pump would once the producer gave it
-        ``render(item)``; ``False``, with nothing done, if the pump is not so
+        the pump waits for the producer with nothing to send, render ``item``
+        and have it sent soon (``flush``), as the pump would have sent what the
+        producer gave it; ``False``, with nothing done, if the pump is not so
         idle (the producer then yields ``item`` as usual). What ``render`` or
-        the encoding raise goes to the caller, nothing sent."""
+        the encoding raise goes to the caller, nothing taken."""
         if not self.parked or self.stop or self.aside_done is not None:
             return False
         out = render(item)
@@ -247,9 +247,9 @@ class Session(ABC):
         raise NotImplementedError
 
     def flush(self) -> None:
-        """Send what ``take`` took (unless the pump took it first, as it does
-        when it wakes): now, finishing aside if the send must wait; after a
-        keep-alive that went aside meanwhile."""
+        """Send what ``take`` took, if it is not sent yet: now, finishing aside
+        if the send must wait; after a keep-alive that went aside meanwhile.
+        Called by the loop's flusher, or first thing by a pump that wakes."""
         data = self.pushed
         if data is None:
             return

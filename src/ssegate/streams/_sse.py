@@ -30,10 +30,11 @@ client's Last-Event-ID stays on the last real event.
 Read through a ``Hub`` on asyncio, a live event usually reaches the client
 without the reader's task waking (``_Live``, the hub's ``Tap``): while the
 response waits for the next event with nothing being sent, the hub hands the
-event over from the task that appended it, which renders it and sends it as
-the response would have (``Session.take``). Whenever that cannot be done at
-once (the response is sending, or a keep-alive is; the event is not a lone
-token; the client left), the reader wakes and reads the event as before.
+event over from the task that appended it, which renders it there; it is sent
+with what other streams took in that turn of the loop (``Session.take``).
+Whenever that cannot be done at once (the response is sending, or a keep-alive
+is; the event is not a lone token; the client left), the reader wakes and
+reads the event as before.
 """
 
 from __future__ import annotations
