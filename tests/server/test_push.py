@@ -156,6 +156,30 @@ async def test_tokens_taken_in_one_turn_of_the_loop_leave_in_one_message() -> No
         assert reader.taken == 2
 
 
+async def test_a_token_that_renders_to_nothing_is_taken_and_sends_nothing() -> None:
+    def quiet(item: StreamItem) -> object:
+        if isinstance(item, Event) and item.data == "usage":
+            return None  # e.g. OpenAI's usage chunk without include_usage
+        return default_transform(item)
+
+    store = MemoryStore()
+    async with Hub(store) as hub:
+        reader = await follow(hub, "s", transform=quiet)
+        await settle()
+        ids = []
+        for data in ["a", "usage", "b"]:
+            ids.append(await store.append("s", Event(data)))
+            await anyio.sleep(1)
+        await store.end("s", "done")
+        assert await reader.bodies() == [
+            (0.0, b"", True),
+            (0.5, event(ids[0], "a"), True),
+            (2.5, event(ids[2], "b"), True),
+            (3.5, b"", False),
+        ]
+        assert reader.taken == 3
+
+
 async def test_a_send_that_must_wait_leaves_the_next_tokens_to_the_reader() -> None:
     """A full socket: the token being sent finishes aside; the next ones are read
     and sent by the reader in order, once it has gone; then the push path again."""
