@@ -13,7 +13,7 @@ client leaving, trio) is asserted event by event, as the pull path sends them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 import anyio
@@ -113,6 +113,15 @@ async def settle() -> None:
     await anyio.sleep(0.5)
 
 
+async def paced(store: MemoryStore, data: Iterable[str]) -> list[str]:
+    """Append ``data`` to ``s`` a second apart (the reader idle between); their ids."""
+    ids = []
+    for item in data:
+        ids.append(await store.append("s", Event(item)))
+        await anyio.sleep(1)
+    return ids
+
+
 def event(store_id: str, data: str) -> bytes:
     return f"id: {store_id}\ndata: {data}\n\n".encode()
 
@@ -122,10 +131,7 @@ async def test_an_idle_reader_takes_each_token_from_the_appender() -> None:
     async with Hub(store) as hub:
         reader = await follow(hub, "s")
         await settle()
-        ids = []
-        for data in "abc":
-            ids.append(await store.append("s", Event(data)))
-            await anyio.sleep(1)
+        ids = await paced(store, "abc")
         await store.end("s", "done")
         assert await reader.bodies() == [
             (0.0, b"", True),
@@ -166,10 +172,7 @@ async def test_a_token_that_renders_to_nothing_is_taken_and_sends_nothing() -> N
     async with Hub(store) as hub:
         reader = await follow(hub, "s", transform=quiet)
         await settle()
-        ids = []
-        for data in ["a", "usage", "b"]:
-            ids.append(await store.append("s", Event(data)))
-            await anyio.sleep(1)
+        ids = await paced(store, ["a", "usage", "b"])
         await store.end("s", "done")
         assert await reader.bodies() == [
             (0.0, b"", True),
@@ -252,10 +255,7 @@ async def test_several_readers_each_take_their_own_and_a_slow_one_stalls_nobody(
         plain = await follow(hub, "s")
         await settle()
         slow_peer.gate.clear()
-        ids = []
-        for data in "abc":
-            ids.append(await store.append("s", Event(data)))
-            await anyio.sleep(1)
+        ids = await paced(store, "abc")
         slow_peer.gate.set()
         await anyio.sleep(1)
         await store.end("s", "done")
@@ -334,10 +334,7 @@ async def test_a_client_that_leaves_takes_nothing_more(peer: Peer, sent: str) ->
     async with Hub(store) as hub:
         reader = await follow(hub, "s", peer)
         await settle()
-        ids = []
-        for data in "abc":
-            ids.append(await store.append("s", Event(data)))
-            await anyio.sleep(1)
+        ids = await paced(store, "abc")
         assert await reader.bodies() == [
             (0.0, b"", True),
             *((t, event(i, d), True) for t, i, d in zip([0.5, 1.5], ids, sent, strict=False)),
@@ -355,11 +352,8 @@ async def test_on_trio_the_reader_reads_every_token_itself() -> None:
         response = await stream_response(hub, "s", Request(peer.scope), missing_ok=True, ping=None)
         assert isinstance(response, EventSourceResponse)
         tasks.start_soon(response, peer.scope, peer.receive, peer.send)
-        await anyio.sleep(0.5)
-        ids = []
-        for data in "ab":
-            ids.append(await store.append("s", Event(data)))
-            await anyio.sleep(1)
+        await settle()
+        ids = await paced(store, "ab")
         await store.end("s", "done")
     assert peer.bodies() == [
         (0.0, b"", True),
