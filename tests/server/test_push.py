@@ -141,7 +141,7 @@ async def test_an_idle_reader_takes_each_token_from_the_appender() -> None:
             (3.5, b"", False),  # the end: read by the reader itself
         ]
         assert reader.taken == 3
-        assert reader.response.pusher.relay is None  # type: ignore[union-attr]
+        assert reader.response.pusher.session is None  # type: ignore[union-attr]
         assert hub.subscribers == 0
 
 

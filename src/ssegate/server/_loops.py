@@ -204,7 +204,7 @@ class AsyncioSession(Watching):
         self.watcher = self.start_watch()
         self.pump_active = True
         if self.pusher is not None:
-            self.pusher.relay = self.take  # unbound in close()
+            self.pusher.session = self  # unbound in close()
 
     async def end(self, tail: bytes, error: BaseException | None) -> CloseReason:
         """After the pump returned ``tail`` or raised ``error`` (or ``begin``

@@ -88,11 +88,16 @@ class Signal(Protocol):
     def wait(self) -> Awaitable[Any]: ...
 
 
-class Pusher(Protocol):
-    """A producer's push path: while the stream runs (on asyncio) its ``relay``
-    is the session's ``take``, else ``None``."""
+class Taker(Protocol):
+    def take(self, render: Callable[[Any], object], item: Any) -> bool: ...
 
-    relay: Callable[[Callable[[Any], object], Any], bool] | None
+
+class Pusher(Protocol):
+    """A producer's push path: while the stream runs (on asyncio) its ``session``
+    is the stream's (for ``take``; the session itself, not a bound method: one
+    object less per stream), else ``None``."""
+
+    session: Taker | None
 
 
 class After(Protocol):
@@ -324,7 +329,7 @@ class Session(ABC):
         self.pushed = None
         pusher = self.pusher
         if pusher is not None:
-            pusher.relay = None  # it and the session referred to each other
+            pusher.session = None  # it and the session referred to each other
         self.stop_pings()
         for timer in (self.grace_timer, self.hard_timer):
             if timer is not None:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from starlette.requests import Request
@@ -188,30 +188,34 @@ async def stream_response(
     return response
 
 
+class _Taker(Protocol):
+    def take(self, render: Transform, item: Any) -> bool: ...
+
+
 class _Live(Tap):
     """What a reader has sent, and its push path (the module docstring): an
     event the hub offers (``take``) is rendered and sent by the response's
-    session (``Session.take``, bound to ``relay`` while the stream runs) if it
+    session (``Session.take``; ``session`` while the stream runs) if it
     is idle; else, or if rendering it raised (``failure``: raised by the read
     loop when the reader reads the event itself, as it would have been),
     the reader reads it."""
 
-    __slots__ = ("after", "failure", "relay", "taken", "transform")
+    __slots__ = ("after", "failure", "session", "taken", "transform")
 
     def __init__(self, transform: Transform, after: str | None) -> None:
         super().__init__()
         self.transform = transform
         self.after = after  # the last event sent (read again after it, see _send)
-        self.relay: Callable[[Transform, Any], bool] | None = None
+        self.session: _Taker | None = None
         self.failure: Exception | None = None
         self.taken = 0  # events taken
 
     def take(self, event: Event) -> bool:
-        relay = self.relay
-        if relay is None:
+        session = self.session
+        if session is None:
             return False
         try:
-            if not relay(self.transform, event):
+            if not session.take(self.transform, event):
                 return False
         except Exception as exc:
             self.failure = exc
