@@ -28,9 +28,10 @@ import heapq
 import logging
 import math
 import weakref
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
-__all__ = ["Bucket", "KeepAliveWheel", "keepalive_wheel"]
+__all__ = ["Bucket", "KeepAliveWheel", "keepalive_wheel", "per_loop"]
 
 logger = logging.getLogger("ssegate.server")
 
@@ -137,9 +138,21 @@ _wheels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[KeepAl
 
 def keepalive_wheel(loop: asyncio.AbstractEventLoop) -> KeepAliveWheel:
     """The wheel of ``loop``: made on first use, gone when no stream needs it."""
-    ref = _wheels.get(loop)
-    wheel = None if ref is None else ref()
-    if wheel is None:
-        wheel = KeepAliveWheel(loop)
-        _wheels[loop] = weakref.ref(wheel)
-    return wheel
+    return per_loop(_wheels, loop, KeepAliveWheel)
+
+
+T = TypeVar("T")
+
+
+def per_loop(
+    registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[T]],
+    loop: asyncio.AbstractEventLoop,
+    make: Callable[[asyncio.AbstractEventLoop], T],
+) -> T:
+    """``registry``'s object for ``loop``, made by ``make(loop)`` if it has none alive."""
+    ref = registry.get(loop)
+    made = None if ref is None else ref()
+    if made is None:
+        made = make(loop)
+        registry[loop] = weakref.ref(made)
+    return made

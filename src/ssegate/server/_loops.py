@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import weakref
 from collections.abc import Callable, Coroutine
 from types import CoroutineType
 from typing import Any
@@ -21,7 +22,7 @@ import anyio
 import anyio.lowlevel
 
 from ._awaitable import GeneratorCoroutine
-from ._keepalive import Bucket, keepalive_wheel
+from ._keepalive import Bucket, keepalive_wheel, per_loop
 from ._options import CLOSE_TIMEOUT_S, CloseReason
 from ._session import After, Cancellable, Cut, Message, Session, Signal, _carry_on
 from ._watch import Watching, plain_receive
@@ -38,6 +39,7 @@ class AsyncioSession(Watching):
     __slots__ = (
         "after",
         "context",
+        "flusher",
         "loop",
         "ping_bucket",
         "pump_active",
@@ -55,6 +57,7 @@ class AsyncioSession(Watching):
         self.after: After | None = None
         self.pump_active = False
         self.pump_cancelled = False
+        self.flusher: Flusher | None = None  # the loop's, once a push was taken
         # One copy of the request's context for the watcher task and every
         # timer, where each would otherwise copy its own (one object less per
         # stream, none per keep-alive). Aside tasks copy their own: one may be
@@ -102,25 +105,39 @@ class AsyncioSession(Watching):
         # context it set it in, and nothing leaks into the request's context.
         # One difference remains: during the first step asyncio.current_task()
         # is the request task.
+        self.send_in(data, contextvars.copy_context())
+        return True
+
+    def flush_soon(self) -> None:
+        flusher = self.flusher
+        if flusher is None:
+            flusher = self.flusher = push_flusher(self.loop)
+        flusher.add(self)
+
+    def send_aside(self, data: bytes) -> None:
+        # From the task that appended (the push path): the send runs in a copy of
+        # the stream's own context, not in the appender's.
+        self.send_in(data, self.context.copy())
+
+    def send_in(self, data: bytes, context: contextvars.Context) -> None:
+        """Send ``data`` in ``context``; if it must wait, an aside task finishes it."""
         message = {"type": "http.response.body", "body": data, "more_body": True}
-        context = contextvars.copy_context()
         try:
             sending: Any = context.run(self.send, message)
             step = sending if type(sending) is CoroutineType else sending.__await__()
             yielded = context.run(step.send, None)
         except StopIteration:
             self.quiet_since = self.loop.time()
-            return True
+            return
         except OSError:
             self.gone(CloseReason.CLIENT_GONE)  # cancels the pump at its next wait
-            return True
+            return
         except Exception:
             logger.exception("event stream send failed; closing the stream")
             self.gone(CloseReason.CLIENT_GONE)
-            return True
+            return
         self.aside_done = self.new_signal()
         self.start_aside(self.aside(step, yielded), context)
-        return True
 
     def start_watch(self) -> Cancellable | None:
         """Wait for ``http.disconnect``: without a task (the session itself
@@ -186,6 +203,8 @@ class AsyncioSession(Watching):
         await self.open(status, headers)
         self.watcher = self.start_watch()
         self.pump_active = True
+        if self.pusher is not None:
+            self.pusher.session = self  # unbound in close()
 
     async def end(self, tail: bytes, error: BaseException | None) -> CloseReason:
         """After the pump returned ``tail`` or raised ``error`` (or ``begin``
@@ -257,6 +276,45 @@ class AsyncioSession(Watching):
 
     async def notify(self, reason: CloseReason) -> None:
         await self.call_on_close(reason)
+
+
+class Flusher:
+    """Sends what the streams of one loop took on the push path (``Session.take``),
+    in one loop callback for all of them (see ``_session``)."""
+
+    __slots__ = ("__weakref__", "context", "loop", "scheduled", "streams")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.streams: list[Session] = []
+        self.scheduled = False
+        self.context = contextvars.Context()  # its own (each send runs in its stream's)
+
+    def add(self, stream: Session) -> None:
+        self.streams.append(stream)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush, context=self.context)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        streams, self.streams = self.streams, []
+        for stream in streams:
+            try:
+                stream.flush()
+            except Exception:
+                logger.exception("event stream send failed")
+
+
+# Weak both ways, as the keep-alive wheels (``_keepalive``).
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[Flusher]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def push_flusher(loop: asyncio.AbstractEventLoop) -> Flusher:
+    """The flusher of ``loop``: made on first use, gone when no stream holds it."""
+    return per_loop(_flushers, loop, Flusher)
 
 
 class _Done:

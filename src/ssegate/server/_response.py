@@ -130,7 +130,7 @@ from ._options import (
     check_content,
     default_error_event,
 )
-from ._session import Receive, Send
+from ._session import Pusher, Receive, Send
 from ._shutdown import Shutdown
 from ._stream import open_session
 
@@ -237,10 +237,15 @@ class EventSourceResponse(Response):
         if scope.get("method") == "HEAD":
             return self._head(send)
         session = open_session(scope, receive, send, self.content, self.options)
+        session.pusher = self.pusher
         headers = self._raw_headers
         if headers is None:  # a list only for the start message, not kept
             headers = list(_RAW_SSE_HEADERS)
         return session.run(self.status_code, headers, self)
+
+    #: The producer's push path (``Session.take``), set by ``stream_response``
+    #: for a read through a hub.
+    pusher: Pusher | None = None
 
     # The header pairs: made on first use. With no headers given, a stream
     # keeps no list of its own for its whole life (only its start message had one).

@@ -43,6 +43,14 @@ stream does the job. A subscriber that wakes takes every page that arrived
 meanwhile, and a page that starts right after its cursor (the usual case) is
 handed out as it is, without a copy.
 
+Cheaper still is not waking them: a subscriber may bring a ``Tap`` (the push
+path, ``stream_response`` does on asyncio), and while it waits at the end of
+the ring a token right after its cursor is offered to it first, from the task
+that delivered the page (the appender's); what it takes it has, so its task
+stays asleep and its position and cursor move on (per token, one task step and
+one future less for each reader that keeps up). What it refuses, a page of
+several events and the end are read as above.
+
 A subscriber joins in three steps that leave no hole and no repeat: take a
 position at the end of the ring (from then on everything the hub reads after
 its cursor reaches it), replay the history from the store up to the hub's
@@ -64,6 +72,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -73,6 +82,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._exceptions import StoreUnavailable, StreamNotFound
+from ..protocol import Event
 from ._flat import FIELDS, Flat, events_of, flatten
 from ._store import (
     End,
@@ -87,7 +97,9 @@ from ._store import (
     parse_id,
 )
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "Tap"]
+
+logger = logging.getLogger("ssegate.streams")
 
 #: Longest pause between attempts while the store is unavailable.
 MAX_RETRY_DELAY = 5.0
@@ -122,10 +134,44 @@ def _size(slot: Page | Flat) -> int:
     return len(slot.events) if isinstance(slot, Page) else (len(slot) - 3) // FIELDS
 
 
+class Tap:
+    """A subscriber that takes live events without its task waking: the push path.
+
+    Given to ``Hub.read(..., tap=)`` (on asyncio). While the subscriber waits at
+    the end of the ring, a new page of one event right after its cursor (a
+    token, as an appender writes them) is offered to ``take(event)``, from the
+    task that delivered it (the appender's, usually). ``True``: taken (``read()``
+    will not yield it; the subscriber's position moves past it and it goes on
+    waiting, its task not woken); ``False``: not taken, nothing done, and the
+    subscriber wakes and reads it as it would have. ``take`` must not wait, and
+    should not raise (what it raises is logged and counts as ``False``).
+    """
+
+    __slots__ = ("cursor", "position")
+
+    def __init__(self) -> None:
+        self.position = 0  # the subscriber's ring position while it waits
+        self.cursor = 0  # its last event's number while it waits
+
+    def take(self, event: Event) -> bool:
+        return False
+
+
 class _Follow:
     """One followed stream: the hub's cursor and the ring of recent pages."""
 
-    __slots__ = ("base", "changed", "cursor", "ended", "held", "pages", "subscribers", "waiters")
+    __slots__ = (
+        "base",
+        "changed",
+        "cursor",
+        "ended",
+        "held",
+        "pages",
+        "rewake",
+        "subscribers",
+        "waiters",
+        "waking",
+    )
 
     def __init__(self, asyncio_loop: bool) -> None:
         self.cursor: int | None = None  # set by the first subscriber's replay
@@ -137,9 +183,11 @@ class _Follow:
         self.base = 0  # ring position of pages[0]
         self.held = 0  # events in pages
         # On asyncio: the futures of waiting subscribers (a dict: ordered, O(1)
-        # removal). Elsewhere: one event for all.
-        self.waiters: dict[asyncio.Future[None], None] = {}
+        # removal), each with its ``Tap`` if it has one. Elsewhere: one event for all.
+        self.waiters: dict[asyncio.Future[None], Tap | None] = {}
         self.changed = None if asyncio_loop else anyio.Event()
+        self.waking = False  # offering a page to taps (``_offer``)
+        self.rewake = False  # a page came while offering one: no tap waits on
 
     @property
     def end(self) -> int:
@@ -165,18 +213,54 @@ class _Follow:
         while self.held > limit and len(pages) > 1:
             self.held -= _size(pages.popleft())
             self.base += 1
-        self.wake()
+        self.wake(page)
 
-    def wake(self) -> None:
-        """Wake every waiting subscriber, in one pass."""
+    def wake(self, page: Page | None = None) -> None:
+        """Wake every waiting subscriber, in one pass; ``page``, just pushed, is
+        first offered to the waiting ``Tap``s (a token: one event, no end)."""
         if self.changed is None:
             waiters, self.waiters = self.waiters, {}
+            if page is not None and page[2] is None and len(page[1]) == 1 and not self.waking:
+                self._offer(waiters, page)
+                return
+            if self.waking:  # from inside a tap's take: none goes on waiting now
+                self.rewake = True
             for waiter in waiters:
                 if not waiter.done():  # cancelled: its subscriber is leaving
                     waiter.set_result(None)
         else:
             changed, self.changed = self.changed, anyio.Event()
             changed.set()
+
+    def _offer(self, waiters: dict[asyncio.Future[None], Tap | None], page: Page) -> None:
+        """``wake`` with the push path: a waiting tap at ``page`` takes its one
+        event and goes on waiting; every other subscriber is woken."""
+        slot = self.end - 1  # the ring position of ``page``
+        seq = page[0]
+        event = page[1][0]
+        self.waking = True
+        try:
+            for waiter, tap in waiters.items():
+                if waiter.done():  # cancelled: its subscriber is leaving
+                    continue
+                if tap is not None and tap.position == slot and tap.cursor + 1 == seq:
+                    try:
+                        taken = tap.take(event)
+                    except Exception:
+                        logger.exception("a stream subscriber's tap failed; it reads instead")
+                        taken = False
+                    if taken:
+                        tap.position = slot + 1
+                        tap.cursor = seq
+                        if waiter.done():  # its stream was cut while taking
+                            continue
+                        if not self.rewake:
+                            self.waiters[waiter] = tap
+                            continue
+                waiter.set_result(None)
+        finally:
+            self.waking = False
+            self.rewake = False
 
 
 class Hub:
@@ -287,16 +371,24 @@ class Hub:
     # -- subscribing ------------------------------------------------------
 
     def read(
-        self, stream: str, after: str | None = None, *, missing_ok: bool = False
+        self,
+        stream: str,
+        after: str | None = None,
+        *,
+        missing_ok: bool = False,
+        tap: Tap | None = None,
     ) -> AsyncIterator[StreamItem]:
-        """Like ``StreamStore.read()``, served from the hub's shared reader."""
+        """Like ``StreamStore.read()``, served from the hub's shared reader.
+
+        ``tap``: the subscriber's push path (``Tap``), on asyncio.
+        """
         if self._task_group is None:
             raise RuntimeError("start the hub first: `async with Hub(store) as hub: ...`")
         check_stream_name(stream)
-        return self._subscribe(stream, parse_id(after), missing_ok)
+        return self._subscribe(stream, parse_id(after), missing_ok, tap)
 
     async def _subscribe(
-        self, stream: str, after: EventId | None, missing_ok: bool
+        self, stream: str, after: EventId | None, missing_ok: bool, tap: Tap | None
     ) -> AsyncIterator[StreamItem]:
         cursor = 0 if after is None else after.seq
         first = True
@@ -351,12 +443,18 @@ class Hub:
                         continue
                     if loop is not None:
                         waiter = loop.create_future()
-                        follow.waiters[waiter] = None
+                        if tap is not None:
+                            tap.position = position
+                            tap.cursor = cursor
+                        follow.waiters[waiter] = tap
                         try:
                             await waiter
                         except BaseException:
                             follow.waiters.pop(waiter, None)
                             raise
+                        if tap is not None:  # what it took meanwhile (``_offer``)
+                            position = tap.position
+                            cursor = tap.cursor
                     else:
                         assert follow.changed is not None
                         await follow.changed.wait()

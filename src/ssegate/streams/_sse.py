@@ -26,6 +26,15 @@ reconnects after that event it sends the end's id and gets the 204: told once.
 
 On the wire a ``Gap`` becomes a ``gap`` event without an ``id``, so the
 client's Last-Event-ID stays on the last real event.
+
+Read through a ``Hub`` on asyncio, a live event usually reaches the client
+without the reader's task waking (``_Live``, the hub's ``Tap``): while the
+response waits for the next event with nothing being sent, the hub hands the
+event over from the task that appended it, which renders it there; it is sent
+with what other streams took in that turn of the loop (``Session.take``).
+Whenever that cannot be done at once (the response is sending, or a keep-alive
+is; the event is not a lone token; the client left), the reader wakes and
+reads the event as before.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from starlette.requests import Request
@@ -42,7 +51,7 @@ from starlette.responses import JSONResponse, Response
 from .._exceptions import StoreUnavailable, UnknownEventId
 from ..protocol import Event
 from ..server import EventSourceResponse
-from ._hub import Hub
+from ._hub import Hub, Tap
 from ._store import (
     CANCELLED,
     DONE,
@@ -165,14 +174,62 @@ async def stream_response(
         assert info.epoch is not None
         if transform(End(info.outcome, format_id(info.epoch, last + 1))) is None:
             return Response(status_code=204)
-    return EventSourceResponse(
-        _send(source, stream, after, missing_ok, transform),
+    live = _Live(transform, after)
+    response = EventSourceResponse(
+        _send(source, stream, live, missing_ok),
         ping=ping,
         headers=headers,
         retry=retry,
         send_timeout=send_timeout,
         farewell=farewell,
     )
+    if isinstance(source, Hub):
+        response.pusher = live
+    return response
+
+
+class _Taker(Protocol):
+    def take(self, render: Transform, item: Any) -> bool: ...
+
+
+class _Live(Tap):
+    """What a reader has sent, and its push path (the module docstring): an
+    event the hub offers (``take``) is rendered and sent by the response's
+    session (``Session.take``; ``session`` while the stream runs) if it
+    is idle; else, or if rendering it raised (``failure``: raised by the read
+    loop when the reader reads the event itself, as it would have been),
+    the reader reads it."""
+
+    __slots__ = ("after", "failure", "session", "taken", "transform")
+
+    def __init__(self, transform: Transform, after: str | None) -> None:
+        super().__init__()
+        self.transform = transform
+        self.after = after  # the last event sent (read again after it, see _send)
+        self.session: _Taker | None = None
+        self.failure: Exception | None = None
+        self.taken = 0  # events taken
+
+    def take(self, event: Event) -> bool:
+        session = self.session
+        if session is None:
+            return False
+        try:
+            if not session.take(self.transform, event):
+                return False
+        except Exception as exc:
+            self.failure = exc
+            return False
+        self.after = event.id
+        self.taken += 1
+        return True
+
+    def raise_failure(self) -> None:
+        failure, self.failure = self.failure, None
+        try:
+            raise failure  # type: ignore[misc]
+        finally:
+            failure = None  # no cycle through its traceback and this frame
 
 
 async def _close(items: AsyncIterator[StreamItem]) -> None:
@@ -182,11 +239,7 @@ async def _close(items: AsyncIterator[StreamItem]) -> None:
 
 
 async def _send(
-    source: StreamStore | Hub,
-    stream: str,
-    after: str | None,
-    missing_ok: bool,
-    transform: Transform,
+    source: StreamStore | Hub, stream: str, live: _Live, missing_ok: bool
 ) -> AsyncIterator[Any]:
     """Read and send; if the store fails mid-read, read again after the last
     event sent (the client sees keep-alives meanwhile, nothing twice), for
@@ -196,19 +249,29 @@ async def _send(
     old server closed) ended the stream with an ``error`` event, which readers
     take for the generation failing.
     """
+    transform = live.transform
     waited = 0.0
+    taken = 0
     while True:
-        items = source.read(stream, after, missing_ok=missing_ok)
+        if isinstance(source, Hub):
+            items = source.read(stream, live.after, missing_ok=missing_ok, tap=live)
+        else:
+            items = source.read(stream, live.after, missing_ok=missing_ok)
         try:
             async for item in items:
                 waited = 0.0
                 if isinstance(item, Event):
-                    after = item.id
+                    live.after = item.id
+                if live.failure is not None:  # rendering it on the push path raised
+                    live.raise_failure()
                 out = transform(item)
                 if out is not None:
                     yield out
             return
         except StoreUnavailable as exc:
+            if live.taken != taken:  # events came (taken on the push path)
+                taken = live.taken
+                waited = 0.0
             if waited >= STORE_RETRY_S:
                 log.warning("stream %s: the store stayed unavailable; closing: %s", stream, exc)
                 return

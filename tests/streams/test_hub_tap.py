@@ -1,0 +1,137 @@
+"""What the hub offers a subscriber's ``Tap`` (the push path), and what it then reads.
+
+A tap is offered a page of one event right after its cursor while its
+subscriber waits; what it takes is not read again, what it refuses (or fails
+to take) is read as usual, and a page of several events or the end is never
+offered. Exact items, on the real stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from ssegate import Event
+from ssegate.streams import DONE, End, Hub, MemoryStore, StreamItem, StreamStore
+from ssegate.streams._hub import Tap
+from ssegate.streams.redis import RedisStore
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder(Tap):
+    """Takes what ``decide`` says yes to, records what it was offered."""
+
+    def __init__(self, decide: Callable[[Event], bool] = lambda event: True) -> None:
+        super().__init__()
+        self.offered: list[str] = []
+        self.decide = decide
+
+    def take(self, event: Event) -> bool:
+        self.offered.append(event.data)
+        return self.decide(event)
+
+
+async def follow(hub: Hub, stream: str, tap: Tap, tasks: anyio.abc.TaskGroup) -> list[StreamItem]:
+    read: list[StreamItem] = []
+
+    async def run() -> None:
+        async for item in hub.read(stream, missing_ok=True, tap=tap):
+            read.append(item)
+
+    waiting = sum(len(follow.waiters) for follow in hub._follows.values())
+    tasks.start_soon(run)
+    while sum(len(f.waiters) for f in hub._follows.values()) == waiting:
+        await anyio.lowlevel.checkpoint()  # until it waits
+    return read
+
+
+async def publish(store: StreamStore, stream: str, data: Sequence[str]) -> list[str]:
+    ids = []
+    for item in data:
+        ids.append(await store.append(stream, Event(item)))
+        await anyio.lowlevel.checkpoint()
+    return ids
+
+
+def datas(items: list[StreamItem]) -> list[object]:
+    return [item.data if isinstance(item, Event) else item for item in items]
+
+
+async def test_taken_events_are_not_read_and_refused_ones_are() -> None:
+    store = MemoryStore()
+    tap = Recorder(lambda event: event.data != "b")
+    async with Hub(store) as hub, anyio.create_task_group() as tasks:
+        read = await follow(hub, "s", tap, tasks)
+        ids = await publish(store, "s", "abcd")
+        await store.end("s", DONE)
+    assert tap.offered == ["a", "b", "c", "d"]
+    epoch = ids[0].split("-")[0]
+    assert datas(read) == ["b", End(DONE, f"{epoch}-000000000005")]
+
+
+async def test_a_tap_that_raises_is_logged_and_its_subscriber_reads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(event: Event) -> bool:
+        raise RuntimeError("broken tap")
+
+    store = MemoryStore()
+    async with Hub(store) as hub, anyio.create_task_group() as tasks:
+        read = await follow(hub, "s", Recorder(broken), tasks)
+        await publish(store, "s", "ab")
+        await store.end("s", DONE)
+    assert datas(read)[:2] == ["a", "b"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "a stream subscriber's tap failed; it reads instead"
+    ] * 2
+
+
+async def test_an_append_from_inside_a_take_is_read_not_lost() -> None:
+    """A take that appends to the stream it is offered (a send that writes):
+    no tap is offered the new page while the first is being offered; every
+    waiting subscriber wakes and reads it."""
+    store = MemoryStore()
+    appended: list[str] = []
+
+    def echo(event: Event) -> bool:
+        if event.data == "a":
+            appended.append(store._append_now("s", Event("a-echo")))
+        return True
+
+    first, second = Recorder(echo), Recorder()
+    async with Hub(store) as hub, anyio.create_task_group() as tasks:
+        read1 = await follow(hub, "s", first, tasks)
+        read2 = await follow(hub, "s", second, tasks)
+        await publish(store, "s", "a")
+        await anyio.sleep(0.01)
+        await publish(store, "s", "b")
+        await store.end("s", DONE)
+    assert (first.offered, second.offered) == (["a", "b"], ["a", "b"])
+    assert datas(read1)[:-1] == ["a-echo"]  # it took a
+    assert datas(read2)[:-1] == ["a-echo"]  # it took a: offered before the echo was read
+
+
+async def test_redis_pages_of_several_events_are_read_lone_ones_taken(
+    redis_store_factory: Callable[..., RedisStore],
+) -> None:
+    async with redis_store_factory() as store:
+        await store.create("s")
+        tap = Recorder()
+        async with Hub(store) as hub, anyio.create_task_group() as tasks:
+            read = await follow(hub, "s", tap, tasks)
+            await store.append("s", Event("a"))  # alone: one write, one page
+            # Group commit: b is written at once, alone; c and d, which came
+            # while it was, go together in the next write: a page of two.
+            await asyncio.gather(*(store.append("s", Event(d)) for d in "bcd"))
+            while len(read) < 2:  # noqa: ASYNC110 (the hub hands them over)
+                await anyio.sleep(0.001)
+            await store.end("s", DONE)
+            while len(read) < 3:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
+        assert tap.offered == ["a", "b"]
+        assert datas(read)[:-1] == ["c", "d"]
