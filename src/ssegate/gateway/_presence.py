@@ -6,7 +6,9 @@ a generation may be on another replica (a chat POST on one, its resume GET on
 the next): counted nowhere, the generation would be cancelled as abandoned
 while someone reads it. So each replica marks, in Redis, the streams it has
 readers of (a key per stream with a short expiry, set at once for a new one and
-refreshed every ``refresh`` seconds while it has them); a grace period that
+refreshed every ``refresh`` seconds while it has them: a new reader's stream is
+marked alone, not with all the others, so a burst of N new streams costs N marks,
+not N times the streams already read); a grace period that
 runs out with no local reader asks whether the key is there and, if so, waits
 another period.
 
@@ -19,7 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -39,6 +44,7 @@ class Presence:
         store: StreamStore,
         *,
         refresh: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # RedisStore's own client: no second pool, and its prefix keeps tests apart.
         self._redis: Any = getattr(store, "redis", None)
@@ -46,6 +52,9 @@ class Presence:
         self.refresh = refresh
         self._reading: Counter[str] = Counter()
         self._new = anyio.Event()  # a stream got its first reader: mark it now
+        self._fresh: list[str] = []  # streams that got their first reader since the last marks
+        self._clock = clock
+        self._next_all = -math.inf  # when to mark every stream read here again
 
     @property
     def shared(self) -> bool:
@@ -57,6 +66,7 @@ class Presence:
     def add(self, stream: str) -> None:
         self._reading[stream] += 1
         if self._reading[stream] == 1 and self._redis is not None:
+            self._fresh.append(stream)
             self._new.set()
 
     def remove(self, stream: str) -> None:
@@ -74,19 +84,31 @@ class Presence:
             log.warning("cannot ask Redis for readers of %s: %s", stream, exc)
             return False
 
+    def due(self) -> list[str]:
+        """The streams to mark now (no I/O): every stream read here once per
+        ``refresh`` seconds, and in between only those that got their first
+        reader since the last call, each once."""
+        now = self._clock()
+        if now >= self._next_all:
+            self._next_all = now + self.refresh
+            self._fresh.clear()
+            return list(self._reading)
+        fresh, self._fresh = self._fresh, []
+        return [stream for stream in dict.fromkeys(fresh) if stream in self._reading]
+
     async def run(self) -> None:
         """Refresh this replica's marks until cancelled (nothing to do without Redis)."""
         if self._redis is None:
             return
         expiry = max(int(self.refresh * 2000), 1)
         while True:
-            streams = list(self._reading)
+            streams = self.due()
             if streams:
                 with contextlib.suppress(Exception):  # a missed refresh only shortens a mark
                     async with self._redis.pipeline(transaction=False) as pipe:
                         for stream in streams:
                             pipe.set(self._key(stream), b"1", px=expiry)
                         await pipe.execute()
-            with anyio.move_on_after(self.refresh):
+            with anyio.move_on_after(max(self._next_all - self._clock(), 0.0)):
                 await self._new.wait()
             self._new = anyio.Event()
