@@ -69,7 +69,7 @@ from ._items import encode_item
 from ._options import MAX_BATCH_SIZE, PING, SHUTDOWN_SEND_S, CloseReason, StreamOptions
 from ._shutdown import Shutdown
 
-__all__ = ["After", "Cut", "Ends", "Pusher", "Receive", "Send", "Session"]
+__all__ = ["After", "Cut", "Ends", "Pusher", "Receive", "Send", "Session", "Taker"]
 
 logger = logging.getLogger("ssegate.server")
 
@@ -89,6 +89,8 @@ class Signal(Protocol):
 
 
 class Taker(Protocol):
+    """What takes a producer's live item on the push path: the session (``Session.take``)."""
+
     def take(self, render: Callable[[Any], object], item: Any) -> bool: ...
 
 
@@ -247,9 +249,10 @@ class Session(ABC):
         return True
 
     def flush_soon(self) -> None:
-        """Have ``flush`` called soon, before anything else of this stream runs
-        (only asyncio binds ``take``)."""
-        raise NotImplementedError
+        """Have ``flush`` called soon, before anything else of this stream runs.
+        Here: at once; asyncio (the loop that binds ``take``) gathers the flushes
+        of a loop turn into one callback for all streams."""
+        self.flush()
 
     def flush(self) -> None:
         """Send what ``take`` took, if it is not sent yet: now, finishing aside
@@ -266,8 +269,9 @@ class Session(ABC):
 
     def send_aside(self, data: bytes) -> None:
         """From outside the pump, while it waits: send ``data``, finishing in
-        an aside task if it must wait."""
-        raise NotImplementedError
+        an aside task if it must wait. Here: by the aside task; asyncio starts
+        the send at once and needs the task only if it must wait."""
+        self.hand_over(data)
 
     @abstractmethod
     def cancel_pump(self) -> None:

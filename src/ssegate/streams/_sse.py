@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -51,6 +51,7 @@ from starlette.responses import JSONResponse, Response
 from .._exceptions import StoreUnavailable, UnknownEventId
 from ..protocol import Event
 from ..server import EventSourceResponse
+from ..server._session import Taker
 from ._hub import Hub, Tap
 from ._store import (
     CANCELLED,
@@ -188,10 +189,6 @@ async def stream_response(
     return response
 
 
-class _Taker(Protocol):
-    def take(self, render: Transform, item: Any) -> bool: ...
-
-
 class _Live(Tap):
     """What a reader has sent, and its push path (the module docstring): an
     event the hub offers (``take``) is rendered and sent by the response's
@@ -206,7 +203,7 @@ class _Live(Tap):
         super().__init__()
         self.transform = transform
         self.after = after  # the last event sent (read again after it, see _send)
-        self.session: _Taker | None = None
+        self.session: Taker | None = None
         self.failure: Exception | None = None
         self.taken = 0  # events taken
 
