@@ -577,7 +577,9 @@ def main() -> None:
     ap.add_argument("--limit", type=float, default=120.0)
     ap.add_argument("--quick", action="store_true", help="short streams, one repeat")
     ap.add_argument("--streams", default="1,100,1000")
-    ap.add_argument("--echo-streams", type=int, default=1000)
+    ap.add_argument(
+        "--echo-streams", type=int, default=1000, help="streams of the echo run (0: no echo run)"
+    )
     ap.add_argument("--key", default="")
     ap.add_argument("--out", default="")
     ap.add_argument("--ramp", type=float, default=1.0, help="seconds over which streams start")
@@ -743,16 +745,19 @@ def main() -> None:
             split = 100 if 100 in counts else max(counts)
             cpu_split(gateways, split, tokens, args.ramp, limit, repeats)
         echo_runs: dict[str, list[dict[str, float]]] = {name: [] for name in gateways}
-        for _ in range(repeats):
+        for _ in range(repeats if args.echo_streams > 0 else 0):  # --echo-streams 0: none
             for name, (port, pid) in gateways.items():  # interleaved, as above
                 echo_runs[name].append(
                     measure("echo", port, pid, args.echo_streams, tokens, args.ramp, limit)
                 )
-        print(
-            f"\necho model, {args.echo_streams} streams x {tokens} tokens at {RATE:.0f}/s "
-            f"(medians of {repeats}):"
-        )
+        if args.echo_streams > 0:
+            print(
+                f"\necho model, {args.echo_streams} streams x {tokens} tokens at {RATE:.0f}/s "
+                f"(medians of {repeats}):"
+            )
         for name, runs in echo_runs.items():
+            if not runs:
+                continue
             echo = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             ratio = ""
             if name != "gateway":
