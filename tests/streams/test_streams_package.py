@@ -15,6 +15,7 @@ PUBLIC = [
     "ERROR",
     "FAILED",
     "ID_WIDTH",
+    "Appender",
     "End",
     "EventId",
     "Gap",

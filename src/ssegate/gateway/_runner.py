@@ -64,6 +64,9 @@ log = logging.getLogger("ssegate.gateway.streams")
 #: How long leaving the runner waits for generations to write their last event
 #: (the gateway passes its ``shutdown_timeout``).
 SHUTDOWN_WAIT_S = 5.0
+#: Most appends of one generation a store may have unwritten before the
+#: producer waits for them (back-pressure on a fast model over a slow store).
+UNWRITTEN = 64
 
 
 @dataclasses.dataclass(eq=False)
@@ -328,7 +331,10 @@ class Runner:
         model = generation.label or generation.model
         # The model's series, looked up once per generation, not once per token.
         inter_token = metrics.inter_token.labels(model)
-        append = store.append
+        # Appends not awaited one by one: on Redis a token's write is not waited
+        # for before the next read (at most UNWRITTEN behind; all before the end).
+        appender = store.appender(stream)
+        append = appender.add
         clock = self._clock
         last_token: float | None = None
         usage: Usage | None = None
@@ -370,7 +376,7 @@ class Runner:
                             kind = type(event)
                             if kind is Usage:
                                 usage = event  # type: ignore[assignment]
-                            await append(stream, to_record(event))
+                            append(to_record(event))
                             if kind is Finish:
                                 outcome = DONE
                                 generation.end_reason = event.reason  # type: ignore[union-attr]
@@ -379,6 +385,7 @@ class Runner:
                                 generation.end_reason = "upstream_error"
                                 code = metrics.error_code(event.code)  # type: ignore[union-attr]
                                 metrics.upstream_errors.labels(model, code).inc()
+                        await appender.settle(UNWRITTEN)
                         # Nothing of this read is kept while the next is awaited:
                         # each is an object the collector would walk (and promote).
                         del batch, event
@@ -398,6 +405,7 @@ class Runner:
                 outcome = await self._fail(
                     stream, Error("internal_error", "The gateway failed during the generation.")
                 )
+        await appender.settle(0)  # stopped or not, what was read is written first
         if generation.stop_reason is not None:
             generation.end_reason = generation.stop_reason
             metrics.cancellations.labels(generation.stop_reason).inc()

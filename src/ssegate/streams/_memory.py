@@ -32,7 +32,18 @@ import anyio
 from .._exceptions import StreamEnded, StreamNotFound
 from ..protocol import Event
 from ._flat import FIELDS, Flat, events_of, flatten
-from ._store import FAILED, Page, StreamInfo, StreamStore, Waker, format_id, new_epoch
+from ._store import (
+    FAILED,
+    Appender,
+    Page,
+    StreamInfo,
+    StreamStore,
+    Waker,
+    check_event,
+    check_stream_name,
+    format_id,
+    new_epoch,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -261,6 +272,9 @@ class MemoryStore(StreamStore):
     async def _append(self, stream: str, event: Event) -> str:
         return self._append_now(stream, event)
 
+    def appender(self, stream: str) -> Appender:
+        return _AppendNow(self, check_stream_name(stream))
+
     def _append_now(self, stream: str, event: Event) -> str:
         state = self._writable(stream)
         seq = state.last_seq = state.last_seq + 1
@@ -411,3 +425,21 @@ class MemoryStore(StreamStore):
         waker = _MemoryWaker(self)
         self._hubs.add(waker)
         return waker
+
+
+class _AppendNow(Appender):
+    """The memory store's appender: ``add()`` appends (or raises) at once."""
+
+    __slots__ = ()
+    _store: MemoryStore
+
+    def add(self, event: Event) -> None:
+        # append()'s cheap checks for what a producer appends (see append()).
+        if not (
+            type(event) is Event and event[2] is None and event[0].isascii() and event[1].isascii()
+        ):
+            check_event(event)
+        self._store._append_now(self._stream, event)
+
+    async def settle(self, behind: int = 0) -> None:
+        return None  # nothing is ever unwritten

@@ -104,6 +104,7 @@ __all__ = [
     "ERROR",
     "FAILED",
     "ID_WIDTH",
+    "Appender",
     "End",
     "EventId",
     "Gap",
@@ -113,6 +114,7 @@ __all__ = [
     "StreamStore",
     "Waker",
     "check_after",
+    "check_event",
     "check_outcome",
     "check_same_stream",
     "check_stream_name",
@@ -286,6 +288,26 @@ def check_stream_name(stream: str) -> str:
     return stream
 
 
+def check_event(event: Event) -> Event:
+    """``event`` if a store can append it (an ``Event`` without an id, valid Unicode)."""
+    if not isinstance(event, Event):
+        raise TypeError(f"append() takes an Event, not {type(event).__name__}")
+    if event.id is not None:
+        raise ValueError(
+            f"the store assigns ids; append the event without one (got id={event.id!r})"
+        )
+    for text in (event.data, event.event):
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "event data and type must be valid Unicode (no lone surrogates): "
+                    "they are sent as UTF-8"
+                ) from None
+    return event
+
+
 def check_outcome(outcome: str) -> str:
     if not isinstance(outcome, str) or not _OUTCOME.match(outcome):
         raise ValueError(f"invalid outcome {outcome!r}: use a short word such as 'done'")
@@ -343,6 +365,37 @@ class Waker(abc.ABC):
         """Release what the waker holds."""
 
 
+class Appender:
+    """A producer's appends to one stream, in order, without awaiting each.
+
+    ``add()`` takes the next event; ``settle(behind)`` returns once at most
+    ``behind`` of those added are still unwritten, raising the first append
+    that failed (then the stream takes nothing more from this appender). A
+    producer adds a read's events and settles with some slack, so a store that
+    writes in batches (Redis) is not waited for token by token; ``settle(0)``
+    before the stream ends. This one, every store's unless it has its own,
+    appends at ``settle()``, one ``append()`` after another.
+    """
+
+    __slots__ = ("_events", "_store", "_stream")
+
+    def __init__(self, store: StreamStore, stream: str) -> None:
+        self._store = store
+        self._stream = stream
+        self._events: list[Event] = []
+
+    def add(self, event: Event) -> None:
+        """Append ``event`` after those added before (checked as ``append()`` checks)."""
+        self._events.append(check_event(event))
+
+    async def settle(self, behind: int = 0) -> None:
+        """Wait until at most ``behind`` added events are unwritten."""
+        events, self._events = self._events, []
+        append, stream = self._store.append, self._stream
+        for event in events:
+            await append(stream, event)
+
+
 class StreamStore(abc.ABC):
     """The base of every store: the public contract on top of backend primitives."""
 
@@ -367,22 +420,12 @@ class StreamStore(abc.ABC):
     async def append(self, stream: str, event: Event) -> str:
         """Append ``event`` to ``stream`` (created if new) and return its id."""
         check_stream_name(stream)
-        if not isinstance(event, Event):
-            raise TypeError(f"append() takes an Event, not {type(event).__name__}")
-        if event.id is not None:
-            raise ValueError(
-                f"the store assigns ids; append the event without one (got id={event.id!r})"
-            )
-        for text in (event.data, event.event):
-            if not text.isascii():
-                try:
-                    text.encode()
-                except UnicodeEncodeError:
-                    raise ValueError(
-                        "event data and type must be valid Unicode (no lone surrogates): "
-                        "they are sent as UTF-8"
-                    ) from None
-        return await self._append(stream, event)
+        return await self._append(stream, check_event(event))
+
+    def appender(self, stream: str) -> Appender:
+        """Appends to ``stream`` not awaited one by one (see ``Appender``): what
+        a producer uses, token after token, where the ids are not needed."""
+        return Appender(self, check_stream_name(stream))
 
     async def create(self, stream: str) -> None:
         """Make ``stream`` exist with no events yet (nothing happens if it exists)."""

@@ -82,6 +82,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -93,10 +94,13 @@ from ._batch import Batch, GroupCommit, StreamRun, encode_append
 from ._store import (
     EPOCH_WIDTH,
     ID_WIDTH,
+    Appender,
     Page,
     StreamInfo,
     StreamStore,
     Waker,
+    check_event,
+    check_stream_name,
     format_id,
     new_epoch,
 )
@@ -757,28 +761,49 @@ class RedisStore(StreamStore):
 
     # -- primitives -------------------------------------------------------
 
+    def appender(self, stream: str) -> Appender:
+        return _BehindAppender(self, check_stream_name(stream))
+
     async def _append(self, stream: str, event: Event) -> str:
-        wire = encode_append(*self._values(event))
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[str] = loop.create_future()
-        commit = self._commit
-        commit.add(waiter, stream, wire, loop.time(), event)
-        if self._writing is None and (self._flusher is None or self._flusher.done()):
-            # Nobody writes, so nothing else is queued.
-            if commit.due(loop.time()) == 0:
+        if not self._idle():
+            waiter = self._queue(stream, event)
+        else:  # nobody writes, so nothing else is queued
+            waiter = self._enqueue(stream, event)
+            loop = asyncio.get_running_loop()
+            if self._commit.due(loop.time()) == 0:
                 # No window to wait for: write it from this task, as one call,
                 # sparing the hand-off to a writer task (one writer's case).
-                return await self._write_here(commit.take(), waiter)
+                return await self._write_here(self._commit.take(), waiter)
             self._flusher = loop.create_task(self._flush())
-        elif self._due is not None and commit.due(loop.time()) == 0:
-            self._wake_flusher()
         try:
             return await waiter
         except asyncio.CancelledError:
             # Still queued: take it back, it is not written. Already sent: it
             # is written with the rest of its call, this appender just leaves.
-            commit.discard(waiter)
+            self._commit.discard(waiter)
             raise
+
+    def _idle(self) -> bool:
+        """Nobody writes: neither the writer task nor an appender its own append."""
+        return self._writing is None and (self._flusher is None or self._flusher.done())
+
+    def _enqueue(self, stream: str, event: Event) -> asyncio.Future[str]:
+        """Queue ``event``'s append; resolved with its id once written."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[str] = loop.create_future()
+        self._commit.add(waiter, stream, encode_append(*self._values(event)), loop.time(), event)
+        return waiter
+
+    def _queue(self, stream: str, event: Event) -> asyncio.Future[str]:
+        """Queue ``event``'s append for the writer task (started if need be)."""
+        waiter = self._enqueue(stream, event)
+        loop = asyncio.get_running_loop()
+        commit = self._commit
+        if self._idle():
+            self._flusher = loop.create_task(self._flush())
+        elif self._due is not None and commit.due(loop.time()) == 0:
+            self._wake_flusher()
+        return waiter
 
     async def _write_here(
         self, batch: Batch[asyncio.Future[str]], waiter: asyncio.Future[str]
@@ -1258,6 +1283,54 @@ class RedisStore(StreamStore):
         waker = _RedisWaker(self)
         self._hubs.add(waker)
         return waker
+
+
+class _BehindAppender(Appender):
+    """Redis's appender: ``add()`` queues the append for the next group-committed
+    write and returns; ``settle()`` waits only for what is more than ``behind``
+    appends behind. A producer then costs no wake-up per token (its task is not
+    resumed per write reply), and the store's order is the order of ``add()``:
+    one write in flight at a time, a stream's appends in it in queue order."""
+
+    __slots__ = ("_unwritten",)
+    _store: RedisStore
+
+    def __init__(self, store: RedisStore, stream: str) -> None:
+        super().__init__(store, stream)
+        self._unwritten: deque[asyncio.Future[str]] = deque()
+
+    def add(self, event: Event) -> None:
+        unwritten = self._unwritten
+        while unwritten and unwritten[0].done():
+            self._check(unwritten.popleft())
+        unwritten.append(self._store._queue(self._stream, check_event(event)))
+
+    async def settle(self, behind: int = 0) -> None:
+        unwritten = self._unwritten
+        while unwritten:
+            first = unwritten[0]
+            if not first.done():
+                if len(unwritten) <= behind:
+                    return
+                # Not ``await first``: cancelling the producer leaves the append
+                # queued (written, in order, before whatever the stream gets next).
+                await asyncio.wait((first,))
+            self._check(unwritten.popleft())
+
+    def _check(self, written: asyncio.Future[str]) -> None:
+        if written.cancelled() or written.exception() is None:
+            return
+        # Failed: so do the rest (a stream ended or the store is gone); they are
+        # seen to (no "exception never retrieved" warnings), and this one raises.
+        for later in self._unwritten:
+            later.add_done_callback(_seen)
+        self._unwritten.clear()
+        written.result()
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _events(epoch: str, first: int, values: Iterable[tuple[bytes, bytes, bytes]]) -> list[Event]:
