@@ -401,6 +401,60 @@ end
 return reply
 """
 
+# Reads of one stream, each one command (a MULTI of several costs the client
+# as much per command, and a script is what a pipeline of calls can carry).
+# KEYS: log, meta. Reply: {} if the stream does not exist, else last, outcome
+# ('' while it runs), epoch part, XLEN, and the first entry's id ('' if none,
+# or if the first entry is the end marker).
+_INFO = """
+local m = redis.call('HMGET', KEYS[2], 'last', 'outcome', 'epoch')
+if not m[1] then return {} end
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local first = ''
+if #head > 0 then
+  first = head[1][1]
+  local f = head[1][2]
+  for j = 1, #f, 2 do
+    if f[j] == 'end' then first = '' end
+  end
+end
+return {m[1], m[2] or '', m[3], redis.call('XLEN', KEYS[1]), first}
+"""
+
+# KEYS: log, meta; ARGV: first number to read, most entries. Reply: {} if the
+# stream does not exist, else last, outcome ('' while it runs), epoch part,
+# the first entry's number ('' if none), the end's outcome if the entries
+# reached it (else ''), then data, type, retry of each event.
+_PAGE = """
+local m = redis.call('HMGET', KEYS[2], 'last', 'outcome', 'epoch')
+if not m[1] then return {} end
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+local reply = {m[1], m[2] or '', m[3], '', ''}
+if #entries > 0 then
+  local id = entries[1][1]
+  reply[4] = string.sub(id, 1, string.find(id, '-', 1, true) - 1)
+end
+for i = 1, #entries do
+  local f = entries[i][2]
+  local d, e, r, o = '', '', '', false
+  for j = 1, #f, 2 do
+    local name = f[j]
+    if name == 'd' then d = f[j + 1]
+    elseif name == 'e' then e = f[j + 1]
+    elseif name == 'r' then r = f[j + 1]
+    elseif name == 'end' then o = f[j + 1] end
+  end
+  if o then
+    reply[5] = o
+    break
+  end
+  reply[#reply + 1] = d
+  reply[#reply + 1] = e
+  reply[#reply + 1] = r
+end
+return reply
+"""
+
 #: XREAD returns entries after the id given: "after every entry numbered n",
 #: whatever its epoch, is n followed by the largest sequence part.
 _AFTER = b"-18446744073709551615"
@@ -568,6 +622,8 @@ class RedisStore(StreamStore):
         self._lease_many_script = self.redis.register_script(_LEASE_MANY)
         self._expire_script = self.redis.register_script(_EXPIRE)
         self._read_script = self.redis.register_script(_READ)
+        self._info_script = self.redis.register_script(_INFO)
+        self._page_script = self.redis.register_script(_PAGE)
         self._ttl_ms = max(int(self.ttl * 1000), 1)
         # No stream's key looks like it: theirs end in "}:log" or "}:meta". On
         # Redis Cluster its braces pin it (and the hubs' wake-up keys) to one slot.
@@ -1009,48 +1065,42 @@ class RedisStore(StreamStore):
             self._announce_soon([(stream, _ANY)], b"-")
 
     async def _info(self, stream: str) -> StreamInfo:
-        log, meta = self._keys(stream)
-        async with self._errors(stream), self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(meta, ["last", "outcome", "epoch"])
-            pipe.xlen(log)
-            pipe.xrange(log, "-", "+", count=1)
-            (last, outcome, epoch_part), length, head = await pipe.execute()
-        if last is None:
+        async with self._errors(stream):
+            reply = await self._info_script(keys=self._keys(stream), args=())
+        if not reply:
             return StreamInfo(exists=False)
-        if outcome is not None:
+        last, outcome, epoch_part, length, head = reply
+        if outcome:
             length -= 1  # the end marker
         epoch = _epoch(epoch_part)
-        first = None
-        if head and b"end" not in head[0][1]:
-            first = format_id(epoch, int(head[0][0].partition(b"-")[0]))
         return StreamInfo(
             exists=True,
-            ended=outcome is not None,
-            outcome=None if outcome is None else outcome.decode(),
-            first_id=first,
+            ended=bool(outcome),
+            outcome=outcome.decode() or None,
+            first_id=format_id(epoch, int(head.partition(b"-")[0])) if head else None,
             last_id=format_id(epoch, int(last)) if int(last) else None,
             length=length,
             epoch=epoch,
         )
 
     async def _page(self, stream: str, after: int, limit: int) -> Page:
-        log, meta = self._keys(stream)
-        async with self._errors(stream), self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(meta, ["last", "outcome", "epoch"])
-            pipe.xrange(log, str(after + 1), "+", count=limit)
-            (last, outcome, epoch_part), entries = await pipe.execute()
-        if last is None:
+        async with self._errors(stream):
+            reply = await self._page_script(keys=self._keys(stream), args=(after + 1, limit))
+        if not reply:
             return Page(after + 1, [], None, 0, False)
-        if not entries:
+        last, outcome, epoch_part, first_part, end = reply[:5]
+        epoch = _epoch(epoch_part)
+        if not first_part:
             # Nothing after ``after``: if the stream has ended, the reader is at
             # (or after) its end, which is number last + 1.
-            if outcome is not None:
-                return Page(
-                    int(last) + 1, [], outcome.decode(), int(last), True, _epoch(epoch_part)
-                )
-            return Page(after + 1, [], None, int(last), True, _epoch(epoch_part))
-        first, events, end, epoch = self._entries(entries)
-        return Page(first, events, end, int(last), True, epoch)
+            if outcome:
+                return Page(int(last) + 1, [], outcome.decode(), int(last), True, epoch)
+            return Page(after + 1, [], None, int(last), True, epoch)
+        first = int(first_part)
+        values = zip(reply[5::3], reply[6::3], reply[7::3], strict=True)
+        return Page(
+            first, _events(epoch, first, values), end.decode() or None, int(last), True, epoch
+        )
 
     async def _wait(
         self, cursors: Mapping[str, int], max_wait: float, waker: Waker | None
