@@ -117,6 +117,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E4
 from redis.exceptions import RedisError  # noqa: E402
 from redis.exceptions import ResponseError as RedisResponseError  # noqa: E402
 
+from ._pipelining import ScriptCalls, resolve  # noqa: E402
+
 try:  # redis-py >= 7
     from redis.maint_notifications import MaintNotificationsConfig
 except ImportError:  # pragma: no cover - older redis-py checks idle connections anyway
@@ -624,6 +626,9 @@ class RedisStore(StreamStore):
         self._read_script = self.redis.register_script(_READ)
         self._info_script = self.redis.register_script(_INFO)
         self._page_script = self.redis.register_script(_PAGE)
+        # A stream's own calls (lease, end, a reader's first reads), pipelined
+        # per loop turn; on Redis Cluster each goes to its node alone.
+        self._pipelined = None if self.cluster else ScriptCalls(self.redis)  # type: ignore[arg-type]
         self._ttl_ms = max(int(self.ttl * 1000), 1)
         # No stream's key looks like it: theirs end in "}:log" or "}:meta". On
         # Redis Cluster its braces pin it (and the hubs' wake-up keys) to one slot.
@@ -640,6 +645,8 @@ class RedisStore(StreamStore):
 
     async def aclose(self) -> None:
         """Write the appends still queued (each awaiter gets its outcome), then close."""
+        if self._pipelined is not None:
+            await self._pipelined.aclose()
         self._commit.drain()
         self._wake_flusher()
         # Shielded: cancelling aclose() must not cancel the others' writes.
@@ -839,6 +846,12 @@ class RedisStore(StreamStore):
             self._commit.discard(waiter)
             raise
 
+    def _call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any] = ()) -> Any:
+        """``script``'s call for one stream (pipelined with the others of this loop turn)."""
+        if self._pipelined is None:
+            return script(keys=keys, args=args)
+        return self._pipelined(script, keys, args)
+
     def _idle(self) -> bool:
         """Nobody writes: neither the writer task nor an appender its own append."""
         return self._writing is None and (self._flusher is None or self._flusher.done())
@@ -990,13 +1003,7 @@ class RedisStore(StreamStore):
                 text = f"the append failed: {exc!r}"
                 outcomes = [_unavailable(text, exc) for _ in batch.waiters()]
                 self._read_back(batch)
-        for waiter, outcome in zip(batch.waiters(), outcomes, strict=True):
-            if waiter.done():  # its appender was cancelled meanwhile
-                continue
-            if isinstance(outcome, str):
-                waiter.set_result(outcome)
-            else:
-                waiter.set_exception(outcome)
+        resolve(batch.waiters(), outcomes)  # an appender cancelled meanwhile gets nothing
         if not written:
             return []
         if self._hubs:
@@ -1060,13 +1067,13 @@ class RedisStore(StreamStore):
 
     async def _end(self, stream: str, outcome: str) -> None:
         async with self._errors(stream):
-            await self._end_script(keys=self._script_keys(stream), args=[self._ttl_ms, outcome])
+            await self._call(self._end_script, self._script_keys(stream), (self._ttl_ms, outcome))
         if self.cluster:
             self._announce_soon([(stream, _ANY)], b"-")
 
     async def _info(self, stream: str) -> StreamInfo:
         async with self._errors(stream):
-            reply = await self._info_script(keys=self._keys(stream), args=())
+            reply = await self._call(self._info_script, self._keys(stream))
         if not reply:
             return StreamInfo(exists=False)
         last, outcome, epoch_part, length, head = reply
@@ -1085,7 +1092,7 @@ class RedisStore(StreamStore):
 
     async def _page(self, stream: str, after: int, limit: int) -> Page:
         async with self._errors(stream):
-            reply = await self._page_script(keys=self._keys(stream), args=(after + 1, limit))
+            reply = await self._call(self._page_script, self._keys(stream), (after + 1, limit))
         if not reply:
             return Page(after + 1, [], None, 0, False)
         last, outcome, epoch_part, first_part, end = reply[:5]
@@ -1266,9 +1273,10 @@ class RedisStore(StreamStore):
     async def _lease(self, stream: str, ttl: float) -> None:
         try:
             async with self._errors(stream):
-                await self._lease_script(
-                    keys=self._script_keys(stream),
-                    args=[self._ttl_ms, max(int(ttl * 1000), 1), _epoch_arg()],
+                await self._call(
+                    self._lease_script,
+                    self._script_keys(stream),
+                    (self._ttl_ms, max(int(ttl * 1000), 1), _epoch_arg()),
                 )
         except StreamEnded:
             if self.cluster:  # maybe just now, its lease having run out

@@ -1,0 +1,106 @@
+"""Auto-pipelining: script calls made in one event-loop turn go out as one pipeline.
+
+A stream's start and end cost a replica a few single-stream calls (its lease,
+a reader's first reads, its end). Each alone is a socket write, a wake-up of
+Redis and a reply read, and on loopback the write is most of a call's CPU. A
+burst of starts makes many such calls in the same turn of the event loop;
+sent together (one write, the replies read in order) they cost one round trip.
+
+Each call still gets its own reply or its own error; a call whose caller was
+cancelled meanwhile may or may not have run, as any single call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+__all__ = ["ScriptCalls", "resolve"]
+
+_Call = tuple[AsyncScript, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
+
+
+class ScriptCalls:
+    """Calls of ``redis``'s scripts, gathered per loop turn (see the module doc)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._calls: list[_Call] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def __call__(
+        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any] = ()
+    ) -> Any:
+        """``script(keys=keys, args=args)``, sent with the others of this loop turn."""
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        if not self._calls:
+            loop.call_soon(self._send)
+        self._calls.append((script, keys, args, reply))
+        return await reply
+
+    def _send(self) -> None:
+        calls, self._calls = self._calls, []
+        task = asyncio.get_running_loop().create_task(self._run(calls))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _run(self, calls: list[_Call]) -> None:
+        try:
+            if len(calls) == 1:
+                script, keys, args, _ = calls[0]
+                outcomes: list[Any] = [await _outcome(script(keys=keys, args=args))]
+            else:
+                outcomes = await self._pipelined(calls)
+        except Exception as exc:  # the connection failed: every call fails with it
+            outcomes = [exc] * len(calls)
+        except BaseException:  # cancelled (the loop is closing): so are the calls
+            for *_, reply in calls:
+                reply.cancel()
+            raise
+        _settle(calls, outcomes)
+
+    async def _pipelined(self, calls: list[_Call]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            outcomes: list[Any] = await pipe.execute(raise_on_error=False)
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, NoScriptError):  # Redis restarted: load it and call again
+                script, keys, args, _ = calls[i]
+                outcomes[i] = await _outcome(script(keys=keys, args=args))
+        return outcomes
+
+    async def aclose(self) -> None:
+        """Wait for the calls being sent (their callers get their replies)."""
+        while self._calls or self._sending:
+            if self._calls:
+                self._send()
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+
+async def _outcome(call: Any) -> Any:
+    try:
+        return await call
+    except Exception as exc:
+        return exc
+
+
+def _settle(calls: list[_Call], outcomes: list[Any]) -> None:
+    resolve([reply for *_, reply in calls], outcomes)
+
+
+def resolve(waiters: Iterable[asyncio.Future[Any]], outcomes: Iterable[Any]) -> None:
+    """Give each waiter its outcome: an exception raises, anything else is the result."""
+    for waiter, outcome in zip(waiters, outcomes, strict=True):
+        if waiter.done():  # its caller was cancelled meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
