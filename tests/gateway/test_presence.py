@@ -8,7 +8,10 @@ of them once per ``refresh``.
 
 from __future__ import annotations
 
+import math
+
 import anyio
+import anyio.lowlevel
 import pytest
 import redis.asyncio as aioredis
 
@@ -110,3 +113,35 @@ async def test_marks_last_twice_the_refresh_and_lapse_after_the_last_reader(
                 tg.cancel_scope.cancel()
         finally:
             await client.aclose()
+
+
+async def test_a_burst_of_new_readers_is_marked_in_one_pipeline(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with RedisStore(redis_url, prefix=redis_prefix) as store:
+        presence = Presence(store, refresh=600.0, gather=0.5)
+        sent: list[int] = []
+        pipeline = store.redis.pipeline
+
+        def counted(*args: object, **kwargs: object) -> object:
+            pipe = pipeline(*args, **kwargs)  # type: ignore[arg-type]
+            execute = pipe.execute
+
+            async def execute_counted(*a: object, **k: object) -> object:
+                sent.append(len(pipe.command_stack))
+                return await execute(*a, **k)  # type: ignore[arg-type]
+
+            pipe.execute = execute_counted  # type: ignore[method-assign]
+            return pipe
+
+        store.redis.pipeline = counted  # type: ignore[method-assign]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(presence.run)
+            while presence._next_all == -math.inf:  # its first round (nothing read yet) done
+                await anyio.lowlevel.checkpoint()
+            for i in range(5):
+                presence.add(f"s{i}")
+                await anyio.lowlevel.checkpoint()  # the first wakes the marker at once
+            await until_marked(presence, "s4")
+            assert sent == [5]
+            tg.cancel_scope.cancel()

@@ -7,8 +7,9 @@ the next): counted nowhere, the generation would be cancelled as abandoned
 while someone reads it. So each replica marks, in Redis, the streams it has
 readers of (a key per stream with a short expiry, set at once for a new one and
 refreshed every ``refresh`` seconds while it has them: a new reader's stream is
-marked alone, not with all the others, so a burst of N new streams costs N marks,
-not N times the streams already read); a grace period that
+marked without the others, so a burst of N new streams costs N marks, not N
+times the streams already read, and those of ``gather`` seconds go out in one
+pipeline); a grace period that
 runs out with no local reader asks whether the key is there and, if so, waits
 another period.
 
@@ -44,12 +45,17 @@ class Presence:
         store: StreamStore,
         *,
         refresh: float = 1.0,
+        gather: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # RedisStore's own client: no second pool, and its prefix keeps tests apart.
         self._redis: Any = getattr(store, "redis", None)
         self._prefix: str = getattr(store, "prefix", "")
         self.refresh = refresh
+        #: How long new readers' streams are gathered before they are marked:
+        #: a burst of starts costs a pipeline per ``gather``, not one per stream
+        #: (a mark that much later only matters to a grace period running out).
+        self.gather = gather
         self._reading: Counter[str] = Counter()
         self._new = anyio.Event()  # a stream got its first reader: mark it now
         self._fresh: list[str] = []  # streams that got their first reader since the last marks
@@ -109,6 +115,10 @@ class Presence:
                         for stream in streams:
                             pipe.set(self._key(stream), b"1", px=expiry)
                         await pipe.execute()
+            woken = False
             with anyio.move_on_after(max(self._next_all - self._clock(), 0.0)):
                 await self._new.wait()
+                woken = True
+            if woken and self.gather > 0:
+                await anyio.sleep(self.gather)  # the others of a burst: marked together
             self._new = anyio.Event()
