@@ -1,6 +1,7 @@
 """``lean_log_records``: the records ``serve`` logs skip the process id, thread
 and caller lookups, and every line reads exactly as before. ``log_writes_per_turn``:
-the event loop's lines written once per turn, in order, nothing lost."""
+the event loop's lines written once per turn, in order, nothing lost.
+``asyncio_known``: sniffio told which library runs while the app serves."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import anyio
 import pytest
+import sniffio
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.logging import AccessFormatter, DefaultFormatter
 
-from ssegate.cli._serve import TurnWrites, lean_log_records, log_writes_per_turn
+from ssegate.cli._serve import TurnWrites, asyncio_known, lean_log_records, log_writes_per_turn
 
 SERVE_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 _SWITCHES = ("logProcesses", "logThreads", "logMultiprocessing", "_srcfile")
@@ -161,3 +164,42 @@ def test_once_the_loop_is_closed_lines_are_written_at_once() -> None:
     assert writes.write("late\n") == 5
     assert stream.writes == ["late\n"]
     assert writes.pending == []
+
+
+def test_sniffio_knows_asyncio_while_serving_and_forgets_after() -> None:
+    names: list[str | None] = []
+
+    async def main() -> None:
+        names.append(sniffio.thread_local.name)
+        with asyncio_known():
+            names.append(sniffio.thread_local.name)
+            # Outside any task too (a callback of the loop), the same answer.
+            answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(
+                lambda: answered.set_result(sniffio.current_async_library())
+            )
+            names.append(await answered)
+            assert isinstance(anyio.Event(), anyio.Event)
+        names.append(sniffio.thread_local.name)
+
+    asyncio.run(main())
+    assert names == [None, "asyncio", "asyncio", None]
+
+
+@pytest.mark.parametrize("name", ["trio", "preset"])
+def test_sniffio_is_left_alone_under_another_library_or_a_set_name(name: str) -> None:
+    async def main() -> str | None:
+        with asyncio_known():
+            return sniffio.thread_local.name
+
+    if name == "trio":
+        # trio names itself this same way: left as it is
+        assert anyio.run(main, backend="trio") == "trio"
+        return
+    sniffio.thread_local.name = "asyncio"
+    try:
+        with asyncio_known():  # not in a loop here: nothing changes, nothing is undone
+            assert sniffio.thread_local.name == "asyncio"
+        assert sniffio.thread_local.name == "asyncio"
+    finally:
+        sniffio.thread_local.name = None

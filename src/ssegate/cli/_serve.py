@@ -42,6 +42,13 @@ lines the event loop's thread logs are gathered and written at the end of the
 loop's turn, one call for all of them, in their order; other threads' lines
 are written at once, as before.
 
+The running library. anyio's primitives (cancel scopes, events, timeouts,
+``anyio.sleep``) ask sniffio which library runs each time they are made or
+entered, and sniffio finds asyncio by ``asyncio.current_task()``: ~2 µs a call,
+several per stream start and per token wait. While the app runs
+(``asyncio_known``) sniffio is told, for the loop's thread, by its own
+``thread_local.name`` (the way trio tells it): the same answer at once.
+
 The listen queue. uvicorn's default backlog (2 048) is less than the clients of
 one replica that died reconnecting to another at once, or the starts waiting
 while a gateway catches up (the soak counted 200 000 SYNs dropped, and every
@@ -67,7 +74,14 @@ import typer
 
 from ._app import app
 
-__all__ = ["TurnWrites", "lean_log_records", "log_writes_per_turn", "serve", "worker_app"]
+__all__ = [
+    "TurnWrites",
+    "asyncio_known",
+    "lean_log_records",
+    "log_writes_per_turn",
+    "serve",
+    "worker_app",
+]
 
 #: Where the parent process hands the worker processes their flags.
 _FLAG_ENV = {
@@ -194,6 +208,31 @@ def log_writes_per_turn() -> Iterator[None]:
                 handler.release()
 
 
+@contextmanager
+def asyncio_known() -> Iterator[None]:
+    """While inside (in a running asyncio loop): sniffio answers ``"asyncio"`` in
+    this thread without looking (its ``thread_local.name``; see the module
+    docstring). Elsewhere (another library runs, or a name is set already, or no
+    sniffio): nothing changes."""
+    try:
+        import sniffio
+    except ImportError:  # anyio then asks asyncio itself
+        yield
+        return
+    try:
+        running: str | None = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        running = None
+    if running != "asyncio" or sniffio.thread_local.name is not None:
+        yield
+        return
+    sniffio.thread_local.name = "asyncio"
+    try:
+        yield
+    finally:
+        sniffio.thread_local.name = None
+
+
 def tuned_for_serving(app: Any) -> Any:
     """``app`` (a Starlette/FastAPI app), which once its start-up is over runs the
     collector as ``serve`` does (``serving_collector``)."""
@@ -201,7 +240,7 @@ def tuned_for_serving(app: Any) -> Any:
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
-        with log_writes_per_turn():
+        with log_writes_per_turn(), asyncio_known():
             async with inner(app) as state, serving_collector():
                 yield state
 
