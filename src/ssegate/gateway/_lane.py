@@ -23,7 +23,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
@@ -103,8 +102,8 @@ class HotLane:
             await self.app(scope, Replay(body, receive), send)
             return
         scope[HANDLERS_KEY] = (self.handlers, self.status_handlers)
-        sender = _Sender(send, self.cors, scope)
-        request = Request(scope, receive, sender)
+        sender = _Sender(send, self.cors)
+        request = sender.request = Request(scope, receive, sender)
         try:
             response = await route.endpoint(parsed, request, await route.authenticate(request))
             await response(scope, receive, sender)
@@ -131,17 +130,18 @@ class HotLane:
 class _Sender:
     """The layers' ``send`` in one: notes the response's start, and CORS adds its headers."""
 
-    __slots__ = ("cors", "scope", "send", "started")
+    __slots__ = ("cors", "request", "send", "started")
 
-    def __init__(self, send: Any, cors: CORSMiddleware, scope: Any) -> None:
+    def __init__(self, send: Any, cors: CORSMiddleware) -> None:
         self.send = send
         self.cors = cors
-        self.scope = scope
+        self.request: Request | None = None  # whose headers CORS reads (parsed once)
         self.started = False
 
     async def __call__(self, message: Any) -> None:
         if message["type"] == "http.response.start":
             self.started = True
-            await self.cors.send(message, self.send, Headers(scope=self.scope))
+            assert self.request is not None
+            await self.cors.send(message, self.send, self.request.headers)
             return
         await self.send(message)
