@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
@@ -103,7 +104,8 @@ class HotLane:
             return
         scope[HANDLERS_KEY] = (self.handlers, self.status_handlers)
         sender = _Sender(send, self.cors)
-        request = sender.request = Request(scope, receive, sender)
+        request = Request(scope, receive, sender)
+        sender.headers = request.headers  # parsed once, for the route and CORS
         try:
             response = await route.endpoint(parsed, request, await route.authenticate(request))
             await response(scope, receive, sender)
@@ -130,18 +132,19 @@ class HotLane:
 class _Sender:
     """The layers' ``send`` in one: notes the response's start, and CORS adds its headers."""
 
-    __slots__ = ("cors", "request", "send", "started")
+    __slots__ = ("cors", "headers", "send", "started")
 
     def __init__(self, send: Any, cors: CORSMiddleware) -> None:
         self.send = send
         self.cors = cors
-        self.request: Request | None = None  # whose headers CORS reads (parsed once)
+        # The request's headers (not the request: it holds this, a reference cycle).
+        self.headers: Headers | None = None
         self.started = False
 
     async def __call__(self, message: Any) -> None:
         if message["type"] == "http.response.start":
             self.started = True
-            assert self.request is not None
-            await self.cors.send(message, self.send, self.request.headers)
+            assert self.headers is not None
+            await self.cors.send(message, self.send, self.headers)
             return
         await self.send(message)
