@@ -13,7 +13,7 @@ from ssegate.gateway._echo import EchoProvider
 from ssegate.gateway._metrics import Metrics
 from ssegate.gateway._models import Route
 from ssegate.gateway._records import from_record
-from ssegate.gateway._runner import Runner
+from ssegate.gateway._runner import Runner, native
 from ssegate.llm import ChatRequest, Finish, LLMEvent, Start, TextDelta
 from ssegate.streams import CANCELLED, DONE, ERROR, MemoryStore
 
@@ -235,3 +235,41 @@ async def test_the_tokens_of_one_read_are_counted_as_one_at_a_time_would_be() ->
     assert model["tokens"] == 5
     assert model["ttft_ms"] == {"n": 1, "p50": 250.0, "p90": 250.0, "p99": 250.0}
     assert model["itl_ms"] == {"n": 4, "p50": 0.0, "p90": 2000.0, "p99": 2000.0}
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_generations_make_their_primitives_by_the_backends_own_classes(backend: str) -> None:
+    async def main() -> None:
+        event, scope = native(anyio.Event), native(anyio.CancelScope)
+        assert event is type(anyio.Event())
+        assert event is not anyio.Event
+        assert scope is type(anyio.CancelScope())
+        assert scope is not anyio.CancelScope
+        assert isinstance(event(), anyio.Event)
+        assert isinstance(scope(), anyio.CancelScope)
+        async with runner(MemoryStore(), grace=0) as run:
+            generation = await run.start("gen_n", echo(), LONG, key_id="k")
+            assert type(generation.accepted) is event
+            assert type(generation.finished) is event
+            assert type(generation.scope) is scope
+            await generation.finished.wait()
+            assert generation.end_reason == "abandoned"
+
+    anyio.run(main, backend=backend)
+
+
+class _Made:
+    """What ``_Maker`` makes: a class that cannot be made without an argument."""
+
+    def __init__(self, needed: int) -> None:
+        self.needed = needed
+
+
+class _Maker:
+    def __new__(cls) -> _Maker:
+        return _Made(1)  # type: ignore[return-value]
+
+
+def test_native_is_the_maker_itself_when_its_product_cannot_be_made_again() -> None:
+    assert native(_Maker) is _Maker
+    assert native(_Made.__mro__[-1]) is object  # a class making itself: itself

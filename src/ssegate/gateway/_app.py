@@ -36,6 +36,7 @@ from ._begin import ChatCompletionBody
 from ._errors import install_error_handlers
 from ._gateway import Gateway, principal
 from ._hot import HotRoute, HotRoutes
+from ._lane import HotLane
 from ._limits import BodyLimit
 from ._metrics import Metrics
 from ._models import Models
@@ -57,7 +58,8 @@ class _GatewayApp(FastAPI):
     straight to this ``send`` (``Reader``). Only while the middleware is the
     gateway's own: one added later may change bodies, and then every message
     goes the whole way. And the hot routes (``_hot``) answered inside its
-    exception middleware.
+    exception middleware, their ordinary requests by the lane over the
+    layers from CORS in (``_lane``).
     """
 
     own_middleware = -1
@@ -76,6 +78,15 @@ class _GatewayApp(FastAPI):
         while getattr(outer, "app", None) is not None:
             if isinstance(outer, ExceptionMiddleware):
                 outer.app = HotRoutes(outer.app, self.hot_routes, self)
+                break
+            outer = outer.app
+        # And their ordinary requests take the lane over the layers from CORS in.
+        outer = stack
+        while getattr(outer, "app", None) is not None:
+            if isinstance(outer.app, CORSMiddleware):
+                lane = HotLane.over(outer.app)
+                if lane is not None:
+                    outer.app = lane
                 break
             outer = outer.app
         return stack

@@ -73,10 +73,25 @@ class Started:
         self.generation = generation
 
 
-def _chat_request(body: ChatCompletionBody) -> ChatRequest:
-    fields = body.model_dump(exclude_unset=True, exclude={"stream"})
+#: The body's own fields, in order, as ``openai_fields`` gives them.
+_BODY_FIELDS = tuple(name for name in ChatCompletionBody.model_fields if name != "stream")
+
+
+def openai_fields(body: ChatCompletionBody) -> dict[str, Any]:
+    """The fields the client sent but ``stream``, as OpenAI's body (what
+    ``model_dump(exclude_unset=True, exclude={"stream"})`` gives, in its order,
+    without pydantic's serializer: a stream start's cost otherwise)."""
+    sent = body.model_fields_set
+    fields = {name: getattr(body, name) for name in _BODY_FIELDS if name in sent}
     if body.stream_options is not None:
         fields["stream_options"] = body.stream_options.model_dump()
+    if body.model_extra:
+        fields.update(body.model_extra)
+    return fields
+
+
+def _chat_request(body: ChatCompletionBody) -> ChatRequest:
+    fields = openai_fields(body)
     try:
         return ChatRequest.from_openai(fields)
     except ValueError as exc:

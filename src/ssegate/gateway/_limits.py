@@ -25,25 +25,41 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        if self.declared_too_long(scope):
+            await self._refuse(scope, receive, send)
+            return
+        read = await self.read(receive)
+        if read is None:
+            return
+        body, over = read
+        if over:
+            await self._refuse(scope, receive, send)
+            return
+        await self.app(scope, Replay(body, receive), send)
+
+    def declared_too_long(self, scope: Any) -> bool:
+        """Whether the request's ``Content-Length`` is over the limit."""
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
+                return True
+        return False
+
+    async def read(self, receive: Any) -> tuple[bytes, bool] | None:
+        """The body and whether it is over the limit (read up to the chunk that
+        passes it, no further); ``None`` when the client left first."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             chunk = message.get("body", b"")
+            chunks.append(chunk)
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(chunk)
+                return b"".join(chunks), True
             if not message.get("more_body"):
-                break
-        await self.app(scope, Replay(b"".join(chunks), receive), send)
+                return b"".join(chunks), False
 
     async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
         response = api_error(

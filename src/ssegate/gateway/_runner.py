@@ -29,7 +29,6 @@ model, key id, time to first token, tokens, duration and why it ended.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
@@ -37,6 +36,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from types import TracebackType
+from typing import TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -57,7 +57,9 @@ from ._metrics import Metrics
 from ._models import Route
 from ._records import to_record
 
-__all__ = ["Generation", "Runner"]
+__all__ = ["Generation", "Runner", "native"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("ssegate.gateway.streams")
 
@@ -69,29 +71,81 @@ SHUTDOWN_WAIT_S = 5.0
 UNWRITTEN = 64
 
 
-@dataclasses.dataclass(eq=False)
 class Generation:
-    """One running generation, as the runner keeps it."""
+    """One running generation, as the runner keeps it.
 
-    id: str
-    model: str
-    key_id: str
-    started_at: float
-    #: What the per-key limit counts it in (``Principal.bucket``).
-    bucket: str = ""
-    #: Its model's name in metrics (``Route.label``).
-    label: str = ""
-    accepted: anyio.Event = dataclasses.field(default_factory=anyio.Event)
-    finished: anyio.Event = dataclasses.field(default_factory=anyio.Event)
-    #: The provider's refusal, when it refused before its first event.
-    refused: ProviderError | None = None
-    readers: int = 0
-    stop_reason: str | None = None
-    first_token_at: float | None = None
-    tokens: int = 0
-    end_reason: str = "running"
-    scope: anyio.CancelScope = dataclasses.field(default_factory=anyio.CancelScope)
-    _idle: int = 0  # bumped when readers come and go: stale grace timers see it changed
+    ``event`` and ``cancel_scope`` make its events and scope (the runner passes
+    its backend's own classes, ``native``).
+    """
+
+    __slots__ = (
+        "_idle",
+        "accepted",
+        "bucket",
+        "end_reason",
+        "finished",
+        "first_token_at",
+        "id",
+        "key_id",
+        "label",
+        "model",
+        "readers",
+        "refused",
+        "scope",
+        "started_at",
+        "stop_reason",
+        "tokens",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        model: str,
+        key_id: str,
+        started_at: float,
+        bucket: str = "",
+        label: str = "",
+        *,
+        event: Callable[[], anyio.Event] = anyio.Event,
+        cancel_scope: Callable[[], anyio.CancelScope] = anyio.CancelScope,
+    ) -> None:
+        self.id = id
+        self.model = model
+        self.key_id = key_id
+        self.started_at = started_at
+        #: What the per-key limit counts it in (``Principal.bucket``).
+        self.bucket = bucket
+        #: Its model's name in metrics (``Route.label``).
+        self.label = label
+        self.accepted = event()
+        self.finished = event()
+        #: The provider's refusal, when it refused before its first event.
+        self.refused: ProviderError | None = None
+        self.readers = 0
+        self.stop_reason: str | None = None
+        self.first_token_at: float | None = None
+        self.tokens = 0
+        self.end_reason = "running"
+        self.scope = cancel_scope()
+        self._idle = 0  # bumped when readers come and go: stale grace timers see it changed
+
+
+def native(make: Callable[[], T]) -> Callable[[], T]:
+    """What ``make`` (``anyio.Event``, ``anyio.CancelScope``) makes on the running
+    backend, made without asking which backend runs.
+
+    anyio's classes look the backend up at each construction (sniffio, then the
+    backend's module: ~2 µs, three times per stream start); the backend's own
+    class, which they return, constructs directly. Guarded: when the class made
+    cannot be made again as one of ``make``'s, ``make`` itself.
+    """
+    try:
+        kind = type(make())
+        if kind is not make and isinstance(kind(), make):  # type: ignore[arg-type]
+            return kind
+    except Exception:
+        pass
+    return make
 
 
 class Runner:
@@ -139,6 +193,8 @@ class Runner:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # not asyncio (trio): the task group runs them
             self._loop = None
+        self._event = native(anyio.Event)
+        self._cancel_scope = native(anyio.CancelScope)
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         self._tasks.start_soon(self._reap, name="ssegate-grace-timers")
@@ -201,7 +257,14 @@ class Runner:
             raise RuntimeError("the runner is not running")
         await self.store.acquire_lease(stream, self.lease_ttl)
         generation = Generation(
-            stream, route.model, key_id, self._clock(), bucket or key_id, label=route.label
+            stream,
+            route.model,
+            key_id,
+            self._clock(),
+            bucket or key_id,
+            route.label,
+            event=self._event,
+            cancel_scope=self._cancel_scope,
         )
         self._running[stream] = generation
         self._per_key[generation.bucket] += 1
