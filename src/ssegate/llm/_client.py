@@ -71,7 +71,7 @@ import base64
 import importlib.util
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -136,19 +136,31 @@ def default_http_client(
 class Response:
     """The status, headers and (decoded, bounded) body of one streaming answer."""
 
-    __slots__ = ("_chunks", "headers", "status_code")
+    __slots__ = ("_chunks", "_reads", "headers", "status_code")
 
     def __init__(
-        self, status_code: int, headers: Mapping[str, str], chunks: AsyncIterator[bytes]
+        self,
+        status_code: int,
+        headers: Mapping[str, str],
+        chunks: AsyncIterator[bytes],
+        reads: _Reads | None = None,
     ) -> None:
         self.status_code = status_code
         self.headers = headers  # case-insensitive (aiohttp's or httpx's mapping)
         self._chunks = chunks
+        self._reads = reads
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body as it arrives, decompressed; raises ``ReadTimeout``,
         ``TransportError`` or ``ProtocolError`` if it cannot be read whole."""
         return self._chunks
+
+    def push(self, on_data: Callable[[bytes], bool]) -> asyncio.Future[None] | None:
+        """Hand the body to ``on_data`` as it arrives, from the connection's own
+        callback (no task wakes per read); ``None`` where that cannot be done
+        (httpx, a compressed body, aiohttp's internals not as expected): then
+        read ``aiter_bytes()``. See ``_Reads.push``."""
+        return None if self._reads is None else self._reads.push(on_data)
 
 
 def _prepare(url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -288,8 +300,10 @@ class HTTPClient:
         quiet: Any = None
         if _decoder(resp.headers) is None:  # the usual body: each read as it comes
             body = reads = _Reads(resp.content, aiohttp.ClientError, url, self.read_timeout)
-            if self.read_timeout is not None:
-                self._silences.watch(resp, reads)  # one timer for all bodies
+            # One timer for all bodies; a body whose read timeout only aiohttp's
+            # timer keeps cannot be pushed (that timer fails the body unseen).
+            if self.read_timeout is None or self._silences.watch(resp, reads):
+                reads.protocol = _pushable(resp)
             quiet = _quiet_resumes(resp)
         else:
             body = _body(
@@ -301,12 +315,13 @@ class HTTPClient:
                 read_timeout=self.read_timeout,
             )
         try:
-            yield Response(resp.status, resp.headers, body)
+            yield Response(resp.status, resp.headers, body, reads)
         finally:
+            if reads is not None:
+                reads.unpush()
+                self._silences.forget(reads)
             if quiet is not None:
                 _loud_resumes(quiet)
-            if reads is not None:
-                self._silences.forget(reads)
             if resp.content.is_eof():  # the whole body came: the connection can serve again
                 resp.release()
             else:
@@ -379,13 +394,27 @@ def _read_failed(url: str, exc: BaseException) -> TransportError:
 class _Reads:
     """An uncompressed aiohttp body, read by read, with ssegate's errors: what
     ``_body`` does, as one coroutine per read where ``_body`` over ``iter_any``
-    stacks two more (every token of every stream passes here).
+    stacks two more (every token of every stream passes here). Or pushed
+    (``push``): handed over from the connection's ``data_received``.
 
-    ``since``: when the read under way started waiting (``None`` between reads),
-    for ``_Silences``; ``clock`` is the event loop's, once one watches it.
+    ``since``: when the read under way started waiting (``None`` between reads;
+    pushed: since the last data), for ``_Silences``; ``clock`` is the event
+    loop's, once one watches it. ``protocol``: aiohttp's protocol of the
+    connection where the body can be pushed (``_pushable``), else None.
     """
 
-    __slots__ = ("clock", "content", "failures", "read", "read_timeout", "since", "url")
+    __slots__ = (
+        "clock",
+        "content",
+        "done",
+        "failures",
+        "on_data",
+        "protocol",
+        "read",
+        "read_timeout",
+        "since",
+        "url",
+    )
 
     def __init__(
         self, content: Any, failures: type[BaseException], url: str, read_timeout: float | None
@@ -397,6 +426,9 @@ class _Reads:
         self.read_timeout = read_timeout
         self.clock: Any = None
         self.since: float | None = None
+        self.protocol: Any = None
+        self.on_data: Callable[[bytes], bool] | None = None
+        self.done: asyncio.Future[None] | None = None
 
     def __aiter__(self) -> _Reads:
         return self
@@ -407,10 +439,11 @@ class _Reads:
             self.since = clock()
         try:
             data: bytes = await self.read()
-        except TimeoutError as exc:
-            raise _read_timeout(self.url, self.read_timeout) from exc
-        except self.failures as exc:
-            raise _read_failed(self.url, exc) from exc
+        except BaseException as exc:
+            error = self.translate(exc)
+            if error is None:
+                raise
+            raise error from exc
         finally:
             self.since = None
         if not data:
@@ -419,6 +452,150 @@ class _Reads:
 
     async def aclose(self) -> None:
         """Nothing to release: leaving ``HTTPClient.stream`` closes the connection."""
+
+    def translate(self, exc: BaseException) -> TransportError | None:
+        """ssegate's error for aiohttp's ``exc`` (None: not a failure of the body)."""
+        if isinstance(exc, TimeoutError):
+            return _read_timeout(self.url, self.read_timeout)
+        if isinstance(exc, self.failures):
+            return _read_failed(self.url, exc)
+        return None
+
+    def expire(self, exc: BaseException) -> None:
+        """The read timeout ran out (``_Silences``): fail the body with ``exc``."""
+        if self.done is not None:
+            self.end(exc)
+        else:
+            self.content.set_exception(exc)
+
+    # -- pushed ---------------------------------------------------------------
+
+    def push(self, on_data: Callable[[bytes], bool]) -> asyncio.Future[None] | None:
+        """Call ``on_data(chunk)`` with the body as it arrives, from the protocol's
+        ``data_received``: each token costs no task step (the waiter's future,
+        the task's wake-up and its coroutines' resumption). A future that ends
+        with the body: ``None`` at its end or once ``on_data`` returned true (it
+        wants no more), ``ReadTimeout``/``TransportError`` as reading would
+        raise, or what ``on_data`` raised, as it is (never into aiohttp's
+        callback). ``None``: not pushable; read instead.
+
+        aiohttp still does all the reading (``data_received`` is its own, called
+        from ours), its body reader is drained after each call with its public
+        ``read_nowait`` and watched for its end and error (there, and after
+        ``connection_lost``); nothing is buffered beyond one callback's data.
+        """
+        content = self.content
+        if self.done is not None or not all(
+            callable(getattr(content, name, None)) for name in _READER
+        ):
+            return None
+        protocol = self.protocol
+        # A body that came whole with the head is all in the reader already (its
+        # connection went back to the pool): handed over here, no callback needed.
+        whole = content.is_eof()
+        if protocol is None and not whole:
+            return None
+        self.done = done = asyncio.get_running_loop().create_future()
+        self.on_data = on_data
+        if self.clock is not None:
+            self.since = self.clock()
+        if not whole:
+            state = protocol.__dict__
+            state["data_received"] = self.data_received
+            state["connection_lost"] = self.connection_lost
+            protocol.transport.set_protocol(protocol)  # uvloop keeps data_received bound
+        self.settle()  # what came with the head
+        return done
+
+    def data_received(self, data: bytes) -> None:
+        type(self.protocol).data_received(self.protocol, data)
+        self.settle()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        type(self.protocol).connection_lost(self.protocol, exc)
+        self.settle()
+
+    def settle(self) -> None:
+        """Hand over what aiohttp's reader holds; end the body at its end or error."""
+        done = self.done
+        if done is None or done.done():
+            return
+        content = self.content
+        failure = content.exception()
+        if failure is not None:
+            self.end(failure)
+            return
+        data = content.read_nowait()
+        if data:
+            clock = self.clock
+            if clock is not None:
+                self.since = clock()
+            on_data = self.on_data
+            assert on_data is not None
+            try:
+                enough = on_data(data)
+            except Exception as exc:  # not into aiohttp's callback: to the waiter
+                done.set_exception(exc)
+                return
+            if enough:
+                done.set_result(None)
+                return
+        if content.is_eof():
+            done.set_result(None)
+
+    def end(self, exc: BaseException) -> None:
+        """Fail the pushed body with ssegate's error for ``exc``."""
+        done = self.done
+        if done is not None and not done.done():
+            error = self.translate(exc) or exc
+            if error is not exc:
+                error.__cause__ = exc
+            done.set_exception(error)
+
+    def unpush(self) -> None:
+        """Give the protocol back its own callbacks (the connection may serve
+        another answer; and no cycle through its ``__dict__`` is left behind)."""
+        done = self.done
+        if done is None:
+            return
+        protocol = self.protocol
+        state = getattr(protocol, "__dict__", {})
+        if state.pop("data_received", None) is not None:
+            state.pop("connection_lost", None)
+            transport = protocol.transport
+            if transport is not None and not transport.is_closing():
+                transport.set_protocol(protocol)
+        if done.done():
+            if not done.cancelled():
+                done.exception()  # seen: not "never retrieved" when no one waited
+        else:
+            done.cancel()
+        self.on_data = None
+        self.since = None
+
+
+def _pushable(resp: Any) -> Any:
+    """aiohttp's protocol of ``resp``'s connection if its body can be pushed
+    (``_Reads.push``), else None (aiohttp's internals not as expected, or a
+    transport that cannot change protocols)."""
+    connection = resp.connection
+    protocol = connection.protocol if connection is not None else None
+    state = getattr(protocol, "__dict__", None)
+    if state is None or "data_received" in state or "connection_lost" in state:
+        return None
+    if getattr(protocol, "_payload", None) is not resp.content:
+        return None
+    transport = getattr(protocol, "transport", None)
+    get_protocol = getattr(transport, "get_protocol", None)
+    if get_protocol is None or get_protocol() is not protocol:
+        return None
+    if not hasattr(transport, "set_protocol"):
+        return None
+    return protocol
+
+
+#: The body reader's methods ``_Reads.push`` uses (all public).
+_READER = ("read_nowait", "exception", "is_eof", "set_exception")
 
 
 #: The flags of aiohttp's protocol that say its reading is held (flow control,
@@ -514,7 +691,7 @@ class _Silences:
                 due = loop.time() - self.timeout
                 for reads in [r for r in self.bodies if r.since is not None and r.since <= due]:
                     self.bodies.pop(reads, None)
-                    reads.content.set_exception(SocketTimeoutError("no data for the read timeout"))
+                    reads.expire(SocketTimeoutError("no data for the read timeout"))
         finally:
             self.task = None
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -41,7 +41,7 @@ from .._exceptions import (
 )
 from .._http import aread_capped, retry_after
 from ..protocol import Decoder, Event, NDJSONDecoder
-from ._client import HTTPClient, _origin, open_stream
+from ._client import HTTPClient, Response, _origin, open_stream
 from ._events import Error, Finish, FinishReason, LLMEvent, Start
 from ._request import ChatRequest
 
@@ -54,6 +54,7 @@ __all__ = [
     "SSEFrameParser",
     "drive",
     "drive_batches",
+    "drive_into",
     "error_details",
     "frame_json",
     "is_retryable",
@@ -388,6 +389,53 @@ def _not_a_stream(
 _FAILURES = (TransportError, ProtocolError)
 
 
+@asynccontextmanager
+async def _answer(
+    client: HTTPClient | httpx.AsyncClient, adapter: _Adapter, request: ChatRequest
+) -> AsyncIterator[tuple[Response, FrameParser]]:
+    """Send ``request``; the streaming answer and a fresh parser for its body.
+
+    Raises ``ProviderError`` subclasses for an answer that is not a stream and
+    for no answer at all (what ``drive_batches`` documents).
+    """
+    req = adapter.build_request(request)
+    name = adapter.name
+    try:
+        async with open_stream(client, req.method, req.url, req.headers, req.content) as response:
+            status = response.status_code
+            ctype = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if not 200 <= status < 300 or ctype in adapter.not_a_stream:
+                body = await aread_capped(response.aiter_bytes(), MAX_ERROR_BODY, errors=_FAILURES)
+                where = safe_url(req.url)
+                if 200 <= status < 300:
+                    raise _not_a_stream(name, status, ctype, response.headers, body, where)
+                raise adapter.error_from_response(status, response.headers, body, url=where)
+            parser = adapter.parser(request)
+            max_event_size = getattr(adapter, "max_event_size", None)
+            if max_event_size is not None:
+                parser.limit(max_event_size)
+            yield response, parser
+    except ReadTimeout as exc:
+        raise UpstreamUnavailable(
+            f"{name} did not answer in time: {exc}", provider=name, retryable=True
+        ) from exc
+    except _FAILURES as exc:
+        raise UpstreamUnavailable(
+            f"could not reach {name} at {_origin(req.url)}: {exc}", provider=name, retryable=True
+        ) from exc
+
+
+def _cut(parser: FrameParser, name: str, exc: Exception) -> list[LLMEvent]:
+    """The stream's last events when reading its body failed with ``exc`` (``_FAILURES``)."""
+    if isinstance(exc, ReadTimeout):
+        return parser.fail("timeout", f"{name} stopped sending: {exc}", retryable=True)
+    if isinstance(exc, ProtocolError):
+        return parser.fail(
+            "protocol_error", f"{name} sent a body that cannot be read: {exc}", retryable=False
+        )
+    return parser.fail("upstream_disconnected", f"{name} connection broke: {exc}", retryable=True)
+
+
 async def drive_batches(
     client: HTTPClient | httpx.AsyncClient, adapter: _Adapter, request: ChatRequest
 ) -> AsyncGenerator[list[LLMEvent], None]:
@@ -406,57 +454,76 @@ async def drive_batches(
     failure is the final ``Error`` event. Use it under ``contextlib.aclosing`` (or
     let the task be cancelled) so stopping early closes the upstream request.
     """
-    req = adapter.build_request(request)
-    name = adapter.name
-    try:
-        async with open_stream(client, req.method, req.url, req.headers, req.content) as response:
-            status = response.status_code
-            ctype = response.headers.get("content-type", "").partition(";")[0].strip().lower()
-            if not 200 <= status < 300 or ctype in adapter.not_a_stream:
-                body = await aread_capped(response.aiter_bytes(), MAX_ERROR_BODY, errors=_FAILURES)
-                where = safe_url(req.url)
-                if 200 <= status < 300:
-                    raise _not_a_stream(name, status, ctype, response.headers, body, where)
-                raise adapter.error_from_response(status, response.headers, body, url=where)
-            parser = adapter.parser(request)
-            max_event_size = getattr(adapter, "max_event_size", None)
-            if max_event_size is not None:
-                parser.limit(max_event_size)
-            feed = parser.feed
-            tail: list[LLMEvent]
+    async with _answer(client, adapter, request) as (response, parser):
+        feed = parser.feed
+        tail: list[LLMEvent]
+        try:
+            async for chunk in response.aiter_bytes():
+                events = feed(chunk)
+                if events:
+                    yield events
+                # Not kept while the next read waits: the collector would
+                # walk it (and what it holds) at every collection meanwhile.
+                del events
+                if parser.done:
+                    return
+            tail = parser.close()
+        except _FAILURES as exc:
+            tail = _cut(parser, adapter.name, exc)
+        if tail:
+            yield tail
+
+
+async def drive_into(
+    client: HTTPClient | httpx.AsyncClient,
+    adapter: _Adapter,
+    request: ChatRequest,
+    sink: Callable[[list[LLMEvent]], object],
+) -> None:
+    """``drive_batches`` handing each list to ``sink`` instead of yielding it.
+
+    Where the client can (``Response.push``: aiohttp, an uncompressed body),
+    ``sink`` is called from the connection's ``data_received``: a read costs no
+    task step, and this coroutine wakes only at the end. Elsewhere it is called
+    from this coroutine, read by read. Either way it must not wait, and it is
+    called with the same lists in the same order as ``drive_batches`` yields.
+    What ``sink`` raises ends the answer (the connection is closed) and is
+    raised here as it is. Cancelling this coroutine closes the upstream
+    connection at once, as leaving ``drive_batches`` does.
+    """
+    async with _answer(client, adapter, request) as (response, parser):
+        feed = parser.feed
+        failed: list[Exception] = []
+
+        def on_data(chunk: bytes) -> bool:
             try:
+                events = feed(chunk)
+                if events:
+                    sink(events)
+            except Exception as exc:  # the sink's, or a bug: raised below, not read on
+                failed.append(exc)
+                return True
+            return parser.done
+
+        tail: list[LLMEvent] = []
+        try:
+            pushed = response.push(on_data)
+            if pushed is None:
                 async for chunk in response.aiter_bytes():
-                    events = feed(chunk)
-                    if events:
-                        yield events
-                    # Not kept while the next read waits: the collector would
-                    # walk it (and what it holds) at every collection meanwhile.
-                    del events
-                    if parser.done:
-                        return
-                tail = parser.close()
-            except ReadTimeout as exc:
-                tail = parser.fail("timeout", f"{name} stopped sending: {exc}", retryable=True)
-            except ProtocolError as exc:
-                tail = parser.fail(
-                    "protocol_error",
-                    f"{name} sent a body that cannot be read: {exc}",
-                    retryable=False,
-                )
-            except TransportError as exc:
-                tail = parser.fail(
-                    "upstream_disconnected", f"{name} connection broke: {exc}", retryable=True
-                )
-            if tail:
-                yield tail
-    except ReadTimeout as exc:
-        raise UpstreamUnavailable(
-            f"{name} did not answer in time: {exc}", provider=name, retryable=True
-        ) from exc
-    except _FAILURES as exc:
-        raise UpstreamUnavailable(
-            f"could not reach {name} at {_origin(req.url)}: {exc}", provider=name, retryable=True
-        ) from exc
+                    if on_data(chunk):
+                        break
+                else:
+                    tail = parser.close()
+            else:
+                await pushed
+                if not (parser.done or failed):
+                    tail = parser.close()
+        except _FAILURES as exc:
+            tail = _cut(parser, adapter.name, exc)
+        if failed:
+            raise failed[0]
+        if tail:
+            sink(tail)
 
 
 async def drive(

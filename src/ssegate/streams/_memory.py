@@ -32,7 +32,16 @@ import anyio
 from .._exceptions import StreamEnded, StreamNotFound
 from ..protocol import Event
 from ._flat import FIELDS, Flat, events_of, flatten
-from ._store import FAILED, Page, StreamInfo, StreamStore, Waker, format_id, new_epoch
+from ._store import (
+    FAILED,
+    Page,
+    StreamInfo,
+    StreamStore,
+    Waker,
+    check_append,
+    format_id,
+    new_epoch,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -245,18 +254,31 @@ class MemoryStore(StreamStore):
     # -- primitives -------------------------------------------------------
 
     async def append(self, stream: str, event: Event) -> str:
+        return self.append_now(stream, event)
+
+    def sync_append(self) -> Callable[[str, Event], str] | None:
+        """This store's append that needs no waiting (``append_now``), for a
+        producer that appends from a callback (the gateway's ``Runner``); None
+        where a subclass changes ``append`` (then its own is called, awaited)."""
+        if type(self).append is MemoryStore.append:
+            return self.append_now
+        return None
+
+    def append_now(self, stream: str, event: Event) -> str:
+        """``append`` without waiting (nothing here waits); it raises what
+        ``append`` raises."""
         # ``StreamStore.append``'s checks, cheaper for what a producer appends
         # once per token: a stream held here had its name checked when it was
         # made, and ASCII text needs no Unicode check. One coroutine, not two.
-        if (
+        if not (
             type(event) is Event
             and event[2] is None
             and stream in self._streams
             and event[0].isascii()
             and event[1].isascii()
         ):
-            return self._append_now(stream, event)
-        return await super().append(stream, event)
+            check_append(stream, event)
+        return self._append_now(stream, event)
 
     async def _append(self, stream: str, event: Event) -> str:
         return self._append_now(stream, event)

@@ -216,6 +216,26 @@ def new_epoch() -> str:
     return os.urandom(EPOCH_WIDTH // 2).hex()
 
 
+def check_append(stream: str, event: Event) -> None:
+    """What ``StreamStore.append`` checks before appending ``event`` to ``stream``."""
+    check_stream_name(stream)
+    if not isinstance(event, Event):
+        raise TypeError(f"append() takes an Event, not {type(event).__name__}")
+    if event.id is not None:
+        raise ValueError(
+            f"the store assigns ids; append the event without one (got id={event.id!r})"
+        )
+    for text in (event.data, event.event):
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "event data and type must be valid Unicode (no lone surrogates): "
+                    "they are sent as UTF-8"
+                ) from None
+
+
 def format_id(epoch: str, seq: int) -> str:
     """The id of event number ``seq`` of the stream whose epoch is ``epoch``."""
     return f"{epoch}-{seq:0{ID_WIDTH}d}"
@@ -366,22 +386,7 @@ class StreamStore(abc.ABC):
 
     async def append(self, stream: str, event: Event) -> str:
         """Append ``event`` to ``stream`` (created if new) and return its id."""
-        check_stream_name(stream)
-        if not isinstance(event, Event):
-            raise TypeError(f"append() takes an Event, not {type(event).__name__}")
-        if event.id is not None:
-            raise ValueError(
-                f"the store assigns ids; append the event without one (got id={event.id!r})"
-            )
-        for text in (event.data, event.event):
-            if not text.isascii():
-                try:
-                    text.encode()
-                except UnicodeEncodeError:
-                    raise ValueError(
-                        "event data and type must be valid Unicode (no lone surrogates): "
-                        "they are sent as UTF-8"
-                    ) from None
+        check_append(stream, event)
         return await self._append(stream, event)
 
     async def create(self, stream: str) -> None:
