@@ -22,6 +22,7 @@ from ssegate.llm.providers import HTTPClient
 from ssegate.llm.providers.openai import OpenAIProvider
 from ssegate.protocol import Event
 from ssegate.streams import CANCELLED, MemoryStore
+from ssegate.streams.redis import RedisStore
 from ssegate.testing import FakeUpstream, Reply
 
 pytestmark = pytest.mark.anyio
@@ -109,6 +110,7 @@ async def test_stopping_on_the_callback_path_closes_the_upstream_connection() ->
 def test_the_callback_path_is_taken_only_where_both_sides_allow_it() -> None:
     assert MemoryStore().sync_append() is not None
     assert AwaitedStore().sync_append() is None  # its own append: awaited
+    assert not hasattr(RedisStore, "sync_append")  # appends over the network: awaited
     provider = OpenAIProvider("http://127.0.0.1:1/v1", "k")
     assert http_provider(provider) is provider
     assert http_provider(EchoProvider()) is None  # reads its own way
