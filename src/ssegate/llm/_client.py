@@ -521,11 +521,11 @@ class _Reads:
         if done is None or done.done():
             return
         content = self.content
-        failure = content.exception()
-        if failure is not None:
-            self.end(failure)
+        try:
+            data = content.read_nowait()  # raises the reader's failure, if it has one
+        except Exception as exc:
+            self.end(exc)
             return
-        data = content.read_nowait()
         if data:
             clock = self.clock
             if clock is not None:
@@ -595,7 +595,7 @@ def _pushable(resp: Any) -> Any:
 
 
 #: The body reader's methods ``_Reads.push`` uses (all public).
-_READER = ("read_nowait", "exception", "is_eof", "set_exception")
+_READER = ("read_nowait", "is_eof", "set_exception")
 
 
 #: The flags of aiohttp's protocol that say its reading is held (flow control,

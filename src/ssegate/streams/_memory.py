@@ -34,6 +34,7 @@ from ..protocol import Event
 from ._flat import FIELDS, Flat, events_of, flatten
 from ._store import (
     FAILED,
+    ID_WIDTH,
     Page,
     StreamInfo,
     StreamStore,
@@ -47,6 +48,9 @@ __all__ = ["MemoryStore"]
 
 _new = tuple.__new__
 
+
+#: ``format_id(epoch, seq)`` as ``_ID % (epoch, seq)`` (a test holds them equal).
+_ID = f"%s-%0{ID_WIDTH}d"
 
 #: Events per flat tuple of a stream's history (``_Stream.cold``).
 CHUNK = 32
@@ -284,9 +288,18 @@ class MemoryStore(StreamStore):
         return self._append_now(stream, event)
 
     def _append_now(self, stream: str, event: Event) -> str:
-        state = self._writable(stream)
+        state = self._streams.get(stream)
+        if (
+            state is None
+            or state.outcome is not None
+            or (state.lease_until is not None and state.lease_until <= self._clock())
+        ):
+            # New, ended or its lease ran out: what ``_writable`` decides. A
+            # stream that is writable needs none of it, nor the purge of others
+            # (that the next read, end or lease renewal does).
+            state = self._writable(stream)
         seq = state.last_seq = state.last_seq + 1
-        event_id = format_id(state.epoch, seq)
+        event_id = _ID % (state.epoch, seq)  # format_id's, in one operation
         # ``event.replace(id=...)`` without checking again what append() checked
         # and the id format_id() made (an Event is the tuple (data, event, id, retry)).
         stored: Event = _new(Event, (event[0], event[1], event_id, event[3]))
