@@ -10,6 +10,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx
 import pytest
@@ -138,29 +139,50 @@ def _gated(*gates: threading.Event) -> RawServer:
     return RawServer(handle)
 
 
-async def test_where_the_protocol_is_changed_already_the_body_is_read() -> None:
+async def test_a_pushed_reader_is_aiohttp_s_again_once_left() -> None:
     gates = [threading.Event(), threading.Event()]
     server = _gated(*gates)
     client = HTTPClient()
     with server.run() as url:
-        async with client.stream("POST", url + "/h") as response:
-            reads = response._reads
-            assert reads is not None
-            protocol = reads.protocol
-            assert protocol is not None
-            gates[0].set()
-            assert b"".join([c async for c in response.aiter_bytes()]) == b"data: x\n\ndata: y\n\n"
-        # back in the pool with the protocol's own callbacks; someone else's now:
-        assert "data_received" not in protocol.__dict__
-        protocol.__dict__["data_received"] = protocol.data_received
+        for gate in gates:
+            async with client.stream("POST", url + "/h") as response:
+                reads = response._reads
+                assert reads is not None
+                content = reads.content
+                assert type(content) is aiohttp.StreamReader
+                taken: list[bytes] = []
+                pushed = response.push(lambda chunk, t=taken: t.append(chunk) is not None)
+                assert pushed is not None
+                assert type(content) is not aiohttp.StreamReader  # pushed
+                gate.set()
+                assert await pushed is None
+                assert taken == [b"data: x\n\n", b"data: y\n\n"]
+            assert type(content) is aiohttp.StreamReader
+            assert content.is_eof()
+            assert client_module._PUSHED == {}
+    await client.aclose()
+    assert server.connections == 1  # the connection served both
+
+
+async def test_a_reader_that_is_not_aiohttp_s_own_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Reader(aiohttp.StreamReader):
+        __slots__ = ()
+
+    # aiohttp's reader is no longer the class of that name (as if aiohttp changed).
+    monkeypatch.setattr(aiohttp, "StreamReader", Reader)
+    gate = threading.Event()
+    server = _gated(gate)
+    client = HTTPClient()
+    with server.run() as url:
         async with client.stream("POST", url + "/h") as response:
             assert response._reads is not None
-            assert response._reads.protocol is None
+            assert type(response._reads.content) is not Reader
             assert response.push(lambda chunk: False) is None
-            gates[1].set()
+            gate.set()
             assert b"".join([c async for c in response.aiter_bytes()]) == b"data: x\n\ndata: y\n\n"
     await client.aclose()
-    assert server.connections == 1
 
 
 def _chunked(*pieces: bytes) -> bytes:

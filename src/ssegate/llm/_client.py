@@ -300,10 +300,9 @@ class HTTPClient:
         quiet: Any = None
         if _decoder(resp.headers) is None:  # the usual body: each read as it comes
             body = reads = _Reads(resp.content, aiohttp.ClientError, url, self.read_timeout)
-            # One timer for all bodies; a body whose read timeout only aiohttp's
-            # timer keeps cannot be pushed (that timer fails the body unseen).
-            if self.read_timeout is None or self._silences.watch(resp, reads):
-                reads.protocol = _pushable(resp)
+            if self.read_timeout is not None:
+                self._silences.watch(resp, reads)  # one timer for all bodies
+            reads.pushable = _pushable(resp)
             quiet = _quiet_resumes(resp)
         else:
             body = _body(
@@ -395,12 +394,12 @@ class _Reads:
     """An uncompressed aiohttp body, read by read, with ssegate's errors: what
     ``_body`` does, as one coroutine per read where ``_body`` over ``iter_any``
     stacks two more (every token of every stream passes here). Or pushed
-    (``push``): handed over from the connection's ``data_received``.
+    (``push``): handed over as aiohttp's parser feeds its body reader.
 
     ``since``: when the read under way started waiting (``None`` between reads;
     pushed: since the last data), for ``_Silences``; ``clock`` is the event
-    loop's, once one watches it. ``protocol``: aiohttp's protocol of the
-    connection where the body can be pushed (``_pushable``), else None.
+    loop's, once one watches it. ``pushable``: whether ``push`` may push it
+    (``_pushable``).
     """
 
     __slots__ = (
@@ -409,7 +408,7 @@ class _Reads:
         "done",
         "failures",
         "on_data",
-        "protocol",
+        "pushable",
         "read",
         "read_timeout",
         "since",
@@ -426,7 +425,7 @@ class _Reads:
         self.read_timeout = read_timeout
         self.clock: Any = None
         self.since: float | None = None
-        self.protocol: Any = None
+        self.pushable = False
         self.on_data: Callable[[bytes], bool] | None = None
         self.done: asyncio.Future[None] | None = None
 
@@ -461,86 +460,66 @@ class _Reads:
             return _read_failed(self.url, exc)
         return None
 
-    def expire(self, exc: BaseException) -> None:
-        """The read timeout ran out (``_Silences``): fail the body with ``exc``."""
-        if self.done is not None:
-            self.end(exc)
-        else:
-            self.content.set_exception(exc)
-
     # -- pushed ---------------------------------------------------------------
 
     def push(self, on_data: Callable[[bytes], bool]) -> asyncio.Future[None] | None:
-        """Call ``on_data(chunk)`` with the body as it arrives, from the protocol's
-        ``data_received``: each token costs no task step (the waiter's future,
-        the task's wake-up and its coroutines' resumption). A future that ends
-        with the body: ``None`` at its end or once ``on_data`` returned true (it
-        wants no more), ``ReadTimeout``/``TransportError`` as reading would
-        raise, or what ``on_data`` raised, as it is (never into aiohttp's
-        callback). ``None``: not pushable; read instead.
+        """Call ``on_data(chunk)`` with the body as aiohttp's parser hands it to
+        the body reader (in the connection's ``data_received``): each token costs
+        no task step (the waiter's future, the task's wake-up, its coroutines'
+        resumption) and nothing is buffered. A future that ends with the body:
+        ``None`` at its end or once ``on_data`` returned true (it wants no
+        more), ``ReadTimeout``/``TransportError`` as reading would raise, or
+        what ``on_data`` raised, as it is (never into aiohttp's callback).
+        ``None``: not pushable (``pushable`` false); read instead.
 
-        aiohttp still does all the reading (``data_received`` is its own, called
-        from ours), its body reader is drained after each call with its public
-        ``read_nowait`` and watched for its end and error (there, and after
-        ``connection_lost``); nothing is buffered beyond one callback's data.
+        What the reader holds already (what came with the head) is handed over
+        here, by its public ``read_nowait``. Then the reader becomes a
+        ``_PushedReader`` (aiohttp's class, with the feed methods its parser
+        calls turned to ``on_data``) until ``unpush``.
         """
         content = self.content
-        if self.done is not None or not all(
-            callable(getattr(content, name, None)) for name in _READER
-        ):
-            return None
-        protocol = self.protocol
-        # A body that came whole with the head is all in the reader already (its
-        # connection went back to the pool): handed over here, no callback needed.
-        whole = content.is_eof()
-        if protocol is None and not whole:
+        if not self.pushable or self.done is not None:
             return None
         self.done = done = asyncio.get_running_loop().create_future()
         self.on_data = on_data
-        if self.clock is not None:
-            self.since = self.clock()
-        if not whole:
-            state = protocol.__dict__
-            state["data_received"] = self.data_received
-            state["connection_lost"] = self.connection_lost
-            protocol.transport.set_protocol(protocol)  # uvloop keeps data_received bound
-        self.settle()  # what came with the head
-        return done
-
-    def data_received(self, data: bytes) -> None:
-        type(self.protocol).data_received(self.protocol, data)
-        self.settle()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        type(self.protocol).connection_lost(self.protocol, exc)
-        self.settle()
-
-    def settle(self) -> None:
-        """Hand over what aiohttp's reader holds; end the body at its end or error."""
-        done = self.done
-        if done is None or done.done():
-            return
-        content = self.content
         try:
             data = content.read_nowait()  # raises the reader's failure, if it has one
         except Exception as exc:
             self.end(exc)
-            return
+            return done
         if data:
-            clock = self.clock
-            if clock is not None:
-                self.since = clock()
-            on_data = self.on_data
-            assert on_data is not None
-            try:
-                enough = on_data(data)
-            except Exception as exc:  # not into aiohttp's callback: to the waiter
-                done.set_exception(exc)
-                return
-            if enough:
-                done.set_result(None)
-                return
+            self.take(data)
         if content.is_eof():
+            self.finish()
+        if not done.done():
+            if self.clock is not None:
+                self.since = self.clock()
+            _PUSHED[content] = self
+            content.__class__ = _pushed_reader(type(content))
+        return done
+
+    def take(self, data: bytes) -> None:
+        """The next bytes of a pushed body."""
+        done = self.done
+        if done is None or done.done():
+            return  # ended (on_data wanted no more): dropped, the connection is closed
+        clock = self.clock
+        if clock is not None:
+            self.since = clock()
+        on_data = self.on_data
+        assert on_data is not None
+        try:
+            enough = on_data(data)
+        except Exception as exc:  # not into aiohttp's callback: to the waiter
+            done.set_exception(exc)
+            return
+        if enough:
+            done.set_result(None)
+
+    def finish(self) -> None:
+        """The pushed body ended."""
+        done = self.done
+        if done is not None and not done.done():
             done.set_result(None)
 
     def end(self, exc: BaseException) -> None:
@@ -553,18 +532,13 @@ class _Reads:
             done.set_exception(error)
 
     def unpush(self) -> None:
-        """Give the protocol back its own callbacks (the connection may serve
-        another answer; and no cycle through its ``__dict__`` is left behind)."""
+        """Give the body reader its own class back (and drop what refers to it)."""
         done = self.done
         if done is None:
             return
-        protocol = self.protocol
-        state = getattr(protocol, "__dict__", {})
-        if state.pop("data_received", None) is not None:
-            state.pop("connection_lost", None)
-            transport = protocol.transport
-            if transport is not None and not transport.is_closing():
-                transport.set_protocol(protocol)
+        content = self.content
+        if _PUSHED.pop(content, None) is not None:
+            content.__class__ = type(content).__mro__[1]
         if done.done():
             if not done.cancelled():
                 done.exception()  # seen: not "never retrieved" when no one waited
@@ -574,28 +548,71 @@ class _Reads:
         self.since = None
 
 
-def _pushable(resp: Any) -> Any:
-    """aiohttp's protocol of ``resp``'s connection if its body can be pushed
-    (``_Reads.push``), else None (aiohttp's internals not as expected, or a
-    transport that cannot change protocols)."""
-    connection = resp.connection
-    protocol = connection.protocol if connection is not None else None
-    state = getattr(protocol, "__dict__", None)
-    if state is None or "data_received" in state or "connection_lost" in state:
-        return None
-    if getattr(protocol, "_payload", None) is not resp.content:
-        return None
-    transport = getattr(protocol, "transport", None)
-    get_protocol = getattr(transport, "get_protocol", None)
-    if get_protocol is None or get_protocol() is not protocol:
-        return None
-    if not hasattr(transport, "set_protocol"):
-        return None
-    return protocol
+#: The pushed body readers, and their bodies (``_Reads.push``).
+_PUSHED: dict[Any, _Reads] = {}
+#: aiohttp's body reader class -> its pushed subclass (made once).
+_PUSHED_CLASSES: dict[type, type] = {}
 
 
-#: The body reader's methods ``_Reads.push`` uses (all public).
-_READER = ("read_nowait", "is_eof", "set_exception")
+def _pushed_reader(base: Any) -> type:
+    """``base`` (aiohttp's ``StreamReader``) with the methods its HTTP parser feeds
+    it by handing the body to its ``_Reads`` instead of buffering it. No slot is
+    added: an instance can change class to it and back (``__class__``)."""
+    found = _PUSHED_CLASSES.get(base)
+    if found is not None:
+        return found
+    feed_eof, set_exception = base.feed_eof, base.set_exception
+
+    class _PushedReader(base):  # type: ignore[misc]
+        __slots__ = ()
+
+        def feed_data(self, data: bytes, size: int = 0) -> bool:
+            if data:
+                _PUSHED[self].take(data)
+            return False  # nothing held back (aiohttp's "more data available")
+
+        def begin_http_chunk_receiving(self) -> None:
+            """Chunk boundaries are for ``readchunk``, which nobody calls here."""
+
+        def end_http_chunk_receiving(self) -> None:
+            """See ``begin_http_chunk_receiving``."""
+
+        def feed_eof(self) -> None:
+            feed_eof(self)  # its end noted (the connection can serve again), callbacks run
+            _PUSHED[self].finish()
+
+        def set_exception(self, exc: BaseException, *cause: BaseException) -> None:
+            set_exception(self, exc, *cause)
+            _PUSHED[self].end(exc)
+
+    _PUSHED_CLASSES[base] = _PushedReader
+    return _PushedReader
+
+
+def _pushable(resp: Any) -> bool:
+    """Whether ``resp``'s body can be pushed (``_Reads.push``): its reader is
+    aiohttp's ``StreamReader`` as this module knows it."""
+    from aiohttp import StreamReader
+
+    if type(resp.content) is not StreamReader:
+        return False
+    if not all(callable(getattr(StreamReader, name, None)) for name in _READER):
+        return False
+    # Slots, no __dict__: the layout a subclass without slots of its own shares.
+    return "__slots__" in vars(StreamReader) and not StreamReader.__dictoffset__
+
+
+#: What ``_Reads.push`` and ``_PushedReader`` use of aiohttp's body reader: the
+#: public reading methods, and the feed methods its HTTP parser calls.
+_READER = (
+    "read_nowait",
+    "is_eof",
+    "feed_data",
+    "feed_eof",
+    "set_exception",
+    "begin_http_chunk_receiving",
+    "end_http_chunk_receiving",
+)
 
 
 #: The flags of aiohttp's protocol that say its reading is held (flow control,
@@ -691,7 +708,8 @@ class _Silences:
                 due = loop.time() - self.timeout
                 for reads in [r for r in self.bodies if r.since is not None and r.since <= due]:
                     self.bodies.pop(reads, None)
-                    reads.expire(SocketTimeoutError("no data for the read timeout"))
+                    # (a pushed body's reader hands it on: ``_PushedReader``)
+                    reads.content.set_exception(SocketTimeoutError("no data for the read timeout"))
         finally:
             self.task = None
 
