@@ -116,6 +116,7 @@ async def test_where_aiohttp_s_reader_differs_the_body_is_read(
     upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(client_module, "_READER", ("read_nowait", "no_such_method"))
+    monkeypatch.setattr(client_module, "_KNOWN_READER", [])  # looked at again
     client = HTTPClient()
     provider = provider_for("openai_text.http", upstream, capture("openai_text.http"), client)
     read = await collect(provider, REQUEST)
@@ -172,6 +173,7 @@ async def test_a_reader_that_is_not_aiohttp_s_own_is_read(
 
     # aiohttp's reader is no longer the class of that name (as if aiohttp changed).
     monkeypatch.setattr(aiohttp, "StreamReader", Reader)
+    monkeypatch.setattr(client_module, "_KNOWN_READER", [])  # looked at again
     gate = threading.Event()
     server = _gated(gate)
     client = HTTPClient()

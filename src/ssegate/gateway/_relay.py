@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..llm import Error, Finish, LLMEvent, ReasoningDelta, TextDelta, ToolCallStart, Usage
 from ..llm.providers import HTTPProvider
@@ -35,6 +35,7 @@ class Relay:
 
     __slots__ = (
         "accepted",
+        "append_now",
         "clock",
         "generation",
         "inter_token",
@@ -43,6 +44,7 @@ class Relay:
         "metrics",
         "model",
         "outcome",
+        "stream",
         "usage",
     )
 
@@ -61,6 +63,8 @@ class Relay:
         #: The stream's outcome so far (``CANCELLED``: neither finished nor failed).
         self.outcome = CANCELLED
         self.accepted = False
+        self.append_now: Callable[[str, Event], str] = _untaken
+        self.stream = generation.id
 
     def read(self, batch: list[LLMEvent]) -> None:
         """The events of one read (not empty), before they are appended."""
@@ -113,21 +117,22 @@ class Relay:
     def taker(
         self, append_now: Callable[[str, Event], str], stream: str
     ) -> Callable[[list[LLMEvent]], None]:
-        """What takes each read's events on the callback path (``drive_into``'s sink):
-        noted and appended at once."""
-        generation = self.generation
-        read, note = self.read, self.note
+        """What takes each read's events on the callback path (``drive_into``'s
+        sink): ``take``, appending with ``append_now`` to ``stream``."""
+        self.append_now = append_now
+        self.stream = stream
+        return self.take
 
-        def take(batch: list[LLMEvent]) -> None:
-            if generation.stop_reason is not None:
-                return  # stopped: its task is being cancelled, nothing more is kept
-            read(batch)
-            for event in batch:
-                append_now(stream, to_record(event))
-                if type(event) in NOTED:
-                    note(event)
-
-        return take
+    def take(self, batch: list[LLMEvent]) -> None:
+        """A read's events, noted and appended at once (see ``taker``)."""
+        if self.generation.stop_reason is not None:
+            return  # stopped: its task is being cancelled, nothing more is kept
+        self.read(batch)
+        append_now, stream = self.append_now, self.stream
+        for event in batch:
+            append_now(stream, to_record(event))
+            if type(event) in NOTED:
+                self.note(event)
 
     async def pump(
         self,
@@ -154,9 +159,14 @@ class Relay:
 def http_provider(provider: object) -> HTTPProvider | None:
     """``provider`` if it streams through ``drive`` as ``HTTPProvider`` does (not
     a provider that reads its own way, nor one that changes ``stream_batches``)."""
-    if isinstance(provider, HTTPProvider) and (
-        type(provider).stream_batches is HTTPProvider.stream_batches
-        and type(provider).stream_into is HTTPProvider.stream_into
+    kind = type(provider)
+    if (
+        getattr(kind, "stream_into", None) is HTTPProvider.stream_into
+        and getattr(kind, "stream_batches", None) is HTTPProvider.stream_batches
     ):
-        return provider
+        return cast(HTTPProvider, provider)  # its methods are HTTPProvider's
     return None
+
+
+def _untaken(stream: str, event: Event) -> str:
+    raise RuntimeError("Relay.take before Relay.taker")

@@ -592,14 +592,24 @@ def _pushed_reader(base: Any) -> type:
 def _pushable(resp: Any) -> bool:
     """Whether ``resp``'s body can be pushed (``_Reads.push``): its reader is
     aiohttp's ``StreamReader`` as this module knows it."""
-    from aiohttp import StreamReader
+    known = _KNOWN_READER
+    if not known:
+        from aiohttp import StreamReader
 
-    if type(resp.content) is not StreamReader:
-        return False
-    if not all(callable(getattr(StreamReader, name, None)) for name in _READER):
+        known.append(StreamReader if _knows(StreamReader) else None)
+    return type(resp.content) is known[0]
+
+
+def _knows(reader: Any) -> bool:
+    """Whether aiohttp's body reader class is as ``_PushedReader`` needs it."""
+    if not all(callable(getattr(reader, name, None)) for name in _READER):
         return False
     # Slots, no __dict__: the layout a subclass without slots of its own shares.
-    return "__slots__" in vars(StreamReader) and not StreamReader.__dictoffset__
+    return "__slots__" in vars(reader) and not reader.__dictoffset__
+
+
+#: aiohttp's body reader class once looked at, or None if it is not as expected.
+_KNOWN_READER: list[Any] = []
 
 
 #: What ``_Reads.push`` and ``_PushedReader`` use of aiohttp's body reader: the

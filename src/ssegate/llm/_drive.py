@@ -492,19 +492,8 @@ async def drive_into(
     connection at once, as leaving ``drive_batches`` does.
     """
     async with _answer(client, adapter, request) as (response, parser):
-        feed = parser.feed
-        failed: list[Exception] = []
-
-        def on_data(chunk: bytes) -> bool:
-            try:
-                events = feed(chunk)
-                if events:
-                    sink(events)
-            except Exception as exc:  # the sink's, or a bug: raised below, not read on
-                failed.append(exc)
-                return True
-            return parser.done
-
+        feeder = _Feed(parser, sink)
+        on_data = feeder.take
         tail: list[LLMEvent] = []
         try:
             pushed = response.push(on_data)
@@ -516,14 +505,40 @@ async def drive_into(
                     tail = parser.close()
             else:
                 await pushed
-                if not (parser.done or failed):
+                if not (parser.done or feeder.failure):
                     tail = parser.close()
         except _FAILURES as exc:
             tail = _cut(parser, adapter.name, exc)
-        if failed:
-            raise failed[0]
+        if feeder.failure is not None:
+            raise feeder.failure
         if tail:
             sink(tail)
+
+
+class _Feed:
+    """``drive_into``'s way from each read to ``sink``: the parser's events of it,
+    handed on. What the parser or the sink raise is kept (``failure``) to be
+    raised by ``drive_into``, not into the connection's callback; the body is
+    not read on."""
+
+    __slots__ = ("failure", "feed", "parser", "sink")
+
+    def __init__(self, parser: FrameParser, sink: Callable[[list[LLMEvent]], object]) -> None:
+        self.parser = parser
+        self.feed = parser.feed
+        self.sink = sink
+        self.failure: Exception | None = None
+
+    def take(self, chunk: bytes) -> bool:
+        """One read of the body; whether no more is wanted (the stream ended)."""
+        try:
+            events = self.feed(chunk)
+            if events:
+                self.sink(events)
+        except Exception as exc:
+            self.failure = exc
+            return True
+        return self.parser.done
 
 
 async def drive(
