@@ -257,9 +257,11 @@ async def test_a_pushed_body_read_to_its_end_leaves_the_connection_reusable() ->
     def handle(conn: Conn) -> None:
         while conn.read_request() is not None:
             conn.send(HEAD)
-            for piece in TEXT:
+            for piece in TEXT[:-1]:
                 conn.send(_chunked(piece))
-            conn.send(b"0\r\n\r\n")
+            # [DONE] with the body's end: the stream's end is seen with the body's
+            # (else the connection is closed, as when reading: nothing waits for it)
+            conn.send(_chunked(TEXT[-1]) + b"0\r\n\r\n")
 
     server = RawServer(handle)
     client = HTTPClient()

@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -389,40 +389,35 @@ def _not_a_stream(
 _FAILURES = (TransportError, ProtocolError)
 
 
-@asynccontextmanager
-async def _answer(
-    client: HTTPClient | httpx.AsyncClient, adapter: _Adapter, request: ChatRequest
-) -> AsyncIterator[tuple[Response, FrameParser]]:
-    """Send ``request``; the streaming answer and a fresh parser for its body.
+async def _parser_for(
+    adapter: _Adapter, request: ChatRequest, req: HTTPRequest, response: Response
+) -> FrameParser:
+    """A fresh parser for ``response``'s body; ``ProviderError`` for an answer
+    that is not a stream (what ``drive_batches`` documents)."""
+    status = response.status_code
+    ctype = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if not 200 <= status < 300 or ctype in adapter.not_a_stream:
+        body = await aread_capped(response.aiter_bytes(), MAX_ERROR_BODY, errors=_FAILURES)
+        where = safe_url(req.url)
+        if 200 <= status < 300:
+            raise _not_a_stream(adapter.name, status, ctype, response.headers, body, where)
+        raise adapter.error_from_response(status, response.headers, body, url=where)
+    parser = adapter.parser(request)
+    max_event_size = getattr(adapter, "max_event_size", None)
+    if max_event_size is not None:
+        parser.limit(max_event_size)
+    return parser
 
-    Raises ``ProviderError`` subclasses for an answer that is not a stream and
-    for no answer at all (what ``drive_batches`` documents).
-    """
-    req = adapter.build_request(request)
-    name = adapter.name
-    try:
-        async with open_stream(client, req.method, req.url, req.headers, req.content) as response:
-            status = response.status_code
-            ctype = response.headers.get("content-type", "").partition(";")[0].strip().lower()
-            if not 200 <= status < 300 or ctype in adapter.not_a_stream:
-                body = await aread_capped(response.aiter_bytes(), MAX_ERROR_BODY, errors=_FAILURES)
-                where = safe_url(req.url)
-                if 200 <= status < 300:
-                    raise _not_a_stream(name, status, ctype, response.headers, body, where)
-                raise adapter.error_from_response(status, response.headers, body, url=where)
-            parser = adapter.parser(request)
-            max_event_size = getattr(adapter, "max_event_size", None)
-            if max_event_size is not None:
-                parser.limit(max_event_size)
-            yield response, parser
-    except ReadTimeout as exc:
-        raise UpstreamUnavailable(
+
+def _unanswered(name: str, req: HTTPRequest, exc: Exception) -> UpstreamUnavailable:
+    """The refusal for no answer at all (``exc``: one of ``_FAILURES``), to raise from it."""
+    if isinstance(exc, ReadTimeout):
+        return UpstreamUnavailable(
             f"{name} did not answer in time: {exc}", provider=name, retryable=True
-        ) from exc
-    except _FAILURES as exc:
-        raise UpstreamUnavailable(
-            f"could not reach {name} at {_origin(req.url)}: {exc}", provider=name, retryable=True
-        ) from exc
+        )
+    return UpstreamUnavailable(
+        f"could not reach {name} at {_origin(req.url)}: {exc}", provider=name, retryable=True
+    )
 
 
 def _cut(parser: FrameParser, name: str, exc: Exception) -> list[LLMEvent]:
@@ -454,24 +449,29 @@ async def drive_batches(
     failure is the final ``Error`` event. Use it under ``contextlib.aclosing`` (or
     let the task be cancelled) so stopping early closes the upstream request.
     """
-    async with _answer(client, adapter, request) as (response, parser):
-        feed = parser.feed
-        tail: list[LLMEvent]
-        try:
-            async for chunk in response.aiter_bytes():
-                events = feed(chunk)
-                if events:
-                    yield events
-                # Not kept while the next read waits: the collector would
-                # walk it (and what it holds) at every collection meanwhile.
-                del events
-                if parser.done:
-                    return
-            tail = parser.close()
-        except _FAILURES as exc:
-            tail = _cut(parser, adapter.name, exc)
-        if tail:
-            yield tail
+    req = adapter.build_request(request)
+    try:
+        async with open_stream(client, req.method, req.url, req.headers, req.content) as response:
+            parser = await _parser_for(adapter, request, req, response)
+            feed = parser.feed
+            tail: list[LLMEvent]
+            try:
+                async for chunk in response.aiter_bytes():
+                    events = feed(chunk)
+                    if events:
+                        yield events
+                    # Not kept while the next read waits: the collector would
+                    # walk it (and what it holds) at every collection meanwhile.
+                    del events
+                    if parser.done:
+                        return
+                tail = parser.close()
+            except _FAILURES as exc:
+                tail = _cut(parser, adapter.name, exc)
+            if tail:
+                yield tail
+    except _FAILURES as exc:
+        raise _unanswered(adapter.name, req, exc) from exc
 
 
 async def drive_into(
@@ -491,28 +491,35 @@ async def drive_into(
     raised here as it is. Cancelling this coroutine closes the upstream
     connection at once, as leaving ``drive_batches`` does.
     """
-    async with _answer(client, adapter, request) as (response, parser):
-        feeder = _Feed(parser, sink)
-        on_data = feeder.take
-        tail: list[LLMEvent] = []
-        try:
-            pushed = response.push(on_data)
-            if pushed is None:
-                async for chunk in response.aiter_bytes():
-                    if on_data(chunk):
-                        break
+    req = adapter.build_request(request)
+    feeder: _Feed | None = None
+    try:
+        async with open_stream(client, req.method, req.url, req.headers, req.content) as response:
+            parser = await _parser_for(adapter, request, req, response)
+            feeder = _Feed(parser, sink)
+            tail: list[LLMEvent] = []
+            try:
+                pushed = response.push(feeder.take)
+                if pushed is None:
+                    async for chunk in response.aiter_bytes():
+                        if feeder.take(chunk):
+                            break
+                    else:
+                        tail = parser.close()
                 else:
-                    tail = parser.close()
-            else:
-                await pushed
-                if not (parser.done or feeder.failure):
-                    tail = parser.close()
-        except _FAILURES as exc:
-            tail = _cut(parser, adapter.name, exc)
-        if feeder.failure is not None:
-            raise feeder.failure
-        if tail:
-            sink(tail)
+                    await pushed
+                    if not (parser.done or feeder.failure):
+                        tail = parser.close()
+            except _FAILURES as exc:
+                tail = _cut(parser, adapter.name, exc)
+            if feeder.failure is not None:
+                raise feeder.failure
+            if tail:
+                sink(tail)
+    except _FAILURES as exc:
+        if feeder is not None and exc is feeder.failure:
+            raise  # the sink's, as it is
+        raise _unanswered(adapter.name, req, exc) from exc
 
 
 class _Feed:

@@ -46,7 +46,7 @@ import importlib.util
 import json
 import os
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from importlib import import_module
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -153,12 +153,13 @@ class HTTPProvider(_Adapter):
             raise TypeError(f"stream() takes a ChatRequest, not {type(request).__name__}")
         return drive_batches(self.client, self, request)
 
-    async def stream_into(
+    def stream_into(
         self, request: ChatRequest, sink: Callable[[list[LLMEvent]], object]
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """The same lists handed to ``sink``, from the connection's callback where
-        the client allows it (see ``drive_into``); returns at the answer's end."""
-        await drive_into(self.client, self, request, sink)
+        the client allows it (see ``drive_into``); awaited, it returns at the
+        answer's end (``drive_into``'s coroutine itself: no layer in between)."""
+        return drive_into(self.client, self, request, sink)
 
     async def aclose(self) -> None:
         if self._own_client and self._client is not None:
