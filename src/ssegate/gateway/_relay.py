@@ -2,15 +2,14 @@
 
 ``Runner._produce`` relays a provider's events into the store on one of two
 paths (awaiting each append, or appending from the upstream connection's
-callback); both note each read's events here, in the same order, so the
-metrics (time to first token, the gaps between tokens, live stats) and the
-outcome are the same whichever path ran.
+callback, ``Relay.take``); both note each read's events here, in the same
+order, so the metrics (time to first token, the gaps between tokens, live
+stats) and the outcome are the same whichever path ran.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from ..llm import Error, Finish, LLMEvent, ReasoningDelta, TextDelta, ToolCallStart, Usage
@@ -133,27 +132,6 @@ class Relay:
             append_now(stream, to_record(event))
             if type(event) in NOTED:
                 self.note(event)
-
-    async def pump(
-        self,
-        append: Callable[[str, Event], Awaitable[str]],
-        stream: str,
-        batches: AsyncIterator[list[LLMEvent]],
-    ) -> None:
-        """The awaiting path: each read's events noted, and appended in turn."""
-        read, note = self.read, self.note
-        async with aclosing(batches) as reads:  # type: ignore[type-var]
-            async for batch in reads:
-                if not batch:
-                    continue
-                read(batch)
-                for event in batch:
-                    await append(stream, to_record(event))
-                    if type(event) in NOTED:
-                        note(event)
-                # Nothing of this read is kept while the next is awaited:
-                # each is an object the collector would walk (and promote).
-                del batch, event
 
 
 def http_provider(provider: object) -> HTTPProvider | None:

@@ -35,6 +35,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from types import TracebackType
 
 import anyio
@@ -47,7 +48,7 @@ from ..streams import CANCELLED, ERROR, LeaseKeeper, StreamStore
 from ._metrics import Metrics
 from ._models import Route
 from ._records import to_record
-from ._relay import Relay, http_provider
+from ._relay import NOTED, Relay, http_provider
 
 __all__ = ["Generation", "Runner"]
 
@@ -334,8 +335,19 @@ class Runner:
                 if append_now is not None and http is not None:
                     await http.stream_into(request, relay.taker(append_now, stream))
                 else:
-                    batches = stream_batches(route.provider, request)
-                    await relay.pump(store.append, stream, batches)
+                    append = store.append
+                    async with aclosing(stream_batches(route.provider, request)) as batches:  # type: ignore[type-var]
+                        async for batch in batches:
+                            if not batch:
+                                continue
+                            relay.read(batch)
+                            for event in batch:
+                                await append(stream, to_record(event))
+                                if type(event) in NOTED:
+                                    relay.note(event)
+                            # Nothing of this read is kept while the next is awaited:
+                            # each is an object the collector would walk (and promote).
+                            del batch, event
             except ProviderError as exc:
                 generation.refused = exc
                 generation.end_reason = "refused"
