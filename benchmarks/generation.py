@@ -11,7 +11,9 @@ upstream (``fake_upstream.py``, its own process, keep-alive on, HTTPS unless
 ``--streams`` generations that the gateway's ``Runner`` runs in this process
 (``OpenAIProvider`` over its ``HTTPClient``, aiohttp) into a ``MemoryStore``
 with no reader: aiohttp's body read, the SSE decoding, the provider's chunk to
-events, ``stream_batches``, ``Runner._produce`` and ``append``. The collector
+events, ``Runner._produce`` and ``append`` (into the memory store the body is
+pushed from aiohttp's ``data_received``, ``HTTPProvider.stream_into``; a
+baseline tree may still read it in the producer's task, ``stream_batches``). The collector
 is set as ``ssegate serve`` sets it (start-up objects frozen, its thresholds,
 ``pace_collections``). Once every stream has its first token, the process's
 CPU (user + system) over ``--window`` seconds is divided by the tokens

@@ -42,20 +42,13 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._exceptions import ProviderError, StoreUnavailable, StreamEnded
-from ..llm import (
-    ChatRequest,
-    Error,
-    Finish,
-    ReasoningDelta,
-    TextDelta,
-    ToolCallStart,
-    Usage,
-)
+from ..llm import ChatRequest, Error
 from ..llm.providers import stream_batches
-from ..streams import CANCELLED, DONE, ERROR, LeaseKeeper, StreamStore
+from ..streams import CANCELLED, ERROR, Appender, LeaseKeeper, StreamStore
 from ._metrics import Metrics
 from ._models import Route
 from ._records import to_record
+from ._relay import NOTED, Relay, http_provider
 
 __all__ = ["Generation", "Runner", "native"]
 
@@ -388,87 +381,63 @@ class Runner:
             self._log(generation)
 
     async def _produce(self, generation: Generation, route: Route, request: ChatRequest) -> str:
-        """Relay the provider's events into the store; the stream's outcome."""
+        """Relay the provider's events into the store; the stream's outcome.
+
+        Into a store that appends without waiting (``sync_append``: memory),
+        from an HTTP provider, the events are appended from the upstream
+        connection's callback (``HTTPProvider.stream_into``): this task only
+        waits for the end, and no task steps per token. Elsewhere (Redis, other
+        providers) it awaits each append.
+        """
         store, stream, metrics = self.store, generation.id, self.metrics
-        live = metrics.live
-        model = generation.label or generation.model
-        # The model's series, looked up once per generation, not once per token.
-        inter_token = metrics.inter_token.labels(model)
-        # Appends not awaited one by one: on Redis a token's write is not waited
-        # for before the next read (at most UNWRITTEN behind; all before the end).
-        appender = store.appender(stream)
-        append = appender.add
-        clock = self._clock
-        last_token: float | None = None
-        usage: Usage | None = None
-        outcome = CANCELLED
-        accepted = False
+        relay = Relay(generation, metrics, self._clock)
+        model = relay.model
+        # The callback path where the store and the provider allow it (see the docstring).
+        sync = getattr(store, "sync_append", None)
+        append_now = sync() if sync is not None else None
+        http = http_provider(route.provider) if append_now is not None else None
+        appender: Appender | None = None
         with generation.scope:
             try:
-                async with aclosing(stream_batches(route.provider, request)) as batches:  # type: ignore[type-var]
-                    async for batch in batches:
-                        if not batch:
-                            continue
-                        if not accepted:
-                            accepted = True
-                            generation.accepted.set()
-                        # The tokens of one read are counted once: they came at
-                        # one time, so the gaps after the first are 0 (what a
-                        # token at a time recorded; tests hold the figures equal).
-                        now = clock()
-                        tokens = 0
-                        for event in batch:
-                            kind = type(event)
-                            if kind is TextDelta or kind is ReasoningDelta or kind is ToolCallStart:
-                                tokens += 1
-                        if tokens:
-                            generation.tokens += tokens
-                            if last_token is None:
-                                generation.first_token_at = now
-                                ttft = now - generation.started_at
-                                metrics.ttft.labels(model).observe(ttft)
-                                live.tokens(model, now, tokens, ttft=ttft)
-                            else:
-                                gap = now - last_token
-                                inter_token.observe(gap)
-                                live.tokens(model, now, tokens, gap=gap)
-                            if tokens > 1:
-                                inter_token.observe_zeros(tokens - 1)
-                            last_token = now
-                        for event in batch:
-                            kind = type(event)
-                            if kind is Usage:
-                                usage = event  # type: ignore[assignment]
-                            append(to_record(event))
-                            if kind is Finish:
-                                outcome = DONE
-                                generation.end_reason = event.reason  # type: ignore[union-attr]
-                            elif kind is Error:
-                                outcome = ERROR
-                                generation.end_reason = "upstream_error"
-                                code = metrics.error_code(event.code)  # type: ignore[union-attr]
-                                metrics.upstream_errors.labels(model, code).inc()
-                        await appender.settle(UNWRITTEN)
-                        # Nothing of this read is kept while the next is awaited:
-                        # each is an object the collector would walk (and promote).
-                        del batch, event
+                if append_now is not None and http is not None:
+                    await http.stream_into(request, relay.taker(append_now, stream))
+                else:
+                    # Appends not awaited one by one: on Redis a token's write is not
+                    # waited for before the next read (at most UNWRITTEN behind).
+                    appender = store.appender(stream)
+                    append = appender.add
+                    async with aclosing(stream_batches(route.provider, request)) as batches:  # type: ignore[type-var]
+                        async for batch in batches:
+                            if not batch:
+                                continue
+                            relay.read(batch)
+                            for event in batch:
+                                append(to_record(event))
+                                if type(event) in NOTED:
+                                    relay.note(event)
+                            await appender.settle(UNWRITTEN)
+                            # Nothing of this read is kept while the next is awaited:
+                            # each is an object the collector would walk (and promote).
+                            del batch, event
             except ProviderError as exc:
                 generation.refused = exc
                 generation.end_reason = "refused"
                 metrics.upstream_errors.labels(
                     model, metrics.error_code(exc.code or "refused")
                 ).inc()
-                outcome = await self._fail(stream, _refusal(exc))
+                relay.outcome = await self._fail(stream, _refusal(exc))
             except (StreamEnded, StoreUnavailable):
                 raise
             except Exception:  # a bug under the provider: its readers hear of it, nothing hangs
                 log.exception("generation %s failed", stream)
                 generation.end_reason = "internal_error"
                 metrics.upstream_errors.labels(model, "internal_error").inc()
-                outcome = await self._fail(
+                relay.outcome = await self._fail(
                     stream, Error("internal_error", "The gateway failed during the generation.")
                 )
-        await appender.settle(0)  # stopped or not, what was read is written first
+        if appender is not None:
+            await appender.settle(0)  # stopped or not, what was read is written first
+        outcome = relay.outcome
         if generation.stop_reason is not None:
             generation.end_reason = generation.stop_reason
             metrics.cancellations.labels(generation.stop_reason).inc()
@@ -483,6 +452,7 @@ class Runner:
             outcome = await self._fail(
                 stream, Error("truncated", "The provider's stream ended early.", True)
             )
+        usage = relay.usage
         if usage is not None and usage.output_tokens is not None:
             generation.tokens = usage.output_tokens
         metrics.tokens.labels(model).inc(generation.tokens)

@@ -71,7 +71,7 @@ import base64
 import importlib.util
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -136,19 +136,31 @@ def default_http_client(
 class Response:
     """The status, headers and (decoded, bounded) body of one streaming answer."""
 
-    __slots__ = ("_chunks", "headers", "status_code")
+    __slots__ = ("_chunks", "_reads", "headers", "status_code")
 
     def __init__(
-        self, status_code: int, headers: Mapping[str, str], chunks: AsyncIterator[bytes]
+        self,
+        status_code: int,
+        headers: Mapping[str, str],
+        chunks: AsyncIterator[bytes],
+        reads: _Reads | None = None,
     ) -> None:
         self.status_code = status_code
         self.headers = headers  # case-insensitive (aiohttp's or httpx's mapping)
         self._chunks = chunks
+        self._reads = reads
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body as it arrives, decompressed; raises ``ReadTimeout``,
         ``TransportError`` or ``ProtocolError`` if it cannot be read whole."""
         return self._chunks
+
+    def push(self, on_data: Callable[[bytes], bool]) -> asyncio.Future[None] | None:
+        """Hand the body to ``on_data`` as it arrives, from the connection's own
+        callback (no task wakes per read); ``None`` where that cannot be done
+        (httpx, a compressed body, aiohttp's internals not as expected): then
+        read ``aiter_bytes()``. See ``_Reads.push``."""
+        return None if self._reads is None else self._reads.push(on_data)
 
 
 def _prepare(url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -290,6 +302,7 @@ class HTTPClient:
             body = reads = _Reads(resp.content, aiohttp.ClientError, url, self.read_timeout)
             if self.read_timeout is not None:
                 self._silences.watch(resp, reads)  # one timer for all bodies
+            reads.pushable = _pushable(resp)
             quiet = _quiet_resumes(resp)
         else:
             body = _body(
@@ -301,12 +314,13 @@ class HTTPClient:
                 read_timeout=self.read_timeout,
             )
         try:
-            yield Response(resp.status, resp.headers, body)
+            yield Response(resp.status, resp.headers, body, reads)
         finally:
+            if reads is not None:
+                reads.unpush()
+                self._silences.forget(reads)
             if quiet is not None:
                 _loud_resumes(quiet)
-            if reads is not None:
-                self._silences.forget(reads)
             if resp.content.is_eof():  # the whole body came: the connection can serve again
                 resp.release()
             else:
@@ -379,13 +393,27 @@ def _read_failed(url: str, exc: BaseException) -> TransportError:
 class _Reads:
     """An uncompressed aiohttp body, read by read, with ssegate's errors: what
     ``_body`` does, as one coroutine per read where ``_body`` over ``iter_any``
-    stacks two more (every token of every stream passes here).
+    stacks two more (every token of every stream passes here). Or pushed
+    (``push``): handed over as aiohttp's parser feeds its body reader.
 
-    ``since``: when the read under way started waiting (``None`` between reads),
-    for ``_Silences``; ``clock`` is the event loop's, once one watches it.
+    ``since``: when the read under way started waiting (``None`` between reads;
+    pushed: since the last data), for ``_Silences``; ``clock`` is the event
+    loop's, once one watches it. ``pushable``: whether ``push`` may push it
+    (``_pushable``).
     """
 
-    __slots__ = ("clock", "content", "failures", "read", "read_timeout", "since", "url")
+    __slots__ = (
+        "clock",
+        "content",
+        "done",
+        "failures",
+        "on_data",
+        "pushable",
+        "read",
+        "read_timeout",
+        "since",
+        "url",
+    )
 
     def __init__(
         self, content: Any, failures: type[BaseException], url: str, read_timeout: float | None
@@ -397,6 +425,9 @@ class _Reads:
         self.read_timeout = read_timeout
         self.clock: Any = None
         self.since: float | None = None
+        self.pushable = False
+        self.on_data: Callable[[bytes], bool] | None = None
+        self.done: asyncio.Future[None] | None = None
 
     def __aiter__(self) -> _Reads:
         return self
@@ -407,10 +438,11 @@ class _Reads:
             self.since = clock()
         try:
             data: bytes = await self.read()
-        except TimeoutError as exc:
-            raise _read_timeout(self.url, self.read_timeout) from exc
-        except self.failures as exc:
-            raise _read_failed(self.url, exc) from exc
+        except BaseException as exc:
+            error = self.translate(exc)
+            if error is None:
+                raise
+            raise error from exc
         finally:
             self.since = None
         if not data:
@@ -419,6 +451,178 @@ class _Reads:
 
     async def aclose(self) -> None:
         """Nothing to release: leaving ``HTTPClient.stream`` closes the connection."""
+
+    def translate(self, exc: BaseException) -> TransportError | None:
+        """ssegate's error for aiohttp's ``exc`` (None: not a failure of the body)."""
+        if isinstance(exc, TimeoutError):
+            return _read_timeout(self.url, self.read_timeout)
+        if isinstance(exc, self.failures):
+            return _read_failed(self.url, exc)
+        return None
+
+    # -- pushed ---------------------------------------------------------------
+
+    def push(self, on_data: Callable[[bytes], bool]) -> asyncio.Future[None] | None:
+        """Call ``on_data(chunk)`` with the body as aiohttp's parser hands it to
+        the body reader (in the connection's ``data_received``): each token costs
+        no task step (the waiter's future, the task's wake-up, its coroutines'
+        resumption) and nothing is buffered. A future that ends with the body:
+        ``None`` at its end or once ``on_data`` returned true (it wants no
+        more), ``ReadTimeout``/``TransportError`` as reading would raise, or
+        what ``on_data`` raised, as it is (never into aiohttp's callback).
+        ``None``: not pushable (``pushable`` false); read instead.
+
+        What the reader holds already (what came with the head) is handed over
+        here, by its public ``read_nowait``. Then the reader becomes a
+        ``_PushedReader`` (aiohttp's class, with the feed methods its parser
+        calls turned to ``on_data``) until ``unpush``.
+        """
+        content = self.content
+        if not self.pushable or self.done is not None:
+            return None
+        self.done = done = asyncio.get_running_loop().create_future()
+        self.on_data = on_data
+        try:
+            data = content.read_nowait()  # raises the reader's failure, if it has one
+        except Exception as exc:
+            self.end(exc)
+            return done
+        if data:
+            self.take(data)
+        if content.is_eof():
+            self.finish()
+        if not done.done():
+            if self.clock is not None:
+                self.since = self.clock()
+            _PUSHED[content] = self
+            content.__class__ = _pushed_reader(type(content))
+        return done
+
+    def take(self, data: bytes) -> None:
+        """The next bytes of a pushed body."""
+        done = self.done
+        if done is None or done.done():
+            return  # ended (on_data wanted no more): dropped, the connection is closed
+        clock = self.clock
+        if clock is not None:
+            self.since = clock()
+        on_data = self.on_data
+        assert on_data is not None
+        try:
+            enough = on_data(data)
+        except Exception as exc:  # not into aiohttp's callback: to the waiter
+            done.set_exception(exc)
+            return
+        if enough:
+            done.set_result(None)
+
+    def finish(self) -> None:
+        """The pushed body ended."""
+        done = self.done
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def end(self, exc: BaseException) -> None:
+        """Fail the pushed body with ssegate's error for ``exc``."""
+        done = self.done
+        if done is not None and not done.done():
+            error = self.translate(exc) or exc
+            if error is not exc:
+                error.__cause__ = exc
+            done.set_exception(error)
+
+    def unpush(self) -> None:
+        """Give the body reader its own class back (and drop what refers to it)."""
+        done = self.done
+        if done is None:
+            return
+        content = self.content
+        if _PUSHED.pop(content, None) is not None:
+            content.__class__ = type(content).__mro__[1]
+        if done.done():
+            if not done.cancelled():
+                done.exception()  # seen: not "never retrieved" when no one waited
+        else:
+            done.cancel()
+        self.on_data = None
+        self.since = None
+
+
+#: The pushed body readers, and their bodies (``_Reads.push``).
+_PUSHED: dict[Any, _Reads] = {}
+#: aiohttp's body reader class -> its pushed subclass (made once).
+_PUSHED_CLASSES: dict[type, type] = {}
+
+
+def _pushed_reader(base: Any) -> type:
+    """``base`` (aiohttp's ``StreamReader``) with the methods its HTTP parser feeds
+    it by handing the body to its ``_Reads`` instead of buffering it. No slot is
+    added: an instance can change class to it and back (``__class__``)."""
+    found = _PUSHED_CLASSES.get(base)
+    if found is not None:
+        return found
+    feed_eof, set_exception = base.feed_eof, base.set_exception
+
+    class _PushedReader(base):  # type: ignore[misc]
+        __slots__ = ()
+
+        def feed_data(self, data: bytes, size: int = 0) -> bool:
+            if data:
+                _PUSHED[self].take(data)
+            return False  # nothing held back (aiohttp's "more data available")
+
+        def begin_http_chunk_receiving(self) -> None:
+            """Chunk boundaries are for ``readchunk``, which nobody calls here."""
+
+        def end_http_chunk_receiving(self) -> None:
+            """See ``begin_http_chunk_receiving``."""
+
+        def feed_eof(self) -> None:
+            feed_eof(self)  # its end noted (the connection can serve again), callbacks run
+            _PUSHED[self].finish()
+
+        def set_exception(self, exc: BaseException, *cause: BaseException) -> None:
+            set_exception(self, exc, *cause)
+            _PUSHED[self].end(exc)
+
+    _PUSHED_CLASSES[base] = _PushedReader
+    return _PushedReader
+
+
+def _pushable(resp: Any) -> bool:
+    """Whether ``resp``'s body can be pushed (``_Reads.push``): its reader is
+    aiohttp's ``StreamReader`` as this module knows it."""
+    known = _KNOWN_READER
+    if not known:
+        from aiohttp import StreamReader
+
+        known.append(StreamReader if _knows(StreamReader) else None)
+    return type(resp.content) is known[0]
+
+
+def _knows(reader: Any) -> bool:
+    """Whether aiohttp's body reader class is as ``_PushedReader`` needs it."""
+    if not all(callable(getattr(reader, name, None)) for name in _READER):
+        return False
+    # Slots, no __dict__: the layout a subclass without slots of its own shares.
+    return "__slots__" in vars(reader) and not reader.__dictoffset__
+
+
+#: aiohttp's body reader class once looked at, or None if it is not as expected.
+_KNOWN_READER: list[Any] = []
+
+
+#: What ``_Reads.push`` and ``_PushedReader`` use of aiohttp's body reader: the
+#: public reading methods, and the feed methods its HTTP parser calls.
+_READER = (
+    "read_nowait",
+    "is_eof",
+    "feed_data",
+    "feed_eof",
+    "set_exception",
+    "begin_http_chunk_receiving",
+    "end_http_chunk_receiving",
+)
 
 
 #: The flags of aiohttp's protocol that say its reading is held (flow control,
@@ -514,6 +718,7 @@ class _Silences:
                 due = loop.time() - self.timeout
                 for reads in [r for r in self.bodies if r.since is not None and r.since <= due]:
                     self.bodies.pop(reads, None)
+                    # (a pushed body's reader hands it on: ``_PushedReader``)
                     reads.content.set_exception(SocketTimeoutError("no data for the read timeout"))
         finally:
             self.task = None

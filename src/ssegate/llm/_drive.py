@@ -41,7 +41,7 @@ from .._exceptions import (
 )
 from .._http import aread_capped, retry_after
 from ..protocol import Decoder, Event, NDJSONDecoder
-from ._client import HTTPClient, _origin, open_stream
+from ._client import HTTPClient, Response, _origin, open_stream
 from ._events import Error, Finish, FinishReason, LLMEvent, Start
 from ._request import ChatRequest
 
@@ -54,6 +54,7 @@ __all__ = [
     "SSEFrameParser",
     "drive",
     "drive_batches",
+    "drive_into",
     "error_details",
     "frame_json",
     "is_retryable",
@@ -388,6 +389,48 @@ def _not_a_stream(
 _FAILURES = (TransportError, ProtocolError)
 
 
+async def _parser_for(
+    adapter: _Adapter, request: ChatRequest, req: HTTPRequest, response: Response
+) -> FrameParser:
+    """A fresh parser for ``response``'s body; ``ProviderError`` for an answer
+    that is not a stream (what ``drive_batches`` documents)."""
+    status = response.status_code
+    ctype = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if not 200 <= status < 300 or ctype in adapter.not_a_stream:
+        body = await aread_capped(response.aiter_bytes(), MAX_ERROR_BODY, errors=_FAILURES)
+        where = safe_url(req.url)
+        if 200 <= status < 300:
+            raise _not_a_stream(adapter.name, status, ctype, response.headers, body, where)
+        raise adapter.error_from_response(status, response.headers, body, url=where)
+    parser = adapter.parser(request)
+    max_event_size = getattr(adapter, "max_event_size", None)
+    if max_event_size is not None:
+        parser.limit(max_event_size)
+    return parser
+
+
+def _unanswered(name: str, req: HTTPRequest, exc: Exception) -> UpstreamUnavailable:
+    """The refusal for no answer at all (``exc``: one of ``_FAILURES``), to raise from it."""
+    if isinstance(exc, ReadTimeout):
+        return UpstreamUnavailable(
+            f"{name} did not answer in time: {exc}", provider=name, retryable=True
+        )
+    return UpstreamUnavailable(
+        f"could not reach {name} at {_origin(req.url)}: {exc}", provider=name, retryable=True
+    )
+
+
+def _cut(parser: FrameParser, name: str, exc: Exception) -> list[LLMEvent]:
+    """The stream's last events when reading its body failed with ``exc`` (``_FAILURES``)."""
+    if isinstance(exc, ReadTimeout):
+        return parser.fail("timeout", f"{name} stopped sending: {exc}", retryable=True)
+    if isinstance(exc, ProtocolError):
+        return parser.fail(
+            "protocol_error", f"{name} sent a body that cannot be read: {exc}", retryable=False
+        )
+    return parser.fail("upstream_disconnected", f"{name} connection broke: {exc}", retryable=True)
+
+
 async def drive_batches(
     client: HTTPClient | httpx.AsyncClient, adapter: _Adapter, request: ChatRequest
 ) -> AsyncGenerator[list[LLMEvent], None]:
@@ -407,21 +450,9 @@ async def drive_batches(
     let the task be cancelled) so stopping early closes the upstream request.
     """
     req = adapter.build_request(request)
-    name = adapter.name
     try:
         async with open_stream(client, req.method, req.url, req.headers, req.content) as response:
-            status = response.status_code
-            ctype = response.headers.get("content-type", "").partition(";")[0].strip().lower()
-            if not 200 <= status < 300 or ctype in adapter.not_a_stream:
-                body = await aread_capped(response.aiter_bytes(), MAX_ERROR_BODY, errors=_FAILURES)
-                where = safe_url(req.url)
-                if 200 <= status < 300:
-                    raise _not_a_stream(name, status, ctype, response.headers, body, where)
-                raise adapter.error_from_response(status, response.headers, body, url=where)
-            parser = adapter.parser(request)
-            max_event_size = getattr(adapter, "max_event_size", None)
-            if max_event_size is not None:
-                parser.limit(max_event_size)
+            parser = await _parser_for(adapter, request, req, response)
             feed = parser.feed
             tail: list[LLMEvent]
             try:
@@ -435,28 +466,86 @@ async def drive_batches(
                     if parser.done:
                         return
                 tail = parser.close()
-            except ReadTimeout as exc:
-                tail = parser.fail("timeout", f"{name} stopped sending: {exc}", retryable=True)
-            except ProtocolError as exc:
-                tail = parser.fail(
-                    "protocol_error",
-                    f"{name} sent a body that cannot be read: {exc}",
-                    retryable=False,
-                )
-            except TransportError as exc:
-                tail = parser.fail(
-                    "upstream_disconnected", f"{name} connection broke: {exc}", retryable=True
-                )
+            except _FAILURES as exc:
+                tail = _cut(parser, adapter.name, exc)
             if tail:
                 yield tail
-    except ReadTimeout as exc:
-        raise UpstreamUnavailable(
-            f"{name} did not answer in time: {exc}", provider=name, retryable=True
-        ) from exc
     except _FAILURES as exc:
-        raise UpstreamUnavailable(
-            f"could not reach {name} at {_origin(req.url)}: {exc}", provider=name, retryable=True
-        ) from exc
+        raise _unanswered(adapter.name, req, exc) from exc
+
+
+async def drive_into(
+    client: HTTPClient | httpx.AsyncClient,
+    adapter: _Adapter,
+    request: ChatRequest,
+    sink: Callable[[list[LLMEvent]], object],
+) -> None:
+    """``drive_batches`` handing each list to ``sink`` instead of yielding it.
+
+    Where the client can (``Response.push``: aiohttp, an uncompressed body),
+    ``sink`` is called from the connection's ``data_received``: a read costs no
+    task step, and this coroutine wakes only at the end. Elsewhere it is called
+    from this coroutine, read by read. Either way it must not wait, and it is
+    called with the same lists in the same order as ``drive_batches`` yields.
+    What ``sink`` raises ends the answer (the connection is closed) and is
+    raised here as it is. Cancelling this coroutine closes the upstream
+    connection at once, as leaving ``drive_batches`` does.
+    """
+    req = adapter.build_request(request)
+    feeder: _Feed | None = None
+    try:
+        async with open_stream(client, req.method, req.url, req.headers, req.content) as response:
+            parser = await _parser_for(adapter, request, req, response)
+            feeder = _Feed(parser, sink)
+            tail: list[LLMEvent] = []
+            try:
+                pushed = response.push(feeder.take)
+                if pushed is None:
+                    async for chunk in response.aiter_bytes():
+                        if feeder.take(chunk):
+                            break
+                    else:
+                        tail = parser.close()
+                else:
+                    await pushed
+                    if not (parser.done or feeder.failure):
+                        tail = parser.close()
+            except _FAILURES as exc:
+                tail = _cut(parser, adapter.name, exc)
+            if feeder.failure is not None:
+                raise feeder.failure
+            if tail:
+                sink(tail)
+    except _FAILURES as exc:
+        if feeder is not None and exc is feeder.failure:
+            raise  # the sink's, as it is
+        raise _unanswered(adapter.name, req, exc) from exc
+
+
+class _Feed:
+    """``drive_into``'s way from each read to ``sink``: the parser's events of it,
+    handed on. What the parser or the sink raise is kept (``failure``) to be
+    raised by ``drive_into``, not into the connection's callback; the body is
+    not read on."""
+
+    __slots__ = ("failure", "feed", "parser", "sink")
+
+    def __init__(self, parser: FrameParser, sink: Callable[[list[LLMEvent]], object]) -> None:
+        self.parser = parser
+        self.feed = parser.feed
+        self.sink = sink
+        self.failure: Exception | None = None
+
+    def take(self, chunk: bytes) -> bool:
+        """One read of the body; whether no more is wanted (the stream ended)."""
+        try:
+            events = self.feed(chunk)
+            if events:
+                self.sink(events)
+        except Exception as exc:
+            self.failure = exc
+            return True
+        return self.parser.done
 
 
 async def drive(

@@ -34,12 +34,13 @@ from ..protocol import Event
 from ._flat import FIELDS, Flat, events_of, flatten
 from ._store import (
     FAILED,
+    ID_WIDTH,
     Appender,
     Page,
     StreamInfo,
     StreamStore,
     Waker,
-    check_event,
+    check_append,
     check_stream_name,
     format_id,
     new_epoch,
@@ -49,6 +50,9 @@ __all__ = ["MemoryStore"]
 
 _new = tuple.__new__
 
+
+#: ``format_id(epoch, seq)`` as ``_ID % (epoch, seq)`` (a test holds them equal).
+_ID = f"%s-%0{ID_WIDTH}d"
 
 #: Events per flat tuple of a stream's history (``_Stream.cold``).
 CHUNK = 32
@@ -256,18 +260,31 @@ class MemoryStore(StreamStore):
     # -- primitives -------------------------------------------------------
 
     async def append(self, stream: str, event: Event) -> str:
+        return self.append_now(stream, event)
+
+    def sync_append(self) -> Callable[[str, Event], str] | None:
+        """This store's append that needs no waiting (``append_now``), for a
+        producer that appends from a callback (the gateway's ``Runner``); None
+        where a subclass changes ``append`` (then its own is called, awaited)."""
+        if type(self).append is MemoryStore.append:
+            return self.append_now
+        return None
+
+    def append_now(self, stream: str, event: Event) -> str:
+        """``append`` without waiting (nothing here waits); it raises what
+        ``append`` raises."""
         # ``StreamStore.append``'s checks, cheaper for what a producer appends
         # once per token: a stream held here had its name checked when it was
         # made, and ASCII text needs no Unicode check. One coroutine, not two.
-        if (
+        if not (
             type(event) is Event
             and event[2] is None
             and stream in self._streams
             and event[0].isascii()
             and event[1].isascii()
         ):
-            return self._append_now(stream, event)
-        return await super().append(stream, event)
+            check_append(stream, event)
+        return self._append_now(stream, event)
 
     async def _append(self, stream: str, event: Event) -> str:
         return self._append_now(stream, event)
@@ -276,9 +293,18 @@ class MemoryStore(StreamStore):
         return _AppendNow(self, check_stream_name(stream))
 
     def _append_now(self, stream: str, event: Event) -> str:
-        state = self._writable(stream)
+        state = self._streams.get(stream)
+        if (
+            state is None
+            or state.outcome is not None
+            or (state.lease_until is not None and state.lease_until <= self._clock())
+        ):
+            # New, ended or its lease ran out: what ``_writable`` decides. A
+            # stream that is writable needs none of it, nor the purge of others
+            # (that the next read, end or lease renewal does).
+            state = self._writable(stream)
         seq = state.last_seq = state.last_seq + 1
-        event_id = format_id(state.epoch, seq)
+        event_id = _ID % (state.epoch, seq)  # format_id's, in one operation
         # ``event.replace(id=...)`` without checking again what append() checked
         # and the id format_id() made (an Event is the tuple (data, event, id, retry)).
         stored: Event = _new(Event, (event[0], event[1], event_id, event[3]))
@@ -434,12 +460,7 @@ class _AppendNow(Appender):
     _store: MemoryStore
 
     def add(self, event: Event) -> None:
-        # append()'s cheap checks for what a producer appends (see append()).
-        if not (
-            type(event) is Event and event[2] is None and event[0].isascii() and event[1].isascii()
-        ):
-            check_event(event)
-        self._store._append_now(self._stream, event)
+        self._store.append_now(self._stream, event)
 
     async def settle(self, behind: int = 0) -> None:
         return None  # nothing is ever unwritten

@@ -218,6 +218,12 @@ def new_epoch() -> str:
     return os.urandom(EPOCH_WIDTH // 2).hex()
 
 
+def check_append(stream: str, event: Event) -> None:
+    """What ``StreamStore.append`` checks before appending ``event`` to ``stream``."""
+    check_stream_name(stream)
+    check_event(event)
+
+
 def format_id(epoch: str, seq: int) -> str:
     """The id of event number ``seq`` of the stream whose epoch is ``epoch``."""
     return f"{epoch}-{seq:0{ID_WIDTH}d}"
@@ -419,8 +425,8 @@ class StreamStore(abc.ABC):
 
     async def append(self, stream: str, event: Event) -> str:
         """Append ``event`` to ``stream`` (created if new) and return its id."""
-        check_stream_name(stream)
-        return await self._append(stream, check_event(event))
+        check_append(stream, event)
+        return await self._append(stream, event)
 
     def appender(self, stream: str) -> Appender:
         """Appends to ``stream`` not awaited one by one (see ``Appender``): what

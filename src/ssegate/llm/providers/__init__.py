@@ -46,7 +46,7 @@ import importlib.util
 import json
 import os
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from importlib import import_module
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -55,7 +55,15 @@ import httpx
 
 from ..._exceptions import AuthenticationError, ProviderError
 from .._client import HTTPClient, _origin, default_http_client
-from .._drive import FrameParser, HTTPRequest, _Adapter, drive, drive_batches, provider_error
+from .._drive import (
+    FrameParser,
+    HTTPRequest,
+    _Adapter,
+    drive,
+    drive_batches,
+    drive_into,
+    provider_error,
+)
 from .._events import LLMEvent
 from .._request import ChatRequest
 
@@ -144,6 +152,14 @@ class HTTPProvider(_Adapter):
         if not isinstance(request, ChatRequest):
             raise TypeError(f"stream() takes a ChatRequest, not {type(request).__name__}")
         return drive_batches(self.client, self, request)
+
+    def stream_into(
+        self, request: ChatRequest, sink: Callable[[list[LLMEvent]], object]
+    ) -> Coroutine[Any, Any, None]:
+        """The same lists handed to ``sink``, from the connection's callback where
+        the client allows it (see ``drive_into``); awaited, it returns at the
+        answer's end (``drive_into``'s coroutine itself: no layer in between)."""
+        return drive_into(self.client, self, request, sink)
 
     async def aclose(self) -> None:
         if self._own_client and self._client is not None:

@@ -1,0 +1,150 @@
+"""What a generation's producer notes of the events it relays: metrics and outcome.
+
+``Runner._produce`` relays a provider's events into the store on one of two
+paths (awaiting each append, or appending from the upstream connection's
+callback, ``Relay.take``); both note each read's events here, in the same
+order, so the metrics (time to first token, the gaps between tokens, live
+stats) and the outcome are the same whichever path ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from ..llm import Error, Finish, LLMEvent, ReasoningDelta, TextDelta, ToolCallStart, Usage
+from ..llm.providers import HTTPProvider
+from ..protocol import Event
+from ..streams import CANCELLED, DONE, ERROR
+from ._metrics import Metrics
+from ._records import to_record
+
+if TYPE_CHECKING:
+    from ._runner import Generation
+
+__all__ = ["NOTED", "Relay", "http_provider"]
+
+#: The event types ``Relay.note`` must see (the others change nothing).
+NOTED = frozenset({Finish, Error, Usage})
+
+
+class Relay:
+    """One generation's notes: ``read`` for each read's events, before they are
+    appended; ``note`` for each event of a type in ``NOTED``, once appended."""
+
+    __slots__ = (
+        "accepted",
+        "append_now",
+        "clock",
+        "generation",
+        "inter_token",
+        "last_token",
+        "live",
+        "metrics",
+        "model",
+        "outcome",
+        "stream",
+        "usage",
+    )
+
+    def __init__(
+        self, generation: Generation, metrics: Metrics, clock: Callable[[], float]
+    ) -> None:
+        self.generation = generation
+        self.metrics = metrics
+        self.live = metrics.live
+        self.model = model = generation.label or generation.model
+        # The model's series, looked up once per generation, not once per token.
+        self.inter_token = metrics.inter_token.labels(model)
+        self.clock = clock
+        self.last_token: float | None = None
+        self.usage: Usage | None = None
+        #: The stream's outcome so far (``CANCELLED``: neither finished nor failed).
+        self.outcome = CANCELLED
+        self.accepted = False
+        self.append_now: Callable[[str, Event], str] = _untaken
+        self.stream = generation.id
+
+    def read(self, batch: list[LLMEvent]) -> None:
+        """The events of one read (not empty), before they are appended."""
+        generation = self.generation
+        if not self.accepted:
+            self.accepted = True
+            generation.accepted.set()
+        # The tokens of one read are counted once: they came at one time, so
+        # the gaps after the first are 0 (what a token at a time recorded;
+        # tests hold the figures equal).
+        now = self.clock()
+        tokens = 0
+        for event in batch:
+            kind = type(event)
+            if kind is TextDelta or kind is ReasoningDelta or kind is ToolCallStart:
+                tokens += 1
+        if tokens:
+            generation.tokens += tokens
+            model = self.model
+            inter_token = self.inter_token
+            last_token = self.last_token
+            if last_token is None:
+                generation.first_token_at = now
+                ttft = now - generation.started_at
+                self.metrics.ttft.labels(model).observe(ttft)
+                self.live.tokens(model, now, tokens, ttft=ttft)
+            else:
+                gap = now - last_token
+                inter_token.observe(gap)
+                self.live.tokens(model, now, tokens, gap=gap)
+            if tokens > 1:
+                inter_token.observe_zeros(tokens - 1)
+            self.last_token = now
+
+    def note(self, event: LLMEvent) -> None:
+        """An event of a type in ``NOTED``, appended."""
+        kind = type(event)
+        if kind is Usage:
+            self.usage = event  # type: ignore[assignment]
+        elif kind is Finish:
+            self.outcome = DONE
+            self.generation.end_reason = event.reason  # type: ignore[union-attr]
+        elif kind is Error:
+            self.outcome = ERROR
+            self.generation.end_reason = "upstream_error"
+            metrics = self.metrics
+            code = metrics.error_code(event.code)  # type: ignore[union-attr]
+            metrics.upstream_errors.labels(self.model, code).inc()
+
+    def taker(
+        self, append_now: Callable[[str, Event], str], stream: str
+    ) -> Callable[[list[LLMEvent]], None]:
+        """What takes each read's events on the callback path (``drive_into``'s
+        sink): ``take``, appending with ``append_now`` to ``stream``."""
+        self.append_now = append_now
+        self.stream = stream
+        return self.take
+
+    def take(self, batch: list[LLMEvent]) -> None:
+        """A read's events, noted and appended at once (see ``taker``)."""
+        if self.generation.stop_reason is not None:
+            return  # stopped: its task is being cancelled, nothing more is kept
+        self.read(batch)
+        append_now, stream = self.append_now, self.stream
+        for event in batch:
+            append_now(stream, to_record(event))
+            if type(event) in NOTED:
+                self.note(event)
+
+
+def http_provider(provider: object) -> HTTPProvider | None:
+    """``provider`` if it streams through ``drive`` as ``HTTPProvider`` does (not
+    a provider that reads its own way, nor one that changes ``stream_batches``)."""
+    kind = type(provider)
+    if (
+        getattr(kind, "stream_into", None) is HTTPProvider.stream_into
+        and getattr(kind, "stream_batches", None) is HTTPProvider.stream_batches
+    ):
+        return cast(HTTPProvider, provider)  # its methods are HTTPProvider's
+    return None
+
+
+def _untaken(stream: str, event: Event) -> str:
+    raise RuntimeError("Relay.take before Relay.taker")
