@@ -116,6 +116,39 @@ async def test_an_append_from_inside_a_take_is_read_not_lost() -> None:
     assert datas(read2)[:-1] == ["a-echo"]  # it took a: offered before the echo was read
 
 
+async def test_a_lone_subscriber_that_appends_from_inside_its_take_reads_that() -> None:
+    """The usual case, one subscriber (offered in place): a page that comes
+    while it takes wakes it, and it reads that page."""
+    store = MemoryStore()
+
+    def echo(event: Event) -> bool:
+        if event.data == "a":
+            store._append_now("s", Event("a-echo"))
+        return True
+
+    tap = Recorder(echo)
+    async with Hub(store) as hub, anyio.create_task_group() as tasks:
+        read = await follow(hub, "s", tap, tasks)
+        await publish(store, "s", "a")
+        await anyio.sleep(0.01)
+        await publish(store, "s", "b")  # waiting again: offered, taken
+        await store.end("s", DONE)
+    assert tap.offered == ["a", "b"]
+    assert datas(read)[:-1] == ["a-echo"]
+
+
+async def test_a_subscriber_that_is_leaving_is_offered_nothing() -> None:
+    store = MemoryStore()
+    tap = Recorder()
+    async with Hub(store) as hub:
+        async with anyio.create_task_group() as tasks:
+            await follow(hub, "s", tap, tasks)
+            tasks.cancel_scope.cancel()  # its wait is cancelled at once
+            store._append_now("s", Event("a"))
+        assert hub.subscribers == 0
+    assert tap.offered == []
+
+
 async def test_redis_pages_of_several_events_are_read_lone_ones_taken(
     redis_store_factory: Callable[..., RedisStore],
 ) -> None:

@@ -209,7 +209,7 @@ class _Follow:
                 if isinstance(newest, Page):  # as it came (cold ones are plain tuples)
                     pages[-1] = _cold(newest)
         pages.append(page)
-        self.held += len(page.events)
+        self.held += len(page[1])
         while self.held > limit and len(pages) > 1:
             self.held -= _size(pages.popleft())
             self.base += 1
@@ -218,26 +218,55 @@ class _Follow:
     def wake(self, page: Page | None = None) -> None:
         """Wake every waiting subscriber, in one pass; ``page``, just pushed, is
         first offered to the waiting ``Tap``s (a token: one event, no end)."""
-        if self.changed is None:
-            waiters, self.waiters = self.waiters, {}
-            if page is not None and page[2] is None and len(page[1]) == 1 and not self.waking:
-                self._offer(waiters, page)
-                return
-            if self.waking:  # from inside a tap's take: none goes on waiting now
-                self.rewake = True
-            for waiter in waiters:
-                if not waiter.done():  # cancelled: its subscriber is leaving
-                    waiter.set_result(None)
-        else:
+        if self.changed is not None:
             changed, self.changed = self.changed, anyio.Event()
             changed.set()
+            return
+        waiters = self.waiters
+        if page is not None and page[2] is None and len(page[1]) == 1 and not self.waking:
+            if len(waiters) != 1:
+                self._offer(page)
+                return
+            # The usual: the stream's one reader. Offered in place: while it
+            # takes, its waiters stay as they are (no new dict per token).
+            ((waiter, tap),) = waiters.items()
+            slot = self.base + len(self.pages) - 1  # the ring position of ``page``
+            seq = page[0]
+            if (
+                tap is not None
+                and tap.position == slot
+                and tap.cursor + 1 == seq
+                and not waiter.done()  # cancelled: its subscriber is leaving
+            ):
+                self.waking = True
+                try:
+                    taken = tap.take(page[1][0])
+                except Exception:
+                    logger.exception("a stream subscriber's tap failed; it reads instead")
+                    taken = False
+                finally:
+                    self.waking = self.rewake = False
+                if taken:
+                    tap.position = slot + 1
+                    tap.cursor = seq
+                    if not waiter.done():
+                        return  # it goes on waiting
+                    # else woken while taking (a page came from inside take), or cut
+        self.waiters = {}
+        if self.waking:  # from inside a tap's take: none goes on waiting now
+            self.rewake = True
+        for waiter in waiters:
+            if not waiter.done():  # cancelled: its subscriber is leaving
+                waiter.set_result(None)
 
-    def _offer(self, waiters: dict[asyncio.Future[None], Tap | None], page: Page) -> None:
-        """``wake`` with the push path: a waiting tap at ``page`` takes its one
-        event and goes on waiting; every other subscriber is woken."""
-        slot = self.end - 1  # the ring position of ``page``
+    def _offer(self, page: Page) -> None:
+        """``wake`` with the push path, several subscribers waiting: a waiting
+        tap at ``page`` takes its one event and goes on waiting; every other
+        subscriber is woken."""
+        slot = self.base + len(self.pages) - 1  # the ring position of ``page``
         seq = page[0]
         event = page[1][0]
+        waiters, self.waiters = self.waiters, {}
         self.waking = True
         try:
             for waiter, tap in waiters.items():
