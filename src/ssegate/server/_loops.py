@@ -22,7 +22,7 @@ import anyio
 import anyio.lowlevel
 
 from ._awaitable import GeneratorCoroutine
-from ._direct import body_writer
+from ._direct import body_writer, write_body
 from ._keepalive import Bucket, keepalive_wheel, per_loop
 from ._options import CLOSE_TIMEOUT_S, CloseReason
 from ._session import After, Cancellable, Cut, Message, Session, Signal, _carry_on
@@ -108,7 +108,7 @@ class AsyncioSession(Watching):
         # is the request task.
         # (Written at once, ``write``, no context is needed: uvicorn's own send
         # behind it, no middleware, none would be set.)
-        self.send_in(data, None if self.direct is not None else contextvars.copy_context())
+        self.send_aside(data, None if self.direct is not None else contextvars.copy_context())
         return True
 
     def flush_soon(self) -> None:
@@ -117,17 +117,14 @@ class AsyncioSession(Watching):
             flusher = self.flusher = push_flusher(self.loop)
         flusher.add(self)
 
-    def send_aside(self, data: bytes) -> None:
-        # From the task that appended (the push path): the send runs in a copy of
-        # the stream's own context, not in the appender's.
-        self.send_in(data, None)
-
-    def send_in(self, data: bytes, context: contextvars.Context | None) -> None:
-        """Send ``data`` in ``context`` (``None``: a copy of the stream's), unless
-        it can be written at once (``write``: no context needed); if the send
-        must wait, an aside task finishes it."""
+    def send_aside(self, data: bytes, context: contextvars.Context | None = None) -> None:
+        """Send ``data`` in ``context``, unless it can be written at once
+        (``_direct``: no context needed); if the send must wait, an aside task
+        finishes it. Without ``context`` (the push path, from the task that
+        appended), in a copy of the stream's own context, not the appender's."""
         try:
-            if self.write(data):
+            direct = self.direct
+            if direct is not None and write_body(direct, data):  # ``write``, inlined
                 self.quiet_since = self.loop.time()
                 return
             if context is None:
