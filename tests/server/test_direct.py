@@ -194,7 +194,7 @@ async def test_live_tokens_go_straight_to_the_transport_with_the_same_bytes() ->
         (2.5, END),
     ]
     assert served.send is not None
-    assert served.send.bodies == [(b"", True), (b"", False)]  # the first and the last
+    assert served.send.bodies == [(b"", False)]  # the last only (it ends the response)
     assert served.reasons == [CloseReason.COMPLETED]
 
 
@@ -223,7 +223,7 @@ async def test_items_after_a_wait_and_in_batches_from_the_pump() -> None:
         (2.0, END),
     ]
     assert served.send is not None
-    assert served.send.bodies == [(b"", True), (b"", False)]
+    assert served.send.bodies == [(b"", False)]
 
 
 async def test_a_full_socket_sends_by_send_which_waits_and_keeps_the_order() -> None:
@@ -255,7 +255,7 @@ async def test_a_full_socket_sends_by_send_which_waits_and_keeps_the_order() -> 
     ]
     assert served.send is not None
     waited = f"id: {b}\ndata: b\n\n".encode()
-    assert served.send.bodies == [(b"", True), (waited, True), (b"", False)]
+    assert served.send.bodies == [(waited, True), (b"", False)]
 
 
 async def test_keep_alives_go_by_send_as_before() -> None:
@@ -277,7 +277,7 @@ async def test_keep_alives_go_by_send_as_before() -> None:
     ]
     assert served.send is not None
     ping = (b": ping\n", True)
-    assert served.send.bodies == [(b"", True), ping, ping, ping, (b"", False)]
+    assert served.send.bodies == [ping, ping, ping, (b"", False)]
 
 
 async def test_a_client_that_leaves_gets_nothing_more() -> None:
@@ -309,6 +309,28 @@ async def test_uvicorns_send_itself_is_written_past_too() -> None:
     served = Served(respond, wrap=False)
     await served.finished()
     assert served.wire.chunks() == [(0.0, chunk(b"data: a\n\n")), (1.0, END)]
+
+
+async def test_the_first_part_is_written_with_the_headers_out_and_nothing_empty() -> None:
+    """The first body message (it pushes held headers through middleware) is
+    written straight too: the headers are out, and an empty one is nothing."""
+
+    async def produce() -> AsyncIterator[str]:
+        await anyio.sleep(1)
+        yield "a"
+
+    async def respond(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(produce(), ping=None, retry=3000)
+
+    served = Served(respond)
+    await served.finished()
+    assert served.wire.chunks() == [
+        (0.0, chunk(b"retry: 3000\n")),
+        (1.0, chunk(b"data: a\n\n")),
+        (1.0, END),
+    ]
+    assert served.send is not None
+    assert served.send.bodies == [(b"", False)]
 
 
 def test_another_server_gets_every_part_by_send() -> None:

@@ -22,7 +22,7 @@ import anyio
 import anyio.lowlevel
 
 from ._awaitable import GeneratorCoroutine
-from ._direct import body_writer, write_body
+from ._direct import write_body
 from ._keepalive import Bucket, keepalive_wheel, per_loop
 from ._options import CLOSE_TIMEOUT_S, CloseReason
 from ._session import After, Cancellable, Cut, Message, Session, Signal, _carry_on
@@ -208,7 +208,6 @@ class AsyncioSession(Watching):
         """Before the pump: send the headers, start watching for the client leaving."""
         self.task = asyncio.current_task()
         await self.open(status, headers)
-        self.direct = body_writer(self.send)
         self.watcher = self.start_watch()
         self.pump_active = True
         if self.pusher is not None:

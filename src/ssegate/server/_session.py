@@ -71,7 +71,7 @@ from typing import Any, Protocol, cast
 
 from ssegate.protocol import encode_retry
 
-from ._direct import write_body
+from ._direct import body_writer, write_body
 from ._items import encode_item
 from ._options import MAX_BATCH_SIZE, PING, SHUTDOWN_SEND_S, CloseReason, StreamOptions
 from ._shutdown import Shutdown
@@ -335,12 +335,17 @@ class Session(ABC):
         """Send the headers, start the keep-alive timer, listen for shutdown."""
         send = self.send
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        # Where the headers reached uvicorn itself, the body is written straight
+        # to its transport from now on (``_direct``).
+        self.direct = body_writer(send)
         # A first body message right away pushes the headers through any
         # middleware that holds http.response.start until it sees a body
-        # (GZipMiddleware does), so EventSource's onopen fires now.
+        # (GZipMiddleware does), so EventSource's onopen fires now. (Written
+        # straight, the headers are out: an empty first part is nothing.)
         retry = self.options.retry
         head = b"" if retry is None else encode_retry(retry)
-        await send({"type": "http.response.body", "body": head, "more_body": True})
+        if not self.write(head):
+            await send(_more(head))
         self.quiet_since = self.now()
         ping = self.options.ping
         if ping is not None:
