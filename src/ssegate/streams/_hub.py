@@ -108,11 +108,23 @@ MAX_RETRY_DELAY = 5.0
 
 
 class _Flight:
+    """One read of history under way; ``done``, made only for a second reader
+    of the same page (a reconnect storm), is set when it has finished."""
+
     __slots__ = ("done", "page")
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        self.done: anyio.Event | None = None
         self.page: Page | None = None
+
+    async def wait(self) -> None:
+        if self.done is None:
+            self.done = anyio.Event()
+        await self.done.wait()
+
+    def finish(self) -> None:
+        if self.done is not None:
+            self.done.set()
 
 
 def _cold(page: Page) -> Flat:
@@ -517,19 +529,28 @@ class Hub:
         key = (stream, cursor)
         flight = self._flights.get(key)
         if flight is not None:
-            await flight.done.wait()
+            await flight.wait()
             if flight.page is not None:
                 return flight.page
             # The reader that went to the store failed or was cancelled: our turn.
         flight = self._flights[key] = _Flight()
+        replays = self._replays
         try:
-            async with self._replays:
+            # A free place is taken without the two checkpoints of ``async
+            # with`` (each a turn of the loop, for every subscriber that joins).
+            try:
+                replays.acquire_nowait()
+            except anyio.WouldBlock:
+                await replays.acquire()
+            try:
                 flight.page = await self.store._page(stream, cursor, self.store.batch)
+            finally:
+                replays.release()
             return flight.page
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
-            flight.done.set()
+            flight.finish()
 
     def _join(self, stream: str) -> _Follow:
         follow = self._follows.get(stream)
