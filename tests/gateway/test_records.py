@@ -12,6 +12,7 @@ from ssegate.gateway._records import from_record, to_record
 from ssegate.llm import (
     Error,
     Finish,
+    LLMEvent,
     ReasoningDelta,
     ReasoningEnd,
     Start,
@@ -57,16 +58,30 @@ def test_every_kind_round_trips() -> None:
         assert from_record(record) == event
 
 
-@given(st.lists(st.text(), min_size=1, max_size=4), st.sampled_from(["openai", "native", "aisdk"]))
-def test_readers_render_text_records_as_the_general_path_does(texts: list[str], fmt: str) -> None:
-    """The reader's shortcut for text records (the text's JSON taken as it is)
-    sends the very bytes of decoding the record and formatting the delta."""
+#: What a generation may say between its start and its end, text mostly.
+_MIDDLE = st.one_of(
+    st.builds(TextDelta, st.text()),
+    st.builds(TextDelta, st.text()),
+    st.builds(ReasoningDelta, st.text()),
+    st.just(ReasoningEnd()),
+    st.just(ToolCallStart(0, "call_1", "f")),
+    st.just(ToolCallDelta(0, "call_1", '{"a":')),
+    st.just(Usage(input_tokens=3, output_tokens=4)),
+)
+
+
+@given(st.lists(_MIDDLE, min_size=1, max_size=8), st.sampled_from(["openai", "native", "aisdk"]))
+def test_readers_render_text_records_as_the_general_path_does(
+    middle: list[LLMEvent], fmt: str
+) -> None:
+    """The reader's shortcut for text records (the text's JSON taken as it is,
+    in the format's frame) sends the very bytes of decoding the record and
+    formatting the delta, whatever came before it."""
     from ssegate.gateway._reading import Renderer, _with_ids
     from ssegate.llm.formats import create_formatter
 
     options = {"include_usage": True} if fmt == "openai" else {}
-    events = [Start(model="m", provider="p", id="c", created=1), *map(TextDelta, texts)]
-    events.append(Finish("stop"))
+    events = [Start(model="m", provider="p", id="c", created=1), *middle, Finish("stop")]
     renderer = Renderer(fmt, include_usage=fmt == "openai")
     general = create_formatter(fmt, **options)
     sent = 0

@@ -344,3 +344,27 @@ def test_aisdk_finish_reason_only_when_asked() -> None:
 def test_create_formatter_refuses_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown format 'xml'"):
         create_formatter("xml")
+
+
+@pytest.mark.parametrize("name", ["native", "openai", "aisdk"])
+def test_a_text_frame_renders_a_text_delta_as_format_does(name: str) -> None:
+    """At every point of a generation (before ``Start``, between blocks of
+    text, reasoning and tool calls, after the end), ``text_frame`` is either
+    ``None`` or exactly what ``format(TextDelta(text))`` would give."""
+    from copy import deepcopy
+    from json.encoder import encode_basestring
+
+    events = [*GENERATION[:-2], TextDelta("again"), Usage(1, 1), TextDelta(""), GENERATION[-1]]
+    formatter = create_formatter(name)
+    framed = 0
+    for event in [TextDelta("first"), *events, TextDelta("after")]:
+        frame = formatter.text_frame()
+        for text in ['é "\n\\ \u2028', ""]:
+            expected = deepcopy(formatter).format(TextDelta(text))
+            if frame is not None:
+                kind, before, after = frame
+                assert expected == [Event(before + encode_basestring(text) + after, kind)]
+        framed += frame is not None
+        formatter.format(event)
+    # native: every delta until the end; openai: after Start; aisdk: while text is open
+    assert framed == {"native": 14, "openai": 13, "aisdk": 7}[name]

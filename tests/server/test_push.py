@@ -289,8 +289,8 @@ async def test_a_resuming_reader_replays_then_takes_live_tokens() -> None:
         await store.end("s", "done")
         assert await reader.bodies() == [
             (0.0, b"", True),
-            (0.0, event(ids[1], "b"), True),  # the replay, as without the push path
-            (0.0, event(ids[2], "c"), True),
+            # the replay, as without the push path: ready together, one message
+            (0.0, event(ids[1], "b") + event(ids[2], "c"), True),
             (0.5, event(ids[3], "d"), True),
             (1.5, b"", False),
         ]

@@ -314,6 +314,44 @@ async def test_subscribers_joining_while_events_flow_miss_nothing(
             assert items == [*expected, End(DONE, _id(61))]
 
 
+class GatedStore(MemoryStore):
+    """A store whose history reads wait for ``gate`` (as Redis's do for the
+    network), counting them by position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+        self.reads: list[int] = []
+
+    async def _page(self, stream: str, after: int, limit: int) -> Page:
+        self.reads.append(after)
+        await self.gate.wait()
+        return await super()._page(stream, after, limit)
+
+
+async def test_history_reads_of_one_page_are_shared_and_bounded() -> None:
+    """Joins at the same position share one read; reads at other positions
+    wait for a place (``max_replays``), and every one gets its page."""
+    store = GatedStore()
+    for data in "abc":
+        await store.append("s", Event(data))
+    pages: dict[str, Page] = {}
+    async with Hub(store, max_replays=1) as hub, anyio.create_task_group() as tasks:
+
+        async def replay(name: str, cursor: int) -> None:
+            pages[name] = await hub._replay("s", cursor)
+
+        for name, cursor in (("first", 0), ("same", 0), ("later", 2), ("also", 0)):
+            tasks.start_soon(replay, name, cursor)
+        await anyio.wait_all_tasks_blocked()
+        assert store.reads == [0]  # one read for three, the other waits for a place
+        store.gate.set()
+    assert store.reads == [0, 2]
+    assert pages["first"] is pages["same"] is pages["also"]
+    assert [e.data for e in pages["first"].events] == ["a", "b", "c"]
+    assert [e.data for e in pages["later"].events] == ["c"]
+
+
 async def test_subscribers_still_waiting_when_the_hub_stops_get_an_error() -> None:
     store = MemoryStore()
     await store.create("s")

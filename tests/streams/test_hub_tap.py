@@ -1,8 +1,8 @@
 """What the hub offers a subscriber's ``Tap`` (the push path), and what it then reads.
 
-A tap is offered a page of one event right after its cursor while its
+A tap is offered the events of a page right after its cursor while its
 subscriber waits; what it takes is not read again, what it refuses (or fails
-to take) is read as usual, and a page of several events or the end is never
+to take) is read as usual, with the rest of its page, and the end is never
 offered. Exact items, on the real stores.
 """
 
@@ -116,22 +116,56 @@ async def test_an_append_from_inside_a_take_is_read_not_lost() -> None:
     assert datas(read2)[:-1] == ["a-echo"]  # it took a: offered before the echo was read
 
 
-async def test_redis_pages_of_several_events_are_read_lone_ones_taken(
+async def test_a_lone_subscriber_that_appends_from_inside_its_take_reads_that() -> None:
+    """The usual case, one subscriber (offered in place): a page that comes
+    while it takes wakes it, and it reads that page."""
+    store = MemoryStore()
+
+    def echo(event: Event) -> bool:
+        if event.data == "a":
+            store._append_now("s", Event("a-echo"))
+        return True
+
+    tap = Recorder(echo)
+    async with Hub(store) as hub, anyio.create_task_group() as tasks:
+        read = await follow(hub, "s", tap, tasks)
+        await publish(store, "s", "a")
+        await anyio.sleep(0.01)
+        await publish(store, "s", "b")  # waiting again: offered, taken
+        await store.end("s", DONE)
+    assert tap.offered == ["a", "b"]
+    assert datas(read)[:-1] == ["a-echo"]
+
+
+async def test_a_subscriber_that_is_leaving_is_offered_nothing() -> None:
+    store = MemoryStore()
+    tap = Recorder()
+    async with Hub(store) as hub:
+        async with anyio.create_task_group() as tasks:
+            await follow(hub, "s", tap, tasks)
+            tasks.cancel_scope.cancel()  # its wait is cancelled at once
+            store._append_now("s", Event("a"))
+        assert hub.subscribers == 0
+    assert tap.offered == []
+
+
+async def test_redis_pages_of_several_events_are_taken_event_by_event(
     redis_store_factory: Callable[..., RedisStore],
 ) -> None:
     async with redis_store_factory() as store:
         await store.create("s")
-        tap = Recorder()
+        tap = Recorder(lambda event: event.data != "d")
         async with Hub(store) as hub, anyio.create_task_group() as tasks:
             read = await follow(hub, "s", tap, tasks)
             await store.append("s", Event("a"))  # alone: one write, one page
-            # Group commit: b is written at once, alone; c and d, which came
-            # while it was, go together in the next write: a page of two.
-            await asyncio.gather(*(store.append("s", Event(d)) for d in "bcd"))
+            # Group commit: b is written at once, alone; c, d and e, which came
+            # while it was, go together in the next write: a page of three,
+            # whose c is taken and whose d is not: d and e are read.
+            await asyncio.gather(*(store.append("s", Event(d)) for d in "bcde"))
             while len(read) < 2:  # noqa: ASYNC110 (the hub hands them over)
                 await anyio.sleep(0.001)
             await store.end("s", DONE)
             while len(read) < 3:  # noqa: ASYNC110
                 await anyio.sleep(0.001)
-        assert tap.offered == ["a", "b"]
-        assert datas(read)[:-1] == ["c", "d"]
+        assert tap.offered == ["a", "b", "c", "d"]
+        assert datas(read)[:-1] == ["d", "e"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from contextlib import aclosing
 from typing import Any
 
@@ -74,33 +74,46 @@ class Renderer:
         options = {"include_usage": include_usage} if name == "openai" else {}
         self.format = name
         self.formatter: Formatter = create_formatter(name, **options)
-        #: The formatter's shortcut for text deltas, where it has one.
-        self._text: Callable[[str], Event | None] | None = getattr(
-            self.formatter, "text_event", None
-        )
         self.headers = dict(self.formatter.headers)
         self.sent = 0
         #: Of the first stored event to render, how many wire events the reader has.
         self.sent_part = sent_part
+        #: A text record's wire bytes now, around its id and its text's JSON (``_frame``).
+        self._frame: tuple[str, str, str] | None = None
+        self._reframe()
 
     def skip(self, record: Event) -> None:
         """Feed an event the reader already has (no output)."""
         self.formatter.format(from_record(record))
+        self._reframe()
+
+    def _reframe(self) -> None:
+        """After the formatter changed: how it renders a text record now, if in
+        one event (its ``text_frame``), as the wire's text around the record's
+        id and text: ``[event: <type>\n]id: `` <id> ``\ndata: <before>`` <text>
+        ``<after>\n\n`` (what ``encode`` writes: formats make one line of
+        data, and the store's ids are valid)."""
+        frame = None if self.sent_part else self.formatter.text_frame()
+        if frame is None:
+            self._frame = None
+            return
+        kind, before, after = frame
+        head = "id: " if kind == "message" else f"event: {kind}\nid: "
+        self._frame = (head, "\ndata: " + before, after + "\n\n")
 
     def __call__(self, item: StreamItem) -> bytes | Event | None:
+        frame = self._frame
+        if frame is not None and type(item) is Event and item[1] == TEXT_RECORD:
+            # Nearly every event: the text goes from the record's JSON to the
+            # format's as it is, never decoded and encoded again.
+            data = item[0]
+            if data.startswith(TEXT_HEAD):
+                self.sent += 1
+                return f"{frame[0]}{item[2]}{frame[1]}{data[_TEXT_AT:-1]}{frame[2]}".encode()
         if isinstance(item, Event):
-            text = self._text
-            if text is not None and item.event == TEXT_RECORD and not self.sent_part:
-                # Nearly every event: the text goes from the record's JSON to the
-                # format's as it is, never decoded and encoded again.
-                data = item.data
-                if data.startswith(TEXT_HEAD):
-                    event = text(data[len(TEXT_HEAD) : -1])
-                    if event is not None:
-                        self.sent += 1
-                        return _with_id(event, item.id)  # type: ignore[arg-type]
             out = self.formatter.format(from_record(item))
             skip, self.sent_part = self.sent_part, 0
+            self._reframe()
             self.sent += len(out) - min(skip, len(out))
             return _with_ids(out, item.id, skip) if len(out) > skip else None
         if isinstance(item, Gap):
@@ -116,14 +129,7 @@ class Renderer:
 
 
 _new = tuple.__new__
-
-
-def _with_id(event: Event, event_id: str) -> bytes:
-    """``encode(event)`` with ``event_id`` as its id; ``event`` has one line of data
-    and no id or retry (what ``text_event`` gives)."""
-    kind = event.event
-    head = "id: " if kind == "message" else "event: " + kind + "\nid: "
-    return (head + event_id + "\ndata: " + event.data + "\n\n").encode()
+_TEXT_AT = len(TEXT_HEAD)
 
 
 def _with_ids(events: list[Event], event_id: str | None, skip: int = 0) -> bytes:
@@ -276,20 +282,21 @@ class Reader(Response):
 
 class _BodyStraight:
     """A ``send`` passing ``http.response.start`` through the middleware
-    (``through``) and body messages straight to the server's ``send``: the
-    middleware only looks at the start (see ``_app._GatewayApp``).
+    (``through``) and body messages straight to the server's ``send``
+    (``body_send``, which the session may write past, ``server._direct``):
+    the middleware only looks at the start (see ``_app._GatewayApp``).
 
     Not a coroutine function: it returns the coroutine of the ``send`` it
     picks, so a body message costs one call and no frame of its own.
     """
 
-    __slots__ = ("raw", "through")
+    __slots__ = ("body_send", "through")
 
-    def __init__(self, through: Any, raw: Any) -> None:
+    def __init__(self, through: Any, body_send: Any) -> None:
         self.through = through
-        self.raw = raw
+        self.body_send = body_send
 
     def __call__(self, message: MutableMapping[str, Any]) -> Any:
         if message["type"] == "http.response.body":
-            return self.raw(message)
+            return self.body_send(message)
         return self.through(message)

@@ -22,6 +22,7 @@ import anyio
 import anyio.lowlevel
 
 from ._awaitable import GeneratorCoroutine
+from ._direct import write_body
 from ._keepalive import Bucket, keepalive_wheel, per_loop
 from ._options import CLOSE_TIMEOUT_S, CloseReason
 from ._session import After, Cancellable, Cut, Message, Session, Signal, _carry_on
@@ -105,7 +106,9 @@ class AsyncioSession(Watching):
         # context it set it in, and nothing leaks into the request's context.
         # One difference remains: during the first step asyncio.current_task()
         # is the request task.
-        self.send_in(data, contextvars.copy_context())
+        # (Written at once, ``write``, no context is needed: uvicorn's own send
+        # behind it, no middleware, none would be set.)
+        self.send_aside(data, None if self.direct is not None else contextvars.copy_context())
         return True
 
     def flush_soon(self) -> None:
@@ -114,15 +117,19 @@ class AsyncioSession(Watching):
             flusher = self.flusher = push_flusher(self.loop)
         flusher.add(self)
 
-    def send_aside(self, data: bytes) -> None:
-        # From the task that appended (the push path): the send runs in a copy of
-        # the stream's own context, not in the appender's.
-        self.send_in(data, self.context.copy())
-
-    def send_in(self, data: bytes, context: contextvars.Context) -> None:
-        """Send ``data`` in ``context``; if it must wait, an aside task finishes it."""
-        message = {"type": "http.response.body", "body": data, "more_body": True}
+    def send_aside(self, data: bytes, context: contextvars.Context | None = None) -> None:
+        """Send ``data`` in ``context``, unless it can be written at once
+        (``_direct``: no context needed); if the send must wait, an aside task
+        finishes it. Without ``context`` (the push path, from the task that
+        appended), in a copy of the stream's own context, not the appender's."""
         try:
+            direct = self.direct
+            if direct is not None and write_body(direct, data):  # ``write``, inlined
+                self.quiet_since = self.loop.time()
+                return
+            if context is None:
+                context = self.context.copy()
+            message = {"type": "http.response.body", "body": data, "more_body": True}
             sending: Any = context.run(self.send, message)
             step = sending if type(sending) is CoroutineType else sending.__await__()
             yielded = context.run(step.send, None)

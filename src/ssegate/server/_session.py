@@ -45,6 +45,12 @@ upstream's reads, relayed tokens cost 10-15 % more CPU). A flush that must
 wait is finished aside, as ``send_now``'s; a pump that wakes first (the end,
 a cancellation) sends what was taken before anything else.
 
+Under uvicorn (httptools), once the response has started, the body's parts
+are written straight to its transport where its ``send`` would write them at
+once (``write``, ``_direct``: per part, no message, no coroutine); a part
+that would wait (a client reading slowly) goes by ``send`` as before, and so
+do the first and last messages and the keep-alives.
+
 Whatever ends the stream (the producer finishing or failing, the client leaving,
 a client that stopped reading for ``send_timeout`` seconds, a server shutdown),
 the producer is closed (``aclose``, so its ``finally`` runs) and ``on_close`` is
@@ -65,6 +71,7 @@ from typing import Any, Protocol, cast
 
 from ssegate.protocol import encode_retry
 
+from ._direct import body_writer, write_body
 from ._items import encode_item
 from ._options import MAX_BATCH_SIZE, PING, SHUTDOWN_SEND_S, CloseReason, StreamOptions
 from ._shutdown import Shutdown
@@ -124,6 +131,11 @@ class Cut(Exception):
         self.reason = reason
 
 
+def _more(data: bytes) -> Message:
+    """The body message that sends ``data``, more to come."""
+    return {"type": "http.response.body", "body": data, "more_body": True}
+
+
 @types.coroutine
 def _carry_on(step: Any, yielded: Any) -> Generator[Any, Any, Any]:
     """Finish a half-run awaitable in the current task: pass what it yields up
@@ -151,6 +163,7 @@ class Session(ABC):
         "aside_task",
         "closed",
         "cut",
+        "direct",
         "finished",
         "grace_timer",
         "hard_stopped",
@@ -205,6 +218,7 @@ class Session(ABC):
         self.grace_timer: Cancellable | None = None
         self.hard_timer: Cancellable | None = None
         self.unsubscribe: Callable[[], None] | None = None
+        self.direct: Any = None  # uvicorn's request cycle, to write the body to (``_direct``)
 
     # -- what each event loop provides -------------------------------------
 
@@ -220,6 +234,14 @@ class Session(ABC):
 
     @abstractmethod
     def spawn_aside(self) -> None: ...
+
+    def write(self, data: bytes) -> bool:
+        """Write ``data`` straight to the server's transport, exactly as ``send``
+        would, if ``send`` would do it at once (``_direct``); ``False``, with
+        nothing done, if not (or if the server is not one we know): then send
+        it. What the transport raises goes to the caller, as from ``send``."""
+        direct = self.direct
+        return direct is not None and write_body(direct, data)
 
     def send_now(self, data: bytes) -> bool:
         """From inside the pump, while it holds a half-run step of the producer:
@@ -239,7 +261,7 @@ class Session(ABC):
             return False
         out = render(item)
         if out is not None:
-            data = encode_item(out)
+            data = out if type(out) is bytes else encode_item(out)
             pushed = self.pushed
             if pushed is None:
                 self.pushed = data
@@ -313,12 +335,17 @@ class Session(ABC):
         """Send the headers, start the keep-alive timer, listen for shutdown."""
         send = self.send
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        # Where the headers reached uvicorn itself, the body is written straight
+        # to its transport from now on (``_direct``).
+        self.direct = body_writer(send)
         # A first body message right away pushes the headers through any
         # middleware that holds http.response.start until it sees a body
-        # (GZipMiddleware does), so EventSource's onopen fires now.
+        # (GZipMiddleware does), so EventSource's onopen fires now. (Written
+        # straight, the headers are out: an empty first part is nothing.)
         retry = self.options.retry
         head = b"" if retry is None else encode_retry(retry)
-        await send({"type": "http.response.body", "body": head, "more_body": True})
+        if not self.write(head):
+            await send(_more(head))
         self.quiet_since = self.now()
         ping = self.options.ping
         if ping is not None:
@@ -490,11 +517,15 @@ class Session(ABC):
                 # It came after a wait, so the next one probably will too: send
                 # it now rather than risk holding it while the producer waits.
                 data = encode_item(item)
-                if untimed and self.aside_done is None:
+                if self.aside_done is None:
                     self.pump_busy = True  # the common case of send_body, inlined
-                    message = {"type": "http.response.body", "body": data, "more_body": True}
                     try:
-                        yield from send(message).__await__()
+                        if not self.write(data):
+                            message = _more(data)
+                            if untimed:
+                                yield from send(message).__await__()
+                            elif not (yield from self.send_timed(message).__await__()):
+                                raise Cut(CloseReason.SEND_TIMEOUT)
                     except OSError:
                         raise Cut(CloseReason.CLIENT_GONE) from None
                     finally:
@@ -520,8 +551,7 @@ class Session(ABC):
         try:
             while (done := self.aside_done) is not None:
                 await done.wait()
-            message = {"type": "http.response.body", "body": data, "more_body": True}
-            if not await self.send_timed(message):
+            if not self.write(data) and not await self.send_timed(_more(data)):
                 raise Cut(CloseReason.SEND_TIMEOUT)
         except OSError:
             raise Cut(CloseReason.CLIENT_GONE) from None

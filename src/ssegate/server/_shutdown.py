@@ -45,6 +45,10 @@ _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 def _scheduler() -> Callable[[Callable[[], None]], Any]:
     """A thread-safe (and signal-handler-safe) 'call soon' for the running loop."""
+    try:  # asyncio's own look-up first: one C call, where anyio's finds the backend
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:
+        pass
     native = anyio.lowlevel.current_token().native_token
     if isinstance(native, asyncio.AbstractEventLoop):
         return native.call_soon_threadsafe

@@ -45,11 +45,13 @@ handed out as it is, without a copy.
 
 Cheaper still is not waking them: a subscriber may bring a ``Tap`` (the push
 path, ``stream_response`` does on asyncio), and while it waits at the end of
-the ring a token right after its cursor is offered to it first, from the task
-that delivered the page (the appender's); what it takes it has, so its task
-stays asleep and its position and cursor move on (per token, one task step and
-one future less for each reader that keeps up). What it refuses, a page of
-several events and the end are read as above.
+the ring the events of a page right after its cursor are offered to it
+first, one by one, from the task that delivered the page (the appender's, or
+the hub's reader for a page read from the store: on Redis, the tokens of a
+stream that came together); what it takes it has, so its task stays asleep
+and its position and cursor move on (per token, one task step and one future
+less for each reader that keeps up). What it refuses (from the first refusal
+on) and the end are read as above.
 
 A subscriber joins in three steps that leave no hole and no repeat: take a
 position at the end of the ring (from then on everything the hub reads after
@@ -106,11 +108,23 @@ MAX_RETRY_DELAY = 5.0
 
 
 class _Flight:
+    """One read of history under way; ``done``, made only for a second reader
+    of the same page (a reconnect storm), is set when it has finished."""
+
     __slots__ = ("done", "page")
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        self.done: anyio.Event | None = None
         self.page: Page | None = None
+
+    async def wait(self) -> None:
+        if self.done is None:
+            self.done = anyio.Event()
+        await self.done.wait()
+
+    def finish(self) -> None:
+        if self.done is not None:
+            self.done.set()
 
 
 def _cold(page: Page) -> Flat:
@@ -138,13 +152,15 @@ class Tap:
     """A subscriber that takes live events without its task waking: the push path.
 
     Given to ``Hub.read(..., tap=)`` (on asyncio). While the subscriber waits at
-    the end of the ring, a new page of one event right after its cursor (a
-    token, as an appender writes them) is offered to ``take(event)``, from the
-    task that delivered it (the appender's, usually). ``True``: taken (``read()``
-    will not yield it; the subscriber's position moves past it and it goes on
-    waiting, its task not woken); ``False``: not taken, nothing done, and the
-    subscriber wakes and reads it as it would have. ``take`` must not wait, and
-    should not raise (what it raises is logged and counts as ``False``).
+    the end of the ring, the events of a new page right after its cursor (a
+    token, as an appender writes them; several, as a page read back may hold)
+    are offered to ``take(event)`` in order, from the task that delivered the
+    page (the appender's, usually). ``True``: taken (``read()`` will not yield
+    it; the subscriber's cursor moves past it and, once it took the whole page,
+    it goes on waiting, its task not woken); ``False``: not taken, nothing
+    done, no later event of the page offered, and the subscriber wakes and
+    reads it and the rest as it would have. ``take`` must not wait, and should
+    not raise (what it raises is logged and counts as ``False``).
     """
 
     __slots__ = ("cursor", "position")
@@ -209,58 +225,96 @@ class _Follow:
                 if isinstance(newest, Page):  # as it came (cold ones are plain tuples)
                     pages[-1] = _cold(newest)
         pages.append(page)
-        self.held += len(page.events)
+        self.held += len(page[1])
         while self.held > limit and len(pages) > 1:
             self.held -= _size(pages.popleft())
             self.base += 1
         self.wake(page)
 
     def wake(self, page: Page | None = None) -> None:
-        """Wake every waiting subscriber, in one pass; ``page``, just pushed, is
-        first offered to the waiting ``Tap``s (a token: one event, no end)."""
-        if self.changed is None:
-            waiters, self.waiters = self.waiters, {}
-            if page is not None and page[2] is None and len(page[1]) == 1 and not self.waking:
-                self._offer(waiters, page)
-                return
-            if self.waking:  # from inside a tap's take: none goes on waiting now
-                self.rewake = True
-            for waiter in waiters:
-                if not waiter.done():  # cancelled: its subscriber is leaving
-                    waiter.set_result(None)
-        else:
+        """Wake every waiting subscriber, in one pass; the events of ``page``,
+        just pushed (without the end), are first offered to waiting ``Tap``s."""
+        if self.changed is not None:
             changed, self.changed = self.changed, anyio.Event()
             changed.set()
+            return
+        waiters = self.waiters
+        if page is not None and page[2] is None and not self.waking:
+            if len(waiters) != 1:
+                self._offer(page)
+                return
+            # The usual: the stream's one reader. Offered in place: while it
+            # takes, its waiters stay as they are (no new dict per token).
+            ((waiter, tap),) = waiters.items()
+            slot = self.base + len(self.pages) - 1  # the ring position of ``page``
+            seq = page[0]
+            if (
+                tap is not None
+                and tap.position == slot
+                and tap.cursor + 1 == seq
+                and not waiter.done()  # cancelled: its subscriber is leaving
+            ):
+                events = page[1]
+                self.waking = True
+                try:
+                    taken = _give(tap, events)
+                finally:
+                    self.waking = self.rewake = False
+                if taken:
+                    tap.cursor = seq + taken - 1
+                    if taken == len(events):
+                        tap.position = slot + 1
+                        if not waiter.done():
+                            return  # it goes on waiting
+                        # else woken while taking (a page came from inside take), or cut
+        self.waiters = {}
+        if self.waking:  # from inside a tap's take: none goes on waiting now
+            self.rewake = True
+        for waiter in waiters:
+            if not waiter.done():  # cancelled: its subscriber is leaving
+                waiter.set_result(None)
 
-    def _offer(self, waiters: dict[asyncio.Future[None], Tap | None], page: Page) -> None:
-        """``wake`` with the push path: a waiting tap at ``page`` takes its one
-        event and goes on waiting; every other subscriber is woken."""
-        slot = self.end - 1  # the ring position of ``page``
+    def _offer(self, page: Page) -> None:
+        """``wake`` with the push path, several subscribers waiting: each
+        waiting tap at ``page`` is offered its events, and goes on waiting if
+        it took them all; every other subscriber is woken."""
+        slot = self.base + len(self.pages) - 1  # the ring position of ``page``
         seq = page[0]
-        event = page[1][0]
+        events = page[1]
+        waiters, self.waiters = self.waiters, {}
         self.waking = True
         try:
             for waiter, tap in waiters.items():
                 if waiter.done():  # cancelled: its subscriber is leaving
                     continue
                 if tap is not None and tap.position == slot and tap.cursor + 1 == seq:
-                    try:
-                        taken = tap.take(event)
-                    except Exception:
-                        logger.exception("a stream subscriber's tap failed; it reads instead")
-                        taken = False
+                    taken = _give(tap, events)
                     if taken:
-                        tap.position = slot + 1
-                        tap.cursor = seq
-                        if waiter.done():  # its stream was cut while taking
-                            continue
-                        if not self.rewake:
-                            self.waiters[waiter] = tap
-                            continue
-                waiter.set_result(None)
+                        tap.cursor = seq + taken - 1
+                        if taken == len(events):
+                            tap.position = slot + 1
+                            if not self.rewake and not waiter.done():
+                                self.waiters[waiter] = tap
+                                continue
+                if not waiter.done():  # else its stream was cut while taking
+                    waiter.set_result(None)
         finally:
             self.waking = False
             self.rewake = False
+
+
+def _give(tap: Tap, events: list[Event]) -> int:
+    """How many of ``events``, from the first, ``tap`` takes (up to its first
+    refusal); what its ``take`` raises is logged and counts as a refusal."""
+    taken = 0
+    try:
+        for event in events:
+            if not tap.take(event):
+                break
+            taken += 1
+    except Exception:
+        logger.exception("a stream subscriber's tap failed; it reads instead")
+    return taken
 
 
 class Hub:
@@ -452,7 +506,7 @@ class Hub:
                         except BaseException:
                             follow.waiters.pop(waiter, None)
                             raise
-                        if tap is not None:  # what it took meanwhile (``_offer``)
+                        if tap is not None:  # what it took meanwhile (``wake``)
                             position = tap.position
                             cursor = tap.cursor
                     else:
@@ -475,19 +529,28 @@ class Hub:
         key = (stream, cursor)
         flight = self._flights.get(key)
         if flight is not None:
-            await flight.done.wait()
+            await flight.wait()
             if flight.page is not None:
                 return flight.page
             # The reader that went to the store failed or was cancelled: our turn.
         flight = self._flights[key] = _Flight()
+        replays = self._replays
         try:
-            async with self._replays:
+            # A free place is taken without the two checkpoints of ``async
+            # with`` (each a turn of the loop, for every subscriber that joins).
+            try:
+                replays.acquire_nowait()
+            except anyio.WouldBlock:
+                await replays.acquire()
+            try:
                 flight.page = await self.store._page(stream, cursor, self.store.batch)
+            finally:
+                replays.release()
             return flight.page
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
-            flight.done.set()
+            flight.finish()
 
     def _join(self, stream: str) -> _Follow:
         follow = self._follows.get(stream)

@@ -33,8 +33,8 @@ response waits for the next event with nothing being sent, the hub hands the
 event over from the task that appended it, which renders it there; it is sent
 with what other streams took in that turn of the loop (``Session.take``).
 Whenever that cannot be done at once (the response is sending, or a keep-alive
-is; the event is not a lone token; the client left), the reader wakes and
-reads the event as before.
+is; the end of the stream; the client left), the reader wakes and reads the
+event (and the rest of its page) as before.
 """
 
 from __future__ import annotations

@@ -43,11 +43,22 @@ __all__ = [
 
 
 class Formatter(Protocol):
-    """What every output format offers."""
+    """What every output format offers.
+
+    ``text_frame()``: how ``format(TextDelta(text))`` would render now, when it
+    is one event that differs from the next text delta's in the text alone:
+    its event type, and the data before and after the text JSON-encoded (as
+    ``json.dumps(text, ensure_ascii=False)``); else ``None``, then call
+    ``format``. Valid until the next ``format``. A relay holding the encoded
+    text (the gateway's readers) renders a token without decoding it,
+    dispatching or encoding it again.
+    """
 
     headers: Mapping[str, str]
 
     def format(self, event: LLMEvent) -> list[Event]: ...
+
+    def text_frame(self) -> tuple[str, str, str] | None: ...
 
 
 _FORMATTERS: Mapping[str, type[Any]] = {

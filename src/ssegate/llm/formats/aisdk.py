@@ -69,6 +69,7 @@ class AISDKFormatter:
         self.message_id = message_id
         self.finish_reason = finish_reason
         self._block: tuple[str, str] | None = None  # ("text"|"reasoning", id) open now
+        self._frame: tuple[str, str, str] | None = None  # a text delta's, while text is open
         self._blocks = 0
         self._usage: Usage | None = None
         self.started = False
@@ -92,6 +93,9 @@ class AISDKFormatter:
         block_id = f"{kind[0]}{self._blocks}"
         self._blocks += 1
         self._block = (kind, block_id)
+        if kind == "text":  # json.dumps of a text-delta part, around its delta
+            before = '{"type": "text-delta", "id": ' + json.dumps(block_id) + ', "delta": '
+            self._frame = ("message", before, "}")
         out.append(_part({"type": f"{kind}-start", "id": block_id}))
         return block_id
 
@@ -99,7 +103,13 @@ class AISDKFormatter:
         if self._block is not None:
             kind, block_id = self._block
             self._block = None
+            self._frame = None
             out.append(_part({"type": f"{kind}-end", "id": block_id}))
+
+    def text_frame(self) -> tuple[str, str, str] | None:
+        """How ``format(TextDelta(text))`` renders now (see ``formats.Formatter``):
+        one ``text-delta`` part while a text block is open."""
+        return None if self.done else self._frame
 
     def format(self, event: LLMEvent) -> list[Event]:
         if self.done:

@@ -35,6 +35,10 @@ NATIVE_EVENTS = ("token", "reasoning", "tool_call", "usage", "done", "error")
 
 _new = tuple.__new__
 
+#: A token's data, around its text JSON-encoded (what ``dumps`` writes).
+_TEXT_BEFORE = '{"text": '
+_TEXT_FRAME = ("token", _TEXT_BEFORE, "}")
+
 
 def _event(data: dict[str, Any], kind: str) -> Event:
     # JSON text never contains CR or LF and the types are constants: already valid.
@@ -70,19 +74,15 @@ class NativeFormatter:
     def __init__(self) -> None:
         self.done = False
 
-    def text_event(self, text_json: str) -> Event | None:
-        """What ``format(TextDelta(text))`` gives, from ``text`` already JSON-encoded
-        (as ``json.dumps(text, ensure_ascii=False)``), when it is one event; else
-        ``None``."""
-        if self.done:
-            return None
-        return _new(Event, ('{"text": ' + text_json + "}", "token", None, None))
+    def text_frame(self) -> tuple[str, str, str] | None:
+        """How ``format(TextDelta(text))`` renders now (see ``formats.Formatter``)."""
+        return None if self.done else _TEXT_FRAME
 
     def format(self, event: LLMEvent) -> list[Event]:
         if self.done:
             return []
         if type(event) is TextDelta:  # the hot path: built by hand, same bytes as dumps()
-            return [_new(Event, ('{"text": ' + _string(event.text) + "}", "token", None, None))]
+            return [_new(Event, (_TEXT_BEFORE + _string(event.text) + "}", "token", None, None))]
         if isinstance(event, ReasoningDelta):
             return [_event({"text": event.text}, "reasoning")]
         if isinstance(event, ToolCallEnd):

@@ -88,6 +88,7 @@ class OpenAIFormatter:
         self._clock = clock
         self._head = ""
         self._tail = ""
+        self._frame: tuple[str, str, str] | None = None
         self._usage: Usage | None = None
         self.started = False
         self.done = False
@@ -116,19 +117,16 @@ class OpenAIFormatter:
         self._tail = ',"logprobs":null,"finish_reason":null}]' + (
             ',"usage":null}' if self.include_usage else "}"
         )
+        self._frame = ("message", self._head + '{"content":', "}" + self._tail)
         return [self._delta({"role": "assistant", "content": ""})]
 
     def _delta(self, delta: dict[str, Any]) -> Event:
         return _data(self._head + dumps(delta, ensure_ascii=False) + self._tail)
 
-    def text_event(self, text_json: str) -> Event | None:
-        """What ``format(TextDelta(text))`` gives, from ``text`` already JSON-encoded
-        (as ``json.dumps(text, ensure_ascii=False)``), when it is one event; else
-        ``None`` (then call ``format``). A relay holding the encoded text spares
-        decoding and encoding it again."""
-        if not self.started or self.done:
-            return None
-        return _data(self._head + '{"content":' + text_json + "}" + self._tail)
+    def text_frame(self) -> tuple[str, str, str] | None:
+        """How ``format(TextDelta(text))`` renders now (see ``formats.Formatter``):
+        after ``Start``, until the end, one chunk that differs only in the content."""
+        return None if self.done else self._frame
 
     def format(self, event: LLMEvent) -> list[Event]:
         if self.done:
@@ -136,15 +134,8 @@ class OpenAIFormatter:
         cls = type(event)
         out: list[Event] = [] if self.started else self._begin(event if cls is Start else None)  # type: ignore[arg-type]
         if cls is TextDelta:
-            out.append(
-                _data(
-                    self._head
-                    + '{"content":'
-                    + _string(event.text)  # type: ignore[union-attr]
-                    + "}"
-                    + self._tail
-                )
-            )
+            frame: tuple[str, str, str] = self._frame  # type: ignore[assignment]  # _begin's
+            out.append(_data(frame[1] + _string(event.text) + frame[2]))  # type: ignore[union-attr]
         elif isinstance(event, ReasoningDelta):
             out.append(self._delta({"reasoning_content": event.text}))
         elif isinstance(event, ToolCallStart):
