@@ -21,7 +21,7 @@ from ssegate.llm import ChatRequest, LLMEvent
 from ssegate.llm.providers import HTTPClient
 from ssegate.llm.providers.openai import OpenAIProvider
 from ssegate.protocol import Event
-from ssegate.streams import CANCELLED, MemoryStore
+from ssegate.streams import CANCELLED, MemoryStore, StreamStore
 from ssegate.streams.redis import RedisStore
 from ssegate.testing import FakeUpstream, Reply
 
@@ -43,13 +43,14 @@ class AwaitedStore(MemoryStore):
         return await super().append(stream, event)
 
 
-def stored(store: MemoryStore, stream: str) -> list[tuple[str, str]]:
-    state = store._streams[stream]
-    return [(e.event, e.data) for e in state.events(0, state.length)]
+async def records(store: StreamStore, stream: str) -> list[tuple[str, str]]:
+    """The stream's events (it has ended): (type, data) of each."""
+    with anyio.fail_after(10):
+        return [(e.event, e.data) async for e in store.read(stream) if isinstance(e, Event)]
 
 
 async def run_one(
-    store: MemoryStore, url: str, name: str
+    store: StreamStore, url: str, name: str
 ) -> tuple[list[tuple[str, str]], list[bytes]]:
     """One generation from the upstream at ``url``: its records and the metrics
     (but the times of creation of the series, wall-clock time)."""
@@ -62,7 +63,7 @@ async def run_one(
         await generation.finished.wait()
     await client.aclose()
     exported = metrics.export().splitlines()
-    return stored(store, name), [line for line in exported if b"_created" not in line]
+    return await records(store, name), [line for line in exported if b"_created" not in line]
 
 
 @pytest.mark.parametrize(
@@ -80,12 +81,42 @@ async def test_the_callback_path_stores_and_counts_what_the_awaiting_path_does(
     assert pushed[0][0][0] == "start"
 
 
-async def test_stopping_on_the_callback_path_closes_the_upstream_connection() -> None:
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "capture", ["openai_text.http", "openai_truncated.http", "openai_error_midstream.http"]
+)
+async def test_on_redis_the_callback_path_stores_and_counts_what_the_awaiting_path_does(
+    capture: str, redis_url: str, redis_prefix: str
+) -> None:
+    # Redis's appender queues at add(): the callback path appends to Redis too.
+    reply = replace(Reply.load(CAPTURES / capture), interval=0.002)
+    fake = FakeUpstream().add("/v1/chat/completions", reply, reply)
+    with fake.run() as url:
+        async with RedisStore(redis_url, prefix=redis_prefix) as redis_store:
+            pushed = await run_one(redis_store, url, "s1")
+        awaited = await run_one(AwaitedStore(), url, "s1")
+    assert pushed == awaited
+    assert pushed[0][0][0] == "start"
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(
+    request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
+) -> AsyncIterator[StreamStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    async with RedisStore(redis_url, prefix=redis_prefix) as redis_store:
+        yield redis_store
+
+
+async def test_stopping_on_the_callback_path_closes_the_upstream_connection(
+    store: StreamStore,
+) -> None:
     reply = Reply.load(CAPTURES / "openai_text.http")
     fake = FakeUpstream().add(
         "/v1/chat/completions", replace(reply, chunks=reply.chunks[:2], hold=True)
     )
-    store = MemoryStore()
     client = HTTPClient()
     provider = OpenAIProvider("http://unused/v1", "k", client=client)
     with fake.run() as url:
@@ -104,13 +135,17 @@ async def test_stopping_on_the_callback_path_closes_the_upstream_connection() ->
     assert closed
     info = await store.info("s")
     assert (info.ended, info.outcome) == (True, CANCELLED)
-    assert [kind for kind, _ in stored(store, "s")] == ["start", "text"]
+    assert [kind for kind, _ in await records(store, "s")] == ["start", "text"]
 
 
 def test_the_callback_path_is_taken_only_where_both_sides_allow_it() -> None:
     assert MemoryStore().sync_append() is not None
+    assert MemoryStore().appender("s").immediate
     assert AwaitedStore().sync_append() is None  # its own append: awaited
-    assert not hasattr(RedisStore, "sync_append")  # appends over the network: awaited
+    assert not AwaitedStore().appender("s").immediate
+    assert not hasattr(RedisStore, "sync_append")  # appends over the network: never at once
+    # ... but queued at once for the next group-committed write: pushed too.
+    assert RedisStore("redis://127.0.0.1:1/0").appender("s").immediate
     provider = OpenAIProvider("http://127.0.0.1:1/v1", "k")
     assert http_provider(provider) is provider
     assert http_provider(EchoProvider()) is None  # reads its own way

@@ -1,8 +1,8 @@
 """What a generation's producer notes of the events it relays: metrics and outcome.
 
 ``Runner._produce`` relays a provider's events into the store on one of two
-paths (awaiting each append, or appending from the upstream connection's
-callback, ``Relay.take``); both note each read's events here, in the same
+paths (reading and settling the appends after each read, or appending from
+the upstream connection's callback, ``Relay.take``); both note each read's events here, in the same
 order, so the metrics (time to first token, the gaps between tokens, live
 stats) and the outcome are the same whichever path ran.
 """
@@ -34,7 +34,7 @@ class Relay:
 
     __slots__ = (
         "accepted",
-        "append_now",
+        "add",
         "clock",
         "generation",
         "inter_token",
@@ -43,7 +43,6 @@ class Relay:
         "metrics",
         "model",
         "outcome",
-        "stream",
         "usage",
     )
 
@@ -62,8 +61,7 @@ class Relay:
         #: The stream's outcome so far (``CANCELLED``: neither finished nor failed).
         self.outcome = CANCELLED
         self.accepted = False
-        self.append_now: Callable[[str, Event], str] = _untaken
-        self.stream = generation.id
+        self.add: Callable[[Event], None] = _untaken
 
     def read(self, batch: list[LLMEvent]) -> None:
         """The events of one read (not empty), before they are appended."""
@@ -113,13 +111,10 @@ class Relay:
             code = metrics.error_code(event.code)  # type: ignore[union-attr]
             metrics.upstream_errors.labels(self.model, code).inc()
 
-    def taker(
-        self, append_now: Callable[[str, Event], str], stream: str
-    ) -> Callable[[list[LLMEvent]], None]:
+    def taker(self, add: Callable[[Event], None]) -> Callable[[list[LLMEvent]], None]:
         """What takes each read's events on the callback path (``drive_into``'s
-        sink): ``take``, appending with ``append_now`` to ``stream``."""
-        self.append_now = append_now
-        self.stream = stream
+        sink): ``take``, appending each with ``add`` (an immediate appender's)."""
+        self.add = add
         return self.take
 
     def take(self, batch: list[LLMEvent]) -> None:
@@ -127,9 +122,9 @@ class Relay:
         if self.generation.stop_reason is not None:
             return  # stopped: its task is being cancelled, nothing more is kept
         self.read(batch)
-        append_now, stream = self.append_now, self.stream
+        add = self.add
         for event in batch:
-            append_now(stream, to_record(event))
+            add(to_record(event))
             if type(event) in NOTED:
                 self.note(event)
 
@@ -146,5 +141,5 @@ def http_provider(provider: object) -> HTTPProvider | None:
     return None
 
 
-def _untaken(stream: str, event: Event) -> str:
+def _untaken(event: Event) -> None:
     raise RuntimeError("Relay.take before Relay.taker")

@@ -44,7 +44,7 @@ from anyio.abc import TaskGroup
 from .._exceptions import ProviderError, StoreUnavailable, StreamEnded
 from ..llm import ChatRequest, Error
 from ..llm.providers import stream_batches
-from ..streams import CANCELLED, ERROR, Appender, LeaseKeeper, StreamStore
+from ..streams import CANCELLED, ERROR, LeaseKeeper, StreamStore
 from ._metrics import Metrics
 from ._models import Route
 from ._records import to_record
@@ -383,28 +383,26 @@ class Runner:
     async def _produce(self, generation: Generation, route: Route, request: ChatRequest) -> str:
         """Relay the provider's events into the store; the stream's outcome.
 
-        Into a store that appends without waiting (``sync_append``: memory),
-        from an HTTP provider, the events are appended from the upstream
-        connection's callback (``HTTPProvider.stream_into``): this task only
-        waits for the end, and no task steps per token. Elsewhere (Redis, other
-        providers) it awaits each append.
+        With a store whose appender appends (memory) or queues (Redis) at once
+        (``Appender.immediate``), from an HTTP provider, the events are appended
+        from the upstream connection's callback (``HTTPProvider.stream_into``):
+        this task only waits for the end, and no task steps per token. Elsewhere
+        (another store, the built-in models) it reads, and settles the appends
+        after each read.
         """
         store, stream, metrics = self.store, generation.id, self.metrics
         relay = Relay(generation, metrics, self._clock)
         model = relay.model
+        # Appends not awaited one by one: on Redis a token's write is not waited
+        # for before the next read (at most UNWRITTEN behind; all before the end).
+        appender = store.appender(stream)
         # The callback path where the store and the provider allow it (see the docstring).
-        sync = getattr(store, "sync_append", None)
-        append_now = sync() if sync is not None else None
-        http = http_provider(route.provider) if append_now is not None else None
-        appender: Appender | None = None
+        http = http_provider(route.provider) if appender.immediate else None
         with generation.scope:
             try:
-                if append_now is not None and http is not None:
-                    await http.stream_into(request, relay.taker(append_now, stream))
+                if http is not None:
+                    await http.stream_into(request, relay.taker(appender.add))
                 else:
-                    # Appends not awaited one by one: on Redis a token's write is not
-                    # waited for before the next read (at most UNWRITTEN behind).
-                    appender = store.appender(stream)
                     append = appender.add
                     async with aclosing(stream_batches(route.provider, request)) as batches:  # type: ignore[type-var]
                         async for batch in batches:
@@ -435,8 +433,7 @@ class Runner:
                 relay.outcome = await self._fail(
                     stream, Error("internal_error", "The gateway failed during the generation.")
                 )
-        if appender is not None:
-            await appender.settle(0)  # stopped or not, what was read is written first
+        await appender.settle(0)  # stopped or not, what was read is written first
         outcome = relay.outcome
         if generation.stop_reason is not None:
             generation.end_reason = generation.stop_reason

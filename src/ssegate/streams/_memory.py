@@ -290,6 +290,8 @@ class MemoryStore(StreamStore):
         return self._append_now(stream, event)
 
     def appender(self, stream: str) -> Appender:
+        if self.sync_append() is None:  # a subclass's own append: awaited
+            return super().appender(stream)
         return _AppendNow(self, check_stream_name(stream))
 
     def _append_now(self, stream: str, event: Event) -> str:
@@ -458,6 +460,7 @@ class _AppendNow(Appender):
 
     __slots__ = ()
     _store: MemoryStore
+    immediate = True
 
     def add(self, event: Event) -> None:
         self._store.append_now(self._stream, event)

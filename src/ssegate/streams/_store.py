@@ -386,6 +386,12 @@ class Appender:
 
     __slots__ = ("_events", "_store", "_stream")
 
+    #: Whether ``add()`` appends (or queues the append) by itself, needing no
+    #: ``settle()`` to go: then it may be called from a callback, where nothing
+    #: can be awaited (the gateway's producer appends from the upstream
+    #: connection's). This one's appends wait for ``settle()``.
+    immediate: ClassVar[bool] = False
+
     def __init__(self, store: StreamStore, stream: str) -> None:
         self._store = store
         self._stream = stream

@@ -1352,6 +1352,7 @@ class _BehindAppender(Appender):
 
     __slots__ = ("_unwritten",)
     _store: RedisStore
+    immediate = True  # queued at add(), written by the store's writer task
 
     def __init__(self, store: RedisStore, stream: str) -> None:
         super().__init__(store, stream)
