@@ -360,7 +360,35 @@ return reply
 # not among them), then n times data, event type ('' for message), retry (or '').
 # A hub's read of the streams that advanced: one reply of plain strings, which
 # the client takes apart in one loop (XREAD's reply costs a dict per entry).
-_READ = """
+# Appends the events of XRANGE ``entries`` to ``reply`` as data, event type,
+# retry each; returns how many, and the end's outcome if the entries reached
+# the end marker (else false). What a reader's scripts share.
+_FLATTEN = """
+local function flatten(entries, reply)
+  local n = 0
+  for i = 1, #entries do
+    local f = entries[i][2]
+    local d, e, r, o = '', '', '', false
+    for j = 1, #f, 2 do
+      local name = f[j]
+      if name == 'd' then d = f[j + 1]
+      elseif name == 'e' then e = f[j + 1]
+      elseif name == 'r' then r = f[j + 1]
+      elseif name == 'end' then o = f[j + 1] end
+    end
+    if o then return n, o end
+    reply[#reply + 1] = d
+    reply[#reply + 1] = e
+    reply[#reply + 1] = r
+    n = n + 1
+  end
+  return n, false
+end
+"""
+
+_READ = (
+    _FLATTEN
+    + """
 local count = ARGV[1]
 local starts = {}
 for start in string.gmatch(ARGV[2], '%d+') do starts[#starts + 1] = start end
@@ -377,31 +405,14 @@ for k = 1, #KEYS do
     local at = #reply + 1
     reply[at] = 0
     reply[at + 1] = ''
-    local n = 0
-    for i = 1, #entries do
-      local f = entries[i][2]
-      local d, e, r, o = '', '', '', false
-      for j = 1, #f, 2 do
-        local name = f[j]
-        if name == 'd' then d = f[j + 1]
-        elseif name == 'e' then e = f[j + 1]
-        elseif name == 'r' then r = f[j + 1]
-        elseif name == 'end' then o = f[j + 1] end
-      end
-      if o then
-        reply[at + 1] = o
-        break
-      end
-      reply[#reply + 1] = d
-      reply[#reply + 1] = e
-      reply[#reply + 1] = r
-      n = n + 1
-    end
+    local n, o = flatten(entries, reply)
     reply[at] = n
+    if o then reply[at + 1] = o end
   end
 end
 return reply
 """
+)
 
 # Reads of one stream, each one command (a MULTI of several costs the client
 # as much per command, and a script is what a pipeline of calls can carry).
@@ -427,7 +438,9 @@ return {m[1], m[2] or '', m[3], redis.call('XLEN', KEYS[1]), first}
 # stream does not exist, else last, outcome ('' while it runs), epoch part,
 # the first entry's number ('' if none), the end's outcome if the entries
 # reached it (else ''), then data, type, retry of each event.
-_PAGE = """
+_PAGE = (
+    _FLATTEN
+    + """
 local m = redis.call('HMGET', KEYS[2], 'last', 'outcome', 'epoch')
 if not m[1] then return {} end
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
@@ -436,26 +449,11 @@ if #entries > 0 then
   local id = entries[1][1]
   reply[4] = string.sub(id, 1, string.find(id, '-', 1, true) - 1)
 end
-for i = 1, #entries do
-  local f = entries[i][2]
-  local d, e, r, o = '', '', '', false
-  for j = 1, #f, 2 do
-    local name = f[j]
-    if name == 'd' then d = f[j + 1]
-    elseif name == 'e' then e = f[j + 1]
-    elseif name == 'r' then r = f[j + 1]
-    elseif name == 'end' then o = f[j + 1] end
-  end
-  if o then
-    reply[5] = o
-    break
-  end
-  reply[#reply + 1] = d
-  reply[#reply + 1] = e
-  reply[#reply + 1] = r
-end
+local _, o = flatten(entries, reply)
+if o then reply[5] = o end
 return reply
 """
+)
 
 #: XREAD returns entries after the id given: "after every entry numbered n",
 #: whatever its epoch, is n followed by the largest sequence part.
@@ -831,8 +829,8 @@ class RedisStore(StreamStore):
         if not self._idle():
             waiter = self._queue(stream, event)
         else:  # nobody writes, so nothing else is queued
-            waiter = self._enqueue(stream, event)
             loop = asyncio.get_running_loop()
+            waiter = self._enqueue(stream, event, loop)
             if self._commit.due(loop.time()) == 0:
                 # No window to wait for: write it from this task, as one call,
                 # sparing the hand-off to a writer task (one writer's case).
@@ -856,17 +854,18 @@ class RedisStore(StreamStore):
         """Nobody writes: neither the writer task nor an appender its own append."""
         return self._writing is None and (self._flusher is None or self._flusher.done())
 
-    def _enqueue(self, stream: str, event: Event) -> asyncio.Future[str]:
+    def _enqueue(
+        self, stream: str, event: Event, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[str]:
         """Queue ``event``'s append; resolved with its id once written."""
-        loop = asyncio.get_running_loop()
         waiter: asyncio.Future[str] = loop.create_future()
         self._commit.add(waiter, stream, encode_append(*self._values(event)), loop.time(), event)
         return waiter
 
     def _queue(self, stream: str, event: Event) -> asyncio.Future[str]:
         """Queue ``event``'s append for the writer task (started if need be)."""
-        waiter = self._enqueue(stream, event)
         loop = asyncio.get_running_loop()
+        waiter = self._enqueue(stream, event, loop)
         commit = self._commit
         if self._idle():
             self._flusher = loop.create_task(self._flush())
