@@ -46,7 +46,13 @@ Reported, medians of the repeats:
   floor that no change to Python code moves.
 
 Every server gets a few warm-up streams first (imports and caches of a first
-request are not what is measured). Then the targets of issue 12 at 1 000
+request are not what is measured). Before each run of C streams through a
+gateway (ssegate's, ``--baseline``'s, LiteLLM's) C short streams fill its pool
+of upstream connections, unmeasured: ``direct`` has its C connections open
+before its run, and a gateway that has served C streams all along holds C; so
+the figures are a gateway's steady state, not its first burst
+(``--no-warm-pool``: each run opens its connections, a TCP connect and TLS
+handshake for each, in its CPU and its TTFT). Then the targets of issue 12 at 1 000
 streams, met or missed; and (not with ``--quick``) the gateway's CPU split into
 a cost per stream and a cost per token, from runs of N and 3N tokens at 100
 streams.
@@ -427,6 +433,7 @@ def measure(
         "stream": True,
     }
     key = LITELLM_KEY if target == "litellm" else "sk-none"
+    conns = upstream_connections()
     before = cpu_of(pid) if pid else 0.0
     before_sys = cpu_of(pid, kernel=True) if pid else 0.0
     r = load(port, streams, body, key, echo, ramp, limit, cafile)
@@ -446,7 +453,54 @@ def measure(
         "tokens_s": r["tokens"] / r["wall"],
         "cpu_share": cpu / r["wall"],
         "cpu_s": cpu,
+        "new_conns": max(0, upstream_connections() - conns - 1) if conns else float("nan"),
     }
+
+
+#: The upstream's port and CA file (``""``: plain HTTP), set once it is up.
+UPSTREAM: dict[str, Any] = {}
+
+
+def upstream_connections() -> int:
+    """How many connections the upstream has accepted so far (its ``GET /stats``), this
+    question's own included; 0 before it is up."""
+    if not UPSTREAM:
+        return 0
+    import ssl
+
+    scheme = "https" if UPSTREAM["cafile"] else "http"
+    ctx = ssl.create_default_context(cafile=UPSTREAM["cafile"]) if UPSTREAM["cafile"] else None
+    url = f"{scheme}://127.0.0.1:{UPSTREAM['port']}/stats"
+    with urllib.request.urlopen(url, timeout=10, context=ctx) as r:
+        return int(json.load(r)["connections"])
+
+
+def fill_pool(target: str, port: int, pid: int | None, streams: int, limit: float) -> None:
+    """``streams`` short streams started within 0.25 s, not measured: the gateway's pool
+    then holds ``streams`` open upstream connections, as a gateway serving that many
+    streams all along does, and as ``direct`` opens its connections before its run."""
+    measure(target, port, pid, streams, FILL_TOKENS, 0.25, limit)
+    if pid:
+        settle(pid)
+
+
+def settle(pid: int, window: float = 0.2, quiet: float = 0.01, within: float = 5.0) -> None:
+    """Wait (at most ``within`` s) until ``pid`` spends less than ``quiet`` s of CPU in a
+    ``window`` (the kernel counts CPU time in 10 ms ticks): what a run left to do (its
+    streams' ends, logs, collections) is done before the next run's CPU is counted."""
+    end = time.monotonic() + within
+    last = cpu_of(pid)
+    while time.monotonic() < end:
+        time.sleep(window)
+        now = cpu_of(pid)
+        if now - last < quiet:
+            return
+        last = now
+
+
+#: A filling stream's tokens: it lasts 0.4 s, beyond the 0.25 s its starts are spread over,
+#: so they all overlap and each holds a connection of its own.
+FILL_TOKENS = 8
 
 
 class Servers:
@@ -511,6 +565,7 @@ class Servers:
             host = ["--host", "127.0.0.1", "--port", str(self.ll_port)]
             self.ll = self.spawn("litellm", [litellm, "--config", cfg, *host, "--num_workers", "1"])
         self.wait_port(self.up_port, up)
+        UPSTREAM.update(port=self.up_port, cafile=self.cafile)
         wait_ready(f"http://127.0.0.1:{self.gw_port}/readyz", self.gw, 60)
         if self.base is not None:
             wait_ready(f"http://127.0.0.1:{self.base_port}/readyz", self.base, 60)
@@ -603,6 +658,14 @@ def main() -> None:
         default=True,
         help="the upstream keeps connections open between answers, as providers do "
         "(--no-upstream-keep-alive: it closes each, and every stream connects anew)",
+    )
+    ap.add_argument(
+        "--warm-pool",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="before each gateway's run of C streams, C streams at once fill its pool of "
+        "upstream connections, as direct's C connections are open before it starts "
+        "(--no-warm-pool: the run opens them, a TLS handshake per new connection)",
     )
     ap.add_argument(
         "--upstream-tls",
@@ -707,6 +770,8 @@ def main() -> None:
                 for t, (port, pid, ca) in ports.items():  # interleaved: drifting load hits all
                     if t == "litellm" and streams > 100 and n:
                         continue  # saturated: once is enough to show it, and it takes long
+                    if args.warm_pool and t != "direct":
+                        fill_pool(t, port, pid, streams, limit)
                     spy = None
                     profiled = args.profile_at or max(counts)
                     if args.profile and t == "ssegate" and streams == profiled and not n:
@@ -743,7 +808,7 @@ def main() -> None:
             gateways["baseline"] = (servers.base_port, servers.base.pid)
         if not args.quick:
             split = 100 if 100 in counts else max(counts)
-            cpu_split(gateways, split, tokens, args.ramp, limit, repeats)
+            cpu_split(gateways, split, tokens, args.ramp, limit, repeats, args.warm_pool)
         echo_runs: dict[str, list[dict[str, float]]] = {name: [] for name in gateways}
         for _ in range(repeats if args.echo_streams > 0 else 0):  # --echo-streams 0: none
             for name, (port, pid) in gateways.items():  # interleaved, as above
@@ -785,6 +850,7 @@ def cpu_split(
     ramp: float,
     limit: float,
     repeats: int,
+    warm: bool = True,
 ) -> None:
     """Each gateway's CPU per stream as ``a + b * tokens``: a stream's own cost, a token's.
 
@@ -795,6 +861,8 @@ def cpu_split(
     for _ in range(repeats):
         for name, (port, pid) in gateways.items():
             per_stream, per_token = split[name]
+            if warm:
+                fill_pool("ssegate", port, pid, streams, limit)
             short, long = (
                 measure("ssegate", port, pid, streams, n, ramp, limit + n / RATE)["cpu_s"]
                 for n in (tokens, 3 * tokens)
@@ -928,13 +996,15 @@ def report(streams: int, med: dict[str, dict[str, float]]) -> None:
             f"{m['late99'] - d['late99']:>+9.1f}" if added else f"{'':>9}",
             f"{m['cpu_us']:>11.1f}" if added else f"{'-':>11}",
             f"{m['sys_us']:>10.1f}" if added else f"{'-':>10}",
-            f"{m['cpu_us'] / ours:>9.1f}x" if added else f"{'':>10}",
+            f"{m['cpu_us'] / ours:>9.1f}x" if added and ours else f"{'':>10}",
         ]
         print(f"{t:9}" + "".join(cols))
     print(
         "(ms; '+' = added over direct; 'of it sys': the kernel's part (socket reads and "
         "writes, polling); CPU ratio = CPU per token / ssegate's)"
     )
+    opened = ", ".join(f"{t} {m['new_conns']:.0f}" for t, m in med.items() if t != "direct")
+    print(f"new upstream connections opened during the run (TCP + TLS each): {opened}")
 
 
 if __name__ == "__main__":
