@@ -19,7 +19,7 @@ from streams_support import ids_of, seq
 from ssegate import Event, StoreUnavailable
 from ssegate.streams import DONE, End, Gap, Hub, MemoryStore, StreamItem, StreamStore
 from ssegate.streams._store import Page
-from ssegate.streams.redis import RedisStore
+from ssegate.streams.redis import PIPELINED_READS, RedisStore
 
 pytestmark = pytest.mark.anyio
 
@@ -350,6 +350,47 @@ async def test_history_reads_of_one_page_are_shared_and_bounded() -> None:
     assert pages["first"] is pages["same"] is pages["also"]
     assert [e.data for e in pages["first"].events] == ["a", "b", "c"]
     assert [e.data for e in pages["later"].events] == ["c"]
+
+
+async def test_history_reads_run_as_many_at_once_as_the_store_allows() -> None:
+    """By default a hub runs as many history reads at once as its store allows
+    (``concurrent_reads``): a burst of joins at different positions is not
+    queued four at a time where reads hold no connection each."""
+
+    class FourAtOnce(GatedStore):
+        concurrent_reads = 4
+
+    for store, running in ((GatedStore(), 10), (FourAtOnce(), 4)):
+        for data in "abcdefghij":
+            await store.append("s", Event(data))
+        pages: dict[int, Page] = {}
+        async with Hub(store) as hub, anyio.create_task_group() as tasks:
+            assert hub.max_replays == store.concurrent_reads
+
+            async def replay(cursor: int, hub: Hub = hub, pages: dict[int, Page] = pages) -> None:
+                pages[cursor] = await hub._replay("s", cursor)
+
+            for cursor in range(10):
+                tasks.start_soon(replay, cursor)
+            await anyio.wait_all_tasks_blocked()
+            assert sorted(store.reads) == list(range(running))
+            store.gate.set()
+        assert sorted(store.reads) == list(range(10))
+        assert {c: [e.data for e in p.events] for c, p in pages.items()} == {
+            c: list("abcdefghij"[c:]) for c in range(10)
+        }
+
+
+@pytest.mark.redis
+async def test_a_redis_store_allows_many_reads_at_once_where_they_are_pipelined(
+    redis_url: str, redis_cluster_url: str
+) -> None:
+    # One connection carries a loop turn's reads (``ScriptCalls``); on Redis
+    # Cluster each read is a call of its own, on a connection of its own.
+    async with RedisStore(redis_url) as single, RedisStore(redis_cluster_url) as cluster:
+        assert single.concurrent_reads == PIPELINED_READS == 256
+        assert cluster.concurrent_reads == StreamStore.concurrent_reads == 4
+    assert MemoryStore.concurrent_reads == 256
 
 
 async def test_subscribers_still_waiting_when_the_hub_stops_get_an_error() -> None:

@@ -330,7 +330,8 @@ class Hub:
     ``queue_size``: events kept per followed stream for subscribers that lag
     (one further behind is cut loose and catches up from the store).
     ``max_replays``: history reads running at once, whatever the number of
-    joining subscribers (each may hold a store connection). ``retry_delay``:
+    joining subscribers (each may hold a store connection); by default the
+    store's ``concurrent_reads`` (4, more where reads share a connection). ``retry_delay``:
     the first pause when the store is unavailable, doubling up to
     ``MAX_RETRY_DELAY``. ``clock`` times the lease checks (every
     ``store.poll_interval``). ``error`` is the store's error while it is
@@ -342,7 +343,7 @@ class Hub:
         store: StreamStore,
         *,
         queue_size: int = 1024,
-        max_replays: int = 4,
+        max_replays: int | None = None,
         retry_delay: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -352,6 +353,8 @@ class Hub:
             raise ValueError(f"queue_size must be a positive int, not {queue_size!r}")
         self.store = store
         self.queue_size = queue_size
+        if max_replays is None:
+            max_replays = store.concurrent_reads
         if type(max_replays) is not int or max_replays < 1:
             raise ValueError(f"max_replays must be a positive int, not {max_replays!r}")
         self.max_replays = max_replays

@@ -178,6 +178,9 @@ class MemoryStore(StreamStore):
     Use it from one event loop (like everything async): it is not thread-safe.
     """
 
+    #: A history read is a look-up here: it holds no connection (see ``StreamStore``).
+    concurrent_reads = 256
+
     def __init__(
         self,
         *,

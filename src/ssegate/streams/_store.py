@@ -414,6 +414,11 @@ class StreamStore(abc.ABC):
 
     #: Events fetched per round trip when replaying history.
     batch: ClassVar[int] = 512
+    #: History reads a ``Hub`` runs at once for joining subscribers, by default: as
+    #: many as may each hold a connection of the store's while a burst of joins
+    #: (a deploy, a reconnect storm) waits for them. A store whose reads cost no
+    #: connection each (in memory, or sent together) allows more.
+    concurrent_reads: int = 4
 
     def __init__(self, *, max_len: int, ttl: float, poll_interval: float) -> None:
         if type(max_len) is not int or max_len < 1:

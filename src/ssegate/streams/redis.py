@@ -485,6 +485,10 @@ _CHECKED_ON_CHECKOUT: dict[str, Any] = (
     else {}
 )
 
+#: History reads a hub may run at once where they are pipelined (``concurrent_reads``):
+#: a burst's reads go out a loop turn's worth at a time, each turn's on one connection.
+PIPELINED_READS = 256
+
 #: Connections a store made from a URL may open; the pool waits for a free one
 #: beyond that, so load never multiplies connections (a Hub needs one or two).
 DEFAULT_MAX_CONNECTIONS = 32
@@ -627,6 +631,11 @@ class RedisStore(StreamStore):
         # A stream's own calls (lease, end, a reader's first reads), pipelined
         # per loop turn; on Redis Cluster each goes to its node alone.
         self._pipelined = None if self.cluster else ScriptCalls(self.redis)  # type: ignore[arg-type]
+        if self._pipelined is not None:
+            # A hub's history reads of one loop turn go out as one pipeline on one
+            # connection: a burst of joins need not queue four at a time (1 000
+            # streams starting within a second waited ~2 s for their first token).
+            self.concurrent_reads = PIPELINED_READS
         self._ttl_ms = max(int(self.ttl * 1000), 1)
         # No stream's key looks like it: theirs end in "}:log" or "}:meta". On
         # Redis Cluster its braces pin it (and the hubs' wake-up keys) to one slot.
