@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
@@ -9,11 +10,13 @@ import anyio
 import anyio.lowlevel
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
 from streams_support import Ids, ids_of, needs_redis_server
 
 from ssegate import Event, StoreUnavailable
 from ssegate.streams import DONE, End, Hub, StreamItem
-from ssegate.streams.redis import RedisStore
+from ssegate.streams.redis import RedisStore, _look_before_use
 from ssegate.testing._redis import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -106,6 +109,50 @@ async def test_a_connection_closed_while_idle_in_the_pool_is_opened_again(outage
             # Redis is back: not one request fails (each idle connection failed one).
             await every_kind_of_request(store, 4)
             assert (await store.info("s0")).length == 2
+
+
+@pytest.mark.redis
+async def test_a_cluster_node_connection_closed_while_idle_is_opened_again(
+    redis_cluster_url: str,
+) -> None:
+    # redis-py lends a cluster node's connections without looking at them: the
+    # store's look before each use opens one the node closed again, as above.
+    store = RedisStore(redis_cluster_url, prefix=f"idle{uuid.uuid4().hex[:8]}:")
+    async with store:
+        await store.append("s", Event("e1"))
+        await store.end("s")
+        await every_kind_of_request(store, 4)  # connections to every node, idle now
+        for address in store.redis.get_nodes():  # type: ignore[union-attr]
+            url = f"redis://{address.host}:{address.port}"
+            async with aioredis.Redis.from_url(url) as admin:
+                assert len(await admin.client_list(_type="normal")) > 1  # the store's too
+                await admin.client_kill_filter(_type="normal", skipme=True)
+                with anyio.fail_after(10):  # none left but this one, on the node's side
+                    while len(await admin.client_list(_type="normal")) > 1:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+        # Not one request fails (each idle connection failed one).
+        await every_kind_of_request(store, 4)
+        assert (await store.info("s0")).length == 2
+
+
+def test_a_cluster_client_not_as_expected_is_left_as_it_is() -> None:
+    # The look is set where redis-py 8 keeps a cluster's connection class; elsewhere
+    # the client is not touched (and connections are lent unlooked-at, as before).
+    assert _look_before_use(object()) is False  # type: ignore[arg-type]
+    own = RedisCluster.from_url("redis://127.0.0.1:1")
+    own.nodes_manager.connection_kwargs["connection_class"] = mine = type("Mine", (Connection,), {})
+    assert _look_before_use(own) is False
+    assert own.nodes_manager.connection_kwargs["connection_class"] is mine
+    for url, base, looked in (
+        ("redis://127.0.0.1:1", Connection, "_LookedAt"),
+        ("rediss://127.0.0.1:1", SSLConnection, "_LookedAtSSL"),
+    ):
+        cluster = RedisCluster.from_url(url)
+        assert _look_before_use(cluster) is True
+        kind = cluster.nodes_manager.connection_kwargs["connection_class"]
+        assert (kind.__name__, kind.__mro__[2]) == (looked, base)
+        for node in cluster.nodes_manager.startup_nodes.values():
+            assert node.connection_class is kind
 
 
 async def test_constructor_errors() -> None:

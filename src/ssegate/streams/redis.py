@@ -109,6 +109,7 @@ require("redis", "ssegate.streams.redis")
 
 from redis.asyncio import BlockingConnectionPool, Redis  # noqa: E402
 from redis.asyncio.cluster import RedisCluster  # noqa: E402
+from redis.asyncio.connection import Connection, SSLConnection  # noqa: E402
 from redis.asyncio.retry import Retry  # noqa: E402
 from redis.backoff import NoBackoff  # noqa: E402
 from redis.commands.core import AsyncScript  # noqa: E402
@@ -485,6 +486,63 @@ _CHECKED_ON_CHECKOUT: dict[str, Any] = (
     else {}
 )
 
+
+class _LookFirst:
+    """A Redis Cluster node's connection that is looked at before each use, as a
+    pool looks at its connections before lending them: redis-py's cluster lends a
+    node's connections as they are, so one the node closed while it sat idle
+    (a restart, ``CLIENT KILL``, Redis's idle ``timeout``) failed the request it
+    was lent for. One that the server closed, or that holds unread bytes, is
+    closed here and opened again by the send."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        # Not while connecting (its handshake is sent without a health check).
+        if check_health and self.is_connected:  # type: ignore[attr-defined]
+            # redis-py 8's name for it; before 8, can_read_destructive (the same look).
+            look = getattr(self, "can_read", None) or self.can_read_destructive  # type: ignore[attr-defined]
+            try:
+                stale = await look()
+            except (RedisConnectionError, OSError):
+                stale = True
+            if stale:
+                await self.disconnect()  # type: ignore[attr-defined]
+        await super().send_packed_command(command, check_health)  # type: ignore[misc]
+
+
+class _LookedAt(_LookFirst, Connection):
+    pass
+
+
+class _LookedAtSSL(_LookFirst, SSLConnection):
+    pass
+
+
+_LOOKED_AT: dict[Any, type] = {Connection: _LookedAt, SSLConnection: _LookedAtSSL}
+
+
+def _look_before_use(cluster: RedisCluster) -> bool:
+    """Make the node connections ``cluster`` opens look before each use (``_LookFirst``).
+
+    redis-py's cluster takes no connection class of its own: it is set where its
+    node manager and nodes keep it. Only where they are as expected (redis-py 8):
+    else ``False``, and the client is left as it is.
+    """
+    manager = getattr(cluster, "nodes_manager", None)
+    kwargs = getattr(manager, "connection_kwargs", None)
+    nodes = getattr(manager, "startup_nodes", None)
+    if not isinstance(kwargs, dict) or not isinstance(nodes, dict):
+        return False
+    looked = _LOOKED_AT.get(kwargs.get("connection_class", Connection))
+    if looked is None or not all(
+        _LOOKED_AT.get(getattr(node, "connection_class", None)) is looked for node in nodes.values()
+    ):
+        return False
+    kwargs["connection_class"] = looked
+    for node in nodes.values():
+        node.connection_class = looked
+    return True
+
+
 #: History reads a hub may run at once where they are pipelined (``concurrent_reads``):
 #: a burst's reads go out a loop turn's worth at a time, each turn's on one connection.
 PIPELINED_READS = 256
@@ -581,6 +639,7 @@ class RedisStore(StreamStore):
                 socket_connect_timeout=5.0,
                 retry=Retry(NoBackoff(), 0),
             )
+            _look_before_use(self.redis)
             self._owns = True
         elif isinstance(redis, str):
             if not redis.startswith(("redis://", "rediss://", "unix://")):
