@@ -86,6 +86,18 @@ async def every_kind_of_request(store: RedisStore, n: int) -> None:
         tg.start_soon(collect, store.read("s", missing_ok=True))
 
 
+async def kill_clients(url: str, *, kill: bool, before: int) -> None:
+    """Kill (if ``kill``: more than ``before`` are there, the store's too) every client
+    of the Redis at ``url`` but this one, and wait until the server has none left."""
+    async with aioredis.Redis.from_url(url) as admin:
+        if kill:
+            assert len(await admin.client_list(_type="normal")) > before
+            await admin.client_kill_filter(_type="normal", skipme=True)
+        with anyio.fail_after(10):  # none left but this one, on the server's side
+            while len(await admin.client_list(_type="normal")) > 1:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+
+
 @needs_redis_server
 @pytest.mark.parametrize("outage", ["client kill", "restart"])
 async def test_a_connection_closed_while_idle_in_the_pool_is_opened_again(outage: str) -> None:
@@ -99,13 +111,7 @@ async def test_a_connection_closed_while_idle_in_the_pool_is_opened_again(outage
             if outage == "restart":
                 server.stop(kill=True)
                 server.start()
-            async with aioredis.Redis.from_url(server.url) as admin:
-                if outage == "client kill":
-                    assert len(await admin.client_list(_type="normal")) > 2  # the store's too
-                    await admin.client_kill_filter(_type="normal", skipme=True)
-                with anyio.fail_after(10):  # none left but this one, on the server's side
-                    while len(await admin.client_list(_type="normal")) > 1:  # noqa: ASYNC110
-                        await anyio.sleep(0.01)
+            await kill_clients(server.url, kill=outage == "client kill", before=2)
             # Redis is back: not one request fails (each idle connection failed one).
             await every_kind_of_request(store, 4)
             assert (await store.info("s0")).length == 2
@@ -122,14 +128,8 @@ async def test_a_cluster_node_connection_closed_while_idle_is_opened_again(
         await store.append("s", Event("e1"))
         await store.end("s")
         await every_kind_of_request(store, 4)  # connections to every node, idle now
-        for address in store.redis.get_nodes():  # type: ignore[union-attr]
-            url = f"redis://{address.host}:{address.port}"
-            async with aioredis.Redis.from_url(url) as admin:
-                assert len(await admin.client_list(_type="normal")) > 1  # the store's too
-                await admin.client_kill_filter(_type="normal", skipme=True)
-                with anyio.fail_after(10):  # none left but this one, on the node's side
-                    while len(await admin.client_list(_type="normal")) > 1:  # noqa: ASYNC110
-                        await anyio.sleep(0.01)
+        for node in store.redis.get_nodes():  # type: ignore[union-attr]
+            await kill_clients(f"redis://{node.host}:{node.port}", kill=True, before=1)
         # Not one request fails (each idle connection failed one).
         await every_kind_of_request(store, 4)
         assert (await store.info("s0")).length == 2
