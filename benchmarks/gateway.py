@@ -498,10 +498,10 @@ def settle(pid: int, window: float = 0.2, quiet: float = 0.01, within: float = 5
         last = now
 
 
-#: A filling stream's tokens: it lasts 2 s, well beyond the 0.25 s its starts are spread
+#: A filling stream's tokens: it lasts 4 s, well beyond the 0.25 s its starts are spread
 #: over, and beyond the time a saturated gateway takes to start a thousand streams, so they
 #: all overlap and each holds a connection of its own.
-FILL_TOKENS = 40
+FILL_TOKENS = 80
 
 
 class Servers:

@@ -80,6 +80,20 @@ async def test_the_calls_of_one_turn_are_one_pipeline_each_with_its_own_reply(
         assert sizes == [5, 2, 3]
 
 
+async def test_calls_are_written_the_turn_after_they_are_made(redis_url: str) -> None:
+    # One turn of the event loop from a call to its write, not two (a turn is long
+    # under load, and a stream's start makes its calls one after the other).
+    async with scripts_on(redis_url) as (calls, client, sizes):
+        echo = client.register_script(ECHO)
+        await echo(keys=["k"], args=["warm"])  # loaded
+        made = [asyncio.ensure_future(calls(echo, ["t"], [str(i)])) for i in range(2)]
+        await asyncio.sleep(0)  # this turn the calls are made, after the test's own
+        assert sizes == []
+        await asyncio.sleep(0)  # the next, they are written
+        assert sizes == [2]
+        assert await asyncio.gather(*made) == [[b"t", b"0"], [b"t", b"1"]]
+
+
 async def test_scripts_redis_forgot_are_loaded_again(redis_url: str) -> None:
     async with scripts_on(redis_url) as (calls, client, _):
         echo = client.register_script(ECHO + " -- forgotten")

@@ -31,6 +31,8 @@ class ScriptCalls:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._calls: list[_Call] = []
+        #: The task that will send ``_calls`` (not started yet), if any.
+        self._next: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
     async def __call__(
@@ -39,16 +41,21 @@ class ScriptCalls:
         """``script(keys=keys, args=args)``, sent with the others of this loop turn."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
-        if not self._calls:
-            loop.call_soon(self._send)
+        if self._next is None or self._next.done():  # (done: cancelled before it ran)
+            # The sending task's first step runs next turn and takes every call
+            # made until then: one turn of the loop from the call to the write (a
+            # callback that made the task would cost two, a turn being long under
+            # load: each call of a stream's start waited one more).
+            self._next = task = loop.create_task(self._send())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
         self._calls.append((script, keys, args, reply))
         return await reply
 
-    def _send(self) -> None:
+    async def _send(self) -> None:
+        self._next = None
         calls, self._calls = self._calls, []
-        task = asyncio.get_running_loop().create_task(self._run(calls))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        await self._run(calls)
 
     async def _run(self, calls: list[_Call]) -> None:
         try:
@@ -78,9 +85,7 @@ class ScriptCalls:
 
     async def aclose(self) -> None:
         """Wait for the calls being sent (their callers get their replies)."""
-        while self._calls or self._sending:
-            if self._calls:
-                self._send()
+        while self._sending:  # a call waiting to be sent has its task there
             await asyncio.gather(*self._sending, return_exceptions=True)
 
 
