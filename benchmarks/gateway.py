@@ -57,6 +57,10 @@ streams, met or missed; and (not with ``--quick``) the gateway's CPU split into
 a cost per stream and a cost per token, from runs of N and 3N tokens at 100
 streams.
 
+``--steady K`` replaces each burst by a gateway's steady state: C*K streams
+arriving evenly over K streams' lengths (C/length starts a second), C of them
+open at once from the first stream's end to the last one's start.
+
 Then the built-in ``echo`` model (20 tokens/s per stream, no upstream) at
 ``--echo-streams`` streams: tokens/s delivered and CPU per token (medians of the
 repeats; with ``--baseline`` its gateway's too, the runs interleaved).
@@ -639,6 +643,15 @@ def main() -> None:
     ap.add_argument("--key", default="")
     ap.add_argument("--out", default="")
     ap.add_argument("--ramp", type=float, default=1.0, help="seconds over which streams start")
+    ap.add_argument(
+        "--steady",
+        type=int,
+        default=0,
+        metavar="K",
+        help="instead of C streams starting over --ramp: C*K streams arriving evenly over K "
+        "streams' lengths, so that C are open at once from the first stream's end to the "
+        "last one's start (a gateway's steady state, C/length starts a second)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument(
         "--litellm",
@@ -727,8 +740,13 @@ def main() -> None:
     wanted = args.litellm if args.litellm is not None else not args.quick
     litellm = litellm_available(args.litellm_python) if wanted else ""
     print(
-        f"gateway benchmark: {tokens} tokens/stream at {RATE:.0f} tokens/s, starts spread over "
-        f"{args.ramp:g} s, {repeats} repeat(s), upstream over "
+        f"gateway benchmark: {tokens} tokens/stream at {RATE:.0f} tokens/s, "
+        + (
+            f"steady arrivals ({args.steady} streams' lengths)"
+            if args.steady
+            else f"starts spread over {args.ramp:g} s"
+        )
+        + f", {repeats} repeat(s), upstream over "
         f"{'HTTPS' if args.upstream_tls else 'plain HTTP'}, keep-alive "
         f"{'on' if args.upstream_keep_alive else 'off'}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f} (a shared machine: compare the columns of this run)"
@@ -777,7 +795,12 @@ def main() -> None:
                     profiled = args.profile_at or max(counts)
                     if args.profile and t == "ssegate" and streams == profiled and not n:
                         spy = py_spy(servers.gw.pid, args.profile, args.profile_native)
-                    results[t].append(measure(t, port, pid, streams, tokens, args.ramp, limit, ca))
+                    if args.steady:
+                        total, ramp = streams * args.steady, args.steady * tokens / RATE
+                        run = measure(t, port, pid, total, tokens, ramp, limit + ramp, ca)
+                    else:
+                        run = measure(t, port, pid, streams, tokens, args.ramp, limit, ca)
+                    results[t].append(run)
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(120)  # --native: symbols resolved at the end
@@ -785,6 +808,12 @@ def main() -> None:
                 t: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                 for t, rs in results.items()
             }
+            if args.steady:
+                print(
+                    f"\n(steady: {streams * args.steady} streams arriving evenly over "
+                    f"{args.steady * tokens / RATE:g} s, {streams / (tokens / RATE):.0f} a "
+                    f"second; {streams} open at once once the first has ended)"
+                )
             report(streams, med)
             peers = {t: m for t, m in med.items() if t != "direct"}
             charts.table(
