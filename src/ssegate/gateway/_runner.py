@@ -471,7 +471,11 @@ class Runner:
             "duration_ms": round((now - generation.started_at) * 1000, 1),
             "end": generation.end_reason,
         }
-        log.info(json.dumps(record, separators=(",", ":")))
+        log.info(_compact(record))
+
+
+#: ``json.dumps(..., separators=(",", ":"))`` without making an encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 async def _nobody(stream: str) -> bool:
