@@ -3,6 +3,7 @@ a stop, and the stream's end, asserted to the exact virtual second."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import anyio
@@ -14,6 +15,7 @@ from ssegate.gateway._metrics import Metrics
 from ssegate.gateway._models import Route
 from ssegate.gateway._records import from_record
 from ssegate.gateway._runner import Runner, native
+from ssegate.gateway._scope import Flag, TaskScope
 from ssegate.llm import ChatRequest, Finish, LLMEvent, Start, TextDelta
 from ssegate.streams import CANCELLED, DONE, ERROR, MemoryStore
 
@@ -247,6 +249,8 @@ def test_generations_make_their_primitives_by_the_backends_own_classes(backend: 
         assert scope is not anyio.CancelScope
         assert isinstance(event(), anyio.Event)
         assert isinstance(scope(), anyio.CancelScope)
+        if backend == "asyncio":  # no anyio at all: _scope's
+            event, scope = Flag, TaskScope
         async with runner(MemoryStore(), grace=0) as run:
             generation = await run.start("gen_n", echo(), LONG, key_id="k")
             assert type(generation.accepted) is event
@@ -256,6 +260,45 @@ def test_generations_make_their_primitives_by_the_backends_own_classes(backend: 
             assert generation.end_reason == "abandoned"
 
     anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("when", ["before its task runs", "while it runs"])
+def test_on_asyncio_a_stop_ends_the_generation_at_once(when: str) -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        async with Runner(store, Metrics(), grace=30.0) as run:
+            generation = await run.start("gen_s", echo(), LONG, key_id="k")
+            run.attach("gen_s")
+            if when == "while it runs":
+                await generation.accepted.wait()
+                await asyncio.sleep(0.01)
+            await run.stop("gen_s")
+            assert generation.finished.is_set()
+            assert generation.end_reason == "stopped"
+            assert run.running("k") == 0
+            await asyncio.sleep(0)  # the runner's tasks carry on: nothing was left cancelled
+        info = await store.info("gen_s")
+        assert (info.ended, info.outcome) == (True, CANCELLED)
+        items = [from_record(i) for i in [i async for i in store.read("gen_s")][:-1]]  # type: ignore[arg-type]
+        # The echo's start comes before its first wait (a token a second), where
+        # the stop lands either way.
+        assert [type(i).__name__ for i in items] == ["Start"]
+
+    asyncio.run(main())
+
+
+def test_on_asyncio_shutdown_ends_running_generations_with_a_retryable_error() -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        async with Runner(store, Metrics(), grace=30.0) as run:
+            generation = await run.start("gen_t", echo(), LONG, key_id="k")
+            run.attach("gen_t")
+            await generation.accepted.wait()
+        assert generation.end_reason == "shutdown"
+        items = [item async for item in store.read("gen_t")]
+        assert from_record(items[-2]).to_dict()["code"] == "shutdown"  # type: ignore[arg-type]
+
+    asyncio.run(main())
 
 
 class _Made:

@@ -29,6 +29,7 @@ model, key id, time to first token, tokens, duration and why it ended.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -49,6 +50,7 @@ from ._metrics import Metrics
 from ._models import Route
 from ._records import to_record
 from ._relay import NOTED, Relay, http_provider
+from ._scope import Flag, TaskScope
 
 __all__ = ["Generation", "Runner", "native"]
 
@@ -68,7 +70,7 @@ class Generation:
     """One running generation, as the runner keeps it.
 
     ``event`` and ``cancel_scope`` make its events and scope (the runner passes
-    its backend's own classes, ``native``).
+    its backend's own classes, ``native``, or on asyncio ``_scope``'s).
     """
 
     __slots__ = (
@@ -99,8 +101,8 @@ class Generation:
         bucket: str = "",
         label: str = "",
         *,
-        event: Callable[[], anyio.Event] = anyio.Event,
-        cancel_scope: Callable[[], anyio.CancelScope] = anyio.CancelScope,
+        event: Callable[[], anyio.Event | Flag] = anyio.Event,
+        cancel_scope: Callable[[], anyio.CancelScope | TaskScope] = anyio.CancelScope,
     ) -> None:
         self.id = id
         self.model = model
@@ -173,6 +175,7 @@ class Runner:
         self._per_key: Counter[str] = Counter()
         self._tasks: TaskGroup | None = None
         self._own: set[asyncio.Task[None]] = set()  # the generations' tasks, on asyncio
+        self._loop: asyncio.AbstractEventLoop | None = None  # asyncio's, once running
         # The grace timers, all run by one task (_reap): (deadline, stream, the
         # generation's _idle when it started). One grace period for all, so
         # deadlines come in the order they are added.
@@ -183,11 +186,17 @@ class Runner:
         # On asyncio generations are plain tasks: an anyio task costs each a
         # handle and a frame more, which every token's resumption passes through.
         try:
-            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            self._loop = asyncio.get_running_loop()
         except RuntimeError:  # not asyncio (trio): the task group runs them
             self._loop = None
-        self._event = native(anyio.Event)
-        self._cancel_scope = native(anyio.CancelScope)
+        self._event: Callable[[], anyio.Event | Flag]
+        self._cancel_scope: Callable[[], anyio.CancelScope | TaskScope]
+        if self._loop is not None:  # a generation's primitives without anyio (_scope)
+            self._event = functools.partial(Flag, self._loop)
+            self._cancel_scope = functools.partial(TaskScope, self._loop)
+        else:
+            self._event = native(anyio.Event)
+            self._cancel_scope = native(anyio.CancelScope)
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         self._tasks.start_soon(self._reap, name="ssegate-grace-timers")
@@ -222,6 +231,11 @@ class Runner:
     def running(self, bucket: str) -> int:
         """How many generations run now in ``bucket`` (a key id, or an anonymous address)."""
         return self._per_key[bucket]
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The asyncio loop the runner runs in (``None`` on trio, or before it runs)."""
+        return self._loop
 
     def now(self) -> float:
         """The runner's clock (what ``metrics.live`` is recorded in)."""
