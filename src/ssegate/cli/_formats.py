@@ -39,7 +39,7 @@ def _access_formatter() -> type[logging.Formatter] | None:
         from uvicorn.logging import AccessFormatter
     except ImportError:  # pragma: no cover (uvicorn is a dependency of the gateway)
         return None
-    return AccessFormatter  # type: ignore[no-any-return]
+    return AccessFormatter
 
 
 class SecondsFormatter(logging.Formatter):
@@ -61,7 +61,8 @@ class SecondsFormatter(logging.Formatter):
         if last[0] != second:
             text = time.strftime(self.default_time_format, self.converter(record.created))
             self._last = last = (second, text)
-        return self.default_msec_format % (last[1], record.msecs)
+        msec_format = self.default_msec_format
+        return last[1] if msec_format is None else msec_format % (last[1], record.msecs)
 
 
 #: Status code -> uvicorn's text for it (``"200 OK"``), as ``get_status_code`` makes it.
@@ -97,9 +98,9 @@ def _lean_access_class(base: type[logging.Formatter]) -> type[logging.Formatter]
                 or record.stack_info
             ):
                 return super().format(record)  # type: ignore[no-any-return]
-            client_addr, method, full_path, http_version, status_code = args
+            client_addr, method, full_path, http_version, code = args
             name = record.levelname
-            status = _status(status_code)
+            status = _status(code)  # type: ignore[arg-type]
             # levelprefix: the name padded to 8 and a colon, as ColourizedFormatter's.
             return (
                 f"{name}:{' ' * (8 - len(name))} {client_addr} - "
@@ -109,7 +110,7 @@ def _lean_access_class(base: type[logging.Formatter]) -> type[logging.Formatter]
     return LeanAccessFormatter
 
 
-_LEAN_ACCESS: list[type[logging.Formatter]] = []
+_LEAN_ACCESS: list[Any] = []
 
 
 def lean_access_formatter() -> logging.Formatter:
@@ -120,7 +121,8 @@ def lean_access_formatter() -> logging.Formatter:
         if base is None:  # pragma: no cover
             raise RuntimeError("uvicorn is not installed")
         _LEAN_ACCESS.append(_lean_access_class(base))
-    return _LEAN_ACCESS[0](ACCESS_FORMAT, use_colors=False)
+    formatter: logging.Formatter = _LEAN_ACCESS[0](ACCESS_FORMAT, use_colors=False)
+    return formatter
 
 
 def _lean(formatter: logging.Formatter | None) -> logging.Formatter | None:
