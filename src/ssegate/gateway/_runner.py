@@ -44,7 +44,7 @@ from anyio.abc import TaskGroup
 
 from .._exceptions import ProviderError, StoreUnavailable, StreamEnded
 from ..llm import ChatRequest, Error
-from ..llm.providers import stream_batches
+from ..llm.providers import HTTPClient, stream_batches
 from ..streams import CANCELLED, ERROR, LeaseKeeper, StreamStore
 from ._metrics import Metrics
 from ._models import Route
@@ -190,13 +190,13 @@ class Runner:
         except RuntimeError:  # not asyncio (trio): the task group runs them
             self._loop = None
         self._event: Callable[[], anyio.Event | Flag]
-        self._cancel_scope: Callable[[], anyio.CancelScope | TaskScope]
+        self._cancel_scope: Callable[[], anyio.CancelScope] = native(anyio.CancelScope)
+        self._task_scope: Callable[[], TaskScope] | None = None
         if self._loop is not None:  # a generation's primitives without anyio (_scope)
             self._event = functools.partial(Flag, self._loop)
-            self._cancel_scope = functools.partial(TaskScope, self._loop)
+            self._task_scope = functools.partial(TaskScope, self._loop)
         else:
             self._event = native(anyio.Event)
-            self._cancel_scope = native(anyio.CancelScope)
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         self._tasks.start_soon(self._reap, name="ssegate-grace-timers")
@@ -263,6 +263,9 @@ class Runner:
         if self._tasks is None:
             raise RuntimeError("the runner is not running")
         await self.store.acquire_lease(stream, self.lease_ttl)
+        scope: Callable[[], anyio.CancelScope | TaskScope] = self._cancel_scope
+        if self._task_scope is not None and _plain_asyncio(route.provider):
+            scope = self._task_scope
         generation = Generation(
             stream,
             route.model,
@@ -271,7 +274,7 @@ class Runner:
             bucket or key_id,
             route.label,
             event=self._event,
-            cancel_scope=self._cancel_scope,
+            cancel_scope=scope,
         )
         self._running[stream] = generation
         self._per_key[generation.bucket] += 1
@@ -490,6 +493,17 @@ class Runner:
 
 #: ``json.dumps(..., separators=(",", ":"))`` without making an encoder per call.
 _compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _plain_asyncio(provider: object) -> bool:
+    """Whether ``provider`` waits on asyncio alone while it streams, so that its
+    generation may take a ``TaskScope`` (``_scope``): an HTTP provider over
+    aiohttp. A cancellation the task scope sends goes through anyio's shields
+    (``to_thread.run_sync``'s wait for a thread: the local model's step; httpx's
+    pool clean-up), so any other provider keeps anyio's cancel scope, which
+    waits for them."""
+    http = http_provider(provider)
+    return http is not None and isinstance(http.client, HTTPClient)
 
 
 async def _nobody(stream: str) -> bool:

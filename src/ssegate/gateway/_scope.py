@@ -13,7 +13,12 @@ on asyncio, makes these instead:
   cancellation counted with ``Task.cancel``/``uncancel``, so one from outside
   still goes on up), and swallows its own ``CancelledError`` when left. A
   generation's clean-up after the cancellation (closing the upstream's
-  connection) is not cancelled again.
+  connection) is not cancelled again. Only for a generation that waits on
+  asyncio alone (an HTTP provider over aiohttp, ``_runner._plain_asyncio``):
+  a plain task cancellation goes through anyio's shields, so a wait for a
+  worker thread's step (the local model's, ``anyio.to_thread.run_sync``) would
+  end at once and the provider clean up while its thread still works; other
+  providers keep anyio's scope, which waits for them.
 - ``Flag``: set, ``is_set``, ``wait`` on bare futures of the loop.
 
 On other backends (trio) the runner keeps anyio's classes (``_runner.native``).
