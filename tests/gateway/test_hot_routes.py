@@ -105,6 +105,10 @@ def _same(ours: ChatCompletionBody | None, theirs: ChatCompletionBody | None) ->
         b'{"model": "m", "messages": [{}], "t": ' + b"[" * 300 + b"]" * 300 + b"}",
         b'{"model": "m", "messages": [{"content": "a\x01b"}]}',  # a raw control character
         b'{"model": "m", "messages": [{}]} x',
+        b'{"model": "m", "messages": [{"content": "a\xffb"}]}',  # not UTF-8
+        b'{"model": "m", "messages": [{"content": "a\xed\xa0\x80b"}]}',  # an encoded surrogate
+        '{"model": "m", "messages": [{}]}'.encode("utf-16-le"),  # json.loads detects UTF-16
+        b' \t{"model": "m", "messages": [{}]}\r\n',
     ],
 )
 def test_the_hot_way_makes_the_body_fastapi_makes(body: bytes) -> None:
