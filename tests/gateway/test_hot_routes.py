@@ -11,8 +11,12 @@ from typing import Any
 import httpx
 import pytest
 from gateway_support import events, settings
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 from starlette.middleware.exceptions import ExceptionMiddleware
 
+from json_values import CHAT_FIELDS, json_values
 from ssegate.gateway import create_app
 from ssegate.gateway._auth import ANONYMOUS, Principal
 from ssegate.gateway._begin import ChatCompletionBody
@@ -66,6 +70,63 @@ def test_only_bodies_fastapi_would_take_as_they_are_go_the_hot_way(
     assert (parsed is not None) == taken
     if taken:
         assert parsed == ChatCompletionBody.model_validate(json.loads(body))
+
+
+def _fastapis(body: bytes) -> ChatCompletionBody | None:
+    """The body as FastAPI makes it (json.loads, the model in Python mode), or None."""
+    try:
+        return ChatCompletionBody.model_validate(json.loads(body))
+    except Exception:
+        return None
+
+
+def _same(ours: ChatCompletionBody | None, theirs: ChatCompletionBody | None) -> None:
+    assert (ours is None) == (theirs is None)
+    if ours is not None and theirs is not None:
+        # Every value and its type, the fields sent and the extras in their order.
+        assert repr(ours.model_dump()) == repr(theirs.model_dump())
+        assert ours.model_fields_set == theirs.model_fields_set
+        assert list((ours.model_extra or {}).items()).__repr__() == repr(
+            list((theirs.model_extra or {}).items())
+        )
+        kinds = [type(v) for v in ours.model_dump().values()]
+        assert kinds == [type(v) for v in theirs.model_dump().values()]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}',  # lone surrogate
+        b'\xef\xbb\xbf{"model": "m", "messages": [{}]}',  # a byte order mark
+        b'{"model": "m", "messages": [{}], "t": NaN, "u": -Infinity, "v": 1e400, "w": -0.0}',
+        b'{"model": "m", "model": "n", "messages": [{}], "temperature": 1, "top_p": 1e2}',
+        b'{"model": "m", "messages": [{}], "x": 123456789012345678901234567890, "y": 0.1e1}',
+        b'{"model": "m", "messages": [{"content": "a\\u0000\\u00e9\xc3\xa9\\/"}]}',
+        b'{"model": "m", "messages": [{}], "t": ' + b"[" * 300 + b"]" * 300 + b"}",
+        b'{"model": "m", "messages": [{"content": "a\x01b"}]}',  # a raw control character
+        b'{"model": "m", "messages": [{}]} x',
+        b'{"model": "m", "messages": [{"content": "a\xffb"}]}',  # not UTF-8
+        b'{"model": "m", "messages": [{"content": "a\xed\xa0\x80b"}]}',  # an encoded surrogate
+        '{"model": "m", "messages": [{}]}'.encode("utf-16-le"),  # json.loads detects UTF-16
+        b' \t{"model": "m", "messages": [{}]}\r\n',
+    ],
+)
+def test_the_hot_way_makes_the_body_fastapi_makes(body: bytes) -> None:
+    route = HotRoute(ChatCompletionBody, None, _anyone)  # type: ignore[arg-type]
+    _same(route.ordinary([(b"content-type", b"application/json")], body), _fastapis(body))
+
+
+@settings_(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from([*CHAT_FIELDS, "x", "top_p"]), json_values, max_size=6).map(
+        lambda d: {"model": "m", "messages": [{"role": "user"}], **d}
+    ),
+    st.booleans(),
+)
+def test_random_bodies_are_made_as_fastapi_makes_them(fields: dict[str, Any], ascii: bool) -> None:
+    body = json.dumps(fields, ensure_ascii=ascii).encode()
+    route = HotRoute(ChatCompletionBody, None, _anyone)  # type: ignore[arg-type]
+    _same(route.ordinary([(b"content-type", b"application/json")], body), _fastapis(body))
 
 
 #: Requests, each sent to a gateway with the hot route and to one without.

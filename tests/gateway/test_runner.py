@@ -3,9 +3,13 @@ a stop, and the stream's end, asserted to the exact virtual second."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.to_thread
+import httpx
 import pytest
 from trio.testing import MockClock
 
@@ -14,7 +18,10 @@ from ssegate.gateway._metrics import Metrics
 from ssegate.gateway._models import Route
 from ssegate.gateway._records import from_record
 from ssegate.gateway._runner import Runner, native
+from ssegate.gateway._scope import Flag, TaskScope
 from ssegate.llm import ChatRequest, Finish, LLMEvent, Start, TextDelta
+from ssegate.llm.providers import HTTPClient
+from ssegate.llm.providers.openai import OpenAIProvider
 from ssegate.streams import CANCELLED, DONE, ERROR, MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -247,6 +254,8 @@ def test_generations_make_their_primitives_by_the_backends_own_classes(backend: 
         assert scope is not anyio.CancelScope
         assert isinstance(event(), anyio.Event)
         assert isinstance(scope(), anyio.CancelScope)
+        if backend == "asyncio":  # the events without anyio (the echo keeps anyio's scope)
+            event = Flag
         async with runner(MemoryStore(), grace=0) as run:
             generation = await run.start("gen_n", echo(), LONG, key_id="k")
             assert type(generation.accepted) is event
@@ -256,6 +265,115 @@ def test_generations_make_their_primitives_by_the_backends_own_classes(backend: 
             assert generation.end_reason == "abandoned"
 
     anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("when", ["before its task runs", "while it runs"])
+def test_on_asyncio_a_stop_ends_the_generation_at_once(when: str) -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        async with Runner(store, Metrics(), grace=30.0) as run:
+            generation = await run.start("gen_s", echo(), LONG, key_id="k")
+            run.attach("gen_s")
+            if when == "while it runs":
+                await generation.accepted.wait()
+                await asyncio.sleep(0.01)
+            await run.stop("gen_s")
+            assert generation.finished.is_set()
+            assert generation.end_reason == "stopped"
+            assert run.running("k") == 0
+            await asyncio.sleep(0)  # the runner's tasks carry on: nothing was left cancelled
+        info = await store.info("gen_s")
+        assert (info.ended, info.outcome) == (True, CANCELLED)
+        items = [from_record(i) for i in [i async for i in store.read("gen_s")][:-1]]  # type: ignore[arg-type]
+        # The echo's start comes before its first wait (a token a second), where
+        # the stop lands either way.
+        assert [type(i).__name__ for i in items] == ["Start"]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("client", "scope"),
+    [("aiohttp", TaskScope), ("httpx", "anyio's"), (None, "anyio's")],
+)
+def test_on_asyncio_only_generations_over_aiohttp_take_a_task_scope(
+    client: str | None, scope: object
+) -> None:
+    async def main() -> tuple[type, type]:
+        made: HTTPClient | httpx.AsyncClient | None = None
+        route = echo()
+        if client is not None:
+            made = HTTPClient() if client == "aiohttp" else httpx.AsyncClient()
+            provider = OpenAIProvider("http://127.0.0.1:9/v1", "sk-x", client=made)
+            route = Route("up/m", provider, "m")
+        try:
+            async with Runner(MemoryStore(), Metrics(), grace=30.0) as run:
+                generation = await run.start("gen_k", route, LONG, key_id="k")
+                await run.stop("gen_k")
+                assert generation.finished.is_set()
+                return type(generation.scope), native(anyio.CancelScope)
+        finally:
+            if made is not None:
+                await made.aclose()
+
+    made, anyios = asyncio.run(main())
+    assert made is (anyios if scope == "anyio's" else scope)
+
+
+class Threaded:
+    """A provider whose each step runs in a worker thread (as the local model's)."""
+
+    name = "threaded"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
+        yield Start(model="threaded", provider="threaded")
+        try:
+            await anyio.to_thread.run_sync(self._step)
+            self.seen.append("after the step")
+        finally:
+            self.seen.append("closed")  # the local model frees its slot here
+
+    def _step(self) -> None:
+        time.sleep(0.2)
+        self.seen.append("step done")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_on_asyncio_a_stop_waits_for_a_worker_threads_step() -> None:
+    """The cancellation does not pierce anyio's shield around the thread's step:
+    the provider's clean-up never runs while its thread still works."""
+    provider = Threaded()
+
+    async def main() -> str:
+        async with Runner(MemoryStore(), Metrics(), grace=30.0) as run:
+            generation = await run.start("gen_w", Route("t", provider, "t"), LONG, key_id="k")
+            await generation.accepted.wait()
+            await asyncio.sleep(0.05)  # the step under way
+            await run.stop("gen_w")
+            await generation.finished.wait()
+            return generation.end_reason
+
+    assert asyncio.run(main()) == "stopped"
+    assert provider.seen == ["step done", "after the step", "closed"]
+
+
+def test_on_asyncio_shutdown_ends_running_generations_with_a_retryable_error() -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        async with Runner(store, Metrics(), grace=30.0) as run:
+            generation = await run.start("gen_t", echo(), LONG, key_id="k")
+            run.attach("gen_t")
+            await generation.accepted.wait()
+        assert generation.end_reason == "shutdown"
+        items = [item async for item in store.read("gen_t")]
+        assert from_record(items[-2]).to_dict()["code"] == "shutdown"  # type: ignore[arg-type]
+
+    asyncio.run(main())
 
 
 class _Made:

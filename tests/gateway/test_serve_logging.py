@@ -19,6 +19,12 @@ import sniffio
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.logging import AccessFormatter, DefaultFormatter
 
+from ssegate.cli._formats import (
+    ACCESS_FORMAT,
+    SecondsFormatter,
+    lean_access_formatter,
+    lean_formatters,
+)
 from ssegate.cli._serve import TurnWrites, asyncio_known, lean_log_records, log_writes_per_turn
 
 SERVE_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -203,3 +209,106 @@ def test_sniffio_is_left_alone_under_another_library_or_a_set_name(name: str) ->
         assert sniffio.thread_local.name == "asyncio"
     finally:
         sniffio.thread_local.name = None
+
+
+ACCESS_ARGS = [
+    ("127.0.0.1:5000", "POST", "/v1/chat/completions", "1.1", 200),
+    ("[::1]:443", "GET", "/v1/streams/gen_1?format=openai", "2", 404),
+    ("", "GET", "/%C3%A9", "1.0", 599),  # no client address, a code with no phrase
+    ("10.0.0.1:1", "HEAD", "/", "1.1", 204),
+]
+
+
+@pytest.mark.parametrize("args", ACCESS_ARGS)
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING, logging.CRITICAL])
+def test_the_lean_access_line_reads_as_uvicorns(args: tuple[object, ...], level: int) -> None:
+    fmt = LOGGING_CONFIG["formatters"]["access"]["fmt"]
+    assert fmt == ACCESS_FORMAT
+    theirs = AccessFormatter(fmt, use_colors=False)
+    lean = lean_access_formatter()
+    logger = logging.getLogger("uvicorn.access")
+    record = logger.makeRecord(logger.name, level, "f.py", 1, '%s - "%s %s HTTP/%s" %d', args, None)
+    expected = theirs.format(record)
+    assert lean.format(record) == expected
+    assert lean.format(record) == expected  # again: the status text kept
+
+
+def test_the_lean_access_line_formats_other_records_as_uvicorn() -> None:
+    """Not an access line's five arguments, or with an exception: uvicorn's way."""
+    theirs = AccessFormatter(ACCESS_FORMAT, use_colors=False)
+    lean = lean_access_formatter()
+    logger = logging.getLogger("uvicorn.access")
+    args = ("127.0.0.1:5000", "POST", "/", "1.1", 500)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        failing = logger.makeRecord(
+            logger.name, logging.ERROR, "f.py", 1, "%s%s%s%s%d", args, sys.exc_info()
+        )
+    assert lean.format(failing) == theirs.format(failing)
+    assert "ValueError: boom" in lean.format(failing)
+    four = logger.makeRecord(logger.name, logging.INFO, "f.py", 1, "%s%s%s%s", ("a",) * 4, None)
+    with pytest.raises(ValueError, match="not enough values to unpack"):  # uvicorn's own refusal
+        lean.format(four)
+    # The code as text: the message's "%d" refuses it, as uvicorn's own does.
+    text = logger.makeRecord(
+        logger.name, logging.INFO, "f.py", 1, "%s%s%s%s%d", (*args[:4], "200"), None
+    )
+    with pytest.raises(TypeError):
+        theirs.format(text)
+    with pytest.raises(TypeError):
+        lean.format(text)
+
+
+def test_the_seconds_formatter_reads_as_loggings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "localtime", time.gmtime)
+    ours = SecondsFormatter(SERVE_FORMAT)
+    ours.converter = time.localtime  # as a fresh logging.Formatter's, read now
+    theirs = logging.Formatter(SERVE_FORMAT)
+    logger = logging.getLogger("ssegate.gateway.streams")
+    lines = []
+    for created in (1_700_000_000.25, 1_700_000_000.999, 1_700_000_001.0, 1_700_000_000.5, 59.0):
+        record = logger.makeRecord(logger.name, logging.INFO, "f.py", 1, "line", (), None)
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        expected = theirs.format(record)
+        assert ours.format(record) == expected
+        lines.append(expected)
+        assert ours.formatTime(record, "%H:%M") == theirs.formatTime(record, "%H:%M")
+    assert lines[:3] == [
+        "2023-11-14 22:13:20,250 ssegate.gateway.streams INFO line",
+        "2023-11-14 22:13:20,999 ssegate.gateway.streams INFO line",
+        "2023-11-14 22:13:21,000 ssegate.gateway.streams INFO line",
+    ]
+
+
+def test_lean_formatters_swap_exactly_the_known_ones_and_put_them_back() -> None:
+    access = AccessFormatter(ACCESS_FORMAT, use_colors=False)
+    plain = logging.Formatter(SERVE_FORMAT)
+    kept = [
+        AccessFormatter(ACCESS_FORMAT, use_colors=True),  # colours: uvicorn's own
+        AccessFormatter("%(client_addr)s %(status_code)s", use_colors=False),  # another format
+        DefaultFormatter(LOGGING_CONFIG["formatters"]["default"]["fmt"], use_colors=False),
+        logging.Formatter(SERVE_FORMAT, datefmt="%H:%M:%S"),  # its own time format
+        logging.Formatter("{asctime} {message}", style="{"),
+        logging.Formatter(SERVE_FORMAT, defaults={"extra": "x"}),
+    ]
+    handlers = [logging.StreamHandler(io.StringIO()) for _ in range(2 + len(kept))]
+    for handler, formatter in zip(handlers, [access, plain, *kept], strict=True):
+        handler.setFormatter(formatter)
+    logger = logging.getLogger("ssegate.test.formats")
+    for handler in handlers:
+        logger.addHandler(handler)
+    try:
+        with lean_formatters():
+            assert type(handlers[0].formatter).__name__ == "LeanAccessFormatter"
+            assert isinstance(handlers[0].formatter, AccessFormatter)
+            assert type(handlers[1].formatter) is SecondsFormatter
+            assert handlers[1].formatter._fmt == SERVE_FORMAT
+            assert [h.formatter for h in handlers[2:]] == kept
+        assert [h.formatter for h in handlers] == [access, plain, *kept]
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)

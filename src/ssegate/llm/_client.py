@@ -233,12 +233,14 @@ class HTTPClient:
         self._proxy_for: dict[tuple[str, str], str | None] = {}
         self._targets: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the session's, once open
         self._silences = _Silences(read_timeout or 0.0)
         self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
         import aiohttp
 
+        self._loop = asyncio.get_running_loop()
         connector = aiohttp.TCPConnector(
             limit=0, limit_per_host=0, ssl=self._ssl, keepalive_timeout=self._keepalive
         )
@@ -261,70 +263,21 @@ class HTTPClient:
             cookie_jar=aiohttp.DummyCookieJar(),  # no state shared between users
         )
 
-    @asynccontextmanager
-    async def stream(
+    def stream(
         self,
         method: str,
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
         content: bytes = b"",
-    ) -> AsyncIterator[Response]:
-        """Send the request; yield the response once its head has arrived.
+    ) -> AbstractAsyncContextManager[Response]:
+        """``async with client.stream(...) as response``: send the request; the
+        response once its head has arrived.
 
         Leaving the block early closes the connection (that is what tells the
         server to stop generating); a body read to its end returns it to the pool.
         """
-        import aiohttp
-
-        if self._closed:
-            raise RuntimeError("the HTTPClient is closed")
-        target, url, sent, proxy = self._target(url, headers)
-        if self._session is None:
-            self._session = self._open()
-        try:
-            resp = await self._session.request(
-                method,
-                target,
-                headers=sent,
-                data=content,
-                allow_redirects=False,
-                proxy=proxy,
-            )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
-            timeout = not connecting and isinstance(exc, TimeoutError)
-            raise _failed(exc, url, timeout=timeout) from exc
-        body: AsyncIterator[bytes]
-        reads: _Reads | None = None
-        quiet: Any = None
-        if _decoder(resp.headers) is None:  # the usual body: each read as it comes
-            body = reads = _Reads(resp.content, aiohttp.ClientError, url, self.read_timeout)
-            if self.read_timeout is not None:
-                self._silences.watch(resp, reads)  # one timer for all bodies
-            reads.pushable = _pushable(resp)
-            quiet = _quiet_resumes(resp)
-        else:
-            body = _body(
-                resp.content.iter_any(),
-                resp.headers,
-                url,
-                TimeoutError,
-                aiohttp.ClientError,
-                read_timeout=self.read_timeout,
-            )
-        try:
-            yield Response(resp.status, resp.headers, body, reads)
-        finally:
-            if reads is not None:
-                reads.unpush()
-                self._silences.forget(reads)
-            if quiet is not None:
-                _loud_resumes(quiet)
-            if resp.content.is_eof():  # the whole body came: the connection can serve again
-                resp.release()
-            else:
-                resp.close()  # unread body: closing is what tells the server to stop
+        return _Exchange(self, method, url, headers, content)
 
     def _target(
         self, url: str, headers: Mapping[str, str] | None
@@ -367,6 +320,88 @@ class HTTPClient:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+class _Exchange:
+    """One request of ``HTTPClient.stream``, as its context manager: a class, not
+    ``@asynccontextmanager`` (an async generator, its wrapper and their steps on
+    every stream start)."""
+
+    __slots__ = ("client", "content", "headers", "method", "quiet", "reads", "resp", "url")
+
+    def __init__(
+        self,
+        client: HTTPClient,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        content: bytes,
+    ) -> None:
+        self.client = client
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.content = content
+        self.resp: Any = None
+        self.reads: _Reads | None = None
+        self.quiet: Any = None
+
+    async def __aenter__(self) -> Response:
+        import aiohttp
+
+        client = self.client
+        if client._closed:
+            raise RuntimeError("the HTTPClient is closed")
+        target, url, sent, proxy = client._target(self.url, self.headers)
+        session = client._session
+        if session is None:
+            session = client._session = client._open()
+        try:
+            resp = await session.request(
+                self.method,
+                target,
+                headers=sent,
+                data=self.content,
+                allow_redirects=False,
+                proxy=proxy,
+            )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
+            timeout = not connecting and isinstance(exc, TimeoutError)
+            raise _failed(exc, url, timeout=timeout) from exc
+        body: AsyncIterator[bytes]
+        reads: _Reads | None = None
+        if _decoder(resp.headers) is None:  # the usual body: each read as it comes
+            body = reads = _Reads(resp.content, aiohttp.ClientError, url, client.read_timeout)
+            if client.read_timeout is not None:
+                # one timer for all bodies (the loop: set with the session)
+                client._silences.watch(resp, reads, client._loop)  # type: ignore[arg-type]
+            reads.pushable = _pushable(resp)
+            self.quiet = _quiet_resumes(resp)
+        else:
+            body = _body(
+                resp.content.iter_any(),
+                resp.headers,
+                url,
+                TimeoutError,
+                aiohttp.ClientError,
+                read_timeout=client.read_timeout,
+            )
+        self.resp, self.reads = resp, reads
+        return Response(resp.status, resp.headers, body, reads)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        resp, reads, quiet = self.resp, self.reads, self.quiet
+        self.resp = self.reads = self.quiet = None
+        if reads is not None:
+            reads.unpush()
+            self.client._silences.forget(reads)
+        if quiet is not None:
+            _loud_resumes(quiet)
+        if resp.content.is_eof():  # the whole body came: the connection can serve again
+            resp.release()
+        else:
+            resp.close()  # unread body: closing is what tells the server to stop
 
 
 def _origin(url: str) -> str:
@@ -687,9 +722,9 @@ class _Silences:
         self.bodies: dict[_Reads, None] = {}
         self.task: asyncio.Task[None] | None = None
 
-    def watch(self, resp: Any, reads: _Reads) -> bool:
-        """Watch ``reads`` (the body of ``resp``) instead of aiohttp's timer, where
-        aiohttp lets its timer be turned off; whether it does."""
+    def watch(self, resp: Any, reads: _Reads, loop: asyncio.AbstractEventLoop) -> bool:
+        """Watch ``reads`` (the body of ``resp``, on the running ``loop``) instead
+        of aiohttp's timer, where aiohttp lets its timer be turned off; whether it does."""
         connection = resp.connection
         protocol = connection.protocol if connection is not None else None
         if protocol is None:
@@ -699,7 +734,6 @@ class _Silences:
             return False
         protocol.read_timeout = None
         drop()
-        loop = asyncio.get_running_loop()
         reads.clock = loop.time
         self.bodies[reads] = None
         if self.task is None:

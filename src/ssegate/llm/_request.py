@@ -111,20 +111,33 @@ class ChatRequest:
     include_usage: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model:
+        # Each check takes the plain types first (a list, a dict, a str): what the
+        # gateway passes for every request; an ABC's isinstance costs more.
+        if (type(self.model) is not str and not isinstance(self.model, str)) or not self.model:
             raise ValueError("'model' must be a non-empty string")
         messages: Any = self.messages
-        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        if (
+            type(messages) is not list
+            and type(messages) is not tuple
+            and (isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence))
+        ):
             raise ValueError("'messages' must be a list of messages")
         if not messages:
             raise ValueError("'messages' must not be empty")
-        object.__setattr__(self, "messages", tuple(_message(m, i) for i, m in enumerate(messages)))
+        object.__setattr__(
+            self, "messages", tuple([_message(m, i) for i, m in enumerate(messages)])
+        )
         tools: Any = self.tools
-        if isinstance(tools, (str, bytes)) or not isinstance(tools, Sequence):
-            raise ValueError("'tools' must be a list of tools")
-        object.__setattr__(self, "tools", tuple(_tool(t, i) for i, t in enumerate(tools)))
+        if type(tools) is not tuple or tools:
+            if type(tools) is not list and (
+                isinstance(tools, (str, bytes)) or not isinstance(tools, Sequence)
+            ):
+                raise ValueError("'tools' must be a list of tools")
+            object.__setattr__(self, "tools", tuple([_tool(t, i) for i, t in enumerate(tools)]))
         stop: Any = self.stop
-        if isinstance(stop, str):
+        if type(stop) is tuple and not stop:
+            pass  # none: as it is
+        elif isinstance(stop, str):
             object.__setattr__(self, "stop", (stop,))
         elif (
             isinstance(stop, (bytes, Mapping))
@@ -143,12 +156,15 @@ class ChatRequest:
         ):
             raise ValueError(f"'temperature' must be a non-negative number: {_short(t)}")
         m = self.max_tokens
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m <= 0):
+        if m is not None and (
+            (type(m) is not int and (isinstance(m, bool) or not isinstance(m, int))) or m <= 0
+        ):
             raise ValueError(f"'max_tokens' must be a positive integer: {_short(m)}")
-        if not isinstance(self.extra, Mapping):
+        extra = self.extra
+        if type(extra) is not dict and not isinstance(extra, Mapping):
             raise ValueError("'extra' must be a mapping of body fields")
-        object.__setattr__(self, "extra", dict(self.extra))
-        if not isinstance(self.include_usage, bool):
+        object.__setattr__(self, "extra", dict(extra))
+        if self.include_usage is not True and self.include_usage is not False:
             raise ValueError("'include_usage' must be true or false")
 
     def with_model(self, model: str) -> ChatRequest:
@@ -183,13 +199,16 @@ class ChatRequest:
         Unknown fields go to ``extra``; ``stream_options.include_usage`` sets
         ``include_usage``. Raises ``ValueError`` naming the bad field.
         """
-        if not isinstance(body, Mapping):
+        if type(body) is not dict and not isinstance(body, Mapping):
             raise ValueError("the request body must be a JSON object")
         max_tokens = None
         for name in ("max_tokens", "max_completion_tokens"):  # the newer name wins
             value = body.get(name)
             if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                if (
+                    type(value) is not int
+                    and (isinstance(value, bool) or not isinstance(value, int))
+                ) or value <= 0:
                     raise ValueError(f"{name!r} must be a positive integer: {_short(value)}")
                 max_tokens = value
         model = body.get("model")
@@ -199,7 +218,7 @@ class ChatRequest:
         if stream is not None and not isinstance(stream, bool):
             raise ValueError(f"'stream' must be true or false: {_short(stream)}")
         opts = body.get("stream_options")
-        if opts is not None and not isinstance(opts, Mapping):
+        if opts is not None and type(opts) is not dict and not isinstance(opts, Mapping):
             raise ValueError("'stream_options' must be an object")
         usage = opts.get("include_usage") if opts is not None else None
         if usage is not None and not isinstance(usage, bool):
@@ -260,18 +279,32 @@ def _text(content: Any, where: str) -> str:
 
 
 def _message(value: Any, i: int) -> Message:
-    if isinstance(value, Message):
-        return value
-    where = f"messages[{i}]"
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{where} must be an object")
+    if type(value) is not dict:  # a dict is the usual (and the quickest checked) kind
+        if isinstance(value, Message):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"messages[{i}] must be an object")
     role = value.get("role")
     if role == "developer":  # OpenAI's newer name for system
         role = "system"
     if role not in ROLES:
-        raise ValueError(f"{where}.role must be one of {', '.join(ROLES)}: {role!r}")
+        raise ValueError(f"messages[{i}].role must be one of {', '.join(ROLES)}: {role!r}")
+    calls: tuple[ToolCall, ...] = ()
+    listed = value.get("tool_calls")
+    if listed is not None:
+        calls = _tool_calls(listed, f"messages[{i}]")
+    call_id = value.get("tool_call_id")
+    if call_id is not None and not isinstance(call_id, str):
+        raise ValueError(f"messages[{i}].tool_call_id must be a string")
+    content = value.get("content")
+    if type(content) is not str:
+        content = _text(content, f"messages[{i}]")
+    return Message(role, content, calls, call_id)
+
+
+def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:
     calls = []
-    for j, call in enumerate(_list(value.get("tool_calls"), f"{where}.tool_calls")):
+    for j, call in enumerate(_list(value, f"{where}.tool_calls")):
         fn = call.get("function") if isinstance(call, Mapping) else None
         if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
             raise ValueError(f"{where}.tool_calls[{j}] needs function.name")
@@ -286,15 +319,7 @@ def _message(value: Any, i: int) -> Message:
                 arguments=args,
             )
         )
-    call_id = value.get("tool_call_id")
-    if call_id is not None and not isinstance(call_id, str):
-        raise ValueError(f"{where}.tool_call_id must be a string")
-    return Message(
-        role=role,
-        content=_text(value.get("content"), where),
-        tool_calls=tuple(calls),
-        tool_call_id=call_id,
-    )
+    return tuple(calls)
 
 
 def _tool(value: Any, i: int) -> Tool:

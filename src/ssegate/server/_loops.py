@@ -206,7 +206,7 @@ class AsyncioSession(Watching):
 
     async def begin(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Before the pump: send the headers, start watching for the client leaving."""
-        self.task = asyncio.current_task()
+        self.task = asyncio.current_task(self.loop)  # the loop given: no look-up
         await self.open(status, headers)
         self.watcher = self.start_watch()
         self.pump_active = True

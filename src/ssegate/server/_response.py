@@ -149,6 +149,43 @@ _RAW_SSE_HEADERS = tuple(
 )
 
 
+#: The options last made by ``_options`` and what they were made from.
+_last_options: tuple[tuple[Any, ...], StreamOptions] | None = None
+
+
+def _options(
+    ping: float | None,
+    send_timeout: float | None,
+    retry: int | None,
+    farewell: Any,
+    shutdown_grace: float,
+) -> StreamOptions:
+    """``StreamOptions`` of these (the rest default), shared with the last
+    response made from the very same objects: a server passes the same settings
+    to every stream (``StreamOptions`` is shared by design)."""
+    global _last_options
+    last = _last_options
+    if last is not None:
+        was = last[0]
+        if (
+            was[0] is ping
+            and was[1] is send_timeout
+            and was[2] is retry
+            and was[3] is farewell
+            and was[4] is shutdown_grace
+        ):
+            return last[1]
+    options = StreamOptions(
+        ping=ping,
+        send_timeout=send_timeout,
+        retry=retry,
+        farewell=farewell,
+        shutdown_grace=shutdown_grace,
+    )
+    _last_options = ((ping, send_timeout, retry, farewell, shutdown_grace), options)
+    return options
+
+
 class EventSourceResponse(Response):
     """Stream ``content`` to the client as Server-Sent Events.
 
@@ -208,6 +245,8 @@ class EventSourceResponse(Response):
             and shutdown_grace == 0
         ):
             self.options = DEFAULT_OPTIONS
+        elif on_close is None and error_event is default_error_event and shutdown is None:
+            self.options = _options(ping, send_timeout, retry, farewell, shutdown_grace)
         else:
             self.options = StreamOptions(
                 ping=ping,
@@ -221,7 +260,15 @@ class EventSourceResponse(Response):
             )
         self.status_code = status_code
         self.background = background
-        if headers is not None or type(self) is not EventSourceResponse:
+        if headers is not None and type(self) is EventSourceResponse:
+            # Starlette's init_headers and the defaults in one pass, the same
+            # list: the pairs given, then each default not given (Starlette's
+            # content-type for this class is the default's).
+            raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            present = {name for name, _ in raw}
+            raw += [pair for pair in _RAW_SSE_HEADERS if pair[0] not in present]
+            self._raw_headers = raw
+        elif headers is not None or type(self) is not EventSourceResponse:
             self.init_headers(headers)
             present = {name for name, _ in self.raw_headers}
             self.raw_headers += [pair for pair in _RAW_SSE_HEADERS if pair[0] not in present]
