@@ -9,6 +9,8 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from llm_support import Upstream, capture
 
 from ssegate.llm import (
@@ -32,6 +34,7 @@ from ssegate.llm.formats import (
     create_formatter,
     encode_all,
 )
+from ssegate.llm.formats.openai import openai_usage
 from ssegate.llm.providers.anthropic import AnthropicParser
 from ssegate.llm.providers.openai import OpenAIProvider
 from ssegate.protocol import Decoder, Event
@@ -101,6 +104,38 @@ def test_openai_chunks_exact_bytes() -> None:
         '"total_tokens": 4}}\n\n'
         "data: [DONE]\n\n"
     )
+
+
+_counts = st.none() | st.integers(min_value=0, max_value=2**70)
+
+
+@given(
+    id=st.text(min_size=1),
+    model=st.text(),
+    created=st.integers(min_value=0, max_value=2**70),
+    usage=st.builds(Usage, _counts, _counts, _counts, _counts),
+    include_usage=st.booleans(),
+)
+def test_openai_start_and_end_chunks_are_the_json_of_their_objects(
+    id: str, model: str, created: int, usage: Usage, include_usage: bool
+) -> None:
+    # Hand-built text (no json.dumps for the chunks a stream starts and ends
+    # with): the very text json.dumps gives for each part.
+    fmt = OpenAIFormatter(include_usage=include_usage)
+    events = [Start(model=model, id=id, created=created), usage, Finish("length")]
+    base = (
+        f'{{"id":{json.dumps(id)},"object":"chat.completion.chunk","created":{created},'
+        f'"model":{json.dumps(model, ensure_ascii=False)}'
+    )
+    null = ',"usage":null}' if include_usage else "}"
+    role = json.dumps({"role": "assistant", "content": ""})
+    chunks = [
+        f'{base},"choices":[{{"index":0,"delta":{role},"logprobs":null,"finish_reason":null}}]{null}',
+        f'{base},"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"length"}}]{null}',
+    ]
+    if include_usage:
+        chunks.append(f'{base},"choices":[],"usage":{json.dumps(openai_usage(usage))}}}')
+    assert run(fmt, events) == [Event(chunk) for chunk in [*chunks, "[DONE]"]]
 
 
 def test_openai_chunks_without_usage_have_no_usage_key() -> None:
