@@ -594,8 +594,8 @@ class Hub:
         failures = 0
         next_lease_check = self._clock() + store.poll_interval
         while True:
-            # A copy (C speed): the wait reads it across awaits while they change.
-            cursors = self._cursors.copy()
+            # A copy (C speed) where the wait reads it across awaits, while they change.
+            cursors = self._cursors if store.cursors_read_at_once else self._cursors.copy()
             if not cursors:
                 self._changed = anyio.Event()
                 await self._changed.wait()
@@ -639,13 +639,13 @@ class Hub:
         first = page[0]
         if first > cursor + 1:
             return False
+        if page[2] is not None:  # the end (perhaps after events)
+            self._deliver(stream, page)
+            return True
         last = first + len(page[1]) - 1
-        if last > cursor:
-            if page[2] is None:  # the usual page: events right after the cursor, no end
-                follow.cursor = self._cursors[stream] = last  # what _deliver and _track do
-                follow.push(page, self.queue_size)
-            else:
-                self._deliver(stream, page)
+        if last > cursor:  # the usual page: events right after the cursor, no end
+            follow.cursor = self._cursors[stream] = last  # what _deliver and _track do
+            follow.push(page, self.queue_size)
         return True
 
     def _deliver(self, stream: str, page: Page) -> None:

@@ -178,6 +178,8 @@ class MemoryStore(StreamStore):
     Use it from one event loop (like everything async): it is not thread-safe.
     """
 
+    cursors_read_at_once = True  # _hub_ready and _ready, before and after the wait
+
     def __init__(
         self,
         *,
@@ -235,7 +237,10 @@ class MemoryStore(StreamStore):
         state.lease_until = None
         state.expires_at = self._clock() + self.ttl
         heapq.heappush(self._expiry, (state.expires_at, stream))
-        self._notify(stream)
+        # The end handed to the hubs as a page too (its number after the last
+        # event's): a hub that is caught up takes it without its task waking.
+        last = state.last_seq
+        self._notify(stream, Page(last + 1, [], outcome, last, True, state.epoch))
 
     def _writable(self, stream: str) -> _Stream:
         state = self._get(stream)
