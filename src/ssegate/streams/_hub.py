@@ -229,24 +229,17 @@ class _Follow:
         while self.held > limit and len(pages) > 1:
             self.held -= _size(pages.popleft())
             self.base += 1
-        self.wake(page)
-
-    def wake(self, page: Page | None = None) -> None:
-        """Wake every waiting subscriber, in one pass; the events of ``page``,
-        just pushed (without the end), are first offered to waiting ``Tap``s."""
-        if self.changed is not None:
-            changed, self.changed = self.changed, anyio.Event()
-            changed.set()
-            return
-        waiters = self.waiters
-        if page is not None and page[2] is None and not self.waking:
+        # The events of ``page`` (without the end) are first offered to waiting
+        # ``Tap``s (on asyncio); the subscribers that do not take them all wake.
+        if page[2] is None and not self.waking and self.changed is None:
+            waiters = self.waiters
             if len(waiters) != 1:
                 self._offer(page)
                 return
             # The usual: the stream's one reader. Offered in place: while it
             # takes, its waiters stay as they are (no new dict per token).
             ((waiter, tap),) = waiters.items()
-            slot = self.base + len(self.pages) - 1  # the ring position of ``page``
+            slot = self.base + len(pages) - 1  # the ring position of ``page``
             seq = page[0]
             if (
                 tap is not None
@@ -267,6 +260,15 @@ class _Follow:
                         if not waiter.done():
                             return  # it goes on waiting
                         # else woken while taking (a page came from inside take), or cut
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake every waiting subscriber, in one pass."""
+        if self.changed is not None:
+            changed, self.changed = self.changed, anyio.Event()
+            changed.set()
+            return
+        waiters = self.waiters
         self.waiters = {}
         if self.waking:  # from inside a tap's take: none goes on waiting now
             self.rewake = True
@@ -275,7 +277,7 @@ class _Follow:
                 waiter.set_result(None)
 
     def _offer(self, page: Page) -> None:
-        """``wake`` with the push path, several subscribers waiting: each
+        """``push``'s offer of ``page``, several subscribers waiting: each
         waiting tap at ``page`` is offered its events, and goes on waiting if
         it took them all; every other subscriber is woken."""
         slot = self.base + len(self.pages) - 1  # the ring position of ``page``

@@ -281,26 +281,15 @@ class MemoryStore(StreamStore):
         # ``StreamStore.append``'s checks, cheaper for what a producer appends
         # once per token: a stream held here had its name checked when it was
         # made, and ASCII text needs no Unicode check. One coroutine, not two.
+        state = self._streams.get(stream)
         if not (
             type(event) is Event
             and event[2] is None
-            and stream in self._streams
+            and state is not None
             and event[0].isascii()
             and event[1].isascii()
         ):
             check_append(stream, event)
-        return self._append_now(stream, event)
-
-    async def _append(self, stream: str, event: Event) -> str:
-        return self._append_now(stream, event)
-
-    def appender(self, stream: str) -> Appender:
-        if self.sync_append() is None:  # a subclass's own append: awaited
-            return super().appender(stream)
-        return _AppendNow(self, check_stream_name(stream))
-
-    def _append_now(self, stream: str, event: Event) -> str:
-        state = self._streams.get(stream)
         if (
             state is None
             or state.outcome is not None
@@ -321,6 +310,14 @@ class MemoryStore(StreamStore):
         else:
             self._notify(stream)
         return event_id
+
+    async def _append(self, stream: str, event: Event) -> str:
+        return self.append_now(stream, event)
+
+    def appender(self, stream: str) -> Appender:
+        if self.sync_append() is None:  # a subclass's own append: awaited
+            return super().appender(stream)
+        return _AppendNow(self, check_stream_name(stream))
 
     async def _create(self, stream: str) -> None:
         if self._get(stream) is None:
