@@ -394,10 +394,19 @@ class MemoryStore(StreamStore):
         if pages or waker.pending:
             waker.pending = False
             return pages
-        waker.event = event = anyio.Event()
         try:
             with anyio.move_on_after(max_wait):
-                await event.wait()
+                while True:
+                    waker.event = event = anyio.Event()
+                    await event.wait()
+                    waker.pending = False
+                    pages = self._hub_ready(cursors, waker)
+                    if pages:
+                        return pages
+                    # Nothing to read (a newly followed stream, looked at now:
+                    # the hub's wake): the cursors are the hub's own, as they
+                    # change (``cursors_read_at_once``), so it has nothing to
+                    # take again; the wait goes on, not a new one per follow.
         finally:
             waker.event = None
             waker.pending = False
