@@ -220,6 +220,16 @@ TEXT_STREAM = [
     b"data: " + _chunk('{"content":"bad @ byte"}').replace(b"@", b"\xff") + b"\n\n",
     b"data: " + _chunk('{"content":"x"}', created=2) + b"\n\n",  # another frame
     b"data: " + _chunk('{"content":"b"}') + b"\n\ndata: " + _chunk('{"content":"c"}') + b"\n\n",
+    b"".join(b"data: " + _chunk(f'{{"content":"{t}"}}') + b"\n\n" for t in ("c1", "", "c2")),
+    # with a chunk of another frame, or another kind: the general way
+    b"data: "
+    + _chunk('{"content":"c3"}')
+    + b"\n\ndata: "
+    + _chunk('{"content":"c4"}', created=3)
+    + b"\n\n",
+    b"data: " + _chunk('{"content":"c5"}') + b"\n\ndata: " + _chunk('{"reasoning":"r"}') + b"\n\n",
+    b"data: " + _chunk('{"content":"c6"}') + b"\n\ndata: " + _chunk('{"content":"c7"}')[:-1],
+    b"}\n\n",
     b"data: " + _chunk('{"content":"d"}') + b"\n\n: comment\n\n",
     b"data: " + _chunk('{"content":"e"}')[:-20],  # a chunk in two reads
     _chunk('{"content":"e"}')[-20:] + b"\n\n",
@@ -255,6 +265,15 @@ def test_text_chunks_read_one_by_one_are_parsed_as_the_general_way_does() -> Non
         TextDelta("x"),
         TextDelta("b"),
         TextDelta("c"),
+        TextDelta("c1"),
+        TextDelta("c2"),
+        TextDelta("c3"),
+        TextDelta("c4"),
+        TextDelta("c5"),
+        ReasoningDelta("r"),
+        ReasoningEnd(),
+        TextDelta("c6"),
+        TextDelta("c7"),
         TextDelta("d"),
         TextDelta("e"),
         TextDelta("f"),
@@ -286,7 +305,7 @@ def test_a_frame_that_does_not_hold_the_content_is_not_learned(learned: bytes) -
         TextDelta("a"),
         TextDelta("a"),
     ]
-    assert parser._before == b""
+    assert parser._before == ""
 
 
 def test_a_text_chunk_over_the_event_limit_is_refused_as_before() -> None:

@@ -192,11 +192,12 @@ class OpenAIChunkParser(SSEFrameParser):
     ``id``, ``object``, ``created``, ``model`` (and whatever else the server
     adds) are the same in every chunk, and only the content's JSON string
     differs. Once a chunk has shown the stream's frame around that string
-    (``_learn``), a read that is exactly such a chunk is its one ``TextDelta``
-    at once: the string is decoded by the C scanner under ``json.loads``, and
-    neither the SSE decoder nor the rest of the JSON is looked at again (per
-    token: six Python calls less, and no parse of a ~170-byte object). Every
-    other read goes the general way, which decides.
+    (``_learn``), a read that is exactly such chunks (one, or several that
+    came together) is their ``TextDelta``s at once: each string is decoded by
+    the C scanner under ``json.loads``, and neither the SSE decoder nor the
+    rest of the JSON is looked at again (per token: six Python calls less,
+    and no parse of a ~170-byte object). Every other read goes the general
+    way, which decides.
     """
 
     __slots__ = (
@@ -217,11 +218,11 @@ class OpenAIChunkParser(SSEFrameParser):
         self._finish: tuple[FinishReason, str] | None = None  # held until [DONE]
         self._calls: dict[int, list[Any]] = {}  # upstream index -> [seq, id, name, parts]
         self._line_start = True  # the last chunk ended a line
-        # A text chunk's bytes before its content's JSON string (up to its
-        # opening quote) and after it (from past its closing quote), once
-        # learned (``_learn``); empty before.
-        self._before = b""
-        self._after = b""
+        # A text chunk's event before its content's JSON string (from
+        # ``data: `` up to the opening quote) and after it (from past the
+        # closing quote to the blank line), once learned (``_learn``); empty before.
+        self._before = ""
+        self._after = ""
         self._tries = LEARN_TRIES
         # The bytes fed so far end with a blank line: the SSE decoder holds
         # nothing (no part of a line or event), so the next bytes start an event.
@@ -235,30 +236,37 @@ class OpenAIChunkParser(SSEFrameParser):
 
     def feed(self, chunk: bytes) -> list[LLMEvent]:
         before = self._before
-        if (
-            before
-            and self._clean
-            and chunk.startswith(before)
-            and chunk.endswith(self._after)
-            and len(chunk) <= self._max_chunk
-            and not self.done
-        ):
-            # Perhaps exactly one text chunk (see the class docstring): what
-            # lies between the frame's two parts must be the rest of one JSON
-            # string, its closing quote last. Nothing else is in the read, so
-            # no "error:" line either, and it ends with a blank line as before.
+        if before and self._clean and len(chunk) <= self._max_chunk and not self.done:
+            # Perhaps text chunks only, whole (see the class docstring): each
+            # the frame's two parts around the rest of one JSON string, up to
+            # its closing quote. Nothing else is in the read, so no "error:"
+            # line either, and it ends with a blank line as before.
             try:
-                middle = chunk[len(before) : len(chunk) - len(self._after)].decode()
-                text, end = _scanstring(middle, 0)
-            except ValueError:  # not UTF-8 (the decoder would replace), not a string
-                end = -1
-            if end == len(middle):
-                if not text:
-                    return []
-                if self._reasoning:
-                    self._reasoning = False
-                    return [ReasoningEnd(), TextDelta(text)]
-                return [TextDelta(text)]
+                text = chunk.decode()
+            except UnicodeDecodeError:  # the decoder replaces what is not UTF-8
+                text = ""
+            after = self._after
+            if text.startswith(before) and text.endswith(after):
+                out: list[LLMEvent] = []
+                at, end = len(before), len(text)
+                try:
+                    while True:
+                        content, at = _scanstring(text, at)
+                        if not text.startswith(after, at):
+                            break
+                        if content:
+                            out.append(TextDelta(content))
+                        at += len(after)
+                        if at == end:
+                            if out and self._reasoning:
+                                self._reasoning = False
+                                out.insert(0, ReasoningEnd())
+                            return out
+                        if not text.startswith(before, at):
+                            break
+                        at += len(before)
+                except ValueError:  # not a JSON string
+                    pass
         # Old llama.cpp writes "error: {...}" lines: not an SSE field, so the
         # decoder would drop them and the stream would "succeed". Look for one
         # at a line start in this chunk (it is written in one piece).
@@ -364,8 +372,8 @@ class OpenAIChunkParser(SSEFrameParser):
         except ValueError:
             return
         if probe == obj:
-            self._before = b"data: " + data[: at + 1].encode()
-            self._after = data[end:].encode() + b"\n\n"
+            self._before = "data: " + data[: at + 1]
+            self._after = data[end:] + "\n\n"
 
     def _choice(self, choice: dict[str, Any], out: list[LLMEvent]) -> None:
         delta = choice.get("delta")
