@@ -26,6 +26,7 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import anyio
 
@@ -305,10 +306,20 @@ class MemoryStore(StreamStore):
         # and the id format_id() made (an Event is the tuple (data, event, id, retry)).
         stored: Event = _new(Event, (event[0], event[1], event_id, event[3]))
         state.keep(stored)
-        if self._hubs:
-            self._notify(stream, _new(Page, (seq, [stored], None, seq, True, state.epoch)))
-        else:
+        hubs = self._hubs
+        if not hubs:
             self._notify(stream)
+            return event_id
+        page: Page = _new(Page, (seq, [stored], None, seq, True, state.epoch))
+        if len(hubs) == 1 and stream not in self._waiters:
+            # The usual (the process's one hub, no reader of the store's own):
+            # ``_notify``'s work, inlined, once per token.
+            (hub,) = hubs
+            deliver = hub.deliver
+            if deliver is None or not deliver(stream, page):
+                self._notify(stream)  # the hub must read it
+            return event_id
+        self._notify(stream, page)
         return event_id
 
     async def _append(self, stream: str, event: Event) -> str:
@@ -467,14 +478,20 @@ class MemoryStore(StreamStore):
 
 
 class _AppendNow(Appender):
-    """The memory store's appender: ``add()`` appends (or raises) at once."""
+    """The memory store's appender: ``add()`` appends (or raises) at once.
 
-    __slots__ = ()
+    ``add`` is ``append_now`` with the stream given (a ``partial``: a C
+    callable, no Python frame of its own per token)."""
+
+    __slots__ = ("add",)
     _store: MemoryStore
     immediate = True
 
-    def add(self, event: Event) -> None:
-        self._store.append_now(self._stream, event)
+    def __init__(self, store: MemoryStore, stream: str) -> None:
+        super().__init__(store, stream)
+        # The slot stands for the method (its return value, the id, is not
+        # ``add``'s: nobody looks at it).
+        self.add = partial(store.append_now, stream)  # type: ignore[method-assign, assignment]
 
     async def settle(self, behind: int = 0) -> None:
         return None  # nothing is ever unwritten
