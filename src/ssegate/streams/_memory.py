@@ -308,7 +308,8 @@ class MemoryStore(StreamStore):
         state.keep(stored)
         hubs = self._hubs
         if not hubs:
-            self._notify(stream)
+            if stream in self._waiters:
+                self._notify(stream)
             return event_id
         page: Page = _new(Page, (seq, [stored], None, seq, True, state.epoch))
         if len(hubs) == 1 and stream not in self._waiters:
