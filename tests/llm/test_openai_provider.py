@@ -295,6 +295,8 @@ def test_text_chunks_read_one_by_one_are_parsed_as_the_general_way_does() -> Non
         b'{"choices":[{"index":0,"delta":{"content":"a"}}],"x\\"content":"a"}',
         # another object's content after it
         b'{"choices":[{"index":0,"delta":{"content":"a"}}],"y":{"content":"a"}}',
+        # two data lines (JSON allows the line end between its values)
+        b'{"choices":[{"index":0,\ndata: "delta":{"content":"a"}}]}',
     ],
 )
 def test_a_frame_that_does_not_hold_the_content_is_not_learned(learned: bytes) -> None:

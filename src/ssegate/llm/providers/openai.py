@@ -357,7 +357,7 @@ class OpenAIChunkParser(SSEFrameParser):
             return
         self._tries -= 1
         key = data.rfind('"content":')
-        if key < 0:
+        if key < 0 or "\n" in data:  # several data lines: not the one line a read holds
             return
         rest = data[key + 10 :].lstrip(" \t")
         at = len(data) - len(rest)  # the string's opening quote
