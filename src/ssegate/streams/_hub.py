@@ -250,7 +250,12 @@ class _Follow:
                 events = page[1]
                 self.waking = True
                 try:
-                    taken = _give(tap, events)
+                    if len(events) == 1:  # a token: ``_give``, inlined
+                        taken = 1 if tap.take(events[0]) else 0
+                    else:
+                        taken = _give(tap, events)
+                except Exception:
+                    taken = _refused()
                 finally:
                     self.waking = self.rewake = False
                 if taken:
@@ -315,8 +320,14 @@ def _give(tap: Tap, events: list[Event]) -> int:
                 break
             taken += 1
     except Exception:
-        logger.exception("a stream subscriber's tap failed; it reads instead")
+        _refused()
     return taken
+
+
+def _refused() -> int:
+    """What a tap's ``take`` raised (being handled), logged: a refusal (0 taken)."""
+    logger.exception("a stream subscriber's tap failed; it reads instead")
+    return 0
 
 
 class Hub:
