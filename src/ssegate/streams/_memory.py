@@ -12,9 +12,12 @@ the time to live of ended streams) comes from an injectable ``clock`` so tests
 can move it instead of sleeping.
 
 A hub, which follows thousands of streams, does not register with each of them
-nor look at each of them per wake-up: every append or end adds its stream to
-each hub's set of changed streams (and wakes the hub), and the hub's wait reads
-just those, plus any stream it newly follows. (Registering its event with every
+nor look at each of them per wake-up: every append or end is handed to each hub
+as a page (``Waker.deliver``; a hub that is caught up takes it without its task
+waking), and one it cannot take adds its stream to the hub's set of changed
+streams (and wakes the hub), and the hub's wait reads just those, plus any
+stream it newly follows (looked at without the wait returning to the hub: it
+reads the hub's own cursors, ``cursors_read_at_once``). (Registering its event with every
 followed stream and scanning them all, per wake-up, cost O(streams) each time a
 token was written: with 10 000 streams it took most of the gateway's CPU in the
 soak, benchmarks/soak.py.)
