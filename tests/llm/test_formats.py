@@ -138,6 +138,45 @@ def test_openai_start_and_end_chunks_are_the_json_of_their_objects(
     assert run(fmt, events) == [Event(chunk) for chunk in [*chunks, "[DONE]"]]
 
 
+@given(
+    message_id=st.none() | st.text(),
+    usage=st.none() | st.builds(Usage, _counts, _counts, _counts, _counts),
+    reason=st.sampled_from(["stop", "length", "tool_calls", "content_filter", "other"]),
+    finish_reason=st.booleans(),
+)
+def test_aisdk_start_and_end_parts_are_the_json_of_their_objects(
+    message_id: str | None, usage: Usage | None, reason: Any, finish_reason: bool
+) -> None:
+    # Hand-built text (no json.dumps for the parts a stream starts and ends
+    # with): the very text json.dumps gives for each part.
+    fmt = AISDKFormatter(finish_reason=finish_reason)
+    events: list[LLMEvent] = [Start(id=message_id), ReasoningDelta("r"), TextDelta("t")]
+    events += [usage] if usage is not None else []
+    finish: dict[str, Any] = {"type": "finish"}
+    if finish_reason:
+        finish["finishReason"] = reason.replace("_", "-")
+    if usage is not None:
+        counts = [usage.input_tokens, usage.output_tokens, usage.total_tokens]
+        names = ["inputTokens", "outputTokens", "totalTokens"]
+        finish["messageMetadata"] = {
+            "usage": {k: v for k, v in zip(names, counts, strict=True) if v is not None}
+        }
+    parts: list[dict[str, Any]] = [
+        {"type": "start", "messageId": message_id} if message_id else {"type": "start"},
+        {"type": "start-step"},
+        {"type": "reasoning-start", "id": "r0"},
+        {"type": "reasoning-delta", "id": "r0", "delta": "r"},
+        {"type": "reasoning-end", "id": "r0"},
+        {"type": "text-start", "id": "t1"},
+        {"type": "text-delta", "id": "t1", "delta": "t"},
+        {"type": "text-end", "id": "t1"},
+        {"type": "finish-step"},
+        finish,
+    ]
+    want = [Event(json.dumps(part, ensure_ascii=False)) for part in parts] + [Event("[DONE]")]
+    assert run(fmt, [*events, Finish(reason)]) == want
+
+
 def test_openai_chunks_without_usage_have_no_usage_key() -> None:
     chunks = run(
         OpenAIFormatter(clock=lambda: 99.0), [TextDelta("a"), Usage(1, 1), Finish("other")]
