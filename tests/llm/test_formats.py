@@ -9,6 +9,8 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from llm_support import Upstream, capture
 
 from ssegate.llm import (
@@ -32,6 +34,7 @@ from ssegate.llm.formats import (
     create_formatter,
     encode_all,
 )
+from ssegate.llm.formats.openai import openai_usage
 from ssegate.llm.providers.anthropic import AnthropicParser
 from ssegate.llm.providers.openai import OpenAIProvider
 from ssegate.protocol import Decoder, Event
@@ -101,6 +104,77 @@ def test_openai_chunks_exact_bytes() -> None:
         '"total_tokens": 4}}\n\n'
         "data: [DONE]\n\n"
     )
+
+
+_counts = st.none() | st.integers(min_value=0, max_value=2**70)
+
+
+@given(
+    id=st.text(min_size=1),
+    model=st.text(),
+    created=st.integers(min_value=0, max_value=2**70),
+    usage=st.builds(Usage, _counts, _counts, _counts, _counts),
+    include_usage=st.booleans(),
+)
+def test_openai_start_and_end_chunks_are_the_json_of_their_objects(
+    id: str, model: str, created: int, usage: Usage, include_usage: bool
+) -> None:
+    # Hand-built text (no json.dumps for the chunks a stream starts and ends
+    # with): the very text json.dumps gives for each part.
+    fmt = OpenAIFormatter(include_usage=include_usage)
+    events = [Start(model=model, id=id, created=created), usage, Finish("length")]
+    base = (
+        f'{{"id":{json.dumps(id)},"object":"chat.completion.chunk","created":{created},'
+        f'"model":{json.dumps(model, ensure_ascii=False)}'
+    )
+    null = ',"usage":null}' if include_usage else "}"
+    role = json.dumps({"role": "assistant", "content": ""})
+    chunks = [
+        f'{base},"choices":[{{"index":0,"delta":{role},"logprobs":null,"finish_reason":null}}]{null}',
+        f'{base},"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"length"}}]{null}',
+    ]
+    if include_usage:
+        chunks.append(f'{base},"choices":[],"usage":{json.dumps(openai_usage(usage))}}}')
+    assert run(fmt, events) == [Event(chunk) for chunk in [*chunks, "[DONE]"]]
+
+
+@given(
+    message_id=st.none() | st.text(),
+    usage=st.none() | st.builds(Usage, _counts, _counts, _counts, _counts),
+    reason=st.sampled_from(["stop", "length", "tool_calls", "content_filter", "other"]),
+    finish_reason=st.booleans(),
+)
+def test_aisdk_start_and_end_parts_are_the_json_of_their_objects(
+    message_id: str | None, usage: Usage | None, reason: Any, finish_reason: bool
+) -> None:
+    # Hand-built text (no json.dumps for the parts a stream starts and ends
+    # with): the very text json.dumps gives for each part.
+    fmt = AISDKFormatter(finish_reason=finish_reason)
+    events: list[LLMEvent] = [Start(id=message_id), ReasoningDelta("r"), TextDelta("t")]
+    events += [usage] if usage is not None else []
+    finish: dict[str, Any] = {"type": "finish"}
+    if finish_reason:
+        finish["finishReason"] = reason.replace("_", "-")
+    if usage is not None:
+        counts = [usage.input_tokens, usage.output_tokens, usage.total_tokens]
+        names = ["inputTokens", "outputTokens", "totalTokens"]
+        finish["messageMetadata"] = {
+            "usage": {k: v for k, v in zip(names, counts, strict=True) if v is not None}
+        }
+    parts: list[dict[str, Any]] = [
+        {"type": "start", "messageId": message_id} if message_id else {"type": "start"},
+        {"type": "start-step"},
+        {"type": "reasoning-start", "id": "r0"},
+        {"type": "reasoning-delta", "id": "r0", "delta": "r"},
+        {"type": "reasoning-end", "id": "r0"},
+        {"type": "text-start", "id": "t1"},
+        {"type": "text-delta", "id": "t1", "delta": "t"},
+        {"type": "text-end", "id": "t1"},
+        {"type": "finish-step"},
+        finish,
+    ]
+    want = [Event(json.dumps(part, ensure_ascii=False)) for part in parts] + [Event("[DONE]")]
+    assert run(fmt, [*events, Finish(reason)]) == want
 
 
 def test_openai_chunks_without_usage_have_no_usage_key() -> None:

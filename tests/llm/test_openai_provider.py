@@ -186,6 +186,149 @@ def test_capture_split_at_every_position(name: str) -> None:
         assert parse(body, [body[:i], body[i:]]) == EXPECTED[name], i
 
 
+def _reads(body: bytes) -> list[bytes]:
+    """``body`` as a server writes it: one read per event (through its blank line)."""
+    parts = [part + b"\n\n" for part in body.replace(b"\r\n", b"\n").split(b"\n\n")]
+    parts[-1] = parts[-1][:-2]
+    return [part for part in parts if part]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_capture_read_event_by_event(name: str) -> None:
+    # One read per event, as servers write them: the text chunks after the
+    # first take the parser's fast path (``_learn``).
+    body = capture(name).body
+    assert parse(body, _reads(body)) == EXPECTED[name]
+
+
+def _chunk(delta: str, *, created: int = 1, finish: str = "null", extra: str = "") -> bytes:
+    return (
+        f'{{"id":"c-1","object":"chat.completion.chunk","created":{created},"model":"m\u00e9",'
+        f'"choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]{extra}}}'
+    ).encode()
+
+
+#: A stream of text chunks with every kind of string, and the chunks around them.
+TEXT_STREAM = [
+    b"data: " + _chunk('{"role":"assistant","content":""}') + b"\n\n",
+    b"data: " + _chunk('{"content":"Hi"}') + b"\n\n",  # learned here
+    b"data: " + _chunk('{"content":" th\\"ere\\\\ \\u00e9\\n"}') + b"\n\n",
+    b"data: " + _chunk('{"content":"\u00e9t\u00e9 \u2028 \u2713 \U0001f600"}') + b"\n\n",
+    b"data: " + _chunk('{"content":""}') + b"\n\n",  # nothing
+    b"data: " + _chunk('{"content":"a"}') + b"\r\n\r\n",  # another blank line: the general way
+    # a byte that is not UTF-8, decoded as U+FFFD
+    b"data: " + _chunk('{"content":"bad @ byte"}').replace(b"@", b"\xff") + b"\n\n",
+    b"data: " + _chunk('{"content":"x"}', created=2) + b"\n\n",  # another frame
+    b"data: " + _chunk('{"content":"b"}') + b"\n\ndata: " + _chunk('{"content":"c"}') + b"\n\n",
+    b"".join(b"data: " + _chunk(f'{{"content":"{t}"}}') + b"\n\n" for t in ("c1", "", "c2")),
+    # with a chunk of another frame, or another kind: the general way
+    b"data: "
+    + _chunk('{"content":"c3"}')
+    + b"\n\ndata: "
+    + _chunk('{"content":"c4"}', created=3)
+    + b"\n\n",
+    b"data: " + _chunk('{"content":"c5"}') + b"\n\ndata: " + _chunk('{"reasoning":"r"}') + b"\n\n",
+    b"data: " + _chunk('{"content":"c6"}') + b"\n\ndata: " + _chunk('{"content":"c7"}')[:-1],
+    b"}\n\n",
+    b"data: " + _chunk('{"content":"d"}') + b"\n\n: comment\n\n",
+    b"data: " + _chunk('{"content":"e"}')[:-20],  # a chunk in two reads
+    _chunk('{"content":"e"}')[-20:] + b"\n\n",
+    b"data: " + _chunk('{"content":"f"}') + b"\n\n",
+    b"data: " + _chunk('{"reasoning_content":"think"}') + b"\n\n",
+    b"data: " + _chunk('{"content":"g"}') + b"\n\n",  # ends the reasoning
+    b"data: " + _chunk('{"content":"h"}', extra=',"usage":{"prompt_tokens":1}') + b"\n\n",
+    b"data: " + _chunk('{"content":"i","role":"assistant"}') + b"\n\n",  # not one string
+    b"data: " + _chunk('{"content":42}') + b"\n\n",
+    b"data: " + _chunk("{}", finish='"stop"') + b"\n\n",
+    b"data: " + _chunk('{"content":"after the finish reason"}') + b"\n\n",
+    b"data: [DONE]\n\n",
+]
+
+
+def test_text_chunks_read_one_by_one_are_parsed_as_the_general_way_does() -> None:
+    body = b"".join(TEXT_STREAM)
+    parser = OpenAIChunkParser("openai", "m1")
+    out: list[LLMEvent] = []
+    for read in TEXT_STREAM:
+        out += parser.feed(read)
+    out += parser.close()
+    assert parser._before  # learned: the fast path was there to take
+    # Byte by byte, no read is a whole chunk: the general way throughout.
+    assert out == parse(body, [body[i : i + 1] for i in range(len(body))])
+    assert out == [
+        Start(model="m\u00e9", provider="openai", id="c-1", created=1),
+        TextDelta("Hi"),
+        TextDelta(' th"ere\\ \u00e9\n'),
+        TextDelta("\u00e9t\u00e9 \u2028 \u2713 \U0001f600"),
+        TextDelta("a"),
+        TextDelta("bad \ufffd byte"),
+        TextDelta("x"),
+        TextDelta("b"),
+        TextDelta("c"),
+        TextDelta("c1"),
+        TextDelta("c2"),
+        TextDelta("c3"),
+        TextDelta("c4"),
+        TextDelta("c5"),
+        ReasoningDelta("r"),
+        ReasoningEnd(),
+        TextDelta("c6"),
+        TextDelta("c7"),
+        TextDelta("d"),
+        TextDelta("e"),
+        TextDelta("f"),
+        ReasoningDelta("think"),
+        ReasoningEnd(),
+        TextDelta("g"),
+        TextDelta("h"),
+        Usage(input_tokens=1),
+        TextDelta("i"),
+        TextDelta("after the finish reason"),
+        Finish("stop", "stop"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "learned",
+    [
+        # the key of another field ends in "content"
+        b'{"choices":[{"index":0,"delta":{"content":"a"}}],"x\\"content":"a"}',
+        # another object's content after it
+        b'{"choices":[{"index":0,"delta":{"content":"a"}}],"y":{"content":"a"}}',
+        # two data lines (JSON allows the line end between its values)
+        b'{"choices":[{"index":0,\ndata: "delta":{"content":"a"}}]}',
+    ],
+)
+def test_a_frame_that_does_not_hold_the_content_is_not_learned(learned: bytes) -> None:
+    parser = OpenAIChunkParser("openai", "m1")
+    reads = [b"data: " + learned + b"\n\n"] * 2
+    assert parser.feed(reads[0]) + parser.feed(reads[1]) == [
+        Start(model="m1", provider="openai"),
+        TextDelta("a"),
+        TextDelta("a"),
+    ]
+    assert parser._before == ""
+
+
+def test_a_text_chunk_over_the_event_limit_is_refused_as_before() -> None:
+    small, big = (b"data: " + _chunk(f'{{"content":"{n}"}}') + b"\n\n" for n in ("x", "x" * 200))
+    alone = OpenAIChunkParser("openai", "m1")
+    alone.limit(300)
+    refused = alone.feed(big)[-1]
+    assert type(refused) is Error
+    assert refused.code == "protocol_error"
+    parser = OpenAIChunkParser("openai", "m1")
+    parser.limit(300)
+    events = parser.feed(small) + parser.feed(small)
+    assert parser._before
+    assert events + parser.feed(big) == [
+        Start(model="m\u00e9", provider="openai", id="c-1", created=1),
+        TextDelta("x"),
+        TextDelta("x"),
+        refused,
+    ]
+
+
 def test_error_word_inside_a_data_line_is_not_an_error_line() -> None:
     chunk = (
         b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"an error: none"}}]}\n\n'

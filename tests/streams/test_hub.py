@@ -237,6 +237,22 @@ async def test_a_page_read_back_with_nothing_new_is_not_kept_again() -> None:
             assert await collect(lagging) == [Event("1", id=_id(2)), End(DONE, _id(3))]
 
 
+async def test_the_memory_store_hands_its_end_to_a_caught_up_hub_at_once() -> None:
+    """The end reaches a hub that is caught up as an append does, from the
+    store's own call (``Waker.deliver``): the hub's task is not woken for it."""
+    async with MemoryStore() as store, Hub(store) as hub:
+        await store.append("s", Event("0"))
+        _id = await ids_of(store, "s")
+        async with lagging_after(hub, Event("0", id=_id(1))) as lagging:
+            follow = hub._follows["s"]
+            await store.end("s")
+            epoch = _id(1).partition("-")[0]
+            assert follow.ended  # before any other task ran
+            assert list(follow.pages) == [Page(2, [], DONE, 1, True, epoch)]
+            assert "s" not in hub._cursors
+            assert await collect(lagging) == [End(DONE, _id(2))]
+
+
 async def test_hub_must_be_running() -> None:
     hub = Hub(MemoryStore())
     with pytest.raises(RuntimeError, match="async with Hub"):

@@ -100,7 +100,7 @@ async def test_an_append_from_inside_a_take_is_read_not_lost() -> None:
 
     def echo(event: Event) -> bool:
         if event.data == "a":
-            appended.append(store._append_now("s", Event("a-echo")))
+            appended.append(store.append_now("s", Event("a-echo")))
         return True
 
     first, second = Recorder(echo), Recorder()
@@ -123,7 +123,7 @@ async def test_a_lone_subscriber_that_appends_from_inside_its_take_reads_that() 
 
     def echo(event: Event) -> bool:
         if event.data == "a":
-            store._append_now("s", Event("a-echo"))
+            store.append_now("s", Event("a-echo"))
         return True
 
     tap = Recorder(echo)
@@ -144,7 +144,7 @@ async def test_a_subscriber_that_is_leaving_is_offered_nothing() -> None:
         async with anyio.create_task_group() as tasks:
             await follow(hub, "s", tap, tasks)
             tasks.cancel_scope.cancel()  # its wait is cancelled at once
-            store._append_now("s", Event("a"))
+            store.append_now("s", Event("a"))
         assert hub.subscribers == 0
     assert tap.offered == []
 

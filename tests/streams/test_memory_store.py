@@ -255,6 +255,37 @@ async def test_an_append_is_handed_to_the_hub_as_it_is() -> None:
     assert pages["s"].events == [Event("b", id=second)]
 
 
+async def test_a_hub_wait_woken_for_a_new_follow_looks_and_goes_on_waiting() -> None:
+    # The hub wakes its wait for every newly followed stream. Here the wait
+    # looks at it there and then, and goes on waiting (the hub hands over its
+    # own cursors, as they change: it has nothing to take again), until there
+    # is something to read: not one wait of the hub per follow.
+    store = MemoryStore()
+    await store.append("s", Event("a"))
+    await store.append("t", Event("b"))
+    waker = store._waker()
+    cursors = {"s": 1}
+    got: list[dict[str, Page]] = []
+
+    async def wait() -> None:
+        got.append(await store._hub_wait(cursors, 10, waker))  # type: ignore[attr-defined]
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            cursors["t"] = 1
+            waker.follow("t")  # type: ignore[attr-defined]
+            await waker.wake()
+            await anyio.wait_all_tasks_blocked()
+            assert waker.followed == set()  # type: ignore[attr-defined]  # looked at
+            assert got == []  # and waiting still
+            appended = await store.append("t", Event("c"))
+    assert [(stream, page.events) for stream, page in got[0].items()] == [
+        ("t", [Event("c", id=appended)])
+    ]
+
+
 async def test_appends_to_a_held_stream_are_checked_as_any_append() -> None:
     # The per-token shortcut (a stream held here, ASCII text) skips only what
     # holds already: anything else still meets StreamStore.append's checks.

@@ -606,11 +606,11 @@ def _pushed_reader(base: Any) -> type:
                 _PUSHED[self].take(data)
             return False  # nothing held back (aiohttp's "more data available")
 
-        def begin_http_chunk_receiving(self) -> None:
-            """Chunk boundaries are for ``readchunk``, which nobody calls here."""
-
-        def end_http_chunk_receiving(self) -> None:
-            """See ``begin_http_chunk_receiving``."""
+        # Chunk boundaries are for ``readchunk``, which nobody calls here. The
+        # parser calls these around every chunk of a chunked body (every token
+        # of a stream): a C callable of no arguments, which returns at once
+        # and gets no Python frame, as a function would.
+        begin_http_chunk_receiving = end_http_chunk_receiving = staticmethod(tuple)
 
         def feed_eof(self) -> None:
             feed_eof(self)  # its end noted (the connection can serve again), callbacks run

@@ -115,7 +115,9 @@ class AsyncioSession(Watching):
         flusher = self.flusher
         if flusher is None:
             flusher = self.flusher = push_flusher(self.loop)
-        flusher.add(self)
+        flusher.streams.append(self)
+        if not flusher.scheduled:
+            flusher.schedule()
 
     def send_aside(self, data: bytes, context: contextvars.Context | None = None) -> None:
         """Send ``data`` in ``context``, unless it can be written at once
@@ -297,18 +299,24 @@ class Flusher:
         self.scheduled = False
         self.context = contextvars.Context()  # its own (each send runs in its stream's)
 
-    def add(self, stream: Session) -> None:
-        self.streams.append(stream)
-        if not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self.flush, context=self.context)
+    def schedule(self) -> None:
+        """Have ``flush`` called soon, once for every stream added to ``streams``
+        meanwhile (``AsyncioSession.flush_soon`` adds them)."""
+        self.scheduled = True
+        self.loop.call_soon(self.flush, context=self.context)
 
     def flush(self) -> None:
         self.scheduled = False
         streams, self.streams = self.streams, []
         for stream in streams:
             try:
-                stream.flush()
+                # ``Session.flush``'s usual case, inlined (once per token).
+                data = stream.pushed
+                if data is not None and stream.aside_done is None:
+                    stream.pushed = None
+                    stream.send_aside(data)
+                else:
+                    stream.flush()
             except Exception:
                 logger.exception("event stream send failed")
 

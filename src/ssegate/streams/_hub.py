@@ -229,24 +229,17 @@ class _Follow:
         while self.held > limit and len(pages) > 1:
             self.held -= _size(pages.popleft())
             self.base += 1
-        self.wake(page)
-
-    def wake(self, page: Page | None = None) -> None:
-        """Wake every waiting subscriber, in one pass; the events of ``page``,
-        just pushed (without the end), are first offered to waiting ``Tap``s."""
-        if self.changed is not None:
-            changed, self.changed = self.changed, anyio.Event()
-            changed.set()
-            return
-        waiters = self.waiters
-        if page is not None and page[2] is None and not self.waking:
+        # The events of ``page`` (without the end) are first offered to waiting
+        # ``Tap``s (on asyncio); the subscribers that do not take them all wake.
+        if page[2] is None and not self.waking and self.changed is None:
+            waiters = self.waiters
             if len(waiters) != 1:
                 self._offer(page)
                 return
             # The usual: the stream's one reader. Offered in place: while it
             # takes, its waiters stay as they are (no new dict per token).
             ((waiter, tap),) = waiters.items()
-            slot = self.base + len(self.pages) - 1  # the ring position of ``page``
+            slot = self.base + len(pages) - 1  # the ring position of ``page``
             seq = page[0]
             if (
                 tap is not None
@@ -257,7 +250,12 @@ class _Follow:
                 events = page[1]
                 self.waking = True
                 try:
-                    taken = _give(tap, events)
+                    if len(events) == 1:  # a token: ``_give``, inlined
+                        taken = 1 if tap.take(events[0]) else 0
+                    else:
+                        taken = _give(tap, events)
+                except Exception:
+                    taken = _refused()
                 finally:
                     self.waking = self.rewake = False
                 if taken:
@@ -267,6 +265,15 @@ class _Follow:
                         if not waiter.done():
                             return  # it goes on waiting
                         # else woken while taking (a page came from inside take), or cut
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake every waiting subscriber, in one pass."""
+        if self.changed is not None:
+            changed, self.changed = self.changed, anyio.Event()
+            changed.set()
+            return
+        waiters = self.waiters
         self.waiters = {}
         if self.waking:  # from inside a tap's take: none goes on waiting now
             self.rewake = True
@@ -275,7 +282,7 @@ class _Follow:
                 waiter.set_result(None)
 
     def _offer(self, page: Page) -> None:
-        """``wake`` with the push path, several subscribers waiting: each
+        """``push``'s offer of ``page``, several subscribers waiting: each
         waiting tap at ``page`` is offered its events, and goes on waiting if
         it took them all; every other subscriber is woken."""
         slot = self.base + len(self.pages) - 1  # the ring position of ``page``
@@ -313,8 +320,14 @@ def _give(tap: Tap, events: list[Event]) -> int:
                 break
             taken += 1
     except Exception:
-        logger.exception("a stream subscriber's tap failed; it reads instead")
+        _refused()
     return taken
+
+
+def _refused() -> int:
+    """What a tap's ``take`` raised (being handled), logged: a refusal (0 taken)."""
+    logger.exception("a stream subscriber's tap failed; it reads instead")
+    return 0
 
 
 class Hub:
@@ -597,8 +610,8 @@ class Hub:
         failures = 0
         next_lease_check = self._clock() + store.poll_interval
         while True:
-            # A copy (C speed): the wait reads it across awaits while they change.
-            cursors = self._cursors.copy()
+            # A copy (C speed) where the wait reads it across awaits, while they change.
+            cursors = self._cursors if store.cursors_read_at_once else self._cursors.copy()
             if not cursors:
                 self._changed = anyio.Event()
                 await self._changed.wait()
@@ -642,13 +655,13 @@ class Hub:
         first = page[0]
         if first > cursor + 1:
             return False
+        if page[2] is not None:  # the end (perhaps after events)
+            self._deliver(stream, page)
+            return True
         last = first + len(page[1]) - 1
-        if last > cursor:
-            if page[2] is None:  # the usual page: events right after the cursor, no end
-                follow.cursor = self._cursors[stream] = last  # what _deliver and _track do
-                follow.push(page, self.queue_size)
-            else:
-                self._deliver(stream, page)
+        if last > cursor:  # the usual page: events right after the cursor, no end
+            follow.cursor = self._cursors[stream] = last  # what _deliver and _track do
+            follow.push(page, self.queue_size)
         return True
 
     def _deliver(self, stream: str, page: Page) -> None:

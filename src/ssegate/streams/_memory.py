@@ -12,9 +12,12 @@ the time to live of ended streams) comes from an injectable ``clock`` so tests
 can move it instead of sleeping.
 
 A hub, which follows thousands of streams, does not register with each of them
-nor look at each of them per wake-up: every append or end adds its stream to
-each hub's set of changed streams (and wakes the hub), and the hub's wait reads
-just those, plus any stream it newly follows. (Registering its event with every
+nor look at each of them per wake-up: every append or end is handed to each hub
+as a page (``Waker.deliver``; a hub that is caught up takes it without its task
+waking), and one it cannot take adds its stream to the hub's set of changed
+streams (and wakes the hub), and the hub's wait reads just those, plus any
+stream it newly follows (looked at without the wait returning to the hub: it
+reads the hub's own cursors, ``cursors_read_at_once``). (Registering its event with every
 followed stream and scanning them all, per wake-up, cost O(streams) each time a
 token was written: with 10 000 streams it took most of the gateway's CPU in the
 soak, benchmarks/soak.py.)
@@ -26,6 +29,7 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import anyio
 
@@ -180,6 +184,7 @@ class MemoryStore(StreamStore):
 
     #: A history read is a look-up here: it holds no connection (see ``StreamStore``).
     concurrent_reads = 256
+    cursors_read_at_once = True  # _hub_ready and _ready, before and after the wait
 
     def __init__(
         self,
@@ -238,7 +243,10 @@ class MemoryStore(StreamStore):
         state.lease_until = None
         state.expires_at = self._clock() + self.ttl
         heapq.heappush(self._expiry, (state.expires_at, stream))
-        self._notify(stream)
+        # The end handed to the hubs as a page too (its number after the last
+        # event's): a hub that is caught up takes it without its task waking.
+        last = state.last_seq
+        self._notify(stream, Page(last + 1, [], outcome, last, True, state.epoch))
 
     def _writable(self, stream: str) -> _Stream:
         state = self._get(stream)
@@ -279,26 +287,15 @@ class MemoryStore(StreamStore):
         # ``StreamStore.append``'s checks, cheaper for what a producer appends
         # once per token: a stream held here had its name checked when it was
         # made, and ASCII text needs no Unicode check. One coroutine, not two.
+        state = self._streams.get(stream)
         if not (
             type(event) is Event
             and event[2] is None
-            and stream in self._streams
+            and state is not None
             and event[0].isascii()
             and event[1].isascii()
         ):
             check_append(stream, event)
-        return self._append_now(stream, event)
-
-    async def _append(self, stream: str, event: Event) -> str:
-        return self._append_now(stream, event)
-
-    def appender(self, stream: str) -> Appender:
-        if self.sync_append() is None:  # a subclass's own append: awaited
-            return super().appender(stream)
-        return _AppendNow(self, check_stream_name(stream))
-
-    def _append_now(self, stream: str, event: Event) -> str:
-        state = self._streams.get(stream)
         if (
             state is None
             or state.outcome is not None
@@ -314,11 +311,30 @@ class MemoryStore(StreamStore):
         # and the id format_id() made (an Event is the tuple (data, event, id, retry)).
         stored: Event = _new(Event, (event[0], event[1], event_id, event[3]))
         state.keep(stored)
-        if self._hubs:
-            self._notify(stream, _new(Page, (seq, [stored], None, seq, True, state.epoch)))
-        else:
-            self._notify(stream)
+        hubs = self._hubs
+        if not hubs:
+            if stream in self._waiters:
+                self._notify(stream)
+            return event_id
+        page: Page = _new(Page, (seq, [stored], None, seq, True, state.epoch))
+        if len(hubs) == 1 and stream not in self._waiters:
+            # The usual (the process's one hub, no reader of the store's own):
+            # ``_notify``'s work, inlined, once per token.
+            (hub,) = hubs
+            deliver = hub.deliver
+            if deliver is None or not deliver(stream, page):
+                self._notify(stream)  # the hub must read it
+            return event_id
+        self._notify(stream, page)
         return event_id
+
+    async def _append(self, stream: str, event: Event) -> str:
+        return self.append_now(stream, event)
+
+    def appender(self, stream: str) -> Appender:
+        if self.sync_append() is None:  # a subclass's own append: awaited
+            return super().appender(stream)
+        return _AppendNow(self, check_stream_name(stream))
 
     async def _create(self, stream: str) -> None:
         if self._get(stream) is None:
@@ -395,10 +411,19 @@ class MemoryStore(StreamStore):
         if pages or waker.pending:
             waker.pending = False
             return pages
-        waker.event = event = anyio.Event()
         try:
             with anyio.move_on_after(max_wait):
-                await event.wait()
+                while True:
+                    waker.event = event = anyio.Event()
+                    await event.wait()
+                    waker.pending = False
+                    pages = self._hub_ready(cursors, waker)
+                    if pages:
+                        return pages
+                    # Nothing to read (a newly followed stream, looked at now:
+                    # the hub's wake): the cursors are the hub's own, as they
+                    # change (``cursors_read_at_once``), so it has nothing to
+                    # take again; the wait goes on, not a new one per follow.
         finally:
             waker.event = None
             waker.pending = False
@@ -459,14 +484,20 @@ class MemoryStore(StreamStore):
 
 
 class _AppendNow(Appender):
-    """The memory store's appender: ``add()`` appends (or raises) at once."""
+    """The memory store's appender: ``add()`` appends (or raises) at once.
 
-    __slots__ = ()
+    ``add`` is ``append_now`` with the stream given (a ``partial``: a C
+    callable, no Python frame of its own per token)."""
+
+    __slots__ = ("add",)
     _store: MemoryStore
     immediate = True
 
-    def add(self, event: Event) -> None:
-        self._store.append_now(self._stream, event)
+    def __init__(self, store: MemoryStore, stream: str) -> None:
+        super().__init__(store, stream)
+        # The slot stands for the method (its return value, the id, is not
+        # ``add``'s: nobody looks at it).
+        self.add = partial(store.append_now, stream)  # type: ignore[method-assign, assignment]
 
     async def settle(self, behind: int = 0) -> None:
         return None  # nothing is ever unwritten

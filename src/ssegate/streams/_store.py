@@ -420,6 +420,11 @@ class StreamStore(abc.ABC):
     #: connection each (in memory, or sent together) allows more.
     concurrent_reads: int = 4
 
+    #: Whether ``_wait`` with a waker (a hub's) reads its cursors only where
+    #: it does not wait (never across an ``await``): then the hub hands it its
+    #: own, as they change, instead of a copy of every followed stream's per wait.
+    cursors_read_at_once: ClassVar[bool] = False
+
     def __init__(self, *, max_len: int, ttl: float, poll_interval: float) -> None:
         if type(max_len) is not int or max_len < 1:
             raise ValueError(f"max_len must be a positive int, not {max_len!r}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from json.encoder import encode_basestring as _string  # what dumps(ensure_ascii=False) uses
 from types import MappingProxyType
 from typing import Any
 
@@ -54,10 +55,20 @@ _new = tuple.__new__
 
 
 def _part(part: dict[str, Any]) -> Event:
-    return _new(Event, (json.dumps(part, ensure_ascii=False), "message", None, None))
+    return _data(json.dumps(part, ensure_ascii=False))
 
 
-_DONE = _new(Event, ("[DONE]", "message", None, None))
+def _data(text: str) -> Event:
+    # One-line JSON in the default "message" type: valid by construction.
+    return _new(Event, (text, "message", None, None))
+
+
+_DONE = _data("[DONE]")
+
+#: The parts every stream has, as ``_part`` writes them (json.dumps' text; the
+#: parts a stream starts and ends with are built by hand, a test holds them equal).
+_START_STEP = _part({"type": "start-step"})
+_FINISH_STEP = _part({"type": "finish-step"})
 
 
 class AISDKFormatter:
@@ -77,12 +88,13 @@ class AISDKFormatter:
 
     def _begin(self, start: Start | None, out: list[Event]) -> None:
         self.started = True
-        part: dict[str, Any] = {"type": "start"}
         message_id = self.message_id or (start.id if start is not None else None)
         if message_id:
-            part["messageId"] = message_id
-        out.append(_part(part))
-        out.append(_part({"type": "start-step"}))
+            text = _string(message_id) if type(message_id) is str else json.dumps(message_id)
+            out.append(_data('{"type": "start", "messageId": ' + text + "}"))
+        else:
+            out.append(_data('{"type": "start"}'))
+        out.append(_START_STEP)
 
     def _open(self, kind: str, out: list[Event]) -> str:
         block = self._block
@@ -96,7 +108,8 @@ class AISDKFormatter:
         if kind == "text":  # json.dumps of a text-delta part, around its delta
             before = '{"type": "text-delta", "id": ' + json.dumps(block_id) + ', "delta": '
             self._frame = ("message", before, "}")
-        out.append(_part({"type": f"{kind}-start", "id": block_id}))
+        # (The kind and the id are ASCII letters and digits: nothing to escape.)
+        out.append(_data(f'{{"type": "{kind}-start", "id": "{block_id}"}}'))
         return block_id
 
     def _close(self, out: list[Event]) -> None:
@@ -104,7 +117,7 @@ class AISDKFormatter:
             kind, block_id = self._block
             self._block = None
             self._frame = None
-            out.append(_part({"type": f"{kind}-end", "id": block_id}))
+            out.append(_data(f'{{"type": "{kind}-end", "id": "{block_id}"}}'))
 
     def text_frame(self) -> tuple[str, str, str] | None:
         """How ``format(TextDelta(text))`` renders now (see ``formats.Formatter``):
@@ -161,24 +174,25 @@ class AISDKFormatter:
         elif isinstance(event, Finish):
             self.done = True
             self._close(out)
-            out.append(_part({"type": "finish-step"}))
-            part: dict[str, Any] = {"type": "finish"}
+            out.append(_FINISH_STEP)
+            # json.dumps' text of {"type": "finish", "finishReason": ...,
+            # "messageMetadata": {"usage": {...}}}: a Usage holds ints or None.
+            text = '{"type": "finish"'
             if self.finish_reason:
-                part["finishReason"] = _FINISH[event.reason]
+                text += ', "finishReason": "' + _FINISH[event.reason] + '"'
             usage = self._usage
             if usage is not None:
-                part["messageMetadata"] = {
-                    "usage": {
-                        k: v
-                        for k, v in (
-                            ("inputTokens", usage.input_tokens),
-                            ("outputTokens", usage.output_tokens),
-                            ("totalTokens", usage.total_tokens),
-                        )
-                        if v is not None
-                    }
-                }
-            out.append(_part(part))
+                counts = ", ".join(
+                    f'"{k}": {v}'
+                    for k, v in (
+                        ("inputTokens", usage.input_tokens),
+                        ("outputTokens", usage.output_tokens),
+                        ("totalTokens", usage.total_tokens),
+                    )
+                    if v is not None
+                )
+                text += ', "messageMetadata": {"usage": {' + counts + "}}"
+            out.append(_data(text + "}"))
             out.append(_DONE)
         elif isinstance(event, Error):
             self.done = True

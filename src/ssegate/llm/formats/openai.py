@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from json import dumps
 from json.encoder import encode_basestring as _string  # what dumps(ensure_ascii=False) uses
+from json.encoder import encode_basestring_ascii as _ascii  # what dumps() uses
 from types import MappingProxyType
 from typing import Any
 
@@ -52,6 +53,9 @@ def _data(text: str) -> Event:
 
 
 DONE = _data("[DONE]")
+
+#: The first chunk's delta: ``dumps({"role": "assistant", "content": ""})``.
+_ROLE = '{"role": "assistant", "content": ""}'
 
 _FINISH = {
     "stop": "stop",
@@ -105,20 +109,22 @@ class OpenAIFormatter:
         if self.created is None:
             created = start.created if start is not None else None
             self.created = created if created is not None else int(self._clock())
+        # dumps' own text for a str and an int (a test holds them equal), less its layers.
+        id, created, model = self.id, self.created, self.model
         self._base = (
             '{"id":'
-            + dumps(self.id)
+            + (_ascii(id) if type(id) is str else dumps(id))
             + ',"object":"chat.completion.chunk","created":'
-            + str(self.created)
+            + (str(created) if type(created) is int else dumps(created))
             + ',"model":'
-            + dumps(self.model, ensure_ascii=False)
+            + (_string(model) if type(model) is str else dumps(model, ensure_ascii=False))
         )
         self._head = self._base + ',"choices":[{"index":0,"delta":'
         self._tail = ',"logprobs":null,"finish_reason":null}]' + (
             ',"usage":null}' if self.include_usage else "}"
         )
         self._frame = ("message", self._head + '{"content":', "}" + self._tail)
-        return [self._delta({"role": "assistant", "content": ""})]
+        return [_data(self._head + _ROLE + self._tail)]
 
     def _delta(self, delta: dict[str, Any]) -> Event:
         return _data(self._head + dumps(delta, ensure_ascii=False) + self._tail)
@@ -164,9 +170,7 @@ class OpenAIFormatter:
             )
             usage = self._usage
             if self.include_usage and usage is not None:
-                out.append(
-                    _data(self._base + ',"choices":[],"usage":' + dumps(openai_usage(usage)) + "}")
-                )
+                out.append(_data(self._base + ',"choices":[],"usage":' + _usage_json(usage) + "}"))
             out.append(DONE)
         elif isinstance(event, Error):
             self.done = True
@@ -195,3 +199,19 @@ def openai_usage(usage: Usage) -> dict[str, Any]:
     if usage.cached_input_tokens is not None:
         out["prompt_tokens_details"] = {"cached_tokens": usage.cached_input_tokens}
     return out
+
+
+def _usage_json(usage: Usage) -> str:
+    """``dumps(openai_usage(usage))``, the same text (a test holds them equal):
+    a ``Usage`` holds ints or None only."""
+    prompt = usage.input_tokens or 0
+    completion = usage.output_tokens or 0
+    text = (
+        f'{{"prompt_tokens": {prompt}, "completion_tokens": {completion}, '
+        f'"total_tokens": {prompt + completion}'
+    )
+    if usage.reasoning_tokens is not None:
+        text += f', "completion_tokens_details": {{"reasoning_tokens": {usage.reasoning_tokens}}}'
+    if usage.cached_input_tokens is not None:
+        text += f', "prompt_tokens_details": {{"cached_tokens": {usage.cached_input_tokens}}}'
+    return text + "}"

@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeAlias
 
 import httpx
 
-from ...protocol import Event
+from ...protocol import MAX_EVENT_SIZE, Event
 from .._client import HTTPClient
 from .._drive import (
     FrameParser,
@@ -101,6 +101,10 @@ _FINISH: Mapping[str, FinishReason] = {
 
 #: finish_reason values that mean the generation failed (providers.md § 8.2).
 _FINISH_ERRORS = frozenset({"error", "network_error", "insufficient_system_resource"})
+
+#: The standard library's C string scanner, the one under ``json.loads``: the
+#: string that starts after an opening quote at the index given, and where it ends.
+_scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 GLM_TOKEN_TTL_MS = 210_000  # what the official SDK uses (its cache keeps tokens 180 s)
 
@@ -175,10 +179,38 @@ def openai_usage(usage: Mapping[str, Any]) -> Usage:
     )
 
 
-class OpenAIChunkParser(SSEFrameParser):
-    """``chat.completion.chunk`` events in, unified events out (sans-IO)."""
+#: How many text chunks a stream's parser learns its text frame from (``_learn``)
+#: before it gives up: one is enough for every server that repeats its
+#: chunk's other fields (what ``_learn`` checks), more cost a parse each.
+LEARN_TRIES = 2
 
-    __slots__ = ("_calls", "_finish", "_line_start", "_reasoning")
+
+class OpenAIChunkParser(SSEFrameParser):
+    """``chat.completion.chunk`` events in, unified events out (sans-IO).
+
+    Nearly every read of a stream is one text chunk, ``data: {...}`` whose
+    ``id``, ``object``, ``created``, ``model`` (and whatever else the server
+    adds) are the same in every chunk, and only the content's JSON string
+    differs. Once a chunk has shown the stream's frame around that string
+    (``_learn``), a read that is exactly such chunks (one, or several that
+    came together) is their ``TextDelta``s at once: each string is decoded by
+    the C scanner under ``json.loads``, and neither the SSE decoder nor the
+    rest of the JSON is looked at again (per token: six Python calls less,
+    and no parse of a ~170-byte object). Every other read goes the general
+    way, which decides.
+    """
+
+    __slots__ = (
+        "_after",
+        "_before",
+        "_calls",
+        "_clean",
+        "_finish",
+        "_line_start",
+        "_max_chunk",
+        "_reasoning",
+        "_tries",
+    )
 
     def __init__(self, provider: str, model: str = "") -> None:
         super().__init__(provider, model)
@@ -186,13 +218,62 @@ class OpenAIChunkParser(SSEFrameParser):
         self._finish: tuple[FinishReason, str] | None = None  # held until [DONE]
         self._calls: dict[int, list[Any]] = {}  # upstream index -> [seq, id, name, parts]
         self._line_start = True  # the last chunk ended a line
+        # A text chunk's event before its content's JSON string (from
+        # ``data: `` up to the opening quote) and after it (from past the
+        # closing quote to the blank line), once learned (``_learn``); empty before.
+        self._before = ""
+        self._after = ""
+        self._tries = LEARN_TRIES
+        # The bytes fed so far end with a blank line: the SSE decoder holds
+        # nothing (no part of a line or event), so the next bytes start an event.
+        self._clean = False
+        # Reads at most this long may be one chunk the decoder would take (its limit).
+        self._max_chunk = MAX_EVENT_SIZE
+
+    def limit(self, max_event_size: int) -> None:
+        super().limit(max_event_size)
+        self._max_chunk = max_event_size
 
     def feed(self, chunk: bytes) -> list[LLMEvent]:
+        before = self._before
+        if before and self._clean and len(chunk) <= self._max_chunk and not self.done:
+            # Perhaps text chunks only, whole (see the class docstring): each
+            # the frame's two parts around the rest of one JSON string, up to
+            # its closing quote. Nothing else is in the read, so no "error:"
+            # line either, and it ends with a blank line as before.
+            try:
+                text = chunk.decode()
+            except UnicodeDecodeError:  # the decoder replaces what is not UTF-8
+                text = ""
+            after = self._after
+            if text.startswith(before) and text.endswith(after):
+                out: list[LLMEvent] = []
+                at, end = len(before), len(text)
+                try:
+                    while True:
+                        content, at = _scanstring(text, at)
+                        if not text.startswith(after, at):
+                            break
+                        if content:
+                            out.append(TextDelta(content))
+                        at += len(after)
+                        if at == end:
+                            if out and self._reasoning:
+                                self._reasoning = False
+                                out.insert(0, ReasoningEnd())
+                            return out
+                        if not text.startswith(before, at):
+                            break
+                        at += len(before)
+                except ValueError:  # not a JSON string
+                    pass
         # Old llama.cpp writes "error: {...}" lines: not an SSE field, so the
         # decoder would drop them and the stream would "succeed". Look for one
         # at a line start in this chunk (it is written in one piece).
         line_start = self._line_start
-        self._line_start = chunk[-1:] in (b"\n", b"\r")
+        last = chunk[-2:]
+        self._line_start = last[-1:] in (b"\n", b"\r")
+        self._clean = last == b"\n\n"
         at = chunk.find(b"error:")
         while at >= 0 and not (chunk[at - 1] in b"\r\n" if at else line_start):
             at = chunk.find(b"error:", at + 1)
@@ -243,6 +324,56 @@ class OpenAIChunkParser(SSEFrameParser):
         usage = obj.get("usage")
         if usage and type(usage) is dict:
             out.append(openai_usage(usage))
+        elif self._tries and choices and not self._before:
+            self._learn(data, obj)
+
+    def _learn(self, data: str, obj: dict[str, Any]) -> None:
+        """Learn the stream's text frame (``feed``) from ``data``, a chunk just
+        handled, if it is a text chunk: one choice (index 0) whose delta holds
+        non-empty ``content`` and nothing else ``_choice`` reads (no reasoning,
+        tool calls, finish reason; no usage, no error). Then any chunk
+        that differs from it only in the content's string is that string's
+        ``TextDelta`` alone (or ``ReasoningEnd`` and it), as ``event`` makes.
+
+        The content's string is found where the key is, and held for it by
+        parsing the chunk with another string there: it must change the
+        content and nothing else (not a key that ends in ``content``, not the
+        first of two ``content`` keys)."""
+        choices = obj["choices"]
+        if type(choices) is not list or len(choices) != 1:
+            return
+        choice = choices[0]
+        delta = choice.get("delta") if type(choice) is dict else None
+        if (
+            type(delta) is not dict
+            or choice.get("index", 0) != 0
+            or choice.get("finish_reason")
+            or delta.get("reasoning_content")
+            or delta.get("reasoning")
+            or delta.get("tool_calls")
+            or not delta.get("content")
+            or type(delta["content"]) is not str
+        ):
+            return
+        self._tries -= 1
+        key = data.rfind('"content":')
+        if key < 0 or "\n" in data:  # several data lines: not the one line a read holds
+            return
+        rest = data[key + 10 :].lstrip(" \t")
+        at = len(data) - len(rest)  # the string's opening quote
+        if rest[:1] != '"':
+            return
+        try:
+            text, end = _scanstring(data, at + 1)
+            if text != delta["content"]:
+                return
+            delta["content"] = "\0"  # obj is this parser's own, and handled
+            probe = json.loads(data[: at + 1] + "\\u0000" + data[end - 1 :])
+        except ValueError:
+            return
+        if probe == obj:
+            self._before = "data: " + data[: at + 1]
+            self._after = data[end:] + "\n\n"
 
     def _choice(self, choice: dict[str, Any], out: list[LLMEvent]) -> None:
         delta = choice.get("delta")
