@@ -14,7 +14,7 @@ from starlette.routing import Route
 from streams_support import Ids
 
 from ssegate import Decoder, Event, EventSource, ReconnectPolicy
-from ssegate.streams import Hub, MemoryStore, stream_response
+from ssegate.streams import Hub, MemoryStore, StreamInfo, stream_response
 from ssegate.testing import serve
 
 
@@ -260,3 +260,52 @@ def test_follows_live_until_the_end(client: httpx.Client) -> None:
         Event("hello", id=_id(1)),
         Event("world", id=_id(2)),
     ]
+
+
+class InfoCounted(MemoryStore):
+    """A memory store that counts the ``info()`` calls made of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.infos = 0
+
+    async def info(self, stream: str) -> StreamInfo:
+        self.infos += 1
+        return await super().info(stream)
+
+
+@pytest.mark.parametrize("via_hub", [False, True])
+def test_a_new_streams_first_reader_is_answered_without_asking_the_store(via_hub: bool) -> None:
+    # ``new``: the caller just made the stream; only a resume needs the store's summary.
+    store = InfoCounted()
+    hubs: list[Hub] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with Hub(store) as hub:
+            hubs.append(hub)
+            yield
+
+    async def start(request: Request) -> Response:
+        name = request.path_params["name"]
+        await store.create(name)
+        for data in ("a", "b"):
+            await store.append(name, Event(data))
+        await store.end(name)
+        source = hubs[0] if via_hub else store
+        return await stream_response(source, name, request, ping=None, new=True)
+
+    app = Starlette(routes=[Route("/new/{name}", start, methods=["POST"])], lifespan=lifespan)
+    with serve(app, lifespan="on") as server, httpx.Client(base_url=server.url) as http:
+        fresh = http.post("/new/s1")
+        assert store.infos == 0
+        _id = Ids.of(Decoder().feed(fresh.content)[0].id)
+        assert (fresh.status_code, Decoder().feed(fresh.content)) == (
+            200,
+            [Event("a", id=_id(1)), Event("b", id=_id(2))],
+        )
+        # With an id to resume from, what to answer is decided first, as without ``new``.
+        resumed = http.post("/new/s2", headers={"Last-Event-ID": "0" * 8 + "-" + "9" * 12})
+        assert store.infos == 1
+        assert resumed.status_code == 400
+        assert resumed.json()["error"]["code"] == "unknown_event_id"

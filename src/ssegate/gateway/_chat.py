@@ -94,6 +94,7 @@ async def chat_completions(
         include_usage=started.chat.include_usage,
         headers={"X-Stream-Id": stream, "Link": f'<{link}>; rel="events"'},
         attached=True,
+        new=True,
     )
 
 

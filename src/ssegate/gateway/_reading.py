@@ -189,10 +189,12 @@ async def serve_generation(
     include_usage: bool = False,
     headers: Mapping[str, str] | None = None,
     attached: bool = False,
+    new: bool = False,
 ) -> Response:
     """Answer ``request`` with ``stream`` rendered in ``format``.
 
     ``attached``: the caller already counted this reader (``runner.attach``).
+    ``new``: the caller has just started ``stream`` (``stream_response``'s).
     """
     after, part = _split_part(last_event_id(request) or "")
     renderer = Renderer(format, include_usage=include_usage, sent_part=part)
@@ -209,6 +211,7 @@ async def serve_generation(
         send_timeout=gateway.settings.send_timeout,
         farewell=FAREWELL,
         headers={**renderer.headers, **(headers or {})},
+        new=new,
     )
     if not isinstance(response, EventSourceResponse):
         if attached:

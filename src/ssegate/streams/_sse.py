@@ -132,6 +132,7 @@ async def stream_response(
     send_timeout: float | None = None,
     after: str | None = None,
     farewell: Any = None,
+    new: bool = False,
 ) -> Response:
     """Answer ``request`` with ``stream`` read from ``source`` (a store, or a running ``Hub``).
 
@@ -142,11 +143,27 @@ async def stream_response(
     not: 204). ``missing_ok`` lets a client wait for a topic nobody has
     published to yet. ``after`` replaces the id the request names (a caller
     that read it, and resumes from an id of its own making). ``farewell`` is
-    sent when the server shuts down (``EventSourceResponse``'s).
+    sent when the server shuts down (``EventSourceResponse``'s). ``new``: the
+    caller has just made ``stream`` and this is its first reader, so it exists,
+    and without an id to resume from nothing needs deciding: the store is not
+    asked about it first (on Redis, one round trip less before the headers).
     """
     store = source.store if isinstance(source, Hub) else source
     if after is None:
         after = last_event_id(request)
+    if new and not after:
+        return _live_response(
+            source,
+            stream,
+            transform,
+            after,
+            missing_ok,
+            ping,
+            headers,
+            retry,
+            send_timeout,
+            farewell,
+        )
     # Decide the status from the store's summary, not by waiting for a first
     # event: the headers (and keep-alives) must go out at once even when the
     # first token is a minute away.
@@ -175,6 +192,23 @@ async def stream_response(
         assert info.epoch is not None
         if transform(End(info.outcome, format_id(info.epoch, last + 1))) is None:
             return Response(status_code=204)
+    return _live_response(
+        source, stream, transform, after, missing_ok, ping, headers, retry, send_timeout, farewell
+    )
+
+
+def _live_response(
+    source: StreamStore | Hub,
+    stream: str,
+    transform: Transform,
+    after: str | None,
+    missing_ok: bool,
+    ping: float | None,
+    headers: Mapping[str, str] | None,
+    retry: int | None,
+    send_timeout: float | None,
+    farewell: Any,
+) -> EventSourceResponse:
     live = _Live(transform, after)
     response = EventSourceResponse(
         _send(source, stream, live, missing_ok),
