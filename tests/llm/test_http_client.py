@@ -664,8 +664,11 @@ async def test_a_session_is_offered_only_to_the_name_it_was_verified_for(
         )
         await client.aclose()
     assert first == again == answer_events("r", "again")
-    # "localhost" got a full handshake (and refused the certificate), no session of 127.0.0.1's
-    assert server.resumed == [False, False, True]
+    # "localhost" got a full handshake (and refused the certificate), no session of
+    # 127.0.0.1's (resumed, it would not have been refused). In any order: the server
+    # notes the refused handshake when its thread sees the failure, which on a busy
+    # machine can be after the third connection's handshake.
+    assert sorted(server.resumed) == [False, False, True]
 
 
 def counting_context(reads: list[str], cafile: str, clock: Callable[[], float]) -> Any:
