@@ -4,6 +4,7 @@ path writes the very bytes the general one would."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -92,3 +93,109 @@ def test_readers_render_text_records_as_the_general_path_does(
         sent += len(out)
         assert renderer(stored) == (_with_ids(out, stored.id) if out else None)
     assert renderer.sent == sent
+
+
+def _general_record(event: LLMEvent) -> str:
+    return json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+
+def _general_event(data: str) -> LLMEvent:
+    from ssegate.llm import event_from_dict
+
+    return event_from_dict(json.loads(data))
+
+
+#: Text with what JSON escapes (quotes, backslashes, controls), non-ASCII and
+#: lone surrogates, as well as plain words.
+_TEXT = st.one_of(st.text(), st.sampled_from(["", "gpt-4o-mini", 'a"b\\c\n\x00\x1f', "é☃😀"]))
+_COUNTS = st.one_of(st.none(), st.integers(min_value=0, max_value=10**30))
+_ENDS = st.one_of(
+    st.builds(
+        Start,
+        model=_TEXT,
+        provider=_TEXT,
+        id=st.one_of(st.none(), _TEXT),
+        created=st.one_of(st.none(), st.integers(min_value=-(10**20), max_value=10**20)),
+    ),
+    st.builds(
+        Usage,
+        input_tokens=_COUNTS,
+        output_tokens=_COUNTS,
+        reasoning_tokens=_COUNTS,
+        cached_input_tokens=_COUNTS,
+        estimated=st.booleans(),
+    ),
+    st.builds(
+        Finish,
+        reason=st.sampled_from(["stop", "length", "tool_calls", "content_filter", "other"]),
+        raw_reason=st.one_of(st.none(), _TEXT),
+    ),
+)
+
+
+@given(_ENDS)
+def test_start_usage_and_finish_records_are_the_general_json_and_events(event: LLMEvent) -> None:
+    """The hand-built start, usage and finish records are the very text of the
+    general path, and read back as the very event it gives."""
+    record = to_record(event)
+    general = _general_record(event)
+    assert (record.data, record.event, record.id, record.retry) == (general, event.type, None, None)
+    back = from_record(record)
+    assert back == _general_event(general) == event
+    assert type(back) is type(event)
+    assert [type(getattr(back, name)) for name in event.__dataclass_fields__] == [
+        type(getattr(event, name)) for name in event.__dataclass_fields__
+    ]
+
+
+@given(_ENDS, st.sampled_from([(", ", ": "), (",", ": "), (", ", ":")]))
+def test_records_written_otherwise_read_as_the_general_path_reads_them(
+    event: LLMEvent, separators: tuple[str, str]
+) -> None:
+    """JSON the hand-built reader does not know (spaced, ASCII-escaped) still reads."""
+    for ascii in (True, False):
+        data = json.dumps(event.to_dict(), separators=separators, ensure_ascii=ascii)
+        assert from_record(Event(data, event.type)) == _general_event(data) == event
+
+
+def test_unusual_values_take_the_general_path_both_ways() -> None:
+    """Values the events do not check (a bool as ``created``, a non-str raw reason,
+    a non-bool ``estimated``) are written and read as before."""
+    events: list[LLMEvent] = [
+        Start(model="m", created=True),  # type: ignore[arg-type]
+        Start(model="m", id=7),  # type: ignore[arg-type]
+        Start(model="m", created=1.5),  # type: ignore[arg-type]
+        Finish("stop", raw_reason=3),  # type: ignore[arg-type]
+        Usage(input_tokens=1, estimated=1),  # type: ignore[arg-type]
+    ]
+    for event in events:
+        record = to_record(event)
+        assert record.data == _general_record(event)
+        back = from_record(record)
+        assert back == _general_event(record.data)
+        assert back.to_dict() == json.loads(record.data)
+
+
+def _failure(read: Any, data: str) -> tuple[type[BaseException], str] | None:
+    try:
+        read(data)
+    except ValueError as exc:
+        return type(exc), str(exc)
+    return None
+
+
+def test_malformed_end_records_fail_as_the_general_path_fails() -> None:
+    """What the general reader refuses, the hand-built one refuses alike."""
+    for kind, data in (
+        (
+            "usage",
+            '{"type":"usage","input_tokens":-1,"output_tokens":null,"reasoning_tokens":null,'
+            '"cached_input_tokens":null,"estimated":false}',
+        ),
+        ("finish", '{"type":"finish","reason":"nope","raw_reason":null}'),
+        ("start", '{"type":"start","model":"a\x01","provider":"p","id":null,"created":null}'),
+        ("start", '{"type":"start","model":"m","provider":"p","id":null,"created":null'),
+    ):
+        failure = _failure(_general_event, data)
+        assert failure is not None
+        assert _failure(lambda data: from_record(Event(data, kind)), data) == failure  # noqa: B023

@@ -34,6 +34,7 @@ from ssegate.llm.formats import (
     create_formatter,
     encode_all,
 )
+from ssegate.llm.formats.native import usage_dict
 from ssegate.llm.formats.openai import openai_usage
 from ssegate.llm.providers.anthropic import AnthropicParser
 from ssegate.llm.providers.openai import OpenAIProvider
@@ -175,6 +176,22 @@ def test_aisdk_start_and_end_parts_are_the_json_of_their_objects(
     ]
     want = [Event(json.dumps(part, ensure_ascii=False)) for part in parts] + [Event("[DONE]")]
     assert run(fmt, [*events, Finish(reason)]) == want
+
+
+@given(
+    usage=st.builds(Usage, _counts, _counts, _counts, _counts, st.booleans()),
+    reason=st.sampled_from(["stop", "length", "tool_calls", "content_filter", "other"]),
+)
+def test_native_start_and_end_events_are_the_json_of_their_objects(
+    usage: Usage, reason: Any
+) -> None:
+    # Hand-built text (no json.dumps for the usage and done events): the very
+    # text json.dumps gives for each, and nothing for the start.
+    events = [Start(model="m", id="x", created=1), usage, Finish(reason, raw_reason="r")]
+    assert run(NativeFormatter(), events) == [
+        Event(json.dumps(usage_dict(usage), ensure_ascii=False), "usage"),
+        Event(json.dumps({"finish_reason": reason}, ensure_ascii=False), "done"),
+    ]
 
 
 def test_openai_chunks_without_usage_have_no_usage_key() -> None:
