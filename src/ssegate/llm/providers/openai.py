@@ -106,6 +106,24 @@ _FINISH_ERRORS = frozenset({"error", "network_error", "insufficient_system_resou
 #: string that starts after an opening quote at the index given, and where it ends.
 _scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
+
+def _string_at(data: str, key: str, value: str) -> tuple[int, int] | None:
+    """Where the JSON string after the last ``key`` in ``data`` is (its opening
+    quote, and past its closing one), if there is one there and it is ``value``."""
+    at = data.rfind(key)
+    if at < 0:
+        return None
+    rest = data[at + len(key) :].lstrip(" \t")
+    at = len(data) - len(rest)
+    if rest[:1] != '"':
+        return None
+    try:
+        text, end = _scanstring(data, at + 1)
+    except ValueError:
+        return None
+    return (at, end) if text == value else None
+
+
 GLM_TOKEN_TTL_MS = 210_000  # what the official SDK uses (its cache keeps tokens 180 s)
 
 
@@ -198,6 +216,10 @@ class OpenAIChunkParser(SSEFrameParser):
     rest of the JSON is looked at again (per token: six Python calls less,
     and no parse of a ~170-byte object). Every other read goes the general
     way, which decides.
+
+    OpenAI adds to every chunk an ``obfuscation`` string of random length and
+    content (padding against size side-channels) that nothing here reads: a
+    frame may hold it too, as a second string (``_lead`` or ``_trail``) skipped.
     """
 
     __slots__ = (
@@ -206,9 +228,11 @@ class OpenAIChunkParser(SSEFrameParser):
         "_calls",
         "_clean",
         "_finish",
+        "_lead",
         "_line_start",
         "_max_chunk",
         "_reasoning",
+        "_trail",
         "_tries",
     )
 
@@ -223,6 +247,11 @@ class OpenAIChunkParser(SSEFrameParser):
         # closing quote to the blank line), once learned (``_learn``); empty before.
         self._before = ""
         self._after = ""
+        # A frame with the top-level ``obfuscation`` string too: what is between
+        # it and the content's string (past one's closing quote, to the other's
+        # opening one), when it comes first (``_lead``) or after (``_trail``).
+        self._lead = ""
+        self._trail = ""
         self._tries = LEARN_TRIES
         # The bytes fed so far end with a blank line: the SSE decoder holds
         # nothing (no part of a line or event), so the next bytes start an event.
@@ -249,9 +278,19 @@ class OpenAIChunkParser(SSEFrameParser):
             if text.startswith(before) and text.endswith(after):
                 out: list[LLMEvent] = []
                 at, end = len(before), len(text)
+                lead, trail = self._lead, self._trail
                 try:
                     while True:
+                        if lead:  # the obfuscation's string first
+                            at = _scanstring(text, at)[1]
+                            if not text.startswith(lead, at):
+                                break
+                            at += len(lead)
                         content, at = _scanstring(text, at)
+                        if trail:  # the obfuscation's string after
+                            if not text.startswith(trail, at):
+                                break
+                            at = _scanstring(text, at + len(trail))[1]
                         if not text.startswith(after, at):
                             break
                         if content:
@@ -331,14 +370,17 @@ class OpenAIChunkParser(SSEFrameParser):
         """Learn the stream's text frame (``feed``) from ``data``, a chunk just
         handled, if it is a text chunk: one choice (index 0) whose delta holds
         non-empty ``content`` and nothing else ``_choice`` reads (no reasoning,
-        tool calls, finish reason; no usage, no error). Then any chunk
-        that differs from it only in the content's string is that string's
-        ``TextDelta`` alone (or ``ReasoningEnd`` and it), as ``event`` makes.
+        tool calls, finish reason; no usage, no error). Then any chunk that
+        differs from it only in the content's string (and the top-level
+        ``obfuscation`` string, if it has one) is that string's ``TextDelta``
+        alone (or ``ReasoningEnd`` and it), as ``event`` makes.
 
-        The content's string is found where the key is, and held for it by
-        parsing the chunk with another string there: it must change the
-        content and nothing else (not a key that ends in ``content``, not the
-        first of two ``content`` keys)."""
+        Each string is found where its key is, and held for it by parsing the
+        chunk with other strings there: they must change the content and the
+        obfuscation and nothing else (not a key that ends in ``content``, not
+        the first of two ``content`` keys, not an ``obfuscation`` in the delta).
+        Without the obfuscation's string found so, the frame has the content's
+        string only."""
         choices = obj["choices"]
         if type(choices) is not list or len(choices) != 1:
             return
@@ -356,24 +398,41 @@ class OpenAIChunkParser(SSEFrameParser):
         ):
             return
         self._tries -= 1
-        key = data.rfind('"content":')
-        if key < 0 or "\n" in data:  # several data lines: not the one line a read holds
+        if "\n" in data:  # several data lines: not the one line a read holds
             return
-        rest = data[key + 10 :].lstrip(" \t")
-        at = len(data) - len(rest)  # the string's opening quote
-        if rest[:1] != '"':
+        content = _string_at(data, '"content":', delta["content"])
+        if content is None:
             return
+        # Each string's place (its opening quote, past its closing one) and
+        # another string for it; obj (this parser's own, and handled) gets them.
+        delta["content"] = "\0" if delta["content"] != "\0" else "\1"
+        places = [(*content, delta["content"])]
+        obfuscation = obj.get("obfuscation")
+        found = (
+            _string_at(data, '"obfuscation":', obfuscation) if type(obfuscation) is str else None
+        )
+        if found is not None:
+            obj["obfuscation"] = "\2" if obfuscation != "\2" else "\3"
+            places.append((*found, obj["obfuscation"]))
+            places.sort()
+        probe, at = "", 0
+        for start, end, other in places:
+            probe += data[at:start] + json.dumps(other)
+            at = end
         try:
-            text, end = _scanstring(data, at + 1)
-            if text != delta["content"]:
+            if json.loads(probe + data[at:]) != obj:
                 return
-            delta["content"] = "\0"  # obj is this parser's own, and handled
-            probe = json.loads(data[: at + 1] + "\\u0000" + data[end - 1 :])
         except ValueError:
             return
-        if probe == obj:
-            self._before = "data: " + data[: at + 1]
-            self._after = data[end:] + "\n\n"
+        first, last = places[0], places[-1]
+        self._before = "data: " + data[: first[0] + 1]
+        self._after = data[last[1] :] + "\n\n"
+        if found is not None:
+            between = data[first[1] : last[0] + 1]
+            if first[0] == content[0]:
+                self._trail = between
+            else:
+                self._lead = between
 
     def _choice(self, choice: dict[str, Any], out: list[LLMEvent]) -> None:
         delta = choice.get("delta")
