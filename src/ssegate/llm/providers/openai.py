@@ -219,20 +219,18 @@ class OpenAIChunkParser(SSEFrameParser):
 
     OpenAI adds to every chunk an ``obfuscation`` string of random length and
     content (padding against size side-channels) that nothing here reads: a
-    frame may hold it too, as a second string (``_lead`` or ``_trail``) skipped.
+    frame may hold it too, as a second string (see ``_rest``) skipped.
     """
 
     __slots__ = (
-        "_after",
         "_before",
         "_calls",
         "_clean",
         "_finish",
-        "_lead",
         "_line_start",
         "_max_chunk",
         "_reasoning",
-        "_trail",
+        "_rest",
         "_tries",
     )
 
@@ -242,16 +240,15 @@ class OpenAIChunkParser(SSEFrameParser):
         self._finish: tuple[FinishReason, str] | None = None  # held until [DONE]
         self._calls: dict[int, list[Any]] = {}  # upstream index -> [seq, id, name, parts]
         self._line_start = True  # the last chunk ended a line
-        # A text chunk's event before its content's JSON string (from
-        # ``data: `` up to the opening quote) and after it (from past the
-        # closing quote to the blank line), once learned (``_learn``); empty before.
+        # A text chunk's event before its strings (from ``data: `` up to the
+        # first one's opening quote), once learned (``_learn``); empty before.
+        # Then (after, between, obfuscation first): the event after them (from
+        # past the last one's closing quote to the blank line), and, in a frame
+        # with the top-level ``obfuscation`` string too, what is between it and
+        # the content's (past one's closing quote, to the other's opening one;
+        # empty otherwise) and whether it comes first.
         self._before = ""
-        self._after = ""
-        # A frame with the top-level ``obfuscation`` string too: what is between
-        # it and the content's string (past one's closing quote, to the other's
-        # opening one), when it comes first (``_lead``) or after (``_trail``).
-        self._lead = ""
-        self._trail = ""
+        self._rest: tuple[str, str, bool] = ("", "", False)
         self._tries = LEARN_TRIES
         # The bytes fed so far end with a blank line: the SSE decoder holds
         # nothing (no part of a line or event), so the next bytes start an event.
@@ -274,23 +271,20 @@ class OpenAIChunkParser(SSEFrameParser):
                 text = chunk.decode()
             except UnicodeDecodeError:  # the decoder replaces what is not UTF-8
                 text = ""
-            after = self._after
+            after, between, obfuscation_first = self._rest
             if text.startswith(before) and text.endswith(after):
                 out: list[LLMEvent] = []
                 at, end = len(before), len(text)
-                lead, trail = self._lead, self._trail
                 try:
                     while True:
-                        if lead:  # the obfuscation's string first
-                            at = _scanstring(text, at)[1]
-                            if not text.startswith(lead, at):
-                                break
-                            at += len(lead)
                         content, at = _scanstring(text, at)
-                        if trail:  # the obfuscation's string after
-                            if not text.startswith(trail, at):
+                        if between:  # the obfuscation's string too
+                            if not text.startswith(between, at):
                                 break
-                            at = _scanstring(text, at + len(trail))[1]
+                            if obfuscation_first:  # that was it
+                                content, at = _scanstring(text, at + len(between))
+                            else:
+                                at = _scanstring(text, at + len(between))[1]
                         if not text.startswith(after, at):
                             break
                         if content:
@@ -426,13 +420,9 @@ class OpenAIChunkParser(SSEFrameParser):
             return
         first, last = places[0], places[-1]
         self._before = "data: " + data[: first[0] + 1]
-        self._after = data[last[1] :] + "\n\n"
-        if found is not None:
-            between = data[first[1] : last[0] + 1]
-            if first[0] == content[0]:
-                self._trail = between
-            else:
-                self._lead = between
+        after = data[last[1] :] + "\n\n"
+        between = data[first[1] : last[0] + 1]  # empty with one string
+        self._rest = (after, between, first[0] != content[0])
 
     def _choice(self, choice: dict[str, Any], out: list[LLMEvent]) -> None:
         delta = choice.get("delta")
