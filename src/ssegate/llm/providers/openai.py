@@ -411,7 +411,7 @@ class OpenAIChunkParser(SSEFrameParser):
             places.sort()
         probe, at = "", 0
         for start, end, other in places:
-            probe += data[at:start] + json.dumps(other)
+            probe += data[at:start] + f'"\\u000{ord(other)}"'  # \0 to \3, in JSON
             at = end
         try:
             if json.loads(probe + data[at:]) != obj:
