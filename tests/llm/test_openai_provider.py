@@ -9,6 +9,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from llm_support import REQUEST, Upstream, capture, collect
 
 from ssegate import AuthenticationError, BadRequestError, RateLimitError, UpstreamUnavailable
@@ -39,6 +41,18 @@ EXPECTED: dict[str, list[LLMEvent]] = {
         TextDelta("Bon"),
         TextDelta("jour été ✓"),
         Usage(input_tokens=12, output_tokens=2, reasoning_tokens=0, cached_input_tokens=4),
+        Finish("stop", "stop"),
+    ],
+    "openai_obfuscation.http": [
+        Start(
+            model="gpt-4o-mini-2024-07-18",
+            provider="openai",
+            id="chatcmpl-CHx7Rk2aVbT9pLq4mN0sWdE3fGh",
+            created=1764518400,
+        ),
+        *map(TextDelta, ["Hello", "!", " How", " can", " I", " help", " you", " today", "?"]),
+        TextDelta(' \u2014 caf\u00e9 "ok"'),
+        Usage(input_tokens=19, output_tokens=11, reasoning_tokens=0, cached_input_tokens=0),
         Finish("stop", "stop"),
     ],
     "openai_tool_call.http": [
@@ -179,7 +193,9 @@ def test_capture_parsed_whole_and_byte_by_byte(name: str) -> None:
     assert parse(body, [body[i : i + 1] for i in range(len(body))]) == EXPECTED[name]
 
 
-@pytest.mark.parametrize("name", ["openai_text.http", "glm_reasoning_tool.http"])
+@pytest.mark.parametrize(
+    "name", ["openai_text.http", "openai_obfuscation.http", "glm_reasoning_tool.http"]
+)
 def test_capture_split_at_every_position(name: str) -> None:
     body = capture(name).body
     for i in range(len(body) + 1):
@@ -605,3 +621,193 @@ async def test_a_2xx_answer_that_is_not_a_stream_is_refused(
     )
     assert (missing.value.code, missing.value.status) == ("model_not_found", 400)
     assert str(missing.value) == f"openai at {url} answered 200: model gpt-9 does not exist"
+
+
+def test_an_openai_stream_with_obfuscation_takes_the_fast_path() -> None:
+    # Real OpenAI chunks end with a random "obfuscation" string: the frame
+    # learned has it as a second string, after the content's.
+    body = capture("openai_obfuscation.http").body
+    reads = _reads(body)
+    parser = OpenAIChunkParser("openai", "m1")
+    assert parser.feed(reads[0]) + parser.feed(reads[1]) == EXPECTED["openai_obfuscation.http"][:2]
+    head = (
+        '{"id":"chatcmpl-CHx7Rk2aVbT9pLq4mN0sWdE3fGh","object":"chat.completion.chunk",'
+        '"created":1764518400,"model":"gpt-4o-mini-2024-07-18","service_tier":"default",'
+        '"system_fingerprint":"fp_560af6e559","choices":[{"index":0,"delta":{"content":"'
+    )
+    assert (parser._before, parser._rest) == (
+        "data: " + head,
+        ("}\n\n", '},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"', False),
+    )
+
+
+def _obfuscated(
+    content: str, obfuscation: str, *, first: bool = False, finish: str = "null"
+) -> bytes:
+    """A text chunk with ``obfuscation`` (JSON text) before or after its choices."""
+    obf = f'"obfuscation":{obfuscation}'
+    return (
+        b"data: "
+        + _chunk(
+            f'{{"content":{content}}}',
+            finish=finish,
+            extra="" if first else f",{obf}",
+        ).replace(b'"choices"', f'{obf},"choices"'.encode() if first else b'"choices"')
+        + b"\n\n"
+    )
+
+
+def _json(value: str, ascii_only: bool) -> str:
+    return json.dumps(value, ensure_ascii=ascii_only)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    first=st.booleans(),
+    chunks=st.lists(
+        st.tuples(
+            st.text(min_size=0, max_size=8),
+            st.text(min_size=0, max_size=12),
+            st.booleans(),
+            st.sampled_from(
+                ["text"] * 4
+                + ["reasoning", "frame", "number", "delta", "role", "finish", "index", "ok"]
+            ),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    groups=st.lists(st.integers(1, 4), min_size=12, max_size=12),
+    cuts=st.lists(st.integers(0, 2000), max_size=3),
+)
+def test_obfuscated_streams_are_parsed_as_the_general_way_does(
+    first: bool,
+    chunks: list[tuple[str, str, bool, str]],
+    groups: list[int],
+    cuts: list[int],
+) -> None:
+    # Random contents and obfuscation strings (escapes, non-ASCII), either key
+    # order, several chunks in a read, reads cut anywhere, and chunks that are
+    # not the frame's: the events are those of the general way (byte by byte).
+    events = [
+        b"data: " + _chunk('{"role":"assistant","content":""}') + b"\n\n",
+        _obfuscated('"Hi"', '"o1"', first=first),
+    ]
+    for content, obfuscation, ascii_only, kind in chunks:
+        text, obf = _json(content, ascii_only), _json(obfuscation, not ascii_only)
+        if kind == "text":
+            events.append(_obfuscated(text, obf, first=first))
+        elif kind == "reasoning":
+            events.append(b"data: " + _chunk(f'{{"reasoning":{text}}}') + b"\n\n")
+        elif kind == "frame":  # the other order
+            events.append(_obfuscated(text, obf, first=not first))
+        elif kind == "role":  # one more key between the two strings, or after
+            events.append(_obfuscated(f'{text},"role":"assistant"', obf, first=first))
+        elif kind == "finish":
+            events.append(_obfuscated(text, obf, first=first, finish='"length"'))
+        elif kind == "index":  # the same length between the strings, or after
+            events.append(_obfuscated(text, obf, first=first).replace(b'"index":0', b'"index":1'))
+        elif kind == "ok":
+            events.append(_obfuscated(text, obf, first=first, finish='"ok"'))
+        elif kind == "delta":  # one more obfuscation, in the delta
+            events.append(_obfuscated(f'{text},"obfuscation":{obf}', obf, first=first))
+        else:
+            events.append(_obfuscated(text, "42", first=first))
+    events.append(b"data: " + _chunk("{}", finish='"stop"') + b"\n\ndata: [DONE]\n\n")
+    reads, at = [], 0
+    for size in groups:
+        if at < len(events):
+            reads.append(b"".join(events[at : at + size]))
+            at += size
+    reads.append(b"".join(events[at:]))
+    body = b"".join(reads)
+    for cut in sorted(cut % (len(body) + 1) for cut in cuts):
+        done = sum(map(len, reads[:-1]))
+        reads[-1:] = [body[done:cut], body[cut:]] if cut > done else reads[-1:]
+    assert b"".join(reads) == body
+    parser = OpenAIChunkParser("openai", "m1")
+    fast = [event for read in reads for event in parser.feed(read)] + parser.close()
+    assert parser._rest[1]  # learned from the "Hi" chunk
+    assert parser._rest[2] is first
+    assert fast == parse(body, [body[i : i + 1] for i in range(len(body))])
+
+
+TOP = '}}],"obfuscation":"'
+
+
+@pytest.mark.parametrize(
+    ("frame", "trail"),
+    [
+        # an obfuscation in the delta before the top one: a part of the frame
+        (
+            b'{"choices":[{"index":0,"delta":{"content":"@","obfuscation":"o"}}],"obfuscation":"@"}',
+            ',"obfuscation":"o"' + TOP,
+        ),
+        # ... or the last one, not the top one's: a frame of the content only
+        (
+            b'{"obfuscation":"@","choices":[{"index":0,"delta":{"content":"@","obfuscation":"o"}}]}',
+            "",
+        ),
+        # the first of two obfuscation keys (the last one wins): a part of the frame
+        (
+            b'{"obfuscation":"@","choices":[{"index":0,"delta":{"content":"@"}}],"obfuscation":"o"}',
+            TOP,
+        ),
+        (
+            b'{"obfuscation":"o","choices":[{"index":0,"delta":{"content":"@"}}],"obfuscation":"@"}',
+            TOP,
+        ),
+        # the first of two content keys (the last one wins): a part of the frame
+        (b'{"choices":[{"index":0,"delta":{"content":"a","content":"@"}}],"obfuscation":"@"}', TOP),
+        # a key that ends in "obfuscation" after the top one: no frame
+        (
+            b'{"choices":[{"index":0,"delta":{"content":"@"}}],"obfuscation":"@","x\\"obfuscation":"@"}',
+            None,
+        ),
+    ],
+)
+def test_obfuscation_strings_held_only_where_they_are(frame: bytes, trail: str | None) -> None:
+    # "@" marks the strings that differ from one chunk to the next.
+    reads = [b"data: " + frame.replace(b"@", text) + b"\n\n" for text in (b"a", b"b", b"c")]
+    parser = OpenAIChunkParser("openai", "m1")
+    assert [event for read in reads for event in parser.feed(read)] == [
+        Start(model="m1", provider="openai"),
+        TextDelta("a"),
+        TextDelta("b"),
+        TextDelta("c"),
+    ]
+    if trail is None:
+        assert parser._before == ""
+    else:
+        assert parser._before
+        assert parser._rest[1:] == (trail, False)
+
+
+@pytest.mark.parametrize(
+    ("learned", "other"),
+    [
+        # not a string: a frame of the content alone, as without one
+        (b'"obfuscation":7,', b'"obfuscation":8,'),
+        # with escapes, and what the markers of _learn would be
+        (b'"obfuscation":"\\u00e9\\"",', b'"obfuscation":"\\u0002",'),
+        (b'"obfuscation":"\\u0002",', b'"obfuscation":"\\u0003",'),
+    ],
+)
+def test_obfuscation_frames_of_every_kind(learned: bytes, other: bytes) -> None:
+    parser = OpenAIChunkParser("openai", "m1")
+    chunk = b'data: {%s"choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n'
+    reads = [chunk % (learned, b"\\u0000"), chunk % (learned, b"b"), chunk % (other, b"c")]
+    assert [event for read in reads for event in parser.feed(read)] == [
+        Start(model="m1", provider="openai"),
+        TextDelta("\0"),
+        TextDelta("b"),
+        TextDelta("c"),
+    ]
+    frame = 'data: {%s"choices":[{"index":0,"delta":{"content":"'
+    if b"7" in learned:  # the number is a part of the frame
+        assert (parser._before, parser._rest[1:]) == (frame % learned.decode(), ("", False))
+    else:
+        assert (parser._before, parser._rest[1:]) == (
+            'data: {"obfuscation":"',
+            (frame[7:] % ",", True),
+        )

@@ -106,6 +106,24 @@ _FINISH_ERRORS = frozenset({"error", "network_error", "insufficient_system_resou
 #: string that starts after an opening quote at the index given, and where it ends.
 _scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
+
+def _string_at(data: str, key: str, value: str) -> tuple[int, int] | None:
+    """Where the JSON string after the last ``key`` in ``data`` is (its opening
+    quote, and past its closing one), if there is one there and it is ``value``."""
+    at = data.rfind(key)
+    if at < 0:
+        return None
+    rest = data[at + len(key) :].lstrip(" \t")
+    at = len(data) - len(rest)
+    if rest[:1] != '"':
+        return None
+    try:
+        text, end = _scanstring(data, at + 1)
+    except ValueError:
+        return None
+    return (at, end) if text == value else None
+
+
 GLM_TOKEN_TTL_MS = 210_000  # what the official SDK uses (its cache keeps tokens 180 s)
 
 
@@ -198,10 +216,13 @@ class OpenAIChunkParser(SSEFrameParser):
     rest of the JSON is looked at again (per token: six Python calls less,
     and no parse of a ~170-byte object). Every other read goes the general
     way, which decides.
+
+    OpenAI adds to every chunk an ``obfuscation`` string of random length and
+    content (padding against size side-channels) that nothing here reads: a
+    frame may hold it too, as a second string (see ``_rest``) skipped.
     """
 
     __slots__ = (
-        "_after",
         "_before",
         "_calls",
         "_clean",
@@ -209,6 +230,7 @@ class OpenAIChunkParser(SSEFrameParser):
         "_line_start",
         "_max_chunk",
         "_reasoning",
+        "_rest",
         "_tries",
     )
 
@@ -218,11 +240,15 @@ class OpenAIChunkParser(SSEFrameParser):
         self._finish: tuple[FinishReason, str] | None = None  # held until [DONE]
         self._calls: dict[int, list[Any]] = {}  # upstream index -> [seq, id, name, parts]
         self._line_start = True  # the last chunk ended a line
-        # A text chunk's event before its content's JSON string (from
-        # ``data: `` up to the opening quote) and after it (from past the
-        # closing quote to the blank line), once learned (``_learn``); empty before.
+        # A text chunk's event before its strings (from ``data: `` up to the
+        # first one's opening quote), once learned (``_learn``); empty before.
+        # Then (after, between, obfuscation first): the event after them (from
+        # past the last one's closing quote to the blank line), and, in a frame
+        # with the top-level ``obfuscation`` string too, what is between it and
+        # the content's (past one's closing quote, to the other's opening one;
+        # empty otherwise) and whether it comes first.
         self._before = ""
-        self._after = ""
+        self._rest: tuple[str, str, bool] = ("", "", False)
         self._tries = LEARN_TRIES
         # The bytes fed so far end with a blank line: the SSE decoder holds
         # nothing (no part of a line or event), so the next bytes start an event.
@@ -245,13 +271,20 @@ class OpenAIChunkParser(SSEFrameParser):
                 text = chunk.decode()
             except UnicodeDecodeError:  # the decoder replaces what is not UTF-8
                 text = ""
-            after = self._after
+            after, between, obfuscation_first = self._rest
             if text.startswith(before) and text.endswith(after):
                 out: list[LLMEvent] = []
                 at, end = len(before), len(text)
                 try:
                     while True:
                         content, at = _scanstring(text, at)
+                        if between:  # the obfuscation's string too
+                            if not text.startswith(between, at):
+                                break
+                            if obfuscation_first:  # that was it
+                                content, at = _scanstring(text, at + len(between))
+                            else:
+                                at = _scanstring(text, at + len(between))[1]
                         if not text.startswith(after, at):
                             break
                         if content:
@@ -331,14 +364,17 @@ class OpenAIChunkParser(SSEFrameParser):
         """Learn the stream's text frame (``feed``) from ``data``, a chunk just
         handled, if it is a text chunk: one choice (index 0) whose delta holds
         non-empty ``content`` and nothing else ``_choice`` reads (no reasoning,
-        tool calls, finish reason; no usage, no error). Then any chunk
-        that differs from it only in the content's string is that string's
-        ``TextDelta`` alone (or ``ReasoningEnd`` and it), as ``event`` makes.
+        tool calls, finish reason; no usage, no error). Then any chunk that
+        differs from it only in the content's string (and the top-level
+        ``obfuscation`` string, if it has one) is that string's ``TextDelta``
+        alone (or ``ReasoningEnd`` and it), as ``event`` makes.
 
-        The content's string is found where the key is, and held for it by
-        parsing the chunk with another string there: it must change the
-        content and nothing else (not a key that ends in ``content``, not the
-        first of two ``content`` keys)."""
+        Each string is found where its key is, and held for it by parsing the
+        chunk with other strings there: they must change the content and the
+        obfuscation and nothing else (not a key that ends in ``content``, not
+        the first of two ``content`` keys, not an ``obfuscation`` in the delta).
+        Without the obfuscation's string found so, the frame has the content's
+        string only."""
         choices = obj["choices"]
         if type(choices) is not list or len(choices) != 1:
             return
@@ -356,24 +392,37 @@ class OpenAIChunkParser(SSEFrameParser):
         ):
             return
         self._tries -= 1
-        key = data.rfind('"content":')
-        if key < 0 or "\n" in data:  # several data lines: not the one line a read holds
+        if "\n" in data:  # several data lines: not the one line a read holds
             return
-        rest = data[key + 10 :].lstrip(" \t")
-        at = len(data) - len(rest)  # the string's opening quote
-        if rest[:1] != '"':
+        content = _string_at(data, '"content":', delta["content"])
+        if content is None:
             return
+        # Each string's place (its opening quote, past its closing one) and
+        # another string for it; obj (this parser's own, and handled) gets them.
+        delta["content"] = "\0" if delta["content"] != "\0" else "\1"
+        places = [(*content, delta["content"])]
+        obfuscation = obj.get("obfuscation")
+        found = (
+            _string_at(data, '"obfuscation":', obfuscation) if type(obfuscation) is str else None
+        )
+        if found is not None:
+            obj["obfuscation"] = "\2" if obfuscation != "\2" else "\3"
+            places.append((*found, obj["obfuscation"]))
+            places.sort()
+        probe, at = "", 0
+        for start, end, other in places:
+            probe += data[at:start] + f'"\\u000{ord(other)}"'  # \0 to \3, in JSON
+            at = end
         try:
-            text, end = _scanstring(data, at + 1)
-            if text != delta["content"]:
+            if json.loads(probe + data[at:]) != obj:
                 return
-            delta["content"] = "\0"  # obj is this parser's own, and handled
-            probe = json.loads(data[: at + 1] + "\\u0000" + data[end - 1 :])
         except ValueError:
             return
-        if probe == obj:
-            self._before = "data: " + data[: at + 1]
-            self._after = data[end:] + "\n\n"
+        first, last = places[0], places[-1]
+        self._before = "data: " + data[: first[0] + 1]
+        after = data[last[1] :] + "\n\n"
+        between = data[first[1] : last[0] + 1]  # empty with one string
+        self._rest = (after, between, first[0] != content[0])
 
     def _choice(self, choice: dict[str, Any], out: list[LLMEvent]) -> None:
         delta = choice.get("delta")
