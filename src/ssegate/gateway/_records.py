@@ -80,13 +80,9 @@ def from_record(record: Event) -> LLMEvent:
 
 def _start_json(event: Start) -> str | None:
     # (object: the events do not check these types, the checks here are real)
-    id: object = event.id
     created: object = event.created
-    if id is None:
-        id_json = "null"
-    elif type(id) is str:
-        id_json = _string(id)
-    else:
+    id_json = _optional_string(event.id)
+    if id_json is None:
         return None
     if created is None:
         created_json = "null"
@@ -121,17 +117,22 @@ def _usage_json(event: Usage) -> str | None:
     )
 
 
+def _optional_string(value: object) -> str | None:
+    """``value``'s JSON if it is ``None`` or a str; ``None`` (the general path) else."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _string(value)
+    return None
+
+
 def _count(value: int | None) -> str:
     return "null" if value is None else str(value)
 
 
 def _finish_json(event: Finish) -> str | None:
-    raw: object = event.raw_reason
-    if raw is None:
-        raw_json = "null"
-    elif type(raw) is str:
-        raw_json = _string(raw)
-    else:
+    raw_json = _optional_string(event.raw_reason)
+    if raw_json is None:
         return None
     reason: object = event.reason
     if type(reason) is not str:
