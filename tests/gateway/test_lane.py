@@ -5,7 +5,7 @@ auth, refusals)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -165,6 +165,22 @@ BY_LAYERS = {
 }
 
 
+def answers_of(urls: Iterable[str], query: str, headers: dict[str, str], body: Any) -> list[Any]:
+    """What each gateway answers a stream start (one of ``REQUESTS``), for comparing."""
+    answers = []
+    for url in urls:
+        content = iter([BIG[:LIMIT], BIG[LIMIT:]]) if body == "chunks" else body
+        response = httpx.post(
+            url + "/v1/chat/completions" + query, headers=headers, content=content
+        )
+        if response.status_code == 413:  # its body, without what the lengths change
+            kept = {k: v for k, v in response.headers.items() if k != "date"}
+            answers.append((413, response.json(), kept))
+            continue
+        answers.append(_answer(response))
+    return answers
+
+
 @pytest.mark.parametrize(
     ("what", "query", "headers", "body"), REQUESTS, ids=[r[0] for r in REQUESTS]
 )
@@ -177,18 +193,7 @@ def test_every_answer_is_the_same_by_the_lane_or_the_layers(
 ) -> None:
     urls, layers = gateways
     before = layers.calls
-    answers = []
-    for url in urls:
-        content = iter([BIG[:LIMIT], BIG[LIMIT:]]) if body == "chunks" else body
-        response = httpx.post(
-            url + "/v1/chat/completions" + query, headers=headers, content=content
-        )
-        if response.status_code == 413:  # its body, without what the lengths change
-            kept = {k: v for k, v in response.headers.items() if k != "date"}
-            answers.append((413, response.json(), kept))
-            continue
-        answers.append(_answer(response))
-    lane, by_layers = answers
+    lane, by_layers = answers_of(urls, query, headers, body)
     assert lane == by_layers
     # Taken by the lane: the ordinary requests, refused or not; the rest by the layers.
     assert layers.calls - before == (1 if what in BY_LAYERS else 0)

@@ -155,3 +155,35 @@ def test_the_callback_path_is_taken_only_where_both_sides_allow_it() -> None:
             yield []
 
     assert http_provider(Batching("http://127.0.0.1:1/v1", "k")) is None
+
+
+async def test_a_stream_ended_elsewhere_stops_the_callback_path_and_its_upstream() -> None:
+    # The generation's lease is held in a task scope of its own (LeaseKeeper.add):
+    # a stop on another replica cancels it at the next renewal, as hold()'s did.
+    reply = Reply.load(CAPTURES / "openai_text.http")
+    fake = FakeUpstream().add(
+        "/v1/chat/completions", replace(reply, chunks=reply.chunks[:2], hold=True)
+    )
+    client = HTTPClient()
+    store = MemoryStore()
+    metrics = Metrics()
+    with fake.run() as url:
+        provider = OpenAIProvider(url + "/v1", "k", client=client)
+        async with Runner(store, metrics, grace=60.0, lease_ttl=1.0, lease_renew=0.05) as runner:
+            generation = await runner.start("s", Route("m", provider, "m"), REQUEST, key_id="k")
+            reading = store.read("s")
+            await anext(reading)
+            await anext(reading)  # the first token
+            await reading.aclose()  # type: ignore[attr-defined]
+            await store.end("s", CANCELLED)  # a DELETE handled by another replica
+            with anyio.fail_after(5):
+                await generation.finished.wait()
+            assert generation.end_reason == "stopped"
+            assert len(runner._leases) == 0
+            closed = await anyio.to_thread.run_sync(fake.wait_disconnected, 1.0)
+    await client.aclose()
+    assert closed
+    assert metrics.cancellations.labels("stopped")._value.get() == 1
+    info = await store.info("s")
+    assert (info.ended, info.outcome) == (True, CANCELLED)
+    assert [kind for kind, _ in await records(store, "s")] == ["start", "text"]

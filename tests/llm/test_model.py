@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
@@ -451,3 +452,37 @@ def test_every_registered_provider_builds() -> None:
         "vllm": "vllm",
         "zhipu": "zhipu",
     }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Constructed(ChatRequest):
+    """``ChatRequest`` made by its dataclass ``__init__`` and ``__post_init__``
+    (``from_openai`` makes a subclass its general way)."""
+
+
+def _made(body: Any, kind: type[ChatRequest]) -> tuple[Any, ...]:
+    """What ``kind.from_openai(body)`` gives: every field (extra's items in order), or the error."""
+    try:
+        request = kind.from_openai(body)
+    except Exception as exc:  # compared, whatever it is
+        return (type(exc), str(exc))
+    values = tuple(getattr(request, f.name) for f in dataclasses.fields(ChatRequest))
+    return (*values, type(request.extra), list(request.extra.items()))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    fields=st.dictionaries(
+        st.sampled_from([*CHAT_FIELDS, "seed", "top_p"]), json_values, max_size=5
+    ),
+    messages=st.lists(json_values, max_size=3),
+)
+def test_from_openai_makes_what_the_dataclass_makes(fields: dict[str, Any], messages: Any) -> None:
+    # ChatRequest.from_openai skips the dataclass's init and the checks it made
+    # itself: the same request (or error) as the dataclass's own way, always.
+    for body in ({**_OK, **fields}, {**_OK, "messages": messages, **fields}, fields):
+        assert _made(body, ChatRequest) == _made(body, _Constructed)
+    ok = {**_OK, "messages": [{"role": "user", "content": "Hi"}], "stop": ["x"], "seed": 1}
+    assert _made(ok, ChatRequest) == _made(ok, _Constructed)
+    assert type(ChatRequest.from_openai(ok)) is ChatRequest
+    assert type(_Constructed.from_openai(ok)) is _Constructed

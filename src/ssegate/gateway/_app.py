@@ -34,6 +34,7 @@ from . import _chat, _dashboard, _ops, _pages, _static, _streams, _topics
 from ._auth import ScrubToken
 from ._begin import ChatCompletionBody
 from ._errors import install_error_handlers
+from ._front import Front
 from ._gateway import Gateway, principal
 from ._hot import HotRoute, HotRoutes
 from ._lane import HotLane
@@ -59,7 +60,8 @@ class _GatewayApp(FastAPI):
     gateway's own: one added later may change bodies, and then every message
     goes the whole way. And the hot routes (``_hot``) answered inside its
     exception middleware, their ordinary requests by the lane over the
-    layers from CORS in (``_lane``).
+    layers from CORS in (``_lane``); HTTP requests through the outer layers
+    in two frames (``_front``).
     """
 
     own_middleware = -1
@@ -68,6 +70,8 @@ class _GatewayApp(FastAPI):
         #: Routes answered without FastAPI's per-request work (``_hot``); set by
         #: ``create_app``, read when the middleware stack is built (the first request).
         self.hot_routes: dict[tuple[str, str], HotRoute] = {}
+        #: The outer layers in fewer frames (``_front``), once the stack is built.
+        self.front: Front | None = None
         super().__init__(*args, **kwargs)
 
     def build_middleware_stack(self) -> Any:
@@ -89,6 +93,7 @@ class _GatewayApp(FastAPI):
                     outer.app = lane
                 break
             outer = outer.app
+        self.front = Front.over(self, stack)
         return stack
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -101,7 +106,11 @@ class _GatewayApp(FastAPI):
         # collection, with its transport and buffers.
         scope[RAW_SEND_KEY] = send
         try:
-            await super().__call__(scope, receive, send)
+            front = self.front
+            if front is not None and front.takes(scope):
+                await front(scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
         finally:
             del scope[RAW_SEND_KEY]
 

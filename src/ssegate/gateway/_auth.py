@@ -147,6 +147,12 @@ class ScrubToken:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.scrub(scope)
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def scrub(scope: Any) -> None:
+        """What it does to a request's ``scope`` before the app sees it."""
         query = scope.get("query_string", b"") if scope["type"] in ("http", "websocket") else b""
         # "%" too: "access%5Ftoken" is the same name once decoded, and must not slip by.
         if b"access_token" in query or b"%" in query:
@@ -156,4 +162,3 @@ class ScrubToken:
                 scope[TOKEN_SCOPE_KEY] = tokens[-1]
                 kept = [(k, v) for k, v in pairs if k != "access_token"]
                 scope["query_string"] = urlencode(kept).encode("latin-1")
-        await self.app(scope, receive, send)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import Annotated, Any, TypeVar
@@ -141,15 +143,14 @@ async def _accepted_unless_gone(
             return False
         return True
 
-    # Most providers answer sooner than that: then no task at all, only a timer.
+    # Most providers answer sooner than that: then no task at all, only an
+    # entry in the loop's queue of waits (``_Late``: one timer for them all).
     watch = _Watch(request, reader)
-    timer = loop.call_later(WATCH_AFTER_S, watch.start, loop)
+    _Late.of(loop).add(watch)
     try:
         await generation.accepted.wait()
     finally:
-        timer.cancel()
-        if watch.task is not None:
-            watch.task.cancel()
+        watch.settle()
     return reader.reading
 
 
@@ -157,23 +158,88 @@ class _Watch:
     """A task (once started) making ``reader`` leave when ``request``'s client does.
 
     An object, not closures: one allocation per request instead of two
-    functions and a cell per variable they share.
+    functions and a cell per variable they share. ``settle()`` once the wait
+    is over: its task cancelled, or none started (``request`` is then None).
     """
 
     __slots__ = ("reader", "request", "task")
 
     def __init__(self, request: Request, reader: _Reading) -> None:
-        self.request = request
-        self.reader = reader
+        self.request: Request | None = request
+        self.reader: _Reading | None = reader
         self.task: asyncio.Task[None] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.task = loop.create_task(self._watch())
 
+    def settle(self) -> None:
+        task, self.task = self.task, None
+        self.request = self.reader = None  # nothing held until its turn in the queue
+        if task is not None:
+            task.cancel()
+
     async def _watch(self) -> None:
-        while (await self.request.receive())["type"] != "http.disconnect":
+        request, reader = self.request, self.reader
+        assert request is not None
+        assert reader is not None
+        while (await request.receive())["type"] != "http.disconnect":
             pass
-        self.reader.leave()
+        reader.leave()
+
+
+class _Late:
+    """The waits for a provider on one loop, in the order they began: each still
+    going on ``WATCH_AFTER_S`` seconds after it began starts its watch then.
+
+    One loop timer for all of them, at the earliest deadline, not a timer made
+    and cancelled per stream start (the queue is in deadline order: one delay
+    for all). A wait that ended leaves its settled watch in the queue until its
+    deadline, holding nothing.
+    """
+
+    __slots__ = ("loop", "queue", "timer")
+
+    #: Deadlines this close are due (the loop's timers fire to the millisecond).
+    SLACK_S = 0.001
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: deque[tuple[float, _Watch]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def of(loop: asyncio.AbstractEventLoop) -> _Late:
+        """``loop``'s (made on first use, for as long as the loop exists)."""
+        last = _LATE[0]
+        if last is not None and last.loop is loop:
+            return last
+        late = _LATES.get(loop)
+        if late is None:
+            late = _LATES[loop] = _Late(loop)
+        _LATE[0] = late
+        return late
+
+    def add(self, watch: _Watch) -> None:
+        when = self.loop.time() + WATCH_AFTER_S
+        self.queue.append((when, watch))
+        if self.timer is None:
+            self.timer = self.loop.call_at(when, self._due)
+
+    def _due(self) -> None:
+        self.timer = None
+        queue, loop = self.queue, self.loop
+        now = loop.time() + self.SLACK_S
+        while queue and queue[0][0] <= now:
+            watch = queue.popleft()[1]
+            if watch.request is not None:  # still waiting
+                watch.start(loop)
+        if queue:
+            self.timer = loop.call_at(queue[0][0], self._due)
+
+
+#: Each loop's waits (``_Late.of``), and the last asked for (a gateway has one loop).
+_LATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Late] = weakref.WeakKeyDictionary()
+_LATE: list[_Late | None] = [None]
 
 
 async def _unless_gone(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:

@@ -278,7 +278,7 @@ class Reader(Response):
                 gateway.runner.detach(stream)
             renderer = self._renderer
             if renderer is not None:
-                metrics.events_sent.labels(renderer.format).inc(renderer.sent)
+                metrics.events_sent_of[renderer.format].inc(renderer.sent)
         if self.background is not None:
             await self.background()
 

@@ -89,7 +89,7 @@ class Relay:
             if last_token is None:
                 generation.first_token_at = now
                 ttft = now - generation.started_at
-                self.metrics.ttft.labels(model).observe(ttft)
+                self.metrics.ttft_of[model].observe(ttft)
                 self.live.tokens(model, now, tokens, ttft=ttft)
             else:
                 gap = now - last_token

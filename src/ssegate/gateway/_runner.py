@@ -282,12 +282,14 @@ class Runner:
         upstream = request.with_model(route.upstream_model)
         if self._loop is not None:
             task = self._loop.create_task(
-                self._run(generation, route, upstream), name=f"ssegate-{stream}"
+                self._run(generation, route, upstream, scope), name=f"ssegate-{stream}"
             )
             self._own.add(task)
             task.add_done_callback(self._own.discard)
         else:
-            self._tasks.start_soon(self._run, generation, route, upstream, name=f"ssegate-{stream}")
+            self._tasks.start_soon(
+                self._run, generation, route, upstream, scope, name=f"ssegate-{stream}"
+            )
         self._idle(generation)
         return generation
 
@@ -372,12 +374,25 @@ class Runner:
             generation.stop_reason = reason
             generation.scope.cancel()
 
-    async def _run(self, generation: Generation, route: Route, request: ChatRequest) -> None:
+    async def _run(
+        self,
+        generation: Generation,
+        route: Route,
+        request: ChatRequest,
+        scope: Callable[[], anyio.CancelScope | TaskScope],
+    ) -> None:
         try:
-            # acquired by start()
-            async with self._leases.hold(generation.id, acquire=False) as lease:
-                outcome = await self._produce(generation, route, request)
-                await lease.end(outcome)
+            # What LeaseKeeper.hold(acquire=False) does (acquired by start()), in
+            # a cancel scope of the generation's kind (``start``).
+            leases = self._leases
+            lease_scope = scope()
+            lease = leases.add(generation.id, lease_scope)
+            try:
+                with lease_scope:
+                    outcome = await self._produce(generation, route, request)
+                    await lease.end(outcome)
+            finally:
+                leases.discard(lease)
             if lease.lost:  # ended elsewhere: a stop from another replica
                 generation.end_reason = "stopped"
                 self.metrics.cancellations.labels("stopped").inc()
@@ -469,7 +484,7 @@ class Runner:
         usage = relay.usage
         if usage is not None and usage.output_tokens is not None:
             generation.tokens = usage.output_tokens
-        metrics.tokens.labels(model).inc(generation.tokens)
+        metrics.tokens_of[model].inc(generation.tokens)
         return outcome
 
     async def _fail(self, stream: str, error: Error) -> str:

@@ -122,39 +122,16 @@ class ChatRequest:
             and (isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence))
         ):
             raise ValueError("'messages' must be a list of messages")
-        if not messages:
-            raise ValueError("'messages' must not be empty")
-        object.__setattr__(
-            self, "messages", tuple([_message(m, i) for i, m in enumerate(messages)])
-        )
+        object.__setattr__(self, "messages", _messages(messages))
         tools: Any = self.tools
         if type(tools) is not tuple or tools:
             if type(tools) is not list and (
                 isinstance(tools, (str, bytes)) or not isinstance(tools, Sequence)
             ):
                 raise ValueError("'tools' must be a list of tools")
-            object.__setattr__(self, "tools", tuple([_tool(t, i) for i, t in enumerate(tools)]))
-        stop: Any = self.stop
-        if type(stop) is tuple and not stop:
-            pass  # none: as it is
-        elif isinstance(stop, str):
-            object.__setattr__(self, "stop", (stop,))
-        elif (
-            isinstance(stop, (bytes, Mapping))
-            or not isinstance(stop, Sequence)
-            or not all(isinstance(s, str) for s in stop)
-        ):
-            raise ValueError("'stop' must be a string or a list of strings")
-        else:
-            object.__setattr__(self, "stop", tuple(stop))
-        t = self.temperature
-        if t is not None and (
-            isinstance(t, bool)
-            or not isinstance(t, (int, float))
-            or t < 0
-            or (isinstance(t, float) and not math.isfinite(t))
-        ):
-            raise ValueError(f"'temperature' must be a non-negative number: {_short(t)}")
+            object.__setattr__(self, "tools", _tools(tools))
+        object.__setattr__(self, "stop", _stop(self.stop))
+        _check_temperature(self.temperature)
         m = self.max_tokens
         if m is not None and (
             (type(m) is not int and (isinstance(m, bool) or not isinstance(m, int))) or m <= 0
@@ -175,11 +152,11 @@ class ChatRequest:
             return self
         if not isinstance(model, str) or not model:
             raise ValueError("'model' must be a non-empty string")
-        other: ChatRequest = object.__new__(ChatRequest)
-        for name in _FIELDS:
-            object.__setattr__(other, name, getattr(self, name))
-        object.__setattr__(other, "model", model)
-        object.__setattr__(other, "extra", dict(self.extra))  # as __post_init__ copies it
+        other: ChatRequest = _new(ChatRequest)
+        for slot in _SLOTS:
+            slot.__set__(other, slot.__get__(self))
+        _SLOT["model"].__set__(other, model)
+        _SLOT["extra"].__set__(other, dict(self.extra))  # as __post_init__ copies it
         return other
 
     @property
@@ -229,20 +206,81 @@ class ChatRequest:
         stop = body.get("stop")
         if stop is not None and not isinstance(stop, (str, list)):
             raise ValueError("'stop' must be a string or a list of strings")
-        return cls(
-            model=model,
-            messages=_list(body.get("messages"), "messages"),
-            tools=_list(body.get("tools"), "tools"),
-            temperature=body.get("temperature"),
-            max_tokens=max_tokens,
-            stop=() if stop is None else stop,
-            extra=extra,
-            include_usage=bool(usage),
-        )
+        messages = _list(body.get("messages"), "messages")
+        tools = _list(body.get("tools"), "tools")
+        if cls is not ChatRequest:  # a subclass: made its own way
+            return cls(
+                model=model,
+                messages=messages,
+                tools=tools,
+                temperature=body.get("temperature"),
+                max_tokens=max_tokens,
+                stop=() if stop is None else stop,
+                extra=extra,
+                include_usage=bool(usage),
+            )
+        # What the dataclass's __init__ and __post_init__ would do, in their
+        # order, but the checks made above (model, max_tokens, the lists' and
+        # extra's types) and extra's copy (made here): a third of the time, for
+        # every request the gateway relays.
+        request: ChatRequest = _new(ChatRequest)
+        slot = _SLOT
+        slot["model"].__set__(request, model)
+        slot["messages"].__set__(request, _messages(messages))
+        slot["tools"].__set__(request, _tools(tools) if tools else ())
+        slot["stop"].__set__(request, () if stop is None else _stop(stop))
+        temperature = body.get("temperature")
+        _check_temperature(temperature)
+        slot["temperature"].__set__(request, temperature)
+        slot["max_tokens"].__set__(request, max_tokens)
+        slot["extra"].__set__(request, extra)
+        slot["include_usage"].__set__(request, bool(usage))
+        return request
 
 
 #: ChatRequest's fields, in order (what ``with_model`` copies).
 _FIELDS = tuple(f.name for f in fields(ChatRequest))
+#: Their slots (member descriptors): set without the frozen dataclass's ``__setattr__``.
+_SLOT: dict[str, Any] = {name: getattr(ChatRequest, name) for name in _FIELDS}
+_SLOTS = tuple(_SLOT.values())
+_new = object.__new__
+
+
+def _messages(messages: Any) -> tuple[Message, ...]:
+    """``ChatRequest.messages`` checked and made ``Message`` objects (a sequence given)."""
+    if not messages:
+        raise ValueError("'messages' must not be empty")
+    return tuple([_message(m, i) for i, m in enumerate(messages)])
+
+
+def _tools(tools: Any) -> tuple[Tool, ...]:
+    """``ChatRequest.tools`` checked and made ``Tool`` objects (a sequence given)."""
+    return tuple([_tool(t, i) for i, t in enumerate(tools)])
+
+
+def _stop(stop: Any) -> Any:
+    """``ChatRequest.stop`` checked, as a tuple (what it is given if an empty tuple)."""
+    if type(stop) is tuple and not stop:
+        return stop  # none: as it is
+    if isinstance(stop, str):
+        return (stop,)
+    if (
+        isinstance(stop, (bytes, Mapping))
+        or not isinstance(stop, Sequence)
+        or not all(isinstance(s, str) for s in stop)
+    ):
+        raise ValueError("'stop' must be a string or a list of strings")
+    return tuple(stop)
+
+
+def _check_temperature(t: Any) -> None:
+    if t is not None and (
+        isinstance(t, bool)
+        or not isinstance(t, (int, float))
+        or t < 0
+        or (isinstance(t, float) and not math.isfinite(t))
+    ):
+        raise ValueError(f"'temperature' must be a non-negative number: {_short(t)}")
 
 
 def _short(value: Any) -> str:

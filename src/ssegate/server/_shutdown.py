@@ -171,8 +171,13 @@ class GracefulShutdown:
         if scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        scope[SCOPE_KEY] = self.shutdown
+        self.share(scope)
         await self.app(scope, receive, send)
+
+    def share(self, scope: _Scope) -> None:
+        """What it does to a request's ``scope`` before the app sees it: its
+        ``Shutdown`` there, for the streams under it."""
+        scope[SCOPE_KEY] = self.shutdown
 
     async def _lifespan(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         shutdown = self.shutdown

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -40,6 +40,10 @@ from ._store import DONE, StreamStore
 __all__ = ["Lease", "LeaseKeeper", "hold_lease"]
 
 log = logging.getLogger("ssegate.streams")
+
+
+class _Cancels(Protocol):
+    def cancel(self) -> object: ...
 
 
 class Lease:
@@ -55,7 +59,9 @@ class Lease:
         self.stream = stream
         self.lost = False
         self._finished = False
-        self._scope: anyio.CancelScope | None = None
+        #: What ``_ended_elsewhere`` cancels: the holder's cancel scope around
+        #: its work (anyio's ``CancelScope``, or any with such a ``cancel()``).
+        self._scope: _Cancels | None = None
 
     async def end(self, outcome: str = DONE) -> None:
         """End the stream (see ``StreamStore.end``) and stop renewing."""
@@ -148,18 +154,33 @@ class LeaseKeeper:
         """
         if acquire:
             await self.store.acquire_lease(stream, self.ttl)
+        scope = anyio.CancelScope()
+        lease = self.add(stream, scope, host)
+        try:
+            with scope:
+                yield lease
+        finally:
+            self.discard(lease, host)
+
+    def add(self, stream: str, scope: _Cancels, host: TaskGroup | None = None) -> Lease:
+        """Hold a lease on ``stream`` (acquired already) until ``discard(lease)``:
+        ``hold()`` without its block, for a holder that runs its work in
+        ``scope`` (a cancel scope: cancelled if the stream is ended elsewhere).
+        The runner's generations hold theirs so, in the scope their task's
+        kind takes: an async context manager and anyio's scope cost every
+        stream start several µs more."""
         lease = Lease(self.store, stream)
+        lease._scope = scope
         self._held[lease] = host
         if host is not None and self._host is None:
             self._start_in(host)
-        try:
-            with anyio.CancelScope() as scope:
-                lease._scope = scope
-                yield lease
-        finally:
-            lease._scope = None
-            del self._held[lease]
-            self._move_from(host)
+        return lease
+
+    def discard(self, lease: Lease, host: TaskGroup | None = None) -> None:
+        """Stop holding ``lease`` (``add``'s, with the same ``host``)."""
+        lease._scope = None
+        del self._held[lease]
+        self._move_from(host)
 
     def _start_in(self, host: TaskGroup) -> None:
         # The scope exists before the task runs: a hand-over before it starts cancels it.

@@ -80,7 +80,11 @@ Transform = Callable[[StreamItem], Any]
 
 def last_event_id(request: Request) -> str | None:
     """The id to resume after: the ``Last-Event-ID`` header, else ``?last_event_id=``."""
-    return request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    found = request.headers.get("last-event-id")
+    if found or not request.scope.get("query_string"):
+        # No query string: no parameter to parse it for (a stream start's case).
+        return found or None
+    return request.query_params.get("last_event_id")
 
 
 #: What the ``error`` event says for each outcome that is not success (others: the
