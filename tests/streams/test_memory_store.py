@@ -344,3 +344,23 @@ async def test_kept_history_stays_out_of_the_collectors_sight() -> None:
     _id = await ids_of(store, "s")
     assert rest[1:] == [*kept, End(DONE, _id(251))]
     assert (await store.info("s")).length == 100
+
+
+@pytest.mark.parametrize("max_len", [1, 2, 5, 31, 32, 33, 70])
+async def test_every_range_of_kept_history_is_what_was_appended(max_len: int) -> None:
+    """The kept events (the newest as it came, the ones before laid out flat,
+    every CHUNK of those a flat tuple, the oldest trimmed) read back as a plain
+    list of them would give, for every range, after every append."""
+    store = MemoryStore(max_len=max_len)
+    sent: list[Event] = []
+    for n in range(150):
+        event = Event(f"e{n}", event="token" if n % 3 else "message", retry=n if n % 5 else None)
+        event_id = await store.append("s", event)
+        sent.append(Event(event.data, event.event, event_id, event.retry))
+        kept = sent[-max_len:]
+        state = store._streams["s"]
+        assert state.length == len(kept)
+        for start in range(len(kept) + 1):
+            for stop in range(start, len(kept) + 1):
+                assert state.events(start, stop) == kept[start:stop], (n, start, stop)
+        assert state.events(len(kept) - 1, len(kept))[0] is state.recent[-1]

@@ -263,6 +263,15 @@ class _Follow:
                     if taken == len(events):
                         tap.position = slot + 1
                         if not waiter.done():
+                            if self.subscribers == 1:
+                                # Nobody will read ``page`` (the only one in the
+                                # ring, as every subscriber waited): dropped now,
+                                # not by the next page, so no page of a stream
+                                # that keeps up lives between its tokens (three
+                                # objects each collection would walk).
+                                pages.clear()
+                                self.base = slot + 1
+                                self.held = 0
                             return  # it goes on waiting
                         # else woken while taking (a page came from inside take), or cut
         self.wake()

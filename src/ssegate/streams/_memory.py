@@ -4,10 +4,12 @@ Each stream is its last ``max_len`` events, a counter and the epoch it was
 created with (see "Ids" in ``_store``); readers wait on an ``anyio.Event`` that
 the next append or end sets. What a stream keeps stays out of the cyclic
 collector's sight, as the hub's ring does (``_flat``): only the newest event is
-kept as it came, older ones as plain tuples of str and int, which CPython stops
-tracking at its next collection. Kept as ``Event``s (which it never stops
+kept as it came, older ones as their fields laid out flat (str, int and None,
+which CPython does not track; every ``CHUNK`` of them one plain tuple, which it
+stops tracking at its next collection). Kept as ``Event``s (which it never stops
 tracking), every token of every stream was walked by each collection that
-reached it, while every stream waited. Time (lease deadlines and
+reached it, while every stream waited; as a plain tuple each, every token made
+an object the next collection walked. Time (lease deadlines and
 the time to live of ended streams) comes from an injectable ``clock`` so tests
 can move it instead of sleeping.
 
@@ -35,7 +37,7 @@ import anyio
 
 from .._exceptions import StreamEnded, StreamNotFound
 from ..protocol import Event
-from ._flat import FIELDS, Flat, events_of, flatten
+from ._flat import FIELDS, Flat, events_of
 from ._store import (
     FAILED,
     ID_WIDTH,
@@ -60,6 +62,7 @@ _ID = f"%s-%0{ID_WIDTH}d"
 
 #: Events per flat tuple of a stream's history (``_Stream.cold``).
 CHUNK = 32
+_CHUNK_FIELDS = CHUNK * FIELDS
 
 
 class _Stream:
@@ -67,9 +70,12 @@ class _Stream:
 
     Kept out of the collector's sight (``_flat``): only the newest event is
     kept as it came (a reader that keeps up takes it as it is); the ones before
-    it are plain tuples of their fields (``recent``), and every ``CHUNK`` of
-    those become one flat tuple (``cold``), the first ``skip`` events of the
-    oldest one trimmed off already. A reader that lags gets its events made again.
+    it are laid out flat in the same list, their fields one after the other
+    (``recent``: str, int and None, which the collector does not track; as a
+    plain tuple each, every token made an object that the next collection
+    walked), and every ``CHUNK`` of those become one flat tuple (``cold``), the
+    first ``skip`` events of the oldest one trimmed off already. A reader that
+    lags gets its events made again. ``MemoryStore.append_now`` keeps each event.
     """
 
     __slots__ = (
@@ -90,8 +96,8 @@ class _Stream:
         self.max_len = max_len
         self.cold: deque[Flat] = deque()
         self.skip = 0
-        #: The newest events: plain tuples of their fields, then the newest ``Event``.
-        self.recent: list[tuple[object, ...]] = []
+        #: The newest events: their fields, one after the other, then the newest ``Event``.
+        self.recent: list[object] = []
         self.length = 0  # events kept
         self.last_seq = 0
         self.outcome: str | None = None
@@ -101,25 +107,6 @@ class _Stream:
     @property
     def first_seq(self) -> int:
         return self.last_seq - self.length + 1
-
-    def keep(self, event: Event) -> None:
-        """Keep ``event`` (numbered ``last_seq``), dropping the oldest beyond ``max_len``."""
-        recent = self.recent
-        if recent:
-            recent[-1] = tuple(recent[-1])  # a plain tuple, untracked at the next collection
-        recent.append(event)
-        if len(recent) > CHUNK:
-            self.cold.append(flatten(recent[:CHUNK]))
-            del recent[:CHUNK]
-        if self.length < self.max_len:
-            self.length += 1
-        elif self.cold:
-            self.skip += 1
-            if self.skip == CHUNK:
-                self.cold.popleft()
-                self.skip = 0
-        else:
-            del recent[0]
 
     def events(self, start: int, stop: int) -> list[Event]:
         """The kept events from the ``start``-th to before the ``stop``-th (0: the oldest)."""
@@ -135,10 +122,13 @@ class _Stream:
                 if begin < end:
                     events += events_of(cold[n], begin * FIELDS, end * FIELDS)
         if stop > held:
-            events += [
-                item if type(item) is Event else _new(Event, item)
-                for item in self.recent[max(start - held, 0) : stop - held]
-            ]
+            recent = self.recent
+            flat = (len(recent) - 1) // FIELDS  # the events before the newest
+            begin, end = max(start - held, 0), stop - held
+            if begin < flat:
+                events += events_of(recent, begin * FIELDS, min(end, flat) * FIELDS)  # type: ignore[arg-type]
+            if begin <= flat < end:
+                events.append(recent[-1])  # type: ignore[arg-type]  # the newest, as it came
         return events
 
 
@@ -310,7 +300,25 @@ class MemoryStore(StreamStore):
         # ``event.replace(id=...)`` without checking again what append() checked
         # and the id format_id() made (an Event is the tuple (data, event, id, retry)).
         stored: Event = _new(Event, (event[0], event[1], event_id, event[3]))
-        state.keep(stored)
+        # Kept (``_Stream``): the newest as it is, the one before it laid out
+        # flat in its place, every CHUNK of those a flat tuple; the oldest
+        # dropped beyond ``max_len``. (Here, not in a method: once per token.)
+        recent = state.recent
+        if recent:
+            recent[-1:] = recent[-1]  # type: ignore[call-overload]  # its fields: untracked, no new tuple
+        recent.append(stored)
+        if len(recent) > _CHUNK_FIELDS:
+            state.cold.append(tuple(recent[:_CHUNK_FIELDS]))
+            del recent[:_CHUNK_FIELDS]
+        if state.length < state.max_len:
+            state.length += 1
+        elif state.cold:
+            state.skip += 1
+            if state.skip == CHUNK:
+                state.cold.popleft()
+                state.skip = 0
+        else:
+            del recent[:FIELDS]
         hubs = self._hubs
         if not hubs:
             if stream in self._waiters:
