@@ -305,7 +305,7 @@ class MemoryStore(StreamStore):
         # dropped beyond ``max_len``. (Here, not in a method: once per token.)
         recent = state.recent
         if recent:
-            recent[-1:] = recent[-1]  # type: ignore[call-overload]  # its fields: untracked, no new tuple
+            recent += recent.pop()  # type: ignore[arg-type]  # its fields: untracked, no new tuple
         recent.append(stored)
         if len(recent) > _CHUNK_FIELDS:
             state.cold.append(tuple(recent[:_CHUNK_FIELDS]))
