@@ -324,15 +324,20 @@ class MemoryStore(StreamStore):
             if stream in self._waiters:
                 self._notify(stream)
             return event_id
-        page: Page = _new(Page, (seq, [stored], None, seq, True, state.epoch))
         if len(hubs) == 1 and stream not in self._waiters:
             # The usual (the process's one hub, no reader of the store's own):
-            # ``_notify``'s work, inlined, once per token.
+            # ``_notify``'s work, inlined, once per token; the page made only
+            # if the hub does not take the event as it is (``deliver_event``).
             (hub,) = hubs
+            deliver_event = hub.deliver_event
+            if deliver_event is not None and deliver_event(stream, seq, stored, state.epoch):
+                return event_id
+            page: Page = _new(Page, (seq, [stored], None, seq, True, state.epoch))
             deliver = hub.deliver
             if deliver is None or not deliver(stream, page):
                 self._notify(stream)  # the hub must read it
             return event_id
+        page = _new(Page, (seq, [stored], None, seq, True, state.epoch))
         self._notify(stream, page)
         return event_id
 
