@@ -138,14 +138,14 @@ class Relay:
                 self.live.tokens(self.model, now, 1, gap=gap)
                 self.last_token = now
                 self.add(
-                    _new(Event, (TEXT_HEAD + _string(event.text) + "}", TEXT_RECORD, None, None))
+                    _new(Event, (f"{TEXT_HEAD}{_string(event.text)}}}", TEXT_RECORD, None, None))
                 )
                 return
         self.read(batch)
         add = self.add
         for event in batch:
             if type(event) is TextDelta:  # nearly every event: ``to_record``'s first case
-                add(_new(Event, (TEXT_HEAD + _string(event.text) + "}", TEXT_RECORD, None, None)))
+                add(_new(Event, (f"{TEXT_HEAD}{_string(event.text)}}}", TEXT_RECORD, None, None)))
                 continue
             add(to_record(event))
             if type(event) in NOTED:

@@ -60,6 +60,12 @@ _new = tuple.__new__
 #: ``format_id(epoch, seq)`` as ``_ID % (epoch, seq)`` (a test holds them equal).
 _ID = f"%s-%0{ID_WIDTH}d"
 
+#: The numbers of a stream's first ``len(_PADDED) - 1`` events as ``format_id``
+#: writes them (``_PADDED[seq]``), made once: an id is then its stream's
+#: ``"<epoch>-"`` and one of these (38 against 170 ns a token for ``_ID %``);
+#: later numbers are formatted. 4 096 of them: ~250 kB.
+_PADDED = tuple(f"{seq:0{ID_WIDTH}d}" for seq in range(4096))
+
 #: Events per flat tuple of a stream's history (``_Stream.cold``).
 CHUNK = 32
 _CHUNK_FIELDS = CHUNK * FIELDS
@@ -82,6 +88,7 @@ class _Stream:
         "cold",
         "epoch",
         "expires_at",
+        "id_head",
         "last_seq",
         "lease_until",
         "length",
@@ -93,6 +100,7 @@ class _Stream:
 
     def __init__(self, max_len: int) -> None:
         self.epoch = new_epoch()
+        self.id_head = self.epoch + "-"  # its ids before their number
         self.max_len = max_len
         self.cold: deque[Flat] = deque()
         self.skip = 0
@@ -296,7 +304,8 @@ class MemoryStore(StreamStore):
             # (that the next read, end or lease renewal does).
             state = self._writable(stream)
         seq = state.last_seq = state.last_seq + 1
-        event_id = _ID % (state.epoch, seq)  # format_id's, in one operation
+        # format_id's (a test holds them equal), from the table while it lasts.
+        event_id = state.id_head + _PADDED[seq] if seq < 4096 else _ID % (state.epoch, seq)
         # ``event.replace(id=...)`` without checking again what append() checked
         # and the id format_id() made (an Event is the tuple (data, event, id, retry)).
         stored: Event = _new(Event, (event[0], event[1], event_id, event[3]))
