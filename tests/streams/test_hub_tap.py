@@ -169,3 +169,58 @@ async def test_redis_pages_of_several_events_are_taken_event_by_event(
                 await anyio.sleep(0.001)
         assert tap.offered == ["a", "b", "c", "d"]
         assert datas(read)[:-1] == ["d", "e"]
+
+
+@pytest.mark.parametrize("seed", range(24))
+async def test_events_taken_without_their_page_are_what_the_page_would_give(seed: int) -> None:
+    """The memory store hands a lone event to a hub whose one reader keeps up
+    without making its page (``Waker.deliver_event``, ``_Follow.take_alone``):
+    for any run of takes, refusals, failures, bursts appended in one go, and
+    appends from inside a take, the tap is offered and its subscriber reads
+    exactly what the page's way (``deliver_event`` unset) gives."""
+    import random
+
+    rng = random.Random(seed)
+    plan = [rng.choice("tttttrxe") for _ in range(40)]
+    bursts = [rng.random() < 0.2 for _ in plan]
+
+    async def run(lean: bool) -> tuple[list[str], list[object], list[tuple[str, str]], int]:
+        store = MemoryStore(max_len=8)
+        calls = without_page = 0
+
+        def decide(event: Event) -> bool:
+            nonlocal calls
+            calls += 1
+            what = plan[int(event.data.split("-")[0]) % len(plan)]
+            if what == "x":
+                raise RuntimeError("broken tap")
+            if what == "e" and not event.data.endswith("echo"):
+                store.append_now("s", Event(f"{event.data}-echo"))
+            return what != "r"
+
+        tap = Recorder(decide)
+        async with Hub(store) as hub, anyio.create_task_group() as tasks:
+            assert hub._waker is not None
+            lone = hub._waker.deliver_event
+            assert lone is not None
+
+            def counted(stream: str, seq: int, event: Event, epoch: str) -> bool:
+                nonlocal without_page
+                done = lone(stream, seq, event, epoch)
+                without_page += done and not hub._follows["s"].pages
+                return done
+
+            hub._waker.deliver_event = counted if lean else None
+            read = await follow(hub, "s", tap, tasks)
+            for n, burst in enumerate(bursts):
+                store.append_now("s", Event(str(n)))
+                if not burst:
+                    await anyio.sleep(0.001)
+            await anyio.sleep(0.01)
+            await store.end("s", DONE)
+        assert without_page > 0 if lean else without_page == 0
+        ends = [(item.outcome, item.id.split("-")[1]) for item in read if isinstance(item, End)]
+        events = [item.data for item in read if isinstance(item, Event)]
+        return tap.offered, events, ends, calls
+
+    assert await run(lean=True) == await run(lean=False)

@@ -11,7 +11,7 @@ from streams_support import FakeClock, Ids, ids_of
 
 from ssegate import Event, StreamEnded, StreamNotFound, UnknownEventId
 from ssegate.streams import DONE, FAILED, End, Gap, Hub, MemoryStore, StreamInfo, hold_lease
-from ssegate.streams._store import Page
+from ssegate.streams._store import Page, format_id
 
 pytestmark = pytest.mark.anyio
 
@@ -344,3 +344,35 @@ async def test_kept_history_stays_out_of_the_collectors_sight() -> None:
     _id = await ids_of(store, "s")
     assert rest[1:] == [*kept, End(DONE, _id(251))]
     assert (await store.info("s")).length == 100
+
+
+@pytest.mark.parametrize("max_len", [1, 2, 5, 31, 32, 33, 70])
+async def test_every_range_of_kept_history_is_what_was_appended(max_len: int) -> None:
+    """The kept events (the newest as it came, the ones before laid out flat,
+    every CHUNK of those a flat tuple, the oldest trimmed) read back as a plain
+    list of them would give, for every range, after every append."""
+    store = MemoryStore(max_len=max_len)
+    sent: list[Event] = []
+    for n in range(150):
+        event = Event(f"e{n}", event="token" if n % 3 else "message", retry=n if n % 5 else None)
+        event_id = await store.append("s", event)
+        sent.append(Event(event.data, event.event, event_id, event.retry))
+        kept = sent[-max_len:]
+        state = store._streams["s"]
+        assert state.length == len(kept)
+        for start in range(len(kept) + 1):
+            for stop in range(start, len(kept) + 1):
+                assert state.events(start, stop) == kept[start:stop], (n, start, stop)
+        assert state.events(len(kept) - 1, len(kept))[0] is state.recent[-1]
+
+
+@pytest.mark.parametrize("start", [0, 4090, 10**6])
+async def test_appended_ids_are_format_ids_below_and_past_the_table(start: int) -> None:
+    """``append_now`` writes an id from its table of padded numbers while it
+    lasts, formats it after: ``format_id``'s text either way."""
+    store = MemoryStore(max_len=3)
+    await store.create("s")
+    state = store._streams["s"]
+    state.last_seq = start
+    for seq in range(start + 1, start + 12):
+        assert store.append_now("s", Event("x")) == format_id(state.epoch, seq)

@@ -122,13 +122,30 @@ class Relay:
 
     def take(self, batch: list[LLMEvent]) -> None:
         """A read's events, noted and appended at once (see ``taker``)."""
-        if self.generation.stop_reason is not None:
+        generation = self.generation
+        if generation.stop_reason is not None:
             return  # stopped: its task is being cancelled, nothing more is kept
+        last_token = self.last_token
+        if len(batch) == 1 and last_token is not None:
+            event = batch[0]
+            if type(event) is TextDelta:
+                # Nearly every read: one token, not the first. ``read``'s
+                # figures for it (a gap), then its record, without the loops.
+                now = self.clock()
+                gap = now - last_token
+                generation.tokens += 1
+                self.inter_token.observe(gap)
+                self.live.tokens(self.model, now, 1, gap=gap)
+                self.last_token = now
+                self.add(
+                    _new(Event, (f"{TEXT_HEAD}{_string(event.text)}}}", TEXT_RECORD, None, None))
+                )
+                return
         self.read(batch)
         add = self.add
         for event in batch:
             if type(event) is TextDelta:  # nearly every event: ``to_record``'s first case
-                add(_new(Event, (TEXT_HEAD + _string(event.text) + "}", TEXT_RECORD, None, None)))
+                add(_new(Event, (f"{TEXT_HEAD}{_string(event.text)}}}", TEXT_RECORD, None, None)))
                 continue
             add(to_record(event))
             if type(event) in NOTED:

@@ -101,6 +101,8 @@ from ._store import (
 
 __all__ = ["Hub", "Tap"]
 
+_new = tuple.__new__
+
 logger = logging.getLogger("ssegate.streams")
 
 #: Longest pause between attempts while the store is unavailable.
@@ -210,7 +212,10 @@ class _Follow:
         """The ring position the next page will take."""
         return self.base + len(self.pages)
 
-    def push(self, page: Page, limit: int) -> None:
+    def push(self, page: Page, limit: int, offer: bool = True) -> None:
+        """Add ``page`` to the ring; its events offered first (unless not
+        ``offer``) to the waiting ``Tap``s, and the subscribers that do not
+        take them all woken."""
         pages = self.pages
         if pages:
             if len(self.waiters) == self.subscribers:
@@ -231,7 +236,7 @@ class _Follow:
             self.base += 1
         # The events of ``page`` (without the end) are first offered to waiting
         # ``Tap``s (on asyncio); the subscribers that do not take them all wake.
-        if page[2] is None and not self.waking and self.changed is None:
+        if offer and page[2] is None and not self.waking and self.changed is None:
             waiters = self.waiters
             if len(waiters) != 1:
                 self._offer(page)
@@ -263,9 +268,61 @@ class _Follow:
                     if taken == len(events):
                         tap.position = slot + 1
                         if not waiter.done():
+                            if self.subscribers == 1:
+                                # Nobody will read ``page`` (the only one in the
+                                # ring, as every subscriber waited): dropped now,
+                                # not by the next page, so no page of a stream
+                                # that keeps up lives between its tokens (three
+                                # objects each collection would walk).
+                                pages.clear()
+                                self.base = slot + 1
+                                self.held = 0
                             return  # it goes on waiting
                         # else woken while taking (a page came from inside take), or cut
         self.wake()
+
+    def take_alone(self, seq: int, event: Event, epoch: str, limit: int) -> bool:
+        """``push`` of the page of ``event`` alone (numbered ``seq``, the cursor's
+        next) before it is made, where the stream's one subscriber waits with
+        a ``Tap`` at the end of an empty ring (its reader keeps up): offered
+        to it, and if taken nothing is kept (the ring moves past it, as
+        ``push`` drops such a page). True: done as ``push`` would (the page is
+        made only if the tap refuses it, and kept for its reader); False:
+        not so alone, nothing done: ``push`` the page."""
+        if self.pages or self.subscribers != 1 or self.waking or self.changed is not None:
+            return False
+        waiters = self.waiters
+        if len(waiters) != 1:
+            return False
+        ((waiter, tap),) = waiters.items()
+        slot = self.base
+        if tap is None or tap.position != slot or tap.cursor + 1 != seq or waiter.done():
+            return False
+        # Its place in the ring taken first: a page that came while the tap
+        # took (from inside ``take``) goes after it, as after a pushed page.
+        self.base = slot + 1
+        self.waking = True
+        try:
+            taken = tap.take(event)
+        except Exception:
+            taken = bool(_refused())
+        finally:
+            self.waking = self.rewake = False
+        if taken:
+            tap.cursor = seq
+            tap.position = slot + 1
+            if waiter.done():  # woken while taking (a page came from inside take), or cut
+                self.wake()
+            return True
+        # Refused: kept in its place for its reader, who wakes (as ``push``).
+        self.base = slot
+        self.pages.appendleft(_new(Page, (seq, [event], None, seq, True, epoch)))
+        self.held += 1
+        while self.held > limit and len(self.pages) > 1:
+            self.held -= _size(self.pages.popleft())
+            self.base += 1
+        self.wake()
+        return True
 
     def wake(self) -> None:
         """Wake every waiting subscriber, in one pass."""
@@ -400,6 +457,7 @@ class Hub:
             raise RuntimeError("this Hub is already running")
         self._waker = self.store._waker()
         self._waker.deliver = self._deliver_local
+        self._waker.deliver_event = self._deliver_event
         self._changed = anyio.Event()
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -663,6 +721,21 @@ class Hub:
             follow.cursor = self._cursors[stream] = last  # what _deliver and _track do
             follow.push(page, self.queue_size)
         return True
+
+    def _deliver_event(self, stream: str, seq: int, event: Event, epoch: str) -> bool:
+        """``_deliver_local`` of the page of ``event`` alone (``Waker.deliver_event``),
+        taken without the page where the stream's one reader keeps up (``take_alone``)."""
+        follow = self._follows.get(stream)
+        if follow is None or follow.ended or follow.cursor is None:
+            return True  # nothing to take (as ``_deliver_local``)
+        cursor = follow.cursor
+        if cursor + 1 != seq:
+            return seq <= cursor  # nothing new; or a hole: the store must have it read
+        follow.cursor = self._cursors[stream] = seq  # what _deliver_local does
+        if follow.take_alone(seq, event, epoch, self.queue_size):
+            return True
+        follow.cursor = self._cursors[stream] = cursor  # nothing done
+        return False
 
     def _deliver(self, stream: str, page: Page) -> None:
         follow = self._follows.get(stream)

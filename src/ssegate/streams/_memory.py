@@ -4,10 +4,12 @@ Each stream is its last ``max_len`` events, a counter and the epoch it was
 created with (see "Ids" in ``_store``); readers wait on an ``anyio.Event`` that
 the next append or end sets. What a stream keeps stays out of the cyclic
 collector's sight, as the hub's ring does (``_flat``): only the newest event is
-kept as it came, older ones as plain tuples of str and int, which CPython stops
-tracking at its next collection. Kept as ``Event``s (which it never stops
+kept as it came, older ones as their fields laid out flat (str, int and None,
+which CPython does not track; every ``CHUNK`` of them one plain tuple, which it
+stops tracking at its next collection). Kept as ``Event``s (which it never stops
 tracking), every token of every stream was walked by each collection that
-reached it, while every stream waited. Time (lease deadlines and
+reached it, while every stream waited; as a plain tuple each, every token made
+an object the next collection walked. Time (lease deadlines and
 the time to live of ended streams) comes from an injectable ``clock`` so tests
 can move it instead of sleeping.
 
@@ -35,7 +37,7 @@ import anyio
 
 from .._exceptions import StreamEnded, StreamNotFound
 from ..protocol import Event
-from ._flat import FIELDS, Flat, events_of, flatten
+from ._flat import FIELDS, Flat, events_of
 from ._store import (
     FAILED,
     ID_WIDTH,
@@ -58,8 +60,15 @@ _new = tuple.__new__
 #: ``format_id(epoch, seq)`` as ``_ID % (epoch, seq)`` (a test holds them equal).
 _ID = f"%s-%0{ID_WIDTH}d"
 
+#: The numbers of a stream's first ``len(_PADDED) - 1`` events as ``format_id``
+#: writes them (``_PADDED[seq]``), made once: an id is then its stream's
+#: ``"<epoch>-"`` and one of these (38 against 170 ns a token for ``_ID %``);
+#: later numbers are formatted. 4 096 of them: ~250 kB.
+_PADDED = tuple(f"{seq:0{ID_WIDTH}d}" for seq in range(4096))
+
 #: Events per flat tuple of a stream's history (``_Stream.cold``).
 CHUNK = 32
+_CHUNK_FIELDS = CHUNK * FIELDS
 
 
 class _Stream:
@@ -67,15 +76,19 @@ class _Stream:
 
     Kept out of the collector's sight (``_flat``): only the newest event is
     kept as it came (a reader that keeps up takes it as it is); the ones before
-    it are plain tuples of their fields (``recent``), and every ``CHUNK`` of
-    those become one flat tuple (``cold``), the first ``skip`` events of the
-    oldest one trimmed off already. A reader that lags gets its events made again.
+    it are laid out flat in the same list, their fields one after the other
+    (``recent``: str, int and None, which the collector does not track; as a
+    plain tuple each, every token made an object that the next collection
+    walked), and every ``CHUNK`` of those become one flat tuple (``cold``), the
+    first ``skip`` events of the oldest one trimmed off already. A reader that
+    lags gets its events made again. ``MemoryStore.append_now`` keeps each event.
     """
 
     __slots__ = (
         "cold",
         "epoch",
         "expires_at",
+        "id_head",
         "last_seq",
         "lease_until",
         "length",
@@ -87,11 +100,12 @@ class _Stream:
 
     def __init__(self, max_len: int) -> None:
         self.epoch = new_epoch()
+        self.id_head = self.epoch + "-"  # its ids before their number
         self.max_len = max_len
         self.cold: deque[Flat] = deque()
         self.skip = 0
-        #: The newest events: plain tuples of their fields, then the newest ``Event``.
-        self.recent: list[tuple[object, ...]] = []
+        #: The newest events: their fields, one after the other, then the newest ``Event``.
+        self.recent: list[object] = []
         self.length = 0  # events kept
         self.last_seq = 0
         self.outcome: str | None = None
@@ -101,25 +115,6 @@ class _Stream:
     @property
     def first_seq(self) -> int:
         return self.last_seq - self.length + 1
-
-    def keep(self, event: Event) -> None:
-        """Keep ``event`` (numbered ``last_seq``), dropping the oldest beyond ``max_len``."""
-        recent = self.recent
-        if recent:
-            recent[-1] = tuple(recent[-1])  # a plain tuple, untracked at the next collection
-        recent.append(event)
-        if len(recent) > CHUNK:
-            self.cold.append(flatten(recent[:CHUNK]))
-            del recent[:CHUNK]
-        if self.length < self.max_len:
-            self.length += 1
-        elif self.cold:
-            self.skip += 1
-            if self.skip == CHUNK:
-                self.cold.popleft()
-                self.skip = 0
-        else:
-            del recent[0]
 
     def events(self, start: int, stop: int) -> list[Event]:
         """The kept events from the ``start``-th to before the ``stop``-th (0: the oldest)."""
@@ -135,10 +130,13 @@ class _Stream:
                 if begin < end:
                     events += events_of(cold[n], begin * FIELDS, end * FIELDS)
         if stop > held:
-            events += [
-                item if type(item) is Event else _new(Event, item)
-                for item in self.recent[max(start - held, 0) : stop - held]
-            ]
+            recent = self.recent
+            flat = (len(recent) - 1) // FIELDS  # the events before the newest
+            begin, end = max(start - held, 0), stop - held
+            if begin < flat:
+                events += events_of(recent, begin * FIELDS, min(end, flat) * FIELDS)  # type: ignore[arg-type]
+            if begin <= flat < end:
+                events.append(recent[-1])  # type: ignore[arg-type]  # the newest, as it came
         return events
 
 
@@ -306,25 +304,49 @@ class MemoryStore(StreamStore):
             # (that the next read, end or lease renewal does).
             state = self._writable(stream)
         seq = state.last_seq = state.last_seq + 1
-        event_id = _ID % (state.epoch, seq)  # format_id's, in one operation
+        # format_id's (a test holds them equal), from the table while it lasts.
+        event_id = state.id_head + _PADDED[seq] if seq < 4096 else _ID % (state.epoch, seq)
         # ``event.replace(id=...)`` without checking again what append() checked
         # and the id format_id() made (an Event is the tuple (data, event, id, retry)).
         stored: Event = _new(Event, (event[0], event[1], event_id, event[3]))
-        state.keep(stored)
+        # Kept (``_Stream``): the newest as it is, the one before it laid out
+        # flat in its place, every CHUNK of those a flat tuple; the oldest
+        # dropped beyond ``max_len``. (Here, not in a method: once per token.)
+        recent = state.recent
+        if recent:
+            recent += recent.pop()  # type: ignore[arg-type]  # its fields: untracked, no new tuple
+        recent.append(stored)
+        if len(recent) > _CHUNK_FIELDS:
+            state.cold.append(tuple(recent[:_CHUNK_FIELDS]))
+            del recent[:_CHUNK_FIELDS]
+        if state.length < state.max_len:
+            state.length += 1
+        elif state.cold:
+            state.skip += 1
+            if state.skip == CHUNK:
+                state.cold.popleft()
+                state.skip = 0
+        else:
+            del recent[:FIELDS]
         hubs = self._hubs
         if not hubs:
             if stream in self._waiters:
                 self._notify(stream)
             return event_id
-        page: Page = _new(Page, (seq, [stored], None, seq, True, state.epoch))
         if len(hubs) == 1 and stream not in self._waiters:
             # The usual (the process's one hub, no reader of the store's own):
-            # ``_notify``'s work, inlined, once per token.
+            # ``_notify``'s work, inlined, once per token; the page made only
+            # if the hub does not take the event as it is (``deliver_event``).
             (hub,) = hubs
+            deliver_event = hub.deliver_event
+            if deliver_event is not None and deliver_event(stream, seq, stored, state.epoch):
+                return event_id
+            page: Page = _new(Page, (seq, [stored], None, seq, True, state.epoch))
             deliver = hub.deliver
             if deliver is None or not deliver(stream, page):
                 self._notify(stream)  # the hub must read it
             return event_id
+        page = _new(Page, (seq, [stored], None, seq, True, state.epoch))
         self._notify(stream, page)
         return event_id
 

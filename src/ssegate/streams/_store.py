@@ -353,9 +353,16 @@ class Waker(abc.ABC):
     this process (``deliver(stream, page)``): a store that calls it spares its
     hub reading back what it wrote. False means the hub is behind on that
     stream: the store's ``_wait`` must then read it (at once).
+
+    ``deliver_event``, also set by the hub, is ``deliver`` of the usual page
+    before it is made: ``deliver_event(stream, seq, event, epoch)`` for one
+    event numbered ``seq`` (no end after it) of a stream of that epoch. True:
+    taken, as ``deliver`` of its page would have (a store that calls it makes
+    no page); False: nothing done, ``deliver`` the page instead.
     """
 
     deliver: Callable[[str, Page], bool] | None = None
+    deliver_event: Callable[[str, int, Event, str], bool] | None = None
 
     @abc.abstractmethod
     async def wake(self) -> None: ...
