@@ -151,7 +151,8 @@ class AllStreamsReadRedisStore(RedisStore):
 class NoHandOverRedisStore(RedisStore):
     """After, but the hub reads back what its own process wrote (no ``_hand_over``).
 
-    Its writes are announced unsigned, so its hub does not skip them.
+    Its writes are announced unsigned on the shared notification stream, which
+    its hub blocks on.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -160,7 +161,7 @@ class NoHandOverRedisStore(RedisStore):
 
         async def unsigned(*, keys: Any, args: list[Any]) -> Any:
             args[2] = b"-"  # the store's id (see RedisStore._write)
-            return await script(keys=keys, args=args)
+            return await script(keys=[self._notify_key], args=args)
 
         self._append_script = unsigned  # type: ignore[assignment]
 

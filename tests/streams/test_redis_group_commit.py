@@ -86,9 +86,10 @@ async def test_many_writers_on_many_streams_get_exact_ids_and_readers_exact_list
                 await store.end(f"s{s}")
 
         assert calls[0] < streams * writers * per_writer / 10, "appends were not batched"
-        # Whatever a call carries, it has one key (the notifications) and six
+        # Whatever a call carries, it has three keys (the notification streams,
+        # the store's own and the shared one, and the writers' set) and six
         # arguments (the batch is one): the client's cost is per argument.
-        assert set(shapes) == {(1, 6)}
+        assert set(shapes) == {(3, 6)}
         for stream, pairs in acked.items():
             _id = await ids_of(store, stream)
             # Every append got its own id; together they number the stream 1..n.

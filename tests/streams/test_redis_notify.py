@@ -19,10 +19,21 @@ from ssegate.streams.redis import RedisStore, _RedisWaker
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 
-async def announced(store: RedisStore) -> list[str]:
-    """What the store's notification stream holds, oldest first."""
-    entries = await store.redis.xrange(store._notify)
-    return [fields[b"s"].decode() for _, fields in entries]
+async def read_into(hub: Hub, stream: str, got: list[StreamItem]) -> None:
+    """Everything the hub reads of ``stream``, into ``got`` as it comes."""
+    async with aclosing(hub.read(stream)) as items:
+        async for item in items:
+            got.append(item)
+
+
+async def announced(store: RedisStore, key: bytes | None = None) -> list[str]:
+    """What a notification stream (the shared one by default) holds, oldest
+    first: each entry's announcement, and the stream a writer's marker names."""
+    entries = await store.redis.xrange(key or store._notify)
+    return [
+        " ".join(value.decode() for name, value in fields.items() if name in (b"s", b"w"))
+        for _, fields in entries
+    ]
 
 
 async def test_every_write_announces_the_streams_it_advanced_and_to_which_number(
@@ -30,23 +41,52 @@ async def test_every_write_announces_the_streams_it_advanced_and_to_which_number
 ) -> None:
     # A window long enough that both appends go in one call.
     async with redis_store_factory(append_window=0.2) as store:
-        me = store._id.decode()  # the writer: its own hubs skip what it announces
+        me = store._id.decode()  # the writer, for a reader of the stream
+        own = store._own_notify_key
         await store.append("a", Event("1"))
-        assert await announced(store) == [f"{me} a 1"]
+        # Appends on the store's own stream, listed in the writers' set; the
+        # write that listed it put a marker on the shared stream.
+        assert await announced(store, own) == [f"{me} a 1"]
+        assert await store.redis.zrange(store._writers_key, 0, -1) == [own]
+        assert await announced(store) == [f"- {own.decode()}"]
         async with anyio.create_task_group() as tg:
             tg.start_soon(store.append, "a", Event("2"))
             tg.start_soon(store.append, "b", Event("1"))
         await store.end("b")
         await store.create("c")  # nothing to read: not announced
-        # Ends come from no hub's hand-over: announced by nobody in particular.
-        assert await announced(store) == [f"{me} a 1", f"{me} a 2 b 1", "- b 2"]
+        assert await announced(store, own) == [f"{me} a 1", f"{me} a 2 b 1"]
+        # Ends come from no hub's hand-over: on the shared stream, by nobody in particular.
+        assert await announced(store) == [f"- {own.decode()}", "- b 2"]
         # A producer gone: its lease runs out (a deadline long past, in Redis's
         # clock), the check ends the stream as failed and announces its end.
         await store.acquire_lease("a", 60)
         await store.redis.hset(store._keys("a")[1], "lease", 1)
         assert await store.expire_leases(["a"]) == ["a"]
-        assert await announced(store) == [f"{me} a 1", f"{me} a 2 b 1", "- b 2", "- a 3"]
-        assert await store.redis.pttl(store._notify) > 0  # it expires like the streams
+        assert await announced(store) == [f"- {own.decode()}", "- b 2", "- a 3"]
+        assert await announced(store, own) == [f"{me} a 1", f"{me} a 2 b 1"]
+        # Listed once; everything expires like the streams.
+        assert await store.redis.zrange(store._writers_key, 0, -1) == [own]
+        for key in (store._notify, own, store._writers_key):
+            assert await store.redis.pttl(key) > 0
+
+
+async def test_a_writer_idle_past_the_ttl_leaves_the_set_when_another_is_listed(
+    redis_store_factory: Callable[..., RedisStore], redis_url: str
+) -> None:
+    async with redis_store_factory() as store:
+        await store.append("a", Event("1"))
+        # Listed long ago, in Redis's clock (its score: its last write).
+        await store.redis.zadd(store._writers_key, {store._own_notify_key: 1})
+        async with RedisStore(redis_url, prefix=store.prefix) as other:
+            await other.append("b", Event("1"))
+            assert await store.redis.zrange(store._writers_key, 0, -1) == [other._own_notify_key]
+        # Writing again lists it again, with a marker for the hubs.
+        await store.append("a", Event("2"))
+        assert set(await store.redis.zrange(store._writers_key, 0, -1)) == {
+            store._own_notify_key,
+            other._own_notify_key,
+        }
+        assert (await announced(store))[-1] == f"- {store._own_notify_key.decode()}"
 
 
 async def test_a_hub_reads_only_the_streams_a_notification_names(
@@ -142,11 +182,6 @@ async def test_a_hub_gets_what_its_own_process_writes_without_reading_it_back(
         await store.create("s")
         got: list[StreamItem] = []
 
-        async def follow() -> None:
-            async with aclosing(hub.read("s")) as items:
-                async for item in items:
-                    got.append(item)
-
         async def never(*args: Any, **kwargs: Any) -> Any:
             await anyio.sleep_forever()
 
@@ -154,7 +189,7 @@ async def test_a_hub_gets_what_its_own_process_writes_without_reading_it_back(
         assert isinstance(waker, _RedisWaker)
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(follow)
+                tg.start_soon(read_into, hub, "s", got)
                 await until(lambda: waker.known == {"s"}, "following")
                 # From now on the hub cannot read the store: what reaches its
                 # subscriber came from the writes themselves.
@@ -180,11 +215,6 @@ async def test_a_write_its_hub_is_behind_on_is_read_at_once(
         await store.create("s")
         got: list[StreamItem] = []
 
-        async def follow() -> None:
-            async with aclosing(hub.read("s")) as items:
-                async for item in items:
-                    got.append(item)
-
         script = store._read_script
         held, gate = anyio.Event(), anyio.Event()
 
@@ -198,7 +228,7 @@ async def test_a_write_its_hub_is_behind_on_is_read_at_once(
         assert isinstance(waker, _RedisWaker)
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(follow)
+                tg.start_soon(read_into, hub, "s", got)
                 await until(lambda: waker.known == {"s"}, "following")
                 store._read_script = gated  # type: ignore[assignment]
                 first = await writer.append("s", Event("remote"))
@@ -212,3 +242,38 @@ async def test_a_write_its_hub_is_behind_on_is_read_at_once(
                 await until(lambda: len(got) == 2, "delivered")
                 tg.cancel_scope.cancel()
         assert got == [Event("remote", id=first), Event("local", id=second)]
+
+
+async def test_a_hub_is_not_woken_by_what_its_own_store_writes(
+    redis_store_factory: Callable[..., RedisStore],
+) -> None:
+    # No sweep during the test: a wait lasts until something wakes it.
+    async with redis_store_factory(poll_interval=30.0) as store, Hub(store) as hub:
+        await store.create("s")
+        got: list[StreamItem] = []
+
+        waits: list[Any] = []
+        xread = store.redis.xread
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            waits.append(args)
+            return await xread(*args, **kwargs)
+
+        store.redis.xread = counted  # type: ignore[method-assign]
+        waker = hub._waker
+        assert isinstance(waker, _RedisWaker)
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_into, hub, "s", got)
+                await until(lambda: waker.known == {"s"} and len(waits) == 1, "waiting")
+                # The store's first write lists it: its marker wakes the hub once.
+                ids = [await store.append("s", Event("0"))]
+                await until(lambda: len(got) == 1 and len(waits) == 2, "woken once")
+                ids += [await store.append("s", Event(f"{n}")) for n in range(1, 5)]
+                await until(lambda: len(got) == 5, "delivered")
+                await anyio.sleep(0.2)
+                assert len(waits) == 2  # the wait goes on: nothing woke it
+                # Blocked on the shared stream (not on the store's own).
+                assert set(waits[1][0]) == {store._notify_key, waker.key}
+                tg.cancel_scope.cancel()
+        assert got == [Event(f"{n}", id=ids[n]) for n in range(5)]

@@ -42,34 +42,39 @@ it. ``aclose()`` writes what is queued before closing.
 History is ``XRANGE``; a reader of its own blocks in ``XREAD`` on its stream.
 A ``Hub`` serves every reader of a process with one task, and does not block on
 the thousands of streams it may follow: every write (the append call, an end,
-a lease running out) also adds one entry to the store's notification stream
-(``<prefix>notify``, trimmed to about ``NOTIFY_LEN`` entries) naming the streams
-it advanced and their new last number, in one string. The hub blocks on that
-one key, and then reads only the streams it follows that advanced past its
-cursors, in one script call whose reply is a flat list of strings. (A blocking
-``XREAD`` naming every stream cost a thousand keys per call on both sides, and
-Redis wakes it with one stream's entries, so it read about twice per write.)
-Streams the hub newly follows are read directly, and every ``poll_interval`` all
-of them are (the sweep), so a notification trimmed before the hub got to it
-delays what it announced, never loses it.
+a lease running out) also adds one entry to a notification stream (trimmed to
+about ``NOTIFY_LEN`` entries) naming the streams it advanced and their new last
+number, in one string: an append call to its store's own
+(``<prefix>notify:w:<id>``, listed in the writers' set ``<prefix>notify:writers``),
+anything else to the shared one (``<prefix>notify``). The hub blocks on those of
+the other writers and the shared one, and then reads only the streams it
+follows that advanced past its cursors, in one script call whose reply is a
+flat list of strings. (A blocking ``XREAD`` naming every stream cost a thousand
+keys per call on both sides, and Redis wakes it with one stream's entries, so
+it read about twice per write.) Streams the hub newly follows are read
+directly, and every ``poll_interval`` all of them are (the sweep), so a
+notification trimmed before the hub got to it delays what it announced, never
+loses it.
 
 What a process writes, its own hubs need not read back at all: once a write's
 reply is in, the store hands each hub the events it stored (``Waker.deliver``),
-which the hub takes if they follow on from its cursor, and the hub skips the
-notifications its own store signed. A write the hub is behind on (another
-replica wrote the events before it, and they are not read yet), or whose reply
-was lost, has the hub read its streams at once.
+which the hub takes if they follow on from its cursor; and they are not woken
+by its announcements, which go to the stream of its own that they do not block
+on (woken by each write, a hub paid a round trip and a parse per write for
+nothing: ~6 us of client CPU per token at 1 000 streams x 20 tokens/s). A write
+the hub is behind on (another replica wrote the events before it, and they are
+not read yet), or whose reply was lost, has the hub read its streams at once.
 
 Redis Cluster (a ``redis+cluster://`` URL naming any node, or a
 ``redis.asyncio.cluster.RedisCluster``): a stream's keys share its name as their
 hash tag, so every script about one stream stays in one slot; a write (or a
 hub's read, or a lease check) of many streams becomes one call per slot, sent
-side by side, each stream's appends still in one call. The notification stream
-(``<prefix>{notify}``, with the hubs' wake-up keys in its slot) lives on one
-master: as no script may name it beside a stream's keys, the client announces
-what a write advanced right after it, and a process that dies in between
-leaves that write to the hubs' sweep (``poll_interval``), as a trimmed
-notification would.
+side by side, each stream's appends still in one call. The notification streams
+(``<prefix>{notify}``, the writers' set and streams and the hubs' wake-up keys
+in its slot) live on one master: as no script may name them beside a stream's
+keys, the client announces what a write advanced right after it, and a process
+that dies in between leaves that write to the hubs' sweep (``poll_interval``),
+as a trimmed notification would.
 
 Redis errors are translated at this edge: cannot connect, timeouts and refusals
 to write become ``StoreUnavailable``. The client this store creates does not
@@ -168,6 +173,23 @@ local function announce(advanced, ttl)
   redis.call('XADD', notify, 'MAXLEN', '~', NOTIFY_LEN, '*', 's', table.concat(advanced, ' '))
   redis.call('PEXPIRE', notify, ttl)
 end
+-- an append's announcement ("<writer> <name> <number> ..."), on the writer's own
+-- notification stream: the writer's hubs have what it wrote (handed over) and do
+-- not block on it, so its writes do not wake them. The stream is listed in the
+-- writers' set (scored by its last write, Redis's clock), which every hub reads
+-- to know which streams to block on; the write that lists it anew also puts a
+-- marker ('w': the stream's key) on the shared stream, so every hub reads the
+-- set again at once. Streams idle for ttl leave the set (and expire).
+local function announce_writes(own, writers, shared, text, ttl)
+  redis.call('XADD', own, 'MAXLEN', '~', NOTIFY_LEN, '*', 's', text)
+  redis.call('PEXPIRE', own, ttl)
+  if redis.call('ZADD', writers, now_ms(), own) == 1 then
+    redis.call('XADD', shared, 'MAXLEN', '~', NOTIFY_LEN, '*', 's', '-', 'w', own)
+    redis.call('PEXPIRE', shared, ttl)
+    redis.call('ZREMRANGEBYSCORE', writers, '-inf', now_ms() - tonumber(ttl))
+  end
+  redis.call('PEXPIRE', writers, ttl)
+end
 local function finish(log, meta, outcome, ttl)
   local last = tonumber(redis.call('HGET', meta, 'last'))
   redis.call('XADD', log, entry_id(meta, last + 1), 'end', outcome)
@@ -193,7 +215,9 @@ local function ended(log, meta, ttl)
 end
 """.replace("NOTIFY_LEN", str(NOTIFY_LEN))
 
-# KEYS: notify; ARGV: ttl_ms, max_len, the store's id (for the notification),
+# KEYS: the store's own notification stream, the writers' set, the shared
+# notification stream (or the shared one alone: the announcement goes there);
+# ARGV: ttl_ms, max_len, the store's id (for the notification),
 # the epoch for the streams this call creates, the key prefix, and the batch
 # (``_batch.Batch.blob()``: per stream its name, the number n of its appends
 # and their size, then n times data, event type or '', retry or '', each string
@@ -269,8 +293,25 @@ while at <= #blob do
   end
   at = at + size
 end
-if #advanced > 1 then announce(advanced, ttl) end
+if #advanced > 1 then
+  if #KEYS == 3 then
+    announce_writes(KEYS[1], KEYS[2], notify, table.concat(advanced, ' '), ttl)
+  else
+    announce(advanced, ttl)
+  end
+end
 return reply
+"""
+)
+
+# Redis Cluster: an append's announcement, from the client (see _announce_many).
+# KEYS: the store's own notification stream, the writers' set, the shared
+# notification stream (all in its slot); ARGV: ttl_ms, the announcement.
+_ANNOUNCE = (
+    _LIB
+    + """
+announce_writes(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[1])
+return 1
 """
 )
 
@@ -560,8 +601,12 @@ class _RedisWaker(Waker):
         # On Redis Cluster in the notification stream's slot: one XREAD names both.
         self.key = f"{store._notify}hub:{uuid.uuid4().hex}"
         self.last_id: bytes | str = "0-0"
-        #: The last notification read (None: not positioned yet).
-        self.notify_id: bytes | None = None
+        #: The notification streams the hub blocks on (the shared one, and the
+        #: other writers' own), each with the last entry read (None: not
+        #: positioned yet).
+        self.positions: dict[bytes | str, bytes | str] | None = None
+        #: A writer was newly listed in the writers' set: read the set again.
+        self.relist = False
         #: The streams the previous wait followed (any other is new: read it directly).
         self.known: set[str] = set()
         #: Streams whose last read was a full page: read on without waiting.
@@ -687,6 +732,7 @@ class RedisStore(StreamStore):
         self._read_script = self.redis.register_script(_READ)
         self._info_script = self.redis.register_script(_INFO)
         self._page_script = self.redis.register_script(_PAGE)
+        self._announce_script = self.redis.register_script(_ANNOUNCE)
         # A stream's own calls (lease, end, a reader's first reads), pipelined
         # per loop turn; on Redis Cluster each goes to its node alone.
         self._pipelined = None if self.cluster else ScriptCalls(self.redis)  # type: ignore[arg-type]
@@ -701,10 +747,16 @@ class RedisStore(StreamStore):
         self._notify = f"{prefix}{{notify}}" if self.cluster else f"{prefix}notify"
         self._notify_key = self._notify.encode()
         self._prefix = prefix.encode()
-        #: The hubs on this store: each write hands them what it stored, and
-        #: they skip the notifications of the writes marked with this id.
+        #: The hubs on this store: each write hands them what it stored.
         self._hubs: set[_RedisWaker] = set()
         self._id = uuid.uuid4().hex.encode()
+        # Appends are announced on a notification stream of the store's own,
+        # which its hubs do not block on (they are handed what it wrote: each
+        # write woke them for nothing, a round trip and a parse per write), listed
+        # in the writers' set that the hubs read (see announce_writes). Same slot.
+        self._writers_key = self._notify_key + b":writers"
+        self._own_notify_key = self._notify_key + b":w:" + self._id
+        self._announce_keys = [self._own_notify_key, self._writers_key, self._notify_key]
 
     def __repr__(self) -> str:
         return f"<RedisStore prefix={self.prefix!r} {self.redis!r}>"
@@ -813,8 +865,13 @@ class RedisStore(StreamStore):
         parts = [writer]
         for stream, number in advanced:
             parts += (stream.encode(), b"%d" % number)
+        text = b" ".join(parts)
+        if writer == self._id:  # appends: on the store's own stream (see announce_writes)
+            async with self._errors():
+                await self._announce_script(keys=self._announce_keys, args=[self._ttl_ms, text])
+            return
         async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self._notify, {"s": b" ".join(parts)}, maxlen=NOTIFY_LEN, approximate=True)
+            pipe.xadd(self._notify, {"s": text}, maxlen=NOTIFY_LEN, approximate=True)
             pipe.pexpire(self._notify, self._ttl_ms)
             await pipe.execute()
 
@@ -1005,7 +1062,7 @@ class RedisStore(StreamStore):
         parts = [batch] if not self.cluster else self._split(batch)
         calls: list[tuple[list[bytes], list[Any]]] = [
             (
-                self._many_keys(part.streams) if self.cluster else [self._notify_key],
+                self._many_keys(part.streams) if self.cluster else self._announce_keys,
                 [
                     self._ttl_ms,
                     self.max_len,
@@ -1205,20 +1262,25 @@ class RedisStore(StreamStore):
     async def _hub_wait(
         self, cursors: Mapping[str, int], max_wait: float, waker: _RedisWaker
     ) -> dict[str, Page]:
-        """A hub's wait: on the notification stream, then a read of what advanced.
+        """A hub's wait: on the notification streams, then a read of what advanced.
 
-        Every write announces the logs it advanced on one stream per store
-        (``<prefix>notify``), so a hub following thousands of streams blocks on
-        that one key (and its wake-up key), and then reads only the streams
-        that advanced past its cursors, in one call (``_READ``): Redis never
-        blocks a client on every followed key, nor replies with one stream at a
-        time. What this process wrote the hub has mostly taken already (see
-        ``_hand_over``): it is not read back.
+        Every write announces the logs it advanced on a notification stream:
+        appends on their store's own (``<prefix>notify:w:<id>``), the rest (ends,
+        leases run out) on the shared one (``<prefix>notify``). A hub following
+        thousands of streams blocks on a few keys: the shared stream, the other
+        writers' (as the writers' set lists them: ``_list_writers``) and its
+        wake-up key, and then reads only the streams that advanced past its
+        cursors, in one call (``_READ``): Redis never blocks a client on every
+        followed key, nor replies with one stream at a time. What this process
+        wrote the hub has mostly taken already (see ``_hand_over``): it is not
+        read back, and its announcements do not wake the hub.
 
         Streams the previous wait did not follow are read directly (their
         notifications may have gone by before they were followed), and so,
-        every ``poll_interval`` and after an error, is every stream (the sweep:
-        what a notification trimmed off before the hub read it announced is found).
+        every ``poll_interval``, after an error and when a writer is newly
+        listed, is every stream (the sweep: what a notification trimmed off
+        before the hub read it announced, or a writer's before the hub blocked
+        on its stream, is found).
         """
         try:
             return await self._hub_read(cursors, max_wait, waker)
@@ -1231,12 +1293,10 @@ class RedisStore(StreamStore):
     ) -> dict[str, Page]:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if waker.notify_id is None:
-            # Position first: whatever is written afterwards is announced after it.
-            async with self._errors():
-                newest: Any = await self.redis.xrevrange(self._notify, count=1)
-            waker.notify_id = newest[0][0] if newest else b"0-0"
-        if now >= waker.next_sweep:
+        sweep = now >= waker.next_sweep
+        if (sweep or waker.relist or waker.positions is None) and await self._list_writers(waker):
+            sweep = True
+        if sweep:
             waker.next_sweep = now + self.poll_interval
             direct: set[str] = set(cursors)
         else:
@@ -1245,38 +1305,70 @@ class RedisStore(StreamStore):
             direct |= waker.pending
         waker.known = set(cursors)
         if not direct:
-            streams: dict[bytes | str, bytes | str] = {
-                self._notify: waker.notify_id,
-                waker.key: waker.last_id,
-            }
+            positions = waker.positions
+            assert positions is not None
+            streams = dict(positions)
+            streams[waker.key] = waker.last_id
             async with self._errors():
                 reply: Any = await self.redis.xread(
                     streams,  # type: ignore[arg-type]
                     count=NOTIFY_BATCH,
                     block=max(int(max_wait * 1000), 1),
                 )
-            notify = self._notify.encode()
             for key, entries in _streams(reply):
                 if not entries:
                     continue
-                if key == notify:
-                    waker.notify_id = entries[-1][0]
-                    own = self._id + b" "
-                    for _, fields in entries:
-                        text = fields[b"s"]
-                        if text.startswith(own):
-                            continue  # handed over (see _hand_over); not split
-                        announced = text.split()
-                        for i in range(1, len(announced), 2):
-                            stream = announced[i].decode()
-                            cursor = cursors.get(stream)
-                            if cursor is not None and cursor < int(announced[i + 1]):
-                                direct.add(stream)
-                else:
+                if key not in positions:  # the wake-up key
                     waker.last_id = entries[-1][0]
+                    continue
+                positions[key] = entries[-1][0]
+                for _, fields in entries:
+                    if b"w" in fields:  # a writer newly listed: block on its stream too
+                        waker.relist = True
+                    announced = fields[b"s"].split()
+                    for i in range(1, len(announced), 2):
+                        stream = announced[i].decode()
+                        cursor = cursors.get(stream)
+                        if cursor is not None and cursor < int(announced[i + 1]):
+                            direct.add(stream)
             if not direct:
                 return {}
         return await self._read_many(cursors, direct, waker)
+
+    async def _list_writers(self, waker: _RedisWaker) -> bool:
+        """Block on the notification streams of the writers the set lists (but
+        this store's own) from now on; whether any is new (then sweep: what it
+        announced before the hub was positioned on it was not seen).
+
+        Positioned first, then read directly: whatever is written afterwards is
+        announced after the position. The shared stream is positioned before
+        the set is read, so a writer listed after the read has its marker after
+        the position (announce_writes lists it and puts the marker in one step).
+        """
+        waker.relist = False
+        first = waker.positions is None
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            if first:
+                pipe.xrevrange(self._notify, count=1)
+            pipe.zrange(self._writers_key, 0, -1)
+            replies: list[Any] = await pipe.execute()
+        positions = waker.positions
+        if positions is None:
+            newest = replies[0]
+            positions = {self._notify_key: newest[0][0] if newest else b"0-0"}
+        listed = set(replies[-1])
+        listed.discard(self._own_notify_key)
+        for key in [key for key in positions if key not in listed and key != self._notify_key]:
+            del positions[key]  # idle for ttl: it expired (listed again when it writes)
+        new = [key for key in listed if key not in positions]
+        if new:
+            async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+                for key in new:
+                    pipe.xrevrange(key, count=1)
+                for key, newest in zip(new, await pipe.execute(), strict=True):
+                    positions[key] = newest[0][0] if newest else b"0-0"
+        waker.positions = positions
+        return bool(new)
 
     async def _read_many(
         self, cursors: Mapping[str, int], streams: Iterable[str], waker: _RedisWaker
