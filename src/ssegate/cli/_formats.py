@@ -27,7 +27,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["ACCESS_FORMAT", "SecondsFormatter", "lean_access_formatter", "lean_formatters"]
+__all__ = [
+    "ACCESS_FORMAT",
+    "SecondsFormatter",
+    "access_line",
+    "lean_access_formatter",
+    "lean_formatters",
+]
 
 #: uvicorn's default access format (``uvicorn.config.LOGGING_CONFIG``), the one
 #: ``LeanAccessFormatter`` writes without ``%``-formatting.
@@ -56,13 +62,17 @@ class SecondsFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self.asctime(record.created, record.msecs)
+
+    def asctime(self, created: float, msecs: float) -> str:
+        """The default format's time of a record ``created`` then (``msecs``: its milliseconds)."""
+        second = int(created)
         last = self._last
         if last[0] != second:
-            text = time.strftime(self.default_time_format, self.converter(record.created))
+            text = time.strftime(self.default_time_format, self.converter(created))
             self._last = last = (second, text)
         msec_format = self.default_msec_format
-        return last[1] if msec_format is None else msec_format % (last[1], record.msecs)
+        return last[1] if msec_format is None else msec_format % (last[1], msecs)
 
 
 #: Status code -> uvicorn's text for it (``"200 OK"``), as ``get_status_code`` makes it.
@@ -88,26 +98,28 @@ def _lean_access_class(base: type[logging.Formatter]) -> type[logging.Formatter]
         record copies: the same line (see the module docstring)."""
 
         def format(self, record: logging.LogRecord) -> str:
-            args = record.args
-            if (
-                type(args) is not tuple
-                or len(args) != 5
-                or type(args[4]) is not int  # uvicorn's message says %d
-                or record.exc_info
-                or record.exc_text
-                or record.stack_info
-            ):
+            line = None
+            if not (record.exc_info or record.exc_text or record.stack_info):
+                line = access_line(record.levelname, record.args)
+            if line is None:
                 return super().format(record)  # type: ignore[no-any-return]
-            client_addr, method, full_path, http_version, code = args
-            name = record.levelname
-            status = _status(code)  # type: ignore[arg-type]
-            # levelprefix: the name padded to 8 and a colon, as ColourizedFormatter's.
-            return (
-                f"{name}:{' ' * (8 - len(name))} {client_addr} - "
-                f'"{method} {full_path} HTTP/{http_version}" {status}'
-            )
+            return line
 
     return LeanAccessFormatter
+
+
+def access_line(levelname: str, args: Any) -> str | None:
+    """uvicorn's access line (default format, no colours) of a record's level
+    name and arguments; ``None`` for arguments not as uvicorn gives them."""
+    if type(args) is not tuple or len(args) != 5 or type(args[4]) is not int:
+        return None  # (uvicorn's message says %d)
+    client_addr, method, full_path, http_version, code = args
+    status = _status(code)
+    # levelprefix: the name padded to 8 and a colon, as ColourizedFormatter's.
+    return (
+        f"{levelname}:{' ' * (8 - len(levelname))} {client_addr} - "
+        f'"{method} {full_path} HTTP/{http_version}" {status}'
+    )
 
 
 _LEAN_ACCESS: list[Any] = []

@@ -78,6 +78,7 @@ import typer
 
 from ._app import app
 from ._formats import lean_formatters
+from ._lines import lean_lines
 
 __all__ = [
     "TurnWrites",
@@ -245,7 +246,7 @@ def tuned_for_serving(app: Any) -> Any:
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
-        with lean_formatters(), log_writes_per_turn(), asyncio_known():
+        with lean_formatters(), log_writes_per_turn(), lean_lines(), asyncio_known():
             async with inner(app) as state, serving_collector():
                 yield state
 
