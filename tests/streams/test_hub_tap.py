@@ -174,7 +174,7 @@ async def test_redis_pages_of_several_events_are_taken_event_by_event(
 @pytest.mark.parametrize("seed", range(24))
 async def test_events_taken_without_their_page_are_what_the_page_would_give(seed: int) -> None:
     """The memory store hands a lone event to a hub whose one reader keeps up
-    without making its page (``Waker.deliver_event``, ``_Follow.take_alone``):
+    without making its page (``Waker.deliver_event``, ``Hub._deliver_event``):
     for any run of takes, refusals, failures, bursts appended in one go, and
     appends from inside a take, the tap is offered and its subscriber reads
     exactly what the page's way (``deliver_event`` unset) gives."""

@@ -281,48 +281,17 @@ class _Follow:
                         # else woken while taking (a page came from inside take), or cut
         self.wake()
 
-    def take_alone(self, seq: int, event: Event, epoch: str, limit: int) -> bool:
-        """``push`` of the page of ``event`` alone (numbered ``seq``, the cursor's
-        next) before it is made, where the stream's one subscriber waits with
-        a ``Tap`` at the end of an empty ring (its reader keeps up): offered
-        to it, and if taken nothing is kept (the ring moves past it, as
-        ``push`` drops such a page). True: done as ``push`` would (the page is
-        made only if the tap refuses it, and kept for its reader); False:
-        not so alone, nothing done: ``push`` the page."""
-        if self.pages or self.subscribers != 1 or self.waking or self.changed is not None:
-            return False
-        waiters = self.waiters
-        if len(waiters) != 1:
-            return False
-        ((waiter, tap),) = waiters.items()
-        slot = self.base
-        if tap is None or tap.position != slot or tap.cursor + 1 != seq or waiter.done():
-            return False
-        # Its place in the ring taken first: a page that came while the tap
-        # took (from inside ``take``) goes after it, as after a pushed page.
-        self.base = slot + 1
-        self.waking = True
-        try:
-            taken = tap.take(event)
-        except Exception:
-            taken = bool(_refused())
-        finally:
-            self.waking = self.rewake = False
-        if taken:
-            tap.cursor = seq
-            tap.position = slot + 1
-            if waiter.done():  # woken while taking (a page came from inside take), or cut
-                self.wake()
-            return True
-        # Refused: kept in its place for its reader, who wakes (as ``push``).
+    def keep_refused(self, slot: int, page: Page, limit: int) -> None:
+        """``page`` (of one event) that its one waiting subscriber's tap refused
+        at ring position ``slot`` (``Hub._deliver_event``, which took that
+        place): kept there for its reader, who wakes (as ``push`` does)."""
         self.base = slot
-        self.pages.appendleft(_new(Page, (seq, [event], None, seq, True, epoch)))
+        self.pages.appendleft(page)
         self.held += 1
         while self.held > limit and len(self.pages) > 1:
             self.held -= _size(self.pages.popleft())
             self.base += 1
         self.wake()
-        return True
 
     def wake(self) -> None:
         """Wake every waiting subscriber, in one pass."""
@@ -724,18 +693,48 @@ class Hub:
 
     def _deliver_event(self, stream: str, seq: int, event: Event, epoch: str) -> bool:
         """``_deliver_local`` of the page of ``event`` alone (``Waker.deliver_event``),
-        taken without the page where the stream's one reader keeps up (``take_alone``)."""
+        before it is made. Where the stream's one subscriber waits with a
+        ``Tap`` at the end of an empty ring (its reader keeps up), the event
+        is offered to it, and if taken nothing is kept (the ring moves past
+        it, as ``push`` drops such a page); the page is made only if the tap
+        refuses it (``_Follow.keep_refused``). Not so alone: False, nothing
+        done (the store delivers the page)."""
         follow = self._follows.get(stream)
         if follow is None or follow.ended or follow.cursor is None:
             return True  # nothing to take (as ``_deliver_local``)
         cursor = follow.cursor
         if cursor + 1 != seq:
             return seq <= cursor  # nothing new; or a hole: the store must have it read
+        if follow.pages or follow.subscribers != 1 or follow.waking or follow.changed is not None:
+            return False
+        waiters = follow.waiters
+        if len(waiters) != 1:
+            return False
+        ((waiter, tap),) = waiters.items()
+        slot = follow.base
+        if tap is None or tap.position != slot or tap.cursor != cursor or waiter.done():
+            return False
         follow.cursor = self._cursors[stream] = seq  # what _deliver_local does
-        if follow.take_alone(seq, event, epoch, self.queue_size):
+        # Its place in the ring taken first: a page that came while the tap
+        # took (from inside ``take``) goes after it, as after a pushed page.
+        follow.base = slot + 1
+        follow.waking = True
+        try:
+            taken = tap.take(event)
+        except Exception:
+            taken = bool(_refused())
+        finally:
+            follow.waking = follow.rewake = False
+        if taken:
+            tap.cursor = seq
+            tap.position = slot + 1
+            if waiter.done():  # woken while taking (a page came from inside take), or cut
+                follow.wake()
             return True
-        follow.cursor = self._cursors[stream] = cursor  # nothing done
-        return False
+        follow.keep_refused(
+            slot, _new(Page, (seq, [event], None, seq, True, epoch)), self.queue_size
+        )
+        return True
 
     def _deliver(self, stream: str, page: Page) -> None:
         follow = self._follows.get(stream)
