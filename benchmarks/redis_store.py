@@ -159,9 +159,9 @@ class NoHandOverRedisStore(RedisStore):
         super().__init__(*args, **kwargs)
         script = self._append_script
 
-        async def unsigned(*, keys: Any, args: list[Any]) -> Any:
+        async def unsigned(*, keys: Any, args: list[Any], **kwargs: Any) -> Any:
             args[2] = b"-"  # the store's id (see RedisStore._write)
-            return await script(keys=[self._notify_key], args=args)
+            return await script(keys=[self._notify_key], args=args, **kwargs)
 
         self._append_script = unsigned  # type: ignore[assignment]
 

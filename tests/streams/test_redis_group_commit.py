@@ -45,11 +45,11 @@ def count_calls(store: RedisStore, shapes: list[tuple[int, int]] | None = None) 
     calls = [0]
     script = store._append_script
 
-    async def counted(*, keys: list[Any], args: list[Any]) -> Any:
+    async def counted(*, keys: list[Any], args: list[Any], **kwargs: Any) -> Any:
         calls[0] += 1
         if shapes is not None:
             shapes.append((len(keys), len(args)))
-        return await script(keys=keys, args=args)
+        return await script(keys=keys, args=args, **kwargs)
 
     store._append_script = counted  # type: ignore[assignment]
     return calls

@@ -253,15 +253,15 @@ async def test_a_hub_is_not_woken_by_what_its_own_store_writes(
         got: list[StreamItem] = []
 
         waits: list[Any] = []
-        xread = store.redis.xread
+        waker = hub._waker
+        assert isinstance(waker, _RedisWaker)
+        xread = waker.client.xread
 
         async def counted(*args: Any, **kwargs: Any) -> Any:
             waits.append(args)
             return await xread(*args, **kwargs)
 
-        store.redis.xread = counted  # type: ignore[method-assign]
-        waker = hub._waker
-        assert isinstance(waker, _RedisWaker)
+        waker.client.xread = counted  # type: ignore[method-assign]
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(read_into, hub, "s", got)

@@ -16,7 +16,7 @@ from streams_support import Ids, ids_of, needs_redis_server
 
 from ssegate import Event, StoreUnavailable
 from ssegate.streams import DONE, End, Hub, StreamItem
-from ssegate.streams.redis import RedisStore, _look_before_use
+from ssegate.streams.redis import RedisStore, _look_before_use, _RedisWaker
 from ssegate.testing._redis import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -224,3 +224,47 @@ async def test_entry_ids_are_the_number_then_the_epoch_even_past_the_padding(
             Event("b", id=_id(1000000000001)),
             End(DONE, _id(1000000000002)),
         ]
+
+
+@pytest.mark.parametrize("made_from", ["url", "client"])
+async def test_the_writer_and_a_hub_hold_a_connection_only_of_the_stores_own_pool(
+    redis_url: str, redis_prefix: str, made_from: str
+) -> None:
+    # A call through the pool costs a take and a give-back: the writer's appends
+    # and a hub's waits hold a connection of their own, where the store made
+    # the pool. A caller's pool lends its connections call by call, as before.
+    client = aioredis.Redis.from_url(redis_url)
+    store = RedisStore(redis_url if made_from == "url" else client, prefix=redis_prefix)
+    pool = store.redis.connection_pool
+    try:
+        async with store, Hub(store) as hub:
+            waker = hub._waker
+            assert isinstance(waker, _RedisWaker)
+            got: list[StreamItem] = []
+
+            async def follow() -> None:
+                async with aclosing(hub.read("s", missing_ok=True)) as items:
+                    async for item in items:
+                        got.append(item)
+                        if isinstance(item, End):
+                            return
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                ids = [await store.append("s", Event(f"e{i}")) for i in range(3)]
+                await store.end("s")
+            assert got == [
+                *(Event(f"e{i}", id=ids[i]) for i in range(3)),
+                End(DONE, ids[0][:-1] + "4"),
+            ]
+            if made_from == "url":
+                held = [store._writer.connection, waker.client.connection]  # type: ignore[union-attr]
+                assert all(c is not None for c in held)
+                assert held[0] is not held[1]
+                assert all(c in pool._in_use_connections for c in held)  # type: ignore[attr-defined]
+            else:
+                assert store._writer is store.redis
+                assert waker.client is store.redis
+        assert not pool._in_use_connections  # type: ignore[attr-defined]
+    finally:
+        await client.aclose()

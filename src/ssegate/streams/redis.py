@@ -538,16 +538,25 @@ class _LookFirst:
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         # Not while connecting (its handshake is sent without a health check).
-        if check_health and self.is_connected:  # type: ignore[attr-defined]
-            # redis-py 8's name for it; before 8, can_read_destructive (the same look).
-            look = getattr(self, "can_read", None) or self.can_read_destructive  # type: ignore[attr-defined]
-            try:
-                stale = await look()
-            except (RedisConnectionError, OSError):
-                stale = True
-            if stale:
-                await self.disconnect()  # type: ignore[attr-defined]
+        if check_health:
+            await _look_at(self)
         await super().send_packed_command(command, check_health)  # type: ignore[misc]
+
+
+async def _look_at(connection: Any) -> None:
+    """Close ``connection`` if it is open but the server closed it, or it holds
+    unread bytes (redis-py's pool's look at a connection before lending it):
+    its next use opens it again."""
+    if not connection.is_connected:
+        return
+    # redis-py 8's name for it; before 8, can_read_destructive (the same look).
+    look = getattr(connection, "can_read", None) or connection.can_read_destructive
+    try:
+        stale = await look()
+    except (RedisConnectionError, OSError):
+        stale = True
+    if stale:
+        await connection.disconnect()
 
 
 class _LookedAt(_LookFirst, Connection):
@@ -614,6 +623,9 @@ class _RedisWaker(Waker):
         self.next_sweep = 0.0
         #: A wake-up sent by a write (kept: a task nobody holds may vanish).
         self.waking: asyncio.Task[None] | None = None
+        #: The client of the hub's waits and reads (not of ``wake()``, which
+        #: others call while the hub waits).
+        self.client = store._connection_of_its_own()
 
     async def wake(self) -> None:
         redis = self.store.redis
@@ -624,8 +636,12 @@ class _RedisWaker(Waker):
 
     async def aclose(self) -> None:
         self.store._hubs.discard(self)
-        async with self.store._errors():
-            await self.store.redis.delete(self.key)
+        try:
+            async with self.store._errors():
+                await self.store.redis.delete(self.key)
+        finally:
+            if self.client is not self.store.redis:
+                await self.client.aclose()  # its connection back to the pool
 
 
 class RedisStore(StreamStore):
@@ -675,6 +691,7 @@ class RedisStore(StreamStore):
             raise ValueError(f"prefix must be a str without braces, not {prefix!r}")
         self.prefix = prefix
         self.redis: Redis | RedisCluster
+        dedicated = False
         if isinstance(redis, str) and redis.startswith(CLUSTER_SCHEMES):
             # Any one node's address: the client learns the others from it.
             self.redis = RedisCluster.from_url(
@@ -703,6 +720,7 @@ class RedisStore(StreamStore):
             )
             self.redis = Redis(connection_pool=pool)
             self._owns = True
+            dedicated = True
         elif isinstance(redis, Redis):
             if redis.connection_pool.connection_kwargs.get("decode_responses"):
                 raise ValueError("give RedisStore a client without decode_responses=True")
@@ -720,6 +738,11 @@ class RedisStore(StreamStore):
         #: Redis Cluster: every script names one stream's keys (one hash slot),
         #: a write of many streams is a call per slot, and the client announces.
         self.cluster = isinstance(self.redis, RedisCluster)
+        #: Whether the writer and each hub hold a connection of their own (see
+        #: ``_connection_of_its_own``).
+        self._dedicated = dedicated
+        #: The client of the appends' calls.
+        self._writer = self._connection_of_its_own()
         # How many per-slot calls one write or read sends at once.
         self._fan_out = asyncio.Semaphore(max(max_connections // 2, 1))
         self._announcing: set[asyncio.Task[None]] = set()
@@ -761,8 +784,50 @@ class RedisStore(StreamStore):
     def __repr__(self) -> str:
         return f"<RedisStore prefix={self.prefix!r} {self.redis!r}>"
 
+    def _connection_of_its_own(self) -> Redis | RedisCluster:
+        """A client holding one of the pool's connections, for a task whose calls
+        follow one another (the writer's appends, a hub's waits and reads); else
+        the store's client.
+
+        A call through the pool costs the client about 50 us more (taking a
+        connection and giving it back: a condition, a timeout, redis-py's
+        bookkeeping), as much as the call itself; the writer makes one per write
+        and a hub one or two per wait. A connection held is not looked at by the
+        pool before each use: ``_held`` looks (one Redis closed while it sat
+        idle is opened again, not failing the call it is used for). Only with
+        the pool the store made (and where redis-py's single-connection client
+        shows its connection): a caller's pool lends no connection for good.
+        """
+        if not self._dedicated:
+            return self.redis
+        assert isinstance(self.redis, Redis)
+        client = self.redis.client()
+        if not hasattr(client, "connection"):  # pragma: no cover - not redis-py 5 to 8
+            return self.redis
+        return client
+
+    async def _held(self, client: Redis | RedisCluster) -> Redis | RedisCluster:
+        """``client``, its connection looked at first if it holds one (see above)."""
+        if client is not self.redis and (connection := client.connection) is not None:  # type: ignore[union-attr]
+            with contextlib.suppress(Exception):  # not as expected: used as it is
+                await _look_at(connection)
+        return client
+
     async def aclose(self) -> None:
         """Write the appends still queued (each awaiter gets its outcome), then close."""
+        try:
+            await self._write_and_wait()
+        finally:
+            if self._writer is not self.redis:
+                await self._writer.aclose()  # its connection back to the pool
+        if self._owns:
+            if isinstance(self.redis, RedisCluster):
+                await self.redis.aclose()
+            else:
+                await self.redis.aclose(close_connection_pool=True)
+
+    async def _write_and_wait(self) -> None:
+        """What ``aclose`` waits for: the queued appends written, the calls sent."""
         if self._pipelined is not None:
             await self._pipelined.aclose()
         self._commit.drain()
@@ -777,11 +842,6 @@ class RedisStore(StreamStore):
                 break
         if self._announcing:  # the notifications of what was written
             await asyncio.gather(*self._announcing, return_exceptions=True)
-        if self._owns:
-            if isinstance(self.redis, RedisCluster):
-                await self.redis.aclose()
-            else:
-                await self.redis.aclose(close_connection_pool=True)
 
     # -- helpers ----------------------------------------------------------
 
@@ -1078,7 +1138,11 @@ class RedisStore(StreamStore):
             if len(calls) == 1:
                 try:
                     replies: list[Any] = [
-                        await self._append_script(keys=calls[0][0], args=calls[0][1])
+                        await self._append_script(
+                            keys=calls[0][0],
+                            args=calls[0][1],
+                            client=await self._held(self._writer),
+                        )
                     ]
                 except Exception as exc:  # settled below, each waiter its own
                     replies = [exc]
@@ -1310,7 +1374,8 @@ class RedisStore(StreamStore):
             streams = dict(positions)
             streams[waker.key] = waker.last_id
             async with self._errors():
-                reply: Any = await self.redis.xread(
+                client = await self._held(waker.client)
+                reply: Any = await client.xread(
                     streams,  # type: ignore[arg-type]
                     count=NOTIFY_BATCH,
                     block=max(int(max_wait * 1000), 1),
@@ -1385,7 +1450,11 @@ class RedisStore(StreamStore):
         calls = [self._read_call(group, cursors) for group in groups]
         async with self._errors():
             if len(calls) == 1:
-                replies: list[Any] = [await self._read_script(keys=calls[0][0], args=calls[0][1])]
+                replies: list[Any] = [
+                    await self._read_script(
+                        keys=calls[0][0], args=calls[0][1], client=await self._held(waker.client)
+                    )
+                ]
             else:
                 replies = await self._call_each(self._read_script, calls)
                 for reply in replies:
