@@ -92,3 +92,21 @@ def test_its_attributes_are_uvicorns(fresh: None) -> None:
     assert list(ours) == list(theirs)
     for name in ours:
         assert ours[name] == theirs[name], name
+
+
+def test_a_fingerprint_is_the_same_in_every_process() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from starlette.datastructures import Headers;"
+        "from ssegate.gateway._guard import fingerprint;"
+        "print(fingerprint(Headers.getlist))"  # a comprehension's code inside
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    }
+    assert len(runs) == 1

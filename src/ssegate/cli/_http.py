@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections import deque
 from typing import Any
+
+from ..gateway._guard import fingerprint
 
 __all__ = ["http_protocol"]
 
@@ -32,13 +33,6 @@ _FINGERPRINTS = {
     "__init__": "85990f31f2c6932b2944bf00f820c937ab35171cef90bb3de4008bb360bbc967",
     "connection_made": "ea972e94b61a9f3bee1c3e897b0140a898800963cb264edcd85239145918d846",
 }
-
-
-def fingerprint(function: Any) -> str:
-    """A function's code, as ``_FINGERPRINTS`` holds it."""
-    code = function.__code__
-    parts = (code.co_code, repr(code.co_consts).encode(), repr(code.co_names).encode())
-    return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
 _MADE: list[type[asyncio.Protocol] | None] = []
