@@ -170,12 +170,15 @@ def test_requests_fastapi_would_instrument_go_the_whole_way() -> None:
     assert not front.takes({**_http(), "type": "websocket"})
     assert not front.takes({"type": "lifespan"})
     assert not front.takes({**_http(), "fastapi.telemetry": object()})
-    telemetry = app._native_telemetry  # type: ignore[attr-defined]
-    telemetry.enabled = lambda: True  # e.g. an OpenTelemetry SDK configured since
+    from opentelemetry import trace
+
+    saved = trace._TRACER_PROVIDER
+    trace._TRACER_PROVIDER = object()  # type: ignore[assignment]  # an SDK's, configured since
     try:
+        assert app._native_telemetry.enabled()  # type: ignore[attr-defined]
         assert not front.takes(_http())
     finally:
-        del telemetry.enabled
+        trace._TRACER_PROVIDER = saved
     assert front.takes(_http())
     app.root_path = "/gateway"
     assert not front.takes(_http())
@@ -198,3 +201,44 @@ def test_no_front_over_other_layers() -> None:
     scrub.app = inner
     app.max_body_size = 1000  # FastAPI's own body limit: its middleware acts
     assert Front.over(app, stack) is None
+
+
+@pytest.mark.parametrize("given", [None, "tracer_provider", "meter_provider", "logger_provider"])
+@pytest.mark.parametrize("current", [None, "trace", "metrics", "logs"])
+@pytest.mark.parametrize("variable", [None, "trace", "metrics", "logs"])
+def test_the_quick_telemetry_test_never_says_off_when_fastapi_would_not(
+    given: str | None, current: str | None, variable: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry._logs import _internal as logs
+    from opentelemetry.metrics import _internal as metrics
+
+    app, counted = _built(create_app(settings()), front=True)
+    front = counted.front
+    quiet = front.quiet
+    assert quiet is not None
+    assert quiet()  # nothing configured: off
+    configured = object()  # an SDK's provider, for FastAPI: not a proxy
+    if given is not None:
+        monkeypatch.setitem(app._native_telemetry.config, given, configured)  # type: ignore[attr-defined]
+    modules = {"trace": trace, "metrics": metrics, "logs": logs}
+    globals_ = {
+        "trace": "_TRACER_PROVIDER",
+        "metrics": "_METER_PROVIDER",
+        "logs": "_LOGGER_PROVIDER",
+    }
+    if current is not None:
+        monkeypatch.setattr(modules[current], globals_[current], configured)
+    names = {
+        "trace": trace.OTEL_PYTHON_TRACER_PROVIDER,
+        "metrics": metrics.OTEL_PYTHON_METER_PROVIDER,
+        "logs": logs._OTEL_PYTHON_LOGGER_PROVIDER,
+    }
+    if variable is not None:
+        # (its provider is not looked up: the quick test says "ask", before)
+        monkeypatch.setenv(names[variable], "no_such_provider")
+    nothing = given is None and current is None and variable is None
+    assert quiet() is nothing
+    if variable is None:  # FastAPI's own answer can be had without loading one
+        assert front.takes(_http()) is (not app._native_telemetry.enabled())  # type: ignore[attr-defined]
+        assert front.takes(_http()) is nothing

@@ -29,6 +29,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 
+from ._cors import CorsSend, lean_send
 from ._hot import HotRoutes
 from ._limits import BodyLimit, Replay
 
@@ -55,6 +56,8 @@ class HotLane:
     ) -> None:
         self.app = layers
         self.cors = layers
+        #: CORS on the response's start: the CORS middleware's ``send`` (``_cors``).
+        self.cors_send = lean_send(layers)
         self.limit = limit
         self.handlers = handlers
         self.status_handlers = status_handlers
@@ -103,7 +106,7 @@ class HotLane:
             await self.app(scope, Replay(body, receive), send)
             return
         scope[HANDLERS_KEY] = (self.handlers, self.status_handlers)
-        sender = _Sender(send, self.cors)
+        sender = _Sender(send, self.cors_send)
         request = Request(scope, receive, sender)
         sender.headers = request.headers  # parsed once, for the route and CORS
         try:
@@ -134,7 +137,7 @@ class _Sender:
 
     __slots__ = ("cors", "headers", "send", "started")
 
-    def __init__(self, send: Any, cors: CORSMiddleware) -> None:
+    def __init__(self, send: Any, cors: CorsSend) -> None:
         self.send = send
         self.cors = cors
         # The request's headers (not the request: it holds this, a reference cycle).
@@ -145,6 +148,6 @@ class _Sender:
         if message["type"] == "http.response.start":
             self.started = True
             assert self.headers is not None
-            await self.cors.send(message, self.send, self.headers)
+            await self.cors(message, self.send, self.headers)
             return
         await self.send(message)

@@ -156,6 +156,8 @@ _PART = re.compile(r"([0-9a-f]{8})-([0-9]{1,20})\.([0-9]{1,3})\Z")
 
 def _split_part(after: str) -> tuple[str, int]:
     """A resume id ``<id>.<n>`` as (the id before ``<id>``, ``n``); others as they are."""
+    if not after:  # a first reader (a stream start's): nothing to match
+        return after, 0
     match = _PART.match(after)
     if match is None or int(match[2]) == 0 or int(match[3]) == 0:
         return after, 0

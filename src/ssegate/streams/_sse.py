@@ -80,7 +80,11 @@ Transform = Callable[[StreamItem], Any]
 
 def last_event_id(request: Request) -> str | None:
     """The id to resume after: the ``Last-Event-ID`` header, else ``?last_event_id=``."""
-    found = request.headers.get("last-event-id")
+    found = None  # the header's first value (Headers.get without a KeyError when absent)
+    for name, value in request.headers.raw:
+        if name == b"last-event-id":
+            found = value.decode("latin-1")
+            break
     if found or not request.scope.get("query_string"):
         # No query string: no parameter to parse it for (a stream start's case).
         return found or None
