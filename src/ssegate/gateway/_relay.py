@@ -135,7 +135,7 @@ class Relay:
                 gap = now - last_token
                 generation.tokens += 1
                 self.inter_token.observe(gap)
-                self.live.tokens(self.model, now, 1, gap=gap)
+                self.live.gap(self.model, now, gap)
                 self.last_token = now
                 self.add(
                     _new(Event, (f"{TEXT_HEAD}{_string(event.text)}}}", TEXT_RECORD, None, None))

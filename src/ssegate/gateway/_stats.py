@@ -66,13 +66,24 @@ class _Samples:
 
 
 class _Model:
-    __slots__ = ("gaps", "seconds", "ttft")
+    __slots__ = ("current", "gaps", "seconds", "ttft")
 
     def __init__(self, samples: int) -> None:
         self.ttft = _Samples(samples)
         self.gaps = _Samples(samples)
         #: ``[whole second, tokens in it]``, oldest first.
         self.seconds: deque[list[int]] = deque()
+        #: The newest of ``seconds`` (before the first, a second none is).
+        self.current: list[Any] = [None, 0]
+
+    def count(self, second: int, count: int, window: int) -> None:
+        """``count`` tokens more in ``second``, a new one (not ``current``'s):
+        the seconds older than ``window`` before it forgotten."""
+        seconds = self.seconds
+        seconds.append([second, count])
+        self.current = seconds[-1]
+        while seconds[0][0] <= second - window:
+            seconds.popleft()
 
 
 class LiveStats:
@@ -121,13 +132,11 @@ class LiveStats:
         of 0 after the one before. The same figures as ``count`` calls of ``token()``."""
         stats = self._models.get(model) or self._model(model, now)
         second = math.floor(now)
-        seconds = stats.seconds
-        if seconds and seconds[-1][0] == second:
-            seconds[-1][1] += count
+        current = stats.current
+        if current[0] == second:
+            current[1] += count
         else:
-            seconds.append([second, count])
-            while seconds[0][0] <= second - self.window:
-                seconds.popleft()
+            stats.count(second, count, self.window)
         if ttft is not None:
             stats.ttft.add(now, ttft)
         if gap is not None:  # (``add`` inlined: once per token)
@@ -136,6 +145,20 @@ class LiveStats:
             gaps.values.append(gap)
         if count > 1:
             stats.gaps.add(now, 0.0, count - 1)
+
+    def gap(self, model: str, now: float, gap: float) -> None:
+        """``tokens(model, now, 1, gap=gap)``: one token, ``gap`` seconds after
+        its generation's previous one (nearly every token: once per token)."""
+        stats = self._models.get(model) or self._model(model, now)
+        second = math.floor(now)
+        current = stats.current
+        if current[0] == second:
+            current[1] += 1
+        else:
+            stats.count(second, 1, self.window)
+        gaps = stats.gaps
+        gaps.at.append(now)
+        gaps.values.append(gap)
 
     def snapshot(self, now: float, active: Mapping[str, int]) -> dict[str, Any]:
         """The figures at ``now``; ``active``: generations running per model."""
