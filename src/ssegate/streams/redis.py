@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -500,6 +501,13 @@ return reply
 #: XREAD returns entries after the id given: "after every entry numbered n",
 #: whatever its epoch, is n followed by the largest sequence part.
 _AFTER = b"-18446744073709551615"
+
+#: ``encode_append``'s pieces (``_batch``), for the appenders' fast path
+#: (``RedisStore._queue_checked``): a length, and the lengths of an empty type
+#: and retry, or of an empty retry.
+_length = struct.Struct(">I").pack
+_NO_TYPE_NO_RETRY = bytes(8)
+_NO_RETRY = bytes(4)
 
 #: Notifications a hub takes per read (each lists the streams one write advanced).
 NOTIFY_BATCH = 256
@@ -1051,11 +1059,38 @@ class RedisStore(StreamStore):
         """Queue ``event``'s append for the writer task (started if need be)."""
         loop = asyncio.get_running_loop()
         waiter = self._enqueue(stream, event, loop)
-        commit = self._commit
-        if self._idle():
+        self._queued(loop)
+        return waiter
+
+    def _queued(self, loop: asyncio.AbstractEventLoop) -> None:
+        """An append was queued: start the writer task, or wake it if a window waits."""
+        if self._writing is None and (self._flusher is None or self._flusher.done()):  # _idle()
             self._flusher = loop.create_task(self._flush())
-        elif self._due is not None and commit.due(loop.time()) == 0:
+        elif self._due is not None and self._commit.due(loop.time()) == 0:
             self._wake_flusher()
+
+    def _queue_checked(self, stream: str, event: Event) -> asyncio.Future[str]:
+        """``_queue(stream, check_event(event))``, once per token (an appender's add).
+
+        The usual event (an ``Event`` without id or retry, ASCII text: nothing
+        to check) in one frame instead of six: ``check_event``'s, ``_values``'s
+        and ``_enqueue``'s work inlined, the wire as ``encode_append`` makes it.
+        """
+        if type(event) is not Event:
+            return self._queue(stream, check_event(event))
+        data, kind, event_id, retry = event
+        if event_id is not None or retry is not None or not (data.isascii() and kind.isascii()):
+            return self._queue(stream, check_event(event))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[str] = loop.create_future()
+        body = data.encode()
+        if kind == "message":  # encode_append(body)
+            wire = _length(len(body)) + body + _NO_TYPE_NO_RETRY
+        else:  # encode_append(body, kind.encode())
+            name = kind.encode()
+            wire = b"".join((_length(len(body)), body, _length(len(name)), name, _NO_RETRY))
+        self._commit.add(waiter, stream, wire, loop.time(), event)
+        self._queued(loop)
         return waiter
 
     async def _write_here(
@@ -1590,7 +1625,7 @@ class _BehindAppender(Appender):
         unwritten = self._unwritten
         while unwritten and unwritten[0].done():
             self._check(unwritten.popleft())
-        unwritten.append(self._store._queue(self._stream, check_event(event)))
+        unwritten.append(self._store._queue_checked(self._stream, event))
 
     async def settle(self, behind: int = 0) -> None:
         unwritten = self._unwritten
