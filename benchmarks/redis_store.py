@@ -42,6 +42,14 @@ objects frozen, its thresholds; ``--gc default``: Python's own).
 
     .venv/bin/python benchmarks/redis_store.py --parts target kept --baseline ../main
 
+5. ``--parts relay`` (with ``--baseline`` only): part 3 the way the gateway
+   relays a generation: each token added to its stream's appender from a timer
+   callback (no task step per token), each stream read through the Hub by a
+   subscriber taking its events by a ``Tap``; the cost a store adds per
+   token, beside the MemoryStore floor.
+
+    .venv/bin/python benchmarks/redis_store.py --parts relay --baseline ../main --side-streams 1000
+
 Figures are medians of ``--repeats`` runs (1 with ``--quick``). The machine is
 shared and noisy: read the ratios (the load average is printed).
 """
@@ -49,6 +57,7 @@ shared and noisy: read the ratios (the load average is printed).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import json
@@ -70,6 +79,7 @@ from fanout import load, median_of, pct, run_with_redis, wait_until  # benchmark
 
 from ssegate import Event, StoreUnavailable
 from ssegate.streams import End, Hub, MemoryStore, StreamStore
+from ssegate.streams._hub import Tap
 from ssegate.streams._store import Page, Waker, format_id
 from ssegate.streams.redis import _AFTER, _LIB, RedisStore, _epoch, _epoch_arg, _RedisWaker
 
@@ -297,6 +307,103 @@ async def target(
     }
 
 
+async def relay(
+    url: str, make: Factory, streams: int, rate: float, seconds: float
+) -> dict[str, float]:
+    """``streams`` generations at ``rate`` tokens/s relayed the gateway's way.
+
+    Each token is added to its stream's appender from a timer callback (as the
+    gateway adds them from the upstream connection's: no task step per token),
+    and each stream is read through a Hub by a subscriber taking its events by
+    a ``Tap`` (the push path). Latency: ``add()`` called -> taken.
+    """
+    prefix = f"ssegate-bench:{uuid.uuid4().hex[:8]}:"
+    tokens = int(rate * seconds)
+    latencies: list[float] = []
+    wrong = [0]
+
+    def note(previous: list[int], event: Event) -> None:
+        sent, _, seq = event.data.partition(" ")
+        if sent != "warm-up":
+            latencies.append(time.perf_counter() - float(sent))
+            wrong[0] += int(seq) <= previous[0]  # out of order, or twice
+            previous[0] = int(seq)
+
+    class Taker(Tap):
+        __slots__ = ("previous",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.previous = [-1]
+
+        def take(self, event: Event) -> bool:
+            note(self.previous, event)
+            return True
+
+    loop = asyncio.get_running_loop()
+    async with make(prefix) as store, Hub(store, queue_size=4096) as hub:
+        names = [f"g{s}" for s in range(streams)]
+
+        async def follow(stream: str) -> None:
+            taker = Taker()
+            async for item in hub.read(stream, missing_ok=True, tap=taker):
+                if isinstance(item, End):
+                    return
+                if not isinstance(item, Event):
+                    wrong[0] += 1  # a Gap: tokens lost
+                else:
+                    note(taker.previous, item)
+
+        readers = [loop.create_task(follow(stream)) for stream in names]
+        await wait_until(lambda: hub.subscribers == streams)
+        appenders = [store.appender(stream) for stream in names]
+        for appender in appenders:
+            appender.add(Event("warm-up 0"))
+        for appender in appenders:
+            await appender.settle(0)
+        await asyncio.sleep(0.2)
+        done: asyncio.Future[None] = loop.create_future()
+        left = [streams]
+
+        def tick(s: int, n: int, due: float) -> None:
+            appenders[s].add(Event(f"{time.perf_counter()!r} {n}", event="token"))
+            if n + 1 < tokens:
+                due += 1 / rate
+                loop.call_at(loop.time() + max(0.0, due - time.perf_counter()), tick, s, n + 1, due)
+            else:
+                left[0] -= 1
+                if not left[0]:
+                    done.set_result(None)
+
+        cpu = time.process_time()
+        with GcPauses() as pauses:
+            start = time.perf_counter() + 0.05
+            for s in range(streams):
+                # Spread the streams' ticks over the interval, as real generations are.
+                due = start + (s / streams) / rate
+                loop.call_at(loop.time() + (due - time.perf_counter()), tick, s, 0, due)
+            await done
+            for appender in appenders:
+                await appender.settle(0)
+            for stream in names:
+                await store.end(stream)
+            await asyncio.gather(*readers)
+        cpu = time.process_time() - cpu
+    if isinstance(store, RedisStore):
+        await delete_prefix(url, prefix)
+    if wrong[0]:
+        raise RuntimeError(f"{wrong[0]} tokens out of order, repeated or lost in a gap")
+    return {
+        "delivered": len(latencies) / (streams * tokens) * 100,
+        "failed": 0,
+        "p50": pct(latencies, 0.5),
+        "p99": pct(latencies, 0.99),
+        "cpu_us": cpu / (streams * tokens) * 1e6,
+        "gc_full": pauses.full,
+        "gc_max_ms": pauses.longest * 1e3,
+    }
+
+
 async def kept(url: str, make: Factory, streams: int = 200, events: int = 200) -> dict[str, float]:
     """What a Hub keeps per event for its subscribers: tracked objects, full-collection time.
 
@@ -421,7 +528,8 @@ async def main(args: argparse.Namespace) -> None:
             if args.one == "kept":
                 result = await kept(url, make)
             else:
-                result = await target(url, make, args.streams, 20.0, args.target_seconds)
+                part = target if args.one == "target" else relay
+                result = await part(url, make, args.streams, 20.0, args.target_seconds)
         print(json.dumps(result))
         return
     print(
@@ -604,22 +712,26 @@ def side_by_side(args: argparse.Namespace, url: str) -> None:
                 f"{label:20} {med['tracked']:16.2f} {med['collect_ns']:11.0f} "
                 f"{med['full_ms']:11.1f} {med['garbage']:15.3f}"
             )
-    if "target" not in args.parts:
-        return
-    for streams in args.side_streams:
+    for what, streams in [
+        (what, streams)
+        for what in ("target", "relay")
+        if what in args.parts
+        for streams in args.side_streams
+    ]:
         results: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in runs}
         for _ in range(args.repeats):  # interleaved: drifting load hits all alike
             for label, design, tree in runs:
                 results[label].append(
-                    measure_apart(args, url, "target", design, tree=tree, streams=streams)
+                    measure_apart(args, url, what, design, tree=tree, streams=streams)
                 )
         med = {
             label: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
             for label, rs in results.items()
         }
         floor = med["floor: MemoryStore"]
+        how = "appended and read" if what == "target" else "relayed (appenders, taps)"
         print(
-            f"\n{streams} streams x 20 tokens/s for {args.target_seconds:g} s, each read "
+            f"\n{streams} streams x 20 tokens/s for {args.target_seconds:g} s, {how} "
             f"through a Hub, median of {args.repeats} (load average {load()})"
         )
         print(
@@ -655,7 +767,7 @@ def cli() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        choices=["writers", "alone", "target", "kept"],
+        choices=["writers", "alone", "target", "relay", "kept"],
         default=["writers", "alone", "target"],
         help="which tables to run",
     )
@@ -673,7 +785,7 @@ def cli() -> None:
         help="with --baseline: the collector as `ssegate serve` sets it (start-up objects "
         "frozen, its thresholds; the default) or Python's defaults",
     )
-    parser.add_argument("--one", choices=["target", "kept"], help=argparse.SUPPRESS)
+    parser.add_argument("--one", choices=["target", "relay", "kept"], help=argparse.SUPPRESS)
     parser.add_argument("--design", choices=["memory", "group"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:

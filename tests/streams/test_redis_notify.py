@@ -9,10 +9,11 @@ from typing import Any
 
 import anyio
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from streams_support import until
 
-from ssegate import Event
-from ssegate.streams import FAILED, End, Hub, StreamItem
+from ssegate import Event, StoreUnavailable
+from ssegate.streams import DONE, FAILED, End, Hub, StreamItem
 from ssegate.streams._store import format_id, parse_id
 from ssegate.streams.redis import RedisStore, _RedisWaker
 
@@ -54,16 +55,17 @@ async def test_every_write_announces_the_streams_it_advanced_and_to_which_number
             tg.start_soon(store.append, "b", Event("1"))
         await store.end("b")
         await store.create("c")  # nothing to read: not announced
-        assert await announced(store, own) == [f"{me} a 1", f"{me} a 2 b 1"]
-        # Ends come from no hub's hand-over: on the shared stream, by nobody in particular.
-        assert await announced(store) == [f"- {own.decode()}", "- b 2"]
+        # The store's end too: its hubs are handed it.
+        assert await announced(store, own) == [f"{me} a 1", f"{me} a 2 b 1", f"{me} b 2"]
+        assert await announced(store) == [f"- {own.decode()}"]
         # A producer gone: its lease runs out (a deadline long past, in Redis's
-        # clock), the check ends the stream as failed and announces its end.
+        # clock), the check ends the stream as failed and announces its end on
+        # the shared stream, by nobody in particular (no hub was handed it).
         await store.acquire_lease("a", 60)
         await store.redis.hset(store._keys("a")[1], "lease", 1)
         assert await store.expire_leases(["a"]) == ["a"]
-        assert await announced(store) == [f"- {own.decode()}", "- b 2", "- a 3"]
-        assert await announced(store, own) == [f"{me} a 1", f"{me} a 2 b 1"]
+        assert await announced(store) == [f"- {own.decode()}", "- a 3"]
+        assert await announced(store, own) == [f"{me} a 1", f"{me} a 2 b 1", f"{me} b 2"]
         # Listed once; everything expires like the streams.
         assert await store.redis.zrange(store._writers_key, 0, -1) == [own]
         for key in (store._notify, own, store._writers_key):
@@ -270,10 +272,39 @@ async def test_a_hub_is_not_woken_by_what_its_own_store_writes(
                 ids = [await store.append("s", Event("0"))]
                 await until(lambda: len(got) == 1 and len(waits) == 2, "woken once")
                 ids += [await store.append("s", Event(f"{n}")) for n in range(1, 5)]
-                await until(lambda: len(got) == 5, "delivered")
+                await store.end("s")
+                await until(lambda: len(got) == 6, "delivered")
                 await anyio.sleep(0.2)
                 assert len(waits) == 2  # the wait goes on: nothing woke it
                 # Blocked on the shared stream (not on the store's own).
                 assert set(waits[1][0]) == {store._notify_key, waker.key}
                 tg.cancel_scope.cancel()
-        assert got == [Event(f"{n}", id=ids[n]) for n in range(5)]
+        end = ids[0][: -len("1")] + "6"
+        assert got == [*(Event(f"{n}", id=ids[n]) for n in range(5)), End(DONE, end)]
+
+
+async def test_an_end_whose_reply_is_lost_is_read_by_the_hub(
+    redis_store_factory: Callable[..., RedisStore],
+) -> None:
+    # No sweep: the end is announced on the store's own stream, which its hub
+    # does not read; without the prompt read it would wait 30 s.
+    async with redis_store_factory(poll_interval=30.0) as store, Hub(store) as hub:
+        first = await store.append("s", Event("1"))
+        got: list[StreamItem] = []
+        script = store._end_script
+
+        async def lost(**kwargs: Any) -> Any:
+            await script(**kwargs)  # ended, then the connection "drops"
+            raise RedisConnectionError("the reply was lost")
+
+        waker = hub._waker
+        assert isinstance(waker, _RedisWaker)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_into, hub, "s", got)
+                await until(lambda: waker.known == {"s"} and len(got) == 1, "following")
+                store._end_script = lost  # type: ignore[assignment]
+                with pytest.raises(StoreUnavailable):
+                    await store.end("s")
+                await until(lambda: len(got) == 2, "the end read")
+        assert got == [Event("1", id=first), End(DONE, first[:-1] + "2")]

@@ -44,9 +44,9 @@ A ``Hub`` serves every reader of a process with one task, and does not block on
 the thousands of streams it may follow: every write (the append call, an end,
 a lease running out) also adds one entry to a notification stream (trimmed to
 about ``NOTIFY_LEN`` entries) naming the streams it advanced and their new last
-number, in one string: an append call to its store's own
+number, in one string: an append call or an end to its store's own
 (``<prefix>notify:w:<id>``, listed in the writers' set ``<prefix>notify:writers``),
-anything else to the shared one (``<prefix>notify``). The hub blocks on those of
+a lease running out to the shared one (``<prefix>notify``). The hub blocks on those of
 the other writers and the shared one, and then reads only the streams it
 follows that advanced past its cursors, in one script call whose reply is a
 flat list of strings. (A blocking ``XREAD`` naming every stream cost a thousand
@@ -57,8 +57,8 @@ notification trimmed before the hub got to it delays what it announced, never
 loses it.
 
 What a process writes, its own hubs need not read back at all: once a write's
-reply is in, the store hands each hub the events it stored (``Waker.deliver``),
-which the hub takes if they follow on from its cursor; and they are not woken
+reply is in, the store hands each hub the events it stored, or the end
+(``Waker.deliver``), which the hub takes if they follow on from its cursor; and they are not woken
 by its announcements, which go to the stream of its own that they do not block
 on (woken by each write, a hub paid a round trip and a parse per write for
 nothing: ~6 us of client CPU per token at 1 000 streams x 20 tokens/s). A write
@@ -86,9 +86,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -190,14 +191,23 @@ local function announce_writes(own, writers, shared, text, ttl)
   end
   redis.call('PEXPIRE', writers, ttl)
 end
-local function finish(log, meta, outcome, ttl)
+-- ends the stream; its end's number. Announced by nobody in particular, or
+-- (own: the writer's stream, the writers' set and the writer's id) as a write
+-- of that writer's, whose hubs are handed the end (see RedisStore._end)
+local function finish(log, meta, outcome, ttl, own)
   local last = tonumber(redis.call('HGET', meta, 'last'))
   redis.call('XADD', log, entry_id(meta, last + 1), 'end', outcome)
   redis.call('HSET', meta, 'outcome', outcome)
   redis.call('HDEL', meta, 'lease')
   redis.call('PEXPIRE', log, ttl)
   redis.call('PEXPIRE', meta, ttl)
-  announce({'-', name_of(log), string.format('%d', last + 1)}, ttl)
+  local number = string.format('%d', last + 1)
+  if own and notify then
+    announce_writes(own[1], own[2], notify, own[3] .. ' ' .. name_of(log) .. ' ' .. number, ttl)
+  else
+    announce({'-', name_of(log), number}, ttl)
+  end
+  return last + 1
 end
 -- whether a stream with this outcome and lease deadline has ended (or just
 -- ended as failed, its lease having run out): the outcome, or false
@@ -324,15 +334,17 @@ return 1
 """
 )
 
-# KEYS: log, meta, notify; ARGV: ttl_ms, outcome
+# KEYS: log, meta, then the store's own notification stream, the writers' set and
+# the shared notification stream (none on Redis Cluster); ARGV: ttl_ms, outcome,
+# the store's id -> the end's number and the epoch part of the ids.
 _END = (
     _LIB
     + """
 if not redis.call('HGET', KEYS[2], 'last') then return redis.error_reply('SSEGATE_NOTFOUND') end
 local o = ended(KEYS[1], KEYS[2], ARGV[1])
 if o then return redis.error_reply('SSEGATE_ENDED ' .. o) end
-finish(KEYS[1], KEYS[2], ARGV[2], ARGV[1])
-return 1
+local n = finish(KEYS[1], KEYS[2], ARGV[2], ARGV[1], {KEYS[3], KEYS[4], ARGV[3]})
+return {n, redis.call('HGET', KEYS[2], 'epoch')}
 """
 )
 
@@ -500,6 +512,13 @@ return reply
 #: XREAD returns entries after the id given: "after every entry numbered n",
 #: whatever its epoch, is n followed by the largest sequence part.
 _AFTER = b"-18446744073709551615"
+
+#: ``encode_append``'s pieces (``_batch``), for the appenders' fast path
+#: (``RedisStore._queue_checked``): a length, and the lengths of an empty type
+#: and retry, or of an empty retry.
+_length = struct.Struct(">I").pack
+_NO_TYPE_NO_RETRY = bytes(8)
+_NO_RETRY = bytes(4)
 
 #: Notifications a hub takes per read (each lists the streams one write advanced).
 NOTIFY_BATCH = 256
@@ -1051,11 +1070,38 @@ class RedisStore(StreamStore):
         """Queue ``event``'s append for the writer task (started if need be)."""
         loop = asyncio.get_running_loop()
         waiter = self._enqueue(stream, event, loop)
-        commit = self._commit
-        if self._idle():
+        self._queued(loop)
+        return waiter
+
+    def _queued(self, loop: asyncio.AbstractEventLoop) -> None:
+        """An append was queued: start the writer task, or wake it if a window waits."""
+        if self._writing is None and (self._flusher is None or self._flusher.done()):  # _idle()
             self._flusher = loop.create_task(self._flush())
-        elif self._due is not None and commit.due(loop.time()) == 0:
+        elif self._due is not None and self._commit.due(loop.time()) == 0:
             self._wake_flusher()
+
+    def _queue_checked(self, stream: str, event: Event) -> asyncio.Future[str]:
+        """``_queue(stream, check_event(event))``, once per token (an appender's add).
+
+        The usual event (an ``Event`` without id or retry, ASCII text: nothing
+        to check) in one frame instead of six: ``check_event``'s, ``_values``'s
+        and ``_enqueue``'s work inlined, the wire as ``encode_append`` makes it.
+        """
+        if type(event) is not Event:
+            return self._queue(stream, check_event(event))
+        data, kind, event_id, retry = event
+        if event_id is not None or retry is not None or not (data.isascii() and kind.isascii()):
+            return self._queue(stream, check_event(event))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[str] = loop.create_future()
+        body = data.encode()
+        if kind == "message":  # encode_append(body)
+            wire = _length(len(body)) + body + _NO_TYPE_NO_RETRY
+        else:  # encode_append(body, kind.encode())
+            name = kind.encode()
+            wire = b"".join((_length(len(body)), body, _length(len(name)), name, _NO_RETRY))
+        self._commit.add(waiter, stream, wire, loop.time(), event)
+        self._queued(loop)
         return waiter
 
     async def _write_here(
@@ -1149,7 +1195,7 @@ class RedisStore(StreamStore):
             else:
                 replies = await self._call_each(self._append_script, calls)
         except asyncio.CancelledError:  # the appender writing its own, mid-call
-            self._read_back(batch)
+            self._read_back(batch.streams)
             raise
         advanced: list[tuple[str, int]] = []
         for part, reply in zip(parts, replies, strict=True):
@@ -1176,11 +1222,11 @@ class RedisStore(StreamStore):
             outcomes = [_refused(r.stream, message) for r in batch.runs for _ in r.entries]
         elif isinstance(reply, RedisError):
             outcomes = [_unreachable(reply) for _ in batch.waiters()]
-            self._read_back(batch)
+            self._read_back(batch.streams)
         elif isinstance(reply, Exception):  # not Redis's doing
             text = f"the append failed: {reply!r}"
             outcomes = [_unavailable(text, reply) for _ in batch.waiters()]
-            self._read_back(batch)
+            self._read_back(batch.streams)
         else:
             try:
                 outcomes = batch.outcomes(reply, _refused)
@@ -1190,7 +1236,7 @@ class RedisStore(StreamStore):
             ) as exc:  # not Redis's doing (an unexpected reply): still each one's own
                 text = f"the append failed: {exc!r}"
                 outcomes = [_unavailable(text, exc) for _ in batch.waiters()]
-                self._read_back(batch)
+                self._read_back(batch.streams)
         resolve(batch.waiters(), outcomes)  # an appender cancelled meanwhile gets nothing
         if not written:
             return []
@@ -1230,18 +1276,29 @@ class RedisStore(StreamStore):
                     for event, id_ in zip(run.items, ids, strict=False)  # the written ones
                 ]
             page = new(Page, (first, events, None, 0, True, ids[0][:EPOCH_WIDTH]))
-            stream = run.stream
-            for waker, deliver in hubs:
-                if not deliver(stream, page) and stream not in waker.pending:
-                    # Its hub is behind on the stream (and skips this write's
-                    # notification): it reads it at once.
-                    waker.pending.add(stream)
-                    self._wake_soon(waker)
+            self._deliver_each(run.stream, page, hubs)
 
-    def _read_back(self, batch: Batch[asyncio.Future[str]]) -> None:
+    def _deliver_each(
+        self,
+        stream: str,
+        page: Page,
+        hubs: Sequence[tuple[_RedisWaker, Callable[[str, Page], bool]]] | None = None,
+    ) -> None:
+        """Hand ``page``, just written, to each hub (``hubs``: those with a ``deliver``)."""
+        if hubs is None:
+            hubs = [(waker, waker.deliver) for waker in self._hubs if waker.deliver is not None]
+        for waker, deliver in hubs:
+            if not deliver(stream, page) and stream not in waker.pending:
+                # Its hub is behind on the stream (and is not woken by this
+                # write's notification): it reads it at once.
+                waker.pending.add(stream)
+                self._wake_soon(waker)
+
+    def _read_back(self, streams: Iterable[str]) -> None:
         """A write without its reply may be stored: the hubs read its streams themselves."""
+        streams = list(streams)
         for waker in self._hubs:
-            waker.pending.update(batch.streams)
+            waker.pending.update(streams)
             self._wake_soon(waker)
 
     def _wake_soon(self, waker: _RedisWaker) -> None:
@@ -1254,10 +1311,27 @@ class RedisStore(StreamStore):
             await self._create_script(keys=self._script_keys(stream), args=[_epoch_arg()])
 
     async def _end(self, stream: str, outcome: str) -> None:
-        async with self._errors(stream):
-            await self._call(self._end_script, self._script_keys(stream), (self._ttl_ms, outcome))
+        """End ``stream``, announced as this store's write: its hubs are handed the
+        end (a page of no events and the outcome) and not woken to read it."""
+        keys = self._keys(stream) if self.cluster else [*self._keys(stream), *self._announce_keys]
+        try:
+            async with self._errors(stream):
+                reply = await self._call(self._end_script, keys, (self._ttl_ms, outcome, self._id))
+        except StoreUnavailable:  # maybe ended, the reply lost: its hubs read it themselves
+            self._read_back([stream])
+            raise
+        except asyncio.CancelledError:
+            self._read_back([stream])
+            raise
+        except StreamEnded:
+            if self.cluster:  # maybe just now, its lease having run out
+                self._announce_soon([(stream, _ANY)], b"-")
+            raise
+        number, epoch_part = int(reply[0]), reply[1]
         if self.cluster:
-            self._announce_soon([(stream, _ANY)], b"-")
+            self._announce_soon([(stream, number)], self._id)
+        if self._hubs:
+            self._deliver_each(stream, Page(number, [], outcome, 0, True, _epoch(epoch_part)))
 
     async def _info(self, stream: str) -> StreamInfo:
         async with self._errors(stream):
@@ -1329,8 +1403,8 @@ class RedisStore(StreamStore):
         """A hub's wait: on the notification streams, then a read of what advanced.
 
         Every write announces the logs it advanced on a notification stream:
-        appends on their store's own (``<prefix>notify:w:<id>``), the rest (ends,
-        leases run out) on the shared one (``<prefix>notify``). A hub following
+        appends and ends on their store's own (``<prefix>notify:w:<id>``),
+        leases run out on the shared one (``<prefix>notify``). A hub following
         thousands of streams blocks on a few keys: the shared stream, the other
         writers' (as the writers' set lists them: ``_list_writers``) and its
         wake-up key, and then reads only the streams that advanced past its
@@ -1590,7 +1664,7 @@ class _BehindAppender(Appender):
         unwritten = self._unwritten
         while unwritten and unwritten[0].done():
             self._check(unwritten.popleft())
-        unwritten.append(self._store._queue(self._stream, check_event(event)))
+        unwritten.append(self._store._queue_checked(self._stream, event))
 
     async def settle(self, behind: int = 0) -> None:
         unwritten = self._unwritten
