@@ -78,7 +78,6 @@ import typer
 
 from ._app import app
 from ._formats import lean_formatters
-from ._http import http_protocol
 from ._lines import lean_lines
 
 __all__ = [
@@ -377,8 +376,5 @@ def serve(
             "ssegate.cli._serve:worker_app", factory=True, workers=settings.workers, **options
         )
     else:
-        lean_http = http_protocol()
-        if lean_http is not None:  # uvicorn's httptools protocol, set up for less (``_http``)
-            options["http"] = lean_http  # (one process: worker processes get uvicorn's by name)
         uvicorn.run(tuned_for_serving(create_app(settings)), **options)
     sys.stdout.flush()
