@@ -22,7 +22,6 @@ goes the whole way (``_app._GatewayApp``).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from fastapi import FastAPI
@@ -42,76 +41,6 @@ def _telemetry_middleware() -> tuple[type[Any], type[Any]] | None:
     except ImportError:
         return None
     return ExceptionTelemetryMiddleware, AppBodyLimitMiddleware
-
-
-class _Quiet:
-    """Whether FastAPI's telemetry is surely off now, asked for less than FastAPI
-    asks (``NativeTelemetry.enabled``: each of OpenTelemetry's three global
-    providers looked up, each look-up of one not set asking ``os.environ`` for
-    the variable that names one, a ``KeyError`` raised and caught each time:
-    ~2 % of a relayed stream start). True when no provider is given to FastAPI,
-    none of OpenTelemetry's is set and none of their variables is in the
-    environment: then each look-up gives OpenTelemetry's proxy, which FastAPI
-    takes for unconfigured, and ``enabled()`` is false. False: ask ``enabled()``.
-    """
-
-    __slots__ = ("config", "environ", "keys", "modules")
-
-    def __init__(self, config: Any, modules: tuple[Any, Any, Any], keys: tuple[bytes, ...]):
-        self.config = config
-        self.modules = modules
-        self.keys = keys
-        self.environ = os.environ._data  # type: ignore[attr-defined]
-
-    @classmethod
-    def of(cls, telemetry: Any) -> _Quiet | None:
-        """For FastAPI's ``telemetry`` where OpenTelemetry and FastAPI are as known
-        here (the modules' globals and environments, the variables' names, FastAPI's
-        test of the proxies); else ``None``."""
-        try:
-            from fastapi.telemetry._api import _unconfigured
-            from opentelemetry import trace
-            from opentelemetry._logs import _internal as logs
-            from opentelemetry.metrics import _internal as metrics
-        except ImportError:
-            return None
-        environ: Any = os.environ
-        config = getattr(telemetry, "config", None)
-        # (module, its global provider, its proxy, its variable's name)
-        known = [
-            (trace, "_TRACER_PROVIDER", "_PROXY_TRACER_PROVIDER", "OTEL_PYTHON_TRACER_PROVIDER"),
-            (metrics, "_METER_PROVIDER", "_PROXY_METER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER"),
-            (logs, "_LOGGER_PROVIDER", "_PROXY_LOGGER_PROVIDER", "_OTEL_PYTHON_LOGGER_PROVIDER"),
-        ]
-        environments = (getattr(trace, "os", os).environ, metrics.environ, logs.environ)  # type: ignore[attr-defined]
-        if (
-            not isinstance(config, dict)
-            or type(getattr(environ, "_data", None)) is not dict
-            or any(seen is not environ for seen in environments)
-            or not all(
-                hasattr(module, current)
-                and isinstance(getattr(module, name, None), str)
-                and _unconfigured(getattr(module, proxy, None))
-                for module, current, proxy, name in known
-            )
-        ):
-            return None
-        keys = tuple(environ.encodekey(getattr(module, name)) for module, _, _, name in known)
-        return cls(config, (trace, metrics, logs), keys)
-
-    def __call__(self) -> bool:
-        config = self.config
-        trace, metrics, logs = self.modules
-        environ = self.environ
-        return (
-            config["tracer_provider"] is None
-            and config["meter_provider"] is None
-            and config["logger_provider"] is None
-            and trace._TRACER_PROVIDER is None
-            and metrics._METER_PROVIDER is None
-            and logs._LOGGER_PROVIDER is None
-            and all(key not in environ for key in self.keys)
-        )
 
 
 class _Scoped:
@@ -134,7 +63,7 @@ class Front:
     """The outer layers of ``app``'s built ``stack`` for an HTTP request (see the
     module docstring): ``await front(scope, receive, send)`` where ``takes(scope)``."""
 
-    __slots__ = ("app", "chain", "errors", "quiet", "stack", "telemetry")
+    __slots__ = ("app", "chain", "errors", "stack", "telemetry")
 
     def __init__(
         self,
@@ -150,7 +79,6 @@ class Front:
         self.stack = chain[0]
         self.errors = errors
         self.telemetry = telemetry
-        self.quiet = _Quiet.of(telemetry)
 
     @classmethod
     def over(cls, app: FastAPI, stack: Any) -> Front | None:
@@ -194,7 +122,7 @@ class Front:
             and scrub.app is graceful
             and not app.root_path
             and "fastapi.telemetry" not in scope
-            and (((quiet := self.quiet) is not None and quiet()) or not self.telemetry.enabled())
+            and not self.telemetry.enabled()
         )
 
     def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
