@@ -28,7 +28,6 @@ from fastapi.responses import JSONResponse, Response
 from ..llm import Error, Finish, ReasoningDelta, Start, TextDelta, ToolCallEnd, Usage
 from ..llm.formats import openai_usage
 from ..protocol import Event
-from ..server._keepalive import per_loop
 from ..streams import End
 from ._auth import Principal
 from ._begin import ChatCompletionBody, Started, begin, refusal
@@ -198,7 +197,7 @@ class _Late:
     deadline, holding nothing.
     """
 
-    __slots__ = ("__weakref__", "loop", "queue", "timer")
+    __slots__ = ("loop", "queue", "timer")
 
     #: Deadlines this close are due (the loop's timers fire to the millisecond).
     SLACK_S = 0.001
@@ -214,7 +213,10 @@ class _Late:
         last = _LATE[0]
         if last is not None and last.loop is loop:
             return last
-        late = _LATE[0] = per_loop(_LATES, loop, _Late)
+        late = _LATES.get(loop)
+        if late is None:
+            late = _LATES[loop] = _Late(loop)
+        _LATE[0] = late
         return late
 
     def add(self, watch: _Watch) -> None:
@@ -236,9 +238,7 @@ class _Late:
 
 
 #: Each loop's waits (``_Late.of``), and the last asked for (a gateway has one loop).
-_LATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[_Late]] = (
-    weakref.WeakKeyDictionary()
-)
+_LATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Late] = weakref.WeakKeyDictionary()
 _LATE: list[_Late | None] = [None]
 
 
