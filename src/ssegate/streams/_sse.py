@@ -260,7 +260,7 @@ class _Live(Tap):
         except Exception as exc:
             self.failure = exc
             return False
-        self.after = event.id
+        self.after = event[2]  # its id (not by the property: once per event taken)
         self.taken += 1
         return True
 
