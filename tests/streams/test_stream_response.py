@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -14,7 +16,8 @@ from starlette.routing import Route
 from streams_support import Ids
 
 from ssegate import Decoder, Event, EventSource, ReconnectPolicy
-from ssegate.streams import Hub, MemoryStore, StreamInfo, stream_response
+from ssegate.streams import Hub, MemoryStore, StreamInfo, default_transform, stream_response
+from ssegate.streams._sse import _callable
 from ssegate.testing import serve
 
 
@@ -309,3 +312,29 @@ def test_a_new_streams_first_reader_is_answered_without_asking_the_store(via_hub
         assert store.infos == 1
         assert resumed.status_code == 400
         assert resumed.json()["error"]["code"] == "unknown_event_id"
+
+
+def test_a_transform_is_called_as_it_is_or_by_its_own_bound_call() -> None:
+    """``_Live`` calls a Python class's instance by its bound ``__call__`` (no call
+    slot per event): the same method on the same instance; anything else as it is."""
+
+    class Render:
+        def __call__(self, item: object) -> object:
+            return ("rendered", self, item)
+
+    class Again(Render):
+        pass
+
+    class Static:
+        __call__ = staticmethod(lambda item: ("static", item))
+
+    for render in (Render(), Again()):
+        bound = _callable(render)
+        assert bound is not render
+        assert bound("x") == render("x") == ("rendered", render, "x")
+    static = Static()
+    assert _callable(static) is static
+    assert static("x") == ("static", "x")
+    doubled = functools.partial(operator.mul, 2)
+    for other in (default_transform, doubled, len):
+        assert _callable(other) is other

@@ -119,15 +119,18 @@ class AsyncioSession(Watching):
         if not flusher.scheduled:
             flusher.schedule()
 
-    def send_aside(self, data: bytes, context: contextvars.Context | None = None) -> None:
+    def send_aside(
+        self, data: bytes, context: contextvars.Context | None = None, now: float | None = None
+    ) -> None:
         """Send ``data`` in ``context``, unless it can be written at once
         (``_direct``: no context needed); if the send must wait, an aside task
         finishes it. Without ``context`` (the push path, from the task that
-        appended), in a copy of the stream's own context, not the appender's."""
+        appended), in a copy of the stream's own context, not the appender's.
+        ``now``: the loop's time, if the caller has it (the flusher's)."""
         try:
             direct = self.direct
             if direct is not None and write_body(direct, data):  # ``write``, inlined
-                self.quiet_since = self.loop.time()
+                self.quiet_since = self.loop.time() if now is None else now
                 return
             if context is None:
                 context = self.context.copy()
@@ -295,7 +298,7 @@ class Flusher:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.streams: list[Session] = []
+        self.streams: list[AsyncioSession] = []
         self.scheduled = False
         self.context = contextvars.Context()  # its own (each send runs in its stream's)
 
@@ -308,13 +311,17 @@ class Flusher:
     def flush(self) -> None:
         self.scheduled = False
         streams, self.streams = self.streams, []
+        # The time of every write of this callback, read once, not once per
+        # stream (uvloop's clock counts milliseconds: the same figure nearly
+        # always; a stream's next keep-alive is then due no later than it was).
+        now = self.loop.time()
         for stream in streams:
             try:
                 # ``Session.flush``'s usual case, inlined (once per token).
                 data = stream.pushed
                 if data is not None and stream.aside_done is None:
                     stream.pushed = None
-                    stream.send_aside(data)
+                    stream.send_aside(data, None, now)
                 else:
                     stream.flush()
             except Exception:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from types import FunctionType, MethodType
 from typing import Any
 
 import anyio
@@ -243,7 +244,7 @@ class _Live(Tap):
 
     def __init__(self, transform: Transform, after: str | None) -> None:
         super().__init__()
-        self.transform = transform
+        self.transform = _callable(transform)
         self.after = after  # the last event sent (read again after it, see _send)
         self.session: Taker | None = None
         self.failure: Exception | None = None
@@ -259,7 +260,7 @@ class _Live(Tap):
         except Exception as exc:
             self.failure = exc
             return False
-        self.after = event.id
+        self.after = event[2]  # its id (not by the property: once per event taken)
         self.taken += 1
         return True
 
@@ -269,6 +270,19 @@ class _Live(Tap):
             raise failure  # type: ignore[misc]
         finally:
             failure = None  # no cycle through its traceback and this frame
+
+
+def _callable(transform: Transform) -> Transform:
+    """``transform``, or where it is an instance of a Python class, its bound
+    ``__call__``: the same call, without the type's call slot looking the method
+    up and making its arguments' tuple (once per event sent: ~190 against ~60 ns)."""
+    for kind in type(transform).__mro__:
+        call = vars(kind).get("__call__")
+        if call is not None:  # what ``transform(item)`` calls (not a static one)
+            if type(call) is FunctionType:
+                return MethodType(call, transform)
+            break
+    return transform
 
 
 async def _close(items: AsyncIterator[StreamItem]) -> None:

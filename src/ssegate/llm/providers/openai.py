@@ -277,7 +277,7 @@ class OpenAIChunkParser(SSEFrameParser):
             except UnicodeDecodeError:  # the decoder replaces what is not UTF-8
                 text = ""
             after, between, obfuscation_first = self._rest
-            if text.startswith(before) and text.endswith(after):
+            if text.startswith(before):  # (and ends with ``after``: ``at == end`` below)
                 out: list[LLMEvent] = []
                 at, end = len(before), len(text)
                 try:
