@@ -131,9 +131,9 @@ def test_outcomes_give_each_waiter_its_own_id_or_error(clock: FakeClock) -> None
         commit.add(waiter, stream, V, clock())
     batch = commit.take()
     reply = [
-        7, 2, b"16", b"",  # a: events 7 and 8, epoch 16 = 0x10
-        1, 0, None, b"SSEGATE_ENDED done",  # b: ended
-        3, 1, b"4294967295", b"WRONGTYPE x",  # c: one written, then an error
+        7, b"16",  # a: events 7 and 8, epoch 16 = 0x10
+        1, [0, None, b"SSEGATE_ENDED done"],  # b: ended
+        3, [1, b"4294967295", b"WRONGTYPE x"],  # c: one written, then an error
     ]  # fmt: skip
     outcomes = batch.outcomes(reply, error)
     got = {
@@ -151,7 +151,14 @@ def test_outcomes_give_each_waiter_its_own_id_or_error(clock: FakeClock) -> None
 
 @pytest.mark.parametrize(
     "reply",
-    [[1, 1, b"5"], [b"x", 1, b"5", b""], [1, 1, None, b""], [1, 1, b"zz", b""]],
+    [
+        [1, b"5", 2],  # not two values per stream
+        [b"x", b"5"],  # not a number
+        [1, None],  # no epoch
+        [1, b"zz"],  # not an epoch
+        [1, [1, b"5"]],  # not written, epoch, error
+        [1, [b"1", b"5", b""]],
+    ],
 )
 def test_an_unexpected_reply_is_a_value_error(clock: FakeClock, reply: list[object]) -> None:
     commit: GroupCommit[str] = GroupCommit()

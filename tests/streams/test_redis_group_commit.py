@@ -389,3 +389,40 @@ async def test_a_call_refused_whole_fails_each_of_its_appends_with_the_reason() 
             Event("a3", id=_id(2)),
             End(DONE, _id(3)),
         ]
+
+
+async def test_a_stream_whose_write_fails_fails_all_its_appends_and_spares_the_others(
+    redis_store_factory: Callable[..., RedisStore],
+) -> None:
+    # The window gathers the appends below into one call (see the test above).
+    async with redis_store_factory(append_window=0.001) as store:
+        calls = count_calls(store)
+        _id = Ids.of(await store.append("s", Event("s1")))
+        other = Ids.of(await store.append("t", Event("t1")))
+        # An entry the store did not write, with event 2's entry id: the log
+        # refuses it again (its ids only grow), so s's first append fails.
+        log, meta = store._keys("s")
+        await store.redis.xadd(log, {"d": "stray"}, id=f"2-{int(_id.epoch, 16)}")
+        calls[0] = 0
+        results = await asyncio.gather(
+            store.append("s", Event("s2")),
+            store.append("t", Event("t2")),
+            store.append("s", Event("s3")),
+            store.append("s", Event("s4")),
+            store.append("t", Event("t3")),
+            return_exceptions=True,
+        )
+        assert calls[0] == 1
+        s2, t2, s3, s4, t3 = results
+        assert (t2, t3) == (other(2), other(3))
+        for exc in (s2, s3, s4):
+            assert isinstance(exc, StoreUnavailable)
+            assert "equal or smaller" in str(exc)
+        assert await store.redis.hget(meta, "last") == b"1"  # nothing counted
+        await store.end("t")
+        assert await collect(store.read("t")) == [
+            Event("t1", id=other(1)),
+            Event("t2", id=other(2)),
+            Event("t3", id=other(3)),
+            End(DONE, other(4)),
+        ]
