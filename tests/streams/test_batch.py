@@ -45,6 +45,41 @@ def test_the_window_counts_from_the_oldest_queued_append(clock: FakeClock) -> No
     assert commit.due(clock()) == pytest.approx(0.005)
 
 
+def test_the_interval_counts_from_the_last_write_taken(clock: FakeClock) -> None:
+    commit: GroupCommit[str] = GroupCommit(interval=0.005)
+    commit.add("w1", "a", V, clock())
+    assert commit.due(clock()) == 0  # no write yet: at once
+    assert list(commit.take(clock()).waiters()) == ["w1"]
+    clock.advance(0.001)
+    commit.add("w2", "a", V, clock())
+    assert commit.due(clock()) == pytest.approx(0.004)
+    clock.advance(0.004)
+    assert commit.due(clock()) == 0
+    commit.take(clock())
+    # Idle for longer than the interval: an append is due at once.
+    clock.advance(0.5)
+    commit.add("w3", "a", V, clock())
+    assert commit.due(clock()) == 0
+    # A take without the time (the store closing) starts no interval.
+    commit.take()
+    commit.add("w4", "a", V, clock())
+    assert commit.due(clock()) == 0
+
+
+def test_a_full_batch_or_a_drain_is_due_before_its_interval(clock: FakeClock) -> None:
+    commit: GroupCommit[int] = GroupCommit(interval=10.0, max_events=2)
+    commit.add(0, "s", V, clock())
+    commit.take(clock())
+    commit.add(1, "s", V, clock())
+    assert commit.due(clock()) == pytest.approx(10.0)
+    commit.add(2, "s", V, clock())
+    assert commit.due(clock()) == 0
+    commit.take(clock())
+    commit.add(3, "s", V, clock())
+    commit.drain()
+    assert commit.due(clock()) == 0
+
+
 def test_a_full_batch_is_due_before_its_window(clock: FakeClock) -> None:
     commit: GroupCommit[int] = GroupCommit(window=10.0, max_events=3)
     for i in range(2):
@@ -174,6 +209,7 @@ def test_an_unexpected_reply_is_a_value_error(clock: FakeClock, reply: list[obje
         ({"window": float("nan")}, "window"),
         ({"max_events": 0}, "max_events"),
         ({"max_bytes": 1.5}, "max_bytes"),
+        ({"interval": -0.001}, "interval"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, float], message: str) -> None:

@@ -302,9 +302,27 @@ async def test_close_writes_what_is_queued(
             ]
 
 
+async def test_an_interval_holds_the_next_call_until_it_is_over(
+    redis_url: str, redis_store_factory: Callable[..., RedisStore]
+) -> None:
+    store = redis_store_factory(append_interval=3600.0)
+    calls = count_calls(store)
+    first = await store.append("s", Event("e0"))  # no call before it: at once
+    assert calls[0] == 1
+    tasks = [asyncio.ensure_future(store.append("s", Event(f"e{i}"))) for i in range(1, 4)]
+    await until(lambda: len(store._commit) == 3, "queued")
+    assert calls[0] == 1  # the interval holds them
+    await store.aclose()
+    assert calls[0] == 2  # written in one call
+    _id = Ids.of(first)
+    assert [first, *(task.result() for task in tasks)] == [_id(n) for n in range(1, 5)]
+
+
 async def test_a_bad_window_is_refused() -> None:
     with pytest.raises(ValueError, match="window"):
         RedisStore(append_window=-0.001)
+    with pytest.raises(ValueError, match="interval"):
+        RedisStore(append_interval=-0.001)
 
 
 @needs_redis_server

@@ -15,9 +15,10 @@ clock of its own (``now`` is passed in, so tests drive time by hand):
   it is then not written at all).
 - ``due(now)`` says when the next write should go: ``None`` when nothing is
   queued, else the seconds left of the ``window`` counted from the oldest
-  queued append (``0``: now). A full batch, or ``drain()`` (the store is
-  closing), makes it due at once.
-- ``take()`` removes up to ``max_events`` (and about ``max_bytes``) appends in
+  queued append, or of the ``interval`` counted from the last write taken,
+  whichever ends later (``0``: now). A full batch, or ``drain()`` (the store
+  is closing), makes it due at once.
+- ``take(now)`` removes up to ``max_events`` (and about ``max_bytes``) appends in
   queue order and groups them by stream into a ``Batch``: one run per stream,
   in the order its appends were queued, so a stream's events keep the order of
   its ``append()`` calls and take consecutive numbers.
@@ -176,14 +177,26 @@ class Batch(Generic[W]):
 class GroupCommit(Generic[W]):
     """The queue of appends waiting for a write, and when and what to write (see module doc)."""
 
-    def __init__(self, *, window: float = 0.0, max_events: int = 512, max_bytes: int = 1 << 20):
+    def __init__(
+        self,
+        *,
+        window: float = 0.0,
+        max_events: int = 512,
+        max_bytes: int = 1 << 20,
+        interval: float = 0.0,
+    ):
         if not window >= 0:
             raise ValueError(f"the append window must be >= 0 seconds, not {window!r}")
+        if not interval >= 0:
+            raise ValueError(f"the interval must be >= 0 seconds, not {interval!r}")
         if type(max_events) is not int or max_events < 1:
             raise ValueError(f"max_events must be a positive int, not {max_events!r}")
         if type(max_bytes) is not int or max_bytes < 1:
             raise ValueError(f"max_bytes must be a positive int, not {max_bytes!r}")
         self.window = float(window)
+        self.interval = float(interval)
+        # When the last write was taken (``take(now)``): the next is due ``interval`` after.
+        self._taken_at = float("-inf")
         self.max_events = max_events
         self.max_bytes = max_bytes
         # Insertion-ordered: the queue, with O(1) discard of a cancelled append.
@@ -224,10 +237,13 @@ class GroupCommit(Generic[W]):
             return None
         if self._draining or len(self._queue) >= self.max_events or self._bytes >= self.max_bytes:
             return 0.0
-        return max(0.0, self._since + self.window - now)
+        return max(0.0, self._since + self.window - now, self._taken_at + self.interval - now)
 
-    def take(self) -> Batch[W]:
-        """The next write's appends, removed from the queue (at least one if any is queued)."""
+    def take(self, now: float | None = None) -> Batch[W]:
+        """The next write's appends, removed from the queue (at least one if any is
+        queued); ``now``, if given, starts the ``interval`` before the next."""
+        if now is not None:
+            self._taken_at = now
         runs: dict[str, StreamRun[W]] = {}
         get = runs.get
         queue = self._queue

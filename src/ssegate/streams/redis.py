@@ -24,7 +24,8 @@ expiry, and a stream is created with its epoch in one step:
 
 Appends are written by group commit (``_batch``): they queue, and one Lua call
 carries everything queued, across all streams, while the previous call was in
-flight (or over ``append_window`` seconds, if given); one call is in flight at
+flight (or over ``append_window`` seconds, if given; and no sooner than
+``append_interval`` after the previous call went out, if given); one call is in flight at
 a time, so a stream's events are numbered in the order of its ``append()``
 calls. The call has six arguments whatever it carries: the batch is one string
 (``Batch.blob()``) and the script makes the streams' keys from their names
@@ -698,6 +699,13 @@ class RedisStore(StreamStore):
     long the first queued append waits for others before the call goes out.
     The default, ``0``, sends at once whatever is queued when the previous
     call returns, which batches by itself under load and adds no delay when idle.
+    ``append_interval`` is the least time from one call going out to the next
+    (a full batch goes at once): the faster Redis answers, the more calls the
+    default makes, each costing the client ~100 us of CPU whatever it carries,
+    so an interval of a few milliseconds trades that much added latency (under
+    load only: after an idle interval an append goes at once) for fewer, fuller
+    calls (1 000 streams x 20 tokens/s relayed: ~8 % less CPU per token with
+    2 ms, p50 +0.5 ms; ~11 % with 5 ms, p50 +4 ms).
 
     ``read()`` on the store itself blocks in ``XREAD`` on a connection of its
     own, and a store made from a URL opens at most ``max_connections``: fine for
@@ -718,10 +726,11 @@ class RedisStore(StreamStore):
         poll_interval: float = 1.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         append_window: float = 0.0,
+        append_interval: float = 0.0,
     ) -> None:
         super().__init__(max_len=max_len, ttl=ttl, poll_interval=poll_interval)
         self._commit: GroupCommit[asyncio.Future[str]] = GroupCommit(
-            window=append_window, max_events=self.append_batch
+            window=append_window, max_events=self.append_batch, interval=append_interval
         )
         # Who writes: the writer task, or an appender writing its own append
         # when the store was idle (resolved when it is done). Never both.
@@ -1060,7 +1069,7 @@ class RedisStore(StreamStore):
             if self._commit.due(loop.time()) == 0:
                 # No window to wait for: write it from this task, as one call,
                 # sparing the hand-off to a writer task (one writer's case).
-                return await self._write_here(self._commit.take(), waiter)
+                return await self._write_here(self._commit.take(loop.time()), waiter)
             self._flusher = loop.create_task(self._flush())
         try:
             return await waiter
@@ -1166,7 +1175,7 @@ class RedisStore(StreamStore):
                         timer.cancel()
                         self._due = None
                     continue
-                batch = commit.take()
+                batch = commit.take(loop.time())
                 await self._write(batch)
                 batch = None
         except BaseException:
