@@ -120,6 +120,10 @@ async def test_an_error_reaches_only_the_appends_it_concerns(
         # A producer whose lease has run out by Redis's clock, unnoticed so far.
         await store.append("orphan", Event("x1"))
         await store.acquire_lease("orphan", 0.001)
+        # An entry the store did not write, with the next event's entry id: the
+        # log refuses that id (its ids only grow), so all of the stream's appends fail.
+        stray = Ids.of(await store.append("stray", Event("y1")))
+        await store.redis.xadd(store._keys("stray")[0], {"d": "?"}, id=f"2-{int(stray.epoch, 16)}")
         deadline = int(await store.redis.hget(store._keys("orphan")[1], "lease"))
         for _ in range(1000):
             seconds, micros = await store.redis.time()
@@ -138,18 +142,24 @@ async def test_an_error_reaches_only_the_appends_it_concerns(
             store.append("ended", Event("late2")),
             store.append("new", Event("n2")),
             store.append("orphan", Event("x2")),
+            store.append("stray", Event("y2")),
+            store.append("stray", Event("y3")),
             return_exceptions=True,
         )
         assert calls[0] == 1
         new = await ids_of(store, "new")
         assert new.epoch != old.epoch  # each stream's ids carry its own epoch
-        o2, late, n1, b1, o3, late2, n2, x2 = results
+        o2, late, n1, b1, o3, late2, n2, x2, y2, y3 = results
         assert (o2, o3, n1, n2) == (old(2), old(3), new(1), new(2))
         for exc in (late, late2):
             assert isinstance(exc, StreamEnded)
             assert str(exc) == "stream 'ended' has ended (done)"
         assert isinstance(b1, StoreUnavailable)
         assert "WRONGTYPE" in str(b1)
+        for exc in (y2, y3):
+            assert isinstance(exc, StoreUnavailable)
+            assert "equal or smaller" in str(exc)
+        assert await store.redis.hget(store._keys("stray")[1], "last") == b"1"  # none counted
         assert isinstance(x2, StreamEnded)
         assert str(x2) == "stream 'orphan' has ended (failed)"
         orphan = await ids_of(store, "orphan")
@@ -406,41 +416,4 @@ async def test_a_call_refused_whole_fails_each_of_its_appends_with_the_reason() 
             Event("a1", id=_id(1)),
             Event("a3", id=_id(2)),
             End(DONE, _id(3)),
-        ]
-
-
-async def test_a_stream_whose_write_fails_fails_all_its_appends_and_spares_the_others(
-    redis_store_factory: Callable[..., RedisStore],
-) -> None:
-    # The window gathers the appends below into one call (see the test above).
-    async with redis_store_factory(append_window=0.001) as store:
-        calls = count_calls(store)
-        _id = Ids.of(await store.append("s", Event("s1")))
-        other = Ids.of(await store.append("t", Event("t1")))
-        # An entry the store did not write, with event 2's entry id: the log
-        # refuses it again (its ids only grow), so s's first append fails.
-        log, meta = store._keys("s")
-        await store.redis.xadd(log, {"d": "stray"}, id=f"2-{int(_id.epoch, 16)}")
-        calls[0] = 0
-        results = await asyncio.gather(
-            store.append("s", Event("s2")),
-            store.append("t", Event("t2")),
-            store.append("s", Event("s3")),
-            store.append("s", Event("s4")),
-            store.append("t", Event("t3")),
-            return_exceptions=True,
-        )
-        assert calls[0] == 1
-        s2, t2, s3, s4, t3 = results
-        assert (t2, t3) == (other(2), other(3))
-        for exc in (s2, s3, s4):
-            assert isinstance(exc, StoreUnavailable)
-            assert "equal or smaller" in str(exc)
-        assert await store.redis.hget(meta, "last") == b"1"  # nothing counted
-        await store.end("t")
-        assert await collect(store.read("t")) == [
-            Event("t1", id=other(1)),
-            Event("t2", id=other(2)),
-            Event("t3", id=other(3)),
-            End(DONE, other(4)),
         ]
