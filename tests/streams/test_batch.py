@@ -45,6 +45,41 @@ def test_the_window_counts_from_the_oldest_queued_append(clock: FakeClock) -> No
     assert commit.due(clock()) == pytest.approx(0.005)
 
 
+def test_the_interval_counts_from_the_last_write_taken(clock: FakeClock) -> None:
+    commit: GroupCommit[str] = GroupCommit(interval=0.005)
+    commit.add("w1", "a", V, clock())
+    assert commit.due(clock()) == 0  # no write yet: at once
+    assert list(commit.take(clock()).waiters()) == ["w1"]
+    clock.advance(0.001)
+    commit.add("w2", "a", V, clock())
+    assert commit.due(clock()) == pytest.approx(0.004)
+    clock.advance(0.004)
+    assert commit.due(clock()) == 0
+    commit.take(clock())
+    # Idle for longer than the interval: an append is due at once.
+    clock.advance(0.5)
+    commit.add("w3", "a", V, clock())
+    assert commit.due(clock()) == 0
+    # A take without the time (the store closing) starts no interval.
+    commit.take()
+    commit.add("w4", "a", V, clock())
+    assert commit.due(clock()) == 0
+
+
+def test_a_full_batch_or_a_drain_is_due_before_its_interval(clock: FakeClock) -> None:
+    commit: GroupCommit[int] = GroupCommit(interval=10.0, max_events=2)
+    commit.add(0, "s", V, clock())
+    commit.take(clock())
+    commit.add(1, "s", V, clock())
+    assert commit.due(clock()) == pytest.approx(10.0)
+    commit.add(2, "s", V, clock())
+    assert commit.due(clock()) == 0
+    commit.take(clock())
+    commit.add(3, "s", V, clock())
+    commit.drain()
+    assert commit.due(clock()) == 0
+
+
 def test_a_full_batch_is_due_before_its_window(clock: FakeClock) -> None:
     commit: GroupCommit[int] = GroupCommit(window=10.0, max_events=3)
     for i in range(2):
@@ -131,9 +166,9 @@ def test_outcomes_give_each_waiter_its_own_id_or_error(clock: FakeClock) -> None
         commit.add(waiter, stream, V, clock())
     batch = commit.take()
     reply = [
-        7, 2, b"16", b"",  # a: events 7 and 8, epoch 16 = 0x10
-        1, 0, None, b"SSEGATE_ENDED done",  # b: ended
-        3, 1, b"4294967295", b"WRONGTYPE x",  # c: one written, then an error
+        7, b"16",  # a: events 7 and 8, epoch 16 = 0x10
+        1, [0, None, b"SSEGATE_ENDED done"],  # b: ended
+        3, [1, b"4294967295", b"WRONGTYPE x"],  # c: one written, then an error
     ]  # fmt: skip
     outcomes = batch.outcomes(reply, error)
     got = {
@@ -151,7 +186,14 @@ def test_outcomes_give_each_waiter_its_own_id_or_error(clock: FakeClock) -> None
 
 @pytest.mark.parametrize(
     "reply",
-    [[1, 1, b"5"], [b"x", 1, b"5", b""], [1, 1, None, b""], [1, 1, b"zz", b""]],
+    [
+        [1, b"5", 2],  # not two values per stream
+        [b"x", b"5"],  # not a number
+        [1, None],  # no epoch
+        [1, b"zz"],  # not an epoch
+        [1, [1, b"5"]],  # not written, epoch, error
+        [1, [b"1", b"5", b""]],
+    ],
 )
 def test_an_unexpected_reply_is_a_value_error(clock: FakeClock, reply: list[object]) -> None:
     commit: GroupCommit[str] = GroupCommit()
@@ -167,6 +209,7 @@ def test_an_unexpected_reply_is_a_value_error(clock: FakeClock, reply: list[obje
         ({"window": float("nan")}, "window"),
         ({"max_events": 0}, "max_events"),
         ({"max_bytes": 1.5}, "max_bytes"),
+        ({"interval": -0.001}, "interval"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, float], message: str) -> None:

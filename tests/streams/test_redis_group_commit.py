@@ -120,6 +120,10 @@ async def test_an_error_reaches_only_the_appends_it_concerns(
         # A producer whose lease has run out by Redis's clock, unnoticed so far.
         await store.append("orphan", Event("x1"))
         await store.acquire_lease("orphan", 0.001)
+        # An entry the store did not write, with the next event's entry id: the
+        # log refuses that id (its ids only grow), so all of the stream's appends fail.
+        stray = Ids.of(await store.append("stray", Event("y1")))
+        await store.redis.xadd(store._keys("stray")[0], {"d": "?"}, id=f"2-{int(stray.epoch, 16)}")
         deadline = int(await store.redis.hget(store._keys("orphan")[1], "lease"))
         for _ in range(1000):
             seconds, micros = await store.redis.time()
@@ -138,18 +142,24 @@ async def test_an_error_reaches_only_the_appends_it_concerns(
             store.append("ended", Event("late2")),
             store.append("new", Event("n2")),
             store.append("orphan", Event("x2")),
+            store.append("stray", Event("y2")),
+            store.append("stray", Event("y3")),
             return_exceptions=True,
         )
         assert calls[0] == 1
         new = await ids_of(store, "new")
         assert new.epoch != old.epoch  # each stream's ids carry its own epoch
-        o2, late, n1, b1, o3, late2, n2, x2 = results
+        o2, late, n1, b1, o3, late2, n2, x2, y2, y3 = results
         assert (o2, o3, n1, n2) == (old(2), old(3), new(1), new(2))
         for exc in (late, late2):
             assert isinstance(exc, StreamEnded)
             assert str(exc) == "stream 'ended' has ended (done)"
         assert isinstance(b1, StoreUnavailable)
         assert "WRONGTYPE" in str(b1)
+        for exc in (y2, y3):
+            assert isinstance(exc, StoreUnavailable)
+            assert "equal or smaller" in str(exc)
+        assert await store.redis.hget(store._keys("stray")[1], "last") == b"1"  # none counted
         assert isinstance(x2, StreamEnded)
         assert str(x2) == "stream 'orphan' has ended (failed)"
         orphan = await ids_of(store, "orphan")
@@ -302,9 +312,27 @@ async def test_close_writes_what_is_queued(
             ]
 
 
+async def test_an_interval_holds_the_next_call_until_it_is_over(
+    redis_url: str, redis_store_factory: Callable[..., RedisStore]
+) -> None:
+    store = redis_store_factory(append_interval=3600.0)
+    calls = count_calls(store)
+    first = await store.append("s", Event("e0"))  # no call before it: at once
+    assert calls[0] == 1
+    tasks = [asyncio.ensure_future(store.append("s", Event(f"e{i}"))) for i in range(1, 4)]
+    await until(lambda: len(store._commit) == 3, "queued")
+    assert calls[0] == 1  # the interval holds them
+    await store.aclose()
+    assert calls[0] == 2  # written in one call
+    _id = Ids.of(first)
+    assert [first, *(task.result() for task in tasks)] == [_id(n) for n in range(1, 5)]
+
+
 async def test_a_bad_window_is_refused() -> None:
     with pytest.raises(ValueError, match="window"):
         RedisStore(append_window=-0.001)
+    with pytest.raises(ValueError, match="interval"):
+        RedisStore(append_interval=-0.001)
 
 
 @needs_redis_server

@@ -15,15 +15,17 @@ clock of its own (``now`` is passed in, so tests drive time by hand):
   it is then not written at all).
 - ``due(now)`` says when the next write should go: ``None`` when nothing is
   queued, else the seconds left of the ``window`` counted from the oldest
-  queued append (``0``: now). A full batch, or ``drain()`` (the store is
-  closing), makes it due at once.
-- ``take()`` removes up to ``max_events`` (and about ``max_bytes``) appends in
+  queued append, or of the ``interval`` counted from the last write taken,
+  whichever ends later (``0``: now). A full batch, or ``drain()`` (the store
+  is closing), makes it due at once.
+- ``take(now)`` removes up to ``max_events`` (and about ``max_bytes``) appends in
   queue order and groups them by stream into a ``Batch``: one run per stream,
   in the order its appends were queued, so a stream's events keep the order of
   its ``append()`` calls and take consecutive numbers.
 - ``Batch.outcomes(reply)`` turns the write's reply (per stream: the first
-  number, how many were written, the epoch, an error) into each waiter's own
-  id or error, so a failure reaches exactly the appends it concerns.
+  number and the epoch, or how many were written, the epoch and an error)
+  into each waiter's own id or error, so a failure reaches exactly the
+  appends it concerns.
 
 The wire form of an append is one string, made once by its appender
 (``encode_append``): data, event type (``""`` for ``"message"``) and retry
@@ -132,26 +134,32 @@ class Batch(Generic[W]):
         error: Callable[[str, str], BaseException],
     ) -> list[str | BaseException]:
         """Each waiter's id or exception, in the order of ``waiters()``, from a
-        reply of four values per stream.
+        reply of two values per stream.
 
-        Per stream the reply holds the number of its first appended event, how
-        many of its appends were written, its epoch as the entry ids carry it
-        (decimal), and an error message for the appends not written (``""``
-        when all were). ``error(stream, message)`` makes the exception.
-        (No pair per waiter: a write's outcomes are made at once, and the
-        collector runs when enough objects are made and alive.)
+        Per stream the reply holds the number of its first appended event,
+        then, if all its appends were written, its epoch as the entry ids
+        carry it (decimal); else a list of how many were written, the epoch
+        (``None`` if none was) and an error message for the appends not
+        written. ``error(stream, message)`` makes the exception. (Two values
+        for the usual stream, not four: each costs Redis a conversion and the
+        client a parse. No pair per waiter: a write's outcomes are made at
+        once, and the collector runs when enough objects are made and alive.)
         """
-        if len(reply) != 4 * len(self.runs):
-            raise ValueError(
-                f"a batch of {len(self.runs)} streams got a reply of {len(reply)} values"
-            )
+        runs = self.runs
+        if len(reply) != 2 * len(runs):
+            raise ValueError(f"a batch of {len(runs)} streams got a reply of {len(reply)} values")
         out: list[str | BaseException] = []
         # Once per token: the common run (one append, written) takes the short way.
-        for run, first, written, epoch_part, message in zip(
-            self.runs, reply[0::4], reply[1::4], reply[2::4], reply[3::4], strict=True
-        ):
-            if type(first) is not int or type(written) is not int:
-                raise ValueError(f"not numbers: {first!r}, {written!r}")
+        for run, first, state in zip(runs, reply[0::2], reply[1::2], strict=True):
+            if type(first) is not int:
+                raise ValueError(f"not a number: {first!r}")
+            entries = run.entries
+            if type(state) is list:  # not all written
+                written, epoch_part, message = state
+                if type(written) is not int:
+                    raise ValueError(f"not a number: {written!r}")
+            else:
+                written, epoch_part, message = len(entries), state, ""
             if written:
                 prefix = _epoch_prefix(epoch_part)
                 if written == 1:
@@ -159,24 +167,36 @@ class Batch(Generic[W]):
                 else:
                     # format_id(), inlined
                     run.ids = ids = [prefix + _SEQ % seq for seq in range(first, first + written)]
-                out += ids[: len(run.entries)]  # the written ones
-            if written < len(run.entries):
+                out += ids[: len(entries)]  # the written ones
+            if written < len(entries):
                 text = message.decode() if isinstance(message, bytes) else str(message)
-                out += [error(run.stream, text) for _ in run.entries[written:]]
+                out += [error(run.stream, text) for _ in entries[written:]]
         return out
 
 
 class GroupCommit(Generic[W]):
     """The queue of appends waiting for a write, and when and what to write (see module doc)."""
 
-    def __init__(self, *, window: float = 0.0, max_events: int = 512, max_bytes: int = 1 << 20):
+    def __init__(
+        self,
+        *,
+        window: float = 0.0,
+        max_events: int = 512,
+        max_bytes: int = 1 << 20,
+        interval: float = 0.0,
+    ):
         if not window >= 0:
             raise ValueError(f"the append window must be >= 0 seconds, not {window!r}")
+        if not interval >= 0:
+            raise ValueError(f"the interval must be >= 0 seconds, not {interval!r}")
         if type(max_events) is not int or max_events < 1:
             raise ValueError(f"max_events must be a positive int, not {max_events!r}")
         if type(max_bytes) is not int or max_bytes < 1:
             raise ValueError(f"max_bytes must be a positive int, not {max_bytes!r}")
         self.window = float(window)
+        self.interval = float(interval)
+        # When the last write was taken (``take(now)``): the next is due ``interval`` after.
+        self._taken_at = float("-inf")
         self.max_events = max_events
         self.max_bytes = max_bytes
         # Insertion-ordered: the queue, with O(1) discard of a cancelled append.
@@ -217,10 +237,13 @@ class GroupCommit(Generic[W]):
             return None
         if self._draining or len(self._queue) >= self.max_events or self._bytes >= self.max_bytes:
             return 0.0
-        return max(0.0, self._since + self.window - now)
+        return max(0.0, self._since + self.window - now, self._taken_at + self.interval - now)
 
-    def take(self) -> Batch[W]:
-        """The next write's appends, removed from the queue (at least one if any is queued)."""
+    def take(self, now: float | None = None) -> Batch[W]:
+        """The next write's appends, removed from the queue (at least one if any is
+        queued); ``now``, if given, starts the ``interval`` before the next."""
+        if now is not None:
+            self._taken_at = now
         runs: dict[str, StreamRun[W]] = {}
         get = runs.get
         queue = self._queue
