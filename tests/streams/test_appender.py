@@ -162,3 +162,30 @@ async def test_redis_a_producer_cancelled_in_settle_leaves_its_appends_written_i
             Event("after", id=_id(5)),
             End(DONE, _id(6)),
         ]
+
+
+@pytest.mark.redis
+async def test_redis_failed_appends_of_a_producer_gone_are_not_logged(
+    redis_store_factory: Callable[..., RedisStore],
+) -> None:
+    # A generation stopped (its lease lost) while its appends were queued: they fail,
+    # nobody is left to look, and an overloaded gateway must not log each one.
+    async with redis_store_factory() as store:
+        await store.append("s", Event("before"))
+        await store.end("s", CANCELLED)  # stopped elsewhere
+        loop = asyncio.get_running_loop()
+        logged: list[dict[str, object]] = []
+        handler = loop.get_exception_handler()
+        loop.set_exception_handler(lambda _loop, context: logged.append(context))
+        try:
+            appender = store.appender("s")
+            appender.add(Event("late 1"))
+            appender.add(Event("late 2"))
+            queued = list(appender._unwritten)  # type: ignore[attr-defined]
+            await asyncio.wait(queued)  # written: refused, the stream had ended
+            assert all(isinstance(f.exception(), StreamEnded) for f in queued[:1])
+            del appender, queued  # the producer gone, the second never looked at
+            gc.collect()
+        finally:
+            loop.set_exception_handler(handler)
+        assert logged == []

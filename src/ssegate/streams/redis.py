@@ -1188,6 +1188,7 @@ class RedisStore(StreamStore):
                     waiter.set_exception(
                         StoreUnavailable("the store's writer was stopped before the append's reply")
                     )
+            _failures_seen(lost)
             raise
         finally:
             self._flusher = None
@@ -1269,6 +1270,8 @@ class RedisStore(StreamStore):
                 outcomes = [_unavailable(text, exc) for _ in batch.waiters()]
                 self._read_back(batch.streams)
         resolve(batch.waiters(), outcomes)  # an appender cancelled meanwhile gets nothing
+        if not written or not all(type(outcome) is str for outcome in outcomes):
+            _failures_seen(batch.waiters())
         if not written:
             return []
         if self._hubs:
@@ -1722,6 +1725,18 @@ class _BehindAppender(Appender):
 def _seen(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _failures_seen(waiters: Iterable[asyncio.Future[Any]]) -> None:
+    """Mark the appends that failed as seen to. A failure reaches its producer
+    through its appender (``add()`` and ``settle()`` check every reply they hold);
+    one whose producer has gone (its generation stopped, its lease lost, while its
+    appends were queued) has nobody left to tell, and asyncio would log each one
+    as "never retrieved": thousands of lines when an overloaded gateway loses
+    leases, at the worst time. An awaited one still raises."""
+    for waiter in waiters:
+        if waiter.done() and not waiter.cancelled():
+            waiter.exception()
 
 
 def _events(epoch: str, first: int, values: Iterable[tuple[bytes, bytes, bytes]]) -> list[Event]:
