@@ -391,3 +391,34 @@ class _Maker:
 def test_native_is_the_maker_itself_when_its_product_cannot_be_made_again() -> None:
     assert native(_Maker) is _Maker
     assert native(_Made.__mro__[-1]) is object  # a class making itself: itself
+
+
+async def test_the_running_count_and_the_active_streams_gauge_follow_each_generation() -> None:
+    """``running(bucket)`` and the exported gauge (read from the runner's table
+    when exported): up with each start, down with each end, nothing left over."""
+    metrics = Metrics()
+
+    def gauge() -> str:
+        exported = metrics.export().decode().splitlines()
+        return next(line for line in exported if line.startswith("ssegate_active_streams "))
+
+    store = MemoryStore(clock=anyio.current_time)
+    run = Runner(store, metrics, grace=30.0, sleep=anyio.sleep, clock=anyio.current_time)
+    short = ChatRequest(model="echo", messages=[{"role": "user", "content": "a b c"}])
+    async with run:
+        assert gauge() == "ssegate_active_streams 0.0"
+        a = await run.start("gen_1", echo(), LONG, key_id="k")
+        b = await run.start("gen_2", echo(), short, key_id="k")
+        c = await run.start("gen_3", echo(), LONG, key_id="j")
+        assert (run.running("k"), run.running("j"), run.running("x")) == (2, 1, 0)
+        assert gauge() == "ssegate_active_streams 3.0"
+        await b.finished.wait()
+        assert (run.running("k"), run.running("j")) == (1, 1)
+        assert gauge() == "ssegate_active_streams 2.0"
+        await run.stop("gen_1")
+        await run.stop("gen_3")
+        assert a.finished.is_set()
+        assert c.finished.is_set()
+        assert (run.running("k"), run.running("j")) == (0, 0)
+        assert run._per_key == {}
+        assert gauge() == "ssegate_active_streams 0.0"

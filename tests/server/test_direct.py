@@ -28,7 +28,7 @@ from uvicorn.server import ServerState
 
 from ssegate import Event
 from ssegate.server import CloseReason, EventSourceResponse
-from ssegate.server._direct import body_writer, write_body
+from ssegate.server._direct import body_writer, hold_head, write_body
 from ssegate.streams import Hub, MemoryStore, stream_response
 from ssegate.testing import serve
 
@@ -93,13 +93,16 @@ class Wire(asyncio.Transport):
         self.protocol.connection_lost(None)
 
     def chunks(self, *, t0: float = 0.0) -> list[tuple[float, bytes]]:
-        """(time since t0, bytes) of every write after the response head."""
-        assert self.writes[0][1] == HEAD
-        return [(round(t - t0, 6), data) for t, data in self.writes[1:]]
+        """(time since t0, bytes) of every write, the response head taken off
+        the first (alone, or with the first part: ``hold_head``)."""
+        (t, first), *rest = self.writes
+        assert first.startswith(HEAD)
+        writes = [(t, first[len(HEAD) :])] if first != HEAD else []
+        return [(round(t - t0, 6), data) for t, data in writes + rest]
 
     @property
     def body(self) -> bytes:
-        return b"".join(data for _, data in self.writes[1:])
+        return b"".join(data for _, data in self.writes)[len(HEAD) :]
 
 
 class Counted:
@@ -334,10 +337,11 @@ async def test_the_first_part_is_written_with_the_headers_out_and_nothing_empty(
 
 
 def test_another_server_gets_every_part_by_send() -> None:
-    """h11's protocol (other internals): no writing past it, the same bytes."""
+    """h11's protocol (other internals): no writing past it, no head held, the same bytes."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         assert body_writer(send) is None
+        assert hold_head(send) is None
         response = EventSourceResponse(["a", "b"], ping=None)
         await response(scope, receive, Counted(send))
 
@@ -417,3 +421,141 @@ def test_what_is_written_to_a_cycle_of_the_expected_shape() -> None:
     cycle.response_complete = True
     assert not write_body(cycle, b"data: b\n\n")
     assert cycle.transport.written == [b"9\r\ndata: a\n\n\r\n"]
+
+
+# -- the response head and the first part in one write (``hold_head``) ----------
+
+
+async def test_the_head_goes_with_a_first_part_ready_at_once_in_one_write() -> None:
+    """A first item ready when the stream starts: the head and its part in one
+    write (the same bytes as uvicorn's two), then the rest as before; the
+    cycle has its own transport back."""
+
+    async def produce() -> AsyncIterator[str]:
+        yield "a"
+        yield "b"
+        await anyio.sleep(1)
+        yield "c"
+
+    async def respond(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(produce(), ping=None)
+
+    served = Served(respond)
+    await served.finished()
+    assert served.wire.writes == [
+        (0.0, HEAD + chunk(b"data: a\n\ndata: b\n\n")),
+        (1.0, chunk(b"data: c\n\n")),
+        (1.0, END),
+    ]
+    assert served.send is not None
+    assert body_writer(served.send).transport is served.wire
+
+
+async def test_a_head_with_nothing_ready_goes_alone_at_once() -> None:
+    """A producer that waits (a model still loading): the head is written in
+    the same loop turn, alone, as before; the keep-alives after it."""
+
+    async def produce() -> AsyncIterator[str]:
+        await anyio.sleep(2.5)
+        yield "a"
+
+    async def respond(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(produce(), ping=1.0)
+
+    served = Served(respond)
+    await served.finished()
+    assert served.wire.writes == [
+        (0.0, HEAD),
+        (1.0, chunk(b": ping\n")),
+        (2.0, chunk(b": ping\n")),
+        (2.5, chunk(b"data: a\n\n")),
+        (2.5, END),
+    ]
+
+
+async def test_a_head_held_goes_with_the_retry_field_or_with_the_end() -> None:
+    async def nothing() -> AsyncIterator[str]:
+        return
+        yield
+
+    async def retry(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(nothing(), ping=None, retry=3000)
+
+    async def empty(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(nothing(), ping=None)
+
+    served = Served(retry)
+    await served.finished()
+    assert served.wire.writes == [(0.0, HEAD + chunk(b"retry: 3000\n")), (0.0, END)]
+
+    served = Served(empty)
+    await served.finished()
+    assert served.wire.writes == [(0.0, HEAD + END)]
+
+
+async def test_a_client_gone_before_the_head_was_released_gets_nothing() -> None:
+    """The client leaves while the head is held (the producer's first step runs
+    before the release): as from ``send`` then, nothing is written."""
+    wires: list[Wire] = []
+
+    async def produce() -> AsyncIterator[str]:
+        assert wires[0].writes == []  # held
+        wires[0].leave()
+        await anyio.sleep(1)
+        yield "a"
+
+    async def respond(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(produce(), ping=None)
+
+    served = Served(respond)
+    wires.append(served.wire)
+    await served.finished()
+    assert served.wire.writes == []
+    assert served.send is not None
+    assert body_writer(served.send).transport is served.wire
+    assert served.reasons == [CloseReason.CLIENT_GONE]
+
+
+def test_what_a_held_head_writes_and_where_it_holds_none() -> None:
+    """The stand-in: the first write held, the next with it in one, the
+    transport given back; ``release`` writes a head held alone, once; and
+    no holding where the cycle is not as expected or the response started."""
+    send = cycle_like(**shaped(response_started=False))
+    cycle = send.__self__
+    transport = cycle.transport
+    transport.is_closing = lambda: False
+    transport.close = lambda: transport.written.append(b"<closed>")
+    held = hold_head(send)
+    assert held is not None
+    assert cycle.transport is held
+    held.write(b"head")
+    assert transport.written == []
+    held.write(b"part")
+    assert transport.written == [b"headpart"]
+    assert cycle.transport is transport
+    held.release()  # nothing more
+    assert transport.written == [b"headpart"]
+
+    held = hold_head(send)
+    assert held is not None
+    held.write(b"head")
+    held.close()  # as run_asgi after a failure: the head, then closed
+    assert transport.written[1:] == [b"head", b"<closed>"]
+    assert cycle.transport is transport
+
+    held = hold_head(send)
+    assert held is not None
+    held.write(b"head")
+    cycle.disconnected = True
+    held.release()  # the client left: send writes nothing then
+    assert transport.written[3:] == []
+    assert cycle.transport is transport
+    assert hold_head(send) is None  # disconnected
+    cycle.disconnected = False
+    cycle.flow.write_paused = True
+    assert hold_head(send) is None  # send would wait
+    cycle.flow.write_paused = False
+    cycle.response_started = True
+    assert hold_head(send) is None
+    assert hold_head(lambda message: None) is None
+    assert hold_head(cycle_like(**shaped(response_started=False, transport=Transport()))) is None

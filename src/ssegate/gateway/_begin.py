@@ -138,7 +138,8 @@ async def begin(gateway: Gateway, who: Principal, body: ChatCompletionBody) -> S
             param="model",
         ) from None
     limit = gateway.settings.limits.max_streams_per_key
-    if gateway.runner.running(who.bucket) >= limit:
+    runner = gateway.runner
+    if runner.running(who.bucket) >= limit:
         whose = "This key runs" if who.bucket == who.key_id else "This client address runs"
         raise ApiError(
             429,
@@ -149,9 +150,7 @@ async def begin(gateway: Gateway, who: Principal, body: ChatCompletionBody) -> S
     # secrets.token_hex(16) without its three calls between: os.urandom's bytes.
     stream = "gen_" + os.urandom(16).hex()
     try:
-        generation = await gateway.runner.start(
-            stream, route, chat, key_id=who.key_id, bucket=who.bucket
-        )
+        generation = await runner.start(stream, route, chat, key_id=who.key_id, bucket=who.bucket)
     except StoreUnavailable:
         raise store_unavailable() from None
     return Started(stream, route, chat, generation)

@@ -67,7 +67,8 @@ async def chat_completions(
     started = await begin(gw, who, body)
     stream, generation = started.stream, started.generation
     # This request reads it (before any await: no grace timer fires).
-    reader = _Reading(gw.runner, stream)
+    runner = gw.runner
+    reader = _Reading(runner, stream)
     if not body.stream:
         try:
             answer = await _unless_gone(request, lambda: _complete(gw, started))
@@ -76,7 +77,7 @@ async def chat_completions(
             reader.leave()
     try:
         if gw.models.answers_now(started.route):
-            if not await _accepted_unless_gone(request, generation, reader, gw.runner.loop):
+            if not await _accepted_unless_gone(request, generation, reader, runner.loop):
                 return Response(status_code=204)  # to nobody
         else:  # the local model is loading: answer now, keep-alives until it is ready
             gw.models.want_local()

@@ -44,7 +44,7 @@ from anyio.abc import TaskGroup
 
 from .._exceptions import ProviderError, StoreUnavailable, StreamEnded
 from ..llm import ChatRequest, Error
-from ..llm.providers import HTTPClient, stream_batches
+from ..llm.providers import HTTPClient, HTTPProvider, stream_batches
 from ..streams import CANCELLED, ERROR, LeaseKeeper, StreamStore
 from ._metrics import Metrics
 from ._models import Route
@@ -172,7 +172,13 @@ class Runner:
         self._elsewhere = elsewhere or _nobody
         self.shutdown_wait = shutdown_wait
         self._running: dict[str, Generation] = {}
-        self._per_key: Counter[str] = Counter()
+        # The gauge read when exported (prometheus-client's ``set_function``):
+        # how many run here is the table's size, not an inc() and a dec() per
+        # stream (four Python calls and a lock each).
+        metrics.active_streams.set_function(self._running.__len__)
+        # A plain dict, not a Counter: a Counter's missing key and ``del`` are
+        # Python calls, three per stream start.
+        self._per_key: dict[str, int] = {}
         self._tasks: TaskGroup | None = None
         self._own: set[asyncio.Task[None]] = set()  # the generations' tasks, on asyncio
         self._loop: asyncio.AbstractEventLoop | None = None  # asyncio's, once running
@@ -230,7 +236,7 @@ class Runner:
 
     def running(self, bucket: str) -> int:
         """How many generations run now in ``bucket`` (a key id, or an anonymous address)."""
-        return self._per_key[bucket]
+        return self._per_key.get(bucket, 0)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -264,7 +270,8 @@ class Runner:
             raise RuntimeError("the runner is not running")
         await self.store.acquire_lease(stream, self.lease_ttl)
         scope: Callable[[], anyio.CancelScope | TaskScope] = self._cancel_scope
-        if self._task_scope is not None and _plain_asyncio(route.provider):
+        http = http_provider(route.provider)  # once a stream: for the scope and the path
+        if self._task_scope is not None and _plain_asyncio(http):
             scope = self._task_scope
         generation = Generation(
             stream,
@@ -277,18 +284,18 @@ class Runner:
             cancel_scope=scope,
         )
         self._running[stream] = generation
-        self._per_key[generation.bucket] += 1
-        self.metrics.active_streams.inc()
+        per_key, counted = self._per_key, generation.bucket
+        per_key[counted] = per_key.get(counted, 0) + 1
         upstream = request.with_model(route.upstream_model)
         if self._loop is not None:
             task = self._loop.create_task(
-                self._run(generation, route, upstream, scope), name=f"ssegate-{stream}"
+                self._run(generation, route, upstream, scope, http), name=f"ssegate-{stream}"
             )
             self._own.add(task)
             task.add_done_callback(self._own.discard)
         else:
             self._tasks.start_soon(
-                self._run, generation, route, upstream, scope, name=f"ssegate-{stream}"
+                self._run, generation, route, upstream, scope, http, name=f"ssegate-{stream}"
             )
         self._idle(generation)
         return generation
@@ -380,6 +387,7 @@ class Runner:
         route: Route,
         request: ChatRequest,
         scope: Callable[[], anyio.CancelScope | TaskScope],
+        http: HTTPProvider | None,
     ) -> None:
         try:
             # What LeaseKeeper.hold(acquire=False) does (acquired by start()), in
@@ -389,7 +397,7 @@ class Runner:
             lease = leases.add(generation.id, lease_scope)
             try:
                 with lease_scope:
-                    outcome = await self._produce(generation, route, request)
+                    outcome = await self._produce(generation, route, request, http)
                     await lease.end(outcome)
             finally:
                 leases.discard(lease)
@@ -406,13 +414,21 @@ class Runner:
             generation.accepted.set()
             generation.finished.set()
             del self._running[generation.id]
-            self._per_key[generation.bucket] -= 1
-            if not self._per_key[generation.bucket]:
-                del self._per_key[generation.bucket]
-            self.metrics.active_streams.dec()
+            per_key, counted = self._per_key, generation.bucket
+            left = per_key[counted] - 1
+            if left:
+                per_key[counted] = left
+            else:
+                del per_key[counted]
             self._log(generation)
 
-    async def _produce(self, generation: Generation, route: Route, request: ChatRequest) -> str:
+    async def _produce(
+        self,
+        generation: Generation,
+        route: Route,
+        request: ChatRequest,
+        http: HTTPProvider | None,
+    ) -> str:
         """Relay the provider's events into the store; the stream's outcome.
 
         With a store whose appender appends (memory) or queues (Redis) at once
@@ -420,7 +436,8 @@ class Runner:
         from the upstream connection's callback (``HTTPProvider.stream_into``):
         this task only waits for the end, and no task steps per token. Elsewhere
         (another store, the built-in models) it reads, and settles the appends
-        after each read.
+        after each read. ``http``: the route's provider as ``http_provider``
+        gave it (looked up once per stream, by ``start``).
         """
         store, stream, metrics = self.store, generation.id, self.metrics
         relay = Relay(generation, metrics, self._clock)
@@ -429,7 +446,7 @@ class Runner:
         # for before the next read (at most UNWRITTEN behind; all before the end).
         appender = store.appender(stream)
         # The callback path where the store and the provider allow it (see the docstring).
-        http = http_provider(route.provider) if appender.immediate else None
+        http = http if appender.immediate else None
         with generation.scope:
             try:
                 if http is not None:
@@ -511,7 +528,10 @@ def log_line(generation: Generation, now: float) -> str:
         type(generation.tokens) is int
         and _usual_ms(duration)
         and (waited is None or _usual_ms(waited))
-        and all(type(text) is str for text in texts)
+        and type(texts[0]) is str
+        and type(texts[1]) is str
+        and type(texts[2]) is str
+        and type(texts[3]) is str
     ):
         stream, model, key, end = texts
         return (
@@ -544,14 +564,14 @@ _compact = json.JSONEncoder(separators=(",", ":")).encode
 _ascii = json.encoder.encode_basestring_ascii
 
 
-def _plain_asyncio(provider: object) -> bool:
-    """Whether ``provider`` waits on asyncio alone while it streams, so that its
+def _plain_asyncio(http: HTTPProvider | None) -> bool:
+    """Whether a provider (``http``: it as ``http_provider`` gives it) waits on
+    asyncio alone while it streams, so that its
     generation may take a ``TaskScope`` (``_scope``): an HTTP provider over
     aiohttp. A cancellation the task scope sends goes through anyio's shields
     (``to_thread.run_sync``'s wait for a thread: the local model's step; httpx's
     pool clean-up), so any other provider keeps anyio's cancel scope, which
     waits for them."""
-    http = http_provider(provider)
     return http is not None and isinstance(http.client, HTTPClient)
 
 

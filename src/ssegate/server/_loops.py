@@ -22,7 +22,7 @@ import anyio
 import anyio.lowlevel
 
 from ._awaitable import GeneratorCoroutine
-from ._direct import write_body
+from ._direct import hold_head, write_body
 from ._keepalive import Bucket, keepalive_wheel, per_loop
 from ._options import CLOSE_TIMEOUT_S, CloseReason
 from ._session import After, Cancellable, Cut, Message, Session, Signal, _carry_on
@@ -212,7 +212,19 @@ class AsyncioSession(Watching):
     async def begin(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Before the pump: send the headers, start watching for the client leaving."""
         self.task = asyncio.current_task(self.loop)  # the loop given: no look-up
-        await self.open(status, headers)
+        # Under uvicorn the head is held for the first part, to go in one write
+        # with it (``_direct.hold_head``), and written alone soon after, in
+        # this loop turn, if nothing came with it: it waits for nothing.
+        held = hold_head(self.send)
+        if held is None:
+            await self.open(status, headers)
+        else:
+            try:
+                await self.open(status, headers)
+            except BaseException:
+                held.release()
+                raise
+            self.loop.call_soon(held.release, context=self.context)
         self.watcher = self.start_watch()
         self.pump_active = True
         if self.pusher is not None:

@@ -49,7 +49,9 @@ Under uvicorn (httptools), once the response has started, the body's parts
 are written straight to its transport where its ``send`` would write them at
 once (``write``, ``_direct``: per part, no message, no coroutine); a part
 that would wait (a client reading slowly) goes by ``send`` as before, and so
-do the first and last messages and the keep-alives.
+do the first and last messages and the keep-alives. And on asyncio the head
+``send`` writes is held for the first part, to go out in one write with it
+(``_direct.hold_head``; alone in the same loop turn if nothing comes).
 
 Whatever ends the stream (the producer finishing or failing, the client leaving,
 a client that stopped reading for ``send_timeout`` seconds, a server shutdown),
