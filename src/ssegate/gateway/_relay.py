@@ -9,7 +9,6 @@ stats) and the outcome are the same whichever path ran.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable
 from json.encoder import encode_basestring as _string  # what to_record uses
 from typing import TYPE_CHECKING, cast
@@ -135,9 +134,7 @@ class Relay:
                 now = self.clock()
                 gap = now - last_token
                 generation.tokens += 1
-                series = self.inter_token  # its ``observe(gap)``, inlined
-                series.counts[bisect_left(series.bounds, gap)] += 1
-                series.sum += gap
+                self.inter_token.observe(gap)
                 self.live.gap(self.model, now, gap)
                 self.last_token = now
                 self.add(
