@@ -641,13 +641,13 @@ def test_an_openai_stream_with_obfuscation_takes_the_fast_path() -> None:
     )
 
 
-
 def _frame(parser: OpenAIChunkParser) -> tuple[str, str, bool]:
     """The learned frame past its opening (``_rest``): after, between, obfuscation
     first; the lengths kept beside them checked."""
     before_len, after, after_len, between, first = parser._rest
     assert (before_len, after_len) == (len(parser._before), len(after))
     return after, between, first
+
 
 def _obfuscated(
     content: str, obfuscation: str, *, first: bool = False, finish: str = "null"
