@@ -635,10 +635,18 @@ def test_an_openai_stream_with_obfuscation_takes_the_fast_path() -> None:
         '"created":1764518400,"model":"gpt-4o-mini-2024-07-18","service_tier":"default",'
         '"system_fingerprint":"fp_560af6e559","choices":[{"index":0,"delta":{"content":"'
     )
-    assert (parser._before, parser._rest) == (
+    assert (parser._before, _frame(parser)) == (
         "data: " + head,
         ("}\n\n", '},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"', False),
     )
+
+
+def _frame(parser: OpenAIChunkParser) -> tuple[str, str, bool]:
+    """The learned frame past its opening (``_rest``): after, between, obfuscation
+    first; the lengths kept beside them checked."""
+    before_len, after, after_len, between, first = parser._rest
+    assert (before_len, after_len) == (len(parser._before), len(after))
+    return after, between, first
 
 
 def _obfuscated(
@@ -727,8 +735,8 @@ def test_obfuscated_streams_are_parsed_as_the_general_way_does(
     assert b"".join(reads) == body
     parser = OpenAIChunkParser("openai", "m1")
     fast = [event for read in reads for event in parser.feed(read)] + parser.close()
-    assert parser._rest[1]  # learned from the "Hi" chunk
-    assert parser._rest[2] is first
+    assert _frame(parser)[1]  # learned from the "Hi" chunk
+    assert _frame(parser)[2] is first
     assert fast == parse(body, [body[i : i + 1] for i in range(len(body))])
 
 
@@ -780,7 +788,7 @@ def test_obfuscation_strings_held_only_where_they_are(frame: bytes, trail: str |
         assert parser._before == ""
     else:
         assert parser._before
-        assert parser._rest[1:] == (trail, False)
+        assert _frame(parser)[1:] == (trail, False)
 
 
 @pytest.mark.parametrize(
@@ -805,9 +813,9 @@ def test_obfuscation_frames_of_every_kind(learned: bytes, other: bytes) -> None:
     ]
     frame = 'data: {%s"choices":[{"index":0,"delta":{"content":"'
     if b"7" in learned:  # the number is a part of the frame
-        assert (parser._before, parser._rest[1:]) == (frame % learned.decode(), ("", False))
+        assert (parser._before, _frame(parser)[1:]) == (frame % learned.decode(), ("", False))
     else:
-        assert (parser._before, parser._rest[1:]) == (
+        assert (parser._before, _frame(parser)[1:]) == (
             'data: {"obfuscation":"',
             (frame[7:] % ",", True),
         )

@@ -423,6 +423,16 @@ def test_what_is_written_to_a_cycle_of_the_expected_shape() -> None:
     assert cycle.transport.written == [b"9\r\ndata: a\n\n\r\n"]
 
 
+@pytest.mark.parametrize("size", [1, 9, 15, 16, 255, 256, 1023, 1024, 4096, 70000])
+def test_every_part_is_framed_with_its_size_in_hex_as_uvicorn_frames_it(size: int) -> None:
+    """Parts under 1 KiB take their size line from a table, larger ones are
+    formatted: the same framing either way (uvicorn's ``"%x\\r\\n"``)."""
+    cycle = body_writer(cycle_like(**shaped()))
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert write_body(cycle, data)
+    assert cycle.transport.written == [f"{size:x}\r\n".encode() + data + b"\r\n"]
+
+
 # -- the response head and the first part in one write (``hold_head``) ----------
 
 

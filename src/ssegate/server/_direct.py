@@ -146,6 +146,13 @@ class HeldHead:
         self.transport.close()
 
 
+#: The chunk-size lines of parts under 1 KiB (nearly every part: a token's
+#: event or a few), made once: a tuple index and one join per part, where the
+#: ``%`` formatting of the whole part was a fifth more work (instructions).
+_SIZE_LINES = tuple(b"%x\r\n" % size for size in range(1024))
+_CRLF = b"\r\n"
+
+
 def write_body(cycle: Any, data: bytes) -> bool:
     """Write ``data`` as the next part of ``cycle``'s chunked body, exactly as
     uvicorn's ``send`` would (``more_body``: the response goes on), if ``send``
@@ -153,5 +160,9 @@ def write_body(cycle: Any, data: bytes) -> bool:
     if cycle.flow.write_paused or cycle.disconnected or cycle.response_complete:
         return False
     if data:  # an empty part writes nothing (a zero size would end the body)
-        cycle.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        size = len(data)
+        if size < 1024:
+            cycle.transport.write(b"".join((_SIZE_LINES[size], data, _CRLF)))
+        else:
+            cycle.transport.write(b"%x\r\n%s\r\n" % (size, data))
     return True

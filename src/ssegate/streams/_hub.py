@@ -702,9 +702,11 @@ class Hub:
         refuses it (``_Follow.keep_refused``). Not so alone: False, nothing
         done (the store delivers the page)."""
         follow = self._follows.get(stream)
-        if follow is None or follow.ended or follow.cursor is None:
+        if follow is None or follow.ended:
             return True  # nothing to take (as ``_deliver_local``)
         cursor = follow.cursor
+        if cursor is None:
+            return True
         if cursor + 1 != seq:
             return seq <= cursor  # nothing new; or a hole: the store must have it read
         if follow.pages or follow.subscribers != 1 or follow.waking or follow.changed is not None:

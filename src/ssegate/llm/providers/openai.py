@@ -247,13 +247,14 @@ class OpenAIChunkParser(SSEFrameParser):
         self._line_start = True  # the last chunk ended a line
         # A text chunk's event before its strings (from ``data: `` up to the
         # first one's opening quote), once learned (``_learn``); empty before.
-        # Then (after, between, obfuscation first): the event after them (from
-        # past the last one's closing quote to the blank line), and, in a frame
-        # with the top-level ``obfuscation`` string too, what is between it and
-        # the content's (past one's closing quote, to the other's opening one;
-        # empty otherwise) and whether it comes first.
+        # Then (its length, after, its length, between, obfuscation first): the
+        # event after them (from past the last one's closing quote to the blank
+        # line), and, in a frame with the top-level ``obfuscation`` string too,
+        # what is between it and the content's (past one's closing quote, to the
+        # other's opening one; empty otherwise) and whether it comes first. (The
+        # lengths once, not measured again for every read.)
         self._before = ""
-        self._rest: tuple[str, str, bool] = ("", "", False)
+        self._rest: tuple[int, str, int, str, bool] = (0, "", 0, "", False)
         self._tries = LEARN_TRIES
         # The bytes fed so far end with a blank line: the SSE decoder holds
         # nothing (no part of a line or event), so the next bytes start an event.
@@ -276,10 +277,10 @@ class OpenAIChunkParser(SSEFrameParser):
                 text = chunk.decode()
             except UnicodeDecodeError:  # the decoder replaces what is not UTF-8
                 text = ""
-            after, between, obfuscation_first = self._rest
+            before_len, after, after_len, between, obfuscation_first = self._rest
             if text.startswith(before):  # (and ends with ``after``: ``at == end`` below)
                 out: list[LLMEvent] = []
-                at, end = len(before), len(text)
+                at, end = before_len, len(text)
                 try:
                     while True:
                         content, at = _scanstring(text, at)
@@ -296,7 +297,7 @@ class OpenAIChunkParser(SSEFrameParser):
                             delta = _made(TextDelta)
                             _set_text(delta, content)
                             out.append(delta)
-                        at += len(after)
+                        at += after_len
                         if at == end:
                             if out and self._reasoning:
                                 self._reasoning = False
@@ -304,7 +305,7 @@ class OpenAIChunkParser(SSEFrameParser):
                             return out
                         if not text.startswith(before, at):
                             break
-                        at += len(before)
+                        at += before_len
                 except ValueError:  # not a JSON string
                     pass
         # Old llama.cpp writes "error: {...}" lines: not an SSE field, so the
@@ -429,7 +430,7 @@ class OpenAIChunkParser(SSEFrameParser):
         self._before = "data: " + data[: first[0] + 1]
         after = data[last[1] :] + "\n\n"
         between = data[first[1] : last[0] + 1]  # empty with one string
-        self._rest = (after, between, first[0] != content[0])
+        self._rest = (len(self._before), after, len(after), between, first[0] != content[0])
 
     def _choice(self, choice: dict[str, Any], out: list[LLMEvent]) -> None:
         delta = choice.get("delta")
