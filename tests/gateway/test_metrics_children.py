@@ -39,3 +39,23 @@ def test_children_look_a_series_up_once() -> None:
     assert children["a"] == ("a", 1)
     assert children["b"] == ("b", 2)
     assert calls == ["a", "b"]
+
+
+def test_subscribers_are_the_readers_connected_at_the_scrape() -> None:
+    metrics = Metrics()
+    assert b"\nssegate_subscribers 0.0\n" in metrics.export()
+    metrics.live.readers["stream"] += 2
+    metrics.live.readers["topic"] += 1
+    assert b"\nssegate_subscribers 3.0\n" in metrics.export()
+    metrics.live.readers["stream"] -= 2
+    assert b"\nssegate_subscribers 1.0\n" in metrics.export()
+
+
+def test_the_gateway_counts_time_to_first_token_per_model() -> None:
+    metrics = Metrics()
+    metrics.ttft_of["m"].observe(0.2)
+    metrics.ttft_of["m"].observe(0.02)
+    exported = metrics.export().decode()
+    assert 'ssegate_time_to_first_token_seconds_bucket{le="0.025",model="m"} 1.0' in exported
+    assert 'ssegate_time_to_first_token_seconds_bucket{le="0.25",model="m"} 2.0' in exported
+    assert 'ssegate_time_to_first_token_seconds_count{model="m"} 2.0' in exported

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serve_support import free_port
 from ssegate.gateway import EchoProvider
-from ssegate.gateway._metrics import Metrics
+from ssegate.gateway._metrics import _ITL_BUCKETS, _TTFT_BUCKETS, Metrics, TokenHistogram
 from ssegate.llm import ChatRequest, Finish, TextDelta, Usage
 from ssegate.streams.redis import RedisStore
 
@@ -145,18 +145,21 @@ async def test_echo_gives_the_runner_its_tokens_in_batches_one_per_tick() -> Non
     assert flat[0].to_dict() | {"id": None} == batches[0][0].to_dict() | {"id": None}
 
 
-def test_the_inter_token_histogram_exports_what_prometheus_histogram_does() -> None:
-    # Observed once per token, it is the gateway's own (a bisect, no lock); its
-    # exposition must not tell: same families, samples and values.
+@pytest.mark.parametrize("buckets", [_ITL_BUCKETS, _TTFT_BUCKETS], ids=["gaps", "ttft"])
+def test_the_token_histograms_export_what_prometheus_histogram_does(
+    buckets: tuple[float, ...],
+) -> None:
+    # Observed once per token (the gaps) or per stream (time to first token),
+    # they are the gateway's own (a bisect, no lock); their exposition must not
+    # tell: same families, samples and values, before any series too.
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    from ssegate.gateway._metrics import _ITL_BUCKETS, TokenHistogram
-
     theirs = CollectorRegistry(auto_describe=True)
-    reference = Histogram("gaps", "doc", ["model"], buckets=_ITL_BUCKETS, registry=theirs)
+    reference = Histogram("gaps", "doc", ["model"], buckets=buckets, registry=theirs)
     ours = CollectorRegistry(auto_describe=True)
-    histogram = TokenHistogram("gaps", "doc", _ITL_BUCKETS)
+    histogram = TokenHistogram("gaps", "doc", buckets)
     ours.register(histogram)
+    assert generate_latest(ours) == generate_latest(theirs)
     # On a bound, between, beyond the last, zero; two models.
     for model, value in [
         ("a", 0.001),

@@ -53,6 +53,17 @@ several per stream start and per token wait. While the app runs
 (``asyncio_known``) sniffio is told, for the loop's thread, by its own
 ``thread_local.name`` (the way trio tells it): the same answer at once.
 
+The connection's addresses. uvicorn asks each new connection's socket for
+its addresses (five system calls and two socket objects under uvloop) where
+the transport has them already: ``serve`` runs uvicorn's httptools protocol
+with its ``connection_made`` reading the transport's (``_protocol``), the same
+addresses.
+
+The running loop. On Python 3.11 each ``asyncio.get_running_loop()`` is a
+``getpid`` system call; a stream start made a few (its session, its shutdown
+subscription). While the app runs (``loop_known``) they are answered from the
+loop's thread (``ssegate.server._running``).
+
 The listen queue. uvicorn's default backlog (2 048) is less than the clients of
 one replica that died reconnecting to another at once, or the starts waiting
 while a gateway catches up (the soak counted 200 000 SYNs dropped, and every
@@ -76,6 +87,7 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
+from ..server._running import loop_known
 from ._app import app
 from ._formats import lean_formatters
 from ._lines import lean_lines
@@ -246,12 +258,28 @@ def tuned_for_serving(app: Any) -> Any:
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
-        with lean_formatters(), log_writes_per_turn(), lean_lines(), asyncio_known():
+        with (
+            lean_formatters(),
+            log_writes_per_turn(),
+            lean_lines(),
+            asyncio_known(),
+            loop_known(),
+        ):
             async with inner(app) as state, serving_collector():
                 yield state
 
     app.router.lifespan_context = lifespan
     return app
+
+
+def _http() -> str:
+    """uvicorn's ``http`` setting: httptools' protocol without its per-connection
+    socket look-ups (``_protocol``) where it applies, else uvicorn's choice."""
+    try:
+        from ._protocol import http_protocol
+    except ImportError:  # no httptools: uvicorn's h11
+        return "auto"
+    return http_protocol()
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -365,6 +393,7 @@ def serve(
         "log_level": "info",
         "timeout_graceful_shutdown": settings.shutdown_timeout,
         "backlog": BACKLOG,
+        "http": _http(),
     }
     if settings.workers > 1:
         if config is not None:

@@ -8,12 +8,12 @@ is refused here, before a generation starts and before the first byte: fields
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._entropy import random_hex
 from .._exceptions import (
     AuthenticationError,
     BadRequestError,
@@ -147,8 +147,8 @@ async def begin(gateway: Gateway, who: Principal, body: ChatCompletionBody) -> S
             code="too_many_streams",
             headers={"Retry-After": "1"},
         )
-    # secrets.token_hex(16) without its three calls between: os.urandom's bytes.
-    stream = "gen_" + os.urandom(16).hex()
+    # secrets.token_hex(16): os.urandom's bytes, a system call per 256 ids (_entropy).
+    stream = "gen_" + random_hex(16)
     try:
         generation = await runner.start(stream, route, chat, key_id=who.key_id, bucket=who.bucket)
     except StoreUnavailable:

@@ -265,13 +265,11 @@ class Reader(Response):
                 gateway.runner.attach(stream)
             gateway.presence.add(stream)
         kind = "topic" if stream is None else "stream"
-        metrics.subscribers.inc()
-        metrics.live.readers[kind] += 1
+        metrics.live.readers[kind] += 1  # (what ``metrics.subscribers`` reports)
         raw = scope.get(RAW_SEND_KEY)
         try:
             await self.inner(scope, receive, send if raw is None else _BodyStraight(send, raw))
         finally:
-            metrics.subscribers.dec()
             metrics.live.readers[kind] -= 1
             if self.inner.close_reason in (CloseReason.CLIENT_GONE, CloseReason.SEND_TIMEOUT):
                 metrics.disconnects.inc()

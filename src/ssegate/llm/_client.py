@@ -374,7 +374,9 @@ class _Exchange:
         body: AsyncIterator[bytes]
         reads: _Reads | None = None
         if _decoder(resp.headers) is None:  # the usual body: each read as it comes
-            body = reads = _Reads(resp.content, aiohttp.ClientError, url, client.read_timeout)
+            body = reads = _Reads(
+                resp.content, aiohttp.ClientError, url, client.read_timeout, client._loop
+            )
             if client.read_timeout is not None:
                 # one timer for all bodies (the loop: set with the session)
                 client._silences.watch(resp, reads, client._loop)  # type: ignore[arg-type]
@@ -447,6 +449,7 @@ class _Reads:
         "content",
         "done",
         "failures",
+        "loop",
         "on_data",
         "pushable",
         "read",
@@ -457,7 +460,12 @@ class _Reads:
     )
 
     def __init__(
-        self, content: Any, failures: type[BaseException], url: str, read_timeout: float | None
+        self,
+        content: Any,
+        failures: type[BaseException],
+        url: str,
+        read_timeout: float | None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.content = content
         self.read = content.readany
@@ -470,6 +478,9 @@ class _Reads:
         self.timerless: Any = None
         self.on_data: Callable[[bytes], bool] | None = None
         self.done: asyncio.Future[None] | None = None
+        #: The session's loop (the client's, set with it), for ``push``'s future:
+        #: asyncio's look-up is a ``getpid`` system call on Python 3.11.
+        self.loop = loop
 
     def __aiter__(self) -> _Reads:
         return self
@@ -522,7 +533,10 @@ class _Reads:
         content = self.content
         if not self.pushable or self.done is not None:
             return None
-        self.done = done = asyncio.get_running_loop().create_future()
+        loop = self.loop
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        self.done = done = loop.create_future()
         self.on_data = on_data
         try:
             data = content.read_nowait()  # raises the reader's failure, if it has one

@@ -29,6 +29,8 @@ from typing import Any
 
 import anyio.lowlevel
 
+from ._running import running_loop
+
 __all__ = ["SCOPE_KEY", "GracefulShutdown", "Shutdown"]
 
 logger = logging.getLogger("ssegate.server")
@@ -45,8 +47,8 @@ _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 def _scheduler() -> Callable[[Callable[[], None]], Any]:
     """A thread-safe (and signal-handler-safe) 'call soon' for the running loop."""
-    try:  # asyncio's own look-up first: one C call, where anyio's finds the backend
-        return asyncio.get_running_loop().call_soon_threadsafe
+    try:  # asyncio's first (no getpid where serve has it known), where anyio's finds the backend
+        return running_loop().call_soon_threadsafe
     except RuntimeError:
         pass
     native = anyio.lowlevel.current_token().native_token

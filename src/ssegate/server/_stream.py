@@ -6,12 +6,12 @@ Plain ASGI, no framework: ``EventSourceResponse`` is this plus Starlette's
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, MutableMapping
 from typing import Any
 
 from ._loops import AnyioSession, AsyncioSession
 from ._options import CloseReason, StreamOptions
+from ._running import running_loop
 from ._session import Receive, Send, Session
 from ._shutdown import SCOPE_KEY, Shutdown
 from ._threads import ThreadIterator
@@ -36,7 +36,7 @@ def open_session(
         found = scope.get(SCOPE_KEY)
         shutdown = found if isinstance(found, Shutdown) else None
     try:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()  # (no getpid where serve has it known)
     except RuntimeError:  # not asyncio: trio, through anyio
         return AnyioSession(receive, send, producer, options, shutdown).init_loop()
     return AsyncioSession(receive, send, producer, options, shutdown).init_loop(loop)

@@ -85,12 +85,12 @@ primitives for many streams at once.
 from __future__ import annotations
 
 import abc
-import os
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NamedTuple, Self, TypeAlias
 
+from .._entropy import random_hex
 from .._exceptions import StreamEnded, StreamNotFound, UnknownEventId
 from ..protocol import Event
 
@@ -215,7 +215,7 @@ class EventId(NamedTuple):
 
 def new_epoch() -> str:
     """A fresh epoch for a new stream: ``EPOCH_WIDTH`` random hex digits."""
-    return os.urandom(EPOCH_WIDTH // 2).hex()
+    return random_hex(EPOCH_WIDTH // 2)  # os.urandom's bytes, see _entropy
 
 
 def check_append(stream: str, event: Event) -> None:

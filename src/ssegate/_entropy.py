@@ -1,0 +1,56 @@
+"""Random hex ids from the system's CSPRNG, a system call per 256 ids, not per id.
+
+Stream ids and epochs are ``os.urandom`` bytes in hex: unguessable (a stream
+id is all a reader needs to read a stream). Every ``os.urandom`` is a
+``getrandom`` system call, two per stream start; here the bytes come from the
+same call, 4 KiB at a time, each byte handed out once: the same bytes, so the
+same unpredictability. Each thread has its own buffer (no byte can go to two
+callers) and a forked child drops what it inherited, as ``random`` reseeds
+(else parent and child would hand out the same ids).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+__all__ = ["random_hex"]
+
+#: Bytes asked of the system at a time.
+BATCH = 4096
+
+
+class _Buffer(threading.local):
+    data = b""
+    at = 0
+
+
+_buffer = _Buffer()
+_registered: list[bool] = []
+
+
+def random_hex(nbytes: int) -> str:
+    """``os.urandom(nbytes).hex()``: ``2 * nbytes`` hex digits, never handed out before."""
+    buffer = _buffer
+    at = buffer.at
+    end = at + nbytes
+    data = buffer.data
+    if end > len(data):
+        if not _registered:
+            _forget_at_fork()
+        data = buffer.data = os.urandom(max(BATCH, nbytes))
+        at, end = 0, nbytes
+    buffer.at = end
+    return data[at:end].hex()
+
+
+def _forget() -> None:
+    _buffer.data = b""
+    _buffer.at = 0
+
+
+def _forget_at_fork() -> None:
+    # At the first use, not at import (importing ssegate has no side effects).
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_forget)
+    _registered.append(True)
