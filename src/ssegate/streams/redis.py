@@ -1111,8 +1111,11 @@ class RedisStore(StreamStore):
         elif self._due is not None and self._commit.due(loop.time()) == 0:
             self._wake_flusher()
 
-    def _queue_checked(self, stream: str, event: Event) -> asyncio.Future[str]:
-        """``_queue(stream, check_event(event))``, once per token (an appender's add).
+    def _queue_checked(
+        self, stream: str, event: Event, loop: asyncio.AbstractEventLoop | None = None
+    ) -> asyncio.Future[str]:
+        """``_queue(stream, check_event(event))``, once per token (an appender's add;
+        ``loop``: the running loop, if the caller knows it).
 
         The usual event (an ``Event`` without id or retry, ASCII text: nothing
         to check) in one frame instead of six: ``check_event``'s, ``_values``'s
@@ -1123,7 +1126,8 @@ class RedisStore(StreamStore):
         data, kind, event_id, retry = event
         if event_id is not None or retry is not None or not (data.isascii() and kind.isascii()):
             return self._queue(stream, check_event(event))
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         waiter: asyncio.Future[str] = loop.create_future()
         body = data.encode()
         if kind == "message":  # encode_append(body)
@@ -1269,9 +1273,10 @@ class RedisStore(StreamStore):
                 text = f"the append failed: {exc!r}"
                 outcomes = [_unavailable(text, exc) for _ in batch.waiters()]
                 self._read_back(batch.streams)
-        resolve(batch.waiters(), outcomes)  # an appender cancelled meanwhile gets nothing
-        if not written or not all(type(outcome) is str for outcome in outcomes):
-            _failures_seen(batch.waiters())
+        waiters = batch.waiters()
+        resolve(waiters, outcomes)  # an appender cancelled meanwhile gets nothing
+        if not written or batch.failed:
+            _failures_seen(waiters)
         if not written:
             return []
         if self._hubs:
@@ -1294,6 +1299,9 @@ class RedisStore(StreamStore):
         hubs = [(waker, waker.deliver) for waker in self._hubs if waker.deliver is not None]
         if not hubs:
             return
+        # The usual: the process's one hub, which takes a lone event without its
+        # page being made (``deliver_event``, as MemoryStore hands it over).
+        lone = hubs[0][0].deliver_event if len(hubs) == 1 else None
         new = tuple.__new__
         for run, first in zip(batch.runs, reply[0::2], strict=True):
             if not (ids := run.ids):
@@ -1302,7 +1310,10 @@ class RedisStore(StreamStore):
             # (an Event is the tuple (data, event, id, retry)).
             if len(ids) == 1:
                 data, kind, _, retry = run.entries[0][3]
-                events = [new(Event, (data, kind, ids[0], retry))]
+                event = new(Event, (data, kind, ids[0], retry))
+                if lone is not None and lone(run.stream, first, event, ids[0][:EPOCH_WIDTH]):
+                    continue
+                events = [event]
             else:
                 events = [
                     new(Event, (event[0], event[1], id_, event[3]))
@@ -1685,19 +1696,27 @@ class _BehindAppender(Appender):
     resumed per write reply), and the store's order is the order of ``add()``:
     one write in flight at a time, a stream's appends in it in queue order."""
 
-    __slots__ = ("_unwritten",)
+    __slots__ = ("_loop", "_unwritten")
     _store: RedisStore
     immediate = True  # queued at add(), written by the store's writer task
 
     def __init__(self, store: RedisStore, stream: str) -> None:
         super().__init__(store, stream)
         self._unwritten: deque[asyncio.Future[str]] = deque()
+        # The producer's loop, looked up once: CPython 3.11's get_running_loop()
+        # makes a getpid() system call each time, and add() is once per token.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, event: Event) -> None:
         unwritten = self._unwritten
         while unwritten and unwritten[0].done():
-            self._check(unwritten.popleft())
-        unwritten.append(self._store._queue_checked(self._stream, event))
+            written = unwritten.popleft()
+            if not written.cancelled() and written.exception() is not None:
+                self._check(written)  # raises
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        unwritten.append(self._store._queue_checked(self._stream, event, loop))
 
     async def settle(self, behind: int = 0) -> None:
         unwritten = self._unwritten
