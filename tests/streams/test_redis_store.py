@@ -279,3 +279,35 @@ async def test_the_writer_and_a_hub_hold_a_connection_only_of_the_stores_own_poo
         assert not pool._in_use_connections  # type: ignore[attr-defined]
     finally:
         await client.aclose()
+
+
+async def test_appends_go_on_the_writers_connection_and_on_after_redis_forgets_the_script(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # Once the writer holds its connection, an append call is sent and read on
+    # it, not through the client's command machinery; Redis having forgotten
+    # the script (a restart, SCRIPT FLUSH), the call loads it and goes on.
+    async with RedisStore(redis_url, prefix=redis_prefix) as store:
+        first = await store.append("s", Event("a"))
+        commands: list[object] = []
+        writer = store._writer
+        through_client = writer.execute_command
+
+        async def counted(*args: object, **options: object) -> object:
+            commands.append(args[0])
+            return await through_client(*args, **options)
+
+        writer.execute_command = counted  # type: ignore[method-assign]
+        second = await store.append("s", Event("b"))
+        assert commands == []
+        admin = aioredis.Redis.from_url(redis_url)
+        try:
+            await admin.script_flush()
+        finally:
+            await admin.aclose()
+        third = await store.append("s", Event("c"))
+        assert commands == ["SCRIPT LOAD", "EVALSHA"]
+        fourth = await store.append("s", Event("d"))
+        assert commands == ["SCRIPT LOAD", "EVALSHA"]
+        _id = await ids_of(store, "s")
+        assert [first, second, third, fourth] == [_id(1), _id(2), _id(3), _id(4)]

@@ -122,10 +122,15 @@ from redis.backoff import NoBackoff  # noqa: E402
 from redis.commands.core import AsyncScript  # noqa: E402
 from redis.crc import key_slot  # noqa: E402
 from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
-from redis.exceptions import RedisError  # noqa: E402
+from redis.exceptions import NoScriptError, RedisError  # noqa: E402
 from redis.exceptions import ResponseError as RedisResponseError  # noqa: E402
 
 from ._pipelining import ScriptCalls, resolve  # noqa: E402
+
+try:  # C, as redis-py's synchronous client packs commands (with redis[hiredis])
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover - redis-py's own (Python) packing
+    _pack = None  # type: ignore[assignment]
 
 try:  # redis-py >= 7
     from redis.maint_notifications import MaintNotificationsConfig
@@ -1219,13 +1224,7 @@ class RedisStore(StreamStore):
         try:
             if len(calls) == 1:
                 try:
-                    replies: list[Any] = [
-                        await self._append_script(
-                            keys=calls[0][0],
-                            args=calls[0][1],
-                            client=await self._held(self._writer),
-                        )
-                    ]
+                    replies: list[Any] = [await self._call_held(*calls[0])]
                 except Exception as exc:  # settled below, each waiter its own
                     replies = [exc]
             else:
@@ -1240,6 +1239,36 @@ class RedisStore(StreamStore):
             await self._forget_idle_connections()
         if self.cluster and advanced:
             self._announce_soon(advanced, self._id)
+
+    async def _call_held(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """The append script's call on the writer's connection (see ``_connection_of_its_own``).
+
+        Sent and read on the connection itself (redis-py's sending and reading,
+        packed by hiredis as redis-py's synchronous client packs: its asyncio
+        connection packs in Python, ~70 bytecodes per argument): the client's
+        way round each command (its lock, retry wrapper, event dispatch, timing,
+        parsing options and more) cost as much client CPU as the rest of the
+        call, and the writer's connection is used by one call at a time, its own.
+        A connection not made yet (the first call), a script Redis does not
+        know (it restarted) or a stand-in for the script (tests count calls
+        with one) take the client's way.
+        """
+        client = await self._held(self._writer)
+        connection = client.connection if client is not self.redis else None  # type: ignore[union-attr]
+        script = self._append_script
+        if connection is None or not connection.is_connected or type(script) is not AsyncScript:
+            return await script(keys=keys, args=args, client=client)
+        try:
+            # Errors as the client's way: a connection that fails or times out is
+            # closed by redis-py (and opened again by the next call).
+            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            await connection.send_packed_command(
+                [_pack(command)] if _pack is not None else connection.pack_command(*command)
+            )
+            return await connection.read_response()
+        except NoScriptError:  # loaded, then called again
+            script.sha = await client.script_load(script.script)
+            return await script(keys=keys, args=args, client=client)
 
     def _split(self, batch: Batch[asyncio.Future[str]]) -> list[Batch[asyncio.Future[str]]]:
         """A batch's runs grouped by hash slot (Redis Cluster), each group a batch."""
