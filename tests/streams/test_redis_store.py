@@ -309,5 +309,12 @@ async def test_appends_go_on_the_writers_connection_and_on_after_redis_forgets_t
         assert commands == ["SCRIPT LOAD", "EVALSHA"]
         fourth = await store.append("s", Event("d"))
         assert commands == ["SCRIPT LOAD", "EVALSHA"]
+        # A call too big to be sure the socket takes it at once is sent with
+        # redis-py's write timeout; the connection keeps its timeout either way.
+        big = await store.append("s", Event("x" * 40_000))
+        assert commands == ["SCRIPT LOAD", "EVALSHA"]
+        assert writer.connection.socket_timeout == store.poll_interval + 10.0  # type: ignore[union-attr]
         _id = await ids_of(store, "s")
-        assert [first, second, third, fourth] == [_id(1), _id(2), _id(3), _id(4)]
+        assert [first, second, third, fourth, big] == [_id(n) for n in range(1, 6)]
+        page = await store._page("s", 4, 10)
+        assert [event.data for event in page.events] == ["x" * 40_000]

@@ -644,6 +644,11 @@ def _look_before_use(cluster: RedisCluster) -> bool:
 #: a burst's reads go out a loop turn's worth at a time, each turn's on one connection.
 PIPELINED_READS = 256
 
+#: An append call no longer than this is sent without a write timeout (see
+#: ``RedisStore._call_held``): well under a transport's buffer limit (64 KiB), so
+#: sending it never waits for the socket.
+_UNBLOCKED_WRITE = 16 * 1024
+
 #: Connections a store made from a URL may open; the pool waits for a free one
 #: beyond that, so load never multiplies connections (a Hub needs one or two).
 DEFAULT_MAX_CONNECTIONS = 32
@@ -1262,9 +1267,21 @@ class RedisStore(StreamStore):
             # Errors as the client's way: a connection that fails or times out is
             # closed by redis-py (and opened again by the next call).
             command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-            await connection.send_packed_command(
-                [_pack(command)] if _pack is not None else connection.pack_command(*command)
-            )
+            packed = [_pack(command)] if _pack is not None else connection.pack_command(*command)
+            timeout = connection.socket_timeout
+            if timeout and sum(map(len, packed)) <= _UNBLOCKED_WRITE:
+                # Sent without redis-py's write timeout, which runs the send in a
+                # task of its own (asyncio.wait_for) every call: the previous
+                # call's reply being in, Redis has read all that was sent before,
+                # so a command this small goes to the socket at once, and the
+                # read that follows keeps its timeout.
+                connection.socket_timeout = None
+                try:
+                    await connection.send_packed_command(packed)
+                finally:
+                    connection.socket_timeout = timeout
+            else:
+                await connection.send_packed_command(packed)
             return await connection.read_response()
         except NoScriptError:  # loaded, then called again
             script.sha = await client.script_load(script.script)
