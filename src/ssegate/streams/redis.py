@@ -125,12 +125,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E4
 from redis.exceptions import NoScriptError, RedisError  # noqa: E402
 from redis.exceptions import ResponseError as RedisResponseError  # noqa: E402
 
-from ._pipelining import ScriptCalls, resolve  # noqa: E402
-
-try:  # C, as redis-py's synchronous client packs commands (with redis[hiredis])
-    from hiredis import pack_command as _pack
-except ImportError:  # pragma: no cover - redis-py's own (Python) packing
-    _pack = None  # type: ignore[assignment]
+from ._pipelining import ScriptCalls, pack_commands, resolve  # noqa: E402
 
 try:  # redis-py >= 7
     from redis.maint_notifications import MaintNotificationsConfig
@@ -1266,8 +1261,7 @@ class RedisStore(StreamStore):
         try:
             # Errors as the client's way: a connection that fails or times out is
             # closed by redis-py (and opened again by the next call).
-            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-            packed = [_pack(command)] if _pack is not None else connection.pack_command(*command)
+            packed = pack_commands(connection, [("EVALSHA", script.sha, len(keys), *keys, *args)])
             timeout = connection.socket_timeout
             if timeout and sum(map(len, packed)) <= _UNBLOCKED_WRITE:
                 # Sent without redis-py's write timeout, which runs the send in a
