@@ -30,7 +30,10 @@ a time, so a stream's events are numbered in the order of its ``append()``
 calls. The call has six arguments whatever it carries: the batch is one string
 (``Batch.blob()``) and the script makes the streams' keys from their names
 (redis-py's cost is per argument; the client's CPU per append fell about 3x
-when the batch stopped being three arguments per event and two keys per stream).
+when the batch stopped being three arguments per event and two keys per stream),
+and it is sent and read on the writer's own connection, packed by hiredis, not
+through redis-py's per-command machinery (``_call_held``: ~40 % of a call's client
+CPU); a stream's own calls are pipelined the same way (``_pipelining``).
 On Redis Cluster the batch is split by hash slot, one call per slot naming its
 streams' keys (the script still reads the batch string). Each ``append()`` still returns
 its own event's id once Redis has it, or raises its own error: a stream that
@@ -59,10 +62,12 @@ loses it.
 
 What a process writes, its own hubs need not read back at all: once a write's
 reply is in, the store hands each hub the events it stored, or the end
-(``Waker.deliver``), which the hub takes if they follow on from its cursor; and they are not woken
-by its announcements, which go to the stream of its own that they do not block
-on (woken by each write, a hub paid a round trip and a parse per write for
-nothing: ~6 us of client CPU per token at 1 000 streams x 20 tokens/s). A write
+(``Waker.deliver``; a stream's lone event to the process's one hub as the
+event, ``Waker.deliver_event``, as ``MemoryStore`` does), which the hub takes
+if they follow on from its cursor; and they are not woken by its announcements,
+which go to the stream of its own that they do not block on (woken by each
+write, a hub paid a round trip and a parse per write for nothing: ~6 us of
+client CPU per token at 1 000 streams x 20 tokens/s). A write
 the hub is behind on (another replica wrote the events before it, and they are
 not read yet), or whose reply was lost, has the hub read its streams at once.
 
