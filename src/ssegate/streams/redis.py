@@ -542,11 +542,22 @@ return reply
 _AFTER = b"-18446744073709551615"
 
 #: ``encode_append``'s pieces (``_batch``), for the appenders' fast path
-#: (``RedisStore._queue_checked``): a length, and the lengths of an empty type
-#: and retry, or of an empty retry.
+#: (``RedisStore._queue_checked``): a length, and the length of an empty retry.
 _length = struct.Struct(">I").pack
-_NO_TYPE_NO_RETRY = bytes(8)
 _NO_RETRY = bytes(4)
+#: What follows an event's data on the wire, by event type: its type and an
+#: empty retry (a producer's events are mostly of one or two types).
+_TAILS: dict[str, bytes] = {"message": bytes(8)}
+
+
+def _tail(kind: str) -> bytes:
+    """``_TAILS[kind]``, made (and kept, for the first few dozen types)."""
+    name = kind.encode()
+    tail = _length(len(name)) + name + _NO_RETRY
+    if len(_TAILS) < 64:
+        _TAILS[kind] = tail
+    return tail
+
 
 #: Notifications a hub takes per read (each lists the streams one write advanced).
 NOTIFY_BATCH = 256
@@ -1140,12 +1151,10 @@ class RedisStore(StreamStore):
             loop = asyncio.get_running_loop()
         waiter: asyncio.Future[str] = loop.create_future()
         body = data.encode()
-        if kind == "message":  # encode_append(body)
-            wire = _length(len(body)) + body + _NO_TYPE_NO_RETRY
-        else:  # encode_append(body, kind.encode())
-            name = kind.encode()
-            wire = b"".join((_length(len(body)), body, _length(len(name)), name, _NO_RETRY))
-        self._commit.add(waiter, stream, wire, loop.time(), event)
+        tail = _TAILS.get(kind)  # encode_append(body, kind.encode())'s, after the data
+        if tail is None:
+            tail = _tail(kind)
+        self._commit.add(waiter, stream, _length(len(body)) + body + tail, loop.time(), event)
         self._queued(loop)
         return waiter
 
