@@ -184,6 +184,40 @@ def test_outcomes_give_each_waiter_its_own_id_or_error(clock: FakeClock) -> None
     }
 
 
+def test_lone_appends_each_get_their_own_streams_epoch(clock: FakeClock) -> None:
+    """Runs of one append (the usual, taken the short way) among others: each id
+    carries its own stream's epoch, and ``failed`` counts the appends refused."""
+    commit: GroupCommit[str] = GroupCommit()
+    for waiter, stream in [("a", "a"), ("b", "b"), ("c1", "c"), ("c2", "c"), ("d", "d")]:
+        commit.add(waiter, stream, V, clock())
+    commit.add("e", "e", V, clock())
+    batch = commit.take()
+    reply = [
+        4, b"16",  # a: epoch 16 = 0x10
+        9, b"16",  # b: the same epoch
+        1, b"17",  # c: both written, another epoch
+        2, b"16",  # d
+        5, [0, None, b"SSEGATE_ENDED done"],  # e: ended
+    ]  # fmt: skip
+    outcomes = batch.outcomes(reply, error)
+    assert outcomes[:5] == [
+        "00000010-000000000004",
+        "00000010-000000000009",
+        "00000011-000000000001",
+        "00000011-000000000002",
+        "00000010-000000000002",
+    ]
+    assert repr(outcomes[5]) == repr(StreamEnded("e: SSEGATE_ENDED done"))
+    assert batch.failed == 1
+    assert [run.ids for run in batch.runs] == [
+        ["00000010-000000000004"],
+        ["00000010-000000000009"],
+        ["00000011-000000000001", "00000011-000000000002"],
+        ["00000010-000000000002"],
+        [],
+    ]
+
+
 @pytest.mark.parametrize(
     "reply",
     [

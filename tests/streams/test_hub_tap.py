@@ -171,6 +171,41 @@ async def test_redis_pages_of_several_events_are_taken_event_by_event(
         assert datas(read)[:-1] == ["d", "e"]
 
 
+async def test_redis_hands_a_lone_event_to_the_hub_without_its_page(
+    redis_store_factory: Callable[..., RedisStore],
+) -> None:
+    """A write of one event of a stream is handed to the process's one hub as
+    the event (``Waker.deliver_event``, as the memory store does), with the id
+    its appender got; a refused one is kept for its subscriber to read."""
+    async with redis_store_factory() as store:
+        await store.create("s")
+        tap = Recorder(lambda event: event.data != "d")
+        handed: list[tuple[str, int, str, str, bool]] = []
+        async with Hub(store) as hub, anyio.create_task_group() as tasks:
+            assert hub._waker is not None
+            lone = hub._waker.deliver_event
+            assert lone is not None
+
+            def counted(stream: str, seq: int, event: Event, epoch: str) -> bool:
+                taken = lone(stream, seq, event, epoch)
+                handed.append((stream, seq, event.id or "", epoch, taken))
+                return taken
+
+            hub._waker.deliver_event = counted
+            read = await follow(hub, "s", tap, tasks)
+            ids = await publish(store, "s", "abcd")
+            while len(read) < 1:  # noqa: ASYNC110 (the hub hands them over)
+                await anyio.sleep(0.001)
+            await store.end("s", DONE)
+            while len(read) < 2:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
+        epoch = ids[0].split("-")[0]
+        assert handed == [("s", n + 1, ids[n], epoch, True) for n in range(4)]
+        assert tap.offered == ["a", "b", "c", "d"]
+        assert datas(read)[:-1] == ["d"]
+        assert isinstance(read[-1], End)
+
+
 @pytest.mark.parametrize("seed", range(24))
 async def test_events_taken_without_their_page_are_what_the_page_would_give(seed: int) -> None:
     """The memory store hands a lone event to a hub whose one reader keeps up

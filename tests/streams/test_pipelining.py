@@ -31,21 +31,14 @@ async def scripts_on(url: str) -> AsyncIterator[tuple[ScriptCalls, aioredis.Redi
     """ScriptCalls on a client of ``url``, and the sizes of the pipelines it sent."""
     client = aioredis.Redis.from_url(url)
     sizes: list[int] = []
-    pipeline = client.pipeline
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        pipe = pipeline(*args, **kwargs)
-        execute = pipe.execute
-
-        async def execute_counted(*a: Any, **k: Any) -> Any:
-            sizes.append(len(pipe.command_stack))
-            return await execute(*a, **k)
-
-        pipe.execute = execute_counted  # type: ignore[method-assign]
-        return pipe
-
-    client.pipeline = counted  # type: ignore[method-assign]
     calls = ScriptCalls(client)
+    pipelined = calls._pipelined
+
+    async def counted(batch: Any) -> Any:
+        sizes.append(len(batch))
+        return await pipelined(batch)
+
+    calls._pipelined = counted  # type: ignore[method-assign]
     try:
         yield calls, client, sizes
     finally:
@@ -68,6 +61,7 @@ async def test_the_calls_of_one_turn_are_one_pipeline_each_with_its_own_reply(
         assert isinstance(replies[2], ResponseError)
         assert str(replies[2]) == "NOPE k2"
         assert replies[3:] == [[b"k3", b"v3"], [b"k4", b"v4"]]
+        assert not client.connection_pool._in_use_connections  # type: ignore[attr-defined]
         # A call alone in its turn is sent alone (no pipeline).
         assert await calls(echo, ["alone"], ["x"]) == [b"alone", b"x"]
         assert sizes == [5]

@@ -292,3 +292,42 @@ async def test_the_writer_and_a_hub_hold_a_connection_only_of_the_stores_own_poo
         assert not pool._in_use_connections  # type: ignore[attr-defined]
     finally:
         await client.aclose()
+
+
+async def test_appends_go_on_the_writers_connection_and_on_after_redis_forgets_the_script(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # Once the writer holds its connection, an append call is sent and read on
+    # it, not through the client's command machinery; Redis having forgotten
+    # the script (a restart, SCRIPT FLUSH), the call loads it and goes on.
+    async with RedisStore(redis_url, prefix=redis_prefix) as store:
+        first = await store.append("s", Event("a"))
+        commands: list[object] = []
+        writer = store._writer
+        through_client = writer.execute_command
+
+        async def counted(*args: object, **options: object) -> object:
+            commands.append(args[0])
+            return await through_client(*args, **options)
+
+        writer.execute_command = counted  # type: ignore[method-assign]
+        second = await store.append("s", Event("b"))
+        assert commands == []
+        admin = aioredis.Redis.from_url(redis_url)
+        try:
+            await admin.script_flush()
+        finally:
+            await admin.aclose()
+        third = await store.append("s", Event("c"))
+        assert commands == ["SCRIPT LOAD", "EVALSHA"]
+        fourth = await store.append("s", Event("d"))
+        assert commands == ["SCRIPT LOAD", "EVALSHA"]
+        # A call too big to be sure the socket takes it at once is sent with
+        # redis-py's write timeout; the connection keeps its timeout either way.
+        big = await store.append("s", Event("x" * 40_000))
+        assert commands == ["SCRIPT LOAD", "EVALSHA"]
+        assert writer.connection.socket_timeout == store.poll_interval + 10.0  # type: ignore[union-attr]
+        _id = await ids_of(store, "s")
+        assert [first, second, third, fourth, big] == [_id(n) for n in range(1, 6)]
+        page = await store._page("s", 4, 10)
+        assert [event.data for event in page.events] == ["x" * 40_000]

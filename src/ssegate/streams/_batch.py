@@ -39,7 +39,7 @@ back with the outcome, for the store to give its readers without decoding.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from itertools import islice
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -55,6 +55,8 @@ _stream_head = struct.Struct(">II").pack
 _SEQ = f"%0{ID_WIDTH}d"
 #: The ids of a run before its reply (shared: never appended to).
 _NO_IDS: list[str] = []
+#: No epoch part (``Batch.outcomes`` has seen none yet).
+_NO_PART = object()
 #: The lengths of an empty event type and an empty retry (the common case).
 _NO_TYPE_NO_RETRY = bytes(8)
 
@@ -101,20 +103,20 @@ class StreamRun(Generic[W]):
 class Batch(Generic[W]):
     """The appends one write carries, grouped by stream (streams in order of first append)."""
 
-    __slots__ = ("events", "runs")
+    __slots__ = ("events", "failed", "runs")
 
     def __init__(self, runs: list[StreamRun[W]], events: int) -> None:
         self.runs = runs
         self.events = events
+        #: How many waiters ``outcomes()`` gave an exception.
+        self.failed = 0
 
     @property
     def streams(self) -> list[str]:
         return [run.stream for run in self.runs]
 
-    def waiters(self) -> Iterator[W]:
-        for run in self.runs:
-            for entry in run.entries:
-                yield entry[0]
+    def waiters(self) -> list[W]:
+        return [entry[0] for run in self.runs for entry in run.entries]
 
     def blob(self) -> bytes:
         """The whole batch as one string: per stream, its name after its length,
@@ -149,11 +151,22 @@ class Batch(Generic[W]):
         if len(reply) != 2 * len(runs):
             raise ValueError(f"a batch of {len(runs)} streams got a reply of {len(reply)} values")
         out: list[str | BaseException] = []
+        failed = 0
+        # The epoch part seen last, and its prefix (a batch's streams mostly share one).
+        part: object = _NO_PART
+        prefix = ""
         # Once per token: the common run (one append, written) takes the short way.
         for run, first, state in zip(runs, reply[0::2], reply[1::2], strict=True):
             if type(first) is not int:
                 raise ValueError(f"not a number: {first!r}")
             entries = run.entries
+            if len(entries) == 1 and type(state) is not list:
+                if state != part:
+                    prefix = _epoch_prefix(state)
+                    part = state
+                run.ids = [event_id := prefix + _SEQ % first]
+                out.append(event_id)
+                continue
             if type(state) is list:  # not all written
                 written, epoch_part, message = state
                 if type(written) is not int:
@@ -161,16 +174,18 @@ class Batch(Generic[W]):
             else:
                 written, epoch_part, message = len(entries), state, ""
             if written:
-                prefix = _epoch_prefix(epoch_part)
+                head = _epoch_prefix(epoch_part)
                 if written == 1:
-                    run.ids = ids = [prefix + _SEQ % first]
+                    run.ids = ids = [head + _SEQ % first]
                 else:
                     # format_id(), inlined
-                    run.ids = ids = [prefix + _SEQ % seq for seq in range(first, first + written)]
+                    run.ids = ids = [head + _SEQ % seq for seq in range(first, first + written)]
                 out += ids[: len(entries)]  # the written ones
             if written < len(entries):
                 text = message.decode() if isinstance(message, bytes) else str(message)
                 out += [error(run.stream, text) for _ in entries[written:]]
+                failed += len(entries) - written
+        self.failed = failed
         return out
 
 

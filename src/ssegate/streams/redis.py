@@ -30,7 +30,10 @@ a time, so a stream's events are numbered in the order of its ``append()``
 calls. The call has six arguments whatever it carries: the batch is one string
 (``Batch.blob()``) and the script makes the streams' keys from their names
 (redis-py's cost is per argument; the client's CPU per append fell about 3x
-when the batch stopped being three arguments per event and two keys per stream).
+when the batch stopped being three arguments per event and two keys per stream),
+and it is sent and read on the writer's own connection, packed by hiredis, not
+through redis-py's per-command machinery (``_call_held``: ~40 % of a call's client
+CPU); a stream's own calls are pipelined the same way (``_pipelining``).
 On Redis Cluster the batch is split by hash slot, one call per slot naming its
 streams' keys (the script still reads the batch string). Each ``append()`` still returns
 its own event's id once Redis has it, or raises its own error: a stream that
@@ -59,10 +62,12 @@ loses it.
 
 What a process writes, its own hubs need not read back at all: once a write's
 reply is in, the store hands each hub the events it stored, or the end
-(``Waker.deliver``), which the hub takes if they follow on from its cursor; and they are not woken
-by its announcements, which go to the stream of its own that they do not block
-on (woken by each write, a hub paid a round trip and a parse per write for
-nothing: ~6 us of client CPU per token at 1 000 streams x 20 tokens/s). A write
+(``Waker.deliver``; a stream's lone event to the process's one hub as the
+event, ``Waker.deliver_event``, as ``MemoryStore`` does), which the hub takes
+if they follow on from its cursor; and they are not woken by its announcements,
+which go to the stream of its own that they do not block on (woken by each
+write, a hub paid a round trip and a parse per write for nothing: ~6 us of
+client CPU per token at 1 000 streams x 20 tokens/s). A write
 the hub is behind on (another replica wrote the events before it, and they are
 not read yet), or whose reply was lost, has the hub read its streams at once.
 
@@ -122,10 +127,10 @@ from redis.backoff import NoBackoff  # noqa: E402
 from redis.commands.core import AsyncScript  # noqa: E402
 from redis.crc import key_slot  # noqa: E402
 from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
-from redis.exceptions import RedisError  # noqa: E402
+from redis.exceptions import NoScriptError, RedisError  # noqa: E402
 from redis.exceptions import ResponseError as RedisResponseError  # noqa: E402
 
-from ._pipelining import ScriptCalls, resolve  # noqa: E402
+from ._pipelining import ScriptCalls, pack_commands, resolve  # noqa: E402
 
 try:  # redis-py >= 7
     from redis.maint_notifications import MaintNotificationsConfig
@@ -537,11 +542,22 @@ return reply
 _AFTER = b"-18446744073709551615"
 
 #: ``encode_append``'s pieces (``_batch``), for the appenders' fast path
-#: (``RedisStore._queue_checked``): a length, and the lengths of an empty type
-#: and retry, or of an empty retry.
+#: (``RedisStore._queue_checked``): a length, and the length of an empty retry.
 _length = struct.Struct(">I").pack
-_NO_TYPE_NO_RETRY = bytes(8)
 _NO_RETRY = bytes(4)
+#: What follows an event's data on the wire, by event type: its type and an
+#: empty retry (a producer's events are mostly of one or two types).
+_TAILS: dict[str, bytes] = {"message": bytes(8)}
+
+
+def _tail(kind: str) -> bytes:
+    """``_TAILS[kind]``, made (and kept, for the first few dozen types)."""
+    name = kind.encode()
+    tail = _length(len(name)) + name + _NO_RETRY
+    if len(_TAILS) < 64:
+        _TAILS[kind] = tail
+    return tail
+
 
 #: Notifications a hub takes per read (each lists the streams one write advanced).
 NOTIFY_BATCH = 256
@@ -638,6 +654,11 @@ def _look_before_use(cluster: RedisCluster) -> bool:
 #: History reads a hub may run at once where they are pipelined (``concurrent_reads``):
 #: a burst's reads go out a loop turn's worth at a time, each turn's on one connection.
 PIPELINED_READS = 256
+
+#: An append call no longer than this is sent without a write timeout (see
+#: ``RedisStore._call_held``): well under a transport's buffer limit (64 KiB), so
+#: sending it never waits for the socket.
+_UNBLOCKED_WRITE = 16 * 1024
 
 #: Connections a store made from a URL may open; the pool waits for a free one
 #: beyond that, so load never multiplies connections (a Hub needs one or two).
@@ -1111,8 +1132,11 @@ class RedisStore(StreamStore):
         elif self._due is not None and self._commit.due(loop.time()) == 0:
             self._wake_flusher()
 
-    def _queue_checked(self, stream: str, event: Event) -> asyncio.Future[str]:
-        """``_queue(stream, check_event(event))``, once per token (an appender's add).
+    def _queue_checked(
+        self, stream: str, event: Event, loop: asyncio.AbstractEventLoop | None = None
+    ) -> asyncio.Future[str]:
+        """``_queue(stream, check_event(event))``, once per token (an appender's add;
+        ``loop``: the running loop, if the caller knows it).
 
         The usual event (an ``Event`` without id or retry, ASCII text: nothing
         to check) in one frame instead of six: ``check_event``'s, ``_values``'s
@@ -1123,15 +1147,14 @@ class RedisStore(StreamStore):
         data, kind, event_id, retry = event
         if event_id is not None or retry is not None or not (data.isascii() and kind.isascii()):
             return self._queue(stream, check_event(event))
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         waiter: asyncio.Future[str] = loop.create_future()
         body = data.encode()
-        if kind == "message":  # encode_append(body)
-            wire = _length(len(body)) + body + _NO_TYPE_NO_RETRY
-        else:  # encode_append(body, kind.encode())
-            name = kind.encode()
-            wire = b"".join((_length(len(body)), body, _length(len(name)), name, _NO_RETRY))
-        self._commit.add(waiter, stream, wire, loop.time(), event)
+        tail = _TAILS.get(kind)  # encode_append(body, kind.encode())'s, after the data
+        if tail is None:
+            tail = _tail(kind)
+        self._commit.add(waiter, stream, _length(len(body)) + body + tail, loop.time(), event)
         self._queued(loop)
         return waiter
 
@@ -1215,13 +1238,7 @@ class RedisStore(StreamStore):
         try:
             if len(calls) == 1:
                 try:
-                    replies: list[Any] = [
-                        await self._append_script(
-                            keys=calls[0][0],
-                            args=calls[0][1],
-                            client=await self._held(self._writer),
-                        )
-                    ]
+                    replies: list[Any] = [await self._call_held(*calls[0])]
                 except Exception as exc:  # settled below, each waiter its own
                     replies = [exc]
             else:
@@ -1236,6 +1253,47 @@ class RedisStore(StreamStore):
             await self._forget_idle_connections()
         if self.cluster and advanced:
             self._announce_soon(advanced, self._id)
+
+    async def _call_held(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """The append script's call on the writer's connection (see ``_connection_of_its_own``).
+
+        Sent and read on the connection itself (redis-py's sending and reading,
+        packed by hiredis as redis-py's synchronous client packs: its asyncio
+        connection packs in Python, ~70 bytecodes per argument): the client's
+        way round each command (its lock, retry wrapper, event dispatch, timing,
+        parsing options and more) cost as much client CPU as the rest of the
+        call, and the writer's connection is used by one call at a time, its own.
+        A connection not made yet (the first call), a script Redis does not
+        know (it restarted) or a stand-in for the script (tests count calls
+        with one) take the client's way.
+        """
+        client = await self._held(self._writer)
+        connection = client.connection if client is not self.redis else None  # type: ignore[union-attr]
+        script = self._append_script
+        if connection is None or not connection.is_connected or type(script) is not AsyncScript:
+            return await script(keys=keys, args=args, client=client)
+        try:
+            # Errors as the client's way: a connection that fails or times out is
+            # closed by redis-py (and opened again by the next call).
+            packed = pack_commands(connection, [("EVALSHA", script.sha, len(keys), *keys, *args)])
+            timeout = connection.socket_timeout
+            if timeout and sum(map(len, packed)) <= _UNBLOCKED_WRITE:
+                # Sent without redis-py's write timeout, which runs the send in a
+                # task of its own (asyncio.wait_for) every call: the previous
+                # call's reply being in, Redis has read all that was sent before,
+                # so a command this small goes to the socket at once, and the
+                # read that follows keeps its timeout.
+                connection.socket_timeout = None
+                try:
+                    await connection.send_packed_command(packed)
+                finally:
+                    connection.socket_timeout = timeout
+            else:
+                await connection.send_packed_command(packed)
+            return await connection.read_response()
+        except NoScriptError:  # loaded, then called again
+            script.sha = await client.script_load(script.script)
+            return await script(keys=keys, args=args, client=client)
 
     def _split(self, batch: Batch[asyncio.Future[str]]) -> list[Batch[asyncio.Future[str]]]:
         """A batch's runs grouped by hash slot (Redis Cluster), each group a batch."""
@@ -1269,9 +1327,10 @@ class RedisStore(StreamStore):
                 text = f"the append failed: {exc!r}"
                 outcomes = [_unavailable(text, exc) for _ in batch.waiters()]
                 self._read_back(batch.streams)
-        resolve(batch.waiters(), outcomes)  # an appender cancelled meanwhile gets nothing
-        if not written or not all(type(outcome) is str for outcome in outcomes):
-            _failures_seen(batch.waiters())
+        waiters = batch.waiters()
+        resolve(waiters, outcomes)  # an appender cancelled meanwhile gets nothing
+        if not written or batch.failed:
+            _failures_seen(waiters)
         if not written:
             return []
         if self._hubs:
@@ -1294,6 +1353,9 @@ class RedisStore(StreamStore):
         hubs = [(waker, waker.deliver) for waker in self._hubs if waker.deliver is not None]
         if not hubs:
             return
+        # The usual: the process's one hub, which takes a lone event without its
+        # page being made (``deliver_event``, as MemoryStore hands it over).
+        lone = hubs[0][0].deliver_event if len(hubs) == 1 else None
         new = tuple.__new__
         for run, first in zip(batch.runs, reply[0::2], strict=True):
             if not (ids := run.ids):
@@ -1302,7 +1364,10 @@ class RedisStore(StreamStore):
             # (an Event is the tuple (data, event, id, retry)).
             if len(ids) == 1:
                 data, kind, _, retry = run.entries[0][3]
-                events = [new(Event, (data, kind, ids[0], retry))]
+                event = new(Event, (data, kind, ids[0], retry))
+                if lone is not None and lone(run.stream, first, event, ids[0][:EPOCH_WIDTH]):
+                    continue
+                events = [event]
             else:
                 events = [
                     new(Event, (event[0], event[1], id_, event[3]))
@@ -1685,19 +1750,27 @@ class _BehindAppender(Appender):
     resumed per write reply), and the store's order is the order of ``add()``:
     one write in flight at a time, a stream's appends in it in queue order."""
 
-    __slots__ = ("_unwritten",)
+    __slots__ = ("_loop", "_unwritten")
     _store: RedisStore
     immediate = True  # queued at add(), written by the store's writer task
 
     def __init__(self, store: RedisStore, stream: str) -> None:
         super().__init__(store, stream)
         self._unwritten: deque[asyncio.Future[str]] = deque()
+        # The producer's loop, looked up once: CPython 3.11's get_running_loop()
+        # makes a getpid() system call each time, and add() is once per token.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, event: Event) -> None:
         unwritten = self._unwritten
         while unwritten and unwritten[0].done():
-            self._check(unwritten.popleft())
-        unwritten.append(self._store._queue_checked(self._stream, event))
+            written = unwritten.popleft()
+            if not written.cancelled() and written.exception() is not None:
+                self._check(written)  # raises
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        unwritten.append(self._store._queue_checked(self._stream, event, loop))
 
     async def settle(self, behind: int = 0) -> None:
         unwritten = self._unwritten
