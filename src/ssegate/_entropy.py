@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import threading
 
+from ._fork import forget_in_child
+
 __all__ = ["random_hex"]
 
 #: Bytes asked of the system at a time.
@@ -26,7 +28,6 @@ class _Buffer(threading.local):
 
 
 _buffer = _Buffer()
-_registered: list[bool] = []
 
 
 def random_hex(nbytes: int) -> str:
@@ -36,8 +37,7 @@ def random_hex(nbytes: int) -> str:
     end = at + nbytes
     data = buffer.data
     if end > len(data):
-        if not _registered:
-            _forget_at_fork()
+        forget_in_child(_forget)  # (once per 256 ids)
         data = buffer.data = os.urandom(max(BATCH, nbytes))
         at, end = 0, nbytes
     buffer.at = end
@@ -47,10 +47,3 @@ def random_hex(nbytes: int) -> str:
 def _forget() -> None:
     _buffer.data = b""
     _buffer.at = 0
-
-
-def _forget_at_fork() -> None:
-    # At the first use, not at import (importing ssegate has no side effects).
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_forget)
-    _registered.append(True)

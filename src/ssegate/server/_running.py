@@ -15,10 +15,11 @@ threads, and on other libraries, ``running_loop()`` is asyncio's own look-up.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from .._fork import forget_in_child
 
 __all__ = ["known_loop", "loop_known", "running_loop"]
 
@@ -56,7 +57,7 @@ def loop_known() -> Iterator[None]:
     if _known.loop is not None:
         yield
         return
-    _forget_at_fork()
+    forget_in_child(_forget)  # a child forked while the loop ran has none running
     _known.loop = loop
     try:
         yield
@@ -66,14 +67,3 @@ def loop_known() -> Iterator[None]:
 
 def _forget() -> None:
     _known.loop = None
-
-
-_registered: list[bool] = []
-
-
-def _forget_at_fork() -> None:
-    """A child forked while the loop ran has no running loop (asyncio's getpid
-    check): it forgets the known one. Registered at the first use, not at import."""
-    if not _registered and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_forget)
-        _registered.append(True)
