@@ -98,7 +98,13 @@ class Signal(Protocol):
 
 
 class Taker(Protocol):
-    """What takes a producer's live item on the push path: the session (``Session.take``)."""
+    """What takes a producer's live item on the push path: the session
+    (``Session.take``). ``linger``: set by the producer once it took an item
+    after which its stream usually ends at once (a hint only): where the
+    session's flushes are gathered (asyncio), that one waits a loop turn for
+    the end, so that the item and the response's end leave in one write."""
+
+    linger: bool
 
     def take(self, render: Callable[[Any], object], item: Any) -> bool: ...
 
@@ -170,6 +176,7 @@ class Session(ABC):
         "grace_timer",
         "hard_stopped",
         "hard_timer",
+        "linger",
         "options",
         "parked",
         "pending",
@@ -186,6 +193,7 @@ class Session(ABC):
         "timer",
         "unsent",
         "unsubscribe",
+        "waits_on",
     )
 
     def __init__(
@@ -207,6 +215,8 @@ class Session(ABC):
         self.unsent = b""  # what the pump had collected when it was interrupted
         self.pump_busy = False
         self.parked = False  # the pump waits for the producer, nothing collected
+        self.waits_on: Any = None  # what it waits for, while parked (``_loops.Flusher``)
+        self.linger = False  # what was taken ends the stream, likely (``Taker``)
         self.pusher: Pusher | None = None  # the producer's push path, if it has one
         self.pushed: bytes | None = None  # taken by ``take``, not sent yet
         self.cut: CloseReason | None = None  # client gone / send timeout
@@ -483,6 +493,7 @@ class Session(ABC):
                 try:
                     while True:  # wait for it, exactly as `await` would
                         self.parked = True  # the push path may send meanwhile (``take``)
+                        self.waits_on = yielded
                         try:
                             sent = yield yielded
                         except GeneratorExit:
@@ -497,8 +508,16 @@ class Session(ABC):
                             yielded = awaiting.throw(exc)
                         else:
                             self.parked = False
-                            if self.pushed is not None:
-                                self.flush()
+                            pushed = self.pushed
+                            if pushed is not None:
+                                if self.aside_done is None:
+                                    # Taken, not sent yet (a flusher leaves it to
+                                    # a pump it sees waking): it goes with what
+                                    # the producer gives now, or with the end.
+                                    self.pushed = None
+                                    batch = bytearray(pushed)
+                                else:
+                                    self.flush()
                             try:
                                 yielded = awaiting.send(sent)
                             except StopIteration as done:
@@ -510,6 +529,11 @@ class Session(ABC):
                                 # frame: drop it, or the three form a cycle.
                                 sent = None
                                 raise
+                            if batch is not None:  # it waits on: what was taken goes now
+                                data = bytes(batch)
+                                batch = None
+                                if not (self.aside_done is None and self.send_now(data)):
+                                    self.hand_over(data)
                 except StopIteration as done:
                     item = done.value
                 except StopAsyncIteration:
@@ -519,6 +543,9 @@ class Session(ABC):
                 # It came after a wait, so the next one probably will too: send
                 # it now rather than risk holding it while the producer waits.
                 data = encode_item(item)
+                if batch is not None:  # taken before it (the wake's, above)
+                    data = bytes(batch) + data
+                    batch = None
                 if self.aside_done is None:
                     self.pump_busy = True  # the common case of send_body, inlined
                     try:
