@@ -164,48 +164,35 @@ async def stream_response(
     store = source.store if isinstance(source, Hub) else source
     if after is None:
         after = last_event_id(request)
-    if new and not after:
-        return _live_response(
-            source,
-            stream,
-            transform,
-            after,
-            missing_ok,
-            ping,
-            headers,
-            retry,
-            send_timeout,
-            farewell,
-            ends_after,
-        )
-    # Decide the status from the store's summary, not by waiting for a first
-    # event: the headers (and keep-alives) must go out at once even when the
-    # first token is a minute away.
-    try:
-        parsed = parse_id(after)
-        info = await store.info(stream)
-        if not info.exists and not missing_ok:
+    if not new or after:  # (a new stream's first reader: nothing to decide)
+        # Decide the status from the store's summary, not by waiting for a first
+        # event: the headers (and keep-alives) must go out at once even when the
+        # first token is a minute away.
+        try:
+            parsed = parse_id(after)
+            info = await store.info(stream)
+            if not info.exists and not missing_ok:
+                return _error(
+                    404, "stream_not_found", f"no stream named {stream!r} (or it has expired)"
+                )
+            last = 0 if info.last_id is None else int(info.last_id.rpartition("-")[2])
+            check_after(stream, parsed, info.epoch, last, info.ended)
+        except UnknownEventId as exc:
+            return _error(400, "unknown_event_id", str(exc))
+        except ValueError as exc:
+            return _error(400, "invalid_stream", str(exc))
+        except StoreUnavailable:
             return _error(
-                404, "stream_not_found", f"no stream named {stream!r} (or it has expired)"
+                503, "store_unavailable", "The stream store is unavailable.", {"Retry-After": "1"}
             )
-        last = 0 if info.last_id is None else int(info.last_id.rpartition("-")[2])
-        check_after(stream, parsed, info.epoch, last, info.ended)
-    except UnknownEventId as exc:
-        return _error(400, "unknown_event_id", str(exc))
-    except ValueError as exc:
-        return _error(400, "invalid_stream", str(exc))
-    except StoreUnavailable:
-        return _error(
-            503, "store_unavailable", "The stream store is unavailable.", {"Retry-After": "1"}
-        )
-    if info.ended and parsed is not None and parsed.seq > last:
-        return Response(status_code=204)  # after the end's id: told of the end already
-    if info.ended and (0 if parsed is None else parsed.seq) == last:
-        # Nothing after the id: 204 only if the end itself has nothing to say.
-        assert info.outcome is not None
-        assert info.epoch is not None
-        if transform(End(info.outcome, format_id(info.epoch, last + 1))) is None:
-            return Response(status_code=204)
+        if info.ended and parsed is not None and parsed.seq > last:
+            return Response(status_code=204)  # after the end's id: told of the end already
+        if info.ended and (0 if parsed is None else parsed.seq) == last:
+            # Nothing after the id: 204 only if the end itself has nothing to say.
+            assert info.outcome is not None
+            assert info.epoch is not None
+            if transform(End(info.outcome, format_id(info.epoch, last + 1))) is None:
+                return Response(status_code=204)
     return _live_response(
         source,
         stream,
