@@ -220,7 +220,7 @@ class AsyncioSession(Watching):
             await self.open(status, headers)
         else:
             try:
-                await self.open(status, headers)
+                await self.open(status, headers, held)
             except BaseException:
                 held.release()
                 raise
