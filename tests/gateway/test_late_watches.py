@@ -87,3 +87,48 @@ def test_each_loop_has_its_own() -> None:
     first, second = asyncio.run(one()), asyncio.run(one())
     assert first is not second
     assert first.loop is not second.loop
+
+
+class Clock:
+    """The loop ``_Late`` sees: its time set by hand, its timers recorded."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any) -> str:
+        self.timers.append(when)
+        return f"timer at {when}"
+
+
+def test_waits_that_ended_set_no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timer is set again only at the deadline of a wait still going: the
+    settled watches before it leave the queue when it fires, none starts."""
+    monkeypatch.setattr(_chat, "WATCH_AFTER_S", 1.0)
+    clock = Clock()
+    late = _Late(clock)  # type: ignore[arg-type]
+    started: list[_Watch] = []
+    monkeypatch.setattr(_Watch, "start", lambda self, loop: started.append(self))
+    watches = [_Watch(Client(), Reader()) for _ in range(5)]  # type: ignore[arg-type]
+    for at, watch in zip((0.0, 0.1, 0.2, 0.3, 0.4), watches, strict=True):
+        clock.now = at
+        late.add(watch)
+    assert clock.timers == [1.0]  # one timer, at the first deadline
+    for watch in (watches[0], watches[1], watches[2], watches[4]):
+        watch.settle()  # their providers answered in time
+    clock.now = 1.0
+    late._due()
+    assert started == []
+    assert clock.timers == [1.0, 1.3]  # not 1.1 nor 1.2: those waits ended
+    assert [w for _, w in late.queue] == [watches[3], watches[4]]
+    clock.now = 1.3
+    late._due()
+    assert started == [watches[3]]  # still going at its deadline
+    assert clock.timers == [1.0, 1.3]  # the one left had ended: no timer
+    assert late.timer is None
+    assert not late.queue
+    late.add(watches[4])  # (settled: the queue starts again, as for a new one)
+    assert clock.timers == [1.0, 1.3, 2.3]

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ssegate.gateway._records import from_record, to_record
+from ssegate.gateway._records import LAST_RECORDS, from_record, to_record
 from ssegate.llm import (
     Error,
     Finish,
@@ -199,3 +199,12 @@ def test_malformed_end_records_fail_as_the_general_path_fails() -> None:
         failure = _failure(_general_event, data)
         assert failure is not None
         assert _failure(lambda data: from_record(Event(data, kind)), data) == failure  # noqa: B023
+
+
+def test_the_last_records_are_those_of_a_finish_and_an_error() -> None:
+    """What a reader's push path lets wait a turn for the stream's end
+    (``stream_response(ends_after=)``): a generation's terminal events."""
+    last = {to_record(Finish("stop")).event, to_record(Error("x", "y")).event}
+    assert last == LAST_RECORDS
+    assert to_record(TextDelta("a")).event not in LAST_RECORDS
+    assert to_record(Start(model="m", provider="p")).event not in LAST_RECORDS

@@ -31,6 +31,7 @@ from ssegate.llm import (
 )
 from ssegate.llm.providers import create_provider
 from ssegate.llm.providers.openai import OpenAIChunkParser, OpenAIProvider, glm_jwt
+from ssegate.protocol import MAX_EVENT_SIZE
 from ssegate.testing import Reply
 
 pytestmark = pytest.mark.anyio
@@ -324,6 +325,32 @@ def test_a_frame_that_does_not_hold_the_content_is_not_learned(learned: bytes) -
         TextDelta("a"),
     ]
     assert parser._before == ""
+
+
+def test_a_parser_of_a_provider_with_a_limit_is_made_with_it() -> None:
+    """The provider's parser has its limit from the start: ``limit()`` with the
+    same keeps its decoder (one per stream), another makes one anew; either
+    way the limit holds, as for a parser given it by ``limit()`` alone."""
+    big = b"data: " + _chunk('{"content":"' + "x" * 200 + '"}') + b"\n\n"
+    provider = OpenAIProvider(api_key="k", base_url="http://127.0.0.1:1/v1", max_event_size=300)
+    parser = provider.parser(REQUEST)
+    assert isinstance(parser, OpenAIChunkParser)
+    decoder = parser.decoder
+    parser.limit(300)
+    assert parser.decoder is decoder
+    assert (parser.event_limit, parser._max_chunk) == (300, 300)
+    refused = parser.feed(big)[-1]
+    assert type(refused) is Error
+    assert refused.code == "protocol_error"
+    parser = provider.parser(REQUEST)
+    assert isinstance(parser, OpenAIChunkParser)
+    parser.limit(400)
+    assert parser.decoder is not decoder
+    assert (parser.event_limit, parser._max_chunk) == (400, 400)
+    assert type(parser.feed(big)[-1]) is not Error
+    default = OpenAIProvider(api_key="k", base_url="http://127.0.0.1:1/v1").parser(REQUEST)
+    assert isinstance(default, OpenAIChunkParser)
+    assert (default.event_limit, default._max_chunk) == (MAX_EVENT_SIZE, MAX_EVENT_SIZE)
 
 
 def test_a_text_chunk_over_the_event_limit_is_refused_as_before() -> None:

@@ -569,3 +569,21 @@ def test_what_a_held_head_writes_and_where_it_holds_none() -> None:
     assert hold_head(send) is None
     assert hold_head(lambda message: None) is None
     assert hold_head(cycle_like(**shaped(response_started=False, transport=Transport()))) is None
+
+
+def test_a_held_head_gives_body_writer_its_cycle() -> None:
+    """``body_writer(send, held)``: the cycle ``hold_head`` found, with the same
+    checks of the response as without it (started, chunked)."""
+    send = cycle_like(**shaped(response_started=False))
+    cycle = send.__self__
+    cycle.transport.is_closing = lambda: False
+    cycle.transport.close = lambda: None
+    held = hold_head(send)
+    assert held is not None
+    assert body_writer(send, held) is None  # not started yet
+    cycle.response_started = True
+    assert body_writer(send, held) is cycle
+    assert body_writer(send) is cycle
+    cycle.chunked_encoding = False
+    assert body_writer(send, held) is None
+    assert body_writer(send) is None

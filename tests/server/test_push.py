@@ -95,13 +95,20 @@ async def follow(
     after: str | None = None,
     transform: Callable[[StreamItem], Any] = default_transform,
     ping: float | None = None,
+    ends_after: frozenset[str] = frozenset(),
 ) -> Reader:
     peer = Peer() if peer is None else peer
     peer.scope["query_string"] = b""
     if after is not None:
         peer.scope["headers"] = [(b"last-event-id", after.encode())]
     response = await stream_response(
-        source, name, Request(peer.scope), missing_ok=True, transform=transform, ping=ping
+        source,
+        name,
+        Request(peer.scope),
+        missing_ok=True,
+        transform=transform,
+        ping=ping,
+        ends_after=ends_after,
     )
     assert isinstance(response, EventSourceResponse)
     task = asyncio.ensure_future(response(peer.scope, peer.receive, peer.send))
@@ -157,6 +164,69 @@ async def test_tokens_taken_in_one_turn_of_the_loop_leave_in_one_message() -> No
         assert await reader.bodies() == [
             (0.0, b"", True),
             (0.5, event(ids[0], "a") + event(ids[1], "b"), True),
+            (1.5, b"", False),
+        ]
+        assert reader.taken == 2
+
+
+async def test_a_token_taken_as_the_end_comes_leaves_with_the_end() -> None:
+    """The end woke the reader before the loop's flush: the reader sends what
+    was taken first, with the end, in one message (one write)."""
+    store = MemoryStore()
+    async with Hub(store) as hub:
+        reader = await follow(hub, "s")
+        await settle()
+        a = await store.append("s", Event("a"))
+        await store.end("s", "done")  # in the same step: before the flush
+        assert await reader.bodies() == [
+            (0.0, b"", True),
+            (0.5, event(a, "a"), False),
+        ]
+        assert reader.taken == 1
+
+
+async def test_a_last_event_waits_a_turn_for_the_end_and_leaves_with_it() -> None:
+    """``ends_after``: an event of such a type, taken, is flushed a loop turn
+    later; the end that comes meanwhile (the next step of the appender's task)
+    wakes the reader, which sends both in one message, at the same time."""
+    store = MemoryStore()
+    async with Hub(store) as hub:
+        reader = await follow(hub, "s", ends_after=frozenset({"finish"}))
+        await settle()
+        a = await store.append("s", Event("a"))
+        await anyio.sleep(1)
+        z = await store.append("s", Event("z", event="finish"))
+        await asyncio.sleep(0)  # the end in the appender's next step, as the runner's
+        await store.end("s", "done")
+        assert await reader.bodies() == [
+            (0.0, b"", True),
+            (0.5, event(a, "a"), True),
+            (1.5, f"event: finish\nid: {z}\ndata: z\n\n".encode(), False),
+        ]
+        assert reader.taken == 2
+
+
+async def test_a_last_event_whose_end_is_late_goes_after_a_turn_alone() -> None:
+    """A hint only: no end within the turn, the event is sent then, by itself."""
+    store = MemoryStore()
+    async with Hub(store) as hub:
+        reader = await follow(hub, "s", ends_after=frozenset({"finish"}))
+        await settle()
+        z = await store.append("s", Event("z", event="finish"))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the turn it waits, and the one that sends it
+        assert reader.peer.bodies()[-1] == (
+            0.5,
+            f"event: finish\nid: {z}\ndata: z\n\n".encode(),
+            True,
+        )
+        y = await store.append("s", Event("y", event="finish"))  # not the last after all
+        await anyio.sleep(1)
+        await store.end("s", "done")
+        assert await reader.bodies() == [
+            (0.0, b"", True),
+            (0.5, f"event: finish\nid: {z}\ndata: z\n\n".encode(), True),
+            (0.5, f"event: finish\nid: {y}\ndata: y\n\n".encode(), True),
             (1.5, b"", False),
         ]
         assert reader.taken == 2

@@ -192,10 +192,12 @@ class _Late:
     """The waits for a provider on one loop, in the order they began: each still
     going on ``WATCH_AFTER_S`` seconds after it began starts its watch then.
 
-    One loop timer for all of them, at the earliest deadline, not a timer made
-    and cancelled per stream start (the queue is in deadline order: one delay
-    for all). A wait that ended leaves its settled watch in the queue until its
-    deadline, holding nothing.
+    One loop timer for all of them, not a timer made and cancelled per stream
+    start (the queue is in deadline order: one delay for all), and set only for
+    a wait still going: a wait that ended leaves its settled watch in the
+    queue, holding nothing, until a timer passes it. (Set at each next deadline
+    whatever its wait, the timer fired once per stream start under a steady
+    load, as nearly every provider answers within the first of them.)
     """
 
     __slots__ = ("loop", "queue", "timer")
@@ -234,6 +236,8 @@ class _Late:
             watch = queue.popleft()[1]
             if watch.request is not None:  # still waiting
                 watch.start(loop)
+        while queue and queue[0][1].request is None:  # ended: needs no timer
+            queue.popleft()
         if queue:
             self.timer = loop.call_at(queue[0][0], self._due)
 

@@ -53,7 +53,7 @@ from ..streams import (
 )
 from ._errors import api_error
 from ._gateway import Gateway
-from ._records import TEXT_HEAD, TEXT_RECORD, from_record
+from ._records import LAST_RECORDS, TEXT_HEAD, TEXT_RECORD, from_record
 
 __all__ = ["FAREWELL", "RAW_SEND_KEY", "Reader", "Renderer", "openai_error", "serve_generation"]
 
@@ -214,6 +214,7 @@ async def serve_generation(
         farewell=FAREWELL,
         headers={**renderer.headers, **(headers or {})},
         new=new,
+        ends_after=LAST_RECORDS,
     )
     if not isinstance(response, EventSourceResponse):
         if attached:

@@ -20,10 +20,10 @@ import json
 import re
 from json.encoder import encode_basestring as _string  # what dumps(ensure_ascii=False) uses
 
-from ..llm import FINISH_REASONS, Finish, LLMEvent, Start, TextDelta, Usage, event_from_dict
+from ..llm import FINISH_REASONS, Error, Finish, LLMEvent, Start, TextDelta, Usage, event_from_dict
 from ..protocol import Event
 
-__all__ = ["TEXT_HEAD", "TEXT_RECORD", "from_record", "to_record"]
+__all__ = ["LAST_RECORDS", "TEXT_HEAD", "TEXT_RECORD", "from_record", "to_record"]
 
 _new = tuple.__new__
 _TEXT = TextDelta.type
@@ -31,6 +31,9 @@ _TEXT = TextDelta.type
 #: JSON-encoded, follows, then ``}``): readers may take the text's JSON as it is.
 TEXT_RECORD = _TEXT
 TEXT_HEAD = '{"type":"text","text":'
+#: A generation's last records: its stream ends right after one (the runner ends
+#: it once the provider's events are appended; ``stream_response``'s ``ends_after``).
+LAST_RECORDS = frozenset({Finish.type, Error.type})
 _loads = json.loads
 _START, _USAGE, _FINISH = Start.type, Usage.type, Finish.type
 

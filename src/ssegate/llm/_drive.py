@@ -40,7 +40,7 @@ from .._exceptions import (
     UpstreamUnavailable,
 )
 from .._http import aread_capped, retry_after
-from ..protocol import Decoder, Event, NDJSONDecoder
+from ..protocol import MAX_EVENT_SIZE, Decoder, Event, NDJSONDecoder
 from ._client import HTTPClient, Response, _origin, open_stream
 from ._events import Error, Finish, FinishReason, LLMEvent, Start
 from ._request import ChatRequest
@@ -195,14 +195,21 @@ class FrameParser(ABC):
 class SSEFrameParser(FrameParser):
     """A parser for event-stream bodies: subclasses implement ``event()``."""
 
-    __slots__ = ("decoder",)
+    __slots__ = ("decoder", "event_limit")
 
-    def __init__(self, provider: str, model: str = "") -> None:
+    def __init__(
+        self, provider: str, model: str = "", *, max_event_size: int = MAX_EVENT_SIZE
+    ) -> None:
         super().__init__(provider, model)
-        self.decoder = Decoder()
+        self.decoder = Decoder(max_event_size=max_event_size)
+        self.event_limit = max_event_size
 
     def limit(self, max_event_size: int) -> None:
-        self.decoder = Decoder(max_event_size=max_event_size)
+        # A parser made with this limit (its provider's) keeps its decoder: not
+        # made twice per stream.
+        if max_event_size != self.event_limit:
+            self.decoder = Decoder(max_event_size=max_event_size)
+            self.event_limit = max_event_size
 
     def feed(self, chunk: bytes) -> list[LLMEvent]:
         out: list[LLMEvent] = []

@@ -71,11 +71,13 @@ def _cycle(send: object) -> Any:
     return cycle
 
 
-def body_writer(send: object) -> Any:
+def body_writer(send: object, held: HeldHead | None = None) -> Any:
     """uvicorn's request cycle that ``send`` writes a started response's body
     to, if it is shaped as expected and the body is chunked; else ``None``.
-    Call it once the response has started (the framing is decided then)."""
-    cycle = _cycle(send)
+    Call it once the response has started (the framing is decided then).
+    ``held``: what ``hold_head(send)`` gave for this response, whose cycle
+    is the one behind ``send`` (not looked for again)."""
+    cycle = _cycle(send) if held is None else held.cycle
     if (
         cycle is None
         or getattr(cycle, "response_started", False) is not True

@@ -220,7 +220,7 @@ class AsyncioSession(Watching):
             await self.open(status, headers)
         else:
             try:
-                await self.open(status, headers)
+                await self.open(status, headers, held)
             except BaseException:
                 held.release()
                 raise
@@ -332,18 +332,34 @@ class Flusher:
                 # ``Session.flush``'s usual case, inlined (once per token).
                 data = stream.pushed
                 if data is not None and stream.aside_done is None:
+                    if stream.parked and _over(stream.waits_on):
+                        # Its pump wakes in this turn and sends it first, with
+                        # what wakes it (the stream's end: one write for both).
+                        continue
+                    if stream.linger:  # the end is probably a turn away: wait for it
+                        stream.linger = False
+                        self.streams.append(stream)
+                        continue
                     stream.pushed = None
                     stream.send_aside(data, None, now)
                 else:
                     stream.flush()
             except Exception:
                 logger.exception("event stream send failed")
+        if self.streams and not self.scheduled:
+            self.schedule()  # the ones that wait a turn for their end
 
 
 # Weak both ways, as the keep-alive wheels (``_keepalive``).
 _flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[Flusher]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _over(waits_on: Any) -> bool:
+    """Whether what a parked pump waits for is over (an asyncio future that is
+    done: the task's wake-up is scheduled, so the pump runs in this turn)."""
+    return isinstance(waits_on, asyncio.Future) and waits_on.done()
 
 
 def push_flusher(loop: asyncio.AbstractEventLoop) -> Flusher:

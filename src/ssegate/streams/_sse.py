@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from types import FunctionType, MethodType
 from typing import Any
 
@@ -142,6 +142,7 @@ async def stream_response(
     after: str | None = None,
     farewell: Any = None,
     new: bool = False,
+    ends_after: Collection[str] = (),
 ) -> Response:
     """Answer ``request`` with ``stream`` read from ``source`` (a store, or a running ``Hub``).
 
@@ -156,53 +157,54 @@ async def stream_response(
     caller has just made ``stream`` and this is its first reader, so it exists,
     and without an id to resume from nothing needs deciding: the store is not
     asked about it first (on Redis, one round trip less before the headers).
+    ``ends_after``: the event types after which the stream usually ends at
+    once (a hint: on the push path such an event waits up to a loop turn for
+    the end, to leave with it in one write; nothing else changes).
     """
     store = source.store if isinstance(source, Hub) else source
     if after is None:
         after = last_event_id(request)
-    if new and not after:
-        return _live_response(
-            source,
-            stream,
-            transform,
-            after,
-            missing_ok,
-            ping,
-            headers,
-            retry,
-            send_timeout,
-            farewell,
-        )
-    # Decide the status from the store's summary, not by waiting for a first
-    # event: the headers (and keep-alives) must go out at once even when the
-    # first token is a minute away.
-    try:
-        parsed = parse_id(after)
-        info = await store.info(stream)
-        if not info.exists and not missing_ok:
+    if not new or after:  # (a new stream's first reader: nothing to decide)
+        # Decide the status from the store's summary, not by waiting for a first
+        # event: the headers (and keep-alives) must go out at once even when the
+        # first token is a minute away.
+        try:
+            parsed = parse_id(after)
+            info = await store.info(stream)
+            if not info.exists and not missing_ok:
+                return _error(
+                    404, "stream_not_found", f"no stream named {stream!r} (or it has expired)"
+                )
+            last = 0 if info.last_id is None else int(info.last_id.rpartition("-")[2])
+            check_after(stream, parsed, info.epoch, last, info.ended)
+        except UnknownEventId as exc:
+            return _error(400, "unknown_event_id", str(exc))
+        except ValueError as exc:
+            return _error(400, "invalid_stream", str(exc))
+        except StoreUnavailable:
             return _error(
-                404, "stream_not_found", f"no stream named {stream!r} (or it has expired)"
+                503, "store_unavailable", "The stream store is unavailable.", {"Retry-After": "1"}
             )
-        last = 0 if info.last_id is None else int(info.last_id.rpartition("-")[2])
-        check_after(stream, parsed, info.epoch, last, info.ended)
-    except UnknownEventId as exc:
-        return _error(400, "unknown_event_id", str(exc))
-    except ValueError as exc:
-        return _error(400, "invalid_stream", str(exc))
-    except StoreUnavailable:
-        return _error(
-            503, "store_unavailable", "The stream store is unavailable.", {"Retry-After": "1"}
-        )
-    if info.ended and parsed is not None and parsed.seq > last:
-        return Response(status_code=204)  # after the end's id: told of the end already
-    if info.ended and (0 if parsed is None else parsed.seq) == last:
-        # Nothing after the id: 204 only if the end itself has nothing to say.
-        assert info.outcome is not None
-        assert info.epoch is not None
-        if transform(End(info.outcome, format_id(info.epoch, last + 1))) is None:
-            return Response(status_code=204)
+        if info.ended and parsed is not None and parsed.seq > last:
+            return Response(status_code=204)  # after the end's id: told of the end already
+        if info.ended and (0 if parsed is None else parsed.seq) == last:
+            # Nothing after the id: 204 only if the end itself has nothing to say.
+            assert info.outcome is not None
+            assert info.epoch is not None
+            if transform(End(info.outcome, format_id(info.epoch, last + 1))) is None:
+                return Response(status_code=204)
     return _live_response(
-        source, stream, transform, after, missing_ok, ping, headers, retry, send_timeout, farewell
+        source,
+        stream,
+        transform,
+        after,
+        missing_ok,
+        ping,
+        headers,
+        retry,
+        send_timeout,
+        farewell,
+        ends_after,
     )
 
 
@@ -217,8 +219,9 @@ def _live_response(
     retry: int | None,
     send_timeout: float | None,
     farewell: Any,
+    ends_after: Collection[str],
 ) -> EventSourceResponse:
-    live = _Live(transform, after)
+    live = _Live(transform, after, ends_after)
     response = EventSourceResponse(
         _send(source, stream, live, missing_ok),
         ping=ping,
@@ -240,15 +243,18 @@ class _Live(Tap):
     loop when the reader reads the event itself, as it would have been),
     the reader reads it."""
 
-    __slots__ = ("after", "failure", "session", "taken", "transform")
+    __slots__ = ("after", "ends_after", "failure", "session", "taken", "transform")
 
-    def __init__(self, transform: Transform, after: str | None) -> None:
+    def __init__(
+        self, transform: Transform, after: str | None, ends_after: Collection[str] = ()
+    ) -> None:
         super().__init__()
         self.transform = _callable(transform)
         self.after = after  # the last event sent (read again after it, see _send)
         self.session: Taker | None = None
         self.failure: Exception | None = None
         self.taken = 0  # events taken
+        self.ends_after = ends_after  # (``stream_response``'s)
 
     def take(self, event: Event) -> bool:
         session = self.session
@@ -262,6 +268,9 @@ class _Live(Tap):
             return False
         self.after = event[2]  # its id (not by the property: once per event taken)
         self.taken += 1
+        ends_after = self.ends_after
+        if ends_after and event[1] in ends_after:
+            session.linger = True
         return True
 
     def raise_failure(self) -> None:

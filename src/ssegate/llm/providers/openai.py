@@ -239,8 +239,10 @@ class OpenAIChunkParser(SSEFrameParser):
         "_tries",
     )
 
-    def __init__(self, provider: str, model: str = "") -> None:
-        super().__init__(provider, model)
+    def __init__(
+        self, provider: str, model: str = "", *, max_event_size: int = MAX_EVENT_SIZE
+    ) -> None:
+        super().__init__(provider, model, max_event_size=max_event_size)
         self._reasoning = False  # inside a run of reasoning deltas
         self._finish: tuple[FinishReason, str] | None = None  # held until [DONE]
         self._calls: dict[int, list[Any]] = {}  # upstream index -> [seq, id, name, parts]
@@ -260,7 +262,7 @@ class OpenAIChunkParser(SSEFrameParser):
         # nothing (no part of a line or event), so the next bytes start an event.
         self._clean = False
         # Reads at most this long may be one chunk the decoder would take (its limit).
-        self._max_chunk = MAX_EVENT_SIZE
+        self._max_chunk = max_event_size
 
     def limit(self, max_event_size: int) -> None:
         super().limit(max_event_size)
@@ -630,4 +632,6 @@ class OpenAIProvider(HTTPProvider):
     not_a_stream = ("text/html", "application/json")
 
     def parser(self, request: ChatRequest) -> FrameParser:
-        return OpenAIChunkParser(self.name, request.model)
+        # Made with the provider's limit, which ``limit()`` then finds it has.
+        limit = MAX_EVENT_SIZE if self.max_event_size is None else self.max_event_size
+        return OpenAIChunkParser(self.name, request.model, max_event_size=limit)
