@@ -28,6 +28,16 @@ from typing import Any
 Scope = dict[str, Any]
 
 
+async def read_body(receive: Any) -> bytes:
+    """An ASGI request's whole body."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 def pipe_app(upstream: str) -> Any:
     """The raw ASGI app relaying ``POST /v1/chat/completions`` to ``upstream``'s."""
     import aiohttp
@@ -62,12 +72,7 @@ def pipe_app(upstream: str) -> Any:
             await send({"type": "http.response.start", "status": 404, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         async with held["session"].post(url, data=body, headers=json_headers) as answer:
             kind = answer.headers.get("content-type", "text/event-stream").encode("latin-1")
             await send(

@@ -55,6 +55,7 @@ from typing import Any
 
 from _report import Report
 from fake_upstream import RATE, make_certificate, run_upstream  # benchmarks/ is on sys.path
+from pipe_relay import read_body
 
 HERE = os.path.abspath(__file__)
 
@@ -120,12 +121,7 @@ def ssegate_app(upstream: str, impl: str) -> Any:
                     await state["client"].aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive)
         request = ChatRequest.from_openai(json.loads(body))
         fmt = NativeFormatter()
         await send(
