@@ -59,7 +59,7 @@ def test_threads_draw_from_buffers_of_their_own() -> None:
     assert len(set(got)) == len(got) == 2000
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork, which this platform lacks")
 def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
     random_hex(16)  # a buffer to inherit
     read, write = os.pipe()

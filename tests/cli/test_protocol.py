@@ -46,7 +46,7 @@ def _ask(port: int, host: str = "127.0.0.1") -> tuple[bytes, tuple[Any, ...], tu
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 def test_the_scope_has_the_addresses_uvicorns_protocol_gives(loop: str, host: str) -> None:
     if host == "::1" and not _can_listen(host):
-        pytest.skip("no IPv6 loopback")
+        pytest.skip("this machine has no IPv6 loopback (::1) to listen on")
     for http in (HttpToolsProtocol, KnownAddressesProtocol):  # uvicorn's, then ours
         with _serving(http, loop, host) as port:
             body, mine, theirs = _ask(port, host)

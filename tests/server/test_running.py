@@ -57,7 +57,10 @@ def test_other_threads_do_not_know_this_ones_loop() -> None:
     assert seen == [None]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="fork")
+@pytest.mark.skipif(
+    not hasattr(os, "fork") or sys.platform == "darwin",
+    reason="needs os.fork, which Windows lacks and macOS makes unsafe in a threaded process",
+)
 def test_a_child_forked_while_the_loop_runs_knows_no_loop() -> None:
     read, write = os.pipe()
 
