@@ -91,6 +91,16 @@ untouched, and does nothing else (no validation, auth, routing, parsing, store,
 resume, metrics or logs): what any relay on these libraries pays for the I/O
 alone, under the same load, so the gateway's figures can be read against the
 least its stack costs on this machine (the targets are checked for it too).
+Where granian is installed (the ``bench`` extra) the same pipe served by granian
+runs beside too, column ``granian`` (``--no-granian``: not): whether that floor is
+uvicorn's or any Python ASGI server's.
+
+How busy each relay was: every run samples, each 0.5 s, the relay's CPU and the
+machine's busy CPUs (``Busy``); the table gives the relay's busiest 0.5 s in %
+of one core (``peak CPU``) and the machine's busy CPUs then (``machine``, the
+upstream and the load generator included). A relay at ~100 % there is saturated:
+for that while what arrives waits for the core, and its latencies measure that
+queue (the targets' lines say so).
 
 The machine is shared and noisy: compare the columns of one run, not runs.
 ``--profile FILE`` records the gateway with py-spy (``pip install py-spy``) during
@@ -422,6 +432,55 @@ def load(
     return result
 
 
+class Busy:
+    """How busy the relay and the machine were during a run: sampled every ``window``
+    seconds on a thread of this process (it only reads ``/proc``), the relay's busiest
+    window (its CPU in it, as a share of one core) and the machine's busy CPUs in
+    that same window (all processes: the upstream and the load generator too).
+
+    A relay at ~100 % of a core in its busiest window is saturated: for a while what
+    arrives waits for the core, whatever the code, and its latency figures measure that
+    queue. A figure then says what the machine could not give, not what the relay adds."""
+
+    def __init__(self, pid: int | None, window: float = 0.5) -> None:
+        import threading
+
+        self.pid = pid
+        self.window = window
+        self.peak = float("nan")
+        self.machine = float("nan")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Busy:
+        if self.pid:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.pid:
+            self._thread.join()
+
+    def _sample(self) -> None:
+        import psutil
+
+        def machine_busy() -> float:
+            t = psutil.cpu_times()
+            return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+        assert self.pid is not None
+        peak, machine = 0.0, 0.0
+        last_cpu, last_busy, last_at = cpu_of(self.pid), machine_busy(), time.monotonic()
+        while not self._stop.wait(self.window):
+            cpu, busy, at = cpu_of(self.pid), machine_busy(), time.monotonic()
+            share = (cpu - last_cpu) / (at - last_at)
+            if share > peak:
+                peak, machine = share, (busy - last_busy) / (at - last_at)
+            last_cpu, last_busy, last_at = cpu, busy, at
+        self.peak, self.machine = peak, machine
+
+
 def measure(
     target: str,
     port: int,
@@ -438,6 +497,7 @@ def measure(
         "direct": "m",
         "litellm": "m",
         "pipe": "m",
+        "granian": "m",
         "ssegate": "up/m",
         "baseline": "up/m",
         "echo": "echo",
@@ -453,7 +513,8 @@ def measure(
     conns = upstream_connections()
     before = cpu_of(pid) if pid else 0.0
     before_sys = cpu_of(pid, kernel=True) if pid else 0.0
-    r = load(port, streams, body, key, echo, ramp, limit, cafile)
+    with Busy(pid) as busy:
+        r = load(port, streams, body, key, echo, ramp, limit, cafile)
     cpu = cpu_of(pid) - before if pid else float("nan")
     cpu_sys = cpu_of(pid, kernel=True) - before_sys if pid else float("nan")
     if r["failures"]:
@@ -471,6 +532,8 @@ def measure(
         "cpu_share": cpu / r["wall"],
         "cpu_s": cpu,
         "new_conns": max(0, upstream_connections() - conns - 1) if conns else float("nan"),
+        "peak": busy.peak,
+        "machine": busy.machine,
     }
 
 
@@ -521,6 +584,19 @@ def settle(pid: int, window: float = 0.2, quiet: float = 0.01, within: float = 5
 FILL_TOKENS = 80
 
 
+#: The bare pipes (``pipe_relay.py``): column -> its ``--server``.
+PIPES = {"pipe": "uvicorn", "granian": "granian"}
+
+
+def pipe_columns(uvicorn: bool, granian: bool | None) -> tuple[str, ...]:
+    """The bare pipes to run: ``pipe`` (uvicorn) and ``granian`` (by default where installed)."""
+    if granian is None:
+        import importlib.util
+
+        granian = importlib.util.find_spec("granian") is not None
+    return (("pipe",) if uvicorn else ()) + (("granian",) if granian else ())
+
+
 class Servers:
     """The upstream, the gateway and (if installed) LiteLLM, for one run."""
 
@@ -532,7 +608,7 @@ class Servers:
         baseline: str = "",
         keep_alive: bool = True,
         tls: bool = True,
-        pipe: bool = False,
+        pipes: tuple[str, ...] = (),
     ):
         self.dir = tempfile.mkdtemp(prefix="ssegate-bench-")
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -574,15 +650,16 @@ class Servers:
                 [*serve[:-1], str(self.base_port), "--config", cfg],
                 {"PYTHONPATH": src},
             )
-        # The stack's own cost (pipe_relay.py): uvicorn and aiohttp forwarding bytes untouched.
-        self.pipe: subprocess.Popen[bytes] | None = None
-        self.pipe_port = free_port()
-        if pipe:
-            script = os.path.join(os.path.dirname(HERE), "pipe_relay.py")
-            self.pipe = self.spawn(
-                "pipe",
-                [sys.executable, script, "--port", str(self.pipe_port), "--upstream", upstream],
-            )
+        # The stack's own cost (pipe_relay.py): uvicorn (and granian) and aiohttp forwarding
+        # bytes untouched. Column -> (process, port).
+        self.pipes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        script = os.path.join(os.path.dirname(HERE), "pipe_relay.py")
+        for column, server in PIPES.items():
+            if column not in pipes:
+                continue
+            port = free_port()
+            run = [sys.executable, script, "--port", str(port), "--upstream", upstream]
+            self.pipes[column] = (self.spawn(column, [*run, "--server", server]), port)
         self.ll: subprocess.Popen[bytes] | None = None
         self.ll_port = free_port()
         if litellm:
@@ -597,8 +674,8 @@ class Servers:
         wait_ready(f"http://127.0.0.1:{self.gw_port}/readyz", self.gw, 60)
         if self.base is not None:
             wait_ready(f"http://127.0.0.1:{self.base_port}/readyz", self.base, 60)
-        if self.pipe is not None:
-            self.wait_port(self.pipe_port, self.pipe)
+        for proc, port in self.pipes.values():
+            self.wait_port(port, proc)
         if self.ll is not None:
             try:
                 wait_ready(f"http://127.0.0.1:{self.ll_port}/health/liveliness", self.ll, 120)
@@ -728,6 +805,13 @@ def main() -> None:
         help="run pipe_relay.py beside, what any relay on this stack costs (uvicorn and "
         "aiohttp forwarding the upstream's bytes untouched), column 'pipe' (--no-pipe: not)",
     )
+    ap.add_argument(
+        "--granian",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run pipe_relay.py --server granian beside too, the same bare pipe on granian, "
+        "column 'granian' (default: where granian is installed, as the bench extra does)",
+    )
     ap.add_argument("--profile", default=None, help="py-spy the gateway's busiest run into FILE")
     ap.add_argument("--redis-url", default="", help="the gateways' store: this Redis (see REDIS)")
     ap.add_argument(
@@ -792,14 +876,14 @@ def main() -> None:
         args.baseline,
         args.upstream_keep_alive,
         args.upstream_tls,
-        args.pipe,
+        pipe_columns(args.pipe, args.granian),
     )
     try:
         idle = {"ssegate": servers.gw.pid} | ({"litellm": servers.ll.pid} if servers.ll else {})
         if servers.base is not None:
             idle["baseline"] = servers.base.pid
-        if servers.pipe is not None:
-            idle["pipe"] = servers.pipe.pid
+        for column, (proc, _) in servers.pipes.items():
+            idle[column] = proc.pid
         before = {t: cpu_of(pid) for t, pid in idle.items()}
         idle_s = 1.0 if args.quick else 2.0
         time.sleep(idle_s)
@@ -817,8 +901,8 @@ def main() -> None:
         }
         if servers.base is not None:
             ports["baseline"] = (servers.base_port, servers.base.pid, "")
-        if servers.pipe is not None:
-            ports["pipe"] = (servers.pipe_port, servers.pipe.pid, "")
+        for column, (proc, port) in servers.pipes.items():
+            ports[column] = (port, proc.pid, "")
         if servers.ll is not None:
             ports["litellm"] = (servers.ll_port, servers.ll.pid, "")
         for t, (port, pid, ca) in ports.items():  # warm up: first-request imports and caches
@@ -879,8 +963,8 @@ def main() -> None:
         if servers.base is not None:
             gateways["baseline"] = (servers.base_port, servers.base.pid)
         relays = dict(gateways)
-        if servers.pipe is not None:
-            relays["pipe"] = (servers.pipe_port, servers.pipe.pid)
+        for column, (proc, port) in servers.pipes.items():
+            relays[column] = (port, proc.pid)
         if not args.quick:
             split = 100 if 100 in counts else max(counts)
             cpu_split(relays, split, tokens, args.ramp, limit, repeats, args.warm_pool)
@@ -1030,11 +1114,20 @@ def summarize_profile(path: str, top: int = 12) -> None:
             print(f"    {n / max(1, total) * 100:5.1f}%  {name}")
 
 
+#: A relay's busiest 0.5 s at this share of a core or more: saturated (``Busy``; the
+#: kernel counts CPU time in 10 ms ticks, so a full core reads 0.96 to 1.04).
+SATURATED = 0.95
+
+
 def targets(med: dict[str, dict[str, float]]) -> None:
     """The issue's targets at 1 000 streams, one gateway process: met or not (and by
     the stack's bare relay, ``pipe``, where it ran)."""
     d = med["direct"]
-    for name, label in (("ssegate", "targets"), ("pipe", "the same for the bare pipe")):
+    for name, label in (
+        ("ssegate", "targets"),
+        ("pipe", "the same for the bare pipe"),
+        ("granian", "the same for the bare pipe on granian"),
+    ):
         if name not in med:
             continue
         g = med[name]
@@ -1047,6 +1140,12 @@ def targets(med: dict[str, dict[str, float]]) -> None:
         ]
         verdicts = "; ".join(f"{t}: {v} {'met' if ok else 'MISSED'}" for t, v, ok in checks)
         print(f"{label}: {verdicts}")
+        if g["peak"] >= SATURATED:
+            print(
+                f"  ({name} saturated: its busiest 0.5 s took {g['peak'] * 100:.0f} % of a core, "
+                f"{g['machine']:.2f} of the machine's {os.cpu_count()} CPUs busy then; "
+                "the latencies above are mostly waiting for a core)"
+            )
     if d["late99"] > 50 or d["delivered"] < 1.0:
         print(
             f"  (not a fair test of them: read direct, the upstream itself was {d['late99']:.0f} ms "
@@ -1060,7 +1159,7 @@ def report(streams: int, med: dict[str, dict[str, float]]) -> None:
     print(
         f"{'':9}{'delivered':>10}{'TTFT p50':>9}{'p99':>9}{'+p50':>9}{'+p99':>9}"
         f"{'late p50':>9}{'p99':>9}{'+p50':>9}{'+p99':>9}{'CPU us/tok':>11}{'of it sys':>10}"
-        f"{'CPU ratio':>10}"
+        f"{'CPU ratio':>10}{'peak CPU':>9}{'machine':>8}"
     )
     ours = med["ssegate"]["cpu_us"]
     for t, m in med.items():
@@ -1078,11 +1177,15 @@ def report(streams: int, med: dict[str, dict[str, float]]) -> None:
             f"{m['cpu_us']:>11.1f}" if added else f"{'-':>11}",
             f"{m['sys_us']:>10.1f}" if added else f"{'-':>10}",
             f"{m['cpu_us'] / ours:>9.1f}x" if added and ours else f"{'':>10}",
+            f"{m['peak'] * 100:>8.0f}%" if added else f"{'-':>9}",
+            f"{m['machine']:>8.2f}" if added else f"{'-':>8}",
         ]
         print(f"{t:9}" + "".join(cols))
     print(
         "(ms; '+' = added over direct; 'of it sys': the kernel's part (socket reads and "
-        "writes, polling); CPU ratio = CPU per token / ssegate's)"
+        "writes, polling); CPU ratio = CPU per token / ssegate's; peak CPU: the relay's "
+        f"busiest 0.5 s, in % of one core; machine: the CPUs busy then, of {os.cpu_count()}, "
+        "the upstream's and the load generator's included)"
     )
     opened = ", ".join(f"{t} {m['new_conns']:.0f}" for t, m in med.items() if t != "direct")
     print(f"new upstream connections opened during the run (TCP + TLS each): {opened}")

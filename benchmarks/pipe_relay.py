@@ -16,7 +16,15 @@ renumbered ids, no metrics, no logs, no cancellation when the client leaves (its
 answer runs to the upstream's end). Not part of ssegate; only a measure of the
 stack under it.
 
+``--server granian``: the same app served by granian instead (a Rust HTTP server
+for ASGI apps, well kept, the one most often proposed as faster than uvicorn;
+in the ``bench`` extra), embedded in this process (one worker, one runtime
+thread, uvloop, HTTP/1.1, no WebSockets, no access log, the same backlog), so
+that its CPU is this process's: whether the floor is uvicorn's or any Python
+ASGI server's. ``benchmarks/gateway.py`` runs it as the column ``granian``.
+
     .venv/bin/python benchmarks/pipe_relay.py --port 8081 --upstream https://127.0.0.1:8443
+    .venv/bin/python benchmarks/pipe_relay.py --server granian --port 8082 --upstream ...
 """
 
 from __future__ import annotations
@@ -89,22 +97,51 @@ def pipe_app(upstream: str) -> Any:
     return app
 
 
-def main() -> None:
-    import uvicorn
+#: The listening socket's backlog, the gateway's (``ssegate serve``).
+BACKLOG = 4096
 
+
+def serve_granian(app: Any, port: int) -> None:
+    """``app`` on 127.0.0.1:``port`` by granian, in this process (its embedded server)."""
+    import uvloop
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server.embed import Server
+
+    server = Server(
+        app,
+        address="127.0.0.1",
+        port=port,
+        interface=Interfaces.ASGI,
+        http=HTTPModes.http1,
+        websockets=False,
+        runtime_threads=1,
+        backlog=BACKLOG,
+        log_access=False,
+    )
+    uvloop.run(server.serve())
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", required=True, help="the upstream's base URL")
+    ap.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
     args = ap.parse_args()
+    app = pipe_app(args.upstream)
+    if args.server == "granian":
+        serve_granian(app, args.port)
+        return
+    import uvicorn
+
     uvicorn.run(
-        pipe_app(args.upstream),
+        app,
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",
         http="httptools",
         access_log=False,
         log_level="warning",
-        backlog=4096,
+        backlog=BACKLOG,
     )
 
 
